@@ -1,0 +1,28 @@
+//! # jumio-export
+//!
+//! Exports identity-verification records out of the Jumio Netverify Retrieval API.
+//!
+//! The pipeline, stage by stage (each a module):
+//! - [`job`]: the TOML job file, parsed and validated;
+//! - [`input`]: reference lists → [`input::Item`]s;
+//! - [`api`]: the HTTP client (auth, User-Agent, origin check), retry, rate limiter;
+//! - [`fetch`]: the scheduler that drives every reference through the guide's flow;
+//! - [`flatten`]: pure JSON → table rows, and the schema of every table;
+//! - [`output`]: archives, CSV and Parquet tables, failures, report;
+//! - [`simulator`]: the Retrieval API simulator used by `demo` and the tests.
+
+pub mod api;
+pub mod cli;
+pub mod fetch;
+pub mod flatten;
+pub mod input;
+pub mod job;
+pub mod kind;
+pub mod output;
+pub mod plan;
+pub mod simulator;
+
+pub use kind::Kind;
+
+/// The tool's version, recorded in reports and provenance.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
