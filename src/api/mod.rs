@@ -1,1 +1,16 @@
-//! (work in progress)
+//! The HTTP side of the export: one client that every request goes through.
+//!
+//! - [`origin`]: which hrefs may be followed (scheme, host and port of the configured base URL);
+//! - [`limiter`]: the one job-wide rate limiter (governor ceiling plus adaptive slow-down on 429);
+//! - [`retry`]: backoff with full jitter and `Retry-After` parsing;
+//! - [`client`]: auth, User-Agent, body caps, status classification, request statistics.
+//!
+//! This stage knows HTTP and the API's paths; it knows nothing of archives or tables.
+
+pub mod client;
+pub mod limiter;
+pub mod origin;
+pub mod retry;
+
+pub use client::{ApiClient, ApiError, ApiResponse, ClientOptions, Family, RequestStats};
+pub use limiter::RateLimiter;
