@@ -1,1 +1,5 @@
-//! (work in progress)
+//! Outputs: archives, tables, failures and the run report. Blocking code: callers run it off the async threads.
+
+pub mod archive;
+pub mod failures;
+pub mod report;

@@ -1,0 +1,132 @@
+//! `report.json`: the run summary an auditor keeps. Includes a root hash over every archive's
+//! sha256 in reference order, so it can be shown later that no archive was swapped or dropped.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+/// The whole report, serialised as `report.json`.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// Always `jumio-export`.
+    pub tool: &'static str,
+    /// `CARGO_PKG_VERSION`.
+    pub tool_version: &'static str,
+    /// When the run started (RFC 3339, UTC).
+    pub started_at: String,
+    /// When the run ended.
+    pub finished_at: String,
+    /// sha256 of the job file's bytes.
+    pub job_sha256: String,
+    /// sha256 of the input list's bytes.
+    pub input_sha256: String,
+    /// `K/N` when sharded.
+    pub shard: Option<String>,
+    /// Whether the run was interrupted (Ctrl-C) or stopped by refused credentials.
+    pub interrupted: bool,
+    /// Counts per outcome.
+    pub outcomes: Outcomes,
+    /// Requests sent, per endpoint and status.
+    pub requests: Requests,
+    /// Bytes of archives and tables written by this run.
+    pub bytes_written: u64,
+    /// Archives in the export (this run's and earlier runs').
+    pub archives: u64,
+    /// sha256 over `"<reference>  <archive sha256>\n"` lines sorted by reference.
+    pub root_hash: String,
+    /// How `root_hash` is computed, for the auditor.
+    pub root_hash_method: &'static str,
+}
+
+/// Outcome counts.
+#[derive(Debug, Default, Serialize)]
+pub struct Outcomes {
+    /// References in the input (after de-duplication and sharding, including invalid ones).
+    pub references: u64,
+    /// Exported by this run.
+    pub exported: u64,
+    /// Already complete from an earlier run; not fetched again.
+    pub already_exported: u64,
+    /// Not exported (each has a row in failures.csv).
+    pub failed: u64,
+    /// Not reached because the run was interrupted.
+    pub not_started: u64,
+    /// Duplicate lines dropped from the input.
+    pub duplicates: u64,
+    /// Failures by error code.
+    pub failures_by_error: BTreeMap<String, u64>,
+}
+
+/// Request statistics.
+#[derive(Debug, Default, Serialize)]
+pub struct Requests {
+    /// Every attempt sent.
+    pub total: u64,
+    /// Attempts after the first.
+    pub retries: u64,
+    /// 429 answers.
+    pub too_many_requests: u64,
+    /// Body bytes received.
+    pub bytes_received: u64,
+    /// `{endpoint: {status: count}}`; status 0 = no response (network error).
+    pub by_endpoint: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+/// `sha256("<reference>  <sha256>\n" …)` over pairs sorted by reference.
+pub fn root_hash(pairs: &mut [(String, String)]) -> String {
+    pairs.sort();
+    let mut h = Sha256::new();
+    for (reference, sha) in pairs.iter() {
+        h.update(reference.as_bytes());
+        h.update(b"  ");
+        h.update(sha.as_bytes());
+        h.update(b"\n");
+    }
+    hex::encode(h.finalize())
+}
+
+/// RFC 3339 with milliseconds, UTC.
+pub fn timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// The method string recorded in the report.
+pub const ROOT_HASH_METHOD: &str =
+    "sha256 over one line per archive, \"<reference>  <archive sha256>\\n\", sorted by reference";
+
+impl Report {
+    /// Writes `report.json` atomically (temporary name, fsync, rename).
+    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
+        let tmp = dir.join("report.json.tmp");
+        let mut text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        text.push(b'\n');
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&text)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, dir.join("report.json"))?;
+        super::failures::sync_dir(dir);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_hash_is_order_independent_and_pinned() {
+        let mut a = vec![("b".to_string(), "22".to_string()), ("a".to_string(), "11".to_string())];
+        let mut b = vec![("a".to_string(), "11".to_string()), ("b".to_string(), "22".to_string())];
+        let expected = hex::encode(Sha256::digest(b"a  11\nb  22\n"));
+        assert_eq!(root_hash(&mut a), expected);
+        assert_eq!(root_hash(&mut b), expected);
+        let mut swapped = vec![("a".to_string(), "22".to_string()), ("b".to_string(), "11".to_string())];
+        assert_ne!(root_hash(&mut swapped), expected);
+    }
+}
