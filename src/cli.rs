@@ -1,1 +1,144 @@
-//! (work in progress)
+//! Command-line definitions (clap). Parsing only; the commands live in [`crate::commands`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Exports identity-verification records out of the Jumio Netverify Retrieval API.
+#[derive(Debug, Parser)]
+#[command(name = "jumio-export", version, about, long_about = None)]
+pub struct Cli {
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every subcommand of SPEC's command table.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the export job described by JOB.toml.
+    Run {
+        /// The job file.
+        job: PathBuf,
+        /// Overrides of the job file.
+        #[command(flatten)]
+        overrides: OverrideArgs,
+        /// No progress output.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Start the built-in simulator on a free loopback port and run jobs/demo.toml against it.
+    Demo {
+        /// Output directory.
+        #[arg(long, default_value = "export-demo")]
+        out: PathBuf,
+        /// How many simulated references to export (a few special ones are added).
+        #[arg(long, default_value_t = 300)]
+        count: usize,
+        /// No progress output.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Serve the Retrieval API simulator until stopped.
+    Simulate(SimulateArgs),
+    /// Validate the job and input and print the request budget; sends nothing.
+    Plan {
+        /// The job file.
+        job: PathBuf,
+        /// Overrides of the job file.
+        #[command(flatten)]
+        overrides: OverrideArgs,
+    },
+}
+
+/// Overrides shared by `run` and `plan`.
+#[derive(Debug, Args, Default, Clone)]
+pub struct OverrideArgs {
+    /// Reference list (text or CSV); `-` reads standard input.
+    #[arg(long)]
+    pub input: Option<String>,
+    /// Output directory.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Sets both netverify_url and retrieval_url.
+    #[arg(long)]
+    pub base_url: Option<String>,
+    /// Requests per second (a ceiling for all requests).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// References worked on at once.
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Export only shard K of N (K from 0 to N-1), at 1/N of the rate.
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<String>,
+}
+
+/// `jumio-export simulate` options.
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Seed of the synthetic data.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// How many references to list with --references-out.
+    #[arg(long, default_value_t = 1000)]
+    pub count: usize,
+    /// Write the served references as CSV (`reference,kind`).
+    #[arg(long)]
+    pub references_out: Option<PathBuf>,
+    /// Basic-auth user the simulator accepts.
+    #[arg(long, default_value = "demo-token")]
+    pub token: String,
+    /// Basic-auth password the simulator accepts.
+    #[arg(long, default_value = "demo-secret")]
+    pub secret: String,
+    /// Serve unmasked card pages (`maskhint=unmasked`) instead of answering 403.
+    #[arg(long)]
+    pub allow_unmasked: bool,
+    /// Size of each document image in bytes.
+    #[arg(long)]
+    pub image_bytes: Option<usize>,
+    /// Size of each liveness image in bytes.
+    #[arg(long)]
+    pub liveness_bytes: Option<usize>,
+    /// Size of each Document Verification page in bytes.
+    #[arg(long)]
+    pub page_bytes: Option<usize>,
+    /// Size of each original PDF in bytes.
+    #[arg(long)]
+    pub pdf_bytes: Option<usize>,
+    /// Added latency per response, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Fraction of requests answered 500 or 503.
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// Fraction of requests answered 429.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate_429: f64,
+    /// Retry-After seconds on injected 429s (omit for Jumio's usual 429 without it).
+    #[arg(long)]
+    pub retry_after: Option<u64>,
+    /// Server-side ceiling of requests per second, answered with 429 above it.
+    #[arg(long)]
+    pub ceiling_rps: Option<f64>,
+    /// Fraction of responses whose body is cut short.
+    #[arg(long, default_value_t = 0.0)]
+    pub truncate_rate: f64,
+    /// Fraction of requests whose connection is reset.
+    #[arg(long, default_value_t = 0.0)]
+    pub reset_rate: f64,
+    /// Fraction of hrefs that point at another origin.
+    #[arg(long, default_value_t = 0.0)]
+    pub foreign_href_rate: f64,
+    /// The other origin used by --foreign-href-rate.
+    #[arg(long, default_value = "http://127.0.0.2:9")]
+    pub foreign_origin: String,
+    /// Append one JSON line per request to this file.
+    #[arg(long)]
+    pub request_log: Option<PathBuf>,
+}

@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod commands;
 pub mod fetch;
 pub mod flatten;
 pub mod input;
@@ -26,3 +27,4 @@ pub use kind::Kind;
 
 /// The tool's version, recorded in reports and provenance.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub mod run;

@@ -1,1 +1,23 @@
-fn main() {}
+//! `jumio-export`: parse arguments, set up logging and the runtime, run the command, exit with its code.
+
+use clap::Parser;
+
+fn main() {
+    let cli = jumio_export::cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(3);
+        }
+    };
+    let code = runtime.block_on(jumio_export::commands::execute(cli.command));
+    std::process::exit(code);
+}

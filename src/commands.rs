@@ -1,0 +1,238 @@
+//! One function per subcommand: turn parsed arguments into a job, run it, and return the exit code.
+//! Errors are printed here, once, naming the file, key or reference; nothing below prints.
+
+use std::path::Path;
+
+use crate::cli::{Command, OverrideArgs, SimulateArgs};
+use crate::input;
+use crate::job::{self, Credentials, Job, Overrides};
+use crate::run::{self, RunOptions};
+use crate::simulator::{self, Faults, SimOptions};
+
+/// Exit code: usage or job-file error.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code: fatal (credentials refused, output directory unusable).
+pub const EXIT_FATAL: i32 = 3;
+
+/// Runs a parsed command line and returns the process exit code.
+pub async fn execute(command: Command) -> i32 {
+    match command {
+        Command::Run { job, overrides, quiet } => run_job(&job, &overrides, quiet).await,
+        Command::Demo { out, count, quiet } => demo(&out, count, quiet).await,
+        Command::Simulate(args) => simulate(args).await,
+        Command::Plan { job, overrides } => plan(&job, &overrides),
+    }
+}
+
+fn overrides(args: &OverrideArgs) -> Result<Overrides, String> {
+    let shard = match &args.shard {
+        Some(s) => Some(s.parse().map_err(|e| format!("--shard {s}: {e}"))?),
+        None => None,
+    };
+    Ok(Overrides {
+        input: args.input.clone(),
+        out: args.out.clone(),
+        base_url: args.base_url.clone(),
+        rate: args.rate,
+        concurrency: args.concurrency,
+        shard,
+    })
+}
+
+fn load(path: &Path, args: &OverrideArgs) -> Result<(Job, input::InputList), i32> {
+    let o = overrides(args).map_err(|e| {
+        eprintln!("error: {e}");
+        EXIT_USAGE
+    })?;
+    let job = job::load(path, &o).map_err(|e| {
+        eprintln!("error: {e}");
+        EXIT_USAGE
+    })?;
+    let list = read_job_input(&job)?;
+    Ok((job, list))
+}
+
+fn read_job_input(job: &Job) -> Result<input::InputList, i32> {
+    let Some(source) = job.input.path.as_deref() else {
+        eprintln!(
+            "error: {}: no input: set [input] path or pass --input FILE (or - for standard input)",
+            job.path.display()
+        );
+        return Err(EXIT_USAGE);
+    };
+    let mut list = input::read_input(source, job.input.default_kind).map_err(|e| {
+        eprintln!("error: {e}");
+        EXIT_USAGE
+    })?;
+    if let Some(shard) = &job.shard {
+        list.items.retain(|i| input::shard_of(&i.reference, shard.count) == shard.index);
+        list.rejected.retain(|r| input::shard_of(&r.raw, shard.count) == shard.index);
+    }
+    Ok(list)
+}
+
+async fn run_job(path: &Path, args: &OverrideArgs, quiet: bool) -> i32 {
+    let (job, list) = match load(path, args) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let credentials = match Credentials::from_env(&job.api) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    execute_job(&job, list, &credentials, quiet).await
+}
+
+async fn execute_job(job: &Job, list: input::InputList, credentials: &Credentials, quiet: bool) -> i32 {
+    if job.fetch.unmasked_card_images {
+        tracing::warn!(
+            "unmasked_card_images = true: unmasked card images are cardholder data; storing them brings this export into PCI DSS scope"
+        );
+    }
+    match run::run(job, list, credentials, RunOptions { quiet }).await {
+        Ok(summary) => {
+            print!("{}", summary.table());
+            if summary.denied {
+                eprintln!("error: the API refused the credentials (401/403 on a status call); check the values of {} and {}", job.api.token_env, job.api.secret_env);
+            } else if summary.interrupted {
+                eprintln!("interrupted: run the same command again to resume; completed archives are kept");
+            }
+            summary.exit_code()
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_FATAL
+        }
+    }
+}
+
+fn plan(path: &Path, args: &OverrideArgs) -> i32 {
+    match load(path, args) {
+        Ok((job, list)) => {
+            print!("{}", crate::plan::budget(&job, &list));
+            0
+        }
+        Err(code) => code,
+    }
+}
+
+/// The demo's job file, compiled in so `demo` works from any directory.
+const DEMO_JOB: &str = include_str!("../jobs/demo.toml");
+
+async fn demo(out: &Path, count: usize, quiet: bool) -> i32 {
+    let sim_opts = SimOptions::default();
+    let credentials = Credentials::new(sim_opts.token.clone(), sim_opts.secret.clone());
+    let seed = sim_opts.seed;
+    let sim = match simulator::start(sim_opts, "127.0.0.1:0".parse().expect("loopback address")).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot start the simulator on loopback: {e}");
+            return EXIT_FATAL;
+        }
+    };
+    if let Err(e) = std::fs::create_dir_all(out) {
+        eprintln!("error: output directory {}: {e}", out.display());
+        return EXIT_FATAL;
+    }
+    let refs_path = out.join("demo-references.csv");
+    let mut refs = simulator::population(seed, count);
+    refs.extend(simulator::demo_extras());
+    if let Err(e) = simulator::write_references_csv(&refs_path, &refs) {
+        eprintln!("error: {}: {e}", refs_path.display());
+        return EXIT_FATAL;
+    }
+    // A few references that must never reach the API.
+    if let Err(e) = append_invalid(&refs_path) {
+        eprintln!("error: {}: {e}", refs_path.display());
+        return EXIT_FATAL;
+    }
+    let o = Overrides {
+        input: Some(refs_path.display().to_string()),
+        out: Some(out.to_path_buf()),
+        base_url: Some(sim.base_url()),
+        ..Overrides::default()
+    };
+    let job = match job::parse(DEMO_JOB, Path::new("jobs/demo.toml"), &o) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let list = match read_job_input(&job) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    println!(
+        "demo: simulator at {} serving {} references; exporting into {}",
+        sim.base_url(),
+        list.items.len() + list.rejected.len(),
+        out.display()
+    );
+    let code = execute_job(&job, list, &credentials, quiet).await;
+    sim.shutdown().await;
+    println!("demo: outputs in {} (archives/, *.csv, *.parquet, failures.csv, report.json)", out.display());
+    // The demo includes failures on purpose; it succeeded if the run itself finished.
+    if code == 1 { 0 } else { code }
+}
+
+fn append_invalid(path: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().append(true).open(path)?;
+    writeln!(f, "not/a-reference,netverify")?;
+    writeln!(f, "{},netverify", "x".repeat(37))?;
+    Ok(())
+}
+
+async fn simulate(a: SimulateArgs) -> i32 {
+    let mut opts = SimOptions {
+        seed: a.seed,
+        token: a.token,
+        secret: a.secret,
+        allow_unmasked: a.allow_unmasked,
+        request_log: a.request_log,
+        faults: Faults {
+            latency_ms: a.latency_ms,
+            error_rate: a.error_rate,
+            rate_429: a.rate_429,
+            retry_after_429: a.retry_after,
+            ceiling_rps: a.ceiling_rps,
+            truncate_rate: a.truncate_rate,
+            reset_rate: a.reset_rate,
+            foreign_href_rate: a.foreign_href_rate,
+            foreign_origin: a.foreign_origin,
+        },
+        ..SimOptions::default()
+    };
+    if let Some(n) = a.image_bytes {
+        opts.image_bytes = n;
+    }
+    if let Some(n) = a.liveness_bytes {
+        opts.liveness_bytes = n;
+    }
+    if let Some(n) = a.page_bytes {
+        opts.page_bytes = n;
+    }
+    if let Some(n) = a.pdf_bytes {
+        opts.pdf_bytes = n;
+    }
+    if let Some(path) = &a.references_out {
+        let refs = simulator::population(a.seed, a.count);
+        if let Err(e) = simulator::write_references_csv(path, &refs) {
+            eprintln!("error: {}: {e}", path.display());
+            return EXIT_FATAL;
+        }
+        eprintln!("wrote {} references to {}", refs.len(), path.display());
+    }
+    eprintln!("simulator listening on http://{} (Ctrl-C stops it)", a.listen);
+    match simulator::serve_forever(opts, a.listen).await {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: simulator on {}: {e}", a.listen);
+            EXIT_FATAL
+        }
+    }
+}

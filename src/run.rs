@@ -1,0 +1,660 @@
+//! The main job: drives every reference through [`crate::fetch`], writes archives off the async
+//! threads, and hands results to one writer thread that owns the tables, `failures.csv` and the
+//! report. Memory stays bounded: at most `max_live` references are in flight, tables are written
+//! in batches, and nothing per reference is kept but `(reference, archive sha256)` for the root hash.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::Kind;
+use crate::api::client::ClientOptions;
+use crate::api::retry::RetryPolicy;
+use crate::api::{ApiClient, RateLimiter};
+use crate::fetch::{FetchFailure, FetchOptions, FetchOutcome, Fetcher};
+use crate::flatten::{self, ArchiveSummary, FileRecord};
+use crate::input::{InputList, Item};
+use crate::job::{Credentials, Job};
+use crate::output::archive::{self, ArchivedFile, ProvenanceMeta};
+use crate::output::failures::{self, FailureRow, FailuresWriter};
+use crate::output::report::{self, Outcomes, Report, Requests};
+use crate::output::tables::TableWriter;
+
+/// How the run reports progress.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// No progress output at all.
+    pub quiet: bool,
+}
+
+/// What a finished run says about itself; decides the exit code.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// The output directory.
+    pub out_dir: PathBuf,
+    /// Exported now.
+    pub exported: u64,
+    /// Complete from an earlier run.
+    pub already_exported: u64,
+    /// Rows in failures.csv.
+    pub failed: u64,
+    /// Not reached (interrupted).
+    pub not_started: u64,
+    /// Requests sent.
+    pub requests: u64,
+    /// Retries among them.
+    pub retries: u64,
+    /// 429 answers.
+    pub too_many_requests: u64,
+    /// The API refused the credentials: fatal.
+    pub denied: bool,
+    /// Ctrl-C or SIGTERM stopped the run.
+    pub interrupted: bool,
+    /// Failures by error code.
+    pub failures_by_error: std::collections::BTreeMap<String, u64>,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// The report's root hash.
+    pub root_hash: String,
+}
+
+impl Summary {
+    /// SPEC's exit codes: 0 all exported, 1 some not, 3 fatal, 130 interrupted.
+    pub fn exit_code(&self) -> i32 {
+        if self.denied {
+            3
+        } else if self.interrupted {
+            130
+        } else if self.failed > 0 || self.not_started > 0 {
+            1
+        } else {
+            0
+        }
+    }
+
+    /// The human summary printed on stdout.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let secs = self.elapsed.as_secs_f64();
+        s.push_str(&format!("output            {}\n", self.out_dir.display()));
+        s.push_str(&format!("exported          {}\n", self.exported));
+        s.push_str(&format!("already exported  {}\n", self.already_exported));
+        s.push_str(&format!("failed            {}\n", self.failed));
+        for (code, n) in &self.failures_by_error {
+            s.push_str(&format!("  {code:<16}{n}\n"));
+        }
+        if self.not_started > 0 {
+            s.push_str(&format!("not started       {}\n", self.not_started));
+        }
+        s.push_str(&format!(
+            "requests          {} ({} retries, {} answered 429)\n",
+            self.requests, self.retries, self.too_many_requests
+        ));
+        s.push_str(&format!(
+            "time              {secs:.1} s ({:.1} requests/s)\n",
+            if secs > 0.0 { self.requests as f64 / secs } else { 0.0 }
+        ));
+        s.push_str(&format!("root hash         {}\n", self.root_hash));
+        s
+    }
+}
+
+/// A run that could not start or could not write its output (exit 3).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The output directory cannot be created or written.
+    #[error("output directory {path}: {source}")]
+    OutputDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Writing an output file failed (disk full, permissions): the run stopped.
+    #[error("writing {what} failed: {message}")]
+    Output {
+        /// Which output.
+        what: String,
+        /// Why.
+        message: String,
+    },
+    /// The HTTP client could not be built from the job's settings.
+    #[error("{0}")]
+    Client(String),
+}
+
+/// What the fetch side hands to the writer thread.
+enum Done {
+    Exported {
+        reference: String,
+        kind: Kind,
+        data: serde_json::Value,
+        archive: Option<archive::WrittenArchive>,
+        files: Vec<ArchivedFile>,
+        fresh: bool,
+    },
+    Failed(FailureRow),
+    NotStarted,
+}
+
+/// Runs the job over `input` with `credentials`. The caller has validated the job and read the input.
+pub async fn run(job: &Job, input: InputList, credentials: &Credentials, opts: RunOptions) -> Result<Summary, RunError> {
+    let started = std::time::Instant::now();
+    let started_at = Utc::now();
+    let out = job.output.dir.clone();
+    prepare_output_dir(&out)?;
+
+    let limiter = Arc::new(RateLimiter::new(job.limits.requests_per_second, job.limits.burst));
+    let client = ApiClient::new(
+        ClientOptions {
+            netverify_url: job.api.netverify_url.clone(),
+            retrieval_url: job.api.retrieval_url.clone(),
+            user_agent: job.api.user_agent.clone(),
+            authorization: credentials.basic_header_value(),
+            timeout: job.limits.timeout,
+            connect_timeout: job.limits.timeout.min(Duration::from_secs(10)),
+            max_file_bytes: job.limits.max_file_bytes,
+            retry: RetryPolicy {
+                max_retries: job.limits.max_retries,
+                ..RetryPolicy::default()
+            },
+        },
+        limiter,
+    )
+    .map_err(RunError::Client)?;
+    let cancel = CancellationToken::new();
+    let fetcher = Fetcher::new(
+        client.clone(),
+        FetchOptions {
+            schedule: job.polling.schedule.clone(),
+            images: job.fetch.images,
+            liveness_images: job.fetch.liveness_images,
+            original_documents: job.fetch.original_documents,
+            unmasked_card_images: job.fetch.unmasked_card_images,
+        },
+        job.limits.concurrency,
+        cancel.clone(),
+    );
+
+    // Ctrl-C: stop starting work, let in-flight results drain, close the writers.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let cancel = cancel.clone();
+        let interrupted = interrupted.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                interrupted.store(true, Ordering::SeqCst);
+                eprintln!("interrupted: finishing in-flight work; run the same command again to resume");
+                cancel.cancel();
+            }
+        });
+    }
+
+    // Earlier failures: PENDING references are not polled again before next_attempt_after.
+    let now = Utc::now();
+    let not_before: HashMap<(String, Kind), FailureRow> = failures::read(&out.join("failures.csv"))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.error == "PENDING" && r.next_attempt_after.is_some_and(|t| t > now))
+        .map(|r| ((r.reference.clone(), r.kind), r))
+        .collect();
+
+    let (tx, rx) = mpsc::channel::<Done>(256);
+    let writer = {
+        let job_out = out.clone();
+        let csv = job.output.csv;
+        let parquet = job.output.parquet;
+        std::thread::spawn(move || write_results(&job_out, csv, parquet, rx))
+    };
+
+    let meta = Arc::new(ProvenanceMeta {
+        tool_version: crate::VERSION.to_string(),
+        job_sha256: job.sha256.clone(),
+    });
+    let progress = Progress::new(input.items.len() as u64, opts.quiet);
+    let denied = Arc::new(AtomicBool::new(false));
+
+    // Invalid references never reach the API.
+    for rejected in &input.rejected {
+        let row = FailureRow {
+            reference: rejected.raw.clone(),
+            kind: rejected.kind,
+            stage: "input".into(),
+            http_status: None,
+            error: "INVALID_REFERENCE".into(),
+            attempts: 0,
+            next_attempt_after: None,
+        };
+        let _ = tx.send(Done::Failed(row)).await;
+        progress.failed();
+    }
+
+    let max_live = (job.limits.concurrency * 8).max(256);
+    let mut tasks = JoinSet::new();
+    let mut items = input.items.into_iter();
+    let write_archives = job.output.archives;
+    loop {
+        while tasks.len() < max_live && !cancel.is_cancelled() {
+            let Some(item) = items.next() else { break };
+            if let Some(row) = not_before.get(&(item.reference.clone(), item.kind)) {
+                let _ = tx.send(Done::Failed(row.clone())).await;
+                progress.failed();
+                continue;
+            }
+            let fetcher = fetcher.clone();
+            let tx = tx.clone();
+            let out = out.clone();
+            let meta = meta.clone();
+            let progress = progress.clone();
+            let denied = denied.clone();
+            let cancel = cancel.clone();
+            tasks.spawn(async move {
+                let done = one_reference(&fetcher, item, &out, &meta, write_archives, &denied, &cancel).await;
+                match &done {
+                    Done::Exported { .. } => progress.exported(),
+                    Done::Failed(_) => progress.failed(),
+                    Done::NotStarted => {}
+                }
+                let _ = tx.send(done).await;
+            });
+        }
+        if tasks.join_next().await.is_none() {
+            break;
+        }
+    }
+    let not_started_rest = items.len() as u64;
+    for _ in 0..not_started_rest {
+        let _ = tx.send(Done::NotStarted).await;
+    }
+    drop(tx);
+    progress.finish();
+    let written = writer
+        .join()
+        .map_err(|_| RunError::Output {
+            what: "tables".into(),
+            message: "the writer thread panicked".into(),
+        })??;
+
+    let stats = client.stats();
+    let mut by_endpoint: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>> = Default::default();
+    for ((endpoint, status), n) in stats.by_endpoint() {
+        by_endpoint.entry(endpoint.to_string()).or_default().insert(status.to_string(), n);
+    }
+    let mut pairs = written.archive_hashes;
+    let root_hash = report::root_hash(&mut pairs);
+    let denied = denied.load(Ordering::SeqCst);
+    let interrupted = interrupted.load(Ordering::SeqCst);
+    let outcomes = Outcomes {
+        references: (written.exported + written.already + written.failed + written.not_started) as u64,
+        exported: written.exported,
+        already_exported: written.already,
+        failed: written.failed,
+        not_started: written.not_started,
+        duplicates: input.duplicates as u64,
+        failures_by_error: written.by_error.clone(),
+    };
+    let report = Report {
+        tool: "jumio-export",
+        tool_version: crate::VERSION,
+        started_at: report::timestamp(started_at),
+        finished_at: report::timestamp(Utc::now()),
+        job_sha256: job.sha256.clone(),
+        input_sha256: input.sha256.clone(),
+        shard: job.shard.as_ref().map(|s| format!("{}/{}", s.index, s.count)),
+        interrupted: interrupted || denied,
+        outcomes,
+        requests: Requests {
+            total: stats.requests(),
+            retries: stats.retries(),
+            too_many_requests: stats.too_many_requests(),
+            bytes_received: stats.bytes_received(),
+            by_endpoint,
+        },
+        bytes_written: written.bytes_written,
+        archives: pairs.len() as u64,
+        root_hash: root_hash.clone(),
+        root_hash_method: report::ROOT_HASH_METHOD,
+    };
+    report.write(&out).map_err(|e| RunError::Output {
+        what: "report.json".into(),
+        message: e.to_string(),
+    })?;
+    Ok(Summary {
+        out_dir: out,
+        exported: written.exported,
+        already_exported: written.already,
+        failed: written.failed,
+        not_started: written.not_started,
+        requests: stats.requests(),
+        retries: stats.retries(),
+        too_many_requests: stats.too_many_requests(),
+        denied,
+        interrupted,
+        failures_by_error: written.by_error,
+        elapsed: started.elapsed(),
+        root_hash,
+    })
+}
+
+fn prepare_output_dir(out: &Path) -> Result<(), RunError> {
+    let err = |source| RunError::OutputDir {
+        path: out.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(out.join("archives")).map_err(err)?;
+    let probe = out.join(".write-probe.tmp");
+    std::fs::write(&probe, b"").map_err(err)?;
+    std::fs::remove_file(&probe).map_err(err)?;
+    archive::remove_stale_temps(out).map_err(err)?;
+    Ok(())
+}
+
+/// One reference: reuse its archive if an earlier run completed it, else fetch and archive it.
+async fn one_reference(
+    fetcher: &Fetcher,
+    item: Item,
+    out: &Path,
+    meta: &Arc<ProvenanceMeta>,
+    write_archives: bool,
+    denied: &AtomicBool,
+    cancel: &CancellationToken,
+) -> Done {
+    let Item { reference, kind } = item;
+    let path = out.join("archives").join(format!("{reference}.zip"));
+    if path.exists() {
+        let p = path.clone();
+        let read = tokio::task::spawn_blocking(move || archive::read_archive(&p)).await;
+        match read {
+            Ok(Ok(contents)) if contents.manifest_ok && contents.problems.is_empty() => {
+                if let Some(data) = contents.data_json.as_deref().and_then(|d| serde_json::from_slice(d).ok()) {
+                    return Done::Exported {
+                        archive: Some(archive::WrittenArchive {
+                            path: path.clone(),
+                            relative: format!("archives/{reference}.zip"),
+                            sha256: contents.sha256.clone(),
+                            bytes: contents.bytes,
+                            files: contents.files.clone(),
+                        }),
+                        reference,
+                        kind,
+                        data,
+                        files: contents.files,
+                        fresh: false,
+                    };
+                }
+                tracing::warn!(reference = %reference, "archive has no usable data entry; fetching again");
+            }
+            _ => tracing::warn!(reference = %reference, "archive from an earlier run does not verify; fetching again"),
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+    if cancel.is_cancelled() {
+        return Done::NotStarted;
+    }
+    match fetcher.fetch(&reference, kind).await {
+        FetchOutcome::Fetched(f) => {
+            if !write_archives {
+                return Done::Exported {
+                    reference,
+                    kind,
+                    data: f.data,
+                    archive: None,
+                    files: Vec::new(),
+                    fresh: true,
+                };
+            }
+            let out = out.to_path_buf();
+            let meta = meta.clone();
+            let reference2 = reference.clone();
+            let entries = f.entries;
+            let written = tokio::task::spawn_blocking(move || archive::write_archive(&out, &reference2, &entries, &meta)).await;
+            match written {
+                Ok(Ok(w)) => Done::Exported {
+                    reference,
+                    kind,
+                    data: f.data,
+                    files: w.files.clone(),
+                    archive: Some(w),
+                    fresh: true,
+                },
+                Ok(Err(e)) => {
+                    tracing::error!(reference = %reference, "archive not written: {e}");
+                    Done::Failed(failure_row(&reference, kind, &FetchFailure {
+                        stage: "archive",
+                        http_status: None,
+                        error: "HTTP_ERROR",
+                        attempts: 0,
+                        next_attempt_after: None,
+                        message: e.to_string(),
+                    }))
+                }
+                Err(_) => Done::NotStarted,
+            }
+        }
+        FetchOutcome::Failed(f) => {
+            tracing::info!(reference = %reference, stage = f.stage, error = f.error, "not exported: {}", f.message);
+            Done::Failed(failure_row(&reference, kind, &f))
+        }
+        FetchOutcome::Denied(f) => {
+            if !denied.swap(true, Ordering::SeqCst) {
+                tracing::error!("the API refused the credentials ({}); stopping", f.message);
+            }
+            cancel.cancel();
+            Done::Failed(failure_row(&reference, kind, &f))
+        }
+        FetchOutcome::Cancelled => Done::NotStarted,
+    }
+}
+
+fn failure_row(reference: &str, kind: Kind, f: &FetchFailure) -> FailureRow {
+    FailureRow {
+        reference: reference.to_string(),
+        kind,
+        stage: f.stage.to_string(),
+        http_status: f.http_status,
+        error: f.error.to_string(),
+        attempts: f.attempts,
+        next_attempt_after: f.next_attempt_after,
+    }
+}
+
+struct Written {
+    exported: u64,
+    already: u64,
+    failed: u64,
+    not_started: u64,
+    by_error: std::collections::BTreeMap<String, u64>,
+    archive_hashes: Vec<(String, String)>,
+    bytes_written: u64,
+}
+
+/// The writer thread: the only owner of the tables and failures.csv.
+fn write_results(out: &Path, csv: bool, parquet: bool, mut rx: mpsc::Receiver<Done>) -> Result<Written, RunError> {
+    let output_err = |what: &str, e: &dyn std::fmt::Display| RunError::Output {
+        what: what.to_string(),
+        message: e.to_string(),
+    };
+    let mut tables = HashMap::new();
+    for kind in Kind::ALL {
+        let w = TableWriter::create(out, kind.table_name(), flatten::table_columns(kind), csv, parquet)
+            .map_err(|e| output_err(kind.table_name(), &e))?;
+        tables.insert(kind, w);
+    }
+    let mut files = TableWriter::create(out, "files", flatten::files_columns(), csv, parquet).map_err(|e| output_err("files", &e))?;
+    let mut failures = FailuresWriter::create(out).map_err(|e| output_err("failures.csv", &e))?;
+    let mut w = Written {
+        exported: 0,
+        already: 0,
+        failed: 0,
+        not_started: 0,
+        by_error: Default::default(),
+        archive_hashes: Vec::new(),
+        bytes_written: 0,
+    };
+    while let Some(done) = rx.blocking_recv() {
+        match done {
+            Done::Exported {
+                reference,
+                kind,
+                data,
+                archive,
+                files: archived,
+                fresh,
+            } => {
+                let summary = ArchiveSummary {
+                    image_count: archive::image_count(&archived),
+                    archive: archive.as_ref().map(|a| a.relative.clone()).unwrap_or_default(),
+                    archive_sha256: archive.as_ref().map(|a| a.sha256.clone()).unwrap_or_default(),
+                };
+                let row = flatten::flatten(kind, &reference, &data, &summary);
+                tables
+                    .get_mut(&kind)
+                    .expect("a writer per kind")
+                    .write(&row)
+                    .map_err(|e| output_err(kind.table_name(), &e))?;
+                for f in &archived {
+                    let record = FileRecord {
+                        reference: reference.clone(),
+                        kind,
+                        entry: f.entry.clone(),
+                        classifier: f.classifier.clone(),
+                        content_type: f.content_type.clone(),
+                        bytes: f.bytes,
+                        sha256: f.sha256.clone(),
+                    };
+                    files.write(&flatten::file_row(&record)).map_err(|e| output_err("files", &e))?;
+                }
+                if let Some(a) = archive {
+                    if fresh {
+                        w.bytes_written += a.bytes;
+                    }
+                    w.archive_hashes.push((reference, a.sha256));
+                }
+                if fresh {
+                    w.exported += 1;
+                } else {
+                    w.already += 1;
+                }
+            }
+            Done::Failed(row) => {
+                failures.write(&row).map_err(|e| output_err("failures.csv", &e))?;
+                *w.by_error.entry(row.error.clone()).or_default() += 1;
+                w.failed += 1;
+            }
+            Done::NotStarted => w.not_started += 1,
+        }
+    }
+    for (kind, t) in tables {
+        t.finish().map_err(|e| output_err(kind.table_name(), &e))?;
+    }
+    files.finish().map_err(|e| output_err("files", &e))?;
+    failures.finish().map_err(|e| output_err("failures.csv", &e))?;
+    for name in ["netverify", "documents", "authentications", "files"] {
+        for ext in ["csv", "parquet"] {
+            if let Ok(m) = std::fs::metadata(out.join(format!("{name}.{ext}"))) {
+                w.bytes_written += m.len();
+            }
+        }
+    }
+    Ok(w)
+}
+
+/// Progress: an indicatif bar on a terminal, a log line every 10 s otherwise, nothing when quiet.
+#[derive(Clone)]
+struct Progress {
+    inner: Option<Arc<ProgressInner>>,
+}
+
+struct ProgressInner {
+    bar: Option<indicatif::ProgressBar>,
+    exported: AtomicU64,
+    failed: AtomicU64,
+    total: u64,
+    stop: CancellationToken,
+}
+
+impl Progress {
+    fn new(total: u64, quiet: bool) -> Self {
+        if quiet {
+            return Progress { inner: None };
+        }
+        use std::io::IsTerminal;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(total);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{elapsed_precise} [{bar:30}] {pos}/{len} {msg} eta {eta}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            bar.enable_steady_tick(Duration::from_millis(250));
+            bar
+        });
+        let inner = Arc::new(ProgressInner {
+            bar,
+            exported: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            total,
+            stop: CancellationToken::new(),
+        });
+        if inner.bar.is_none() {
+            let i = inner.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(10));
+                tick.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        () = i.stop.cancelled() => break,
+                    }
+                    tracing::info!(
+                        exported = i.exported.load(Ordering::Relaxed),
+                        failed = i.failed.load(Ordering::Relaxed),
+                        total = i.total,
+                        "progress"
+                    );
+                }
+            });
+        }
+        Progress { inner: Some(inner) }
+    }
+
+    fn bump(&self, exported: bool) {
+        if let Some(i) = &self.inner {
+            let (e, f) = if exported {
+                (i.exported.fetch_add(1, Ordering::Relaxed) + 1, i.failed.load(Ordering::Relaxed))
+            } else {
+                (i.exported.load(Ordering::Relaxed), i.failed.fetch_add(1, Ordering::Relaxed) + 1)
+            };
+            if let Some(bar) = &i.bar {
+                bar.set_position(e + f);
+                bar.set_message(format!("exported {e} failed {f}"));
+            }
+        }
+    }
+
+    fn exported(&self) {
+        self.bump(true);
+    }
+
+    fn failed(&self) {
+        self.bump(false);
+    }
+
+    fn finish(&self) {
+        if let Some(i) = &self.inner {
+            i.stop.cancel();
+            if let Some(bar) = &i.bar {
+                bar.finish_and_clear();
+            }
+        }
+    }
+}
