@@ -833,3 +833,187 @@ pub fn remove_stale_temps(out_dir: &Path) -> io::Result<usize> {
     }
     Ok(removed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(kind: EntryKind, content_type: &str, body: &[u8]) -> ArchiveEntry {
+        ArchiveEntry {
+            kind,
+            body: Bytes::copy_from_slice(body),
+            content_type: content_type.to_owned(),
+            api_path: "/api/netverify/v2/scans/R1".to_owned(),
+            http_status: 200,
+            retrieved_at: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+        }
+    }
+
+    fn image(classifier: &str) -> ArchiveEntry {
+        entry(
+            EntryKind::Image {
+                classifier: classifier.to_owned(),
+            },
+            "image/jpeg",
+            b"\xFF\xD8\xFFjpeg",
+        )
+    }
+
+    #[test]
+    fn extension_prefers_content_type_then_magic_then_bin() {
+        assert_eq!(file_extension("image/jpeg", b""), "jpg");
+        assert_eq!(file_extension("Image/PNG; charset=binary", b""), "png");
+        assert_eq!(file_extension("image/png", b"\xFF\xD8\xFF"), "png");
+        assert_eq!(
+            file_extension("application/octet-stream", b"\xFF\xD8\xFFx"),
+            "jpg"
+        );
+        assert_eq!(file_extension("", b"\x89PNG\r\n\x1a\nrest"), "png");
+        assert_eq!(file_extension("", b"%PDF-1.7"), "pdf");
+        assert_eq!(file_extension("text/html", b"<html>"), "bin");
+    }
+
+    #[test]
+    fn known_classifiers_keep_their_name_others_are_numbered_in_order() {
+        let entries = [
+            image("face"),
+            image("../../x"),
+            image("front"),
+            image("FRONT"),
+            entry(EntryKind::Liveness { number: 3 }, "image/png", b""),
+            entry(EntryKind::Page { number: 2 }, "", b"junk"),
+        ];
+        let names = entry_names("R1", &entries).unwrap();
+        assert_eq!(
+            names,
+            [
+                "images/face.jpg",
+                "images/other-1.jpg",
+                "images/front.jpg",
+                "images/other-2.jpg",
+                "images/liveness-3.png",
+                "pages/2.bin",
+            ]
+        );
+        assert!(names.iter().all(|n| allowed_entry_name(n)));
+    }
+
+    #[test]
+    fn duplicate_entries_are_refused() {
+        let err = entry_names("R1", &[image("front"), image("front")]).unwrap_err();
+        assert!(
+            matches!(err, ArchiveError::DuplicateEntry { ref entry, .. } if entry == "images/front.jpg")
+        );
+        // Same liveness number with different types is still the same file.
+        let err = entry_names(
+            "R1",
+            &[
+                entry(EntryKind::Liveness { number: 1 }, "image/png", b""),
+                entry(EntryKind::Liveness { number: 1 }, "image/jpeg", b""),
+            ],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("images/liveness-1"), "{err}");
+        let data = || entry(EntryKind::Data, "application/json", b"{}");
+        assert!(entry_names("R1", &[data(), data()]).is_err());
+    }
+
+    #[test]
+    fn fixed_order_puts_known_images_first_and_numbers_ascending() {
+        let entries = [
+            entry(EntryKind::Liveness { number: 10 }, "image/jpeg", b""),
+            entry(EntryKind::Page { number: 2 }, "image/jpeg", b""),
+            image("x1"),
+            entry(EntryKind::OriginalPdf, "application/pdf", b""),
+            image("face"),
+            entry(EntryKind::Liveness { number: 2 }, "image/jpeg", b""),
+            entry(EntryKind::Images, "application/json", b"{}"),
+            image("back"),
+            entry(EntryKind::Data, "application/json", b"{}"),
+            entry(EntryKind::Page { number: 1 }, "image/jpeg", b""),
+            image("front"),
+            entry(EntryKind::Status, "application/json", b"{}"),
+        ];
+        let mut extra: Vec<ArchiveEntry> = (2..=10).map(|i| image(&format!("x{i}"))).collect();
+        let mut all = entries.to_vec();
+        all.append(&mut extra);
+        let names = entry_names("R1", &all).unwrap();
+        let mut order: Vec<usize> = (0..all.len()).collect();
+        order.sort_by_key(|&i| order_key(&all[i].kind, &names[i]));
+        let sorted: Vec<&str> = order.iter().map(|&i| names[i].as_str()).collect();
+        let mut expected = vec![
+            "status.json",
+            "data.json",
+            "images.json",
+            "images/front.jpg",
+            "images/back.jpg",
+            "images/face.jpg",
+        ];
+        let others: Vec<String> = (1..=10).map(|n| format!("images/other-{n}.jpg")).collect();
+        expected.extend(others.iter().map(String::as_str));
+        expected.extend([
+            "images/liveness-2.jpg",
+            "images/liveness-10.jpg",
+            "pages/1.jpg",
+            "pages/2.jpg",
+            "original.pdf",
+        ]);
+        assert_eq!(sorted, expected);
+    }
+
+    #[test]
+    fn allowlist_refuses_what_the_writer_never_writes() {
+        for bad in [
+            "../x",
+            "images/../../x.jpg",
+            "images/other-.jpg",
+            "images/other-1a.jpg",
+            "images/front.exe",
+            "pages/-1.jpg",
+            "/status.json",
+            "images/FRONT.jpg",
+        ] {
+            assert!(!allowed_entry_name(bad), "{bad}");
+        }
+        for good in [
+            "images/other-12.png",
+            "pages/3.pdf",
+            "images/liveness-1.bin",
+        ] {
+            assert!(allowed_entry_name(good), "{good}");
+        }
+    }
+
+    #[test]
+    fn references_unfit_for_a_file_name_are_refused() {
+        assert!(valid_reference("abc-123"));
+        assert!(!valid_reference(""));
+        assert!(!valid_reference("../etc"));
+        assert!(!valid_reference(".hidden"));
+        assert!(!valid_reference(&"a".repeat(37)));
+    }
+
+    #[test]
+    fn image_count_counts_images_liveness_pages_and_pdf() {
+        let file = |entry: &str| ArchivedFile {
+            entry: entry.to_owned(),
+            classifier: None,
+            content_type: String::new(),
+            bytes: 0,
+            sha256: String::new(),
+        };
+        let files = [
+            "status.json",
+            "data.json",
+            "images.json",
+            "images/front.jpg",
+            "images/liveness-1.jpg",
+            "pages/1.png",
+            "original.pdf",
+            "provenance.json",
+            "manifest-sha256.txt",
+        ]
+        .map(file);
+        assert_eq!(image_count(&files), 4);
+    }
+}
