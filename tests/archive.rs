@@ -1,0 +1,654 @@
+//! Archives: safe entry names, byte-for-byte determinism, manifest and provenance checked by
+//! independent tools (the zip crate's reader, `unzip -t`, `sha256sum -c`), tamper detection.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use jumio_export::output::archive::{
+    ArchiveEntry, ArchiveError, EntryKind, ProvenanceMeta, image_count, read_archive,
+    remove_stale_temps, write_archive,
+};
+use sha2::Digest;
+
+const REF: &str = "2b1e8c4a-0000-4000-8000-00000000abcd";
+
+fn at(secs: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(secs, 0).unwrap()
+}
+
+fn meta() -> ProvenanceMeta {
+    ProvenanceMeta {
+        tool_version: "0.1.0".to_owned(),
+        job_sha256: "ab".repeat(32),
+    }
+}
+
+fn entry(kind: EntryKind, content_type: &str, body: Vec<u8>, path: &str) -> ArchiveEntry {
+    ArchiveEntry {
+        kind,
+        body: Bytes::from(body),
+        content_type: content_type.to_owned(),
+        api_path: format!("/api/netverify/v2/scans/{REF}{path}"),
+        http_status: 200,
+        retrieved_at: at(1_700_000_000),
+    }
+}
+
+/// A JPEG-looking body with a marker unique to it, so a test can find it in the zip file.
+fn jpeg(marker: &str) -> Vec<u8> {
+    let mut body = vec![0xFF, 0xD8, 0xFF, 0xE0];
+    body.extend_from_slice(format!("MARKER<{marker}>").as_bytes());
+    body.extend((0..2000u32).map(|i| (i * 7 % 251) as u8));
+    body
+}
+
+fn json(text: &str) -> Vec<u8> {
+    text.as_bytes().to_vec()
+}
+
+/// A complete Netverify transaction, liveness images deliberately out of order.
+fn netverify_entries() -> Vec<ArchiveEntry> {
+    vec![
+        entry(
+            EntryKind::Status,
+            "application/json",
+            json(r#"{"status":"DONE"}"#),
+            "",
+        ),
+        entry(
+            EntryKind::Data,
+            "application/json;charset=UTF-8",
+            json(r#"{"document":{"firstName":"JANE"}}"#),
+            "/data",
+        ),
+        entry(
+            EntryKind::Images,
+            "application/json",
+            json(r#"{"images":[]}"#),
+            "/images",
+        ),
+        entry(
+            EntryKind::Liveness { number: 3 },
+            "image/jpeg",
+            jpeg("live3"),
+            "/images/liveness/3",
+        ),
+        entry(
+            EntryKind::Image {
+                classifier: "face".to_owned(),
+            },
+            "image/jpeg",
+            jpeg("face"),
+            "/images/face",
+        ),
+        entry(
+            EntryKind::Image {
+                classifier: "front".to_owned(),
+            },
+            "image/jpeg",
+            jpeg("front"),
+            "/images/front",
+        ),
+        entry(
+            EntryKind::Liveness { number: 1 },
+            "image/png",
+            b"\x89PNG\r\n\x1a\nlive1".to_vec(),
+            "/images/liveness/1",
+        ),
+        entry(
+            EntryKind::Image {
+                classifier: "back".to_owned(),
+            },
+            "",
+            jpeg("back"),
+            "/images/back",
+        ),
+    ]
+}
+
+fn hostile_classifiers() -> Vec<String> {
+    vec![
+        "../../x".to_owned(),
+        "a/b".to_owned(),
+        r"C:\x".to_owned(),
+        "%2e%2e".to_owned(),
+        "nul\0byte".to_owned(),
+        "z".repeat(300),
+    ]
+}
+
+fn with_hostile(mut entries: Vec<ArchiveEntry>) -> Vec<ArchiveEntry> {
+    for (i, classifier) in hostile_classifiers().into_iter().enumerate() {
+        entries.push(entry(
+            EntryKind::Image { classifier },
+            "image/jpeg",
+            jpeg(&format!("hostile{i}")),
+            "/images/x",
+        ));
+    }
+    entries
+}
+
+fn entry_list(path: &Path) -> Vec<String> {
+    let mut zip = zip::ZipArchive::new(fs::File::open(path).unwrap()).unwrap();
+    (0..zip.len())
+        .map(|i| zip.by_index(i).unwrap().name().unwrap().into_owned())
+        .collect()
+}
+
+fn no_temps(out: &Path) -> bool {
+    match fs::read_dir(out.join("archives")) {
+        Err(_) => true,
+        Ok(listing) => listing
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .all(|name| !name.ends_with(".tmp")),
+    }
+}
+
+fn tool(name: &str) -> Option<PathBuf> {
+    let usr = PathBuf::from(format!("/usr/bin/{name}"));
+    if usr.exists() {
+        return Some(usr);
+    }
+    let found = Command::new("which").arg(name).output().ok()?;
+    found
+        .status
+        .success()
+        .then(|| PathBuf::from(String::from_utf8_lossy(&found.stdout).trim()))
+}
+
+#[test]
+fn archive_has_fixed_entry_order_and_stores_what_it_was_given() {
+    let out = tempfile::tempdir().unwrap();
+    let entries = netverify_entries();
+    let written = write_archive(out.path(), REF, &entries, &meta()).unwrap();
+
+    assert_eq!(written.relative, format!("archives/{REF}.zip"));
+    assert_eq!(written.path, out.path().join(&written.relative));
+    let expected = [
+        "status.json",
+        "data.json",
+        "images.json",
+        "images/front.jpg",
+        "images/back.jpg",
+        "images/face.jpg",
+        "images/liveness-1.png",
+        "images/liveness-3.jpg",
+        "provenance.json",
+        "manifest-sha256.txt",
+    ];
+    assert_eq!(entry_list(&written.path), expected);
+    let listed: Vec<&str> = written.files.iter().map(|f| f.entry.as_str()).collect();
+    assert_eq!(listed, expected);
+    assert_eq!(image_count(&written.files), 5);
+
+    let bytes = fs::read(&written.path).unwrap();
+    assert_eq!(written.bytes, bytes.len() as u64);
+    assert_eq!(written.sha256, hex::encode(sha2::Sha256::digest(&bytes)));
+
+    let mut zip = zip::ZipArchive::new(fs::File::open(&written.path).unwrap()).unwrap();
+    for i in 0..zip.len() {
+        let mut file = zip.by_index(i).unwrap();
+        assert!(file.enclosed_name().is_some());
+        let name = file.name().unwrap().into_owned();
+        let is_json = name.ends_with(".json") || name.ends_with(".txt");
+        let method = if is_json {
+            zip::CompressionMethod::Deflated
+        } else {
+            zip::CompressionMethod::Stored
+        };
+        assert_eq!(file.compression(), method, "{name}");
+        assert_eq!(file.unix_mode().map(|m| m & 0o777), Some(0o600), "{name}");
+        let modified = file.last_modified().unwrap();
+        assert_eq!(
+            (
+                modified.year(),
+                modified.month(),
+                modified.day(),
+                modified.hour()
+            ),
+            (1980, 1, 1, 0),
+            "{name}"
+        );
+        let mut content = Vec::new();
+        file.read_to_end(&mut content).unwrap();
+        let given = match name.as_str() {
+            "status.json" => Some(&entries[0]),
+            "images/front.jpg" => Some(&entries[5]),
+            "images/liveness-1.png" => Some(&entries[6]),
+            _ => None,
+        };
+        if let Some(given) = given {
+            assert_eq!(content, given.body.as_ref(), "{name}");
+        }
+        let recorded = &written.files[i];
+        assert_eq!(recorded.bytes, content.len() as u64);
+        assert_eq!(recorded.sha256, hex::encode(sha2::Sha256::digest(&content)));
+    }
+    assert!(no_temps(out.path()));
+}
+
+#[test]
+fn hostile_classifiers_get_safe_unique_names_and_are_kept_raw_in_provenance() {
+    let out = tempfile::tempdir().unwrap();
+    let written =
+        write_archive(out.path(), REF, &with_hostile(netverify_entries()), &meta()).unwrap();
+
+    let names = entry_list(&written.path);
+    let others: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| n.starts_with("images/other-"))
+        .collect();
+    assert_eq!(
+        others,
+        (1..=6)
+            .map(|n| format!("images/other-{n}.jpg"))
+            .collect::<Vec<_>>()
+    );
+    for name in &names {
+        assert!(!name.contains(".."), "{name}");
+        assert!(
+            !name.contains('\\') && !name.contains('\0') && !name.contains('%'),
+            "{name}"
+        );
+        assert!(name.len() < 40, "{name}");
+        assert!(name.split('/').count() <= 2, "{name}");
+    }
+    let unique: std::collections::HashSet<_> = names.iter().collect();
+    assert_eq!(unique.len(), names.len());
+
+    let mut zip = zip::ZipArchive::new(fs::File::open(&written.path).unwrap()).unwrap();
+    for i in 0..zip.len() {
+        assert!(zip.by_index(i).unwrap().enclosed_name().is_some());
+    }
+    let mut provenance = String::new();
+    zip.by_name("provenance.json")
+        .unwrap()
+        .read_to_string(&mut provenance)
+        .unwrap();
+    let provenance: serde_json::Value = serde_json::from_str(&provenance).unwrap();
+    assert_eq!(provenance["tool"], "jumio-export");
+    assert_eq!(provenance["tool_version"], "0.1.0");
+    assert_eq!(provenance["job_sha256"], "ab".repeat(32));
+    assert_eq!(provenance["reference"], REF);
+    let recorded: Vec<(String, String)> = provenance["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["entry"].as_str().unwrap().starts_with("images/other-"))
+        .map(|e| {
+            (
+                e["entry"].as_str().unwrap().to_owned(),
+                e["classifier"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String)> = hostile_classifiers()
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| (format!("images/other-{}.jpg", i + 1), c))
+        .collect();
+    assert_eq!(recorded, expected);
+    let front = provenance["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["entry"] == "images/front.jpg")
+        .unwrap();
+    assert_eq!(
+        front["api_path"],
+        format!("/api/netverify/v2/scans/{REF}/images/front")
+    );
+    assert_eq!(front["http_status"], 200);
+    assert_eq!(front["content_type"], "image/jpeg");
+    assert_eq!(front["retrieved_at"], "2023-11-14T22:13:20.000Z");
+    assert_eq!(front["bytes"], jpeg("front").len());
+    assert_eq!(
+        front["sha256"],
+        hex::encode(sha2::Sha256::digest(jpeg("front")))
+    );
+
+    // The files list carries the raw classifier too; the reader recovers it from provenance.
+    let files_classifiers: Vec<Option<String>> = written
+        .files
+        .iter()
+        .filter(|f| f.entry.starts_with("images/other-"))
+        .map(|f| f.classifier.clone())
+        .collect();
+    assert_eq!(
+        files_classifiers,
+        hostile_classifiers()
+            .into_iter()
+            .map(Some)
+            .collect::<Vec<_>>()
+    );
+    let read = read_archive(&written.path).unwrap();
+    assert_eq!(read.problems, Vec::<String>::new());
+    assert_eq!(read.files, written.files);
+}
+
+#[test]
+fn same_entries_give_byte_identical_archives_whatever_their_order() {
+    let first = tempfile::tempdir().unwrap();
+    let second = tempfile::tempdir().unwrap();
+    let entries = with_hostile(netverify_entries());
+    let a = write_archive(first.path(), REF, &entries, &meta()).unwrap();
+    // Known kinds shuffled; other-n keep their relative order (their numbering follows it).
+    let mut shuffled = entries.clone();
+    shuffled[..8].reverse();
+    let b = write_archive(second.path(), REF, &shuffled, &meta()).unwrap();
+    assert_eq!(fs::read(&a.path).unwrap(), fs::read(&b.path).unwrap());
+    assert_eq!(a.sha256, b.sha256);
+    assert_eq!(a.files, b.files);
+
+    // Another retrieval time changes provenance.json (and so the manifest), nothing else.
+    let third = tempfile::tempdir().unwrap();
+    let mut later = entries.clone();
+    for e in &mut later {
+        e.retrieved_at = at(1_800_000_000);
+    }
+    let c = write_archive(third.path(), REF, &later, &meta()).unwrap();
+    assert_ne!(a.sha256, c.sha256);
+    for (x, y) in a.files.iter().zip(&c.files) {
+        assert_eq!(x.entry, y.entry);
+        let volatile = x.entry == "provenance.json" || x.entry == "manifest-sha256.txt";
+        assert_eq!(x.sha256 == y.sha256, !volatile, "{}", x.entry);
+    }
+}
+
+#[test]
+fn system_unzip_tests_the_archive_ok() {
+    let Some(unzip) = tool("unzip") else {
+        eprintln!("SKIPPED: unzip is not installed (checked /usr/bin/unzip and PATH)");
+        return;
+    };
+    let out = tempfile::tempdir().unwrap();
+    let written =
+        write_archive(out.path(), REF, &with_hostile(netverify_entries()), &meta()).unwrap();
+    let result = Command::new(unzip)
+        .arg("-t")
+        .arg(&written.path)
+        .output()
+        .unwrap();
+    assert!(
+        result.status.success(),
+        "unzip -t failed:\n{}{}",
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert!(String::from_utf8_lossy(&result.stdout).contains("No errors detected"));
+}
+
+#[test]
+fn manifest_passes_sha256sum_check_after_extraction() {
+    let Some(sha256sum) = tool("sha256sum") else {
+        eprintln!("SKIPPED: sha256sum is not installed");
+        return;
+    };
+    let out = tempfile::tempdir().unwrap();
+    let written = write_archive(out.path(), REF, &netverify_entries(), &meta()).unwrap();
+    let extract = tempfile::tempdir().unwrap();
+    let mut zip = zip::ZipArchive::new(fs::File::open(&written.path).unwrap()).unwrap();
+    for i in 0..zip.len() {
+        let mut file = zip.by_index(i).unwrap();
+        let target = extract.path().join(file.enclosed_name().unwrap());
+        fs::create_dir_all(target.parent().unwrap()).unwrap();
+        let mut content = Vec::new();
+        file.read_to_end(&mut content).unwrap();
+        fs::write(target, content).unwrap();
+    }
+    let manifest = fs::read_to_string(extract.path().join("manifest-sha256.txt")).unwrap();
+    assert_eq!(manifest.lines().count(), written.files.len() - 1);
+    assert!(
+        manifest
+            .lines()
+            .last()
+            .unwrap()
+            .ends_with("  provenance.json")
+    );
+    let check = Command::new(&sha256sum)
+        .args(["-c", "--strict", "manifest-sha256.txt"])
+        .current_dir(extract.path())
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "sha256sum -c failed:\n{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    // And the check can fail: alter one extracted file.
+    fs::write(extract.path().join("images/front.jpg"), b"altered").unwrap();
+    let check = Command::new(&sha256sum)
+        .args(["-c", "manifest-sha256.txt"])
+        .current_dir(extract.path())
+        .output()
+        .unwrap();
+    assert!(!check.status.success());
+}
+
+#[test]
+fn read_archive_round_trips_what_was_written() {
+    let out = tempfile::tempdir().unwrap();
+    let entries = netverify_entries();
+    let written = write_archive(out.path(), REF, &entries, &meta()).unwrap();
+    let read = read_archive(&written.path).unwrap();
+    assert!(read.manifest_ok, "{:?}", read.problems);
+    assert!(read.problems.is_empty());
+    assert_eq!(read.sha256, written.sha256);
+    assert_eq!(read.bytes, written.bytes);
+    assert_eq!(read.files, written.files);
+    assert_eq!(read.reference.as_deref(), Some(REF));
+    assert_eq!(read.data_json.as_deref(), Some(entries[1].body.as_ref()));
+    let front = read
+        .files
+        .iter()
+        .find(|f| f.entry == "images/front.jpg")
+        .unwrap();
+    assert_eq!(front.classifier.as_deref(), Some("front"));
+    assert_eq!(front.content_type, "image/jpeg");
+}
+
+#[test]
+fn authentication_archive_gives_its_details_as_data_json() {
+    let out = tempfile::tempdir().unwrap();
+    let details = json(r#"{"transactionResult":"PASSED"}"#);
+    let entries = vec![
+        entry(
+            EntryKind::Authentication,
+            "application/json",
+            details.clone(),
+            "",
+        ),
+        entry(
+            EntryKind::Image {
+                classifier: "face".to_owned(),
+            },
+            "image/jpeg",
+            jpeg("authface"),
+            "/images/face",
+        ),
+    ];
+    let written = write_archive(out.path(), "auth-1", &entries, &meta()).unwrap();
+    assert_eq!(
+        entry_list(&written.path),
+        [
+            "authentication.json",
+            "images/face.jpg",
+            "provenance.json",
+            "manifest-sha256.txt"
+        ]
+    );
+    let read = read_archive(&written.path).unwrap();
+    assert!(read.manifest_ok, "{:?}", read.problems);
+    assert_eq!(read.data_json, Some(details));
+}
+
+#[test]
+fn read_archive_reports_a_flipped_byte_in_a_stored_image() {
+    let out = tempfile::tempdir().unwrap();
+    let written = write_archive(out.path(), REF, &netverify_entries(), &meta()).unwrap();
+    let mut bytes = fs::read(&written.path).unwrap();
+    let marker = b"MARKER<front>";
+    let at = bytes
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .expect("stored image body is in the file");
+    bytes[at + marker.len() + 10] ^= 0x01;
+    fs::write(&written.path, &bytes).unwrap();
+
+    let read = read_archive(&written.path).unwrap();
+    assert!(!read.manifest_ok);
+    assert!(
+        read.problems.iter().any(|p| p.contains("images/front.jpg")),
+        "{:?}",
+        read.problems
+    );
+    assert_ne!(read.sha256, written.sha256);
+}
+
+/// Rewrites the archive with one entry's content replaced, CRCs valid: only the manifest
+/// and provenance can tell.
+fn rewrite_with(path: &Path, victim: &str, content: &[u8]) {
+    let original = fs::read(path).unwrap();
+    let mut source = zip::ZipArchive::new(std::io::Cursor::new(original)).unwrap();
+    let mut target = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for i in 0..source.len() {
+        let mut file = source.by_index(i).unwrap();
+        let name = file.name().unwrap().into_owned();
+        let mut body = Vec::new();
+        file.read_to_end(&mut body).unwrap();
+        if name == victim {
+            body = content.to_vec();
+        }
+        target
+            .start_file(name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        target.write_all(&body).unwrap();
+    }
+    fs::write(path, target.finish().unwrap().into_inner()).unwrap();
+}
+
+#[test]
+fn read_archive_reports_content_that_does_not_match_the_manifest() {
+    let out = tempfile::tempdir().unwrap();
+    let written = write_archive(out.path(), REF, &netverify_entries(), &meta()).unwrap();
+    rewrite_with(
+        &written.path,
+        "data.json",
+        br#"{"document":{"firstName":"EVE"}}"#,
+    );
+    let read = read_archive(&written.path).unwrap();
+    assert!(!read.manifest_ok);
+    assert!(
+        read.problems
+            .iter()
+            .any(|p| p.contains("data.json") && p.contains("manifest")),
+        "{:?}",
+        read.problems
+    );
+    assert!(
+        read.problems
+            .iter()
+            .any(|p| p.contains("data.json") && p.contains("provenance")),
+        "{:?}",
+        read.problems
+    );
+}
+
+#[test]
+fn read_archive_reports_a_missing_manifest_and_unlisted_entries() {
+    let out = tempfile::tempdir().unwrap();
+    let written = write_archive(out.path(), REF, &netverify_entries(), &meta()).unwrap();
+    // Manifest emptied: every other entry is unlisted.
+    rewrite_with(&written.path, "manifest-sha256.txt", b"");
+    let read = read_archive(&written.path).unwrap();
+    assert!(!read.manifest_ok);
+    assert!(
+        read.problems
+            .iter()
+            .any(|p| p.contains("images/face.jpg") && p.contains("not listed")),
+        "{:?}",
+        read.problems
+    );
+}
+
+#[test]
+fn read_archive_errors_on_a_truncated_file_naming_it() {
+    let out = tempfile::tempdir().unwrap();
+    let written = write_archive(out.path(), REF, &netverify_entries(), &meta()).unwrap();
+    let bytes = fs::read(&written.path).unwrap();
+    for keep in [bytes.len() - 10, bytes.len() / 2, 0] {
+        fs::write(&written.path, &bytes[..keep]).unwrap();
+        let err = read_archive(&written.path).unwrap_err();
+        assert!(matches!(err, ArchiveError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains(&format!("{REF}.zip")), "{err}");
+    }
+}
+
+#[test]
+fn failed_write_leaves_no_temp_and_no_archive() {
+    let out = tempfile::tempdir().unwrap();
+    // A directory where the archive should go makes the final rename fail.
+    let blocker = out.path().join("archives").join(format!("{REF}.zip"));
+    fs::create_dir_all(blocker.join("occupied")).unwrap();
+    let err = write_archive(out.path(), REF, &netverify_entries(), &meta()).unwrap_err();
+    assert!(matches!(err, ArchiveError::Io { .. }), "{err}");
+    assert!(err.to_string().contains(&format!("{REF}.zip")), "{err}");
+    assert!(blocker.is_dir());
+    assert!(no_temps(out.path()));
+
+    // Duplicate entries are refused before anything is written.
+    let mut twice = netverify_entries();
+    twice.push(twice[1].clone());
+    let err = write_archive(out.path(), "other-ref", &twice, &meta()).unwrap_err();
+    assert!(matches!(err, ArchiveError::DuplicateEntry { .. }), "{err}");
+    assert!(!out.path().join("archives/other-ref.zip").exists());
+    assert!(no_temps(out.path()));
+}
+
+#[test]
+fn unsafe_reference_is_refused_before_touching_the_disk() {
+    let out = tempfile::tempdir().unwrap();
+    for reference in ["../escape", "a/b", "", ".hidden"] {
+        let err = write_archive(out.path(), reference, &netverify_entries(), &meta()).unwrap_err();
+        assert!(
+            matches!(err, ArchiveError::InvalidReference { .. }),
+            "{err}"
+        );
+    }
+    assert_eq!(fs::read_dir(out.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn rewriting_an_archive_replaces_it_and_leaves_no_temp() {
+    let out = tempfile::tempdir().unwrap();
+    write_archive(out.path(), REF, &netverify_entries(), &meta()).unwrap();
+    let again = write_archive(out.path(), REF, &netverify_entries(), &meta()).unwrap();
+    assert!(read_archive(&again.path).unwrap().manifest_ok);
+    assert!(no_temps(out.path()));
+}
+
+#[test]
+fn stale_temps_are_removed_and_nothing_else() {
+    let out = tempfile::tempdir().unwrap();
+    assert_eq!(
+        remove_stale_temps(out.path()).unwrap(),
+        0,
+        "no archives/ yet"
+    );
+    let written = write_archive(out.path(), REF, &netverify_entries(), &meta()).unwrap();
+    let dir = out.path().join("archives");
+    fs::write(dir.join(".abc.zip.tmp"), b"half").unwrap();
+    fs::write(dir.join(".def.zip.tmp"), b"half").unwrap();
+    fs::write(dir.join("notes.tmp"), b"keep").unwrap();
+    assert_eq!(remove_stale_temps(out.path()).unwrap(), 2);
+    assert!(!dir.join(".abc.zip.tmp").exists());
+    assert!(!dir.join(".def.zip.tmp").exists());
+    assert!(dir.join("notes.tmp").exists());
+    assert!(written.path.exists());
+}
