@@ -265,7 +265,11 @@ pub fn file_row(f: &FileRecord) -> Row {
 
 /// Pushes one cell per leaf under `nodes` and returns what in `obj` was not mapped,
 /// mirroring the input's key order.
-fn walk_object(nodes: &[Node], obj: Option<&Map<String, Value>>, cells: &mut Vec<Cell>) -> Map<String, Value> {
+fn walk_object(
+    nodes: &[Node],
+    obj: Option<&Map<String, Value>>,
+    cells: &mut Vec<Cell>,
+) -> Map<String, Value> {
     let mut leftovers: Map<String, Value> = Map::new();
     for node in nodes {
         let value = obj.and_then(|o| o.get(node.key()));
@@ -396,7 +400,10 @@ fn list_element(ty: Leaf, element: Value) -> (Value, Option<Value>) {
                     rest.insert(k, v);
                 }
             }
-            (Value::Object(keep), (!rest.is_empty()).then_some(Value::Object(rest)))
+            (
+                Value::Object(keep),
+                (!rest.is_empty()).then_some(Value::Object(rest)),
+            )
         }
         (Leaf::ListUtf8, v @ (Value::String(_) | Value::Number(_) | Value::Bool(_))) => (v, None),
         (_, other) => (Value::Null, Some(other)),
@@ -469,7 +476,10 @@ mod tests {
             "extra": [1, 2]
         });
         let row = flatten(Kind::Netverify, "r", &data, &summary());
-        assert_eq!(cell(Kind::Netverify, &row, "document_first_name"), &Cell::Null);
+        assert_eq!(
+            cell(Kind::Netverify, &row, "document_first_name"),
+            &Cell::Null
+        );
         assert_eq!(
             cell(Kind::Netverify, &row, "document_dob"),
             &Cell::Text("19900101".into())

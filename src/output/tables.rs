@@ -157,12 +157,13 @@ impl TableWriter {
                 .set_compression(Compression::SNAPPY)
                 .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
                 .build();
-            let writer = ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(
-                |source| TableError::Parquet {
-                    path: tmp.clone(),
-                    source,
-                },
-            )?;
+            let writer =
+                ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(|source| {
+                    TableError::Parquet {
+                        path: tmp.clone(),
+                        source,
+                    }
+                })?;
             Some(ParquetPart { tmp, path, writer })
         } else {
             None
