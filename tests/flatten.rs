@@ -431,12 +431,12 @@ fn read_parquet(path: &Path) -> (arrow_schema::SchemaRef, RecordBatch) {
     let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap();
     let schema = builder.schema().clone();
     let batches: Vec<RecordBatch> = builder.build().unwrap().map(|b| b.unwrap()).collect();
-    let batch = arrow_select_concat(&schema, &batches);
+    let batch = single_batch(&schema, &batches);
     (schema, batch)
 }
 
-fn arrow_select_concat(schema: &arrow_schema::SchemaRef, batches: &[RecordBatch]) -> RecordBatch {
-    // Small tables fit one batch; larger ones are checked batch by batch elsewhere.
+fn single_batch(schema: &arrow_schema::SchemaRef, batches: &[RecordBatch]) -> RecordBatch {
+    // The small tables here fit one batch; the large one is read batch by batch.
     match batches {
         [] => RecordBatch::new_empty(schema.clone()),
         [one] => one.clone(),
@@ -846,4 +846,12 @@ fn many_rows_span_several_batches_in_order() {
     let (_, records) = read_csv(&dir.path().join("authentications.csv"));
     assert_eq!(records.len(), n as usize);
     assert_eq!(records[2_499][0], "ref-2499");
+}
+
+#[test]
+fn table_writer_can_move_to_a_writer_thread() {
+    // The lead runs writers off the async runtime (spawn_blocking or a writer task).
+    fn assert_send<T: Send>() {}
+    assert_send::<TableWriter>();
+    assert_send::<Row>();
 }
