@@ -3,3 +3,4 @@
 pub mod archive;
 pub mod failures;
 pub mod report;
+pub mod tables;

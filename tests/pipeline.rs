@@ -1,0 +1,356 @@
+//! End-to-end: the export job against the simulator over real HTTP, judged by its outputs and by
+//! the simulator's request log.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use jumio_export::Kind;
+use jumio_export::input;
+use jumio_export::job::{self, Credentials, Overrides};
+use jumio_export::run::{self, RunOptions, Summary};
+use jumio_export::simulator::{self, RequestRecord, SimHandle, SimOptions};
+use sha2::{Digest, Sha256};
+
+const TOKEN: &str = "demo-token";
+const SECRET: &str = "demo-secret";
+
+/// A job file for tests: fast polling, the given rate.
+fn job_text(rate: f64, burst: u32, concurrency: usize) -> String {
+    format!(
+        r#"
+[api]
+region = "us"
+user_agent = "jumio-export tests/1.0"
+
+[limits]
+requests_per_second = {rate}
+burst = {burst}
+concurrency = {concurrency}
+max_retries = 4
+timeout_seconds = 10
+
+[polling]
+schedule_seconds = [0.05, 0.1, 0.15, 0.2]
+"#
+    )
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    out: PathBuf,
+    job_path: PathBuf,
+    refs_path: PathBuf,
+}
+
+fn setup(job: &str, refs: &[(String, Kind)], extra_lines: &[&str]) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let job_path = dir.path().join("job.toml");
+    std::fs::write(&job_path, job).unwrap();
+    let refs_path = dir.path().join("refs.csv");
+    let mut text = String::from("reference,kind\n");
+    for (r, k) in refs {
+        text.push_str(&format!("{r},{k}\n"));
+    }
+    for l in extra_lines {
+        text.push_str(l);
+        text.push('\n');
+    }
+    std::fs::write(&refs_path, text).unwrap();
+    Setup {
+        out: dir.path().join("out"),
+        job_path,
+        refs_path,
+        _dir: dir,
+    }
+}
+
+async fn run_job(s: &Setup, base_url: &str, secret: &str) -> Summary {
+    let o = Overrides {
+        input: Some(s.refs_path.display().to_string()),
+        out: Some(s.out.clone()),
+        base_url: Some(base_url.to_string()),
+        ..Overrides::default()
+    };
+    let job = job::load(&s.job_path, &o).unwrap();
+    let list = input::read_input(job.input.path.as_deref().unwrap(), job.input.default_kind).unwrap();
+    run::run(&job, list, &Credentials::new(TOKEN.into(), secret.into()), RunOptions { quiet: true })
+        .await
+        .unwrap()
+}
+
+async fn sim(opts: SimOptions) -> SimHandle {
+    simulator::start(opts, "127.0.0.1:0".parse().unwrap()).await.unwrap()
+}
+
+fn read_csv(path: &Path) -> (Vec<String>, Vec<BTreeMap<String, String>>) {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    let header: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
+    let rows = r
+        .records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            header.iter().cloned().zip(rec.iter().map(String::from)).collect()
+        })
+        .collect();
+    (header, rows)
+}
+
+fn zip_entries(path: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut z = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
+    let mut out = BTreeMap::new();
+    for i in 0..z.len() {
+        let mut f = z.by_index(i).unwrap();
+        assert!(f.enclosed_name().is_some(), "unsafe entry name {}", f.name());
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf).unwrap();
+        out.insert(f.name().to_string(), buf);
+    }
+    out
+}
+
+fn sha(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+/// Paths requested, by how often (excluding status calls, which are polled).
+fn path_counts(log: &[RequestRecord]) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for r in log {
+        let key = match &r.query {
+            Some(q) => format!("{}?{}", r.path, q),
+            None => r.path.clone(),
+        };
+        *m.entry(key).or_default() += 1;
+    }
+    m
+}
+
+fn micros(t: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(t).unwrap().timestamp_micros()
+}
+
+fn special_refs() -> Vec<(String, Kind)> {
+    vec![
+        ("nf-n1".into(), Kind::Netverify),
+        ("nf-d1".into(), Kind::Document),
+        ("pf-n1".into(), Kind::Netverify),
+        ("pf-a1".into(), Kind::Authentication),
+        ("p2-n1".into(), Kind::Netverify),
+        ("p2-a1".into(), Kind::Authentication),
+        ("fail-n1".into(), Kind::Netverify),
+        ("obj-n1".into(), Kind::Netverify),
+        ("fh-n1".into(), Kind::Netverify),
+        ("fh-d1".into(), Kind::Document),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixed_export_is_complete_correct_and_polite() {
+    let foreign = sim(SimOptions::default()).await;
+    let mut opts = SimOptions::default();
+    opts.faults.foreign_origin = foreign.base_url();
+    let api = sim(opts).await;
+    let mut refs = simulator::population(SimOptions::default().seed, 60);
+    refs.extend(special_refs());
+    let s = setup(
+        &job_text(150.0, 10, 8),
+        &refs,
+        &["not/a-reference,netverify", &format!("{},netverify", "y".repeat(37)), "nf-n1,netverify"],
+    );
+    let summary = run_job(&s, &api.base_url(), SECRET).await;
+    let log = api.requests();
+    assert_eq!(summary.exit_code(), 1, "some references fail on purpose: {summary:?}");
+
+    // failures.csv: the reason codes of SPEC.
+    let (header, failures) = read_csv(&s.out.join("failures.csv"));
+    assert_eq!(header, ["reference", "kind", "stage", "http_status", "error", "attempts", "next_attempt_after"]);
+    let reason: HashMap<&str, &str> = failures.iter().map(|r| (r["reference"].as_str(), r["error"].as_str())).collect();
+    assert_eq!(reason.get("nf-n1"), Some(&"NOT_FOUND"));
+    assert_eq!(reason.get("nf-d1"), Some(&"NOT_FOUND"));
+    assert_eq!(reason.get("pf-n1"), Some(&"PENDING"));
+    assert_eq!(reason.get("pf-a1"), Some(&"PENDING"));
+    assert_eq!(reason.get("fh-n1"), Some(&"FOREIGN_URL"));
+    assert_eq!(reason.get("fh-d1"), Some(&"FOREIGN_URL"));
+    assert_eq!(reason.get("not/a-reference"), Some(&"INVALID_REFERENCE"));
+    assert!(reason.contains_key("p2-n1") == false && reason.contains_key("fail-n1") == false);
+    let pf = failures.iter().find(|r| r["reference"] == "pf-n1").unwrap();
+    assert_eq!(pf["attempts"], "5", "1 first call + 4 scheduled polls");
+    let next = chrono::DateTime::parse_from_rfc3339(&pf["next_attempt_after"]).unwrap();
+    assert!(next > chrono::Utc::now() + chrono::Duration::hours(23));
+    // Nothing reached the foreign origin, and nothing for invalid references reached the API.
+    assert!(foreign.requests().is_empty(), "foreign origin was called: {:?}", foreign.requests());
+    assert!(log.iter().all(|r| !r.path.contains("not/a-reference") && !r.path.contains("yyyy")));
+
+    // Every exported reference: one table row, one archive whose entries match the simulator's bytes.
+    let exported: Vec<&(String, Kind)> = refs.iter().filter(|(r, _)| !reason.contains_key(r.as_str())).collect();
+    assert_eq!(summary.exported as usize, exported.len());
+    let mut rows_by_kind = HashMap::new();
+    for kind in Kind::ALL {
+        let (header, rows) = read_csv(&s.out.join(format!("{}.csv", kind.table_name())));
+        assert_eq!(header[0], "reference");
+        assert_eq!(&header[header.len() - 4..], ["unmapped_json", "image_count", "archive", "archive_sha256"]);
+        rows_by_kind.insert(kind, rows);
+    }
+    let client = reqwest::Client::new();
+    for (reference, kind) in &exported {
+        let rows: Vec<_> = rows_by_kind[kind].iter().filter(|r| &r["reference"] == reference).collect();
+        assert_eq!(rows.len(), 1, "{reference} has {} rows", rows.len());
+        let archive = s.out.join(&rows[0]["archive"]);
+        let bytes = std::fs::read(&archive).unwrap();
+        assert_eq!(sha(&bytes), rows[0]["archive_sha256"]);
+        let entries = zip_entries(&archive);
+        let manifest = String::from_utf8(entries["manifest-sha256.txt"].clone()).unwrap();
+        assert_eq!(manifest.lines().count(), entries.len() - 1);
+        for line in manifest.lines() {
+            let (digest, name) = line.split_once("  ").unwrap();
+            assert_eq!(sha(&entries[name]), digest, "{reference}: {name}");
+        }
+        // Images are byte-identical to what the simulator serves for that path.
+        let provenance: serde_json::Value = serde_json::from_slice(&entries["provenance.json"]).unwrap();
+        for e in provenance["entries"].as_array().unwrap() {
+            let name = e["entry"].as_str().unwrap();
+            if name.ends_with(".json") {
+                continue;
+            }
+            let url = format!("{}{}", api.base_url(), e["api_path"].as_str().unwrap());
+            let served = client.get(&url).basic_auth(TOKEN, Some(SECRET)).header("User-Agent", "t").send().await.unwrap();
+            assert_eq!(served.bytes().await.unwrap().as_ref(), entries[name].as_slice(), "{reference}: {name}");
+        }
+        let images = entries.keys().filter(|n| n.starts_with("images/") || n.starts_with("pages/") || *n == "original.pdf").count();
+        assert_eq!(rows[0]["image_count"], images.to_string());
+    }
+    // Liveness images arrive out of order and are archived by their number.
+    let obj = zip_entries(&s.out.join("archives/obj-n1.zip"));
+    assert!(obj.keys().any(|n| n.starts_with("images/")), "a single-object images list is read");
+
+    // The real unzip agrees.
+    if Path::new("/usr/bin/unzip").exists() {
+        for (reference, _) in &exported {
+            let st = Command::new("unzip").arg("-tq").arg(s.out.join(format!("archives/{reference}.zip"))).output().unwrap();
+            assert!(st.status.success(), "unzip -t {reference}: {}", String::from_utf8_lossy(&st.stdout));
+        }
+    } else {
+        eprintln!("skipped unzip -t: /usr/bin/unzip not installed");
+    }
+
+    // Politeness, from the simulator's log: the ceiling held in every one-second window.
+    let times: Vec<i64> = log.iter().map(|r| micros(&r.time)).collect();
+    let mut sorted = times.clone();
+    sorted.sort();
+    let mut j = 0;
+    for i in 0..sorted.len() {
+        while sorted[i] - sorted[j] >= 1_000_000 {
+            j += 1;
+        }
+        assert!(i - j + 1 <= 150 + 10, "{} requests within one second", i - j + 1);
+    }
+    // No resource fetched twice (status calls aside, which are polled).
+    for (path, n) in path_counts(&log) {
+        let is_status = path.matches('/').count() == 5;
+        if !is_status {
+            assert_eq!(n, 1, "{path} fetched {n} times");
+        }
+    }
+    // Polls spaced per schedule: the k-th status call of p2-n1 no earlier than first + schedule[k-1].
+    let polls: Vec<i64> = log.iter().filter(|r| r.path == "/api/netverify/v2/scans/pf-n1").map(|r| micros(&r.time)).collect();
+    assert_eq!(polls.len(), 5);
+    for (k, offset_ms) in [50, 100, 150, 200].iter().enumerate() {
+        assert!(polls[k + 1] - polls[0] >= offset_ms * 1000 - 2_000, "poll {} at {} µs", k + 1, polls[k + 1] - polls[0]);
+    }
+
+    // report.json counts and the root hash over the archives.
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(s.out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["outcomes"]["exported"], exported.len() as u64);
+    assert_eq!(report["requests"]["total"], log.len() as u64);
+    let mut lines: Vec<String> = exported
+        .iter()
+        .map(|(r, _)| format!("{r}  {}\n", sha(&std::fs::read(s.out.join(format!("archives/{r}.zip"))).unwrap())))
+        .collect();
+    lines.sort();
+    assert_eq!(report["root_hash"], sha(lines.concat().as_bytes()));
+
+    // Resume: a second run into the same directory fetches nothing already exported.
+    let before = api.requests().len();
+    let again = run_job(&s, &api.base_url(), SECRET).await;
+    let second: Vec<RequestRecord> = api.requests()[before..].to_vec();
+    assert_eq!(again.already_exported as usize, exported.len());
+    assert_eq!(again.exported, 0);
+    let exported_set: BTreeSet<&str> = exported.iter().map(|(r, _)| r.as_str()).collect();
+    for r in &second {
+        let reference = r.path.split('/').nth(5).unwrap_or("");
+        assert!(!exported_set.contains(reference), "resume fetched {} again", r.path);
+        assert_ne!(reference, "pf-n1", "a PENDING reference was polled before next_attempt_after");
+    }
+    for kind in Kind::ALL {
+        let (_, rows) = read_csv(&s.out.join(format!("{}.csv", kind.table_name())));
+        let n = exported.iter().filter(|(_, k)| *k == kind).count();
+        assert_eq!(rows.len(), n, "{kind}: every exported reference exactly once after resume");
+    }
+    api.shutdown().await;
+    foreign.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_secret_stops_the_run_within_a_few_requests() {
+    let api = sim(SimOptions::default()).await;
+    let refs = simulator::population(SimOptions::default().seed, 200);
+    let s = setup(&job_text(100.0, 5, 4), &refs, &[]);
+    let summary = run_job(&s, &api.base_url(), "wrong-secret").await;
+    assert_eq!(summary.exit_code(), 3);
+    let log = api.requests();
+    assert!(log.len() <= 8, "{} requests after the credentials were refused", log.len());
+    assert!(log.iter().all(|r| r.status == 401));
+    api.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured_and_503s_are_retried() {
+    let mut opts = SimOptions::default();
+    opts.faults.rate_429 = 0.08;
+    opts.faults.retry_after_429 = Some(1);
+    opts.faults.error_rate = 0.05;
+    let api = sim(opts).await;
+    let refs = simulator::population(SimOptions::default().seed, 25);
+    let s = setup(&job_text(200.0, 10, 4), &refs, &[]);
+    let summary = run_job(&s, &api.base_url(), SECRET).await;
+    let log = api.requests();
+    assert!(log.iter().any(|r| r.status == 429), "the fault knob produced no 429");
+    // After a 429 with Retry-After: 1, no request at all is sent before its deadline.
+    for (i, r) in log.iter().enumerate() {
+        if r.status == 429 {
+            let t = micros(&r.time);
+            for later in &log[i + 1..] {
+                let lt = micros(&later.time);
+                // Requests already past the limiter when the 429 was answered may land just after it.
+                if lt > t + 50_000 {
+                    assert!(lt >= t + 1_000_000 - 20_000, "request {} µs after a Retry-After: 1", lt - t);
+                }
+            }
+        }
+    }
+    assert!(summary.retries > 0);
+    assert_eq!(summary.exit_code(), 0, "every reference exported despite faults: {summary:?}");
+    api.shutdown().await;
+}
+
+#[test]
+fn a_typo_in_the_job_file_exits_2_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("job.toml");
+    std::fs::write(&job, job_text(10.0, 1, 1).replace("burst = 1", "burts = 1")).unwrap();
+    std::fs::write(dir.path().join("refs.txt"), "ok-n1\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_jumio-export"))
+        .args(["run"])
+        .arg(&job)
+        .arg("--input")
+        .arg(dir.path().join("refs.txt"))
+        .env("JUMIO_API_TOKEN", "t")
+        .env("JUMIO_API_SECRET", "s")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("burts") && err.contains("job.toml"), "{err}");
+}
