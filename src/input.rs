@@ -146,7 +146,11 @@ pub fn parse_input(bytes: &[u8], name: &str, default_kind: Kind) -> Result<Input
     let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let text = std::str::from_utf8(body).map_err(|e| InputError::NotUtf8 {
         name: name.to_string(),
-        line: body[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1,
+        line: body[..e.valid_up_to()]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1,
     })?;
     let mut list = Collector {
         seen: HashSet::new(),
@@ -166,9 +170,12 @@ pub fn parse_input(bytes: &[u8], name: &str, default_kind: Kind) -> Result<Input
     let Some((first_line, header)) = first else {
         return Ok(list.list);
     };
-    let is_csv_header = header
-        .split(',')
-        .any(|f| f.trim().trim_matches('"').trim().eq_ignore_ascii_case("reference"));
+    let is_csv_header = header.split(',').any(|f| {
+        f.trim()
+            .trim_matches('"')
+            .trim()
+            .eq_ignore_ascii_case("reference")
+    });
     if is_csv_header {
         parse_csv(text, name, default_kind, &mut list)?;
     } else if header.contains(',') {
@@ -202,7 +209,9 @@ fn parse_csv(
         .from_reader(text.as_bytes());
     let csv_error = |e: csv::Error| InputError::Csv {
         name: name.to_string(),
-        line: e.position().map_or(0, |p| p.line() as usize),
+        line: e.position().map_or(0, |p| {
+            LineCounter::default().line_at(text, p.byte() as usize)
+        }),
         message: match e.kind() {
             csv::ErrorKind::Utf8 { .. } => "not UTF-8".to_string(),
             _ => e.to_string(),
@@ -218,8 +227,11 @@ fn parse_csv(
     let kind_col = column("kind");
 
     let mut record = csv::StringRecord::new();
+    let mut lines = LineCounter::default();
     while reader.read_record(&mut record).map_err(csv_error)? {
-        let line = record.position().map_or(0, |p| p.line() as usize);
+        let line = record
+            .position()
+            .map_or(0, |p| lines.line_at(text, p.byte() as usize));
         if record.iter().all(str::is_empty) {
             continue;
         }
@@ -234,6 +246,42 @@ fn parse_csv(
         list.add(record.get(reference_col).unwrap_or(""), kind, line);
     }
     Ok(())
+}
+
+/// Line numbers of CSV records. The csv crate's own line count is wrong after CRLF line
+/// ends, and its byte position points at the end of the previous record (or at blank and
+/// comment lines it skipped), so the record's line is found from the byte position,
+/// counting newlines incrementally to stay linear on inputs of millions of lines.
+#[derive(Default)]
+struct LineCounter {
+    byte: usize,
+    line: usize,
+}
+
+impl LineCounter {
+    fn line_at(&mut self, text: &str, record_byte: usize) -> usize {
+        let bytes = text.as_bytes();
+        let mut i = record_byte.min(bytes.len());
+        loop {
+            while i < bytes.len() && (bytes[i] == b'\r' || bytes[i] == b'\n') {
+                i += 1;
+            }
+            if i < bytes.len() && bytes[i] == b'#' {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            break;
+        }
+        if i < self.byte {
+            // Positions only move forward while reading; restart if asked otherwise.
+            *self = LineCounter::default();
+        }
+        self.line += bytes[self.byte..i].iter().filter(|&&b| b == b'\n').count();
+        self.byte = i;
+        self.line + 1
+    }
 }
 
 struct Collector {
@@ -368,6 +416,24 @@ mod tests {
         assert_eq!(long.chars().count(), MAX_RAW_CHARS);
         assert!(long.ends_with('…'));
         assert_eq!(printable(&"x".repeat(100)), "x".repeat(100));
+    }
+
+    #[test]
+    fn csv_line_numbers_survive_crlf_blank_and_comment_lines() {
+        let text = "reference,kind\r\n\r\n# note\r\nok-1,document\r\n../x,\r\n\n\nbad,nope\r\n";
+        let err = parse_input(text.as_bytes(), "f.csv", Kind::Netverify).unwrap_err();
+        assert!(
+            err.to_string().starts_with("f.csv:8: unknown kind"),
+            "{err}"
+        );
+        let list = parse_input(
+            &text.as_bytes()[..text.find("\n\n\n").unwrap()],
+            "f.csv",
+            Kind::Netverify,
+        )
+        .unwrap();
+        assert_eq!(list.rejected[0].line, 5);
+        assert_eq!(list.items[0].kind, Kind::Document);
     }
 
     #[test]

@@ -198,7 +198,9 @@ impl FromStr for Region {
             "us" => Ok(Region::Us),
             "eu" => Ok(Region::Eu),
             "sgp" => Ok(Region::Sgp),
-            other => Err(format!("unknown region {other:?}: expected \"us\", \"eu\" or \"sgp\"")),
+            other => Err(format!(
+                "unknown region {other:?}: expected \"us\", \"eu\" or \"sgp\""
+            )),
         }
     }
 }
@@ -277,9 +279,9 @@ pub struct Location {
     /// The job file.
     pub file: PathBuf,
     /// 1-based line, when the problem has one.
-    pub line: Option<usize>,
+    pub line: Option<u32>,
     /// 1-based column (characters), for syntax errors.
-    pub column: Option<usize>,
+    pub column: Option<u32>,
 }
 
 impl fmt::Display for Location {
@@ -421,11 +423,15 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Job, JobError> {
     })?;
     let text = String::from_utf8(bytes).map_err(|e| {
         let valid = e.utf8_error().valid_up_to();
-        let line = e.as_bytes()[..valid].iter().filter(|&&b| b == b'\n').count() + 1;
+        let line = e.as_bytes()[..valid]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1;
         JobError::Syntax {
             location: Location {
                 file: path.to_path_buf(),
-                line: Some(line),
+                line: Some(to_u32(line)),
                 column: None,
             },
             message: "the file is not UTF-8".to_string(),
@@ -515,9 +521,7 @@ pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> Result<Job, JobE
     let env_name = |v: &Option<Spanned<String>>, key: &str, default: &str| match v {
         Some(s) => {
             let name = s.get_ref();
-            if name.is_empty()
-                || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 Err(ctx.invalid(
                     s.span(),
                     key,
@@ -609,11 +613,7 @@ pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> Result<Job, JobE
         }
         (Some(c), _) => c,
         (None, Some(c)) if *c.get_ref() == 0 => {
-            return Err(ctx.invalid(
-                c.span(),
-                "[limits] concurrency",
-                "must be at least 1",
-            ));
+            return Err(ctx.invalid(c.span(), "[limits] concurrency", "must be at least 1"));
         }
         (None, Some(c)) => *c.get_ref(),
         (None, None) => 16,
@@ -636,11 +636,7 @@ pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> Result<Job, JobE
     };
     let max_file_bytes = match &l.max_file_bytes {
         Some(m) if *m.get_ref() == 0 => {
-            return Err(ctx.invalid(
-                m.span(),
-                "[limits] max_file_bytes",
-                "must be at least 1",
-            ));
+            return Err(ctx.invalid(m.span(), "[limits] max_file_bytes", "must be at least 1"));
         }
         Some(m) => *m.get_ref(),
         None => 52_428_800,
@@ -725,7 +721,10 @@ fn check_schedule(
             return Err(ctx.invalid(
                 entry.span(),
                 KEY,
-                format!("entry {} is {v}: offsets must be finite and not negative", i + 1),
+                format!(
+                    "entry {} is {v}: offsets must be finite and not negative",
+                    i + 1
+                ),
             ));
         }
         // Ten years: far beyond the guide's schedule, and keeps from_secs_f64 in range.
@@ -733,7 +732,10 @@ fn check_schedule(
             return Err(ctx.invalid(
                 entry.span(),
                 KEY,
-                format!("entry {} is {v}: offsets must be at most 315360000 seconds", i + 1),
+                format!(
+                    "entry {} is {v}: offsets must be at most 315360000 seconds",
+                    i + 1
+                ),
             ));
         }
         if let Some(p) = previous
@@ -760,7 +762,10 @@ fn check_schedule(
 fn check_url(text: &str) -> Result<Url, String> {
     let url = Url::parse(text).map_err(|e| format!("not a URL ({e})"))?;
     if url.scheme() != "http" && url.scheme() != "https" {
-        return Err(format!("scheme must be http or https, not {:?}", url.scheme()));
+        return Err(format!(
+            "scheme must be http or https, not {:?}",
+            url.scheme()
+        ));
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err("must have a host".into());
@@ -909,6 +914,7 @@ impl Ctx<'_> {
                 let line = before.matches('\n').count() + 1;
                 let line_start = before.rfind('\n').map_or(0, |i| i + 1);
                 let column = before[line_start..].chars().count() + 1;
+                let (line, column) = (to_u32(line), to_u32(column));
                 (Some(line), with_column.then_some(column))
             }
             None => (None, None),
@@ -990,6 +996,10 @@ impl Ctx<'_> {
             message,
         }
     }
+}
+
+fn to_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// The key path (`["limits", "concurrency"]`) whose key or value covers byte `offset`,
@@ -1095,7 +1105,11 @@ mod tests {
     #[test]
     fn region_sets_default_hosts() {
         for (region, nv, rt) in [
-            ("eu", "https://lon.netverify.com/", "https://retrieval.lon.netverify.com/"),
+            (
+                "eu",
+                "https://lon.netverify.com/",
+                "https://retrieval.lon.netverify.com/",
+            ),
             (
                 "sgp",
                 "https://core-sgp.jumio.com/",
@@ -1146,8 +1160,14 @@ mod tests {
 
     #[test]
     fn shard_parses_and_rejects() {
-        assert_eq!("0/4".parse::<Shard>().unwrap(), Shard { index: 0, count: 4 });
-        assert_eq!("3/4".parse::<Shard>().unwrap(), Shard { index: 3, count: 4 });
+        assert_eq!(
+            "0/4".parse::<Shard>().unwrap(),
+            Shard { index: 0, count: 4 }
+        );
+        assert_eq!(
+            "3/4".parse::<Shard>().unwrap(),
+            Shard { index: 3, count: 4 }
+        );
         for bad in ["4/4", "1/0", "0/0", "x/2", "2", "-1/3", "1/-3"] {
             assert!(bad.parse::<Shard>().is_err(), "{bad}");
         }

@@ -203,11 +203,7 @@ pub fn budget(job: &Job, input: &InputList) -> Budget {
         rejected: input.rejected.len(),
         duplicates: input.duplicates,
         requests_per_second: rps,
-        polling_window_seconds: job
-            .polling
-            .schedule
-            .last()
-            .map_or(0.0, |d| d.as_secs_f64()),
+        polling_window_seconds: job.polling.schedule.last().map_or(0.0, |d| d.as_secs_f64()),
         max_retries: job.limits.max_retries,
         shard: job.shard,
         assumptions,
@@ -294,7 +290,7 @@ fn grouped(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -1,1 +1,2 @@
 //! Integration tests: one binary, one submodule per area.
+mod config;
