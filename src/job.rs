@@ -573,6 +573,15 @@ pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> Result<Job, JobE
 
     // [limits]
     let l = &raw.limits;
+    // A Shard built in code rather than parsed from `--shard` may be out of range.
+    if let Some(shard) = overrides.shard
+        && (shard.count == 0 || shard.index >= shard.count)
+    {
+        return Err(JobError::Override {
+            flag: "--shard",
+            message: format!("{shard}: expected K/N with 0 <= K < N (K is 0-based)"),
+        });
+    }
     let shard_count = overrides.shard.map_or(1, |s| s.count);
     let rate = match (overrides.rate, &l.requests_per_second) {
         (Some(r), _) => {

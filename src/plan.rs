@@ -50,9 +50,9 @@ pub struct Budget {
     pub seconds_min: f64,
     /// `total_max` at the job's rate.
     pub seconds_max: f64,
-    /// Invalid references in the whole input (never sent).
+    /// Invalid references in the whole input (never sent), not split by shard.
     pub rejected: usize,
-    /// Repeated lines in the whole input (exported once).
+    /// Repeated lines in the whole input (exported once), not split by shard.
     pub duplicates: usize,
     /// The job's rate, already divided by the shard count.
     pub requests_per_second: f64,
@@ -102,7 +102,7 @@ fn parts(kind: Kind, job: &Job) -> Vec<Part> {
     let mut p = Vec::new();
     match kind {
         Kind::Netverify => {
-            p.push(part("status", 1, polls));
+            p.push(part("status calls", 1, polls));
             p.push(part("data", 1, 1));
             if f.images || f.liveness_images {
                 p.push(part("images list", 1, 1));
@@ -115,7 +115,7 @@ fn parts(kind: Kind, job: &Job) -> Vec<Part> {
             }
         }
         Kind::Document => {
-            p.push(part("status (never pending)", 1, 1));
+            p.push(part("status call (never pending)", 1, 1));
             p.push(part("data", 1, 1));
             if f.images {
                 p.push(part("pages list", 1, 1));
@@ -133,7 +133,7 @@ fn parts(kind: Kind, job: &Job) -> Vec<Part> {
             }
         }
         Kind::Authentication => {
-            p.push(part("status", 1, polls));
+            p.push(part("status calls", 1, polls));
             if f.images {
                 p.push(part("face image", 1, 1));
             }
@@ -247,7 +247,7 @@ impl fmt::Display for Budget {
         writeln!(f)?;
         writeln!(
             f,
-            "invalid references (never sent, listed in failures.csv): {}",
+            "invalid references in the input (never sent, listed in failures.csv): {}",
             grouped(self.rejected as u64)
         )?;
         writeln!(

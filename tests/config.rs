@@ -661,12 +661,12 @@ fn budget_for_a_small_known_input() {
         "nothing was sent",
         "netverify                   3               12               69",
         "total                       6               22              100",
-        "invalid references (never sent, listed in failures.csv): 1",
+        "invalid references in the input (never sent, listed in failures.csv): 1",
         "duplicate lines (exported once): 1",
         "time at 10 requests/s: 2.2 s (fewest) to 10.0 s (most)",
         "15m 40s after its first status call",
-        "netverify: fewest 4 = 1 status + 1 data + 1 images list + 1 images (front, back, face); \
-         most 23 = 11 status + 1 data + 1 images list + 3 images (front, back, face) + 7 liveness images",
+        "netverify: fewest 4 = 1 status calls + 1 data + 1 images list + 1 images (front, back, face); \
+         most 23 = 11 status calls + 1 data + 1 images list + 3 images (front, back, face) + 7 liveness images",
         "retries (429, 5xx, network errors; up to 6 per request) are not included",
     ] {
         assert!(shown.contains(needle), "missing {needle:?} in\n{shown}");
