@@ -2,5 +2,9 @@
 
 // ZIP archives: names, determinism, manifest, tamper detection, the system unzip.
 mod archive;
+// Job files, reference input, sharding and the request budget.
+mod config;
 // JSON → rows, the committed table schemas, CSV and Parquet read back.
 mod flatten;
+// The export job end to end against the simulator over real HTTP.
+mod pipeline;
