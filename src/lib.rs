@@ -9,6 +9,7 @@
 //! - [`fetch`]: the scheduler that drives every reference through the guide's flow;
 //! - [`flatten`]: pure JSON → table rows, and the schema of every table;
 //! - [`output`]: archives, CSV and Parquet tables, failures, report;
+//! - [`run`]: the main job, tying the stages together under one concurrency bound;
 //! - [`simulator`]: the Retrieval API simulator used by `demo` and the tests.
 
 pub mod api;
@@ -21,10 +22,10 @@ pub mod job;
 pub mod kind;
 pub mod output;
 pub mod plan;
+pub mod run;
 pub mod simulator;
 
 pub use kind::Kind;
 
 /// The tool's version, recorded in reports and provenance.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-pub mod run;

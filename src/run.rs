@@ -372,7 +372,11 @@ async fn one_reference(
         let p = path.clone();
         let read = tokio::task::spawn_blocking(move || archive::read_archive(&p)).await;
         match read {
-            Ok(Ok(contents)) if contents.manifest_ok && contents.problems.is_empty() => {
+            Ok(Ok(contents))
+                if contents.manifest_ok
+                    && contents.problems.is_empty()
+                    && contents.reference.as_deref() == Some(reference.as_str()) =>
+            {
                 if let Some(data) = contents.data_json.as_deref().and_then(|d| serde_json::from_slice(d).ok()) {
                     return Done::Exported {
                         archive: Some(archive::WrittenArchive {
