@@ -1,1 +1,3 @@
 //! Integration tests: one binary, one submodule per area.
+
+mod sim;

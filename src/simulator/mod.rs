@@ -19,7 +19,9 @@
 //!   `ok-` final at once, `nf-` 404 on every endpoint (retention period), `pf-` pending
 //!   forever, `p3-` pending for 3 status calls (`p0`–`p99`), `fail-` `FAILED`, `fh-` every
 //!   href on the foreign origin, `obj-` one image sent as an object instead of an array.
-//!   Examples: `p3-n1`, `fail-d-42`, `obj-a7`. `pf-`/`pN-` with `d` are unknown (the guide
+//!   Examples: `p3-n1`, `fail-d-42`, `obj-a7`. Apart from `fail-`, readable references are
+//!   clean: Netverify `APPROVED_VERIFIED` with front and face images, Document Verification
+//!   `EXTRACTED` with an original PDF, Authentication `PASSED` with a face image. `pf-`/`pN-` with `d` are unknown (the guide
 //!   has no pending Document Verification).
 //!
 //! [`scenario`] tells what any reference does.
