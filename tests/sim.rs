@@ -20,11 +20,16 @@ fn loopback() -> SocketAddr {
 }
 
 async fn sim(opts: SimOptions) -> SimHandle {
-    simulator::start(opts, loopback()).await.expect("simulator starts")
+    simulator::start(opts, loopback())
+        .await
+        .expect("simulator starts")
 }
 
 fn opts() -> SimOptions {
-    SimOptions { seed: SEED, ..SimOptions::default() }
+    SimOptions {
+        seed: SEED,
+        ..SimOptions::default()
+    }
 }
 
 fn client() -> reqwest::Client {
@@ -32,7 +37,11 @@ fn client() -> reqwest::Client {
 }
 
 async fn get(c: &reqwest::Client, url: &str) -> reqwest::Response {
-    c.get(url).basic_auth("demo-token", Some("demo-secret")).send().await.unwrap()
+    c.get(url)
+        .basic_auth("demo-token", Some("demo-secret"))
+        .send()
+        .await
+        .unwrap()
 }
 
 async fn get_json(c: &reqwest::Client, url: &str) -> Value {
@@ -66,51 +75,117 @@ fn find(pred: impl Fn(&Scenario) -> bool) -> Scenario {
 // ---------------------------------------------------------------------------------------------
 
 const NV_DOCUMENT: &[(&str, char)] = &[
-    ("status", 's'), ("type", 's'), ("idSubtype", 's'), ("issuingCountry", 's'),
-    ("firstName", 's'), ("lastName", 's'), ("dob", 's'), ("expiry", 's'), ("issuingDate", 's'),
-    ("number", 's'), ("usState", 's'), ("personalNumber", 's'), ("optionalData1", 's'),
-    ("optionalData2", 's'), ("address", 'o'), ("issuingAuthority", 's'), ("issuingPlace", 's'),
+    ("status", 's'),
+    ("type", 's'),
+    ("idSubtype", 's'),
+    ("issuingCountry", 's'),
+    ("firstName", 's'),
+    ("lastName", 's'),
+    ("dob", 's'),
+    ("expiry", 's'),
+    ("issuingDate", 's'),
+    ("number", 's'),
+    ("usState", 's'),
+    ("personalNumber", 's'),
+    ("optionalData1", 's'),
+    ("optionalData2", 's'),
+    ("address", 'o'),
+    ("issuingAuthority", 's'),
+    ("issuingPlace", 's'),
 ];
 const ADDRESS: &[(&str, char)] = &[
-    ("city", 's'), ("stateCode", 's'), ("streetName", 's'), ("streetSuffix", 's'),
-    ("streetDirection", 's'), ("streetNumber", 's'), ("unitDesignator", 's'), ("unitNumber", 's'),
-    ("zip", 's'), ("zipExtension", 's'), ("country", 's'), ("province", 's'), ("unitDetails", 's'),
-    ("postalCode", 's'), ("line1", 's'), ("line2", 's'), ("line3", 's'), ("line4", 's'),
+    ("city", 's'),
+    ("stateCode", 's'),
+    ("streetName", 's'),
+    ("streetSuffix", 's'),
+    ("streetDirection", 's'),
+    ("streetNumber", 's'),
+    ("unitDesignator", 's'),
+    ("unitNumber", 's'),
+    ("zip", 's'),
+    ("zipExtension", 's'),
+    ("country", 's'),
+    ("province", 's'),
+    ("unitDetails", 's'),
+    ("postalCode", 's'),
+    ("line1", 's'),
+    ("line2", 's'),
+    ("line3", 's'),
+    ("line4", 's'),
     ("line5", 's'),
 ];
 const NV_TRANSACTION: &[(&str, char)] = &[
-    ("status", 's'), ("source", 's'), ("date", 's'), ("clientIp", 's'), ("customerId", 's'),
-    ("merchantScanReference", 's'), ("merchantReportingCriteria", 's'),
+    ("status", 's'),
+    ("source", 's'),
+    ("date", 's'),
+    ("clientIp", 's'),
+    ("customerId", 's'),
+    ("merchantScanReference", 's'),
+    ("merchantReportingCriteria", 's'),
 ];
-const NV_VERIFICATION: &[(&str, char)] =
-    &[("mrzCheck", 's'), ("rejectReason", 'o'), ("identityVerification", 'o')];
+const NV_VERIFICATION: &[(&str, char)] = &[
+    ("mrzCheck", 's'),
+    ("rejectReason", 'o'),
+    ("identityVerification", 'o'),
+];
 const REJECT_REASON: &[(&str, char)] = &[
-    ("rejectReasonCode", 's'), ("rejectReasonDescription", 's'), ("rejectReasonDetails", 'a'),
+    ("rejectReasonCode", 's'),
+    ("rejectReasonDescription", 's'),
+    ("rejectReasonDetails", 'a'),
 ];
 const IDENTITY: &[(&str, char)] = &[
-    ("similarity", 's'), ("validity", 's'), ("reason", 's'), ("handwrittenNoteMatches", 's'),
+    ("similarity", 's'),
+    ("validity", 's'),
+    ("reason", 's'),
+    ("handwrittenNoteMatches", 's'),
 ];
 const DV_DOCUMENT: &[(&str, char)] = &[
-    ("status", 's'), ("type", 's'), ("country", 's'), ("originalDocument", 's'),
-    ("customDocumentCode", 's'), ("extractedData", 'o'),
+    ("status", 's'),
+    ("type", 's'),
+    ("country", 's'),
+    ("originalDocument", 's'),
+    ("customDocumentCode", 's'),
+    ("extractedData", 'o'),
 ];
 const DV_EXTRACTED: &[(&str, char)] = &[
-    ("signatureAvailable", 'b'), ("ssn", 's'), ("firstName", 's'), ("lastName", 's'),
+    ("signatureAvailable", 'b'),
+    ("ssn", 's'),
+    ("firstName", 's'),
+    ("lastName", 's'),
     ("extractedData", 'x'),
 ];
 const DV_NESTED: &[(&str, char)] = &[
-    ("addressFormat", 's'), ("line1", 's'), ("line2", 's'), ("countryCode", 's'),
-    ("postalCode", 's'), ("city", 's'), ("subdivision", 's'), ("firstName", 's'),
-    ("lastName", 's'), ("ssn", 's'), ("signaturePresent", 's'), ("accountNumber", 's'),
-    ("swiftCode", 's'), ("issueDate", 's'), ("expiryDate", 's'), ("pan", 's'),
+    ("addressFormat", 's'),
+    ("line1", 's'),
+    ("line2", 's'),
+    ("countryCode", 's'),
+    ("postalCode", 's'),
+    ("city", 's'),
+    ("subdivision", 's'),
+    ("firstName", 's'),
+    ("lastName", 's'),
+    ("ssn", 's'),
+    ("signaturePresent", 's'),
+    ("accountNumber", 's'),
+    ("swiftCode", 's'),
+    ("issueDate", 's'),
+    ("expiryDate", 's'),
+    ("pan", 's'),
 ];
 const DV_TRANSACTION: &[(&str, char)] = &[
-    ("status", 's'), ("source", 's'), ("merchantReportingCriteria", 's'),
-    ("merchantScanReference", 's'), ("customerId", 's'),
+    ("status", 's'),
+    ("source", 's'),
+    ("merchantReportingCriteria", 's'),
+    ("merchantScanReference", 's'),
+    ("customerId", 's'),
 ];
 const AUTH: &[(&str, char)] = &[
-    ("transactionReference", 's'), ("transactionResult", 's'), ("transactionDate", 's'),
-    ("scanSource", 's'), ("images", 'x'), ("livenessImages", 'a'),
+    ("transactionReference", 's'),
+    ("transactionResult", 's'),
+    ("transactionDate", 's'),
+    ("scanSource", 's'),
+    ("images", 'x'),
+    ("livenessImages", 'a'),
 ];
 
 fn type_ok(v: &Value, t: char) -> bool {
@@ -126,7 +201,9 @@ fn type_ok(v: &Value, t: char) -> bool {
 
 /// Every key is documented with the right JSON type.
 fn assert_shape(what: &str, v: &Value, table: &[(&str, char)]) {
-    let m = v.as_object().unwrap_or_else(|| panic!("{what} is not an object: {v}"));
+    let m = v
+        .as_object()
+        .unwrap_or_else(|| panic!("{what} is not an object: {v}"));
     for (k, val) in m {
         let t = table
             .iter()
@@ -141,15 +218,25 @@ fn assert_timestamp(v: &Value) {
     let s = v.as_str().unwrap();
     // YYYY-MM-DDThh:mm:ss.SSSZ
     assert_eq!(s.len(), 24, "{s}");
-    assert!(chrono::DateTime::parse_from_rfc3339(s).is_ok() && s.ends_with('Z'), "{s}");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(s).is_ok() && s.ends_with('Z'),
+        "{s}"
+    );
     assert_eq!(&s[19..20], ".");
 }
 
 fn assert_netverify_data(d: &Value) {
-    assert_shape("data", d, &[
-        ("timestamp", 's'), ("scanReference", 's'), ("document", 'o'), ("transaction", 'o'),
-        ("verification", 'o'),
-    ]);
+    assert_shape(
+        "data",
+        d,
+        &[
+            ("timestamp", 's'),
+            ("scanReference", 's'),
+            ("document", 'o'),
+            ("transaction", 'o'),
+            ("verification", 'o'),
+        ],
+    );
     assert_shape("document", &d["document"], NV_DOCUMENT);
     if let Some(a) = d["document"].get("address") {
         assert_shape("address", a, ADDRESS);
@@ -159,8 +246,17 @@ fn assert_netverify_data(d: &Value) {
     assert_shape("verification", &d["verification"], NV_VERIFICATION);
     if let Some(r) = d["verification"].get("rejectReason") {
         assert_shape("rejectReason", r, REJECT_REASON);
-        for det in r.get("rejectReasonDetails").and_then(Value::as_array).into_iter().flatten() {
-            assert_shape("details", det, &[("detailsCode", 's'), ("detailsDescription", 's')]);
+        for det in r
+            .get("rejectReasonDetails")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            assert_shape(
+                "details",
+                det,
+                &[("detailsCode", 's'), ("detailsDescription", 's')],
+            );
         }
     }
     if let Some(i) = d["verification"].get("identityVerification") {
@@ -176,9 +272,16 @@ fn nested(e: &Value) -> Value {
 }
 
 fn assert_document_data(d: &Value) {
-    assert_shape("dv data", d, &[
-        ("timestamp", 's'), ("scanReference", 's'), ("document", 'o'), ("transaction", 'o'),
-    ]);
+    assert_shape(
+        "dv data",
+        d,
+        &[
+            ("timestamp", 's'),
+            ("scanReference", 's'),
+            ("document", 'o'),
+            ("transaction", 'o'),
+        ],
+    );
     assert_shape("dv document", &d["document"], DV_DOCUMENT);
     if let Some(e) = d["document"].get("extractedData") {
         assert_shape("extractedData", e, DV_EXTRACTED);
@@ -203,7 +306,9 @@ fn assert_image_bytes(ct: &str, b: &[u8]) {
         }
         "image/png" => {
             assert_eq!(&b[..8], b"\x89PNG\r\n\x1a\n");
-            let mut r = png::Decoder::new(std::io::Cursor::new(b)).read_info().unwrap();
+            let mut r = png::Decoder::new(std::io::Cursor::new(b))
+                .read_info()
+                .unwrap();
             let mut buf = vec![0; r.output_buffer_size().unwrap()];
             r.next_frame(&mut buf).expect("PNG decodes");
         }
@@ -240,7 +345,11 @@ async fn sim_netverify_endpoints_answer_the_documented_shapes() {
     });
     let r = &sc.reference;
     let st = get_json(&c, &api(&base, "scans", r, "")).await;
-    assert_shape("status", &st, &[("timestamp", 's'), ("scanReference", 's'), ("status", 's')]);
+    assert_shape(
+        "status",
+        &st,
+        &[("timestamp", 's'), ("scanReference", 's'), ("status", 's')],
+    );
     assert_timestamp(&st["timestamp"]);
     assert_eq!(st["scanReference"], r.as_str());
     assert_eq!(st["status"], "DONE");
@@ -259,13 +368,24 @@ async fn sim_netverify_endpoints_answer_the_documented_shapes() {
         expected.insert("scanReference".into(), r.as_str().into());
         let mut got = part.as_object().unwrap().clone();
         assert_timestamp(&got.remove("timestamp").unwrap());
-        assert_eq!(Value::Object(got), Value::Object(expected), "{tail} equals /data's {key}");
+        assert_eq!(
+            Value::Object(got),
+            Value::Object(expected),
+            "{tail} equals /data's {key}"
+        );
     }
 
     let im = get_json(&c, &api(&base, "scans", r, "images")).await;
-    assert_shape("images", &im, &[
-        ("timestamp", 's'), ("scanReference", 's'), ("images", 'a'), ("livenessImages", 'a'),
-    ]);
+    assert_shape(
+        "images",
+        &im,
+        &[
+            ("timestamp", 's'),
+            ("scanReference", 's'),
+            ("images", 'a'),
+            ("livenessImages", 'a'),
+        ],
+    );
     let mut seen = Vec::new();
     for i in images_list(&im["images"]) {
         assert_shape("image", &i, &[("classifier", 's'), ("href", 's')]);
@@ -274,21 +394,38 @@ async fn sim_netverify_endpoints_answer_the_documented_shapes() {
         assert_eq!(href, api(&base, "scans", r, &format!("images/{cl}")));
         seen.push(fetch_image(&c, href).await.1);
     }
-    let live: Vec<&str> =
-        im["livenessImages"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-    let numbers: Vec<u32> =
-        live.iter().map(|h| h.rsplit('/').next().unwrap().parse().unwrap()).collect();
+    let live: Vec<&str> = im["livenessImages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let numbers: Vec<u32> = live
+        .iter()
+        .map(|h| h.rsplit('/').next().unwrap().parse().unwrap())
+        .collect();
     assert_eq!(numbers, sc.liveness, "listed in the scenario's order");
     for h in &live {
-        assert!(h.starts_with(&format!("{base}/api/netverify/v2/scans/{r}/images/liveness/")));
+        assert!(h.starts_with(&format!(
+            "{base}/api/netverify/v2/scans/{r}/images/liveness/"
+        )));
         seen.push(fetch_image(&c, h).await.1);
     }
     let distinct: HashSet<_> = seen.iter().collect();
     assert_eq!(distinct.len(), 10, "every image distinct");
 
     // Images it does not have.
-    for tail in ["images/nose", "images/liveness/8", "images/liveness/x", "bogus"] {
-        assert_eq!(get(&c, &api(&base, "scans", r, tail)).await.status(), 404, "{tail}");
+    for tail in [
+        "images/nose",
+        "images/liveness/8",
+        "images/liveness/x",
+        "bogus",
+    ] {
+        assert_eq!(
+            get(&c, &api(&base, "scans", r, tail)).await.status(),
+            404,
+            "{tail}"
+        );
     }
     s.shutdown().await;
 }
@@ -333,7 +470,10 @@ async fn sim_authentication_and_document_endpoints_answer_the_documented_shapes(
     assert_eq!(st["status"], "DONE");
     let data = get_json(&c, &api(&base, "documents", r, "data")).await;
     assert_document_data(&data);
-    for (tail, key) in [("data/document", "document"), ("data/transaction", "transaction")] {
+    for (tail, key) in [
+        ("data/document", "document"),
+        ("data/transaction", "transaction"),
+    ] {
         let part = get_json(&c, &api(&base, "documents", r, tail)).await;
         assert_eq!(part["scanReference"], r.as_str());
         for (k, v) in data[key].as_object().unwrap() {
@@ -341,15 +481,26 @@ async fn sim_authentication_and_document_endpoints_answer_the_documented_shapes(
         }
     }
     let pages = get_json(&c, &api(&base, "documents", r, "pages")).await;
-    assert_shape("pages", &pages, &[("timestamp", 's'), ("scanReference", 's'), ("images", 'a')]);
+    assert_shape(
+        "pages",
+        &pages,
+        &[("timestamp", 's'), ("scanReference", 's'), ("images", 'a')],
+    );
     for p in pages["images"].as_array().unwrap() {
         // Page classifiers are integers, not strings.
         assert_shape("page", p, &[("classifier", 'i'), ("href", 's')]);
         let href = p["href"].as_str().unwrap();
-        assert_eq!(href, api(&base, "documents", r, &format!("pages/{}", p["classifier"])));
+        assert_eq!(
+            href,
+            api(&base, "documents", r, &format!("pages/{}", p["classifier"]))
+        );
         let masked = fetch_image(&c, href).await;
         let unmasked = get(&c, &format!("{href}?maskhint=unmasked")).await;
-        assert_eq!(unmasked.status(), 403, "unmasked pages are refused by default");
+        assert_eq!(
+            unmasked.status(),
+            403,
+            "unmasked pages are refused by default"
+        );
         let again = fetch_image(&c, &format!("{href}?maskhint=masked")).await;
         assert_eq!(masked, again);
     }
@@ -361,36 +512,60 @@ async fn sim_authentication_and_document_endpoints_answer_the_documented_shapes(
     assert!(pdf.starts_with(b"%PDF-"));
     assert!(pdf.ends_with(b"%%EOF"));
     assert!(
-        String::from_utf8_lossy(&pdf).contains(&format!("Document type: {}", dv.document_type.unwrap()))
+        String::from_utf8_lossy(&pdf)
+            .contains(&format!("Document type: {}", dv.document_type.unwrap()))
     );
     // A document without an original.
     let no = find(|s| s.kind == Kind::Document && !s.retention_404 && !s.has_original);
-    assert_eq!(get(&c, &api(&base, "documents", &no.reference, "original")).await.status(), 404);
+    assert_eq!(
+        get(&c, &api(&base, "documents", &no.reference, "original"))
+            .await
+            .status(),
+        404
+    );
     s.shutdown().await;
 }
 
 #[tokio::test]
 async fn sim_unmasked_pages_are_served_when_allowed() {
-    let s = sim(SimOptions { allow_unmasked: true, ..opts() }).await;
+    let s = sim(SimOptions {
+        allow_unmasked: true,
+        ..opts()
+    })
+    .await;
     let c = client();
     let url = api(&s.base_url(), "documents", "ok-d1", "pages");
     let pages = get_json(&c, &url).await;
-    let href = images_list(&pages["images"])[0]["href"].as_str().unwrap().to_string();
+    let href = images_list(&pages["images"])[0]["href"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let masked = fetch_image(&c, &href).await.1;
-    let unmasked = fetch_image(&c, &format!("{href}?maskhint=unmasked")).await.1;
+    let unmasked = fetch_image(&c, &format!("{href}?maskhint=unmasked"))
+        .await
+        .1;
     assert_ne!(masked, unmasked, "the unmasked image is another file");
     s.shutdown().await;
 }
 
 #[tokio::test]
 async fn sim_sizes_can_be_set_toward_realistic() {
-    let s = sim(SimOptions { image_bytes: 300_000, pdf_bytes: 500_000, ..opts() }).await;
+    let s = sim(SimOptions {
+        image_bytes: 300_000,
+        pdf_bytes: 500_000,
+        ..opts()
+    })
+    .await;
     let c = client();
     let base = s.base_url();
     let (_, b) = fetch_image(&c, &api(&base, "scans", "ok-n1", "images/front")).await;
     assert!((240_000..=360_000).contains(&b.len()), "{}", b.len());
     let dv = find(|s| s.kind == Kind::Document && !s.retention_404 && s.has_original);
-    let pdf = get(&c, &api(&base, "documents", &dv.reference, "original")).await.bytes().await.unwrap();
+    let pdf = get(&c, &api(&base, "documents", &dv.reference, "original"))
+        .await
+        .bytes()
+        .await
+        .unwrap();
     assert!((400_000..=600_000).contains(&pdf.len()), "{}", pdf.len());
     s.shutdown().await;
 }
@@ -430,26 +605,60 @@ async fn sim_auth_user_agent_and_unknown_references() {
     let base = s.base_url();
     let c = client();
     let url = api(&base, "scans", "ok-n1", "");
-    assert_eq!(c.get(&url).send().await.unwrap().status(), 401, "no credentials");
-    let wrong = c.get(&url).basic_auth("demo-token", Some("nope")).send().await.unwrap();
+    assert_eq!(
+        c.get(&url).send().await.unwrap().status(),
+        401,
+        "no credentials"
+    );
+    let wrong = c
+        .get(&url)
+        .basic_auth("demo-token", Some("nope"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(wrong.status(), 401, "wrong secret");
     let no_ua = reqwest::Client::new();
-    let r = no_ua.get(&url).basic_auth("demo-token", Some("demo-secret")).send().await.unwrap();
+    let r = no_ua
+        .get(&url)
+        .basic_auth("demo-token", Some("demo-secret"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400, "missing User-Agent");
     assert_eq!(get(&c, &url).await.status(), 200);
 
     let unknown = "00000000-0000-4000-8000-000000000000";
-    assert_eq!(get(&c, &api(&base, "scans", unknown, "")).await.status(), 404);
+    assert_eq!(
+        get(&c, &api(&base, "scans", unknown, "")).await.status(),
+        404
+    );
     // A reference of another family.
-    assert_eq!(get(&c, &api(&base, "documents", "ok-n1", "")).await.status(), 404);
+    assert_eq!(
+        get(&c, &api(&base, "documents", "ok-n1", ""))
+            .await
+            .status(),
+        404
+    );
     // Removed by the retention period: every endpoint.
-    for (fam, r) in [("scans", "nf-n1"), ("documents", "nf-d1"), ("authentications", "nf-a1")] {
+    for (fam, r) in [
+        ("scans", "nf-n1"),
+        ("documents", "nf-d1"),
+        ("authentications", "nf-a1"),
+    ] {
         for tail in ["", "data", "images", "pages", "images/face"] {
-            assert_eq!(get(&c, &api(&base, fam, r, tail)).await.status(), 404, "{fam} {tail}");
+            assert_eq!(
+                get(&c, &api(&base, fam, r, tail)).await.status(),
+                404,
+                "{fam} {tail}"
+            );
         }
     }
     let statuses: Vec<u16> = s.requests().iter().map(|r| r.status).collect();
-    assert_eq!(&statuses[..5], &[401, 401, 400, 200, 404], "refused requests are logged too");
+    assert_eq!(
+        &statuses[..5],
+        &[401, 401, 400, 200, 404],
+        "refused requests are logged too"
+    );
     assert!(s.requests().iter().all(|r| r.method == "GET"));
     s.shutdown().await;
 }
@@ -517,7 +726,12 @@ async fn sim_pending_becomes_final_after_the_configured_polls() {
             assert!(d.get("document").is_none());
             let im = get_json(&c, &api(&base, "scans", "p3-n1", "images")).await;
             assert_eq!(im["images"], Value::Array(vec![]));
-            assert_eq!(get(&c, &api(&base, "scans", "p3-n1", "images/front")).await.status(), 404);
+            assert_eq!(
+                get(&c, &api(&base, "scans", "p3-n1", "images/front"))
+                    .await
+                    .status(),
+                404
+            );
         }
     }
     assert_eq!(seen, ["PENDING", "PENDING", "PENDING", "DONE", "DONE"]);
@@ -533,12 +747,24 @@ async fn sim_pending_becomes_final_after_the_configured_polls() {
     assert_eq!(results, ["CREATED", "STARTED", fin, fin]);
 
     for _ in 0..12 {
-        assert_eq!(get_json(&c, &api(&base, "scans", "pf-n1", "")).await["status"], "PENDING");
+        assert_eq!(
+            get_json(&c, &api(&base, "scans", "pf-n1", "")).await["status"],
+            "PENDING"
+        );
         let a = get_json(&c, &api(&base, "authentications", "pf-a1", "")).await;
-        assert!(matches!(a["transactionResult"].as_str(), Some("CREATED" | "STARTED")));
+        assert!(matches!(
+            a["transactionResult"].as_str(),
+            Some("CREATED" | "STARTED")
+        ));
     }
-    assert_eq!(get_json(&c, &api(&base, "scans", "fail-n1", "")).await["status"], "FAILED");
-    assert_eq!(get_json(&c, &api(&base, "documents", "fail-d1", "")).await["status"], "FAILED");
+    assert_eq!(
+        get_json(&c, &api(&base, "scans", "fail-n1", "")).await["status"],
+        "FAILED"
+    );
+    assert_eq!(
+        get_json(&c, &api(&base, "documents", "fail-d1", "")).await["status"],
+        "FAILED"
+    );
     s.shutdown().await;
 }
 
@@ -547,34 +773,64 @@ async fn sim_pending_becomes_final_after_the_configured_polls() {
 // ---------------------------------------------------------------------------------------------
 
 async fn with_faults(f: Faults) -> SimHandle {
-    sim(SimOptions { faults: f, ..opts() }).await
+    sim(SimOptions {
+        faults: f,
+        ..opts()
+    })
+    .await
 }
 
 #[tokio::test]
 async fn sim_fault_latency() {
-    let s = with_faults(Faults { latency_ms: 150, ..Faults::default() }).await;
+    let s = with_faults(Faults {
+        latency_ms: 150,
+        ..Faults::default()
+    })
+    .await;
     let c = client();
     let t = Instant::now();
-    assert_eq!(get(&c, &api(&s.base_url(), "scans", "ok-n1", "")).await.status(), 200);
+    assert_eq!(
+        get(&c, &api(&s.base_url(), "scans", "ok-n1", ""))
+            .await
+            .status(),
+        200
+    );
     assert!(t.elapsed() >= Duration::from_millis(150));
     s.shutdown().await;
 }
 
 #[tokio::test]
 async fn sim_fault_server_errors() {
-    let s = with_faults(Faults { error_rate: 1.0, ..Faults::default() }).await;
+    let s = with_faults(Faults {
+        error_rate: 1.0,
+        ..Faults::default()
+    })
+    .await;
     let c = client();
     let mut codes = BTreeSet::new();
     for _ in 0..20 {
-        codes.insert(get(&c, &api(&s.base_url(), "scans", "ok-n1", "")).await.status().as_u16());
+        codes.insert(
+            get(&c, &api(&s.base_url(), "scans", "ok-n1", ""))
+                .await
+                .status()
+                .as_u16(),
+        );
     }
     assert_eq!(codes, BTreeSet::from([500, 503]));
     s.shutdown().await;
 
-    let s = with_faults(Faults { error_rate: 0.3, ..Faults::default() }).await;
+    let s = with_faults(Faults {
+        error_rate: 0.3,
+        ..Faults::default()
+    })
+    .await;
     let mut errors = 0;
     for _ in 0..100 {
-        if get(&c, &api(&s.base_url(), "scans", "ok-n1", "")).await.status() != 200 {
+        if get(&c, &api(&s.base_url(), "scans", "ok-n1", ""))
+            .await
+            .status()
+            != 200
+        {
             errors += 1;
         }
     }
@@ -584,11 +840,18 @@ async fn sim_fault_server_errors() {
 
 #[tokio::test]
 async fn sim_fault_429_with_and_without_retry_after() {
-    let s = with_faults(Faults { rate_429: 1.0, ..Faults::default() }).await;
+    let s = with_faults(Faults {
+        rate_429: 1.0,
+        ..Faults::default()
+    })
+    .await;
     let c = client();
     let r = get(&c, &api(&s.base_url(), "scans", "ok-n1", "")).await;
     assert_eq!(r.status(), 429);
-    assert!(r.headers().get("retry-after").is_none(), "Jumio sends no Retry-After");
+    assert!(
+        r.headers().get("retry-after").is_none(),
+        "Jumio sends no Retry-After"
+    );
     let body: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
     assert_eq!(
         body,
@@ -596,7 +859,12 @@ async fn sim_fault_429_with_and_without_retry_after() {
     );
     s.shutdown().await;
 
-    let s = with_faults(Faults { rate_429: 1.0, retry_after_429: Some(7), ..Faults::default() }).await;
+    let s = with_faults(Faults {
+        rate_429: 1.0,
+        retry_after_429: Some(7),
+        ..Faults::default()
+    })
+    .await;
     let r = get(&c, &api(&s.base_url(), "scans", "ok-n1", "")).await;
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["retry-after"], "7");
@@ -605,12 +873,20 @@ async fn sim_fault_429_with_and_without_retry_after() {
 
 #[tokio::test]
 async fn sim_fault_ceiling_of_requests_per_second() {
-    let s = with_faults(Faults { ceiling_rps: Some(5.0), ..Faults::default() }).await;
+    let s = with_faults(Faults {
+        ceiling_rps: Some(5.0),
+        ..Faults::default()
+    })
+    .await;
     let c = client();
     let mut ok = 0;
     let mut limited = 0;
     for _ in 0..30 {
-        match get(&c, &api(&s.base_url(), "scans", "ok-n1", "")).await.status().as_u16() {
+        match get(&c, &api(&s.base_url(), "scans", "ok-n1", ""))
+            .await
+            .status()
+            .as_u16()
+        {
             200 => ok += 1,
             429 => limited += 1,
             other => panic!("unexpected {other}"),
@@ -625,17 +901,32 @@ async fn sim_fault_ceiling_of_requests_per_second() {
 
 #[tokio::test]
 async fn sim_fault_truncated_bodies() {
-    let s = with_faults(Faults { truncate_rate: 1.0, ..Faults::default() }).await;
+    let s = with_faults(Faults {
+        truncate_rate: 1.0,
+        ..Faults::default()
+    })
+    .await;
     let c = client();
     let r = get(&c, &api(&s.base_url(), "scans", "ok-n1", "images/front")).await;
     assert_eq!(r.status(), 200);
-    let promised: u64 = r.headers()["content-length"].to_str().unwrap().parse().unwrap();
+    let promised: u64 = r.headers()["content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(promised > 1000);
-    assert!(r.bytes().await.is_err(), "the body ends before Content-Length");
+    assert!(
+        r.bytes().await.is_err(),
+        "the body ends before Content-Length"
+    );
     let rec = s.requests().pop().unwrap();
     assert_eq!(rec.bytes, promised / 2, "the log counts what was sent");
     // Refusals are not truncated.
-    let no = c.get(api(&s.base_url(), "scans", "ok-n1", "")).send().await.unwrap();
+    let no = c
+        .get(api(&s.base_url(), "scans", "ok-n1", ""))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(no.status(), 401);
     assert!(no.bytes().await.is_ok());
     s.shutdown().await;
@@ -643,7 +934,11 @@ async fn sim_fault_truncated_bodies() {
 
 #[tokio::test]
 async fn sim_fault_connection_resets() {
-    let s = with_faults(Faults { reset_rate: 1.0, ..Faults::default() }).await;
+    let s = with_faults(Faults {
+        reset_rate: 1.0,
+        ..Faults::default()
+    })
+    .await;
     let c = client();
     let e = c
         .get(api(&s.base_url(), "scans", "ok-n1", ""))
@@ -652,14 +947,30 @@ async fn sim_fault_connection_resets() {
         .await
         .expect_err("the connection is reset");
     assert!(!e.is_timeout() && !e.is_status(), "{e:?}");
+    let mut source: Option<&dyn std::error::Error> = Some(&e);
+    let mut reset = false;
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            reset |= io.kind() == std::io::ErrorKind::ConnectionReset;
+        }
+        source = err.source();
+    }
+    assert!(reset, "a TCP reset, not another error: {e:?}");
     assert_eq!(s.requests().pop().unwrap().status, 0, "logged as no answer");
     s.shutdown().await;
 
-    let s = with_faults(Faults { reset_rate: 0.3, ..Faults::default() }).await;
+    let s = with_faults(Faults {
+        reset_rate: 0.3,
+        ..Faults::default()
+    })
+    .await;
     let mut failed = 0;
     for _ in 0..60 {
-        let r = c.get(api(&s.base_url(), "scans", "ok-n1", ""))
-            .basic_auth("demo-token", Some("demo-secret")).send().await;
+        let r = c
+            .get(api(&s.base_url(), "scans", "ok-n1", ""))
+            .basic_auth("demo-token", Some("demo-secret"))
+            .send()
+            .await;
         if r.is_err() {
             failed += 1;
         }
@@ -671,7 +982,11 @@ async fn sim_fault_connection_resets() {
 #[tokio::test]
 async fn sim_fault_foreign_hrefs() {
     let origin = "http://127.0.0.2:9";
-    let s = with_faults(Faults { foreign_href_rate: 1.0, ..Faults::default() }).await;
+    let s = with_faults(Faults {
+        foreign_href_rate: 1.0,
+        ..Faults::default()
+    })
+    .await;
     let c = client();
     let base = s.base_url();
     let im = get_json(&c, &api(&base, "scans", "ok-n1", "images")).await;
@@ -687,9 +1002,17 @@ async fn sim_fault_foreign_hrefs() {
     let s = sim(opts()).await;
     let base = s.base_url();
     let im = get_json(&c, &api(&base, "scans", "fh-n1", "images")).await;
-    assert!(images_list(&im["images"]).iter().all(|i| i["href"].as_str().unwrap().starts_with(origin)));
+    assert!(
+        images_list(&im["images"])
+            .iter()
+            .all(|i| i["href"].as_str().unwrap().starts_with(origin))
+    );
     let im = get_json(&c, &api(&base, "scans", "ok-n1", "images")).await;
-    assert!(images_list(&im["images"]).iter().all(|i| i["href"].as_str().unwrap().starts_with(&base)));
+    assert!(
+        images_list(&im["images"])
+            .iter()
+            .all(|i| i["href"].as_str().unwrap().starts_with(&base))
+    );
     s.shutdown().await;
 }
 
@@ -701,13 +1024,28 @@ async fn sim_fault_foreign_hrefs() {
 async fn sim_request_log_file_matches_memory() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("requests.jsonl");
-    let s = sim(SimOptions { request_log: Some(path.clone()), ..opts() }).await;
+    let s = sim(SimOptions {
+        request_log: Some(path.clone()),
+        ..opts()
+    })
+    .await;
     let c = client();
     let base = s.base_url();
     get(&c, &api(&base, "scans", "ok-n1", "")).await;
-    get(&c, &api(&base, "documents", "ok-d1", "pages/1?maskhint=unmasked")).await;
-    c.get(api(&base, "scans", "ok-n1", "")).send().await.unwrap();
-    let img = get(&c, &api(&base, "scans", "ok-n1", "images/front")).await.bytes().await.unwrap();
+    get(
+        &c,
+        &api(&base, "documents", "ok-d1", "pages/1?maskhint=unmasked"),
+    )
+    .await;
+    c.get(api(&base, "scans", "ok-n1", ""))
+        .send()
+        .await
+        .unwrap();
+    let img = get(&c, &api(&base, "scans", "ok-n1", "images/front"))
+        .await
+        .bytes()
+        .await
+        .unwrap();
     let mem = s.requests();
     let file = simulator::read_request_log(&path).unwrap();
     assert_eq!(mem, file);
@@ -720,10 +1058,18 @@ async fn sim_request_log_file_matches_memory() {
     assert_eq!(mem[3].bytes, img.len() as u64);
     for r in &mem {
         let t = chrono::DateTime::parse_from_rfc3339(&r.time).unwrap();
-        assert_eq!(r.time.split('.').nth(1).unwrap().len(), 7, "microseconds: {}", r.time);
+        assert_eq!(
+            r.time.split('.').nth(1).unwrap().len(),
+            7,
+            "microseconds: {}",
+            r.time
+        );
         assert!(t.timestamp_subsec_micros() < 1_000_000);
     }
-    assert!(mem.windows(2).all(|w| w[0].time <= w[1].time), "sequential requests in order");
+    assert!(
+        mem.windows(2).all(|w| w[0].time <= w[1].time),
+        "sequential requests in order"
+    );
     s.shutdown().await;
 }
 
@@ -777,8 +1123,10 @@ impl Seen {
         }
     }
     fn expect(&self, tag: &str, values: &[&str]) {
-        let missing: Vec<_> =
-            values.iter().filter(|v| !self.0.contains(&format!("{tag}={v}"))).collect();
+        let missing: Vec<_> = values
+            .iter()
+            .filter(|v| !self.0.contains(&format!("{tag}={v}")))
+            .collect();
         assert!(missing.is_empty(), "{tag}: never generated {missing:?}");
     }
 }
@@ -814,14 +1162,18 @@ fn sim_population_covers_every_documented_field_and_value() {
         match sc.kind {
             Kind::Netverify => {
                 seen.add("status", sc.final_status);
-                let d = data::netverify_data(SEED, &sc, "2019-01-01T00:00:00.000Z", sc.final_status);
+                let d =
+                    data::netverify_data(SEED, &sc, "2019-01-01T00:00:00.000Z", sc.final_status);
                 if !sc.extra_field {
                     assert_netverify_data(&d);
                 }
                 let doc = d["document"].as_object().unwrap();
                 seen.keys("document", doc);
                 for k in ["status", "type", "idSubtype", "issuingCountry", "usState"] {
-                    seen.str(&format!("document.{k}"), &doc.get(k).cloned().unwrap_or_default());
+                    seen.str(
+                        &format!("document.{k}"),
+                        &doc.get(k).cloned().unwrap_or_default(),
+                    );
                 }
                 for name in ["firstName", "lastName"] {
                     if let Some(n) = doc.get(name).and_then(Value::as_str) {
@@ -854,13 +1206,24 @@ fn sim_population_covers_every_documented_field_and_value() {
                 seen.str("mrzCheck", v.get("mrzCheck").unwrap_or(&Value::Null));
                 if let Some(rr) = v.get("rejectReason") {
                     let code = rr["rejectReasonCode"].as_str().unwrap();
-                    seen.add("reject", format!("{code} {}", rr["rejectReasonDescription"].as_str().unwrap()));
+                    seen.add(
+                        "reject",
+                        format!("{code} {}", rr["rejectReasonDescription"].as_str().unwrap()),
+                    );
                     let details = rr.get("rejectReasonDetails");
-                    assert_eq!(details.is_some(), code == "100" || code == "200", "details only for 100/200");
+                    assert_eq!(
+                        details.is_some(),
+                        code == "100" || code == "200",
+                        "details only for 100/200"
+                    );
                     for det in details.and_then(Value::as_array).into_iter().flatten() {
                         seen.add(
                             &format!("details{code}"),
-                            format!("{} {}", det["detailsCode"].as_str().unwrap(), det["detailsDescription"].as_str().unwrap()),
+                            format!(
+                                "{} {}",
+                                det["detailsCode"].as_str().unwrap(),
+                                det["detailsDescription"].as_str().unwrap()
+                            ),
                         );
                     }
                 }
@@ -871,7 +1234,10 @@ fn sim_population_covers_every_documented_field_and_value() {
                     }
                     assert_eq!(
                         iv.contains_key("reason"),
-                        iv["validity"].as_str().unwrap().eq_ignore_ascii_case("false"),
+                        iv["validity"]
+                            .as_str()
+                            .unwrap()
+                            .eq_ignore_ascii_case("false"),
                         "reason exactly when validity is false"
                     );
                 }
@@ -891,7 +1257,14 @@ fn sim_population_covers_every_documented_field_and_value() {
                         seen.add("auth.result", sc.pending_status(call));
                     }
                 }
-                seen.add("auth.images", if d["images"].is_object() { "object" } else { "array" });
+                seen.add(
+                    "auth.images",
+                    if d["images"].is_object() {
+                        "object"
+                    } else {
+                        "array"
+                    },
+                );
             }
             Kind::Document => {
                 let d = data::document_data(SEED, &sc, base, "2019-01-01T00:00:00.000Z");
@@ -908,25 +1281,57 @@ fn sim_population_covers_every_documented_field_and_value() {
                 if let Some(e) = doc.get("extractedData") {
                     seen.keys("dv.extracted", e.as_object().unwrap());
                     seen.add("dv.extracted.type", doc["type"].as_str().unwrap());
-                    seen.add("dv.nested-as", if e["extractedData"].is_string() { "string" } else { "object" });
+                    seen.add(
+                        "dv.nested-as",
+                        if e["extractedData"].is_string() {
+                            "string"
+                        } else {
+                            "object"
+                        },
+                    );
                     seen.keys("dv.nested", nested(e).as_object().unwrap());
                 }
                 let p = data::document_pages(&sc, base, "2019-01-01T00:00:00.000Z");
-                seen.add("dv.pages", if p["images"].is_object() { "object" } else { "array" });
+                seen.add(
+                    "dv.pages",
+                    if p["images"].is_object() {
+                        "object"
+                    } else {
+                        "array"
+                    },
+                );
             }
         }
     }
-    for b in ["404", "pending-then-final", "pending-forever", "ready", "object", "extra", "liveness-unordered"] {
-        assert!(behaviours.contains(b), "behaviour {b} missing from the population");
+    for b in [
+        "404",
+        "pending-then-final",
+        "pending-forever",
+        "ready",
+        "object",
+        "extra",
+        "liveness-unordered",
+    ] {
+        assert!(
+            behaviours.contains(b),
+            "behaviour {b} missing from the population"
+        );
     }
     let count = |pred: &dyn Fn(&Scenario) -> bool| {
-        refs.iter().filter(|(r, _)| pred(&scenario(SEED, r).unwrap())).count() as f64 / refs.len() as f64
+        refs.iter()
+            .filter(|(r, _)| pred(&scenario(SEED, r).unwrap()))
+            .count() as f64
+            / refs.len() as f64
     };
-    let done = count(&|s| !s.retention_404 && s.polls == Polls::Ready && s.final_status != "FAILED");
+    let done =
+        count(&|s| !s.retention_404 && s.polls == Polls::Ready && s.final_status != "FAILED");
     assert!(done > 0.7, "most are final at once: {done}");
     for (what, share) in [
         ("404", count(&|s| s.retention_404)),
-        ("pending-then-final", count(&|s| matches!(s.polls, Polls::After(_)))),
+        (
+            "pending-then-final",
+            count(&|s| matches!(s.polls, Polls::After(_))),
+        ),
         ("pending-forever", count(&|s| s.polls == Polls::Never)),
         ("failed", count(&|s| s.final_status == "FAILED")),
     ] {
@@ -934,21 +1339,57 @@ fn sim_population_covers_every_documented_field_and_value() {
     }
     seen.expect("kind", &["netverify", "document", "authentication"]);
     seen.expect("status", &["DONE", "FAILED"]);
-    seen.expect("document.status", &[
-        "APPROVED_VERIFIED", "DENIED_FRAUD", "DENIED_UNSUPPORTED_ID_TYPE",
-        "DENIED_UNSUPPORTED_ID_COUNTRY", "ERROR_NOT_READABLE_ID", "NO_ID_UPLOADED",
-    ]);
-    seen.expect("document.type", &["PASSPORT", "DRIVING_LICENSE", "ID_CARD", "VISA", "UNSUPPORTED"]);
+    seen.expect(
+        "document.status",
+        &[
+            "APPROVED_VERIFIED",
+            "DENIED_FRAUD",
+            "DENIED_UNSUPPORTED_ID_TYPE",
+            "DENIED_UNSUPPORTED_ID_COUNTRY",
+            "ERROR_NOT_READABLE_ID",
+            "NO_ID_UPLOADED",
+        ],
+    );
+    seen.expect(
+        "document.type",
+        &[
+            "PASSPORT",
+            "DRIVING_LICENSE",
+            "ID_CARD",
+            "VISA",
+            "UNSUPPORTED",
+        ],
+    );
     seen.expect("document.idSubtype", &data::ID_CARD_SUBTYPES);
-    seen.expect("document.idSubtype", &["LEARNING_DRIVING_LICENSE", "E_PASSPORT"]);
+    seen.expect(
+        "document.idSubtype",
+        &["LEARNING_DRIVING_LICENSE", "E_PASSPORT"],
+    );
     seen.expect("document.issuingCountry", &["XKX", "USA", "AUT"]);
-    seen.expect("document", &NV_DOCUMENT.iter().map(|(k, _)| *k).collect::<Vec<_>>());
-    seen.expect("address", &ADDRESS.iter().map(|(k, _)| *k).collect::<Vec<_>>());
+    seen.expect(
+        "document",
+        &NV_DOCUMENT.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+    );
+    seen.expect(
+        "address",
+        &ADDRESS.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+    );
     seen.expect("address-format", &["US", "EU", "RAW"]);
-    seen.expect("transaction", &NV_TRANSACTION.iter().map(|(k, _)| *k).collect::<Vec<_>>());
+    seen.expect(
+        "transaction",
+        &NV_TRANSACTION.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+    );
     seen.expect("transaction.source", &data::NETVERIFY_SOURCES);
     seen.expect("transaction.status", &["DONE", "FAILED"]);
-    seen.expect("verification", &["mrzCheck", "rejectReason", "identityVerification", "livenessCheck"]);
+    seen.expect(
+        "verification",
+        &[
+            "mrzCheck",
+            "rejectReason",
+            "identityVerification",
+            "livenessCheck",
+        ],
+    );
     seen.expect("document", &["placeOfBirth"]);
     seen.expect("mrzCheck", &["OK", "NOT_AVAILABLE"]);
     let reasons: Vec<String> = data::FRAUD_REASONS
@@ -956,30 +1397,68 @@ fn sim_population_covers_every_documented_field_and_value() {
         .chain(data::UNREADABLE_REASONS.iter())
         .map(|(c, d)| format!("{c} {d}"))
         .collect();
-    seen.expect("reject", &reasons.iter().map(String::as_str).collect::<Vec<_>>());
-    let d100: Vec<String> = data::DETAILS_100.iter().map(|(c, d)| format!("{c} {d}")).collect();
-    seen.expect("details100", &d100.iter().map(String::as_str).collect::<Vec<_>>());
-    let d200: Vec<String> = data::DETAILS_200.iter().map(|(c, d)| format!("{c} {d}")).collect();
-    seen.expect("details200", &d200.iter().map(String::as_str).collect::<Vec<_>>());
-    seen.expect("identity.similarity", &["MATCH", "NO_MATCH", "NOT_POSSIBLE"]);
+    seen.expect(
+        "reject",
+        &reasons.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let d100: Vec<String> = data::DETAILS_100
+        .iter()
+        .map(|(c, d)| format!("{c} {d}"))
+        .collect();
+    seen.expect(
+        "details100",
+        &d100.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let d200: Vec<String> = data::DETAILS_200
+        .iter()
+        .map(|(c, d)| format!("{c} {d}"))
+        .collect();
+    seen.expect(
+        "details200",
+        &d200.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    seen.expect(
+        "identity.similarity",
+        &["MATCH", "NO_MATCH", "NOT_POSSIBLE"],
+    );
     seen.expect("identity.validity", &["TRUE", "FALSE", "true", "false"]);
     seen.expect("identity.reason", &data::IDENTITY_REASONS);
     seen.expect("identity.handwrittenNoteMatches", &["TRUE", "FALSE"]);
     seen.expect("classifier", &["front", "face", "back"]);
-    seen.expect("auth.result", &["CREATED", "STARTED", "PASSED", "FAILED", "INVALID", "EXPIRED"]);
+    seen.expect(
+        "auth.result",
+        &[
+            "CREATED", "STARTED", "PASSED", "FAILED", "INVALID", "EXPIRED",
+        ],
+    );
     seen.expect("auth.images", &["object", "array"]);
     seen.expect("dv.type", &data::DV_TYPES);
     seen.expect("dv.extracted.type", &data::DV_TYPES);
     seen.expect("dv.status", &["UPLOADED", "EXTRACTED", "DISCARDED"]);
     seen.expect("dv.transaction.status", &["DONE", "FAILED"]);
     seen.expect("dv.source", &["DOC_API", "DOC_UPLOAD"]);
-    seen.expect("dv.document", &DV_DOCUMENT.iter().map(|(k, _)| *k).collect::<Vec<_>>());
-    seen.expect("dv.extracted", &DV_EXTRACTED.iter().map(|(k, _)| *k).collect::<Vec<_>>());
-    seen.expect("dv.nested", &DV_NESTED.iter().map(|(k, _)| *k).collect::<Vec<_>>());
+    seen.expect(
+        "dv.document",
+        &DV_DOCUMENT.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+    );
+    seen.expect(
+        "dv.extracted",
+        &DV_EXTRACTED.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+    );
+    seen.expect(
+        "dv.nested",
+        &DV_NESTED.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+    );
     seen.expect("dv.nested-as", &["string", "object"]);
-    seen.expect("dv.transaction", &DV_TRANSACTION.iter().map(|(k, _)| *k).collect::<Vec<_>>());
+    seen.expect(
+        "dv.transaction",
+        &DV_TRANSACTION.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+    );
     seen.expect("dv.pages", &["object", "array"]);
     seen.expect("name", &["Zoë", "Łukasz", "José", "Ñúñez"]);
     seen.expect("char", &["山", "И"]);
-    assert!(absent_issuing_date > 0, "optional fields are sometimes absent");
+    assert!(
+        absent_issuing_date > 0,
+        "optional fields are sometimes absent"
+    );
 }

@@ -194,13 +194,24 @@ pub fn make_reference(seed: u64, index: u64, kind: Kind) -> String {
         *x = HEX[rng.below(16) as usize];
     }
     d[12] = b'4';
-    d[16] = KIND_DIGITS.iter().find(|(k, _)| *k == kind).map(|(_, c)| *c).unwrap_or(b'8');
+    d[16] = KIND_DIGITS
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map(|(_, c)| *c)
+        .unwrap_or(b'8');
     let check = checksum(seed, &d[..32 - CHECK_DIGITS]);
     for i in 0..CHECK_DIGITS {
         d[31 - i] = HEX[((check >> (4 * i)) & 0xf) as usize];
     }
     let s = std::str::from_utf8(&d).expect("hex digits are ASCII");
-    format!("{}-{}-{}-{}-{}", &s[0..8], &s[8..12], &s[12..16], &s[16..20], &s[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &s[0..8],
+        &s[8..12],
+        &s[12..16],
+        &s[16..20],
+        &s[20..32]
+    )
 }
 
 /// Kind of a generated (UUID-shaped) reference, if it belongs to the population of `seed`.
@@ -248,7 +259,9 @@ enum Prefix {
 fn decode_readable(reference: &str) -> Option<(Prefix, Kind)> {
     if reference.is_empty()
         || reference.len() > 36
-        || !reference.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+        || !reference
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-')
     {
         return None;
     }
@@ -414,7 +427,12 @@ fn authentication_scenario(sc: &mut Scenario, rng: &mut Rng, failed: bool, clean
     } else if clean {
         "PASSED"
     } else {
-        rng.weighted(&[("PASSED", 70), ("FAILED", 12), ("INVALID", 8), ("EXPIRED", 10)])
+        rng.weighted(&[
+            ("PASSED", 70),
+            ("FAILED", 12),
+            ("INVALID", 8),
+            ("EXPIRED", 10),
+        ])
     };
     // An expired transaction never got a face.
     if sc.final_status == "EXPIRED" && !sc.images_as_object {
@@ -451,7 +469,11 @@ fn document_scenario(sc: &mut Scenario, rng: &mut Rng, failed: bool, clean: bool
     } else {
         rng.weighted(&[("EXTRACTED", 60), ("UPLOADED", 25), ("DISCARDED", 15)])
     });
-    let pages = if sc.images_as_object { 1 } else { rng.range(1, 4) as u32 };
+    let pages = if sc.images_as_object {
+        1
+    } else {
+        rng.range(1, 4) as u32
+    };
     sc.classifiers = if ty == "CC" {
         // The guide's credit card sample numbers its page 101.
         (0..pages.min(2)).map(|i| (101 + i).to_string()).collect()
@@ -479,34 +501,92 @@ pub fn population(seed: u64, count: usize) -> Vec<(String, Kind)> {
 // ---------------------------------------------------------------------------------------------
 
 const FIRST_NAMES: &[&str] = &[
-    "Zoë", "Łukasz", "José", "Anna", "Mohammed", "Siobhán", "Jürgen", "François", "Søren", "Björk",
-    "Даниил", "Ольга", "太郎", "美咲", "Wei", "Chloé", "İsmail", "Thảo", "Émilie", "John",
-    "Maria", "Αλέξανδρος",
+    "Zoë",
+    "Łukasz",
+    "José",
+    "Anna",
+    "Mohammed",
+    "Siobhán",
+    "Jürgen",
+    "François",
+    "Søren",
+    "Björk",
+    "Даниил",
+    "Ольга",
+    "太郎",
+    "美咲",
+    "Wei",
+    "Chloé",
+    "İsmail",
+    "Thảo",
+    "Émilie",
+    "John",
+    "Maria",
+    "Αλέξανδρος",
 ];
 const LAST_NAMES: &[&str] = &[
-    "Ñúñez", "Müller", "Kowalski", "O'Connor", "Øster", "Иванова", "山田", "王", "Smith",
-    "García", "Dvořák", "Papadopoulos", "Nuñez-López", "Nguyễn", "Johnson", "Schröder",
+    "Ñúñez",
+    "Müller",
+    "Kowalski",
+    "O'Connor",
+    "Øster",
+    "Иванова",
+    "山田",
+    "王",
+    "Smith",
+    "García",
+    "Dvořák",
+    "Papadopoulos",
+    "Nuñez-López",
+    "Nguyễn",
+    "Johnson",
+    "Schröder",
 ];
 const COUNTRIES: &[&str] = &[
     "AUT", "USA", "DEU", "FRA", "GBR", "ESP", "POL", "ITA", "NLD", "CHE", "CAN", "AUS", "JPN",
     "CHN", "RUS", "UKR", "BRA", "MEX", "XKX", "IND", "GRC", "VNM",
 ];
-const EU_COUNTRIES: &[&str] = &["AUT", "DEU", "FRA", "ESP", "POL", "ITA", "NLD", "GRC", "XKX"];
+const EU_COUNTRIES: &[&str] = &[
+    "AUT", "DEU", "FRA", "ESP", "POL", "ITA", "NLD", "GRC", "XKX",
+];
 const US_STATES: &[&str] = &["CA", "NY", "TX", "FL", "WA", "IL", "MA"];
 const AU_STATES: &[&str] = &["NSW", "VIC", "QLD", "WA", "ACT"];
 const CA_STATES: &[&str] = &["ON", "BC", "QC", "AB"];
 const CITIES: &[&str] = &[
-    "Wien", "München", "Kraków", "Springfield", "São Paulo", "Zürich", "Москва", "東京",
-    "Priština", "Ciudad de México", "Łódź", "Athína",
+    "Wien",
+    "München",
+    "Kraków",
+    "Springfield",
+    "São Paulo",
+    "Zürich",
+    "Москва",
+    "東京",
+    "Priština",
+    "Ciudad de México",
+    "Łódź",
+    "Athína",
 ];
 const STREETS: &[&str] = &[
-    "Main", "Hauptstraße", "Ulica Długa", "Rue de l'Église", "Elm", "Calle Mayor", "Baker",
+    "Main",
+    "Hauptstraße",
+    "Ulica Długa",
+    "Rue de l'Église",
+    "Elm",
+    "Calle Mayor",
+    "Baker",
     "Kärntner Ring",
 ];
 
 /// Every Netverify `transaction.source` of the guide.
 pub const NETVERIFY_SOURCES: [&str; 8] = [
-    "WEB", "WEB-CAM", "WEB-UPLOAD", "REDIRECT", "REDIRECT-CAM", "REDIRECT-UPLOAD", "API", "SDK",
+    "WEB",
+    "WEB-CAM",
+    "WEB-UPLOAD",
+    "REDIRECT",
+    "REDIRECT-CAM",
+    "REDIRECT-UPLOAD",
+    "API",
+    "SDK",
 ];
 /// Every `idSubtype` the guide lists for `type = ID_CARD`.
 pub const ID_CARD_SUBTYPES: [&str; 12] = [
@@ -622,7 +702,10 @@ macro_rules! opt {
 }
 
 fn content_rng(seed: u64, reference: &str, part: &str) -> Rng {
-    Rng::new(hash(seed, &[b"content", reference.as_bytes(), part.as_bytes()]))
+    Rng::new(hash(
+        seed,
+        &[b"content", reference.as_bytes(), part.as_bytes()],
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -698,11 +781,26 @@ fn address(rng: &mut Rng, country: &str) -> Value {
         };
         a.insert("stateCode".into(), json!(state));
         a.insert("streetName".into(), json!(street));
-        opt!(a, rng, 0.8, "streetSuffix", json!(rng.pick(&["ST", "AVE", "BLVD", "RD"])));
-        opt!(a, rng, 0.4, "streetDirection", json!(rng.pick(&["E", "W", "N", "S"])));
+        opt!(
+            a,
+            rng,
+            0.8,
+            "streetSuffix",
+            json!(rng.pick(&["ST", "AVE", "BLVD", "RD"]))
+        );
+        opt!(
+            a,
+            rng,
+            0.4,
+            "streetDirection",
+            json!(rng.pick(&["E", "W", "N", "S"]))
+        );
         a.insert("streetNumber".into(), json!(rng.range(1, 9999).to_string()));
         if rng.chance(0.4) {
-            a.insert("unitDesignator".into(), json!(rng.pick(&["APT", "STE", "UNIT"])));
+            a.insert(
+                "unitDesignator".into(),
+                json!(rng.pick(&["APT", "STE", "UNIT"])),
+            );
             a.insert("unitNumber".into(), json!(rng.range(1, 400).to_string()));
         }
         a.insert("zip".into(), json!(rng.digits(5)));
@@ -710,15 +808,36 @@ fn address(rng: &mut Rng, country: &str) -> Value {
         a.insert("country".into(), json!(country));
     } else if EU_COUNTRIES.contains(&country) && rng.chance(0.8) {
         a.insert("city".into(), json!(city));
-        opt!(a, rng, 0.5, "province", json!(rng.pick(&["Tirol", "Bayern", "Mazowieckie", "Île-de-France"])));
+        opt!(
+            a,
+            rng,
+            0.5,
+            "province",
+            json!(rng.pick(&["Tirol", "Bayern", "Mazowieckie", "Île-de-France"]))
+        );
         a.insert("streetName".into(), json!(street));
         a.insert("streetNumber".into(), json!(rng.range(1, 300).to_string()));
-        opt!(a, rng, 0.4, "unitDetails", json!(format!("Top {}", rng.range(1, 40))));
+        opt!(
+            a,
+            rng,
+            0.4,
+            "unitDetails",
+            json!(format!("Top {}", rng.range(1, 40)))
+        );
         a.insert("postalCode".into(), json!(rng.digits(5)));
         a.insert("country".into(), json!(country));
     } else {
-        a.insert("line1".into(), json!(format!("{} {}", rng.range(1, 300), street)));
-        opt!(a, rng, 0.6, "line2", json!(format!("Apt {}", rng.range(1, 90))));
+        a.insert(
+            "line1".into(),
+            json!(format!("{} {}", rng.range(1, 300), street)),
+        );
+        opt!(
+            a,
+            rng,
+            0.6,
+            "line2",
+            json!(format!("Apt {}", rng.range(1, 90)))
+        );
         opt!(a, rng, 0.4, "line3", json!(city));
         opt!(a, rng, 0.2, "line4", json!("c/o Müller"));
         opt!(a, rng, 0.1, "line5", json!("Building 第3"));
@@ -769,19 +888,50 @@ pub fn netverify_document(seed: u64, sc: &Scenario) -> Map<String, Value> {
         d.insert("lastName".into(), json!(last));
         d.insert("dob".into(), json!(date(&mut rng, 1940, 2005)));
         d.insert("expiry".into(), json!(date(&mut rng, 2018, 2032)));
-        opt!(d, rng, 0.6, "issuingDate", json!(date(&mut rng, 2008, 2018)));
-        d.insert("number".into(), json!(format!("{}{}", rng.pick(&["", "X", "P", "DL"]), rng.digits(9))));
+        opt!(
+            d,
+            rng,
+            0.6,
+            "issuingDate",
+            json!(date(&mut rng, 2008, 2018))
+        );
+        d.insert(
+            "number".into(),
+            json!(format!(
+                "{}{}",
+                rng.pick(&["", "X", "P", "DL"]),
+                rng.digits(9)
+            )),
+        );
         if ty == "DRIVING_LICENSE" && matches!(country, "USA" | "AUS" | "CAN") || rng.chance(0.05) {
             d.insert("usState".into(), json!(us_state(&mut rng, country)));
         }
         opt!(d, rng, 0.3, "personalNumber", json!(rng.digits(11)));
         opt!(d, rng, 0.2, "optionalData1", json!(rng.digits(8)));
-        opt!(d, rng, 0.15, "optionalData2", json!(format!("<<{}", rng.digits(6))));
+        opt!(
+            d,
+            rng,
+            0.15,
+            "optionalData2",
+            json!(format!("<<{}", rng.digits(6)))
+        );
         if matches!(ty, "DRIVING_LICENSE" | "ID_CARD") && rng.chance(0.7) {
             d.insert("address".into(), address(&mut rng, country));
         }
-        opt!(d, rng, 0.3, "issuingAuthority", json!(rng.pick(&["BH Innsbruck", "Stadt München", "DMV", "МВД 77"])));
-        opt!(d, rng, 0.3, "issuingPlace", json!(rng.pick(&["Innsbruck", "München", "Sacramento", "Kraków"])));
+        opt!(
+            d,
+            rng,
+            0.3,
+            "issuingAuthority",
+            json!(rng.pick(&["BH Innsbruck", "Stadt München", "DMV", "МВД 77"]))
+        );
+        opt!(
+            d,
+            rng,
+            0.3,
+            "issuingPlace",
+            json!(rng.pick(&["Innsbruck", "München", "Sacramento", "Kraków"]))
+        );
     }
     d.insert("status".into(), json!(status));
     if sc.extra_field {
@@ -798,13 +948,37 @@ pub fn netverify_transaction(seed: u64, sc: &Scenario, status: &str) -> Map<Stri
     if source != "SDK" || rng.chance(0.5) {
         t.insert(
             "clientIp".into(),
-            json!(format!("{}.{}.{}.{}", rng.range(11, 223), rng.below(256), rng.below(256), rng.range(1, 254))),
+            json!(format!(
+                "{}.{}.{}.{}",
+                rng.range(11, 223),
+                rng.below(256),
+                rng.below(256),
+                rng.range(1, 254)
+            )),
         );
     }
-    opt!(t, rng, 0.9, "customerId", json!(format!("CUST-{}", rng.digits(8))));
+    opt!(
+        t,
+        rng,
+        0.9,
+        "customerId",
+        json!(format!("CUST-{}", rng.digits(8)))
+    );
     t.insert("date".into(), json!(past_timestamp(&mut rng)));
-    opt!(t, rng, 0.5, "merchantReportingCriteria", json!(rng.pick(&["onboarding", "KYC-refresh", "Prüfung Ä"])));
-    opt!(t, rng, 0.85, "merchantScanReference", json!(format!("MSR-{}", rng.digits(10))));
+    opt!(
+        t,
+        rng,
+        0.5,
+        "merchantReportingCriteria",
+        json!(rng.pick(&["onboarding", "KYC-refresh", "Prüfung Ä"]))
+    );
+    opt!(
+        t,
+        rng,
+        0.85,
+        "merchantScanReference",
+        json!(format!("MSR-{}", rng.digits(10)))
+    );
     t.insert("source".into(), json!(source));
     t.insert("status".into(), json!(status));
     t
@@ -880,11 +1054,20 @@ pub fn netverify_data(seed: u64, sc: &Scenario, timestamp: &str, status: &str) -
     m.insert("timestamp".into(), json!(timestamp));
     m.insert("scanReference".into(), json!(sc.reference));
     if status != "PENDING" {
-        m.insert("document".into(), Value::Object(netverify_document(seed, sc)));
+        m.insert(
+            "document".into(),
+            Value::Object(netverify_document(seed, sc)),
+        );
     }
-    m.insert("transaction".into(), Value::Object(netverify_transaction(seed, sc, status)));
+    m.insert(
+        "transaction".into(),
+        Value::Object(netverify_transaction(seed, sc, status)),
+    );
     if status != "PENDING" {
-        m.insert("verification".into(), Value::Object(netverify_verification(seed, sc)));
+        m.insert(
+            "verification".into(),
+            Value::Object(netverify_verification(seed, sc)),
+        );
     }
     Value::Object(m)
 }
@@ -930,7 +1113,10 @@ pub fn authentication_details(seed: u64, sc: &Scenario, origin: &str, result: &s
         }
     }
     if sc.extra_field {
-        m.insert("deviceModel".into(), json!(rng.pick(&["iPhone12,1", "SM-G991B", "Pixel 7"])));
+        m.insert(
+            "deviceModel".into(),
+            json!(rng.pick(&["iPhone12,1", "SM-G991B", "Pixel 7"])),
+        );
     }
     Value::Object(m)
 }
@@ -943,15 +1129,32 @@ fn nested_extracted(rng: &mut Rng, ty: &str, first: &str, last: &str) -> Map<Str
     let mut n = Map::new();
     match ty {
         "CC" => {
-            n.insert("expiryDate".into(), json!(format!("{:02}/{:02}", rng.range(1, 12), rng.range(19, 29))));
+            n.insert(
+                "expiryDate".into(),
+                json!(format!("{:02}/{:02}", rng.range(1, 12), rng.range(19, 29))),
+            );
             n.insert("firstName".into(), json!(format!("{first} {last}")));
-            n.insert("pan".into(), json!(format!("XXXXXXXXXXXX{}", rng.digits(4))));
+            n.insert(
+                "pan".into(),
+                json!(format!("XXXXXXXXXXXX{}", rng.digits(4))),
+            );
         }
         "SSC" => {
             n.insert("lastName".into(), json!(last));
             n.insert("firstName".into(), json!(first));
-            n.insert("signaturePresent".into(), json!(if rng.chance(0.7) { "true" } else { "false" }));
-            n.insert("ssn".into(), json!(format!("{}-{}-{}", rng.digits(3), rng.digits(2), rng.digits(4))));
+            n.insert(
+                "signaturePresent".into(),
+                json!(if rng.chance(0.7) { "true" } else { "false" }),
+            );
+            n.insert(
+                "ssn".into(),
+                json!(format!(
+                    "{}-{}-{}",
+                    rng.digits(3),
+                    rng.digits(2),
+                    rng.digits(4)
+                )),
+            );
         }
         _ => {
             let country = rng.pick(COUNTRIES);
@@ -959,17 +1162,29 @@ fn nested_extracted(rng: &mut Rng, ty: &str, first: &str, last: &str) -> Map<Str
             n.insert("addressFormat".into(), json!("RAW"));
             n.insert("postalCode".into(), json!(rng.digits(5)));
             if ty == "BS" {
-                n.insert("accountNumber".into(), json!(format!("AT{}", rng.digits(18))));
+                n.insert(
+                    "accountNumber".into(),
+                    json!(format!("AT{}", rng.digits(18))),
+                );
                 if rng.chance(0.5) {
-                    n.insert("swiftCode".into(), json!(rng.pick(&["BKAUATWW", "DEUTDEFF", "CHASUS33"])));
+                    n.insert(
+                        "swiftCode".into(),
+                        json!(rng.pick(&["BKAUATWW", "DEUTDEFF", "CHASUS33"])),
+                    );
                 }
             }
             n.insert("subdivision".into(), json!(rng.pick(US_STATES)));
             n.insert("firstName".into(), json!(format!("{first} {last}")));
             n.insert("issueDate".into(), json!(date(rng, 2016, 2019)));
-            n.insert("line1".into(), json!(format!("{} {}", rng.range(1, 99999), rng.pick(STREETS))));
+            n.insert(
+                "line1".into(),
+                json!(format!("{} {}", rng.range(1, 99999), rng.pick(STREETS))),
+            );
             if rng.chance(0.4) {
-                n.insert("line2".into(), json!(format!("Suite {}", rng.range(1, 500))));
+                n.insert(
+                    "line2".into(),
+                    json!(format!("Suite {}", rng.range(1, 500))),
+                );
             }
             if rng.chance(0.6) {
                 n.insert("countryCode".into(), json!(country));
@@ -988,7 +1203,10 @@ pub fn document_document(seed: u64, sc: &Scenario, origin: &str) -> Map<String, 
     d.insert("status".into(), json!(status));
     d.insert("type".into(), json!(ty));
     if ty == "CUSTOM" {
-        d.insert("customDocumentCode".into(), json!(format!("CUSTOM_{}", rng.digits(3))));
+        d.insert(
+            "customDocumentCode".into(),
+            json!(format!("CUSTOM_{}", rng.digits(3))),
+        );
     }
     if status == "EXTRACTED" {
         let (first, last) = full_name(&mut rng);
@@ -996,7 +1214,15 @@ pub fn document_document(seed: u64, sc: &Scenario, origin: &str) -> Map<String, 
         if ty == "SSC" {
             e.insert("firstName".into(), json!(first));
             e.insert("lastName".into(), json!(last));
-            e.insert("ssn".into(), json!(format!("{}-{}-{}", rng.digits(3), rng.digits(2), rng.digits(4))));
+            e.insert(
+                "ssn".into(),
+                json!(format!(
+                    "{}-{}-{}",
+                    rng.digits(3),
+                    rng.digits(2),
+                    rng.digits(4)
+                )),
+            );
         } else {
             e.insert("firstName".into(), json!(format!("{first} {last}")));
         }
@@ -1013,7 +1239,10 @@ pub fn document_document(seed: u64, sc: &Scenario, origin: &str) -> Map<String, 
     }
     d.insert("country".into(), json!(rng.pick(COUNTRIES)));
     if sc.has_original {
-        d.insert("originalDocument".into(), json!(href(origin, sc, "original")));
+        d.insert(
+            "originalDocument".into(),
+            json!(href(origin, sc, "original")),
+        );
     }
     d
 }
@@ -1023,10 +1252,28 @@ pub fn document_transaction(seed: u64, sc: &Scenario) -> Map<String, Value> {
     let mut rng = content_rng(seed, &sc.reference, "dv-transaction");
     let mut t = Map::new();
     t.insert("status".into(), json!(sc.final_status));
-    opt!(t, rng, 0.85, "merchantScanReference", json!(format!("MSR-{}", rng.digits(10))));
-    opt!(t, rng, 0.9, "customerId", json!(format!("CUST-{}", rng.digits(8))));
+    opt!(
+        t,
+        rng,
+        0.85,
+        "merchantScanReference",
+        json!(format!("MSR-{}", rng.digits(10)))
+    );
+    opt!(
+        t,
+        rng,
+        0.9,
+        "customerId",
+        json!(format!("CUST-{}", rng.digits(8)))
+    );
     t.insert("source".into(), json!(rng.pick(&["DOC_API", "DOC_UPLOAD"])));
-    opt!(t, rng, 0.5, "merchantReportingCriteria", json!(rng.pick(&["onboarding", "proof-of-address"])));
+    opt!(
+        t,
+        rng,
+        0.5,
+        "merchantReportingCriteria",
+        json!(rng.pick(&["onboarding", "proof-of-address"]))
+    );
     if sc.extra_field {
         t.insert("date".into(), json!(past_timestamp(&mut rng)));
     }
@@ -1076,7 +1323,10 @@ mod tests {
         assert!(scenario(1, "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx").is_none());
         assert!(scenario(1, "").is_none());
         assert!(scenario(1, "zz-n1").is_none());
-        assert!(scenario(1, "p3-d1").is_none(), "Document Verification is never pending");
+        assert!(
+            scenario(1, "p3-d1").is_none(),
+            "Document Verification is never pending"
+        );
     }
 
     #[test]
@@ -1098,7 +1348,10 @@ mod tests {
     #[test]
     fn hash_is_stable_across_builds() {
         // Pinned: a change here changes every population ever generated.
-        assert_eq!(make_reference(42, 0, Kind::Netverify), "1e627437-3318-4ba7-8641-5022c854f062");
+        assert_eq!(
+            make_reference(42, 0, Kind::Netverify),
+            "1e627437-3318-4ba7-8641-5022c854f062"
+        );
         assert_eq!(hash(0, &[b"a"]), 15_121_065_342_518_767_124);
         assert_ne!(hash(0, &[b"ab", b"c"]), hash(0, &[b"a", b"bc"]));
     }

@@ -87,7 +87,11 @@ impl FaultState {
         let injected = if self.roll(n, b"429") < f.rate_429 {
             Some(Injected::TooMany)
         } else if self.roll(n, b"5xx") < f.error_rate {
-            let code = if self.roll(n, b"5xx-code") < 0.5 { 500 } else { 503 };
+            let code = if self.roll(n, b"5xx-code") < 0.5 {
+                500
+            } else {
+                503
+            };
             Some(Injected::ServerError(code))
         } else if self.roll(n, b"reset") < f.reset_rate {
             Some(Injected::Reset)
@@ -153,8 +157,17 @@ impl Listener for SimListener {
             match self.0.accept().await {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    let ctl = ConnCtl { peer, reset: Arc::new(AtomicBool::new(false)) };
-                    return (SimIo { inner: stream, ctl: ctl.clone() }, ctl);
+                    let ctl = ConnCtl {
+                        peer,
+                        reset: Arc::new(AtomicBool::new(false)),
+                    };
+                    return (
+                        SimIo {
+                            inner: stream,
+                            ctl: ctl.clone(),
+                        },
+                        ctl,
+                    );
                 }
                 // Out of file descriptors and the like: wait instead of spinning.
                 Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
@@ -163,7 +176,10 @@ impl Listener for SimListener {
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(ConnCtl { peer: self.0.local_addr()?, reset: Arc::new(AtomicBool::new(false)) })
+        Ok(ConnCtl {
+            peer: self.0.local_addr()?,
+            reset: Arc::new(AtomicBool::new(false)),
+        })
     }
 }
 
@@ -178,7 +194,10 @@ impl SimIo {
     fn check(&self) -> io::Result<()> {
         if self.ctl.reset.load(Ordering::SeqCst) {
             let _ = self.inner.set_zero_linger();
-            return Err(io::Error::new(io::ErrorKind::ConnectionReset, "simulated reset"));
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "simulated reset",
+            ));
         }
         Ok(())
     }
@@ -246,12 +265,20 @@ mod tests {
 
     #[test]
     fn rates_are_roughly_honoured_and_seeded() {
-        let f = Faults { error_rate: 0.2, ..Faults::default() };
-        let a: Vec<_> = (0..2000).map({
-            let s = state(f.clone());
-            move |_| s.decide().1
-        }).collect();
-        let errors = a.iter().filter(|x| matches!(x, Some(Injected::ServerError(_)))).count();
+        let f = Faults {
+            error_rate: 0.2,
+            ..Faults::default()
+        };
+        let a: Vec<_> = (0..2000)
+            .map({
+                let s = state(f.clone());
+                move |_| s.decide().1
+            })
+            .collect();
+        let errors = a
+            .iter()
+            .filter(|x| matches!(x, Some(Injected::ServerError(_))))
+            .count();
         assert!((300..500).contains(&errors), "{errors}");
         let s2 = state(f);
         let b: Vec<_> = (0..2000).map(|_| s2.decide().1).collect();
@@ -262,7 +289,10 @@ mod tests {
 
     #[test]
     fn ceiling_refuses_a_burst_beyond_its_capacity() {
-        let s = state(Faults { ceiling_rps: Some(5.0), ..Faults::default() });
+        let s = state(Faults {
+            ceiling_rps: Some(5.0),
+            ..Faults::default()
+        });
         // Back to back, far faster than 5 per second: the bucket holds 5 tokens.
         let passed = (0..50).filter(|_| s.decide().1.is_none()).count();
         assert!((5..=7).contains(&passed), "{passed}");

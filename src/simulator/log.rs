@@ -41,7 +41,10 @@ impl RequestLog {
             Some(p) => Some(Mutex::new(BufWriter::new(File::create(p)?))),
             None => None,
         };
-        Ok(RequestLog { memory: keep_in_memory.then(|| Mutex::new(Vec::new())), file })
+        Ok(RequestLog {
+            memory: keep_in_memory.then(|| Mutex::new(Vec::new())),
+            file,
+        })
     }
 
     /// Records one request. A line is small and flushed at once, so the file is complete
@@ -79,7 +82,9 @@ pub fn read_request_log(path: &Path) -> std::io::Result<Vec<RequestRecord>> {
 
 /// The current time as the log writes it.
 pub(crate) fn now_micros() -> String {
-    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
 }
 
 #[cfg(test)]
@@ -100,7 +105,10 @@ mod tests {
             bytes: 12,
         };
         log.record(rec.clone());
-        log.record(RequestRecord { status: 200, ..rec.clone() });
+        log.record(RequestRecord {
+            status: 200,
+            ..rec.clone()
+        });
         let from_file = read_request_log(&path).unwrap();
         assert_eq!(from_file, log.snapshot());
         assert_eq!(from_file[0], rec);

@@ -45,7 +45,12 @@ static BASE_JPEG: LazyLock<Vec<u8>> = LazyLock::new(|| {
     let (w, h) = (96u16, 64u16);
     let mut out = Vec::new();
     jpeg_encoder::Encoder::new(&mut out, 80)
-        .encode(&pixels(w.into(), h.into()), w, h, jpeg_encoder::ColorType::Rgb)
+        .encode(
+            &pixels(w.into(), h.into()),
+            w,
+            h,
+            jpeg_encoder::ColorType::Rgb,
+        )
         .expect("encoding a fixed in-memory JPEG cannot fail");
     out
 });
@@ -106,7 +111,11 @@ fn crc32(parts: &[&[u8]]) -> u32 {
         for (n, slot) in t.iter_mut().enumerate() {
             let mut c = n as u32;
             for _ in 0..8 {
-                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
             }
             *slot = c;
         }
@@ -180,9 +189,16 @@ pub fn pdf(seed: u64, key: &[&[u8]], title: &str, target: usize) -> Vec<u8> {
     );
     obj(
         &mut out,
-        format!("<< /Length {} >>\nstream\n{content}endstream", content.len()).as_bytes(),
+        format!(
+            "<< /Length {} >>\nstream\n{content}endstream",
+            content.len()
+        )
+        .as_bytes(),
     );
-    obj(&mut out, b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>");
+    obj(
+        &mut out,
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    );
     // The trailer below is about 200 bytes.
     let pad = target.saturating_sub(out.len() + 60 + 200);
     let mut padding = vec![0u8; pad];
@@ -192,13 +208,18 @@ pub fn pdf(seed: u64, key: &[&[u8]], title: &str, target: usize) -> Vec<u8> {
     body.extend_from_slice(b"\nendstream");
     obj(&mut out, &body);
     let xref = out.len();
-    out.extend_from_slice(format!("xref\n0 {}\n0000000000 65535 f \n", offsets.len() + 1).as_bytes());
+    out.extend_from_slice(
+        format!("xref\n0 {}\n0000000000 65535 f \n", offsets.len() + 1).as_bytes(),
+    );
     for off in &offsets {
         out.extend_from_slice(format!("{off:010} 00000 n \n").as_bytes());
     }
     out.extend_from_slice(
-        format!("trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF", offsets.len() + 1)
-            .as_bytes(),
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF",
+            offsets.len() + 1
+        )
+        .as_bytes(),
     );
     out
 }
@@ -227,7 +248,9 @@ mod tests {
     fn png_decodes_with_the_png_crate() {
         let p = png(3, &[b"r", b"face"], 40_000);
         assert_eq!(p.len(), 40_000);
-        let mut reader = ::png::Decoder::new(std::io::Cursor::new(&p)).read_info().unwrap();
+        let mut reader = ::png::Decoder::new(std::io::Cursor::new(&p))
+            .read_info()
+            .unwrap();
         let mut buf = vec![0; reader.output_buffer_size().unwrap()];
         let info = reader.next_frame(&mut buf).unwrap();
         assert_eq!((info.width, info.height), (48, 32));
@@ -241,13 +264,25 @@ mod tests {
         assert!(p.ends_with(b"%%EOF"));
         assert!(p.len().abs_diff(20_000) < 400, "{}", p.len());
         let text = String::from_utf8_lossy(&p);
-        let xref_at: usize = text.rsplit("startxref\n").next().unwrap().lines().next().unwrap().parse().unwrap();
+        let xref_at: usize = text
+            .rsplit("startxref\n")
+            .next()
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!(p[xref_at..].starts_with(b"xref\n"));
         // Every listed offset starts its object.
         let table = std::str::from_utf8(&p[xref_at..]).unwrap();
         for (i, line) in table.lines().skip(3).take(6).enumerate() {
             let off: usize = line[..10].parse().unwrap();
-            assert!(p[off..].starts_with(format!("{} 0 obj", i + 1).as_bytes()), "object {}", i + 1);
+            assert!(
+                p[off..].starts_with(format!("{} 0 obj", i + 1).as_bytes()),
+                "object {}",
+                i + 1
+            );
         }
         assert!(text.contains("(Document type: BS)"));
     }

@@ -153,7 +153,9 @@ pub struct SimHandle {
 
 impl std::fmt::Debug for SimState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SimState").field("base_url", &self.base_url).finish_non_exhaustive()
+        f.debug_struct("SimState")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -177,7 +179,10 @@ impl SimHandle {
     pub async fn shutdown(self) {
         let _ = self.stop.send(());
         let mut task = self.task;
-        if tokio::time::timeout(Duration::from_secs(5), &mut task).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), &mut task)
+            .await
+            .is_err()
+        {
             task.abort();
         }
     }
@@ -190,8 +195,8 @@ pub async fn start(opts: SimOptions, listen: SocketAddr) -> std::io::Result<SimH
     let base_url = format!("http://{addr}");
     let log = log::RequestLog::new(opts.request_log.as_deref(), opts.memory_log)?;
     let state = Arc::new(SimState::new(opts, base_url.clone(), log));
-    let app = routes::router(state.clone())
-        .into_make_service_with_connect_info::<faults::ConnCtl>();
+    let app =
+        routes::router(state.clone()).into_make_service_with_connect_info::<faults::ConnCtl>();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         axum::serve(SimListener(listener), app)
@@ -200,7 +205,13 @@ pub async fn start(opts: SimOptions, listen: SocketAddr) -> std::io::Result<SimH
             })
             .await
     });
-    Ok(SimHandle { addr, base_url, state, stop, task })
+    Ok(SimHandle {
+        addr,
+        base_url,
+        state,
+        stop,
+        task,
+    })
 }
 
 /// Serves until Ctrl-C (for `jumio-export simulate`).
@@ -215,9 +226,11 @@ pub async fn serve_forever(opts: SimOptions, listen: SocketAddr) -> std::io::Res
 /// Writes `reference,kind` CSV (with header) of the given references.
 pub fn write_references_csv(path: &Path, refs: &[(String, crate::Kind)]) -> std::io::Result<()> {
     let mut w = csv::Writer::from_path(path).map_err(std::io::Error::other)?;
-    w.write_record(["reference", "kind"]).map_err(std::io::Error::other)?;
+    w.write_record(["reference", "kind"])
+        .map_err(std::io::Error::other)?;
     for (r, k) in refs {
-        w.write_record([r.as_str(), k.as_str()]).map_err(std::io::Error::other)?;
+        w.write_record([r.as_str(), k.as_str()])
+            .map_err(std::io::Error::other)?;
     }
     w.flush()
 }

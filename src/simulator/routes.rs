@@ -18,11 +18,11 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
+use super::SimOptions;
 use super::data::{self, Scenario, hash, unit};
 use super::faults::{ConnCtl, FaultState, Injected};
 use super::log::{RequestLog, RequestRecord, now_micros};
 use super::media::{self, ImageFormat};
-use super::SimOptions;
 use crate::Kind;
 
 /// Everything the handler shares.
@@ -102,7 +102,10 @@ impl Reply {
     }
 
     fn not_found() -> Self {
-        Self::error(StatusCode::NOT_FOUND, "The transaction is not available or has been deleted")
+        Self::error(
+            StatusCode::NOT_FOUND,
+            "The transaction is not available or has been deleted",
+        )
     }
 
     fn binary(content_type: &'static str, body: Vec<u8>) -> Self {
@@ -297,7 +300,11 @@ fn netverify(state: &SimState, sc: &Scenario, origin: &str, rest: &[&str]) -> Re
     let ts = timestamp();
     if rest.is_empty() {
         let calls = count_status_call(state, sc);
-        let status = if sc.pending_at(calls) { sc.pending_status(calls) } else { sc.final_status };
+        let status = if sc.pending_at(calls) {
+            sc.pending_status(calls)
+        } else {
+            sc.final_status
+        };
         return Reply::ok(&data::status_json(sc, &ts, status));
     }
     let calls = status_calls(state, sc);
@@ -305,20 +312,28 @@ fn netverify(state: &SimState, sc: &Scenario, origin: &str, rest: &[&str]) -> Re
     let status = if pending { "PENDING" } else { sc.final_status };
     match rest {
         ["data"] => Reply::ok(&data::netverify_data(seed, sc, &ts, status)),
-        ["data", "document"] if !pending => {
-            Reply::ok(&data::with_reference(data::netverify_document(seed, sc), sc, &ts))
-        }
+        ["data", "document"] if !pending => Reply::ok(&data::with_reference(
+            data::netverify_document(seed, sc),
+            sc,
+            &ts,
+        )),
         ["data", "transaction"] => Reply::ok(&data::with_reference(
             data::netverify_transaction(seed, sc, status),
             sc,
             &ts,
         )),
-        ["data", "verification"] if !pending => {
-            Reply::ok(&data::with_reference(data::netverify_verification(seed, sc), sc, &ts))
-        }
+        ["data", "verification"] if !pending => Reply::ok(&data::with_reference(
+            data::netverify_verification(seed, sc),
+            sc,
+            &ts,
+        )),
         ["images"] if !pending => Reply::ok(&data::netverify_images(sc, origin, &ts)),
         ["images"] => {
-            let empty = Scenario { classifiers: Vec::new(), liveness: Vec::new(), ..sc.clone() };
+            let empty = Scenario {
+                classifiers: Vec::new(),
+                liveness: Vec::new(),
+                ..sc.clone()
+            };
             Reply::ok(&data::netverify_images(&empty, origin, &ts))
         }
         ["images", "liveness", n] if !pending => liveness_image(state, sc, n),
@@ -331,7 +346,11 @@ fn authentication(state: &SimState, sc: &Scenario, origin: &str, rest: &[&str]) 
     let seed = state.opts.seed;
     if rest.is_empty() {
         let calls = count_status_call(state, sc);
-        let result = if sc.pending_at(calls) { sc.pending_status(calls) } else { sc.final_status };
+        let result = if sc.pending_at(calls) {
+            sc.pending_status(calls)
+        } else {
+            sc.final_status
+        };
         return Reply::ok(&data::authentication_details(seed, sc, origin, result));
     }
     if sc.pending_at(status_calls(state, sc).max(1)) {
@@ -356,12 +375,16 @@ fn document(
     match rest {
         [] => Reply::ok(&data::status_json(sc, &ts, sc.final_status)),
         ["data"] => Reply::ok(&data::document_data(seed, sc, origin, &ts)),
-        ["data", "document"] => {
-            Reply::ok(&data::with_reference(data::document_document(seed, sc, origin), sc, &ts))
-        }
-        ["data", "transaction"] => {
-            Reply::ok(&data::with_reference(data::document_transaction(seed, sc), sc, &ts))
-        }
+        ["data", "document"] => Reply::ok(&data::with_reference(
+            data::document_document(seed, sc, origin),
+            sc,
+            &ts,
+        )),
+        ["data", "transaction"] => Reply::ok(&data::with_reference(
+            data::document_transaction(seed, sc),
+            sc,
+            &ts,
+        )),
         ["pages"] => Reply::ok(&data::document_pages(sc, origin, &ts)),
         ["pages", page] => {
             if !sc.classifiers.iter().any(|c| c == page) {
@@ -385,7 +408,10 @@ fn document(
             let key: [&[u8]; 2] = [b"original", sc.reference.as_bytes()];
             let title = format!("Document type: {}", sc.document_type.unwrap_or("OTHER"));
             let target = vary(state.opts.seed, &key, state.opts.pdf_bytes);
-            Reply::binary("application/pdf", media::pdf(state.opts.seed, &key, &title, target))
+            Reply::binary(
+                "application/pdf",
+                media::pdf(state.opts.seed, &key, &title, target),
+            )
         }
         _ => Reply::not_found(),
     }
@@ -410,7 +436,10 @@ fn media_reply(state: &SimState, key: &[&[u8]], size: usize) -> Reply {
         ImageFormat::Png
     };
     let target = vary(seed, key, size);
-    Reply::binary(format.content_type(), media::image(format, seed, key, target))
+    Reply::binary(
+        format.content_type(),
+        media::image(format, seed, key, target),
+    )
 }
 
 fn classified_image(state: &SimState, sc: &Scenario, classifier: &str) -> Reply {
