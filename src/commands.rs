@@ -119,6 +119,20 @@ fn plan(path: &Path, args: &OverrideArgs) -> i32 {
     }
 }
 
+/// Readable simulator references the demo adds so every outcome shows: not found (retention),
+/// pending forever, pending then done, failed, foreign hrefs, `images` as a single object.
+const DEMO_EXTRAS: &[(&str, crate::Kind)] = &[
+    ("nf-n-demo", crate::Kind::Netverify),
+    ("nf-d-demo", crate::Kind::Document),
+    ("pf-n-demo", crate::Kind::Netverify),
+    ("pf-a-demo", crate::Kind::Authentication),
+    ("p3-n-demo", crate::Kind::Netverify),
+    ("p2-a-demo", crate::Kind::Authentication),
+    ("fail-n-demo", crate::Kind::Netverify),
+    ("fh-n-demo", crate::Kind::Netverify),
+    ("obj-n-demo", crate::Kind::Netverify),
+];
+
 /// The demo's job file, compiled in so `demo` works from any directory.
 const DEMO_JOB: &str = include_str!("../jobs/demo.toml");
 
@@ -139,7 +153,7 @@ async fn demo(out: &Path, count: usize, quiet: bool) -> i32 {
     }
     let refs_path = out.join("demo-references.csv");
     let mut refs = simulator::population(seed, count);
-    refs.extend(simulator::demo_extras());
+    refs.extend(DEMO_EXTRAS.iter().map(|(r, k)| (r.to_string(), *k)));
     if let Err(e) = simulator::write_references_csv(&refs_path, &refs) {
         eprintln!("error: {}: {e}", refs_path.display());
         return EXIT_FATAL;

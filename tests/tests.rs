@@ -8,3 +8,5 @@ mod config;
 mod flatten;
 // The export job end to end against the simulator over real HTTP.
 mod pipeline;
+// The simulator: documented shapes, auth rules, determinism, faults, request log.
+mod sim;
