@@ -70,24 +70,31 @@ impl RateLimiter {
 
     /// Waits until one more request may be sent.
     pub async fn acquire(&self) {
-        // Adaptive layer first: it only ever slows things down.
-        let wait_until = {
-            let mut s = self.state.lock().expect("limiter lock");
-            let now = Instant::now();
-            self.recover(&mut s, now);
-            let mut at = now.max(s.hold_until);
-            if s.current < self.configured {
-                at = at.max(s.next_slot);
-                s.next_slot = at + Duration::from_secs_f64(1.0 / s.current);
-            } else {
-                s.next_slot = at;
+        loop {
+            // Adaptive layer first: it only ever slows things down.
+            let wait_until = {
+                let mut s = self.state.lock().expect("limiter lock");
+                let now = Instant::now();
+                self.recover(&mut s, now);
+                let mut at = now.max(s.hold_until);
+                if s.current < self.configured {
+                    at = at.max(s.next_slot);
+                    s.next_slot = at + Duration::from_secs_f64(1.0 / s.current);
+                } else {
+                    s.next_slot = at;
+                }
+                at
+            };
+            if wait_until > Instant::now() {
+                tokio::time::sleep_until(wait_until).await;
             }
-            at
-        };
-        if wait_until > Instant::now() {
-            tokio::time::sleep_until(wait_until).await;
+            self.ceiling.until_ready().await;
+            // A Retry-After may have arrived while this request waited for the ceiling.
+            let held = self.state.lock().expect("limiter lock").hold_until > Instant::now();
+            if !held {
+                return;
+            }
         }
-        self.ceiling.until_ready().await;
     }
 
     /// A 429 was answered: slow the whole job down.
