@@ -17,7 +17,11 @@ pub const EXIT_FATAL: i32 = 3;
 /// Runs a parsed command line and returns the process exit code.
 pub async fn execute(command: Command) -> i32 {
     match command {
-        Command::Run { job, overrides, quiet } => run_job(&job, &overrides, quiet).await,
+        Command::Run {
+            job,
+            overrides,
+            quiet,
+        } => run_job(&job, &overrides, quiet).await,
         Command::Demo { out, count, quiet } => demo(&out, count, quiet).await,
         Command::Simulate(args) => simulate(args).await,
         Command::Plan { job, overrides } => plan(&job, &overrides),
@@ -65,8 +69,10 @@ fn read_job_input(job: &Job) -> Result<input::InputList, i32> {
         EXIT_USAGE
     })?;
     if let Some(shard) = &job.shard {
-        list.items.retain(|i| input::shard_of(&i.reference, shard.count) == shard.index);
-        list.rejected.retain(|r| input::shard_of(&r.raw, shard.count) == shard.index);
+        list.items
+            .retain(|i| input::shard_of(&i.reference, shard.count) == shard.index);
+        list.rejected
+            .retain(|r| input::shard_of(&r.raw, shard.count) == shard.index);
     }
     Ok(list)
 }
@@ -86,7 +92,12 @@ async fn run_job(path: &Path, args: &OverrideArgs, quiet: bool) -> i32 {
     execute_job(&job, list, &credentials, quiet).await
 }
 
-async fn execute_job(job: &Job, list: input::InputList, credentials: &Credentials, quiet: bool) -> i32 {
+async fn execute_job(
+    job: &Job,
+    list: input::InputList,
+    credentials: &Credentials,
+    quiet: bool,
+) -> i32 {
     if job.fetch.unmasked_card_images {
         tracing::warn!(
             "unmasked_card_images = true: unmasked card images are cardholder data; storing them brings this export into PCI DSS scope"
@@ -96,9 +107,14 @@ async fn execute_job(job: &Job, list: input::InputList, credentials: &Credential
         Ok(summary) => {
             print!("{}", summary.table());
             if summary.denied {
-                eprintln!("error: the API refused the credentials (401/403 on a status call); check the values of {} and {}", job.api.token_env, job.api.secret_env);
+                eprintln!(
+                    "error: the API refused the credentials (401/403 on a status call); check the values of {} and {}",
+                    job.api.token_env, job.api.secret_env
+                );
             } else if summary.interrupted {
-                eprintln!("interrupted: run the same command again to resume; completed archives are kept");
+                eprintln!(
+                    "interrupted: run the same command again to resume; completed archives are kept"
+                );
             }
             summary.exit_code()
         }
@@ -140,13 +156,14 @@ async fn demo(out: &Path, count: usize, quiet: bool) -> i32 {
     let sim_opts = SimOptions::default();
     let credentials = Credentials::new(sim_opts.token.clone(), sim_opts.secret.clone());
     let seed = sim_opts.seed;
-    let sim = match simulator::start(sim_opts, "127.0.0.1:0".parse().expect("loopback address")).await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: cannot start the simulator on loopback: {e}");
-            return EXIT_FATAL;
-        }
-    };
+    let sim =
+        match simulator::start(sim_opts, "127.0.0.1:0".parse().expect("loopback address")).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: cannot start the simulator on loopback: {e}");
+                return EXIT_FATAL;
+            }
+        };
     if let Err(e) = std::fs::create_dir_all(out) {
         eprintln!("error: output directory {}: {e}", out.display());
         return EXIT_FATAL;
@@ -188,7 +205,10 @@ async fn demo(out: &Path, count: usize, quiet: bool) -> i32 {
     );
     let code = execute_job(&job, list, &credentials, quiet).await;
     sim.shutdown().await;
-    println!("demo: outputs in {} (archives/, *.csv, *.parquet, failures.csv, report.json)", out.display());
+    println!(
+        "demo: outputs in {} (archives/, *.csv, *.parquet, failures.csv, report.json)",
+        out.display()
+    );
     // The demo includes failures on purpose; it succeeded if the run itself finished.
     if code == 1 { 0 } else { code }
 }
@@ -241,7 +261,10 @@ async fn simulate(a: SimulateArgs) -> i32 {
         }
         eprintln!("wrote {} references to {}", refs.len(), path.display());
     }
-    eprintln!("simulator listening on http://{} (Ctrl-C stops it)", a.listen);
+    eprintln!(
+        "simulator listening on http://{} (Ctrl-C stops it)",
+        a.listen
+    );
     match simulator::serve_forever(opts, a.listen).await {
         Ok(()) => 0,
         Err(e) => {

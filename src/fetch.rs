@@ -17,9 +17,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::Kind;
+use crate::api::ApiClient;
 use crate::api::client::{ApiError, ApiResponse, Family, any_body, json_object};
 use crate::api::origin;
-use crate::api::ApiClient;
 use crate::output::archive::{ArchiveEntry, EntryKind};
 
 const ACCEPT_JSON: &str = "application/json";
@@ -122,7 +122,12 @@ type Step<T> = Result<T, FetchFailure>;
 
 impl Fetcher {
     /// A fetcher with `concurrency` slots.
-    pub fn new(client: ApiClient, opts: FetchOptions, concurrency: usize, cancel: CancellationToken) -> Self {
+    pub fn new(
+        client: ApiClient,
+        opts: FetchOptions,
+        concurrency: usize,
+        cancel: CancellationToken,
+    ) -> Self {
         Fetcher {
             client,
             opts: Arc::new(opts),
@@ -139,14 +144,25 @@ impl Fetcher {
     /// Runs the whole flow for one reference.
     pub async fn fetch(&self, reference: &str, kind: Kind) -> FetchOutcome {
         let (family, base_path) = match kind {
-            Kind::Netverify => (Family::Netverify, format!("/api/netverify/v2/scans/{reference}")),
-            Kind::Authentication => (Family::Netverify, format!("/api/netverify/v2/authentications/{reference}")),
-            Kind::Document => (Family::Retrieval, format!("/api/netverify/v2/documents/{reference}")),
+            Kind::Netverify => (
+                Family::Netverify,
+                format!("/api/netverify/v2/scans/{reference}"),
+            ),
+            Kind::Authentication => (
+                Family::Netverify,
+                format!("/api/netverify/v2/authentications/{reference}"),
+            ),
+            Kind::Document => (
+                Family::Retrieval,
+                format!("/api/netverify/v2/documents/{reference}"),
+            ),
         };
         let status = match self.poll(kind, family, &base_path).await {
             Ok(Some(s)) => s,
             Ok(None) => return FetchOutcome::Cancelled,
-            Err(f) if f.http_status == Some(401) || f.http_status == Some(403) => return FetchOutcome::Denied(f),
+            Err(f) if f.http_status == Some(401) || f.http_status == Some(403) => {
+                return FetchOutcome::Denied(f);
+            }
             Err(f) => return FetchOutcome::Failed(f),
         };
         let Ok(_slot) = self.slots.acquire().await else {
@@ -190,7 +206,11 @@ impl Fetcher {
             polls += 1;
             let response = response.map_err(|e| FetchFailure::from_api("status", &e))?;
             let body: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
-            let field = if kind == Kind::Authentication { "transactionResult" } else { "status" };
+            let field = if kind == Kind::Authentication {
+                "transactionResult"
+            } else {
+                "status"
+            };
             let state = body.get(field).and_then(Value::as_str).unwrap_or("");
             let final_state = match (kind, state) {
                 (Kind::Authentication, "PASSED" | "FAILED" | "INVALID" | "EXPIRED") => true,
@@ -201,7 +221,10 @@ impl Fetcher {
                     return Err(FetchFailure::bad(
                         "status",
                         &response.api_path,
-                        format!("`{field}` is {:?}, not a status the guide lists", truncate(state)),
+                        format!(
+                            "`{field}` is {:?}, not a status the guide lists",
+                            truncate(state)
+                        ),
                     ));
                 }
             };
@@ -215,7 +238,10 @@ impl Fetcher {
                     error: "PENDING",
                     attempts: polls,
                     next_attempt_after: Some(Utc::now() + chrono::Duration::days(1)),
-                    message: format!("{}: still {state} after {polls} status calls", response.api_path),
+                    message: format!(
+                        "{}: still {state} after {polls} status calls",
+                        response.api_path
+                    ),
                 });
             };
             tokio::select! {
@@ -237,36 +263,69 @@ impl Fetcher {
             Kind::Authentication => {
                 let details: Value = parse_object(&status, "status")?;
                 entries.push(entry(EntryKind::Authentication, &status));
-                self.images_and_liveness(kind, family, &details, &status.api_path, &mut entries).await?;
+                self.images_and_liveness(kind, family, &details, &status.api_path, &mut entries)
+                    .await?;
                 Ok((entries, details))
             }
             Kind::Netverify => {
                 entries.push(entry(EntryKind::Status, &status));
-                let data = self.get_json(family, "scans/{ref}/data", &format!("{base_path}/data"), "data").await?;
+                let data = self
+                    .get_json(
+                        family,
+                        "scans/{ref}/data",
+                        &format!("{base_path}/data"),
+                        "data",
+                    )
+                    .await?;
                 let data_value = parse_object(&data, "data")?;
                 entries.push(entry(EntryKind::Data, &data));
                 if self.opts.images || self.opts.liveness_images {
                     let list = self
-                        .get_json(family, "scans/{ref}/images", &format!("{base_path}/images"), "images")
+                        .get_json(
+                            family,
+                            "scans/{ref}/images",
+                            &format!("{base_path}/images"),
+                            "images",
+                        )
                         .await?;
                     let list_value = parse_object(&list, "images")?;
                     entries.push(entry(EntryKind::Images, &list));
-                    self.images_and_liveness(kind, family, &list_value, &list.api_path, &mut entries).await?;
+                    self.images_and_liveness(
+                        kind,
+                        family,
+                        &list_value,
+                        &list.api_path,
+                        &mut entries,
+                    )
+                    .await?;
                 }
                 Ok((entries, data_value))
             }
             Kind::Document => {
                 entries.push(entry(EntryKind::Status, &status));
-                let data = self.get_json(family, "documents/{ref}/data", &format!("{base_path}/data"), "data").await?;
+                let data = self
+                    .get_json(
+                        family,
+                        "documents/{ref}/data",
+                        &format!("{base_path}/data"),
+                        "data",
+                    )
+                    .await?;
                 let data_value = parse_object(&data, "data")?;
                 entries.push(entry(EntryKind::Data, &data));
                 if self.opts.images {
                     let list = self
-                        .get_json(family, "documents/{ref}/pages", &format!("{base_path}/pages"), "pages")
+                        .get_json(
+                            family,
+                            "documents/{ref}/pages",
+                            &format!("{base_path}/pages"),
+                            "pages",
+                        )
                         .await?;
                     let list_value = parse_object(&list, "pages")?;
                     entries.push(entry(EntryKind::Pages, &list));
-                    self.pages(family, &list_value, &list.api_path, &mut entries).await?;
+                    self.pages(family, &list_value, &list.api_path, &mut entries)
+                        .await?;
                 }
                 if self.opts.original_documents {
                     let href = data_value
@@ -277,7 +336,13 @@ impl Fetcher {
                         let url = self.href(family, href, "original", &data.api_path)?;
                         let pdf = self
                             .client
-                            .get(family, "documents/{ref}/original", &url, ACCEPT_PDF, any_body)
+                            .get(
+                                family,
+                                "documents/{ref}/original",
+                                &url,
+                                ACCEPT_PDF,
+                                any_body,
+                            )
                             .await
                             .map_err(|e| FetchFailure::from_api("original", &e))?;
                         entries.push(entry(EntryKind::OriginalPdf, &pdf));
@@ -288,7 +353,13 @@ impl Fetcher {
         }
     }
 
-    async fn get_json(&self, family: Family, endpoint: &'static str, path: &str, stage: &'static str) -> Step<ApiResponse> {
+    async fn get_json(
+        &self,
+        family: Family,
+        endpoint: &'static str,
+        path: &str,
+        stage: &'static str,
+    ) -> Step<ApiResponse> {
         let url = self.client.url(family, path);
         self.client
             .get(family, endpoint, &url, ACCEPT_JSON, json_object)
@@ -325,10 +396,20 @@ impl Fetcher {
                 let classifier = match image.get("classifier") {
                     Some(Value::String(s)) => s.clone(),
                     Some(Value::Number(n)) => n.to_string(),
-                    _ => return Err(FetchFailure::bad("images", listed_in, "an image has no classifier")),
+                    _ => {
+                        return Err(FetchFailure::bad(
+                            "images",
+                            listed_in,
+                            "an image has no classifier",
+                        ));
+                    }
                 };
                 let Some(href) = image.get("href").and_then(Value::as_str) else {
-                    return Err(FetchFailure::bad("images", listed_in, "an image has no href"));
+                    return Err(FetchFailure::bad(
+                        "images",
+                        listed_in,
+                        "an image has no href",
+                    ));
                 };
                 let url = self.href(family, href, "image", listed_in)?;
                 if seen.insert(url.clone()) {
@@ -341,14 +422,24 @@ impl Fetcher {
             let mut numbers = BTreeSet::new();
             for href in as_list(list.get("livenessImages")) {
                 let Some(href) = href.as_str() else {
-                    return Err(FetchFailure::bad("liveness", listed_in, "a liveness image href is not a string"));
+                    return Err(FetchFailure::bad(
+                        "liveness",
+                        listed_in,
+                        "a liveness image href is not a string",
+                    ));
                 };
                 let url = self.href(family, href, "liveness", listed_in)?;
                 let number = url
                     .path_segments()
                     .and_then(|mut s| s.next_back())
                     .and_then(|n| n.parse::<u32>().ok())
-                    .ok_or_else(|| FetchFailure::bad("liveness", listed_in, "a liveness href does not end in its number"))?;
+                    .ok_or_else(|| {
+                        FetchFailure::bad(
+                            "liveness",
+                            listed_in,
+                            "a liveness href does not end in its number",
+                        )
+                    })?;
                 if numbers.insert(number) {
                     liveness.push((number, url));
                 }
@@ -356,9 +447,15 @@ impl Fetcher {
             liveness.sort_by_key(|(n, _)| *n);
         }
         let (image_endpoint, liveness_endpoint) = if kind == Kind::Authentication {
-            ("authentications/{ref}/images/{classifier}", "authentications/{ref}/images/liveness/{n}")
+            (
+                "authentications/{ref}/images/{classifier}",
+                "authentications/{ref}/images/liveness/{n}",
+            )
         } else {
-            ("scans/{ref}/images/{classifier}", "scans/{ref}/images/liveness/{n}")
+            (
+                "scans/{ref}/images/{classifier}",
+                "scans/{ref}/images/liveness/{n}",
+            )
         };
         for (classifier, url) in images {
             let r = self
@@ -380,7 +477,13 @@ impl Fetcher {
     }
 
     /// Document Verification pages: classifier is the page number (integer, or a numeric string).
-    async fn pages(&self, family: Family, list: &Value, listed_in: &str, entries: &mut Vec<ArchiveEntry>) -> Step<()> {
+    async fn pages(
+        &self,
+        family: Family,
+        list: &Value,
+        listed_in: &str,
+        entries: &mut Vec<ArchiveEntry>,
+    ) -> Step<()> {
         let mut pages = Vec::new();
         let mut numbers = BTreeSet::new();
         for page in as_list(list.get("images")) {
@@ -389,7 +492,9 @@ impl Fetcher {
                 Some(Value::String(s)) => s.trim().parse::<u32>().ok(),
                 _ => None,
             }
-            .ok_or_else(|| FetchFailure::bad("pages", listed_in, "a page classifier is not a page number"))?;
+            .ok_or_else(|| {
+                FetchFailure::bad("pages", listed_in, "a page classifier is not a page number")
+            })?;
             let Some(href) = page.get("href").and_then(Value::as_str) else {
                 return Err(FetchFailure::bad("pages", listed_in, "a page has no href"));
             };
@@ -402,10 +507,18 @@ impl Fetcher {
         for (number, url) in pages {
             let response = if self.opts.unmasked_card_images {
                 let mut unmasked = url.clone();
-                unmasked.query_pairs_mut().append_pair("maskhint", "unmasked");
+                unmasked
+                    .query_pairs_mut()
+                    .append_pair("maskhint", "unmasked");
                 match self
                     .client
-                    .get(family, "documents/{ref}/pages/{n}?maskhint=unmasked", &unmasked, ACCEPT_IMAGE, any_body)
+                    .get(
+                        family,
+                        "documents/{ref}/pages/{n}?maskhint=unmasked",
+                        &unmasked,
+                        ACCEPT_IMAGE,
+                        any_body,
+                    )
                     .await
                 {
                     Err(ApiError::Denied { status: 403, .. }) => None,
@@ -418,7 +531,13 @@ impl Fetcher {
                 Some(r) => r,
                 None => {
                     self.client
-                        .get(family, "documents/{ref}/pages/{n}", &url, ACCEPT_IMAGE, any_body)
+                        .get(
+                            family,
+                            "documents/{ref}/pages/{n}",
+                            &url,
+                            ACCEPT_IMAGE,
+                            any_body,
+                        )
                         .await
                 }
             }

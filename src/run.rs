@@ -88,7 +88,7 @@ impl Summary {
         s.push_str(&format!("already exported  {}\n", self.already_exported));
         s.push_str(&format!("failed            {}\n", self.failed));
         for (code, n) in &self.failures_by_error {
-            s.push_str(&format!("  {code:<16}{n}\n"));
+            s.push_str(&format!("  {code:<18}{n}\n"));
         }
         if self.not_started > 0 {
             s.push_str(&format!("not started       {}\n", self.not_started));
@@ -99,7 +99,11 @@ impl Summary {
         ));
         s.push_str(&format!(
             "time              {secs:.1} s ({:.1} requests/s)\n",
-            if secs > 0.0 { self.requests as f64 / secs } else { 0.0 }
+            if secs > 0.0 {
+                self.requests as f64 / secs
+            } else {
+                0.0
+            }
         ));
         s.push_str(&format!("root hash         {}\n", self.root_hash));
         s
@@ -145,13 +149,21 @@ enum Done {
 }
 
 /// Runs the job over `input` with `credentials`. The caller has validated the job and read the input.
-pub async fn run(job: &Job, input: InputList, credentials: &Credentials, opts: RunOptions) -> Result<Summary, RunError> {
+pub async fn run(
+    job: &Job,
+    input: InputList,
+    credentials: &Credentials,
+    opts: RunOptions,
+) -> Result<Summary, RunError> {
     let started = std::time::Instant::now();
     let started_at = Utc::now();
     let out = job.output.dir.clone();
     prepare_output_dir(&out)?;
 
-    let limiter = Arc::new(RateLimiter::new(job.limits.requests_per_second, job.limits.burst));
+    let limiter = Arc::new(RateLimiter::new(
+        job.limits.requests_per_second,
+        job.limits.burst,
+    ));
     let client = ApiClient::new(
         ClientOptions {
             netverify_url: job.api.netverify_url.clone(),
@@ -191,7 +203,9 @@ pub async fn run(job: &Job, input: InputList, credentials: &Credentials, opts: R
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
                 interrupted.store(true, Ordering::SeqCst);
-                eprintln!("interrupted: finishing in-flight work; run the same command again to resume");
+                eprintln!(
+                    "interrupted: finishing in-flight work; run the same command again to resume"
+                );
                 cancel.cancel();
             }
         });
@@ -256,7 +270,16 @@ pub async fn run(job: &Job, input: InputList, credentials: &Credentials, opts: R
             let denied = denied.clone();
             let cancel = cancel.clone();
             tasks.spawn(async move {
-                let done = one_reference(&fetcher, item, &out, &meta, write_archives, &denied, &cancel).await;
+                let done = one_reference(
+                    &fetcher,
+                    item,
+                    &out,
+                    &meta,
+                    write_archives,
+                    &denied,
+                    &cancel,
+                )
+                .await;
                 match &done {
                     Done::Exported { .. } => progress.exported(),
                     Done::Failed(_) => progress.failed(),
@@ -275,24 +298,29 @@ pub async fn run(job: &Job, input: InputList, credentials: &Credentials, opts: R
     }
     drop(tx);
     progress.finish();
-    let written = writer
-        .join()
-        .map_err(|_| RunError::Output {
-            what: "tables".into(),
-            message: "the writer thread panicked".into(),
-        })??;
+    let written = writer.join().map_err(|_| RunError::Output {
+        what: "tables".into(),
+        message: "the writer thread panicked".into(),
+    })??;
 
     let stats = client.stats();
-    let mut by_endpoint: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>> = Default::default();
+    let mut by_endpoint: std::collections::BTreeMap<
+        String,
+        std::collections::BTreeMap<String, u64>,
+    > = Default::default();
     for ((endpoint, status), n) in stats.by_endpoint() {
-        by_endpoint.entry(endpoint.to_string()).or_default().insert(status.to_string(), n);
+        by_endpoint
+            .entry(endpoint.to_string())
+            .or_default()
+            .insert(status.to_string(), n);
     }
     let mut pairs = written.archive_hashes;
     let root_hash = report::root_hash(&mut pairs);
     let denied = denied.load(Ordering::SeqCst);
     let interrupted = interrupted.load(Ordering::SeqCst);
     let outcomes = Outcomes {
-        references: (written.exported + written.already + written.failed + written.not_started) as u64,
+        references: (written.exported + written.already + written.failed + written.not_started)
+            as u64,
         exported: written.exported,
         already_exported: written.already,
         failed: written.failed,
@@ -307,7 +335,10 @@ pub async fn run(job: &Job, input: InputList, credentials: &Credentials, opts: R
         finished_at: report::timestamp(Utc::now()),
         job_sha256: job.sha256.clone(),
         input_sha256: input.sha256.clone(),
-        shard: job.shard.as_ref().map(|s| format!("{}/{}", s.index, s.count)),
+        shard: job
+            .shard
+            .as_ref()
+            .map(|s| format!("{}/{}", s.index, s.count)),
         interrupted: interrupted || denied,
         outcomes,
         requests: Requests {
@@ -377,7 +408,11 @@ async fn one_reference(
                     && contents.problems.is_empty()
                     && contents.reference.as_deref() == Some(reference.as_str()) =>
             {
-                if let Some(data) = contents.data_json.as_deref().and_then(|d| serde_json::from_slice(d).ok()) {
+                if let Some(data) = contents
+                    .data_json
+                    .as_deref()
+                    .and_then(|d| serde_json::from_slice(d).ok())
+                {
                     return Done::Exported {
                         archive: Some(archive::WrittenArchive {
                             path: path.clone(),
@@ -395,7 +430,9 @@ async fn one_reference(
                 }
                 tracing::warn!(reference = %reference, "archive has no usable data entry; fetching again");
             }
-            _ => tracing::warn!(reference = %reference, "archive from an earlier run does not verify; fetching again"),
+            _ => {
+                tracing::warn!(reference = %reference, "archive from an earlier run does not verify; fetching again")
+            }
         }
         let _ = std::fs::remove_file(&path);
     }
@@ -418,7 +455,10 @@ async fn one_reference(
             let meta = meta.clone();
             let reference2 = reference.clone();
             let entries = f.entries;
-            let written = tokio::task::spawn_blocking(move || archive::write_archive(&out, &reference2, &entries, &meta)).await;
+            let written = tokio::task::spawn_blocking(move || {
+                archive::write_archive(&out, &reference2, &entries, &meta)
+            })
+            .await;
             match written {
                 Ok(Ok(w)) => Done::Exported {
                     reference,
@@ -430,14 +470,18 @@ async fn one_reference(
                 },
                 Ok(Err(e)) => {
                     tracing::error!(reference = %reference, "archive not written: {e}");
-                    Done::Failed(failure_row(&reference, kind, &FetchFailure {
-                        stage: "archive",
-                        http_status: None,
-                        error: "HTTP_ERROR",
-                        attempts: 0,
-                        next_attempt_after: None,
-                        message: e.to_string(),
-                    }))
+                    Done::Failed(failure_row(
+                        &reference,
+                        kind,
+                        &FetchFailure {
+                            stage: "archive",
+                            http_status: None,
+                            error: "HTTP_ERROR",
+                            attempts: 0,
+                            next_attempt_after: None,
+                            message: e.to_string(),
+                        },
+                    ))
                 }
                 Err(_) => Done::NotStarted,
             }
@@ -480,18 +524,30 @@ struct Written {
 }
 
 /// The writer thread: the only owner of the tables and failures.csv.
-fn write_results(out: &Path, csv: bool, parquet: bool, mut rx: mpsc::Receiver<Done>) -> Result<Written, RunError> {
+fn write_results(
+    out: &Path,
+    csv: bool,
+    parquet: bool,
+    mut rx: mpsc::Receiver<Done>,
+) -> Result<Written, RunError> {
     let output_err = |what: &str, e: &dyn std::fmt::Display| RunError::Output {
         what: what.to_string(),
         message: e.to_string(),
     };
     let mut tables = HashMap::new();
     for kind in Kind::ALL {
-        let w = TableWriter::create(out, kind.table_name(), flatten::table_columns(kind), csv, parquet)
-            .map_err(|e| output_err(kind.table_name(), &e))?;
+        let w = TableWriter::create(
+            out,
+            kind.table_name(),
+            flatten::table_columns(kind),
+            csv,
+            parquet,
+        )
+        .map_err(|e| output_err(kind.table_name(), &e))?;
         tables.insert(kind, w);
     }
-    let mut files = TableWriter::create(out, "files", flatten::files_columns(), csv, parquet).map_err(|e| output_err("files", &e))?;
+    let mut files = TableWriter::create(out, "files", flatten::files_columns(), csv, parquet)
+        .map_err(|e| output_err("files", &e))?;
     let mut failures = FailuresWriter::create(out).map_err(|e| output_err("failures.csv", &e))?;
     let mut w = Written {
         exported: 0,
@@ -514,8 +570,14 @@ fn write_results(out: &Path, csv: bool, parquet: bool, mut rx: mpsc::Receiver<Do
             } => {
                 let summary = ArchiveSummary {
                     image_count: archive::image_count(&archived),
-                    archive: archive.as_ref().map(|a| a.relative.clone()).unwrap_or_default(),
-                    archive_sha256: archive.as_ref().map(|a| a.sha256.clone()).unwrap_or_default(),
+                    archive: archive
+                        .as_ref()
+                        .map(|a| a.relative.clone())
+                        .unwrap_or_default(),
+                    archive_sha256: archive
+                        .as_ref()
+                        .map(|a| a.sha256.clone())
+                        .unwrap_or_default(),
                 };
                 let row = flatten::flatten(kind, &reference, &data, &summary);
                 tables
@@ -533,7 +595,9 @@ fn write_results(out: &Path, csv: bool, parquet: bool, mut rx: mpsc::Receiver<Do
                         bytes: f.bytes,
                         sha256: f.sha256.clone(),
                     };
-                    files.write(&flatten::file_row(&record)).map_err(|e| output_err("files", &e))?;
+                    files
+                        .write(&flatten::file_row(&record))
+                        .map_err(|e| output_err("files", &e))?;
                 }
                 if let Some(a) = archive {
                     if fresh {
@@ -548,7 +612,9 @@ fn write_results(out: &Path, csv: bool, parquet: bool, mut rx: mpsc::Receiver<Do
                 }
             }
             Done::Failed(row) => {
-                failures.write(&row).map_err(|e| output_err("failures.csv", &e))?;
+                failures
+                    .write(&row)
+                    .map_err(|e| output_err("failures.csv", &e))?;
                 *w.by_error.entry(row.error.clone()).or_default() += 1;
                 w.failed += 1;
             }
@@ -559,7 +625,9 @@ fn write_results(out: &Path, csv: bool, parquet: bool, mut rx: mpsc::Receiver<Do
         t.finish().map_err(|e| output_err(kind.table_name(), &e))?;
     }
     files.finish().map_err(|e| output_err("files", &e))?;
-    failures.finish().map_err(|e| output_err("failures.csv", &e))?;
+    failures
+        .finish()
+        .map_err(|e| output_err("failures.csv", &e))?;
     for name in ["netverify", "documents", "authentications", "files"] {
         for ext in ["csv", "parquet"] {
             if let Ok(m) = std::fs::metadata(out.join(format!("{name}.{ext}"))) {
@@ -634,9 +702,15 @@ impl Progress {
     fn bump(&self, exported: bool) {
         if let Some(i) = &self.inner {
             let (e, f) = if exported {
-                (i.exported.fetch_add(1, Ordering::Relaxed) + 1, i.failed.load(Ordering::Relaxed))
+                (
+                    i.exported.fetch_add(1, Ordering::Relaxed) + 1,
+                    i.failed.load(Ordering::Relaxed),
+                )
             } else {
-                (i.exported.load(Ordering::Relaxed), i.failed.fetch_add(1, Ordering::Relaxed) + 1)
+                (
+                    i.exported.load(Ordering::Relaxed),
+                    i.failed.fetch_add(1, Ordering::Relaxed) + 1,
+                )
             };
             if let Some(bar) = &i.bar {
                 bar.set_position(e + f);

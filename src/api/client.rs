@@ -86,7 +86,11 @@ pub enum ApiError {
     NotFound { path: String, attempts: u32 },
     /// 401 or 403: the credentials were refused (fatal on a status call).
     #[error("{path}: HTTP {status}: credentials refused")]
-    Denied { path: String, status: u16, attempts: u32 },
+    Denied {
+        path: String,
+        status: u16,
+        attempts: u32,
+    },
     /// The href (or a redirect) pointed away from the configured origin; nothing was sent there.
     #[error("{path}: {source}")]
     ForeignUrl {
@@ -96,10 +100,18 @@ pub enum ApiError {
     },
     /// The body was larger than `max_file_bytes`.
     #[error("{path}: body larger than the {limit}-byte limit")]
-    TooLarge { path: String, limit: u64, attempts: u32 },
+    TooLarge {
+        path: String,
+        limit: u64,
+        attempts: u32,
+    },
     /// Any other status, after retries where retrying made sense.
     #[error("{path}: HTTP {status} after {attempts} attempt(s)")]
-    Http { path: String, status: u16, attempts: u32 },
+    Http {
+        path: String,
+        status: u16,
+        attempts: u32,
+    },
     /// Timeouts, resets, truncated bodies, after retries.
     #[error("{path}: network error after {attempts} attempt(s): {message}")]
     Network {
@@ -230,23 +242,34 @@ pub fn json_object(body: &[u8]) -> Result<(), String> {
 enum Attempt {
     Done(ApiResponse),
     Final(ApiError),
-    Retry { error: ApiError, after: Option<Duration> },
+    Retry {
+        error: ApiError,
+        after: Option<Duration>,
+    },
 }
 
 impl ApiClient {
     /// Builds the client. Fails only if the header values are not valid HTTP header text.
     pub fn new(opts: ClientOptions, limiter: Arc<RateLimiter>) -> Result<Self, String> {
-        let mut authorization = HeaderValue::from_str(&opts.authorization)
-            .map_err(|_| "the API credentials contain characters not allowed in an HTTP header".to_string())?;
+        let mut authorization = HeaderValue::from_str(&opts.authorization).map_err(|_| {
+            "the API credentials contain characters not allowed in an HTTP header".to_string()
+        })?;
         authorization.set_sensitive(true);
-        let user_agent = HeaderValue::from_str(&opts.user_agent)
-            .map_err(|_| format!("user_agent {:?} is not valid HTTP header text", opts.user_agent))?;
+        let user_agent = HeaderValue::from_str(&opts.user_agent).map_err(|_| {
+            format!(
+                "user_agent {:?} is not valid HTTP header text",
+                opts.user_agent
+            )
+        })?;
         // Redirects: followed only within the origin of the original request, so credentials
         // never travel to another origin or from https to http.
         let policy = reqwest::redirect::Policy::custom(|attempt| {
             let first = attempt.previous().first().cloned();
             match first {
-                Some(first) if attempt.previous().len() < 5 && origin::check_url(&first, attempt.url()).is_ok() => {
+                Some(first)
+                    if attempt.previous().len() < 5
+                        && origin::check_url(&first, attempt.url()).is_ok() =>
+                {
                     attempt.follow()
                 }
                 _ => attempt.stop(),
@@ -325,7 +348,9 @@ impl ApiClient {
                 self.stats.retries.fetch_add(1, Ordering::Relaxed);
             }
             self.limiter.acquire().await;
-            let outcome = self.attempt(endpoint, url, &api_path, accept, validate, attempt).await;
+            let outcome = self
+                .attempt(endpoint, url, &api_path, accept, validate, attempt)
+                .await;
             match outcome {
                 Attempt::Done(r) => return Ok(r),
                 Attempt::Final(e) => return Err(e),
@@ -335,7 +360,12 @@ impl ApiClient {
                     }
                     let backoff = self.opts.retry.backoff(attempt - 1);
                     let wait = after.map_or(backoff, |ra| ra.max(backoff));
-                    tracing::debug!(endpoint, attempt, wait_ms = wait.as_millis() as u64, "retrying: {error}");
+                    tracing::debug!(
+                        endpoint,
+                        attempt,
+                        wait_ms = wait.as_millis() as u64,
+                        "retrying: {error}"
+                    );
                     tokio::time::sleep(wait).await;
                 }
             }
@@ -389,7 +419,11 @@ impl ApiClient {
             self.stats.too_many.fetch_add(1, Ordering::Relaxed);
             self.limiter.on_429();
             return Attempt::Retry {
-                error: ApiError::Http { path, status: 429, attempts },
+                error: ApiError::Http {
+                    path,
+                    status: 429,
+                    attempts,
+                },
                 after: retry_after,
             };
         }
@@ -446,7 +480,11 @@ impl ApiClient {
         }
         let limit = self.opts.max_file_bytes;
         if resp.content_length().is_some_and(|n| n > limit) {
-            return Attempt::Final(ApiError::TooLarge { path, limit, attempts });
+            return Attempt::Final(ApiError::TooLarge {
+                path,
+                limit,
+                attempts,
+            });
         }
         let content_type = resp
             .headers()
@@ -454,12 +492,17 @@ impl ApiClient {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
-        let mut body = BytesMut::with_capacity(resp.content_length().unwrap_or(8192).min(limit) as usize);
+        let mut body =
+            BytesMut::with_capacity(resp.content_length().unwrap_or(8192).min(limit) as usize);
         loop {
             match resp.chunk().await {
                 Ok(Some(chunk)) => {
                     if body.len() as u64 + chunk.len() as u64 > limit {
-                        return Attempt::Final(ApiError::TooLarge { path, limit, attempts });
+                        return Attempt::Final(ApiError::TooLarge {
+                            path,
+                            limit,
+                            attempts,
+                        });
                     }
                     body.extend_from_slice(&chunk);
                 }
@@ -469,11 +512,17 @@ impl ApiClient {
         }
         if let Err(message) = validate(&body) {
             return Attempt::Retry {
-                error: ApiError::BadResponse { path, message, attempts },
+                error: ApiError::BadResponse {
+                    path,
+                    message,
+                    attempts,
+                },
                 after: None,
             };
         }
-        self.stats.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+        self.stats
+            .bytes
+            .fetch_add(body.len() as u64, Ordering::Relaxed);
         Attempt::Done(ApiResponse {
             api_path: path,
             status: 200,

@@ -47,7 +47,11 @@ struct Adaptive {
 impl RateLimiter {
     /// A limiter at `rate` requests per second with `burst` requests of headroom.
     pub fn new(rate: f64, burst: u32) -> Self {
-        let rate = if rate.is_finite() && rate > 0.0 { rate } else { 1.0 };
+        let rate = if rate.is_finite() && rate > 0.0 {
+            rate
+        } else {
+            1.0
+        };
         let period = Duration::from_secs_f64(1.0 / rate).max(Duration::from_nanos(1));
         let burst = NonZeroU32::new(burst.max(1)).expect("max(1) is non-zero");
         let quota = Quota::with_period(period)
@@ -102,7 +106,9 @@ impl RateLimiter {
         let mut s = self.state.lock().expect("limiter lock");
         let now = Instant::now();
         let cooling = Duration::from_secs_f64((2.0 / s.current).max(1.0));
-        if s.last_decrease.is_some_and(|t| now.duration_since(t) < cooling) {
+        if s.last_decrease
+            .is_some_and(|t| now.duration_since(t) < cooling)
+        {
             return;
         }
         s.current = (s.current * DECREASE).max(self.configured * FLOOR);
@@ -145,7 +151,8 @@ impl RateLimiter {
         }
         let secs = now.duration_since(s.last_recovery).as_secs_f64();
         if secs > 0.0 {
-            s.current = (s.current + secs * RECOVERY_PER_SECOND * self.configured).min(self.configured);
+            s.current =
+                (s.current + secs * RECOVERY_PER_SECOND * self.configured).min(self.configured);
             s.last_recovery = now;
         }
     }

@@ -67,7 +67,13 @@ mod tests {
 
     #[test]
     fn same_origin_is_accepted_with_default_port_spelled_out() {
-        assert!(check_href(&base(), "https://netverify.com/api/netverify/v2/scans/x/images/front").is_ok());
+        assert!(
+            check_href(
+                &base(),
+                "https://netverify.com/api/netverify/v2/scans/x/images/front"
+            )
+            .is_ok()
+        );
         assert!(check_href(&base(), "https://netverify.com:443/a").is_ok());
         assert!(check_href(&base(), "https://NETVERIFY.com/a").is_ok());
     }

@@ -55,7 +55,12 @@ impl FailuresWriter {
         let tmp = dir.join("failures.csv.tmp");
         let mut csv = csv::Writer::from_writer(BufWriter::new(File::create(&tmp)?));
         csv.write_record(HEADER)?;
-        Ok(FailuresWriter { csv, tmp, path, rows: 0 })
+        Ok(FailuresWriter {
+            csv,
+            tmp,
+            path,
+            rows: 0,
+        })
     }
 
     /// Appends one row.
@@ -108,7 +113,9 @@ pub fn read(path: &Path) -> std::io::Result<Vec<FailureRow>> {
     };
     for record in reader.records().flatten() {
         let field = |i: usize| record.get(i).unwrap_or("").to_string();
-        let Ok(kind) = field(1).parse::<Kind>() else { continue };
+        let Ok(kind) = field(1).parse::<Kind>() else {
+            continue;
+        };
         rows.push(FailureRow {
             reference: field(0),
             kind,
@@ -116,7 +123,9 @@ pub fn read(path: &Path) -> std::io::Result<Vec<FailureRow>> {
             http_status: field(3).parse().ok(),
             error: field(4),
             attempts: field(5).parse().unwrap_or(0),
-            next_attempt_after: DateTime::parse_from_rfc3339(&field(6)).ok().map(|t| t.with_timezone(&Utc)),
+            next_attempt_after: DateTime::parse_from_rfc3339(&field(6))
+                .ok()
+                .map(|t| t.with_timezone(&Utc)),
         });
     }
     Ok(rows)
@@ -144,7 +153,11 @@ mod tests {
             http_status: Some(200),
             error: "PENDING".into(),
             attempts: 11,
-            next_attempt_after: Some(DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z").unwrap().with_timezone(&Utc)),
+            next_attempt_after: Some(
+                DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")
+                    .unwrap()
+                    .with_timezone(&Utc),
+            ),
         };
         w.write(&row).unwrap();
         assert!(!dir.path().join("failures.csv").exists());

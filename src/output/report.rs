@@ -121,12 +121,21 @@ mod tests {
 
     #[test]
     fn root_hash_is_order_independent_and_pinned() {
-        let mut a = vec![("b".to_string(), "22".to_string()), ("a".to_string(), "11".to_string())];
-        let mut b = vec![("a".to_string(), "11".to_string()), ("b".to_string(), "22".to_string())];
+        let mut a = vec![
+            ("b".to_string(), "22".to_string()),
+            ("a".to_string(), "11".to_string()),
+        ];
+        let mut b = vec![
+            ("a".to_string(), "11".to_string()),
+            ("b".to_string(), "22".to_string()),
+        ];
         let expected = hex::encode(Sha256::digest(b"a  11\nb  22\n"));
         assert_eq!(root_hash(&mut a), expected);
         assert_eq!(root_hash(&mut b), expected);
-        let mut swapped = vec![("a".to_string(), "22".to_string()), ("b".to_string(), "11".to_string())];
+        let mut swapped = vec![
+            ("a".to_string(), "22".to_string()),
+            ("b".to_string(), "11".to_string()),
+        ];
         assert_ne!(root_hash(&mut swapped), expected);
     }
 }
