@@ -27,6 +27,9 @@ pub enum Command {
         /// No progress output.
         #[arg(long, short)]
         quiet: bool,
+        /// Also retry references an earlier run found missing (NOT_FOUND).
+        #[arg(long)]
+        retry_failed: bool,
     },
     /// Start the built-in simulator on a free loopback port and run jobs/demo.toml against it.
     Demo {

@@ -21,7 +21,8 @@ pub async fn execute(command: Command) -> i32 {
             job,
             overrides,
             quiet,
-        } => run_job(&job, &overrides, quiet).await,
+            retry_failed,
+        } => run_job(&job, &overrides, quiet, retry_failed).await,
         Command::Demo { out, count, quiet } => demo(&out, count, quiet).await,
         Command::Simulate(args) => simulate(args).await,
         Command::Plan { job, overrides } => plan(&job, &overrides),
@@ -77,7 +78,7 @@ fn read_job_input(job: &Job) -> Result<input::InputList, i32> {
     Ok(list)
 }
 
-async fn run_job(path: &Path, args: &OverrideArgs, quiet: bool) -> i32 {
+async fn run_job(path: &Path, args: &OverrideArgs, quiet: bool, retry_failed: bool) -> i32 {
     let (job, list) = match load(path, args) {
         Ok(x) => x,
         Err(code) => return code,
@@ -89,7 +90,7 @@ async fn run_job(path: &Path, args: &OverrideArgs, quiet: bool) -> i32 {
             return EXIT_USAGE;
         }
     };
-    execute_job(&job, list, &credentials, quiet).await
+    execute_job(&job, list, &credentials, quiet, retry_failed).await
 }
 
 async fn execute_job(
@@ -97,13 +98,25 @@ async fn execute_job(
     list: input::InputList,
     credentials: &Credentials,
     quiet: bool,
+    retry_failed: bool,
 ) -> i32 {
     if job.fetch.unmasked_card_images {
         tracing::warn!(
             "unmasked_card_images = true: unmasked card images are cardholder data; storing them brings this export into PCI DSS scope"
         );
     }
-    match run::run(job, list, credentials, RunOptions { quiet }).await {
+    match run::run(
+        job,
+        list,
+        credentials,
+        RunOptions {
+            quiet,
+            retry_failed,
+            ..RunOptions::default()
+        },
+    )
+    .await
+    {
         Ok(summary) => {
             print!("{}", summary.table());
             if summary.denied {
@@ -203,7 +216,7 @@ async fn demo(out: &Path, count: usize, quiet: bool) -> i32 {
         list.items.len() + list.rejected.len(),
         out.display()
     );
-    let code = execute_job(&job, list, &credentials, quiet).await;
+    let code = execute_job(&job, list, &credentials, quiet, false).await;
     sim.shutdown().await;
     println!(
         "demo: outputs in {} (archives/, *.csv, *.parquet, failures.csv, report.json)",

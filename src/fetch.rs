@@ -13,7 +13,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use reqwest::Url;
 use serde_json::Value;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::Kind;
@@ -115,23 +115,29 @@ pub struct Fetcher {
     client: ApiClient,
     opts: Arc<FetchOptions>,
     slots: Arc<Semaphore>,
+    /// Stop starting requests: no new status call, no wait for the next poll.
+    stop: CancellationToken,
+    /// Abandon requests in flight (fired a grace period after `stop`).
     cancel: CancellationToken,
 }
 
 type Step<T> = Result<T, FetchFailure>;
 
 impl Fetcher {
-    /// A fetcher with `concurrency` slots.
+    /// A fetcher with `concurrency` slots. `stop` ends polling and keeps new status calls from
+    /// starting; `cancel` abandons transfers in flight.
     pub fn new(
         client: ApiClient,
         opts: FetchOptions,
         concurrency: usize,
+        stop: CancellationToken,
         cancel: CancellationToken,
     ) -> Self {
         Fetcher {
             client,
             opts: Arc::new(opts),
             slots: Arc::new(Semaphore::new(concurrency.max(1))),
+            stop,
             cancel,
         }
     }
@@ -157,16 +163,15 @@ impl Fetcher {
                 format!("/api/netverify/v2/documents/{reference}"),
             ),
         };
-        let status = match self.poll(kind, family, &base_path).await {
+        // The slot of the final status call is kept for the rest of the flow, so a transaction
+        // under way finishes before new ones start: a crash or Ctrl-C then loses little work.
+        let (status, _slot) = match self.poll(kind, family, &base_path).await {
             Ok(Some(s)) => s,
             Ok(None) => return FetchOutcome::Cancelled,
             Err(f) if f.http_status == Some(401) || f.http_status == Some(403) => {
                 return FetchOutcome::Denied(f);
             }
             Err(f) => return FetchOutcome::Failed(f),
-        };
-        let Ok(_slot) = self.slots.acquire().await else {
-            return FetchOutcome::Cancelled;
         };
         let result = tokio::select! {
             r = self.rest_of_flow(kind, family, &base_path, status) => r,
@@ -184,7 +189,12 @@ impl Fetcher {
     }
 
     /// Status calls until the transaction is final. `Ok(None)`: cancelled.
-    async fn poll(&self, kind: Kind, family: Family, base_path: &str) -> Step<Option<ApiResponse>> {
+    async fn poll(
+        &self,
+        kind: Kind,
+        family: Family,
+        base_path: &str,
+    ) -> Step<Option<(ApiResponse, OwnedSemaphorePermit)>> {
         let url = self.client.url(family, base_path);
         let endpoint = match kind {
             Kind::Netverify => "scans/{ref}",
@@ -194,14 +204,15 @@ impl Fetcher {
         let first = tokio::time::Instant::now();
         let mut polls = 0u32;
         loop {
-            let response = {
-                let Ok(_slot) = self.slots.acquire().await else {
-                    return Ok(None);
-                };
-                tokio::select! {
-                    r = self.client.get(family, endpoint, &url, ACCEPT_JSON, json_object) => r,
-                    () = self.cancel.cancelled() => return Ok(None),
-                }
+            if self.stop.is_cancelled() {
+                return Ok(None);
+            }
+            let Ok(slot) = self.slots.clone().acquire_owned().await else {
+                return Ok(None);
+            };
+            let response = tokio::select! {
+                r = self.client.get(family, endpoint, &url, ACCEPT_JSON, json_object) => r,
+                () = self.cancel.cancelled() => return Ok(None),
             };
             polls += 1;
             let response = response.map_err(|e| FetchFailure::from_api("status", &e))?;
@@ -229,8 +240,9 @@ impl Fetcher {
                 }
             };
             if final_state {
-                return Ok(Some(response));
+                return Ok(Some((response, slot)));
             }
+            drop(slot);
             let Some(offset) = self.opts.schedule.get(polls as usize - 1) else {
                 return Err(FetchFailure {
                     stage: "status",
@@ -246,7 +258,7 @@ impl Fetcher {
             };
             tokio::select! {
                 () = tokio::time::sleep_until(first + *offset) => {}
-                () = self.cancel.cancelled() => return Ok(None),
+                () = self.stop.cancelled() => return Ok(None),
             }
         }
     }

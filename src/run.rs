@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -27,11 +27,41 @@ use crate::output::failures::{self, FailureRow, FailuresWriter};
 use crate::output::report::{self, Outcomes, Report, Requests};
 use crate::output::tables::TableWriter;
 
-/// How the run reports progress.
-#[derive(Debug, Clone, Copy, Default)]
+/// The run's notion of "now", injectable so tests can move a day forward.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// How the run behaves beyond what the job file says.
+#[derive(Clone)]
 pub struct RunOptions {
     /// No progress output at all.
     pub quiet: bool,
+    /// Also retry references that failed with `NOT_FOUND` in an earlier run.
+    pub retry_failed: bool,
+    /// Grace period for transfers in flight after Ctrl-C or SIGTERM.
+    pub grace: Duration,
+    /// Wall clock for `next_attempt_after`.
+    pub clock: Clock,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            quiet: false,
+            retry_failed: false,
+            grace: Duration::from_secs(5),
+            clock: Arc::new(Utc::now),
+        }
+    }
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("quiet", &self.quiet)
+            .field("retry_failed", &self.retry_failed)
+            .field("grace", &self.grace)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a finished run says about itself; decides the exit code.
@@ -132,6 +162,14 @@ pub enum RunError {
     /// The HTTP client could not be built from the job's settings.
     #[error("{0}")]
     Client(String),
+    /// Another run holds the output directory.
+    #[error(
+        "{path} is held by another jumio-export run on this directory; wait for it to finish (two runs must not write one directory)"
+    )]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
 }
 
 /// What the fetch side hands to the writer thread.
@@ -156,9 +194,10 @@ pub async fn run(
     opts: RunOptions,
 ) -> Result<Summary, RunError> {
     let started = std::time::Instant::now();
-    let started_at = Utc::now();
+    let started_at = (opts.clock)();
     let out = job.output.dir.clone();
     prepare_output_dir(&out)?;
+    let _lock = lock_output_dir(&out)?;
 
     let limiter = Arc::new(RateLimiter::new(
         job.limits.requests_per_second,
@@ -181,6 +220,8 @@ pub async fn run(
         limiter,
     )
     .map_err(RunError::Client)?;
+    // `stop`: start nothing new; `cancel`: abandon transfers in flight.
+    let stop = CancellationToken::new();
     let cancel = CancellationToken::new();
     let fetcher = Fetcher::new(
         client.clone(),
@@ -192,31 +233,28 @@ pub async fn run(
             unmasked_card_images: job.fetch.unmasked_card_images,
         },
         job.limits.concurrency,
+        stop.clone(),
         cancel.clone(),
     );
-
-    // Ctrl-C: stop starting work, let in-flight results drain, close the writers.
     let interrupted = Arc::new(AtomicBool::new(false));
-    {
-        let cancel = cancel.clone();
-        let interrupted = interrupted.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                interrupted.store(true, Ordering::SeqCst);
-                eprintln!(
-                    "interrupted: finishing in-flight work; run the same command again to resume"
-                );
-                cancel.cancel();
-            }
-        });
-    }
+    let signals = spawn_signal_handler(
+        stop.clone(),
+        cancel.clone(),
+        interrupted.clone(),
+        opts.grace,
+    );
+    let fatal: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
 
-    // Earlier failures: PENDING references are not polled again before next_attempt_after.
-    let now = Utc::now();
-    let not_before: HashMap<(String, Kind), FailureRow> = failures::read(&out.join("failures.csv"))
+    // Earlier failures that are not due yet are carried over without calling the API.
+    let now = (opts.clock)();
+    let carried: HashMap<(String, Kind), FailureRow> = failures::read(&out.join("failures.csv"))
         .unwrap_or_default()
         .into_iter()
-        .filter(|r| r.error == "PENDING" && r.next_attempt_after.is_some_and(|t| t > now))
+        .filter(|r| match r.error.as_str() {
+            "PENDING" => r.next_attempt_after.is_none_or(|t| t > now),
+            "NOT_FOUND" => !opts.retry_failed,
+            _ => false,
+        })
         .map(|r| ((r.reference.clone(), r.kind), r))
         .collect();
 
@@ -225,14 +263,27 @@ pub async fn run(
         let job_out = out.clone();
         let csv = job.output.csv;
         let parquet = job.output.parquet;
-        std::thread::spawn(move || write_results(&job_out, csv, parquet, rx))
+        let stop = stop.clone();
+        let cancel = cancel.clone();
+        std::thread::spawn(move || {
+            let result = write_results(&job_out, csv, parquet, rx);
+            if result.is_err() {
+                // The tables cannot be written: nothing fetched from now on could be recorded.
+                stop.cancel();
+                cancel.cancel();
+            }
+            result
+        })
     };
 
     let meta = Arc::new(ProvenanceMeta {
         tool_version: crate::VERSION.to_string(),
         job_sha256: job.sha256.clone(),
     });
-    let progress = Progress::new(input.items.len() as u64, opts.quiet);
+    let progress = Progress::new(
+        (input.items.len() + input.rejected.len()) as u64,
+        opts.quiet,
+    );
     let denied = Arc::new(AtomicBool::new(false));
 
     // Invalid references never reach the API.
@@ -250,38 +301,37 @@ pub async fn run(
         progress.failed();
     }
 
+    let ctx = Arc::new(TaskContext {
+        fetcher,
+        out: out.clone(),
+        meta,
+        write_archives: job.output.archives,
+        daily_retry: job.polling.daily_retry,
+        denied: denied.clone(),
+        fatal: fatal.clone(),
+        stop: stop.clone(),
+        cancel: cancel.clone(),
+        clock: opts.clock.clone(),
+    });
     let max_live = (job.limits.concurrency * 8).max(256);
     let mut tasks = JoinSet::new();
     let mut items = input.items.into_iter();
-    let write_archives = job.output.archives;
     loop {
-        while tasks.len() < max_live && !cancel.is_cancelled() {
+        while tasks.len() < max_live && !stop.is_cancelled() {
             let Some(item) = items.next() else { break };
-            if let Some(row) = not_before.get(&(item.reference.clone(), item.kind)) {
+            if let Some(row) = carried.get(&(item.reference.clone(), item.kind)) {
                 let _ = tx.send(Done::Failed(row.clone())).await;
                 progress.failed();
                 continue;
             }
-            let fetcher = fetcher.clone();
+            let ctx = ctx.clone();
             let tx = tx.clone();
-            let out = out.clone();
-            let meta = meta.clone();
             let progress = progress.clone();
-            let denied = denied.clone();
-            let cancel = cancel.clone();
             tasks.spawn(async move {
-                let done = one_reference(
-                    &fetcher,
-                    item,
-                    &out,
-                    &meta,
-                    write_archives,
-                    &denied,
-                    &cancel,
-                )
-                .await;
+                let done = one_reference(&ctx, item).await;
                 match &done {
-                    Done::Exported { .. } => progress.exported(),
+                    Done::Exported { fresh: true, .. } => progress.exported(),
+                    Done::Exported { fresh: false, .. } => progress.already(),
                     Done::Failed(_) => progress.failed(),
                     Done::NotStarted => {}
                 }
@@ -292,11 +342,12 @@ pub async fn run(
             break;
         }
     }
-    let not_started_rest = items.len() as u64;
-    for _ in 0..not_started_rest {
+    for _ in items {
         let _ = tx.send(Done::NotStarted).await;
     }
     drop(tx);
+    drop(ctx);
+    signals.abort();
     progress.finish();
     let written = writer.join().map_err(|_| RunError::Output {
         what: "tables".into(),
@@ -318,9 +369,9 @@ pub async fn run(
     let root_hash = report::root_hash(&mut pairs);
     let denied = denied.load(Ordering::SeqCst);
     let interrupted = interrupted.load(Ordering::SeqCst);
+    let fatal = fatal.lock().expect("fatal lock").clone();
     let outcomes = Outcomes {
-        references: (written.exported + written.already + written.failed + written.not_started)
-            as u64,
+        references: written.exported + written.already + written.failed + written.not_started,
         exported: written.exported,
         already_exported: written.already,
         failed: written.failed,
@@ -332,14 +383,14 @@ pub async fn run(
         tool: "jumio-export",
         tool_version: crate::VERSION,
         started_at: report::timestamp(started_at),
-        finished_at: report::timestamp(Utc::now()),
+        finished_at: report::timestamp((opts.clock)()),
         job_sha256: job.sha256.clone(),
         input_sha256: input.sha256.clone(),
         shard: job
             .shard
             .as_ref()
             .map(|s| format!("{}/{}", s.index, s.count)),
-        interrupted: interrupted || denied,
+        interrupted: interrupted || denied || fatal.is_some(),
         outcomes,
         requests: Requests {
             total: stats.requests(),
@@ -357,6 +408,12 @@ pub async fn run(
         what: "report.json".into(),
         message: e.to_string(),
     })?;
+    if let Some(message) = fatal {
+        return Err(RunError::Output {
+            what: "archives".into(),
+            message: format!("{message}; completed archives are kept, run again to resume"),
+        });
+    }
     Ok(Summary {
         out_dir: out,
         exported: written.exported,
@@ -374,6 +431,62 @@ pub async fn run(
     })
 }
 
+/// Ctrl-C or SIGTERM: stop starting work at once, abandon transfers after `grace`.
+fn spawn_signal_handler(
+    stop: CancellationToken,
+    cancel: CancellationToken,
+    interrupted: Arc<AtomicBool>,
+    grace: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<()>();
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => if r.is_err() { return },
+            () = terminate => {}
+        }
+        interrupted.store(true, Ordering::SeqCst);
+        eprintln!(
+            "interrupted: no new work is started; transfers in flight get {} s to finish",
+            grace.as_secs()
+        );
+        stop.cancel();
+        tokio::time::sleep(grace).await;
+        cancel.cancel();
+    })
+}
+
+/// Takes the output directory's lock file, so two runs never write the same directory.
+fn lock_output_dir(out: &Path) -> Result<std::fs::File, RunError> {
+    let path = out.join(".jumio-export.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| RunError::OutputDir {
+            path: out.to_path_buf(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(RunError::Locked { path }),
+        Err(std::fs::TryLockError::Error(source)) => Err(RunError::OutputDir {
+            path: out.to_path_buf(),
+            source,
+        }),
+    }
+}
+
 fn prepare_output_dir(out: &Path) -> Result<(), RunError> {
     let err = |source| RunError::OutputDir {
         path: out.to_path_buf(),
@@ -387,61 +500,36 @@ fn prepare_output_dir(out: &Path) -> Result<(), RunError> {
     Ok(())
 }
 
-/// One reference: reuse its archive if an earlier run completed it, else fetch and archive it.
-async fn one_reference(
-    fetcher: &Fetcher,
-    item: Item,
-    out: &Path,
-    meta: &Arc<ProvenanceMeta>,
+/// What every reference's task shares.
+struct TaskContext {
+    fetcher: Fetcher,
+    out: PathBuf,
+    meta: Arc<ProvenanceMeta>,
     write_archives: bool,
-    denied: &AtomicBool,
-    cancel: &CancellationToken,
-) -> Done {
+    daily_retry: bool,
+    denied: Arc<AtomicBool>,
+    fatal: Arc<std::sync::Mutex<Option<String>>>,
+    stop: CancellationToken,
+    cancel: CancellationToken,
+    clock: Clock,
+}
+
+/// One reference: reuse its archive if an earlier run completed it, else fetch and archive it.
+async fn one_reference(ctx: &TaskContext, item: Item) -> Done {
     let Item { reference, kind } = item;
-    let path = out.join("archives").join(format!("{reference}.zip"));
+    let path = ctx.out.join("archives").join(format!("{reference}.zip"));
     if path.exists() {
-        let p = path.clone();
-        let read = tokio::task::spawn_blocking(move || archive::read_archive(&p)).await;
-        match read {
-            Ok(Ok(contents))
-                if contents.manifest_ok
-                    && contents.problems.is_empty()
-                    && contents.reference.as_deref() == Some(reference.as_str()) =>
-            {
-                if let Some(data) = contents
-                    .data_json
-                    .as_deref()
-                    .and_then(|d| serde_json::from_slice(d).ok())
-                {
-                    return Done::Exported {
-                        archive: Some(archive::WrittenArchive {
-                            path: path.clone(),
-                            relative: format!("archives/{reference}.zip"),
-                            sha256: contents.sha256.clone(),
-                            bytes: contents.bytes,
-                            files: contents.files.clone(),
-                        }),
-                        reference,
-                        kind,
-                        data,
-                        files: contents.files,
-                        fresh: false,
-                    };
-                }
-                tracing::warn!(reference = %reference, "archive has no usable data entry; fetching again");
-            }
-            _ => {
-                tracing::warn!(reference = %reference, "archive from an earlier run does not verify; fetching again")
-            }
+        if let Some(done) = reuse_archive(&path, &reference, kind).await {
+            return done;
         }
         let _ = std::fs::remove_file(&path);
     }
-    if cancel.is_cancelled() {
+    if ctx.stop.is_cancelled() {
         return Done::NotStarted;
     }
-    match fetcher.fetch(&reference, kind).await {
+    match ctx.fetcher.fetch(&reference, kind).await {
         FetchOutcome::Fetched(f) => {
-            if !write_archives {
+            if !ctx.write_archives {
                 return Done::Exported {
                     reference,
                     kind,
@@ -451,8 +539,8 @@ async fn one_reference(
                     fresh: true,
                 };
             }
-            let out = out.to_path_buf();
-            let meta = meta.clone();
+            let out = ctx.out.clone();
+            let meta = ctx.meta.clone();
             let reference2 = reference.clone();
             let entries = f.entries;
             let written = tokio::task::spawn_blocking(move || {
@@ -469,36 +557,84 @@ async fn one_reference(
                     fresh: true,
                 },
                 Ok(Err(e)) => {
-                    tracing::error!(reference = %reference, "archive not written: {e}");
-                    Done::Failed(failure_row(
-                        &reference,
-                        kind,
-                        &FetchFailure {
-                            stage: "archive",
-                            http_status: None,
-                            error: "HTTP_ERROR",
-                            attempts: 0,
-                            next_attempt_after: None,
-                            message: e.to_string(),
-                        },
-                    ))
+                    // A disk that refuses a write (full, read-only, failed fsync) refuses the next
+                    // one too: stop cleanly rather than turn every reference into a failure. The
+                    // temporary file is gone; the reference is fetched again next run.
+                    let mut fatal = ctx.fatal.lock().expect("fatal lock");
+                    if fatal.is_none() {
+                        tracing::error!("stopping: {e}");
+                        *fatal = Some(e.to_string());
+                    }
+                    ctx.stop.cancel();
+                    ctx.cancel.cancel();
+                    Done::NotStarted
                 }
                 Err(_) => Done::NotStarted,
             }
         }
         FetchOutcome::Failed(f) => {
             tracing::info!(reference = %reference, stage = f.stage, error = f.error, "not exported: {}", f.message);
-            Done::Failed(failure_row(&reference, kind, &f))
+            let mut row = failure_row(&reference, kind, &f);
+            if row.error == "PENDING" {
+                // The guide allows one more retrieval a day once the schedule is used up.
+                row.next_attempt_after = ctx
+                    .daily_retry
+                    .then(|| (ctx.clock)() + chrono::Duration::days(1));
+            }
+            Done::Failed(row)
         }
         FetchOutcome::Denied(f) => {
-            if !denied.swap(true, Ordering::SeqCst) {
+            if !ctx.denied.swap(true, Ordering::SeqCst) {
                 tracing::error!("the API refused the credentials ({}); stopping", f.message);
             }
-            cancel.cancel();
+            ctx.stop.cancel();
+            ctx.cancel.cancel();
             Done::Failed(failure_row(&reference, kind, &f))
         }
         FetchOutcome::Cancelled => Done::NotStarted,
     }
+}
+
+/// An archive left by an earlier run counts only if it verifies completely (every entry against its
+/// manifest) and names its own reference; its table row is rebuilt from its `data.json`.
+async fn reuse_archive(path: &Path, reference: &str, kind: Kind) -> Option<Done> {
+    let p = path.to_path_buf();
+    let contents = match tokio::task::spawn_blocking(move || archive::read_archive(&p)).await {
+        Ok(Ok(c)) => c,
+        _ => {
+            tracing::warn!(reference = %reference, "archive from an earlier run does not open; fetching again");
+            return None;
+        }
+    };
+    if !contents.manifest_ok
+        || !contents.problems.is_empty()
+        || contents.reference.as_deref() != Some(reference)
+    {
+        tracing::warn!(reference = %reference, "archive from an earlier run does not verify; fetching again");
+        return None;
+    }
+    let Some(data) = contents
+        .data_json
+        .as_deref()
+        .and_then(|d| serde_json::from_slice(d).ok())
+    else {
+        tracing::warn!(reference = %reference, "archive has no usable data entry; fetching again");
+        return None;
+    };
+    Some(Done::Exported {
+        archive: Some(archive::WrittenArchive {
+            path: path.to_path_buf(),
+            relative: format!("archives/{reference}.zip"),
+            sha256: contents.sha256.clone(),
+            bytes: contents.bytes,
+            files: contents.files.clone(),
+        }),
+        reference: reference.to_string(),
+        kind,
+        data,
+        files: contents.files,
+        fresh: false,
+    })
 }
 
 fn failure_row(reference: &str, kind: Kind, f: &FetchFailure) -> FailureRow {
@@ -725,6 +861,10 @@ impl Progress {
 
     fn failed(&self) {
         self.bump(false);
+    }
+
+    fn already(&self) {
+        self.bump(true);
     }
 
     fn finish(&self) {

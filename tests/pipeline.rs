@@ -80,7 +80,10 @@ async fn run_job(s: &Setup, base_url: &str, secret: &str) -> Summary {
         &job,
         list,
         &Credentials::new(TOKEN, secret),
-        RunOptions { quiet: true },
+        RunOptions {
+            quiet: true,
+            ..RunOptions::default()
+        },
     )
     .await
     .unwrap()

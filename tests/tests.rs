@@ -8,5 +8,7 @@ mod config;
 mod flatten;
 // The export job end to end against the simulator over real HTTP.
 mod pipeline;
+// Resuming after kill -9 and Ctrl-C, stale temporaries, the once-a-day rule, the directory lock.
+mod resume;
 // The simulator: documented shapes, auth rules, determinism, faults, request log.
 mod sim;

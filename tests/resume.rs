@@ -1,0 +1,582 @@
+//! Resuming: kill -9 and Ctrl-C at many moments, stale temporary files, truncated archives, the
+//! once-a-day rule for pending transactions, and the output directory lock.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jumio_export::Kind;
+use jumio_export::input;
+use jumio_export::job::{self, Credentials, Overrides};
+use jumio_export::output::archive;
+use jumio_export::run::{self, RunOptions, Summary};
+use jumio_export::simulator::{self, RequestRecord, SimHandle, SimOptions};
+
+fn job_text(rate: f64, concurrency: usize) -> String {
+    format!(
+        r#"
+[api]
+region = "us"
+user_agent = "jumio-export resume-tests/1.0"
+
+[limits]
+requests_per_second = {rate}
+burst = 5
+concurrency = {concurrency}
+max_retries = 3
+timeout_seconds = 10
+
+[polling]
+schedule_seconds = [0.05, 0.1, 0.15]
+"#
+    )
+}
+
+struct Dir {
+    _tmp: tempfile::TempDir,
+    job: PathBuf,
+    refs: PathBuf,
+    out: PathBuf,
+}
+
+fn dir_with(job: &str, refs: &[(String, Kind)]) -> Dir {
+    let tmp = tempfile::tempdir().unwrap();
+    let jobp = tmp.path().join("job.toml");
+    std::fs::write(&jobp, job).unwrap();
+    let refsp = tmp.path().join("refs.csv");
+    let mut text = String::from("reference,kind\n");
+    for (r, k) in refs {
+        text.push_str(&format!("{r},{k}\n"));
+    }
+    std::fs::write(&refsp, text).unwrap();
+    Dir {
+        out: tmp.path().join("out"),
+        job: jobp,
+        refs: refsp,
+        _tmp: tmp,
+    }
+}
+
+async fn sim() -> SimHandle {
+    simulator::start(SimOptions::default(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+/// References the simulator exports cleanly (no 404, no endless pending, no foreign hrefs).
+fn exportable(n: usize) -> Vec<(String, Kind)> {
+    let seed = SimOptions::default().seed;
+    simulator::population(seed, n * 2)
+        .into_iter()
+        .filter(|(r, _)| {
+            let sc = simulator::scenario(seed, r).unwrap();
+            !sc.retention_404 && sc.polls != simulator::Polls::Never && !sc.foreign_hrefs
+        })
+        .take(n)
+        .collect()
+}
+
+fn spawn_job(d: &Dir, base: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_jumio-export"))
+        .arg("run")
+        .arg(&d.job)
+        .arg("--input")
+        .arg(&d.refs)
+        .arg("--out")
+        .arg(&d.out)
+        .arg("--base-url")
+        .arg(base)
+        .arg("--quiet")
+        .env("JUMIO_API_TOKEN", "demo-token")
+        .env("JUMIO_API_SECRET", "demo-secret")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_with_timeout(child: &mut Child, limit: Duration) -> i32 {
+    let start = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st.code().unwrap_or(-1);
+        }
+        assert!(
+            start.elapsed() < limit,
+            "the job did not finish within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn archives_present(out: &Path) -> BTreeSet<String> {
+    let Ok(rd) = std::fs::read_dir(out.join("archives")) else {
+        return BTreeSet::new();
+    };
+    rd.filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_suffix(".zip")
+                .map(String::from)
+        })
+        .filter(|n| !n.starts_with('.'))
+        .collect()
+}
+
+fn reference_of(r: &RequestRecord) -> String {
+    r.path.split('/').nth(5).unwrap_or("").to_string()
+}
+
+fn table_references(out: &Path) -> Vec<String> {
+    let mut refs = Vec::new();
+    for kind in Kind::ALL {
+        let mut r = csv::Reader::from_path(out.join(format!("{}.csv", kind.table_name()))).unwrap();
+        for rec in r.records() {
+            refs.push(rec.unwrap()[0].to_string());
+        }
+    }
+    refs
+}
+
+fn parquet_rows(path: &Path) -> usize {
+    let f = std::fs::File::open(path).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+        .unwrap()
+        .build()
+        .unwrap();
+    reader.map(|b| b.unwrap().num_rows()).sum()
+}
+
+/// Checks the end state every resume test wants: each reference exported exactly once, every
+/// archive verifies, tables and Parquet agree.
+fn assert_complete(out: &Path, refs: &[(String, Kind)]) {
+    let mut in_tables = table_references(out);
+    in_tables.sort();
+    let mut expected: Vec<String> = refs.iter().map(|(r, _)| r.clone()).collect();
+    expected.sort();
+    assert_eq!(
+        in_tables, expected,
+        "every reference exactly once in the tables"
+    );
+    for (r, kind) in refs {
+        let c = archive::read_archive(&out.join(format!("archives/{r}.zip"))).unwrap();
+        assert!(
+            c.manifest_ok && c.problems.is_empty(),
+            "{r}: {:?}",
+            c.problems
+        );
+        let _ = kind;
+    }
+    for kind in Kind::ALL {
+        let n = refs.iter().filter(|(_, k)| *k == kind).count();
+        assert_eq!(
+            parquet_rows(&out.join(format!("{}.parquet", kind.table_name()))),
+            n
+        );
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(out.join("archives"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "temporary archives left after a clean finish"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_twenty_moments_loses_and_duplicates_nothing() {
+    let api = sim().await;
+    let refs = exportable(60);
+    // What one uninterrupted run costs, for the extra requests resuming costs.
+    let clean = dir_with(&job_text(1000.0, 8), &refs);
+    let mut child = spawn_job(&clean, &api.base_url());
+    assert_eq!(wait_with_timeout(&mut child, Duration::from_secs(60)), 0);
+    let baseline = api.requests().len();
+    let d = dir_with(&job_text(50.0, 4), &refs);
+    let base = api.base_url();
+    // Kill points spread over the run, from the first requests to the final table writes.
+    let delays_ms = [
+        150, 300, 450, 600, 750, 900, 1050, 1200, 80, 220, 370, 520, 670, 820, 970, 1120, 60, 200,
+        500, 1000, 1400, 40,
+    ];
+    let mut kills = 0;
+    let mut refetched = Vec::new();
+    for delay in delays_ms {
+        let before = archives_present(&d.out);
+        let log_start = api.requests().len();
+        let mut child = spawn_job(&d, &base);
+        std::thread::sleep(Duration::from_millis(delay));
+        let _ = child.kill(); // SIGKILL
+        let status = child.wait().unwrap();
+        kills += 1;
+        eprintln!(
+            "kill {kills} at {delay} ms: {} archives complete, {} requests so far, exited by itself: {}",
+            archives_present(&d.out).len(),
+            api.requests().len(),
+            status.code().is_some()
+        );
+        // Nothing completed before this attempt was fetched again during it.
+        for r in &api.requests()[log_start..] {
+            let reference = reference_of(r);
+            if before.contains(&reference) {
+                refetched.push(r.path.clone());
+            }
+        }
+        // Whatever is in archives/ under a final name verifies: nothing half-written looks complete.
+        for name in archives_present(&d.out) {
+            let c = archive::read_archive(&d.out.join(format!("archives/{name}.zip")))
+                .unwrap_or_else(|e| {
+                    panic!("after kill at {delay} ms, archives/{name}.zip is broken: {e}")
+                });
+            assert!(
+                c.manifest_ok,
+                "after kill at {delay} ms, {name} does not verify"
+            );
+        }
+    }
+    let before = archives_present(&d.out);
+    let log_start = api.requests().len();
+    let mut child = spawn_job(&d, &base);
+    let code = wait_with_timeout(&mut child, Duration::from_secs(120));
+    assert_eq!(code, 0, "the final resume exports everything");
+    for r in &api.requests()[log_start..] {
+        if before.contains(&reference_of(r)) {
+            refetched.push(r.path.clone());
+        }
+    }
+    assert!(kills >= 20);
+    assert!(
+        refetched.is_empty(),
+        "completed transactions fetched again: {refetched:?}"
+    );
+    assert_complete(&d.out, &refs);
+    let total = api.requests().len() - baseline;
+    eprintln!(
+        "kill test: {kills} kills, {total} requests in all for {} references; an uninterrupted run takes {baseline}: resuming cost {} extra",
+        refs.len(),
+        total - baseline
+    );
+    api.shutdown().await;
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_exits_130_with_readable_parquet_and_resumes() {
+    let api = sim().await;
+    let refs = exportable(30);
+    let d = dir_with(&job_text(40.0, 4), &refs);
+    let base = api.base_url();
+    for delay in [300u64, 700, 1100] {
+        let mut child = spawn_job(&d, &base);
+        std::thread::sleep(Duration::from_millis(delay));
+        let st = Command::new("kill")
+            .arg("-INT")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let code = wait_with_timeout(&mut child, Duration::from_secs(30));
+        if code == 0 {
+            break; // finished before the signal landed
+        }
+        assert_eq!(code, 130, "Ctrl-C exits 130");
+        // Every table is a complete, readable Parquet file after an interrupt.
+        for kind in Kind::ALL {
+            parquet_rows(&d.out.join(format!("{}.parquet", kind.table_name())));
+        }
+        parquet_rows(&d.out.join("files.parquet"));
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(d.out.join("report.json")).unwrap()).unwrap();
+        assert_eq!(report["interrupted"], true);
+    }
+    let mut child = spawn_job(&d, &base);
+    assert_eq!(wait_with_timeout(&mut child, Duration::from_secs(60)), 0);
+    assert_complete(&d.out, &refs);
+    api.shutdown().await;
+}
+
+async fn run_in_process(d: &Dir, base: &str, opts: RunOptions) -> Summary {
+    let o = Overrides {
+        input: Some(d.refs.display().to_string()),
+        out: Some(d.out.clone()),
+        base_url: Some(base.to_string()),
+        ..Overrides::default()
+    };
+    let job = job::load(&d.job, &o).unwrap();
+    let list =
+        input::read_input(job.input.path.as_deref().unwrap(), job.input.default_kind).unwrap();
+    run::run(
+        &job,
+        list,
+        &Credentials::new("demo-token", "demo-secret"),
+        opts,
+    )
+    .await
+    .unwrap()
+}
+
+fn quiet() -> RunOptions {
+    RunOptions {
+        quiet: true,
+        ..RunOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_temporaries_and_a_truncated_archive_are_redone_not_trusted() {
+    let api = sim().await;
+    let refs = exportable(6);
+    let d = dir_with(&job_text(200.0, 4), &refs);
+    let first = run_in_process(&d, &api.base_url(), quiet()).await;
+    assert_eq!(first.exported, 6);
+    // A crash leaves temporaries behind, and a truncated archive under its final name.
+    let victim = &refs[0].0;
+    let path = d.out.join(format!("archives/{victim}.zip"));
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    std::fs::write(
+        d.out.join(format!("archives/.{}.zip.tmp", refs[1].0)),
+        b"partial",
+    )
+    .unwrap();
+    std::fs::write(d.out.join("netverify.csv.tmp"), b"reference\nhalf").unwrap();
+    let log_start = api.requests().len();
+    let second = run_in_process(&d, &api.base_url(), quiet()).await;
+    assert_eq!(
+        second.exported, 1,
+        "only the truncated archive is fetched again"
+    );
+    assert_eq!(second.already_exported, 5);
+    let touched: BTreeSet<String> = api.requests()[log_start..]
+        .iter()
+        .map(reference_of)
+        .collect();
+    assert_eq!(touched, BTreeSet::from([victim.clone()]));
+    assert!(
+        !d.out
+            .join(format!("archives/.{}.zip.tmp", refs[1].0))
+            .exists(),
+        "stale temporary removed"
+    );
+    assert_complete(&d.out, &refs);
+    api.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_reference_is_polled_again_only_after_a_day() {
+    let api = sim().await;
+    let refs = vec![
+        ("pf-n1".to_string(), Kind::Netverify),
+        ("ok-n1".to_string(), Kind::Netverify),
+    ];
+    let d = dir_with(&job_text(200.0, 2), &refs);
+    let now = chrono::Utc::now();
+    let at = |t: chrono::DateTime<chrono::Utc>| RunOptions {
+        quiet: true,
+        clock: Arc::new(move || t),
+        ..RunOptions::default()
+    };
+    let first = run_in_process(&d, &api.base_url(), at(now)).await;
+    assert_eq!(first.failures_by_error.get("PENDING"), Some(&1));
+    let status_calls = |log: &[RequestRecord]| {
+        log.iter()
+            .filter(|r| r.path == "/api/netverify/v2/scans/pf-n1")
+            .count()
+    };
+    assert_eq!(
+        status_calls(&api.requests()),
+        4,
+        "first call + 3 scheduled polls"
+    );
+
+    // An hour later: not due, no request for it, and its failure row is kept as it was.
+    let n = api.requests().len();
+    let early = run_in_process(&d, &api.base_url(), at(now + chrono::Duration::hours(1))).await;
+    assert_eq!(status_calls(&api.requests()[n..]), 0);
+    assert_eq!(early.failures_by_error.get("PENDING"), Some(&1));
+    let text = std::fs::read_to_string(d.out.join("failures.csv")).unwrap();
+    let expected_next =
+        (now + chrono::Duration::days(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    assert!(
+        text.contains(&format!(
+            "pf-n1,netverify,status,200,PENDING,4,{expected_next}"
+        )),
+        "{text}"
+    );
+
+    // A day and an hour later: due, polled again (and, still pending, pushed a day further).
+    let n = api.requests().len();
+    let later = now + chrono::Duration::hours(25);
+    run_in_process(&d, &api.base_url(), at(later)).await;
+    assert_eq!(status_calls(&api.requests()[n..]), 4);
+    let text = std::fs::read_to_string(d.out.join("failures.csv")).unwrap();
+    let next =
+        (later + chrono::Duration::days(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    assert!(text.contains(&next), "{text}");
+    api.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_found_is_retried_only_with_retry_failed() {
+    let api = sim().await;
+    let refs = vec![("nf-n1".to_string(), Kind::Netverify)];
+    let d = dir_with(&job_text(200.0, 2), &refs);
+    run_in_process(&d, &api.base_url(), quiet()).await;
+    let n = api.requests().len();
+    let again = run_in_process(&d, &api.base_url(), quiet()).await;
+    assert_eq!(
+        api.requests().len(),
+        n,
+        "NOT_FOUND is not retried by default"
+    );
+    assert_eq!(again.failures_by_error.get("NOT_FOUND"), Some(&1));
+    let forced = RunOptions {
+        quiet: true,
+        retry_failed: true,
+        ..RunOptions::default()
+    };
+    run_in_process(&d, &api.base_url(), forced).await;
+    assert_eq!(api.requests().len(), n + 1, "--retry-failed asks again");
+    api.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_on_the_same_directory_is_refused() {
+    let api = sim().await;
+    let refs = exportable(30);
+    let d = dir_with(&job_text(20.0, 2), &refs);
+    let mut first = spawn_job(&d, &api.base_url());
+    // Wait until the first run holds the lock (its lock file exists and requests arrive).
+    let start = Instant::now();
+    while api.requests().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = Command::new(env!("CARGO_BIN_EXE_jumio-export"))
+        .arg("run")
+        .arg(&d.job)
+        .arg("--input")
+        .arg(&d.refs)
+        .arg("--out")
+        .arg(&d.out)
+        .arg("--base-url")
+        .arg(api.base_url())
+        .env("JUMIO_API_TOKEN", "demo-token")
+        .env("JUMIO_API_SECRET", "demo-secret")
+        .output()
+        .unwrap();
+    let _ = first.kill();
+    let _ = first.wait();
+    assert_eq!(second.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("another jumio-export run"), "{err}");
+    api.shutdown().await;
+}
+
+/// A small tmpfs for the disk-full test; `None` (with the reason printed) where the test may not
+/// mount one (not root, no tmpfs, a sandbox without mount rights).
+#[cfg(target_os = "linux")]
+struct Tmpfs {
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+#[cfg(target_os = "linux")]
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().ok()?;
+        let path = dir.path().join("disk");
+        std::fs::create_dir(&path).ok()?;
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .stderr(Stdio::piped())
+            .output();
+        match st {
+            Ok(o) if o.status.success() => Some(Tmpfs { path, _dir: dir }),
+            Ok(o) => {
+                eprintln!(
+                    "skipped: cannot mount a tmpfs ({})",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("skipped: cannot run mount: {e}");
+                None
+            }
+        }
+    }
+
+    fn resize(&self, size: &str) {
+        let st = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.path)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.path).status();
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_stops_cleanly_and_the_next_run_completes() {
+    let Some(disk) = Tmpfs::mount("400k") else {
+        return;
+    };
+    let opts = SimOptions {
+        image_bytes: 60_000,
+        ..SimOptions::default()
+    };
+    let api = simulator::start(opts, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let refs = exportable(20);
+    let mut d = dir_with(&job_text(500.0, 4), &refs);
+    d.out = disk.path.join("out");
+    let mut child = spawn_job(&d, &api.base_url());
+    let code = wait_with_timeout(&mut child, Duration::from_secs(60));
+    assert_eq!(
+        code, 3,
+        "a full disk is fatal: stop rather than fail every reference"
+    );
+    // Whatever stands under a final name is complete.
+    let present = archives_present(&d.out);
+    assert!(
+        present.len() < refs.len(),
+        "the disk was not full after all"
+    );
+    for name in &present {
+        let c = archive::read_archive(&d.out.join(format!("archives/{name}.zip"))).unwrap();
+        assert!(c.manifest_ok, "{name} under its final name does not verify");
+    }
+    disk.resize("64m");
+    let n = api.requests().len();
+    let mut child = spawn_job(&d, &api.base_url());
+    assert_eq!(
+        wait_with_timeout(&mut child, Duration::from_secs(60)),
+        0,
+        "the next run completes"
+    );
+    for r in &api.requests()[n..] {
+        assert!(
+            !present.contains(&reference_of(r)),
+            "{} fetched again",
+            r.path
+        );
+    }
+    assert_complete(&d.out, &refs);
+    api.shutdown().await;
+}
