@@ -65,16 +65,11 @@ fn read_job_input(job: &Job) -> Result<input::InputList, i32> {
         );
         return Err(EXIT_USAGE);
     };
-    let mut list = input::read_input(source, job.input.default_kind).map_err(|e| {
+    let list = input::read_input(source, job.input.default_kind).map_err(|e| {
         eprintln!("error: {e}");
         EXIT_USAGE
     })?;
-    if let Some(shard) = &job.shard {
-        list.items
-            .retain(|i| input::shard_of(&i.reference, shard.count) == shard.index);
-        list.rejected
-            .retain(|r| input::shard_of(&r.raw, shard.count) == shard.index);
-    }
+    // `run` and `plan` keep only this shard's references themselves.
     Ok(list)
 }
 

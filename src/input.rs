@@ -50,6 +50,15 @@ pub struct InputList {
     pub sha256: String,
 }
 
+impl InputList {
+    /// Keeps only the references of `shard` (valid and rejected alike, so that N shards together
+    /// report every invalid line exactly once).
+    pub fn retain_shard(&mut self, shard: &crate::job::Shard) {
+        self.items.retain(|i| shard_of(&i.reference, shard.count) == shard.index);
+        self.rejected.retain(|r| shard_of(&r.raw, shard.count) == shard.index);
+    }
+}
+
 /// Why a reference list cannot be used at all (as opposed to single bad lines, which
 /// become [`Rejected`]).
 #[derive(Debug, thiserror::Error)]

@@ -189,10 +189,13 @@ enum Done {
 /// Runs the job over `input` with `credentials`. The caller has validated the job and read the input.
 pub async fn run(
     job: &Job,
-    input: InputList,
+    mut input: InputList,
     credentials: &Credentials,
     opts: RunOptions,
 ) -> Result<Summary, RunError> {
+    if let Some(shard) = &job.shard {
+        input.retain_shard(shard);
+    }
     let started = std::time::Instant::now();
     let started_at = (opts.clock)();
     let out = job.output.dir.clone();

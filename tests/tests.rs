@@ -3,6 +3,8 @@
 // ZIP archives: names, determinism, manifest, tamper detection, the system unzip.
 mod archive;
 // Job files, reference input, sharding and the request budget.
+// The binary as users call it: demo, plan, run --shard; Parquet read back by DuckDB.
+mod cli;
 mod config;
 // JSON → rows, the committed table schemas, CSV and Parquet read back.
 mod flatten;
