@@ -87,19 +87,22 @@ impl fmt::Display for VerifyReport {
         }
         write!(
             f,
-            "verified {} archives, {} table rows, {} files rows, {} failures: ",
+            "verified {} archives, {} table rows, {} files rows, {} failures.csv rows: ",
             self.archives, self.rows, self.files, self.failures
         )?;
+        let plural = |n: usize| if n == 1 { "" } else { "s" };
         if self.is_ok() {
             write!(f, "OK")?;
         } else {
-            write!(f, "{} problems", self.findings.len())?;
+            let n = self.findings.len();
+            write!(f, "{n} problem{}", plural(n))?;
         }
         if !self.warnings.is_empty() {
+            let n = self.warnings.len();
             write!(
                 f,
-                ", {} warnings (left by an interrupted run: run the same job again)",
-                self.warnings.len()
+                ", {n} warning{} (left by an interrupted run: run the same job again)",
+                plural(n)
             )?;
         }
         writeln!(f)
@@ -497,7 +500,8 @@ impl Verifier<'_> {
                 .collect();
             differ.sort();
             for reference in differ {
-                let count = |m: &HashMap<String, FileSetSum>| m.get(reference).map_or(0, |s| s.rows);
+                let count =
+                    |m: &HashMap<String, FileSetSum>| m.get(reference).map_or(0, |s| s.rows);
                 report.finding(
                     FILES_PARQUET,
                     format!(
@@ -562,6 +566,10 @@ impl Verifier<'_> {
                     for problem in &contents.problems {
                         report.finding(subject.clone(), problem.clone());
                     }
+                    let foreign = contents
+                        .reference
+                        .as_deref()
+                        .is_some_and(|recorded| recorded != reference);
                     match contents.reference.as_deref() {
                         Some(recorded) if recorded != reference => report.finding(
                             subject.clone(),
@@ -573,7 +581,12 @@ impl Verifier<'_> {
                         // Missing or unreadable provenance is already among the problems.
                         _ => {}
                     }
-                    (contents.sha256, Some(contents.files))
+                    // A damaged archive's entry list leaves out what could not be read, and
+                    // another transaction's archive differs from this one's rows everywhere:
+                    // comparing either with the files table would only repeat the finding.
+                    let files =
+                        (contents.problems.is_empty() && !foreign).then_some(contents.files);
+                    (contents.sha256, files)
                 }
                 Err(e) => {
                     let problem = match &e {
@@ -633,6 +646,7 @@ impl Verifier<'_> {
                 }
             }
 
+            // Taken out even for a damaged archive, so its rows are not reported as orphans.
             let listed = self.files.remove(&reference);
             if let Some(files) = files {
                 match listed {
@@ -825,9 +839,7 @@ fn parse_sha256(text: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
     hex::decode_to_slice(text, &mut out).ok()?;
     // Tables hold lowercase hex; uppercase would not compare equal to a recomputed hash.
-    text.bytes()
-        .all(|b| !b.is_ascii_uppercase())
-        .then_some(out)
+    text.bytes().all(|b| !b.is_ascii_uppercase()).then_some(out)
 }
 
 fn hash_file(path: &Path) -> io::Result<String> {
@@ -906,8 +918,12 @@ fn scan_csv(
             return;
         }
     };
-    let Some(indices) = column_indices(columns, |c| header.iter().position(|h| h == c), name, report)
-    else {
+    let Some(indices) = column_indices(
+        columns,
+        |c| header.iter().position(|h| h == c),
+        name,
+        report,
+    ) else {
         return;
     };
     let mut record = csv::StringRecord::new();
@@ -920,13 +936,24 @@ fn scan_csv(
                     .iter()
                     .map(|&i| record.get(i).map(str::to_owned))
                     .collect();
-                on_row(report, Loc { file: name, n: line }, values);
+                on_row(
+                    report,
+                    Loc {
+                        file: name,
+                        n: line,
+                    },
+                    values,
+                );
             }
             Err(e) => {
                 // The error names the position and the kind of damage, never the content.
                 let line = e.position().map_or(0, |p| p.line());
                 report.finding(
-                    Loc { file: name, n: line }.to_string(),
+                    Loc {
+                        file: name,
+                        n: line,
+                    }
+                    .to_string(),
                     format!("unreadable row: {}", csv_error_kind(&e)),
                 );
                 if !matches!(
@@ -1018,7 +1045,10 @@ fn scan_parquet(
                 Some(a) => {
                     report.finding(
                         name,
-                        format!("column {column} has type {}, not Utf8 or Int64", a.data_type()),
+                        format!(
+                            "column {column} has type {}, not Utf8 or Int64",
+                            a.data_type()
+                        ),
                     );
                     return;
                 }
@@ -1099,7 +1129,7 @@ mod tests {
         assert!(report.is_ok());
         assert_eq!(
             report.to_string(),
-            "verified 2 archives, 2 table rows, 30 files rows, 1 failures: OK\n"
+            "verified 2 archives, 2 table rows, 30 files rows, 1 failures.csv rows: OK\n"
         );
         report.warnings.push(Finding {
             subject: "archives/.x.zip.tmp".into(),
@@ -1112,8 +1142,8 @@ mod tests {
             report.to_string(),
             "problem  archives/x.zip: broken\n\
              warning  archives/.x.zip.tmp: temporary\n\
-             verified 2 archives, 2 table rows, 30 files rows, 1 failures: 1 problems, \
-             1 warnings (left by an interrupted run: run the same job again)\n"
+             verified 2 archives, 2 table rows, 30 files rows, 1 failures.csv rows: 1 problem, \
+             1 warning (left by an interrupted run: run the same job again)\n"
         );
     }
 

@@ -10,3 +10,5 @@ mod flatten;
 mod pipeline;
 // The simulator: documented shapes, auth rules, determinism, faults, request log.
 mod sim;
+// verify: a real export checked clean, then each kind of damage found and named.
+mod verify;
