@@ -10,7 +10,8 @@
 //! - [`flatten`]: pure JSON → table rows, and the schema of every table;
 //! - [`output`]: archives, CSV and Parquet tables, failures, report;
 //! - [`run`]: the main job, tying the stages together under one concurrency bound;
-//! - [`simulator`]: the Retrieval API simulator used by `demo` and the tests.
+//! - [`simulator`]: the Retrieval API simulator used by `demo` and the tests;
+//! - [`verify`]: `jumio-export verify DIR`, the integrity check of an export.
 
 pub mod api;
 pub mod cli;
@@ -24,6 +25,7 @@ pub mod output;
 pub mod plan;
 pub mod run;
 pub mod simulator;
+pub mod verify;
 
 pub use kind::Kind;
 

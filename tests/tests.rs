@@ -14,3 +14,5 @@ mod pipeline;
 mod resume;
 // The simulator: documented shapes, auth rules, determinism, faults, request log.
 mod sim;
+// verify: a real export checked clean, then each kind of damage found and named.
+mod verify;
