@@ -45,6 +45,11 @@ pub enum Command {
     },
     /// Serve the Retrieval API simulator until stopped.
     Simulate(SimulateArgs),
+    /// Check every archive against its manifest and every table row against its archive.
+    Verify {
+        /// The output directory of a run.
+        dir: PathBuf,
+    },
     /// Validate the job and input and print the request budget; sends nothing.
     Plan {
         /// The job file.

@@ -26,6 +26,7 @@ pub async fn execute(command: Command) -> i32 {
         Command::Demo { out, count, quiet } => demo(&out, count, quiet).await,
         Command::Simulate(args) => simulate(args).await,
         Command::Plan { job, overrides } => plan(&job, &overrides),
+        Command::Verify { dir } => verify(&dir),
     }
 }
 
@@ -129,6 +130,19 @@ async fn execute_job(
         Err(e) => {
             eprintln!("error: {e}");
             EXIT_FATAL
+        }
+    }
+}
+
+fn verify(dir: &Path) -> i32 {
+    match crate::verify::verify(dir) {
+        Ok(report) => {
+            print!("{report}");
+            if report.is_ok() { 0 } else { 1 }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_USAGE
         }
     }
 }

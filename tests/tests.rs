@@ -2,9 +2,9 @@
 
 // ZIP archives: names, determinism, manifest, tamper detection, the system unzip.
 mod archive;
-// Job files, reference input, sharding and the request budget.
 // The binary as users call it: demo, plan, run --shard; Parquet read back by DuckDB.
 mod cli;
+// Job files, reference input, sharding and the request budget.
 mod config;
 // JSON → rows, the committed table schemas, CSV and Parquet read back.
 mod flatten;
