@@ -10,3 +10,5 @@ mod flatten;
 mod pipeline;
 // The simulator: documented shapes, auth rules, determinism, faults, request log.
 mod sim;
+// Hostile responses, hrefs, redirects, names, input and job files (issue 6).
+mod adversarial;
