@@ -760,3 +760,268 @@ async fn a_500_forever_is_http_error_after_retries() {
     assert_eq!(row["http_status"], "500");
     assert_eq!(s.hits(&images), 2);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hrefs and redirects. A foreign href points at a path no listener serves, so any request that
+// escaped would show up in a log.
+
+const FOREIGN_PATH: &str = "/api/netverify/v2/scans/bad-n1/images/foreign";
+
+/// The bad reference's image list names `href` as its front image.
+fn front_href(s: &Server, href: &str) {
+    let mut list = images_body(&s.base(), BAD);
+    list["images"][0]["href"] = j!(href);
+    s.set(&format!("{}/images", scan(BAD)), json(&list));
+}
+
+/// Runs the pair and checks the bad reference failed with FOREIGN_URL at `stage`, nothing reached
+/// the foreign listeners and the origin never saw the foreign path.
+async fn foreign_case(s: &Server, foreign: &[&Server], stage: &str) -> Outcome {
+    let o = run_pair(s).await;
+    let row = failed(&o, BAD, "FOREIGN_URL", stage);
+    assert_eq!(row["http_status"], "", "nothing was sent for the foreign href");
+    assert_eq!(s.hits(FOREIGN_PATH), 0);
+    assert!(
+        s.requests().iter().all(|r| r.target != "<unparseable>"),
+        "something other than HTTP (a TLS hello?) reached the origin"
+    );
+    assert_eq!(s.connections(), s.requests().len());
+    only_origin_saw_credentials(s, foreign);
+    o
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_href_on_another_host_same_port_is_foreign() {
+    let s = origin().await;
+    let other = Server::bind(&format!("127.0.0.2:{}", s.addr.port())).await;
+    front_href(&s, &format!("{}{FOREIGN_PATH}", other.base()));
+    foreign_case(&s, &[&other], "image").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_href_on_another_port_is_foreign() {
+    let s = origin().await;
+    let other = Server::bind("127.0.0.1:0").await;
+    front_href(&s, &format!("{}{FOREIGN_PATH}", other.base()));
+    foreign_case(&s, &[&other], "image").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_href_on_the_origin_host_and_port_is_foreign() {
+    let s = origin().await;
+    front_href(&s, &format!("https://{}{FOREIGN_PATH}", s.addr));
+    foreign_case(&s, &[], "image").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_href_with_userinfo_is_foreign_even_on_the_origin() {
+    let s = origin().await;
+    front_href(&s, &format!("http://user:pw@{}{FOREIGN_PATH}", s.addr));
+    foreign_case(&s, &[], "image").await;
+    let s = origin().await;
+    front_href(&s, &format!("http://user@{}{FOREIGN_PATH}", s.addr));
+    foreign_case(&s, &[], "image").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cloud_metadata_address_is_foreign() {
+    let s = origin().await;
+    front_href(&s, "http://169.254.169.254/latest/meta-data/iam/security-credentials/");
+    foreign_case(&s, &[], "image").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trailing_dot_ipv4_host_is_the_origin_itself() {
+    // The URL standard parses `127.0.0.1.` as the IPv4 address 127.0.0.1: it *is* the origin, so
+    // the image is fetched, from the origin, with credentials only there.
+    let s = origin().await;
+    let path = format!("{}/images/front", scan(BAD));
+    front_href(&s, &format!("http://127.0.0.1.:{}{path}", s.addr.port()));
+    let o = run_pair(&s).await;
+    exported(&o, BAD);
+    assert_eq!(s.hits(&path), 1);
+    only_origin_saw_credentials(&s, &[]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trailing_dot_name_host_is_foreign() {
+    // Base `localhost`, href `localhost.`: a different host name (it may resolve elsewhere under a
+    // search domain), refused without a request.
+    let s = origin().await;
+    let port = s.addr.port();
+    let base = format!("http://localhost:{port}");
+    let mut list = images_body(&base, BAD);
+    list["images"][0]["href"] = j!(format!("http://localhost.:{port}{FOREIGN_PATH}"));
+    s.set(&format!("{}/images", scan(BAD)), json(&list));
+    let mut ok_list = images_body(&base, OK);
+    ok_list["livenessImages"] = j!([]);
+    s.set(&format!("{}/images", scan(OK)), json(&ok_list));
+    let o = run_with(&base, format!("{OK}\n{BAD}\n").as_bytes(), &Limits::default()).await;
+    failed(&o, BAD, "FOREIGN_URL", "image");
+    assert_eq!(s.hits(FOREIGN_PATH), 0);
+    only_origin_saw_credentials(&s, &[]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idn_host_is_foreign() {
+    let s = origin().await;
+    front_href(&s, &format!("http://ex\u{e4}mple.test:{}{FOREIGN_PATH}", s.addr.port()));
+    foreign_case(&s, &[], "image").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_liveness_href_on_another_port_is_foreign() {
+    let s = origin().await;
+    let other = Server::bind("127.0.0.1:0").await;
+    let mut list = images_body(&s.base(), BAD);
+    list["livenessImages"] = j!([format!("{}/api/netverify/v2/scans/bad-n1/images/liveness/1", other.base())]);
+    s.set(&format!("{}/images", scan(BAD)), json(&list));
+    foreign_case(&s, &[&other], "liveness").await;
+    // Every href is checked before any is fetched: the valid front image cost no request.
+    assert_eq!(s.hits(&format!("{}/images/front", scan(BAD))), 0);
+}
+
+/// The bad reference's front image answers with a 302 to `location`.
+fn redirect_front(s: &Server, location: &str) -> String {
+    let front = format!("{}/images/front", scan(BAD));
+    s.set(&front, redirect(location));
+    front
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_to_another_host_is_not_followed() {
+    let s = origin().await;
+    let other = Server::bind(&format!("127.0.0.2:{}", s.addr.port())).await;
+    let front = redirect_front(&s, &format!("{}{FOREIGN_PATH}", other.base()));
+    let o = run_pair(&s).await;
+    let row = failed(&o, BAD, "FOREIGN_URL", "image");
+    assert_eq!(row["attempts"], "1", "a foreign redirect is final");
+    assert_eq!(s.hits(&front), 1);
+    only_origin_saw_credentials(&s, &[&other]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_to_another_port_is_not_followed() {
+    let s = origin().await;
+    let other = Server::bind("127.0.0.1:0").await;
+    redirect_front(&s, &format!("{}{FOREIGN_PATH}", other.base()));
+    let o = run_pair(&s).await;
+    failed(&o, BAD, "FOREIGN_URL", "image");
+    only_origin_saw_credentials(&s, &[&other]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_to_https_on_the_same_host_and_port_is_not_followed() {
+    let s = origin().await;
+    redirect_front(&s, &format!("https://{}{FOREIGN_PATH}", s.addr));
+    let o = run_pair(&s).await;
+    failed(&o, BAD, "FOREIGN_URL", "image");
+    assert!(s.requests().iter().all(|r| r.target != "<unparseable>"));
+    assert_eq!(s.connections(), s.requests().len(), "a TLS connection was opened");
+    only_origin_saw_credentials(&s, &[]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_with_userinfo_to_the_origin_is_not_followed() {
+    let s = origin().await;
+    s.set(FOREIGN_PATH, Reply::Raw(ok("image/jpeg", JPEG)));
+    redirect_front(&s, &format!("http://user:pw@{}{FOREIGN_PATH}", s.addr));
+    let o = run_pair(&s).await;
+    failed(&o, BAD, "FOREIGN_URL", "image");
+    assert_eq!(s.hits(FOREIGN_PATH), 0);
+    only_origin_saw_credentials(&s, &[]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_of_the_status_call_to_another_origin_is_foreign() {
+    let s = origin().await;
+    let other = Server::bind("127.0.0.1:0").await;
+    s.set(&scan(BAD), redirect(&format!("{}{}", other.base(), scan(BAD))));
+    let o = run_pair(&s).await;
+    failed(&o, BAD, "FOREIGN_URL", "status");
+    assert_ne!(o.summary.exit_code(), 3, "a redirect is not a credentials refusal");
+    only_origin_saw_credentials(&s, &[&other]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_within_the_origin_is_followed_with_credentials() {
+    let s = origin().await;
+    let moved = "/moved/front.jpg";
+    s.set(moved, Reply::Raw(ok("image/jpeg", JPEG)));
+    redirect_front(&s, moved);
+    let o = run_pair(&s).await;
+    let entries = exported(&o, BAD);
+    assert_eq!(entries["images/front.jpg"], JPEG);
+    assert_eq!(s.hits(moved), 1);
+    only_origin_saw_credentials(&s, &[]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_loop_within_the_origin_is_http_error_not_foreign_url() {
+    let s = origin().await;
+    let front = format!("{}/images/front", scan(BAD));
+    let again = format!("{front}?again");
+    s.set(&front, redirect(&again));
+    s.set(&again, redirect(&front));
+    let o = run_pair(&s).await;
+    let row = failed(&o, BAD, "HTTP_ERROR", "image");
+    assert_eq!(row["http_status"], "302");
+    assert!(s.hits(&front) <= 3 && s.hits(&again) <= 3, "the loop is cut");
+    only_origin_saw_credentials(&s, &[]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Names.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_classifiers_never_become_entry_names() {
+    let s = origin().await;
+    let long = "x".repeat(300);
+    let classifiers = [
+        "front", "../../x", "a/b", "C:\\x", "%2e%2e", "a\u{0}b", long.as_str(), "/etc/passwd", "..",
+    ];
+    let base = s.base();
+    let images: Vec<serde_json::Value> = classifiers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let path = format!("{}/images/c{i}", scan(BAD));
+            s.set(&path, Reply::Raw(ok("image/jpeg", JPEG)));
+            j!({"classifier": c, "href": format!("{base}{path}")})
+        })
+        .collect();
+    s.set(
+        &format!("{}/images", scan(BAD)),
+        json(&j!({"scanReference": BAD, "images": images})),
+    );
+    let o = run_pair(&s).await;
+    let entries = exported(&o, BAD);
+    let mut expected: Vec<String> = vec!["images/front.jpg".into()];
+    expected.extend((1..classifiers.len()).map(|n| format!("images/other-{n}.jpg")));
+    for name in &expected {
+        assert!(entries.contains_key(name), "{name} missing: {:?}", entries.keys());
+    }
+    for name in entries.keys() {
+        assert!(
+            name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._/".contains(&b))
+                && !name.contains(".."),
+            "entry name {name:?} is not from the allowlist"
+        );
+    }
+    // The raw classifier is kept, as data, in files.csv.
+    let files = rows_for(&o.out, "files", BAD);
+    for (i, c) in classifiers.iter().enumerate() {
+        let row = files
+            .iter()
+            .find(|r| r["entry"] == expected[i])
+            .unwrap_or_else(|| panic!("no files.csv row for {}", expected[i]));
+        assert_eq!(row["classifier"], *c);
+    }
+    let archive = o.out.join(format!("archives/{BAD}.zip"));
+    if Path::new("/usr/bin/unzip").exists() {
+        let st = Command::new("/usr/bin/unzip").arg("-tq").arg(&archive).output().unwrap();
+        assert!(st.status.success(), "unzip -t: {}", String::from_utf8_lossy(&st.stdout));
+    } else {
+        eprintln!("skipped unzip -t: /usr/bin/unzip not installed");
+    }
+}

@@ -448,14 +448,15 @@ impl ApiClient {
                 });
             }
             300..=399 => {
-                // A redirect the policy refused to follow: it leaves the origin.
+                // A redirect the policy refused to follow: it leaves the origin, or it stays
+                // within the origin but loops (or chains too long), which is an HTTP error.
                 let location = resp
                     .headers()
                     .get(reqwest::header::LOCATION)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|l| url.join(l).ok());
                 return Attempt::Final(match location {
-                    Some(to) => ApiError::ForeignUrl {
+                    Some(to) if origin::check_url(url, &to).is_err() => ApiError::ForeignUrl {
                         path,
                         source: OriginError::Foreign {
                             expected: origin::origin_of(url),
@@ -463,7 +464,7 @@ impl ApiClient {
                         },
                         attempts,
                     },
-                    None => ApiError::Http {
+                    _ => ApiError::Http {
                         path,
                         status: status.as_u16(),
                         attempts,
