@@ -248,7 +248,12 @@ async fn run_with(base: &str, input: &[u8], limits: &Limits) -> Outcome {
 
 /// The control and the bad reference, default limits.
 async fn run_pair(s: &Server) -> Outcome {
-    run_with(&s.base(), format!("{OK}\n{BAD}\n").as_bytes(), &Limits::default()).await
+    run_with(
+        &s.base(),
+        format!("{OK}\n{BAD}\n").as_bytes(),
+        &Limits::default(),
+    )
+    .await
 }
 
 fn read_csv(path: &Path) -> Vec<BTreeMap<String, String>> {
@@ -480,11 +485,10 @@ async fn unparseable_dates_keep_their_text_in_csv_and_are_null_in_parquet() {
     assert_eq!(row["timestamp"], "yesterday");
 
     let file = std::fs::File::open(o.out.join("netverify.parquet")).unwrap();
-    let reader =
-        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-            .unwrap()
-            .build()
-            .unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
     let mut seen = 0;
     for batch in reader {
         let batch = batch.unwrap();
@@ -545,7 +549,11 @@ async fn a_lying_small_content_length_stores_only_the_declared_bytes() {
     let o = run_pair(&s).await;
     let entries = exported(&o, BAD);
     let stored = &entries["images/front.jpg"];
-    assert_eq!(stored.len(), 100, "the client read past the declared length");
+    assert_eq!(
+        stored.len(),
+        100,
+        "the client read past the declared length"
+    );
     assert_eq!(&stored[..JPEG.len()], JPEG);
     assert!(stored[JPEG.len()..].iter().all(|&b| b == 0));
 }
@@ -736,7 +744,11 @@ async fn png_bytes_served_as_image_jpeg_get_a_png_name() {
     );
     let o = run_pair(&s).await;
     let entries = exported(&o, BAD);
-    assert!(entries.contains_key("images/front.png"), "{:?}", entries.keys());
+    assert!(
+        entries.contains_key("images/front.png"),
+        "{:?}",
+        entries.keys()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -754,7 +766,10 @@ async fn an_unexpected_status_is_http_error_without_retries() {
 async fn a_500_forever_is_http_error_after_retries() {
     let s = origin().await;
     let images = format!("{}/images", scan(BAD));
-    s.set(&images, Reply::Raw(status_only(500, "Internal Server Error")));
+    s.set(
+        &images,
+        Reply::Raw(status_only(500, "Internal Server Error")),
+    );
     let o = run_pair(&s).await;
     let row = failed(&o, BAD, "HTTP_ERROR", "images");
     assert_eq!(row["http_status"], "500");
@@ -779,7 +794,10 @@ fn front_href(s: &Server, href: &str) {
 async fn foreign_case(s: &Server, foreign: &[&Server], stage: &str) -> Outcome {
     let o = run_pair(s).await;
     let row = failed(&o, BAD, "FOREIGN_URL", stage);
-    assert_eq!(row["http_status"], "", "nothing was sent for the foreign href");
+    assert_eq!(
+        row["http_status"], "",
+        "nothing was sent for the foreign href"
+    );
     assert_eq!(s.hits(FOREIGN_PATH), 0);
     assert!(
         s.requests().iter().all(|r| r.target != "<unparseable>"),
@@ -826,7 +844,10 @@ async fn an_href_with_userinfo_is_foreign_even_on_the_origin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cloud_metadata_address_is_foreign() {
     let s = origin().await;
-    front_href(&s, "http://169.254.169.254/latest/meta-data/iam/security-credentials/");
+    front_href(
+        &s,
+        "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+    );
     foreign_case(&s, &[], "image").await;
 }
 
@@ -856,7 +877,12 @@ async fn a_trailing_dot_name_host_is_foreign() {
     let mut ok_list = images_body(&base, OK);
     ok_list["livenessImages"] = j!([]);
     s.set(&format!("{}/images", scan(OK)), json(&ok_list));
-    let o = run_with(&base, format!("{OK}\n{BAD}\n").as_bytes(), &Limits::default()).await;
+    let o = run_with(
+        &base,
+        format!("{OK}\n{BAD}\n").as_bytes(),
+        &Limits::default(),
+    )
+    .await;
     failed(&o, BAD, "FOREIGN_URL", "image");
     assert_eq!(s.hits(FOREIGN_PATH), 0);
     only_origin_saw_credentials(&s, &[]);
@@ -865,7 +891,10 @@ async fn a_trailing_dot_name_host_is_foreign() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idn_host_is_foreign() {
     let s = origin().await;
-    front_href(&s, &format!("http://ex\u{e4}mple.test:{}{FOREIGN_PATH}", s.addr.port()));
+    front_href(
+        &s,
+        &format!("http://ex\u{e4}mple.test:{}{FOREIGN_PATH}", s.addr.port()),
+    );
     foreign_case(&s, &[], "image").await;
 }
 
@@ -874,7 +903,10 @@ async fn a_liveness_href_on_another_port_is_foreign() {
     let s = origin().await;
     let other = Server::bind("127.0.0.1:0").await;
     let mut list = images_body(&s.base(), BAD);
-    list["livenessImages"] = j!([format!("{}/api/netverify/v2/scans/bad-n1/images/liveness/1", other.base())]);
+    list["livenessImages"] = j!([format!(
+        "{}/api/netverify/v2/scans/bad-n1/images/liveness/1",
+        other.base()
+    )]);
     s.set(&format!("{}/images", scan(BAD)), json(&list));
     foreign_case(&s, &[&other], "liveness").await;
     // Every href is checked before any is fetched: the valid front image cost no request.
@@ -917,7 +949,11 @@ async fn a_redirect_to_https_on_the_same_host_and_port_is_not_followed() {
     let o = run_pair(&s).await;
     failed(&o, BAD, "FOREIGN_URL", "image");
     assert!(s.requests().iter().all(|r| r.target != "<unparseable>"));
-    assert_eq!(s.connections(), s.requests().len(), "a TLS connection was opened");
+    assert_eq!(
+        s.connections(),
+        s.requests().len(),
+        "a TLS connection was opened"
+    );
     only_origin_saw_credentials(&s, &[]);
 }
 
@@ -936,10 +972,17 @@ async fn a_redirect_with_userinfo_to_the_origin_is_not_followed() {
 async fn a_redirect_of_the_status_call_to_another_origin_is_foreign() {
     let s = origin().await;
     let other = Server::bind("127.0.0.1:0").await;
-    s.set(&scan(BAD), redirect(&format!("{}{}", other.base(), scan(BAD))));
+    s.set(
+        &scan(BAD),
+        redirect(&format!("{}{}", other.base(), scan(BAD))),
+    );
     let o = run_pair(&s).await;
     failed(&o, BAD, "FOREIGN_URL", "status");
-    assert_ne!(o.summary.exit_code(), 3, "a redirect is not a credentials refusal");
+    assert_ne!(
+        o.summary.exit_code(),
+        3,
+        "a redirect is not a credentials refusal"
+    );
     only_origin_saw_credentials(&s, &[&other]);
 }
 
@@ -966,7 +1009,10 @@ async fn a_redirect_loop_within_the_origin_is_http_error_not_foreign_url() {
     let o = run_pair(&s).await;
     let row = failed(&o, BAD, "HTTP_ERROR", "image");
     assert_eq!(row["http_status"], "302");
-    assert!(s.hits(&front) <= 3 && s.hits(&again) <= 3, "the loop is cut");
+    assert!(
+        s.hits(&front) <= 3 && s.hits(&again) <= 3,
+        "the loop is cut"
+    );
     only_origin_saw_credentials(&s, &[]);
 }
 
@@ -978,7 +1024,15 @@ async fn hostile_classifiers_never_become_entry_names() {
     let s = origin().await;
     let long = "x".repeat(300);
     let classifiers = [
-        "front", "../../x", "a/b", "C:\\x", "%2e%2e", "a\u{0}b", long.as_str(), "/etc/passwd", "..",
+        "front",
+        "../../x",
+        "a/b",
+        "C:\\x",
+        "%2e%2e",
+        "a\u{0}b",
+        long.as_str(),
+        "/etc/passwd",
+        "..",
     ];
     let base = s.base();
     let images: Vec<serde_json::Value> = classifiers
@@ -999,11 +1053,16 @@ async fn hostile_classifiers_never_become_entry_names() {
     let mut expected: Vec<String> = vec!["images/front.jpg".into()];
     expected.extend((1..classifiers.len()).map(|n| format!("images/other-{n}.jpg")));
     for name in &expected {
-        assert!(entries.contains_key(name), "{name} missing: {:?}", entries.keys());
+        assert!(
+            entries.contains_key(name),
+            "{name} missing: {:?}",
+            entries.keys()
+        );
     }
     for name in entries.keys() {
         assert!(
-            name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._/".contains(&b))
+            name.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._/".contains(&b))
                 && !name.contains(".."),
             "entry name {name:?} is not from the allowlist"
         );
@@ -1019,9 +1078,390 @@ async fn hostile_classifiers_never_become_entry_names() {
     }
     let archive = o.out.join(format!("archives/{BAD}.zip"));
     if Path::new("/usr/bin/unzip").exists() {
-        let st = Command::new("/usr/bin/unzip").arg("-tq").arg(&archive).output().unwrap();
-        assert!(st.status.success(), "unzip -t: {}", String::from_utf8_lossy(&st.stdout));
+        let st = Command::new("/usr/bin/unzip")
+            .arg("-tq")
+            .arg(&archive)
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "unzip -t: {}",
+            String::from_utf8_lossy(&st.stdout)
+        );
     } else {
         eprintln!("skipped unzip -t: /usr/bin/unzip not installed");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Input.
+
+fn parse(bytes: &[u8]) -> input::InputList {
+    input::parse_input(bytes, "refs.txt", Kind::Netverify).unwrap()
+}
+
+fn refs(list: &input::InputList) -> Vec<&str> {
+    list.items.iter().map(|i| i.reference.as_str()).collect()
+}
+
+#[test]
+fn crlf_bom_and_trailing_whitespace_are_trimmed_and_folded() {
+    let list = parse(b"\xEF\xBB\xBFok-n1\r\nok-n2  \r\nok-n1\t\r\n  ok-n3\r\n\r\n# note\r\n");
+    assert_eq!(refs(&list), ["ok-n1", "ok-n2", "ok-n3"]);
+    assert_eq!(list.duplicates, 1);
+    assert!(list.rejected.is_empty(), "{:?}", list.rejected);
+    // The same as CSV.
+    let list = input::parse_input(
+        b"\xEF\xBB\xBFreference,kind\r\nok-d1 ,document\r\nok-n1,\r\n",
+        "refs.csv",
+        Kind::Netverify,
+    )
+    .unwrap();
+    assert_eq!(refs(&list), ["ok-d1", "ok-n1"]);
+    assert_eq!(list.items[0].kind, Kind::Document);
+}
+
+#[test]
+fn references_differing_only_in_case_are_distinct() {
+    // Jumio's references are UUIDs the API compares as given; folding case could merge two
+    // transactions, so the tool keeps them apart and exports each.
+    let list = parse(b"ok-n1\nOK-N1\nOk-N1\nok-n1\n");
+    assert_eq!(refs(&list), ["ok-n1", "OK-N1", "Ok-N1"]);
+    assert_eq!(list.duplicates, 1);
+}
+
+#[test]
+fn long_and_path_like_references_are_rejected_before_the_api() {
+    let long = "a".repeat(37);
+    let max = "b".repeat(36);
+    let text = format!("{long}\n{max}\n../x\na/b\na%2fb\na?b\nC:\\x\na b\n..\n");
+    let list = parse(text.as_bytes());
+    assert_eq!(refs(&list), [max.as_str()]);
+    let rejected: Vec<&str> = list.rejected.iter().map(|r| r.raw.as_str()).collect();
+    assert_eq!(
+        rejected,
+        [
+            long.as_str(),
+            "../x",
+            "a/b",
+            "a%2fb",
+            "a?b",
+            "C:\\x",
+            "a b",
+            ".."
+        ]
+    );
+    assert_eq!(list.rejected[0].line, 1);
+}
+
+#[test]
+fn an_empty_input_is_zero_work() {
+    for bytes in [&b""[..], b"\xEF\xBB\xBF", b"\n\r\n# only comments\n"] {
+        let list = parse(bytes);
+        assert!(
+            list.items.is_empty() && list.rejected.is_empty(),
+            "{bytes:?}"
+        );
+    }
+}
+
+#[test]
+fn a_binary_input_is_an_error_naming_the_file() {
+    let err =
+        input::parse_input(b"ok-n1\n\x00\xff\xfe\x01", "refs.bin", Kind::Netverify).unwrap_err();
+    assert_eq!(err.to_string(), "refs.bin:2: input is not UTF-8 text");
+    // NULs and control characters that are valid UTF-8 are single bad lines, printed escaped.
+    let list = parse(b"ok-n1\nab\x00cd\n\x1b[31mred\n");
+    assert_eq!(refs(&list), ["ok-n1"]);
+    assert_eq!(list.rejected.len(), 2);
+    for r in &list.rejected {
+        assert!(!r.raw.chars().any(char::is_control), "{:?}", r.raw);
+    }
+}
+
+#[test]
+fn a_csv_without_a_reference_column_is_an_error_naming_the_file() {
+    let err =
+        input::parse_input(b"id,kind\nok-n1,netverify\n", "refs.csv", Kind::Netverify).unwrap_err();
+    assert!(err.to_string().starts_with("refs.csv:1: "), "{err}");
+}
+
+/// Runs the binary; returns (exit code, stderr).
+fn binary(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_jumio-export"))
+        .args(args)
+        .current_dir(dir)
+        .env("JUMIO_API_TOKEN", TOKEN)
+        .env("JUMIO_API_SECRET", SECRET)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for text in [stderr.as_str(), &stdout] {
+        assert!(
+            !text.contains(TOKEN) && !text.contains(SECRET),
+            "credentials printed: {text}"
+        );
+    }
+    (out.status.code(), stderr)
+}
+
+const JOB: &str = "[api]\nregion = \"us\"\nuser_agent = \"Adv Tests/1.0\"\n\n[limits]\nrequests_per_second = 10.0\nburst = 5\nconcurrency = 2\n\n[polling]\nschedule_seconds = [1, 2]\n";
+
+#[test]
+fn bad_input_files_through_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("job.toml"), JOB).unwrap();
+    std::fs::write(d.join("empty.txt"), "").unwrap();
+    std::fs::write(d.join("refs.bin"), b"\x00\xff\xfe\x01binary").unwrap();
+    std::fs::write(d.join("refs.csv"), "id,kind\nok-n1,netverify\n").unwrap();
+    // Nothing listens on the discard port: any request would fail, and none may be needed.
+    let base = ["--base-url", "http://127.0.0.1:9"];
+
+    // An empty list: zero work, every table written empty, exit 0.
+    let (code, err) = binary(
+        d,
+        &[
+            &["run", "job.toml", "--input", "empty.txt", "--out", "out"][..],
+            &base,
+        ]
+        .concat(),
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("out/report.json")).unwrap()).unwrap();
+    assert_eq!(report["requests"]["total"], 0);
+    assert!(read_csv(&d.join("out/netverify.csv")).is_empty());
+
+    for (file, needle) in [
+        ("refs.bin", "refs.bin:1: input is not UTF-8"),
+        ("refs.csv", "refs.csv:1:"),
+    ] {
+        let (code, err) = binary(
+            d,
+            &[
+                &["run", "job.toml", "--input", file, "--out", file][..],
+                &base,
+            ]
+            .concat(),
+        );
+        assert_eq!(code, Some(2), "{file}: {err}");
+        assert!(err.contains(needle), "{file}: {err}");
+        assert!(err.contains("reference") || file == "refs.bin", "{err}");
+        assert!(!d.join(file).with_extension("").join("report.json").exists());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_messy_reference_list_sends_exactly_the_expected_status_calls() {
+    let s = origin().await;
+    flow(&s, "OK-N1");
+    let long = "c".repeat(37);
+    let text = format!(
+        "\u{feff}{OK}\r\n{OK}   \r\nOK-N1\r\n../{BAD}\r\n{long}\r\n\r\n# comment\r\n{BAD}\t\r\n"
+    );
+    let o = run_with(&s.base(), text.as_bytes(), &Limits::default()).await;
+    exported(&o, OK);
+    exported(&o, "OK-N1");
+    exported(&o, BAD);
+    for r in [OK, "OK-N1", BAD] {
+        assert_eq!(s.hits(&scan(r)), 1, "{r}");
+    }
+    let statuses = s
+        .requests()
+        .iter()
+        .filter(|r| r.target.matches('/').count() == 5)
+        .count();
+    assert_eq!(statuses, 3, "{:?}", s.requests());
+    let failures = read_csv(&o.out.join("failures.csv"));
+    let invalid: Vec<&str> = failures.iter().map(|r| r["reference"].as_str()).collect();
+    assert_eq!(invalid, [format!("../{BAD}").as_str(), long.as_str()]);
+    assert!(failures.iter().all(|r| r["error"] == "INVALID_REFERENCE"));
+    assert_eq!(o.summary.exit_code(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Job files: exit 2 naming the file, the line and the key.
+
+#[test]
+fn bad_job_files_exit_2_with_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("refs.txt"), "ok-n1\n").unwrap();
+    let cases: &[(&str, &str, &str, &str)] = &[
+        // (case, from, to, expected `file:line` and key)
+        (
+            "unknown key",
+            "burst = 5\n",
+            "burst = 5\ncolour = \"blue\"\n",
+            "job.toml:8|colour",
+        ),
+        (
+            "wrong type",
+            "concurrency = 2",
+            "concurrency = \"two\"",
+            "job.toml:8|concurrency",
+        ),
+        (
+            "negative rate",
+            "requests_per_second = 10.0",
+            "requests_per_second = -1.0",
+            "job.toml:6|requests_per_second",
+        ),
+        (
+            "zero rate",
+            "requests_per_second = 10.0",
+            "requests_per_second = 0",
+            "job.toml:6|requests_per_second",
+        ),
+        (
+            "NaN rate",
+            "requests_per_second = 10.0",
+            "requests_per_second = nan",
+            "job.toml:6|requests_per_second",
+        ),
+        (
+            "infinite rate",
+            "requests_per_second = 10.0",
+            "requests_per_second = inf",
+            "job.toml:6|requests_per_second",
+        ),
+        (
+            "zero concurrency",
+            "concurrency = 2",
+            "concurrency = 0",
+            "job.toml:8|concurrency",
+        ),
+        (
+            "negative concurrency",
+            "concurrency = 2",
+            "concurrency = -3",
+            "job.toml:8|concurrency",
+        ),
+        (
+            "empty schedule",
+            "schedule_seconds = [1, 2]",
+            "schedule_seconds = []",
+            "job.toml:11|schedule_seconds",
+        ),
+        (
+            "decreasing schedule",
+            "schedule_seconds = [1, 2]",
+            "schedule_seconds = [2, 1]",
+            "job.toml:11|schedule_seconds",
+        ),
+        (
+            "missing User-Agent",
+            "user_agent = \"Adv Tests/1.0\"\n",
+            "",
+            "job.toml:1|user_agent",
+        ),
+        (
+            "empty User-Agent",
+            "user_agent = \"Adv Tests/1.0\"",
+            "user_agent = \"  \"",
+            "job.toml:3|user_agent",
+        ),
+        (
+            "credentials in the job file",
+            "region = \"us\"",
+            "region = \"us\"\ntoken = \"abc\"",
+            "job.toml:3|token",
+        ),
+    ];
+    for (case, from, to, expected) in cases {
+        assert!(JOB.contains(from), "{case}");
+        std::fs::write(d.join("job.toml"), JOB.replacen(from, to, 1)).unwrap();
+        let (code, err) = binary(
+            d,
+            &[
+                "run",
+                "job.toml",
+                "--input",
+                "refs.txt",
+                "--base-url",
+                "http://127.0.0.1:9",
+            ],
+        );
+        assert_eq!(code, Some(2), "{case}: {err}");
+        let (location, key) = expected.split_once('|').unwrap();
+        assert!(
+            err.contains(&format!("{location}:")) || err.contains(&format!("{location} ")),
+            "{case}: no {location} in {err}"
+        );
+        assert!(err.contains(key), "{case}: no {key} in {err}");
+        assert!(!d.join("export").exists(), "{case}: output written");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stalls: a hostile header or a trickling body must not hold the job.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_on_a_200_or_404_does_not_stall_the_job() {
+    // Retry-After means "wait before retrying" only on 429 and 503; on a final answer it must not
+    // hold every request of the job (the limiter is job-wide).
+    let s = origin().await;
+    let mut st = ok("application/json", status_body(BAD).to_string().as_bytes());
+    let at = st.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    st.splice(at + 2..at + 2, b"Retry-After: 20\r\n".iter().copied());
+    s.set(&scan(BAD), Reply::Raw(st));
+    let front = format!("{}/images/front", scan(BAD));
+    s.set(
+        &front,
+        Reply::Raw(response(
+            "404 Not Found",
+            &[("Retry-After", "20"), ("Content-Length", "0")],
+            b"",
+        )),
+    );
+    let o = run_pair(&s).await;
+    failed(&o, BAD, "NOT_FOUND", "image");
+    assert!(
+        o.elapsed < Duration::from_secs(10),
+        "the job stalled for {:?}",
+        o.elapsed
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_trickling_forever_is_network_within_the_timeout() {
+    // One byte every 100 ms never trips an idle timeout; the whole-request timeout must.
+    let s = origin().await;
+    let front = format!("{}/images/front", scan(BAD));
+    s.set(
+        &front,
+        Reply::Trickle {
+            head: "HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n".into(),
+            every: Duration::from_millis(100),
+        },
+    );
+    let limits = Limits {
+        timeout_seconds: 1.0,
+        ..Limits::default()
+    };
+    let o = run_with(&s.base(), format!("{OK}\n{BAD}\n").as_bytes(), &limits).await;
+    failed(&o, BAD, "NETWORK", "image");
+    assert!(o.elapsed < Duration::from_secs(8), "took {:?}", o.elapsed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_framing_headers_are_network_errors() {
+    for head in [
+        "Content-Length: 99999999999999999999999",
+        "Content-Length: 10\r\nContent-Length: 20",
+        "Content-Length: -5",
+    ] {
+        let s = origin().await;
+        let front = format!("{}/images/front", scan(BAD));
+        let mut bytes = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\n{head}\r\nConnection: close\r\n\r\n"
+        )
+        .into_bytes();
+        bytes.extend_from_slice(JPEG);
+        s.set(&front, Reply::Raw(bytes));
+        let o = run_pair(&s).await;
+        failed(&o, BAD, "NETWORK", "image");
     }
 }

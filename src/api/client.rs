@@ -411,7 +411,11 @@ impl ApiClient {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
-        if let Some(delay) = retry_after {
+        // Retry-After holds the whole job, so it is honoured only where it asks to wait before a
+        // retry (429 and 5xx): on a 200, 404 or redirect it would let one hostile header stall
+        // every request of the job for up to the parser's cap.
+        let retryable = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
+        if let Some(delay) = retry_after.filter(|_| retryable) {
             self.limiter.hold_for(delay);
         }
         let path = api_path.to_string();

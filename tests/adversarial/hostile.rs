@@ -21,6 +21,9 @@ pub enum Reply {
     Reset(Vec<u8>),
     /// Reads the request and never answers (the connection stays open).
     Silent,
+    /// `head` (status line and headers, without the blank line), then a one-byte chunk every
+    /// `every`, forever: a body that never stalls long enough for an idle timeout.
+    Trickle { head: String, every: Duration },
     /// `head` (status line and headers, without the blank line), then `len` bytes starting with
     /// `prefix` and padded with zeros, written in 64 KiB pieces so the server never holds the whole
     /// body: `chunked` frames it as chunks, otherwise it is delimited by closing the connection.
@@ -177,6 +180,9 @@ async fn serve(
             tokio::time::sleep(Duration::from_secs(300)).await;
             drop(stream);
         }
+        Reply::Trickle { head, every } => {
+            let _ = trickle(&mut stream, &head, every).await;
+        }
         Reply::Stream {
             head,
             prefix,
@@ -208,9 +214,7 @@ async fn stream_body(
             block[..k].copy_from_slice(&prefix[sent..sent + k]);
         }
         if chunked {
-            stream
-                .write_all(format!("{n:x}\r\n").as_bytes())
-                .await?;
+            stream.write_all(format!("{n:x}\r\n").as_bytes()).await?;
             stream.write_all(&block).await?;
             stream.write_all(b"\r\n").await?;
         } else {
@@ -222,6 +226,16 @@ async fn stream_body(
         stream.write_all(b"0\r\n\r\n").await?;
     }
     stream.flush().await
+}
+
+async fn trickle(stream: &mut TcpStream, head: &str, every: Duration) -> std::io::Result<()> {
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(b"\r\n").await?;
+    loop {
+        stream.write_all(b"1\r\n\xFF\r\n").await?;
+        stream.flush().await?;
+        tokio::time::sleep(every).await;
+    }
 }
 
 fn parse(head: &[u8]) -> Option<Req> {
@@ -278,11 +292,7 @@ pub fn response(status: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> 
 
 /// A bodiless status.
 pub fn status_only(code: u16, reason: &str) -> Vec<u8> {
-    response(
-        &format!("{code} {reason}"),
-        &[("Content-Length", "0")],
-        b"",
-    )
+    response(&format!("{code} {reason}"), &[("Content-Length", "0")], b"")
 }
 
 /// A redirect to `location`.
