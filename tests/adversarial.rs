@@ -33,43 +33,49 @@
 //! | 21 | `image/jpeg` Content-Type on PNG bytes | extension from the bytes (brief) | FAILS: `.jpg` (archive.rs; ignored test) |
 //! | 22 | HTTP 418 on an image | HTTP_ERROR, not retried | pass |
 //! | 23 | HTTP 500 forever on `/images` | HTTP_ERROR after retries | pass |
+//! | 24 | `Retry-After: 20` on a 200 status and on a 404 image | no job-wide hold, run < 10 s | FIXED (client.rs held the whole job) |
+//! | 25 | a chunked body trickling one byte per 100 ms forever | NETWORK within timeout × attempts | pass |
+//! | 26 | Content-Length overflowing u64, duplicated and differing, negative | NETWORK | pass |
 //! | hrefs and redirects (a foreign listener records everything) |||
-//! | 24 | image href on another host (`127.0.0.2`, same port) | FOREIGN_URL, foreign got nothing | pass |
-//! | 25 | image href on another port | FOREIGN_URL, foreign got nothing | pass |
-//! | 26 | image href `https` on the origin's host and port | FOREIGN_URL, no connection | pass |
-//! | 27 | userinfo in the href | FOREIGN_URL, nothing sent | pass |
-//! | 28 | `169.254.169.254` | FOREIGN_URL | pass |
-//! | 29 | trailing-dot IPv4 host `127.0.0.1.` | normalised to the origin by the URL parser: exported | pass |
-//! | 30 | trailing-dot name host (`localhost.`, base `localhost`) | FOREIGN_URL (origin check unit test) | pass |
-//! | 31 | IDN host | FOREIGN_URL | pass |
-//! | 32 | liveness href on another port | FOREIGN_URL, stage liveness | pass |
-//! | 33 | 302 from an image to another origin | FOREIGN_URL, foreign got no request | pass |
-//! | 34 | 302 to the same host, another port | FOREIGN_URL, foreign got no request | pass |
-//! | 35 | 302 to the same host and port over https | FOREIGN_URL, no TLS connection | pass |
-//! | 36 | 302 to the origin with userinfo | FOREIGN_URL | pass |
-//! | 37 | 302 on the status call to another origin | FOREIGN_URL, stage status | pass |
-//! | 38 | 302 within the origin (control) | followed, exported | pass |
+//! | 27 | image href on another host (`127.0.0.2`, same port) | FOREIGN_URL, foreign got nothing | pass |
+//! | 28 | image href on another port | FOREIGN_URL, foreign got nothing | pass |
+//! | 29 | image href `https` on the origin's host and port | FOREIGN_URL, no connection | pass |
+//! | 30 | userinfo in the href | FOREIGN_URL, nothing sent | pass |
+//! | 31 | `169.254.169.254` | FOREIGN_URL | pass |
+//! | 32 | trailing-dot IPv4 host `127.0.0.1.` | normalised to the origin by the URL parser: exported | pass |
+//! | 33 | trailing-dot name host (`localhost.`, base `localhost`) | FOREIGN_URL, no request | pass |
+//! | 34 | IDN host | FOREIGN_URL | pass |
+//! | 35 | liveness href on another port | FOREIGN_URL, stage liveness | pass |
+//! | 36 | 302 from an image to another origin | FOREIGN_URL, foreign got no request | pass |
+//! | 37 | 301/302/303/307/308 to the same host, another port | FOREIGN_URL, foreign got no connection | pass |
+//! | 38 | 302 to the same host and port over https | FOREIGN_URL, no TLS connection | pass |
+//! | 39 | 302 to the origin with userinfo | FOREIGN_URL | pass |
+//! | 40 | 302 on the status call to another origin | FOREIGN_URL, stage status | pass |
+//! | 41 | 302 within the origin (control) | followed with credentials, exported | pass |
+//! | 42 | a 302 loop within the origin | HTTP_ERROR 302, loop cut | FIXED (was FOREIGN_URL naming the origin itself) |
 //! | names |||
-//! | 39 | classifiers `../../x`, `a/b`, `C:\x`, `%2e%2e`, NUL, 300 chars | allowlisted entry names, `enclosed_name` Some, `unzip -t` ok, raw classifier in files.csv | pass |
+//! | 43 | classifiers `../../x`, `a/b`, `C:\x`, `%2e%2e`, NUL, 300 chars | allowlisted entry names, `enclosed_name` Some, `unzip -t` ok, raw classifier in files.csv | pass |
 //! | input |||
-//! | 40 | CRLF line ends | trimmed | pass |
-//! | 41 | UTF-8 BOM | stripped | pass |
-//! | 42 | trailing spaces and tabs | trimmed, duplicates folded | pass |
-//! | 43 | duplicates differing only in case | distinct (case-sensitive, documented) | pass |
-//! | 44 | 37 characters | INVALID_REFERENCE, never sent | pass |
-//! | 45 | path characters (`../x`, `a/b`, `a%2fb`, `a?b`) | INVALID_REFERENCE, never sent | pass |
-//! | 46 | empty file | zero work, exit 0 | see test |
-//! | 47 | binary file | exit 2, error names the file | pass |
-//! | 48 | CSV without a `reference` column | exit 2, error names the file | pass |
-//! | 49 | the above through a real run | exactly the expected status calls | pass |
+//! | 44 | CRLF line ends | trimmed | pass |
+//! | 45 | UTF-8 BOM | stripped | pass |
+//! | 46 | trailing spaces and tabs | trimmed, duplicates folded | pass |
+//! | 47 | duplicates differing only in case | distinct (case-sensitive, documented) | pass |
+//! | 48 | 37 characters | INVALID_REFERENCE, never sent | pass |
+//! | 49 | path characters (`../x`, `a/b`, `a%2fb`, `a?b`) | INVALID_REFERENCE, never sent | pass |
+//! | 50 | empty file (also BOM-only, comments-only) | zero work, empty tables, exit 0 | pass |
+//! | 51 | binary file | exit 2, error names the file | pass |
+//! | 52 | CSV without a `reference` column | exit 2, error names the file | pass |
+//! | 53 | the above through a real run | exactly the expected status calls | pass |
 //! | job file (the binary: exit 2, `file:line` and key on stderr) |||
-//! | 50 | unknown key | exit 2 | pass |
-//! | 51 | wrong type | exit 2 | pass |
-//! | 52 | negative rate | exit 2 | pass |
-//! | 53 | zero rate | exit 2 | pass |
-//! | 54 | zero concurrency | exit 2 | pass |
-//! | 55 | empty schedule | exit 2 | pass |
-//! | 56 | missing User-Agent | exit 2 | pass |
+//! | 54 | unknown key | exit 2 | pass |
+//! | 55 | wrong type | exit 2 | pass |
+//! | 56 | negative, zero, NaN and infinite rate | exit 2 | pass |
+//! | 57 | zero and negative concurrency | exit 2 | pass |
+//! | 58 | empty and decreasing schedule | exit 2 | pass |
+//! | 59 | missing and blank User-Agent | exit 2 | pass |
+//! | 60 | a credential key in the job file | exit 2 (unknown key) | pass |
+//!
+//! Every binary run also asserts that neither canary credential appears on stdout or stderr.
 
 mod hostile;
 
@@ -933,13 +939,29 @@ async fn a_redirect_to_another_host_is_not_followed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_redirect_to_another_port_is_not_followed() {
-    let s = origin().await;
-    let other = Server::bind("127.0.0.1:0").await;
-    redirect_front(&s, &format!("{}{FOREIGN_PATH}", other.base()));
-    let o = run_pair(&s).await;
-    failed(&o, BAD, "FOREIGN_URL", "image");
-    only_origin_saw_credentials(&s, &[&other]);
+async fn a_redirect_to_another_port_is_not_followed_whatever_its_status() {
+    for status in [
+        "301 Moved Permanently",
+        "302 Found",
+        "303 See Other",
+        "307 Temporary Redirect",
+        "308 Permanent Redirect",
+    ] {
+        let s = origin().await;
+        let other = Server::bind("127.0.0.1:0").await;
+        let location = format!("{}{FOREIGN_PATH}", other.base());
+        s.set(
+            &format!("{}/images/front", scan(BAD)),
+            Reply::Raw(response(
+                status,
+                &[("Location", &location), ("Content-Length", "0")],
+                b"",
+            )),
+        );
+        let o = run_pair(&s).await;
+        failed(&o, BAD, "FOREIGN_URL", "image");
+        only_origin_saw_credentials(&s, &[&other]);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
