@@ -1,5 +1,7 @@
 //! Integration tests: one binary, one submodule per area.
 
+// Hostile responses, hrefs, redirects, names, input and job files: a numbered catalogue.
+mod adversarial;
 // ZIP archives: names, determinism, manifest, tamper detection, the system unzip.
 mod archive;
 // The binary as users call it: demo, plan, run --shard; Parquet read back by DuckDB.

@@ -411,7 +411,11 @@ impl ApiClient {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
-        if let Some(delay) = retry_after {
+        // Retry-After holds the whole job, so it is honoured only where it asks to wait before a
+        // retry (429 and 5xx): on a 200, 404 or redirect it would let one hostile header stall
+        // every request of the job for up to the parser's cap.
+        let retryable = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
+        if let Some(delay) = retry_after.filter(|_| retryable) {
             self.limiter.hold_for(delay);
         }
         let path = api_path.to_string();
@@ -448,14 +452,15 @@ impl ApiClient {
                 });
             }
             300..=399 => {
-                // A redirect the policy refused to follow: it leaves the origin.
+                // A redirect the policy refused to follow: it leaves the origin, or it stays
+                // within the origin but loops (or chains too long), which is an HTTP error.
                 let location = resp
                     .headers()
                     .get(reqwest::header::LOCATION)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|l| url.join(l).ok());
                 return Attempt::Final(match location {
-                    Some(to) => ApiError::ForeignUrl {
+                    Some(to) if origin::check_url(url, &to).is_err() => ApiError::ForeignUrl {
                         path,
                         source: OriginError::Foreign {
                             expected: origin::origin_of(url),
@@ -463,7 +468,7 @@ impl ApiClient {
                         },
                         attempts,
                     },
-                    None => ApiError::Http {
+                    _ => ApiError::Http {
                         path,
                         status: status.as_u16(),
                         attempts,
