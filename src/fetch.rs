@@ -201,7 +201,9 @@ impl Fetcher {
             Kind::Document => "documents/{ref}",
             Kind::Authentication => "authentications/{ref}",
         };
-        let first = tokio::time::Instant::now();
+        // Set when the first status call has been answered: the schedule counts from that call,
+        // not from when this reference started waiting for a slot or the rate limiter.
+        let mut first = None;
         let mut polls = 0u32;
         loop {
             if self.stop.is_cancelled() {
@@ -215,6 +217,7 @@ impl Fetcher {
                 () = self.cancel.cancelled() => return Ok(None),
             };
             polls += 1;
+            let first = *first.get_or_insert_with(tokio::time::Instant::now);
             let response = response.map_err(|e| FetchFailure::from_api("status", &e))?;
             let body: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
             let field = if kind == Kind::Authentication {

@@ -54,8 +54,10 @@ impl InputList {
     /// Keeps only the references of `shard` (valid and rejected alike, so that N shards together
     /// report every invalid line exactly once).
     pub fn retain_shard(&mut self, shard: &crate::job::Shard) {
-        self.items.retain(|i| shard_of(&i.reference, shard.count) == shard.index);
-        self.rejected.retain(|r| shard_of(&r.raw, shard.count) == shard.index);
+        self.items
+            .retain(|i| shard_of(&i.reference, shard.count) == shard.index);
+        self.rejected
+            .retain(|r| shard_of(&r.raw, shard.count) == shard.index);
     }
 }
 

@@ -30,7 +30,7 @@
 //! | 18 | connection reset mid-body | NETWORK after retries, 2 attempts | pass |
 //! | 19 | server accepts and never answers | NETWORK within timeout × attempts | pass |
 //! | 20 | wrong Content-Type (`text/html`) on a PNG image | stored, `images/front.png` | pass |
-//! | 21 | `image/jpeg` Content-Type on PNG bytes | extension from the bytes (brief) | FAILS: `.jpg` (archive.rs; ignored test) |
+//! | 21 | `image/jpeg` Content-Type on PNG bytes | extension from the bytes (brief) | passes (fixed in archive.rs: bytes win) |
 //! | 22 | HTTP 418 on an image | HTTP_ERROR, not retried | pass |
 //! | 23 | HTTP 500 forever on `/images` | HTTP_ERROR after retries | pass |
 //! | 24 | `Retry-After: 20` on a 200 status and on a 404 image | no job-wide hold, run < 10 s | FIXED (client.rs held the whole job) |
@@ -238,7 +238,10 @@ async fn run_with(base: &str, input: &[u8], limits: &Limits) -> Outcome {
             &job,
             list,
             &Credentials::new(TOKEN, SECRET),
-            RunOptions { quiet: true },
+            RunOptions {
+                quiet: true,
+                ..RunOptions::default()
+            },
         ),
     )
     .await
@@ -740,8 +743,6 @@ async fn a_png_served_as_text_html_is_stored_with_a_png_name() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug (src/output/archive.rs file_extension): a declared image/jpeg Content-Type wins \
-            over PNG magic bytes, so PNG bytes are archived as images/front.jpg"]
 async fn png_bytes_served_as_image_jpeg_get_a_png_name() {
     let s = origin().await;
     s.set(

@@ -82,7 +82,10 @@ fn make_export() -> Export {
             &job,
             list,
             &Credentials::new("demo-token", "demo-secret"),
-            RunOptions { quiet: true },
+            RunOptions {
+                quiet: true,
+                ..RunOptions::default()
+            },
         )
         .await
         .unwrap();

@@ -227,9 +227,17 @@ pub enum ArchiveError {
     },
 }
 
-/// File extension for a body: from the Content-Type (`image/jpeg` → `jpg`, `image/png` →
-/// `png`, `application/pdf` → `pdf`), otherwise from the body's magic bytes, otherwise `bin`.
+/// File extension for a body: from its magic bytes (what the file *is*), otherwise from the
+/// Content-Type (`image/jpeg` → `jpg`, `image/png` → `png`, `application/pdf` → `pdf`),
+/// otherwise `bin`. Bytes win so a PNG served as `image/jpeg` still opens as what it is.
 pub fn file_extension(content_type: &str, body: &[u8]) -> &'static str {
+    if body.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        return "jpg";
+    } else if body.starts_with(b"\x89PNG\r\n\x1a\n") {
+        return "png";
+    } else if body.starts_with(b"%PDF-") {
+        return "pdf";
+    }
     let mime = content_type
         .split(';')
         .next()
@@ -237,19 +245,10 @@ pub fn file_extension(content_type: &str, body: &[u8]) -> &'static str {
         .trim()
         .to_ascii_lowercase();
     match mime.as_str() {
-        "image/jpeg" | "image/jpg" | "image/pjpeg" => return "jpg",
-        "image/png" => return "png",
-        "application/pdf" => return "pdf",
-        _ => {}
-    }
-    if body.starts_with(&[0xFF, 0xD8, 0xFF]) {
-        "jpg"
-    } else if body.starts_with(b"\x89PNG\r\n\x1a\n") {
-        "png"
-    } else if body.starts_with(b"%PDF-") {
-        "pdf"
-    } else {
-        "bin"
+        "image/jpeg" | "image/jpg" | "image/pjpeg" => "jpg",
+        "image/png" => "png",
+        "application/pdf" => "pdf",
+        _ => "bin",
     }
 }
 
@@ -860,10 +859,10 @@ mod tests {
     }
 
     #[test]
-    fn extension_prefers_content_type_then_magic_then_bin() {
+    fn extension_prefers_magic_then_content_type_then_bin() {
         assert_eq!(file_extension("image/jpeg", b""), "jpg");
         assert_eq!(file_extension("Image/PNG; charset=binary", b""), "png");
-        assert_eq!(file_extension("image/png", b"\xFF\xD8\xFF"), "png");
+        assert_eq!(file_extension("image/png", b"\xFF\xD8\xFF"), "jpg");
         assert_eq!(
             file_extension("application/octet-stream", b"\xFF\xD8\xFFx"),
             "jpg"
