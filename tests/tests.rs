@@ -15,6 +15,8 @@ mod pipeline;
 // Resuming after kill -9 and Ctrl-C, stale temporaries, the once-a-day rule, the directory lock.
 mod resume;
 // The simulator: documented shapes, auth rules, determinism, faults, request log.
+// Canary credentials searched for in every log line, error, table, report and archive.
+mod secrets;
 mod sim;
 // verify: a real export checked clean, then each kind of damage found and named.
 mod verify;

@@ -1,0 +1,102 @@
+//! Credentials never reach logs, errors, reports, tables or archives: a run with canary
+//! credentials and `RUST_LOG=trace`, then every byte it produced is searched.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::Command;
+
+use base64::Engine;
+use jumio_export::simulator::{self, SimOptions};
+
+const TOKEN: &str = "canary-token-7f3a9c1e";
+const SECRET: &str = "canary-secret-b52d80e4";
+
+fn needles() -> Vec<(String, Vec<u8>)> {
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{TOKEN}:{SECRET}"));
+    let secret_b64 = base64::engine::general_purpose::STANDARD.encode(SECRET);
+    vec![
+        ("token".into(), TOKEN.as_bytes().to_vec()),
+        ("secret".into(), SECRET.as_bytes().to_vec()),
+        ("Basic encoding".into(), basic.into_bytes()),
+        ("secret in base64".into(), secret_b64.into_bytes()),
+    ]
+}
+
+fn assert_clean(what: &str, bytes: &[u8]) {
+    for (name, needle) in needles() {
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle.as_slice()),
+            "the {name} appears in {what}"
+        );
+    }
+}
+
+fn scan_dir(dir: &Path, files: &mut usize) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            scan_dir(&path, files);
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        assert_clean(&path.display().to_string(), &bytes);
+        *files += 1;
+        if path.extension().is_some_and(|e| e == "zip") {
+            let mut z = zip::ZipArchive::new(std::fs::File::open(&path).unwrap()).unwrap();
+            for i in 0..z.len() {
+                let mut f = z.by_index(i).unwrap();
+                let name = f.name().unwrap().to_string();
+                let mut buf = Vec::new();
+                f.read_to_end(&mut buf).unwrap();
+                assert_clean(&format!("{}:{name}", path.display()), &buf);
+            }
+        }
+    }
+}
+
+#[test]
+fn canary_credentials_appear_nowhere_even_at_trace_level() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let opts = SimOptions {
+        token: TOKEN.into(),
+        secret: SECRET.into(),
+        ..SimOptions::default()
+    };
+    let api = rt.block_on(simulator::start(opts, "127.0.0.1:0".parse().unwrap())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("job.toml");
+    std::fs::write(
+        &job,
+        "[api]\nregion = \"us\"\nuser_agent = \"secrets-test/1\"\n[limits]\nrequests_per_second = 300.0\nmax_retries = 1\ntimeout_seconds = 5\n[polling]\nschedule_seconds = [0.05]\n",
+    )
+    .unwrap();
+    let refs = dir.path().join("refs.txt");
+    std::fs::write(&refs, "ok-n1\nok-d1\nok-a1\nnf-n1\npf-n1\nfh-n1\nfail-n1\nbad/ref\n").unwrap();
+    let mut files = 0;
+    // A good run, and one whose secret the API refuses (errors are where secrets usually leak).
+    for (secret, expected) in [(SECRET, 1), ("wrong-secret", 3)] {
+        let out = dir.path().join(format!("out-{expected}"));
+        let o = Command::new(env!("CARGO_BIN_EXE_jumio-export"))
+            .arg("run")
+            .arg(&job)
+            .arg("--input")
+            .arg(&refs)
+            .arg("--out")
+            .arg(&out)
+            .args(["--base-url", &api.base_url()])
+            .env("JUMIO_API_TOKEN", TOKEN)
+            .env("JUMIO_API_SECRET", secret)
+            .env("RUST_LOG", "trace")
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(expected), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(o.stderr.len() > 1000, "trace logging produced little output: is RUST_LOG honoured?");
+        assert_clean("stdout", &o.stdout);
+        assert_clean("stderr (trace logs and errors)", &o.stderr);
+        scan_dir(&out, &mut files);
+    }
+    assert!(files > 10, "only {files} output files were searched");
+    // The simulator did see the credentials: the test would notice a leak.
+    assert!(api.requests().iter().any(|r| r.status == 200));
+    rt.block_on(api.shutdown());
+}
