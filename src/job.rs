@@ -271,6 +271,10 @@ pub struct OutputSettings {
     pub parquet: bool,
     /// Write `archives/{reference}.zip`.
     pub archives: bool,
+    /// Permissions of every file written, whatever the umask (default `0600`).
+    pub file_mode: u32,
+    /// Permissions of every directory created, whatever the umask (default `0700`).
+    pub dir_mode: u32,
 }
 
 /// Where in a job file a problem is.
@@ -690,11 +694,39 @@ pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> Result<Job, JobE
         (None, Some(d)) => PathBuf::from(d.get_ref()),
         (None, None) => PathBuf::from("export"),
     };
+    // Modes are octal text ("0600") so they read as they do in chmod; the owner must keep
+    // read and write, or the tool could not resume its own output.
+    let mode = |v: &Option<Spanned<String>>,
+                key: &str,
+                default: u32,
+                owner: u32|
+     -> Result<u32, JobError> {
+        let Some(v) = v else { return Ok(default) };
+        let text = v.get_ref().trim();
+        let parsed = u32::from_str_radix(text.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o777);
+        match parsed {
+            Some(m) if m & owner == owner => Ok(m),
+            Some(_) => Err(ctx.invalid(
+                v.span(),
+                key,
+                "must keep the owner's permissions (the tool reads back what it wrote)",
+            )),
+            None => Err(ctx.invalid(
+                v.span(),
+                key,
+                format!("{text:?} is not an octal mode such as \"0600\""),
+            )),
+        }
+    };
     let output = OutputSettings {
         dir,
         csv: o.csv.unwrap_or(true),
         parquet: o.parquet.unwrap_or(true),
         archives: o.archives.unwrap_or(true),
+        file_mode: mode(&o.file_mode, "[output] file_mode", 0o600, 0o600)?,
+        dir_mode: mode(&o.dir_mode, "[output] dir_mode", 0o700, 0o700)?,
     };
 
     Ok(Job {
@@ -822,7 +854,7 @@ const FETCH_KEYS: &[&str] = &[
     "original_documents",
     "unmasked_card_images",
 ];
-const OUTPUT_KEYS: &[&str] = &["dir", "csv", "parquet", "archives"];
+const OUTPUT_KEYS: &[&str] = &["dir", "csv", "parquet", "archives", "file_mode", "dir_mode"];
 
 /// Keys someone might use to put credentials in the file; they get a pointed hint.
 const CREDENTIAL_KEYS: &[&str] = &[
@@ -905,6 +937,8 @@ struct RawOutput {
     csv: Option<bool>,
     parquet: Option<bool>,
     archives: Option<bool>,
+    file_mode: Option<Spanned<String>>,
+    dir_mode: Option<Spanned<String>>,
 }
 
 // ---- locating problems --------------------------------------------------------------

@@ -199,6 +199,7 @@ pub async fn run(
     let started = std::time::Instant::now();
     let started_at = (opts.clock)();
     let out = job.output.dir.clone();
+    crate::output::fsmode::configure(job.output.file_mode, job.output.dir_mode);
     prepare_output_dir(&out)?;
     let _lock = lock_output_dir(&out)?;
 
@@ -480,6 +481,7 @@ fn lock_output_dir(out: &Path) -> Result<std::fs::File, RunError> {
             path: out.to_path_buf(),
             source,
         })?;
+    let _ = crate::output::fsmode::restrict(&file);
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(RunError::Locked { path }),
@@ -495,7 +497,8 @@ fn prepare_output_dir(out: &Path) -> Result<(), RunError> {
         path: out.to_path_buf(),
         source,
     };
-    std::fs::create_dir_all(out.join("archives")).map_err(err)?;
+    crate::output::fsmode::create_dir_all(out).map_err(err)?;
+    crate::output::fsmode::create_dir_all(&out.join("archives")).map_err(err)?;
     let probe = out.join(".write-probe.tmp");
     std::fs::write(&probe, b"").map_err(err)?;
     std::fs::remove_file(&probe).map_err(err)?;

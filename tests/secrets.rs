@@ -62,7 +62,9 @@ fn canary_credentials_appear_nowhere_even_at_trace_level() {
         secret: SECRET.into(),
         ..SimOptions::default()
     };
-    let api = rt.block_on(simulator::start(opts, "127.0.0.1:0".parse().unwrap())).unwrap();
+    let api = rt
+        .block_on(simulator::start(opts, "127.0.0.1:0".parse().unwrap()))
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let job = dir.path().join("job.toml");
     std::fs::write(
@@ -71,7 +73,11 @@ fn canary_credentials_appear_nowhere_even_at_trace_level() {
     )
     .unwrap();
     let refs = dir.path().join("refs.txt");
-    std::fs::write(&refs, "ok-n1\nok-d1\nok-a1\nnf-n1\npf-n1\nfh-n1\nfail-n1\nbad/ref\n").unwrap();
+    std::fs::write(
+        &refs,
+        "ok-n1\nok-d1\nok-a1\nnf-n1\npf-n1\nfh-n1\nfail-n1\nbad/ref\n",
+    )
+    .unwrap();
     let mut files = 0;
     // A good run, and one whose secret the API refuses (errors are where secrets usually leak).
     for (secret, expected) in [(SECRET, 1), ("wrong-secret", 3)] {
@@ -89,8 +95,16 @@ fn canary_credentials_appear_nowhere_even_at_trace_level() {
             .env("RUST_LOG", "trace")
             .output()
             .unwrap();
-        assert_eq!(o.status.code(), Some(expected), "{}", String::from_utf8_lossy(&o.stderr));
-        assert!(o.stderr.len() > 1000, "trace logging produced little output: is RUST_LOG honoured?");
+        assert_eq!(
+            o.status.code(),
+            Some(expected),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            o.stderr.len() > 1000,
+            "trace logging produced little output: is RUST_LOG honoured?"
+        );
         assert_clean("stdout", &o.stdout);
         assert_clean("stderr (trace logs and errors)", &o.stderr);
         scan_dir(&out, &mut files);
@@ -98,5 +112,86 @@ fn canary_credentials_appear_nowhere_even_at_trace_level() {
     assert!(files > 10, "only {files} output files were searched");
     // The simulator did see the credentials: the test would notice a leak.
     assert!(api.requests().iter().any(|r| r.status == 200));
+    rt.block_on(api.shutdown());
+}
+
+#[cfg(unix)]
+fn modes(dir: &Path, files: &mut Vec<(String, u32)>, dirs: &mut Vec<(String, u32)>) {
+    use std::os::unix::fs::PermissionsExt;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        if path.is_dir() {
+            dirs.push((path.display().to_string(), mode));
+            modes(&path, files, dirs);
+        } else {
+            files.push((path.display().to_string(), mode));
+        }
+    }
+}
+
+/// Personal data at rest: with a wide-open umask, every file is still 0600 and every directory
+/// 0700; a job file can choose other modes, which are then applied exactly.
+#[cfg(unix)]
+#[test]
+fn output_is_private_whatever_the_umask_and_modes_are_configurable() {
+    use std::os::unix::fs::PermissionsExt;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let api = rt
+        .block_on(simulator::start(
+            SimOptions::default(),
+            "127.0.0.1:0".parse().unwrap(),
+        ))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let refs = dir.path().join("refs.txt");
+    std::fs::write(&refs, "ok-n1\nok-d1\nok-a1\nnf-n1\n").unwrap();
+    for (extra, file_mode, dir_mode) in [
+        ("", 0o600, 0o700),
+        (
+            "[output]\nfile_mode = \"0640\"\ndir_mode = \"0750\"\n",
+            0o640,
+            0o750,
+        ),
+    ] {
+        let job = dir.path().join("job.toml");
+        std::fs::write(
+            &job,
+            format!("[api]\nregion = \"us\"\nuser_agent = \"modes-test/1\"\n[polling]\nschedule_seconds = [0.05]\n{extra}"),
+        )
+        .unwrap();
+        let out = dir.path().join(format!("out-{file_mode:o}"));
+        let cmd = format!(
+            "umask 000; exec '{}' run '{}' --input '{}' --out '{}' --base-url {} --quiet",
+            env!("CARGO_BIN_EXE_jumio-export"),
+            job.display(),
+            refs.display(),
+            out.display(),
+            api.base_url()
+        );
+        let o = Command::new("sh")
+            .args(["-c", &cmd])
+            .env("JUMIO_API_TOKEN", "demo-token")
+            .env("JUMIO_API_SECRET", "demo-secret")
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let (mut files, mut dirs) = (Vec::new(), Vec::new());
+        modes(&out, &mut files, &mut dirs);
+        assert!(files.len() > 10);
+        for (path, mode) in files {
+            assert_eq!(mode, file_mode, "{path} has mode {mode:o}");
+        }
+        for (path, mode) in dirs {
+            assert_eq!(mode, dir_mode, "{path} has mode {mode:o}");
+        }
+        let top = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+        assert_eq!(top, dir_mode, "the output directory itself");
+    }
     rt.block_on(api.shutdown());
 }

@@ -15,7 +15,7 @@
 //! runtime's threads. It does no network I/O and logs nothing (archives hold personal data).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
@@ -410,7 +410,7 @@ pub fn write_archive(
     order.sort_by_key(|&i| order_key(&entries[i].kind, &names[i]));
 
     let dir = out_dir.join(ARCHIVES_DIR);
-    fs::create_dir_all(&dir).map_err(io_err("creating directory", &dir))?;
+    super::fsmode::create_dir_all(&dir).map_err(io_err("creating directory", &dir))?;
     let tmp_path = dir.join(format!(".{reference}.zip.tmp"));
     let final_path = dir.join(format!("{reference}.zip"));
 
@@ -418,13 +418,7 @@ pub fn write_archive(
         path: tmp_path.clone(),
         armed: true,
     };
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp_path)
-        .map_err(io_err("creating", &tmp_path))?;
+    let file = super::fsmode::create_file(&tmp_path).map_err(io_err("creating", &tmp_path))?;
 
     let zip_err = |source: ZipError| ArchiveError::Write {
         path: tmp_path.clone(),

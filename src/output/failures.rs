@@ -53,7 +53,7 @@ impl FailuresWriter {
     pub fn create(dir: &Path) -> std::io::Result<Self> {
         let path = dir.join("failures.csv");
         let tmp = dir.join("failures.csv.tmp");
-        let mut csv = csv::Writer::from_writer(BufWriter::new(File::create(&tmp)?));
+        let mut csv = csv::Writer::from_writer(BufWriter::new(super::fsmode::create_file(&tmp)?));
         csv.write_record(HEADER)?;
         Ok(FailuresWriter {
             csv,

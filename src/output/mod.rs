@@ -2,5 +2,6 @@
 
 pub mod archive;
 pub mod failures;
+pub mod fsmode;
 pub mod report;
 pub mod tables;

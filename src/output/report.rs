@@ -105,7 +105,7 @@ impl Report {
         text.push(b'\n');
         {
             use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
+            let mut f = super::fsmode::create_file(&tmp)?;
             f.write_all(&text)?;
             f.sync_all()?;
         }

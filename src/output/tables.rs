@@ -131,7 +131,7 @@ impl TableWriter {
         let csv = if csv {
             let path = dir.join(format!("{name}.csv"));
             let tmp = dir.join(format!("{name}.csv.tmp"));
-            let file = File::create(&tmp).map_err(|source| TableError::Io {
+            let file = super::fsmode::create_file(&tmp).map_err(|source| TableError::Io {
                 path: tmp.clone(),
                 source,
             })?;
@@ -149,7 +149,7 @@ impl TableWriter {
         let parquet = if parquet {
             let path = dir.join(format!("{name}.parquet"));
             let tmp = dir.join(format!("{name}.parquet.tmp"));
-            let file = File::create(&tmp).map_err(|source| TableError::Io {
+            let file = super::fsmode::create_file(&tmp).map_err(|source| TableError::Io {
                 path: tmp.clone(),
                 source,
             })?;
