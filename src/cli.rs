@@ -49,6 +49,9 @@ pub enum Command {
     Verify {
         /// The output directory of a run.
         dir: PathBuf,
+        /// Environment variable holding the key of encrypted archives.
+        #[arg(long, default_value = "JUMIO_EXPORT_ARCHIVE_KEY")]
+        key_env: String,
     },
     /// Validate the job and input and print the request budget; sends nothing.
     Plan {

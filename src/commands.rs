@@ -6,6 +6,7 @@ use std::path::Path;
 use crate::cli::{Command, OverrideArgs, SimulateArgs};
 use crate::input;
 use crate::job::{self, Credentials, Job, Overrides};
+use crate::output::archive::ArchiveKey;
 use crate::run::{self, RunOptions};
 use crate::simulator::{self, Faults, SimOptions};
 
@@ -26,7 +27,7 @@ pub async fn execute(command: Command) -> i32 {
         Command::Demo { out, count, quiet } => demo(&out, count, quiet).await,
         Command::Simulate(args) => simulate(args).await,
         Command::Plan { job, overrides } => plan(&job, &overrides),
-        Command::Verify { dir } => verify(&dir),
+        Command::Verify { dir, key_env } => verify(&dir, &key_env),
     }
 }
 
@@ -96,6 +97,29 @@ async fn execute_job(
     quiet: bool,
     retry_failed: bool,
 ) -> i32 {
+    let archive_key = if job.output.encrypt_archives {
+        let var = &job.output.archive_key_env;
+        match std::env::var_os(var).map(|v| ArchiveKey::new(v.as_encoded_bytes())) {
+            Some(Some(k)) => Some(k),
+            Some(None) => {
+                eprintln!(
+                    "error: {}: [output] encrypt_archives = true but {var} is shorter than {} bytes",
+                    job.path.display(),
+                    ArchiveKey::MIN_LEN
+                );
+                return EXIT_USAGE;
+            }
+            None => {
+                eprintln!(
+                    "error: {}: [output] encrypt_archives = true but {var} is not set",
+                    job.path.display()
+                );
+                return EXIT_USAGE;
+            }
+        }
+    } else {
+        None
+    };
     if job.fetch.unmasked_card_images {
         tracing::warn!(
             "unmasked_card_images = true: unmasked card images are cardholder data; storing them brings this export into PCI DSS scope"
@@ -108,6 +132,7 @@ async fn execute_job(
         RunOptions {
             quiet,
             retry_failed,
+            archive_key,
             ..RunOptions::default()
         },
     )
@@ -134,8 +159,22 @@ async fn execute_job(
     }
 }
 
-fn verify(dir: &Path) -> i32 {
-    match crate::verify::verify(dir) {
+fn verify(dir: &Path, key_env: &str) -> i32 {
+    // The key is optional here: without it, encrypted entries are reported as unreadable.
+    let key = match std::env::var_os(key_env) {
+        Some(v) => match ArchiveKey::new(v.as_encoded_bytes()) {
+            Some(k) => Some(k),
+            None => {
+                eprintln!(
+                    "error: {key_env} is shorter than {} bytes",
+                    ArchiveKey::MIN_LEN
+                );
+                return EXIT_USAGE;
+            }
+        },
+        None => None,
+    };
+    match crate::verify::verify_with_key(dir, key.as_ref()) {
         Ok(report) => {
             print!("{report}");
             if report.is_ok() { 0 } else { 1 }

@@ -271,6 +271,10 @@ pub struct OutputSettings {
     pub parquet: bool,
     /// Write `archives/{reference}.zip`.
     pub archives: bool,
+    /// Encrypt every archive entry (AES-256) with the key in `archive_key_env`.
+    pub encrypt_archives: bool,
+    /// The environment variable holding the archive key (default `JUMIO_EXPORT_ARCHIVE_KEY`).
+    pub archive_key_env: String,
     /// Permissions of every file written, whatever the umask (default `0600`).
     pub file_mode: u32,
     /// Permissions of every directory created, whatever the umask (default `0700`).
@@ -725,6 +729,18 @@ pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> Result<Job, JobE
         csv: o.csv.unwrap_or(true),
         parquet: o.parquet.unwrap_or(true),
         archives: o.archives.unwrap_or(true),
+        encrypt_archives: o.encrypt_archives.unwrap_or(false),
+        archive_key_env: match &o.archive_key_env {
+            Some(v) if v.get_ref().trim().is_empty() => {
+                return Err(ctx.invalid(
+                    v.span(),
+                    "[output] archive_key_env",
+                    "must name an environment variable",
+                ));
+            }
+            Some(v) => v.get_ref().trim().to_string(),
+            None => "JUMIO_EXPORT_ARCHIVE_KEY".to_string(),
+        },
         file_mode: mode(&o.file_mode, "[output] file_mode", 0o600, 0o600)?,
         dir_mode: mode(&o.dir_mode, "[output] dir_mode", 0o700, 0o700)?,
     };
@@ -854,7 +870,16 @@ const FETCH_KEYS: &[&str] = &[
     "original_documents",
     "unmasked_card_images",
 ];
-const OUTPUT_KEYS: &[&str] = &["dir", "csv", "parquet", "archives", "file_mode", "dir_mode"];
+const OUTPUT_KEYS: &[&str] = &[
+    "dir",
+    "csv",
+    "parquet",
+    "archives",
+    "encrypt_archives",
+    "archive_key_env",
+    "file_mode",
+    "dir_mode",
+];
 
 /// Keys someone might use to put credentials in the file; they get a pointed hint.
 const CREDENTIAL_KEYS: &[&str] = &[
@@ -939,6 +964,8 @@ struct RawOutput {
     archives: Option<bool>,
     file_mode: Option<Spanned<String>>,
     dir_mode: Option<Spanned<String>>,
+    encrypt_archives: Option<bool>,
+    archive_key_env: Option<Spanned<String>>,
 }
 
 // ---- locating problems --------------------------------------------------------------

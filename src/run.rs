@@ -41,6 +41,8 @@ pub struct RunOptions {
     pub grace: Duration,
     /// Wall clock for `next_attempt_after`.
     pub clock: Clock,
+    /// Encrypts archive entries (and opens them on resume) when set.
+    pub archive_key: Option<archive::ArchiveKey>,
 }
 
 impl Default for RunOptions {
@@ -50,6 +52,7 @@ impl Default for RunOptions {
             retry_failed: false,
             grace: Duration::from_secs(5),
             clock: Arc::new(Utc::now),
+            archive_key: None,
         }
     }
 }
@@ -316,6 +319,7 @@ pub async fn run(
         stop: stop.clone(),
         cancel: cancel.clone(),
         clock: opts.clock.clone(),
+        archive_key: opts.archive_key.clone(),
     });
     let max_live = (job.limits.concurrency * 8).max(256);
     let mut tasks = JoinSet::new();
@@ -518,6 +522,7 @@ struct TaskContext {
     stop: CancellationToken,
     cancel: CancellationToken,
     clock: Clock,
+    archive_key: Option<archive::ArchiveKey>,
 }
 
 /// One reference: reuse its archive if an earlier run completed it, else fetch and archive it.
@@ -525,7 +530,7 @@ async fn one_reference(ctx: &TaskContext, item: Item) -> Done {
     let Item { reference, kind } = item;
     let path = ctx.out.join("archives").join(format!("{reference}.zip"));
     if path.exists() {
-        if let Some(done) = reuse_archive(&path, &reference, kind).await {
+        if let Some(done) = reuse_archive(&path, &reference, kind, ctx.archive_key.clone()).await {
             return done;
         }
         let _ = std::fs::remove_file(&path);
@@ -549,8 +554,9 @@ async fn one_reference(ctx: &TaskContext, item: Item) -> Done {
             let meta = ctx.meta.clone();
             let reference2 = reference.clone();
             let entries = f.entries;
+            let key = ctx.archive_key.clone();
             let written = tokio::task::spawn_blocking(move || {
-                archive::write_archive(&out, &reference2, &entries, &meta)
+                archive::write_archive_with_key(&out, &reference2, &entries, &meta, key.as_ref())
             })
             .await;
             match written {
@@ -603,9 +609,18 @@ async fn one_reference(ctx: &TaskContext, item: Item) -> Done {
 
 /// An archive left by an earlier run counts only if it verifies completely (every entry against its
 /// manifest) and names its own reference; its table row is rebuilt from its `data.json`.
-async fn reuse_archive(path: &Path, reference: &str, kind: Kind) -> Option<Done> {
+async fn reuse_archive(
+    path: &Path,
+    reference: &str,
+    kind: Kind,
+    key: Option<archive::ArchiveKey>,
+) -> Option<Done> {
     let p = path.to_path_buf();
-    let contents = match tokio::task::spawn_blocking(move || archive::read_archive(&p)).await {
+    let contents = match tokio::task::spawn_blocking(move || {
+        archive::read_archive_with_key(&p, key.as_ref())
+    })
+    .await
+    {
         Ok(Ok(c)) => c,
         _ => {
             tracing::warn!(reference = %reference, "archive from an earlier run does not open; fetching again");

@@ -137,6 +137,14 @@ pub enum VerifyError {
 
 /// Verifies the export in `dir`; see the module documentation for every check. Blocking.
 pub fn verify(dir: &Path) -> Result<VerifyReport, VerifyError> {
+    verify_with_key(dir, None)
+}
+
+/// [`verify`] for an export whose archives are encrypted under `key`.
+pub fn verify_with_key(
+    dir: &Path,
+    key: Option<&archive::ArchiveKey>,
+) -> Result<VerifyReport, VerifyError> {
     match std::fs::metadata(dir) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(VerifyError::Missing {
@@ -164,6 +172,7 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, VerifyError> {
     let mut report = VerifyReport::default();
     let mut v = Verifier {
         dir,
+        key,
         rows: HashMap::new(),
         failures: HashMap::new(),
         files: HashMap::new(),
@@ -280,6 +289,7 @@ impl FileSetSum {
 
 struct Verifier<'a> {
     dir: &'a Path,
+    key: Option<&'a archive::ArchiveKey>,
     /// Transaction-table rows by reference (the first row; duplicates are findings).
     rows: HashMap<String, RowInfo>,
     /// `failures.csv` rows by reference (the first row).
@@ -561,7 +571,7 @@ impl Verifier<'_> {
             report.archives += 1;
             let subject = archive_path(&reference);
             let path = self.dir.join(&subject);
-            let (sha256, files) = match archive::read_archive(&path) {
+            let (sha256, files) = match archive::read_archive_with_key(&path, self.key) {
                 Ok(contents) => {
                     for problem in &contents.problems {
                         report.finding(subject.clone(), problem.clone());

@@ -72,10 +72,10 @@ fn canary_credentials_appear_nowhere_even_at_trace_level() {
         "[api]\nregion = \"us\"\nuser_agent = \"secrets-test/1\"\n[limits]\nrequests_per_second = 300.0\nmax_retries = 1\ntimeout_seconds = 5\n[polling]\nschedule_seconds = [0.05]\n",
     )
     .unwrap();
-    let refs = dir.path().join("refs.txt");
+    let refs = dir.path().join("refs.csv");
     std::fs::write(
         &refs,
-        "ok-n1\nok-d1\nok-a1\nnf-n1\npf-n1\nfh-n1\nfail-n1\nbad/ref\n",
+        "reference,kind\nok-n1,netverify\nok-d1,document\nok-a1,authentication\nnf-n1,netverify\npf-n1,netverify\nfh-n1,netverify\nfail-n1,netverify\nbad/ref,netverify\n",
     )
     .unwrap();
     let mut files = 0;
@@ -144,8 +144,12 @@ fn output_is_private_whatever_the_umask_and_modes_are_configurable() {
         ))
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let refs = dir.path().join("refs.txt");
-    std::fs::write(&refs, "ok-n1\nok-d1\nok-a1\nnf-n1\n").unwrap();
+    let refs = dir.path().join("refs.csv");
+    std::fs::write(
+        &refs,
+        "reference,kind\nok-n1,netverify\nok-d1,document\nok-a1,authentication\nnf-n1,netverify\n",
+    )
+    .unwrap();
     for (extra, file_mode, dir_mode) in [
         ("", 0o600, 0o700),
         (
@@ -193,5 +197,140 @@ fn output_is_private_whatever_the_umask_and_modes_are_configurable() {
         let top = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
         assert_eq!(top, dir_mode, "the output directory itself");
     }
+    rt.block_on(api.shutdown());
+}
+
+/// `encrypt_archives = true`: every entry is AES-256 encrypted under the key from the
+/// environment; 7-Zip opens them with the key and not without; verify and resume work with the
+/// key; the key appears in no log or output file.
+#[test]
+fn encrypted_archives_open_only_with_the_key() {
+    const KEY: &str = "archive-key-canary-0123456789";
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let api = rt
+        .block_on(simulator::start(
+            SimOptions::default(),
+            "127.0.0.1:0".parse().unwrap(),
+        ))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("job.toml");
+    std::fs::write(
+        &job,
+        "[api]\nregion = \"us\"\nuser_agent = \"enc-test/1\"\n[polling]\nschedule_seconds = [0.05]\n[output]\nencrypt_archives = true\narchive_key_env = \"TEST_ARCHIVE_KEY\"\n",
+    )
+    .unwrap();
+    let refs = dir.path().join("refs.csv");
+    std::fs::write(
+        &refs,
+        "reference,kind\nok-n1,netverify\nok-d1,document\nok-a1,authentication\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let run = |key: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_jumio-export"));
+        c.arg("run")
+            .arg(&job)
+            .arg("--input")
+            .arg(&refs)
+            .arg("--out")
+            .arg(&out)
+            .args(["--base-url", &api.base_url()])
+            .env("JUMIO_API_TOKEN", "demo-token")
+            .env("JUMIO_API_SECRET", "demo-secret")
+            .env("RUST_LOG", "debug")
+            .env_remove("TEST_ARCHIVE_KEY");
+        if let Some(k) = key {
+            c.env("TEST_ARCHIVE_KEY", k);
+        }
+        c.output().unwrap()
+    };
+    let missing = run(None);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("TEST_ARCHIVE_KEY"));
+    let o = run(Some(KEY));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let key_needle = KEY.as_bytes();
+    for stream in [&o.stdout, &o.stderr] {
+        assert!(
+            !stream.windows(key_needle.len()).any(|w| w == key_needle),
+            "the archive key was logged"
+        );
+    }
+    let archive = out.join("archives/ok-n1.zip");
+    let bytes = std::fs::read(&archive).unwrap();
+    assert!(!bytes.windows(key_needle.len()).any(|w| w == key_needle));
+    let mut z = zip::ZipArchive::new(std::fs::File::open(&archive).unwrap()).unwrap();
+    for i in 0..z.len() {
+        let name = z.by_index_raw(i).unwrap().name().unwrap().to_string();
+        assert!(
+            z.by_index_raw(i).unwrap().encrypted(),
+            "{name} is not encrypted"
+        );
+        assert!(z.by_index(i).is_err(), "{name} opened without the key");
+        let mut f = z.by_index_decrypt(i, KEY.as_bytes()).unwrap();
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf).unwrap();
+        assert!(!buf.is_empty(), "{name}");
+    }
+    if Path::new("/usr/bin/7z").exists() {
+        let ok = Command::new("7z")
+            .args(["t", &format!("-p{KEY}")])
+            .arg(&archive)
+            .output()
+            .unwrap();
+        assert!(
+            ok.status.success(),
+            "7z t with the key: {}",
+            String::from_utf8_lossy(&ok.stdout)
+        );
+        let bad = Command::new("7z")
+            .args(["t", "-pwrong-key-wrong-key"])
+            .arg(&archive)
+            .output()
+            .unwrap();
+        assert!(
+            !bad.status.success(),
+            "7z opened an encrypted archive with the wrong key"
+        );
+    } else {
+        eprintln!("skipped the 7-Zip check: apt-get install p7zip-full to run it");
+    }
+    // verify needs the key; resume with the key fetches nothing again.
+    let verify = |key: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_jumio-export"));
+        c.arg("verify")
+            .arg(&out)
+            .env_remove("JUMIO_EXPORT_ARCHIVE_KEY");
+        if let Some(k) = key {
+            c.env("JUMIO_EXPORT_ARCHIVE_KEY", k);
+        }
+        c.output().unwrap()
+    };
+    let v = verify(Some(KEY));
+    assert_eq!(
+        v.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&v.stdout)
+    );
+    assert_eq!(
+        verify(None).status.code(),
+        Some(1),
+        "verify without the key cannot vouch for the archives"
+    );
+    let n = api.requests().len();
+    let again = run(Some(KEY));
+    assert_eq!(again.status.code(), Some(0));
+    assert_eq!(
+        api.requests().len(),
+        n,
+        "resume with the key re-reads the archives instead of fetching"
+    );
     rt.block_on(api.shutdown());
 }

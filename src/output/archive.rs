@@ -117,6 +117,30 @@ pub struct ArchiveEntry {
     pub retrieved_at: DateTime<Utc>,
 }
 
+/// The passphrase that encrypts archive entries (WinZip AES-256, AE-2). Never printed.
+#[derive(Clone)]
+pub struct ArchiveKey(std::sync::Arc<[u8]>);
+
+impl ArchiveKey {
+    /// The fewest bytes a key may have.
+    pub const MIN_LEN: usize = 16;
+
+    /// A key from its bytes; `None` when shorter than [`ArchiveKey::MIN_LEN`].
+    pub fn new(bytes: &[u8]) -> Option<Self> {
+        (bytes.len() >= Self::MIN_LEN).then(|| ArchiveKey(bytes.into()))
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ArchiveKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ArchiveKey(<redacted>)")
+    }
+}
+
 /// Tool-level facts recorded in every `provenance.json`.
 #[derive(Debug, Clone)]
 pub struct ProvenanceMeta {
@@ -400,6 +424,19 @@ pub fn write_archive(
     entries: &[ArchiveEntry],
     meta: &ProvenanceMeta,
 ) -> Result<WrittenArchive, ArchiveError> {
+    write_archive_with_key(out_dir, reference, entries, meta, None)
+}
+
+/// [`write_archive`], with every entry encrypted (AES-256) under `key` when one is given. Entry
+/// names stay readable (they come from the allowlist and carry no personal data); encrypted
+/// archives are not byte-identical between writes, since every entry gets a random salt.
+pub fn write_archive_with_key(
+    out_dir: &Path,
+    reference: &str,
+    entries: &[ArchiveEntry],
+    meta: &ProvenanceMeta,
+    key: Option<&ArchiveKey>,
+) -> Result<WrittenArchive, ArchiveError> {
     if !valid_reference(reference) {
         return Err(ArchiveError::InvalidReference {
             reference: reference.to_owned(),
@@ -428,6 +465,10 @@ pub fn write_archive(
         .last_modified_time(zip::DateTime::DEFAULT)
         .unix_permissions(ENTRY_MODE)
         .system(System::Unix);
+    let base = match key {
+        Some(k) => base.with_aes_encryption_bytes(zip::AesMode::Aes256, k.bytes()),
+        None => base,
+    };
     let deflated = base
         .compression_method(CompressionMethod::Deflated)
         .compression_level(Some(DEFLATE_LEVEL));
@@ -613,6 +654,15 @@ struct StoredEntry {
 /// wrong inside a readable zip (hash mismatch, CRC error, missing or extra entry, unsafe
 /// name) is a `problem`, and `manifest_ok` is false. Blocking.
 pub fn read_archive(path: &Path) -> Result<ArchiveContents, ArchiveError> {
+    read_archive_with_key(path, None)
+}
+
+/// [`read_archive`] for archives whose entries may be encrypted under `key`. An encrypted entry
+/// without a key, or with the wrong one, is a problem naming the entry, not an error.
+pub fn read_archive_with_key(
+    path: &Path,
+    key: Option<&ArchiveKey>,
+) -> Result<ArchiveContents, ArchiveError> {
     let mut file = File::open(path).map_err(io_err("opening", path))?;
     let (sha256, bytes) = hash_reader(&mut file).map_err(io_err("reading", path))?;
     file.seek(SeekFrom::Start(0))
@@ -626,7 +676,11 @@ pub fn read_archive(path: &Path) -> Result<ArchiveContents, ArchiveError> {
     let mut problems = Vec::new();
     let mut stored: Vec<StoredEntry> = Vec::with_capacity(zip.len());
     for index in 0..zip.len() {
-        let mut entry = match zip.by_index(index) {
+        let opened = match key {
+            Some(k) => zip.by_index_decrypt(index, k.bytes()),
+            None => zip.by_index(index),
+        };
+        let mut entry = match opened {
             Ok(entry) => entry,
             Err(e) => {
                 problems.push(format!("entry #{index}: unreadable ({e})"));

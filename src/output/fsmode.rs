@@ -59,7 +59,10 @@ pub fn create_dir_all(path: &Path) -> io::Result<()> {
     if path.is_dir() {
         return set_dir_mode(path);
     }
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+    if let Some(parent) = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty() && !p.exists())
+    {
         create_dir_all(parent)?;
     }
     match std::fs::create_dir(path) {
