@@ -473,8 +473,19 @@ fn spawn_signal_handler(
     })
 }
 
+/// The output directory's lock, released explicitly on drop: a process that forked meanwhile
+/// (a library user spawning children) shares the descriptor, and merely closing ours would
+/// leave the lock held until that child calls exec.
+struct DirLock(std::fs::File);
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
 /// Takes the output directory's lock file, so two runs never write the same directory.
-fn lock_output_dir(out: &Path) -> Result<std::fs::File, RunError> {
+fn lock_output_dir(out: &Path) -> Result<DirLock, RunError> {
     let path = out.join(".jumio-export.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -487,7 +498,7 @@ fn lock_output_dir(out: &Path) -> Result<std::fs::File, RunError> {
         })?;
     let _ = crate::output::fsmode::restrict(&file);
     match file.try_lock() {
-        Ok(()) => Ok(file),
+        Ok(()) => Ok(DirLock(file)),
         Err(std::fs::TryLockError::WouldBlock) => Err(RunError::Locked { path }),
         Err(std::fs::TryLockError::Error(source)) => Err(RunError::OutputDir {
             path: out.to_path_buf(),
