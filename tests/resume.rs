@@ -580,3 +580,59 @@ async fn a_full_disk_stops_cleanly_and_the_next_run_completes() {
     assert_complete(&d.out, &refs);
     api.shutdown().await;
 }
+
+/// An output directory that cannot be created or written is fatal (exit 3), named, and costs no
+/// request. Root ignores permission bits, so "unwritable" is a path under a regular file and,
+/// where a tmpfs can be mounted, a read-only filesystem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_output_directory_exits_3_before_any_request() {
+    let api = sim().await;
+    let refs = exportable(3);
+    let mut d = dir_with(&job_text(200.0, 2), &refs);
+    let blocker = d.job.parent().unwrap().join("a-file");
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let mut outs = vec![blocker.join("out")];
+    #[cfg(target_os = "linux")]
+    let ro = Tmpfs::mount("1m");
+    #[cfg(target_os = "linux")]
+    if let Some(disk) = &ro {
+        let st = Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(&disk.path)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        outs.push(disk.path.join("out"));
+    }
+    for out in outs {
+        d.out = out.clone();
+        let o = Command::new(env!("CARGO_BIN_EXE_jumio-export"))
+            .arg("run")
+            .arg(&d.job)
+            .arg("--input")
+            .arg(&d.refs)
+            .arg("--out")
+            .arg(&d.out)
+            .args(["--base-url", &api.base_url()])
+            .env("JUMIO_API_TOKEN", "demo-token")
+            .env("JUMIO_API_SECRET", "demo-secret")
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(3),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("output directory") && err.contains(&out.display().to_string()),
+            "{err}"
+        );
+    }
+    assert!(
+        api.requests().is_empty(),
+        "requests were sent although nothing could be written"
+    );
+    api.shutdown().await;
+}

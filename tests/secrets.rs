@@ -334,3 +334,31 @@ fn encrypted_archives_open_only_with_the_key() {
     );
     rt.block_on(api.shutdown());
 }
+
+/// `unmasked_card_images = true` brings the export into PCI DSS scope: the run says so at start.
+#[test]
+fn unmasked_card_images_log_a_pci_dss_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("job.toml");
+    std::fs::write(
+        &job,
+        "[api]\nregion = \"us\"\nuser_agent = \"pci-test/1\"\nnetverify_url = \"http://127.0.0.1:9\"\nretrieval_url = \"http://127.0.0.1:9\"\n[limits]\nmax_retries = 0\ntimeout_seconds = 2\n[fetch]\nunmasked_card_images = true\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("refs.txt"), "").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_jumio-export"))
+        .arg("run")
+        .arg(&job)
+        .arg("--input")
+        .arg(dir.path().join("refs.txt"))
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .env("JUMIO_API_TOKEN", "t")
+        .env("JUMIO_API_SECRET", "s")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("PCI DSS"), "no PCI DSS warning: {err}");
+    assert_eq!(o.status.code(), Some(0), "{err}");
+}
