@@ -3,22 +3,12 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use jumio_export::Kind;
 use jumio_export::simulator::{self, SimOptions};
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_jumio-export"))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use crate::support::{bin, exportable, text};
 
 fn csv_references(path: &Path) -> Vec<String> {
     let mut r = csv::Reader::from_path(path).unwrap();
@@ -139,15 +129,7 @@ fn shards_partition_the_references_and_together_export_all() {
             "127.0.0.1:0".parse().unwrap(),
         ))
         .unwrap();
-    let seed = SimOptions::default().seed;
-    let refs: Vec<(String, Kind)> = simulator::population(seed, 60)
-        .into_iter()
-        .filter(|(r, _)| {
-            let sc = simulator::scenario(seed, r).unwrap();
-            !sc.retention_404 && sc.polls != simulator::Polls::Never && !sc.foreign_hrefs
-        })
-        .take(24)
-        .collect();
+    let refs = exportable(24);
     let dir = tempfile::tempdir().unwrap();
     let job = dir.path().join("job.toml");
     std::fs::write(
@@ -177,8 +159,6 @@ fn shards_partition_the_references_and_together_export_all() {
                 &format!("{k}/3"),
                 "--quiet",
             ])
-            .env("JUMIO_API_TOKEN", "demo-token")
-            .env("JUMIO_API_SECRET", "demo-secret")
             .output()
             .unwrap();
         assert_eq!(o.status.code(), Some(0), "{}", text(&o));

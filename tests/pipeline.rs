@@ -13,6 +13,8 @@ use jumio_export::run::{self, RunOptions, Summary};
 use jumio_export::simulator::{self, RequestRecord, SimHandle, SimOptions};
 use sha2::{Digest, Sha256};
 
+use crate::support::exportable;
+
 const TOKEN: &str = "demo-token";
 const SECRET: &str = "demo-secret";
 
@@ -424,15 +426,7 @@ async fn retry_after_is_honoured_and_503s_are_retried() {
     opts.faults.error_rate = 0.05;
     let api = sim(opts).await;
     // Only references that can be exported: faults are the sole obstacle here.
-    let seed = SimOptions::default().seed;
-    let refs: Vec<_> = simulator::population(seed, 40)
-        .into_iter()
-        .filter(|(r, _)| {
-            let sc = simulator::scenario(seed, r).unwrap();
-            !sc.retention_404 && sc.polls != simulator::Polls::Never && !sc.foreign_hrefs
-        })
-        .take(20)
-        .collect();
+    let refs = exportable(20);
     let s = setup(&job_text(200.0, 10, 4), &refs, &[]);
     let summary = run_job(&s, &api.base_url(), SECRET).await;
     let log = api.requests();

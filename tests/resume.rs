@@ -14,6 +14,8 @@ use jumio_export::output::archive;
 use jumio_export::run::{self, RunOptions, Summary};
 use jumio_export::simulator::{self, RequestRecord, SimHandle, SimOptions};
 
+use crate::support::{bin, exportable};
+
 fn job_text(rate: f64, concurrency: usize) -> String {
     format!(
         r#"
@@ -65,21 +67,8 @@ async fn sim() -> SimHandle {
         .unwrap()
 }
 
-/// References the simulator exports cleanly (no 404, no endless pending, no foreign hrefs).
-fn exportable(n: usize) -> Vec<(String, Kind)> {
-    let seed = SimOptions::default().seed;
-    simulator::population(seed, n * 2)
-        .into_iter()
-        .filter(|(r, _)| {
-            let sc = simulator::scenario(seed, r).unwrap();
-            !sc.retention_404 && sc.polls != simulator::Polls::Never && !sc.foreign_hrefs
-        })
-        .take(n)
-        .collect()
-}
-
 fn spawn_job(d: &Dir, base: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_jumio-export"))
+    bin()
         .arg("run")
         .arg(&d.job)
         .arg("--input")
@@ -89,8 +78,6 @@ fn spawn_job(d: &Dir, base: &str) -> Child {
         .arg("--base-url")
         .arg(base)
         .arg("--quiet")
-        .env("JUMIO_API_TOKEN", "demo-token")
-        .env("JUMIO_API_SECRET", "demo-secret")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -457,7 +444,7 @@ async fn a_second_run_on_the_same_directory_is_refused() {
         assert!(start.elapsed() < Duration::from_secs(20));
         std::thread::sleep(Duration::from_millis(20));
     }
-    let second = Command::new(env!("CARGO_BIN_EXE_jumio-export"))
+    let second = bin()
         .arg("run")
         .arg(&d.job)
         .arg("--input")
@@ -466,8 +453,6 @@ async fn a_second_run_on_the_same_directory_is_refused() {
         .arg(&d.out)
         .arg("--base-url")
         .arg(api.base_url())
-        .env("JUMIO_API_TOKEN", "demo-token")
-        .env("JUMIO_API_SECRET", "demo-secret")
         .output()
         .unwrap();
     let _ = first.kill();
@@ -606,7 +591,7 @@ async fn an_unwritable_output_directory_exits_3_before_any_request() {
     }
     for out in outs {
         d.out = out.clone();
-        let o = Command::new(env!("CARGO_BIN_EXE_jumio-export"))
+        let o = bin()
             .arg("run")
             .arg(&d.job)
             .arg("--input")
@@ -614,8 +599,6 @@ async fn an_unwritable_output_directory_exits_3_before_any_request() {
             .arg("--out")
             .arg(&d.out)
             .args(["--base-url", &api.base_url()])
-            .env("JUMIO_API_TOKEN", "demo-token")
-            .env("JUMIO_API_SECRET", "demo-secret")
             .output()
             .unwrap();
         assert_eq!(

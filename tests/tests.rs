@@ -15,6 +15,8 @@ mod pipeline;
 // Resuming after kill -9 and Ctrl-C, stale temporaries, the once-a-day rule, the directory lock.
 mod resume;
 // The simulator: documented shapes, auth rules, determinism, faults, request log.
+// Shared helpers: the binary with credentials, exportable simulator references.
+mod support;
 // Canary credentials searched for in every log line, error, table, report and archive.
 mod secrets;
 mod sim;

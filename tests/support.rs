@@ -1,0 +1,49 @@
+//! Helpers shared by the integration tests: the binary with the simulator's credentials, and
+//! references the simulator exports cleanly.
+
+use std::process::{Command, Output};
+
+use jumio_export::Kind;
+use jumio_export::simulator::{self, SimOptions};
+
+/// The simulator's default Basic-auth user.
+pub const TOKEN: &str = "demo-token";
+/// The simulator's default Basic-auth password.
+pub const SECRET: &str = "demo-secret";
+
+/// The `jumio-export` binary, with the simulator's credentials in its environment.
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_jumio-export"));
+    c.env("JUMIO_API_TOKEN", TOKEN)
+        .env("JUMIO_API_SECRET", SECRET);
+    c
+}
+
+/// stdout and stderr of a finished command, for assertion messages.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `n` references of the default simulator population that export cleanly: no 404, no endless
+/// pending, no foreign hrefs (faults then are the only obstacle a test puts in the way).
+pub fn exportable(n: usize) -> Vec<(String, Kind)> {
+    let seed = SimOptions::default().seed;
+    let refs: Vec<_> = simulator::population(seed, n * 2 + 20)
+        .into_iter()
+        .filter(|(r, _)| {
+            let sc = simulator::scenario(seed, r).expect("population references are known");
+            !sc.retention_404 && sc.polls != simulator::Polls::Never && !sc.foreign_hrefs
+        })
+        .take(n)
+        .collect();
+    assert_eq!(
+        refs.len(),
+        n,
+        "the population has too few exportable references"
+    );
+    refs
+}
