@@ -184,3 +184,139 @@ fn shards_partition_the_references_and_together_export_all() {
     );
     rt.block_on(api.shutdown());
 }
+
+#[test]
+fn simulate_serves_the_references_it_lists_until_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let refs = dir.path().join("refs.csv");
+    let log = dir.path().join("requests.jsonl");
+    // A free port: bind, read it, release it for the simulator.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = bin()
+        .args([
+            "simulate",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--count",
+            "12",
+            "--references-out",
+        ])
+        .arg(&refs)
+        .arg("--request-log")
+        .arg(&log)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = reqwest::Client::new();
+    let start = std::time::Instant::now();
+    let listed = loop {
+        if let Ok(text) = std::fs::read_to_string(&refs) {
+            if text.lines().count() == 13 {
+                break text;
+            }
+        }
+        assert!(
+            start.elapsed().as_secs() < 20,
+            "simulate wrote no reference list"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(listed.starts_with("reference,kind\n"));
+    let mut served = 0;
+    for line in listed.lines().skip(1) {
+        let (reference, kind) = line.split_once(',').unwrap();
+        let family = match kind {
+            "netverify" => "scans",
+            "document" => "documents",
+            _ => "authentications",
+        };
+        let url = format!("http://127.0.0.1:{port}/api/netverify/v2/{family}/{reference}");
+        let r = loop {
+            let sent = rt.block_on(
+                client
+                    .get(&url)
+                    .basic_auth("demo-token", Some("demo-secret"))
+                    .header("User-Agent", "test")
+                    .send(),
+            );
+            match sent {
+                Ok(r) => break r,
+                Err(_) if start.elapsed().as_secs() < 20 => {
+                    std::thread::sleep(std::time::Duration::from_millis(50))
+                }
+                Err(e) => panic!("simulate is not serving: {e}"),
+            }
+        };
+        assert!(
+            r.status() == 200 || r.status() == 404,
+            "{url}: {}",
+            r.status()
+        );
+        served += usize::from(r.status() == 200);
+    }
+    assert!(
+        served >= 8,
+        "most listed references are served ({served} of 12)"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(logged.lines().count(), 12, "one JSONL line per request");
+}
+
+#[test]
+fn references_can_come_from_standard_input() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let api = rt
+        .block_on(simulator::start(
+            SimOptions::default(),
+            "127.0.0.1:0".parse().unwrap(),
+        ))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("job.toml");
+    std::fs::write(
+        &job,
+        "[api]\nregion = \"us\"\nuser_agent = \"stdin-test/1\"\n",
+    )
+    .unwrap();
+    let mut child = bin()
+        .arg("run")
+        .arg(&job)
+        .args([
+            "--input",
+            "-",
+            "--quiet",
+            "--base-url",
+            &api.base_url(),
+            "--out",
+        ])
+        .arg(dir.path().join("out"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(b"# from a pipe\nok-n1\nok-n2\nok-n1\n")
+            .unwrap();
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let mut exported = csv_references(&dir.path().join("out/netverify.csv"));
+    exported.sort();
+    assert_eq!(
+        exported,
+        ["ok-n1", "ok-n2"],
+        "each reference once, the comment skipped"
+    );
+    rt.block_on(api.shutdown());
+}

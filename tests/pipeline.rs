@@ -479,3 +479,60 @@ fn a_typo_in_the_job_file_exits_2_naming_the_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("burts") && err.contains("job.toml"), "{err}");
 }
+
+/// `unmasked_card_images = true`: each page is asked for with `maskhint=unmasked`; a 403 (the
+/// API's default) falls back to the masked page, and where unmasked retrieval is enabled the
+/// unmasked page is archived and the masked one never requested.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unmasked_pages_fall_back_to_masked_on_403() {
+    for allow in [false, true] {
+        let opts = SimOptions {
+            allow_unmasked: allow,
+            ..SimOptions::default()
+        };
+        let api = sim(opts).await;
+        let refs = vec![("ok-d1".to_string(), Kind::Document)];
+        let s = setup(
+            &format!(
+                "{}\n[fetch]\nunmasked_card_images = true\n",
+                job_text(100.0, 5, 2)
+            ),
+            &refs,
+            &[],
+        );
+        let summary = run_job(&s, &api.base_url(), SECRET).await;
+        assert_eq!(summary.exit_code(), 0, "{summary:?}");
+        let log = api.requests();
+        let pages: Vec<&RequestRecord> =
+            log.iter().filter(|r| r.path.contains("/pages/")).collect();
+        assert!(!pages.is_empty());
+        for p in &pages {
+            let unmasked = p.query.as_deref() == Some("maskhint=unmasked");
+            match (allow, unmasked) {
+                (false, true) => assert_eq!(p.status, 403),
+                (false, false) | (true, true) => assert_eq!(p.status, 200),
+                (true, false) => {
+                    panic!("the masked page was requested although unmasked was served")
+                }
+            }
+        }
+        let masked = pages.iter().filter(|p| p.query.is_none()).count();
+        let unmasked = pages.len() - masked;
+        assert_eq!(
+            masked,
+            if allow { 0 } else { unmasked },
+            "one masked fallback per refused page"
+        );
+        // The archived page is the one the simulator served with a 200.
+        let entries = zip_entries(&s.out.join("archives/ok-d1.zip"));
+        let provenance: serde_json::Value =
+            serde_json::from_slice(&entries["provenance.json"]).unwrap();
+        for e in provenance["entries"].as_array().unwrap() {
+            let path = e["api_path"].as_str().unwrap();
+            if path.contains("/pages/") {
+                assert_eq!(path.ends_with("?maskhint=unmasked"), allow, "{path}");
+            }
+        }
+        api.shutdown().await;
+    }
+}
