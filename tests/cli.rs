@@ -215,10 +215,10 @@ fn simulate_serves_the_references_it_lists_until_stopped() {
     let client = reqwest::Client::new();
     let start = std::time::Instant::now();
     let listed = loop {
-        if let Ok(text) = std::fs::read_to_string(&refs) {
-            if text.lines().count() == 13 {
-                break text;
-            }
+        if let Ok(text) = std::fs::read_to_string(&refs)
+            && text.lines().count() == 13
+        {
+            break text;
         }
         assert!(
             start.elapsed().as_secs() < 20,
