@@ -10,3 +10,5 @@ mod flatten;
 mod pipeline;
 // The simulator: documented shapes, auth rules, determinism, faults, request log.
 mod sim;
+// The benchmark harness (examples/bench) on a tiny population.
+mod bench_smoke;
