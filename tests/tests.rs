@@ -2,6 +2,8 @@
 
 // Hostile responses, hrefs, redirects, names, input and job files: a numbered catalogue.
 mod adversarial;
+// The benchmark harness's core on a tiny population (nothing timed is asserted).
+mod bench_smoke;
 // ZIP archives: names, determinism, manifest, tamper detection, the system unzip.
 mod archive;
 // The binary as users call it: demo, plan, run --shard; Parquet read back by DuckDB.
