@@ -322,15 +322,21 @@ async fn simulate(a: SimulateArgs) -> i32 {
         }
         eprintln!("wrote {} references to {}", refs.len(), path.display());
     }
-    eprintln!(
-        "simulator listening on http://{} (Ctrl-C stops it)",
-        a.listen
-    );
-    match simulator::serve_forever(opts, a.listen).await {
-        Ok(()) => 0,
+    // Nothing reads an in-memory log here; over days it would only grow.
+    opts.memory_log = false;
+    let handle = match simulator::start(opts, a.listen).await {
+        Ok(h) => h,
         Err(e) => {
             eprintln!("error: simulator on {}: {e}", a.listen);
-            EXIT_FATAL
+            return EXIT_FATAL;
         }
-    }
+    };
+    // The bound address, so `--listen 127.0.0.1:0` tells which port it got.
+    eprintln!(
+        "simulator listening on {} (Ctrl-C stops it)",
+        handle.base_url()
+    );
+    let _ = tokio::signal::ctrl_c().await;
+    handle.shutdown().await;
+    0
 }

@@ -52,6 +52,9 @@ pub struct Fetched {
     pub entries: Vec<ArchiveEntry>,
     /// The parsed `/data` (Authentication: the details response), for the table row.
     pub data: Value,
+    /// The concurrency slot, held until the caller has written the archive: fetched bodies are
+    /// in memory, so at most `concurrency` transactions' files are.
+    pub slot: OwnedSemaphorePermit,
 }
 
 /// Why a reference was not exported, in `failures.csv` terms.
@@ -165,7 +168,7 @@ impl Fetcher {
         };
         // The slot of the final status call is kept for the rest of the flow, so a transaction
         // under way finishes before new ones start: a crash or Ctrl-C then loses little work.
-        let (status, _slot) = match self.poll(kind, family, &base_path).await {
+        let (status, slot) = match self.poll(kind, family, &base_path).await {
             Ok(Some(s)) => s,
             Ok(None) => return FetchOutcome::Cancelled,
             Err(f) if f.http_status == Some(401) || f.http_status == Some(403) => {
@@ -183,6 +186,7 @@ impl Fetcher {
                 kind,
                 entries,
                 data,
+                slot,
             }),
             Err(f) => FetchOutcome::Failed(f),
         }

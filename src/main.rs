@@ -3,6 +3,15 @@
 use clap::Parser;
 
 fn main() {
+    // glibc keeps large freed blocks in per-thread arenas; archives are assembled in buffers of a
+    // few MB on blocking threads, and without this the heap grew with the number of references
+    // exported (485 MiB at 30,000 in the benchmark). Blocks of 128 KiB and more are mmapped and
+    // returned to the system when freed.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only adjusts allocator parameters; called before any other thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
     let cli = jumio_export::cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

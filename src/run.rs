@@ -561,6 +561,7 @@ async fn one_reference(ctx: &TaskContext, item: Item) -> Done {
                     fresh: true,
                 };
             }
+            let slot = f.slot;
             let out = ctx.out.clone();
             let meta = ctx.meta.clone();
             let reference2 = reference.clone();
@@ -570,6 +571,7 @@ async fn one_reference(ctx: &TaskContext, item: Item) -> Done {
                 archive::write_archive_with_key(&out, &reference2, &entries, &meta, key.as_ref())
             })
             .await;
+            drop(slot);
             match written {
                 Ok(Ok(w)) => Done::Exported {
                     reference,

@@ -21,8 +21,12 @@ use tokio::time::Instant;
 
 /// Multiplier applied to the current rate on a 429.
 const DECREASE: f64 = 0.75;
-/// Recovery per second without a 429, as a share of the configured rate.
+/// Recovery per second without a 429, as a share of the configured rate, while well below the
+/// rate that last drew a 429.
 const RECOVERY_PER_SECOND: f64 = 0.025;
+/// Recovery per second near (within 5% of) or above the rate that last drew a 429: probe gently,
+/// since the server's ceiling is probably right there.
+const PROBE_PER_SECOND: f64 = 0.0025;
 /// The rate never drops below this share of the configured rate.
 const FLOOR: f64 = 0.05;
 
@@ -42,6 +46,8 @@ struct Adaptive {
     last_decrease: Option<Instant>,
     last_recovery: Instant,
     decreases: u64,
+    /// The rate at which the last 429 arrived: the best guess of the server's ceiling.
+    last_429_rate: Option<f64>,
 }
 
 impl RateLimiter {
@@ -68,6 +74,7 @@ impl RateLimiter {
                 last_decrease: None,
                 last_recovery: now,
                 decreases: 0,
+                last_429_rate: None,
             }),
         }
     }
@@ -111,6 +118,7 @@ impl RateLimiter {
         {
             return;
         }
+        s.last_429_rate = Some(s.current);
         s.current = (s.current * DECREASE).max(self.configured * FLOOR);
         s.last_decrease = Some(now);
         s.last_recovery = now;
@@ -151,8 +159,13 @@ impl RateLimiter {
         }
         let secs = now.duration_since(s.last_recovery).as_secs_f64();
         if secs > 0.0 {
-            s.current =
-                (s.current + secs * RECOVERY_PER_SECOND * self.configured).min(self.configured);
+            let near_ceiling = s.last_429_rate.is_some_and(|r| s.current >= 0.95 * r);
+            let step = if near_ceiling {
+                PROBE_PER_SECOND
+            } else {
+                RECOVERY_PER_SECOND
+            };
+            s.current = (s.current + secs * step * self.configured).min(self.configured);
             s.last_recovery = now;
         }
     }
@@ -173,6 +186,19 @@ mod tests {
         assert!((l.current_rate() - 15.0).abs() < 1e-9);
         tokio::time::advance(Duration::from_secs(10)).await;
         assert!((l.current_rate() - 20.0).abs() < 1e-9);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn recovery_slows_down_near_the_rate_that_drew_a_429() {
+        let l = RateLimiter::new(100.0, 5);
+        l.on_429(); // 429 at 100/s → 75/s
+        tokio::time::advance(Duration::from_secs(8)).await;
+        // Fast recovery (2.5/s per second) up to 95/s, then a gentle probe (0.25/s per second).
+        let r = l.current_rate();
+        assert!((95.0..96.0).contains(&r), "{r}");
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let r2 = l.current_rate();
+        assert!(r2 > r && r2 - r <= 2.6, "{r} → {r2}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -43,9 +43,6 @@ const MANIFEST_CONTENT_TYPE: &str = "text/plain";
 /// Upper bound for a JSON entry `read_archive` keeps in memory; archives are our own output,
 /// but a damaged or foreign file must not make the reader allocate without limit.
 const MAX_JSON_ENTRY_BYTES: u64 = 256 * 1024 * 1024;
-/// Deflate level for JSON entries: zlib's default, written out so an upgrade of the zip
-/// crate's default cannot change archive bytes silently.
-const DEFLATE_LEVEL: i64 = 6;
 /// Permissions of every entry: the archive holds personal data.
 const ENTRY_MODE: u32 = 0o600;
 
@@ -84,20 +81,6 @@ pub enum EntryKind {
     },
     /// The original document of a Document Verification transaction: `original.pdf`.
     OriginalPdf,
-}
-
-impl EntryKind {
-    /// JSON responses are deflated; images and PDFs are already compressed and are stored.
-    fn is_json(&self) -> bool {
-        matches!(
-            self,
-            EntryKind::Status
-                | EntryKind::Data
-                | EntryKind::Images
-                | EntryKind::Pages
-                | EntryKind::Authentication
-        )
-    }
 }
 
 /// One API response to archive.
@@ -455,8 +438,6 @@ pub fn write_archive_with_key(
         path: tmp_path.clone(),
         armed: true,
     };
-    let file = super::fsmode::create_file(&tmp_path).map_err(io_err("creating", &tmp_path))?;
-
     let zip_err = |source: ZipError| ArchiveError::Write {
         path: tmp_path.clone(),
         source,
@@ -469,21 +450,21 @@ pub fn write_archive_with_key(
         Some(k) => base.with_aes_encryption_bytes(zip::AesMode::Aes256, k.bytes()),
         None => base,
     };
-    let deflated = base
-        .compression_method(CompressionMethod::Deflated)
-        .compression_level(Some(DEFLATE_LEVEL));
+    // Every entry is stored: images and PDFs are compressed already, and JSON responses are a
+    // few KB, where a fresh deflate state per entry cost more CPU than it saved bytes.
     let stored = base.compression_method(CompressionMethod::Stored);
 
-    let mut zip = ZipWriter::new(BufWriter::new(file));
+    // The archive is assembled in memory (the bodies are in memory already), hashed once, then
+    // written and fsynced in one go: no re-read of the file to hash it.
+    let capacity = entries.iter().map(|e| e.body.len() + 256).sum::<usize>() + 16 * 1024;
+    let mut zip = ZipWriter::new(io::Cursor::new(Vec::with_capacity(capacity)));
     let mut files = Vec::with_capacity(entries.len() + 2);
     let mut provenance_entries = Vec::with_capacity(entries.len());
-    let put = |zip: &mut ZipWriter<BufWriter<File>>,
+    let put = |zip: &mut ZipWriter<io::Cursor<Vec<u8>>>,
                name: &str,
-               body: &[u8],
-               json: bool|
+               body: &[u8]|
      -> Result<String, ArchiveError> {
-        zip.start_file(name, if json { deflated } else { stored })
-            .map_err(&zip_err)?;
+        zip.start_file(name, stored).map_err(&zip_err)?;
         zip.write_all(body).map_err(io_err("writing", &tmp_path))?;
         Ok(sha256_hex(body))
     };
@@ -491,7 +472,7 @@ pub fn write_archive_with_key(
     for &i in &order {
         let entry = &entries[i];
         let name = &names[i];
-        let sha256 = put(&mut zip, name, &entry.body, entry.kind.is_json())?;
+        let sha256 = put(&mut zip, name, &entry.body)?;
         let classifier = match &entry.kind {
             EntryKind::Image { classifier } => Some(classifier.clone()),
             _ => None,
@@ -528,7 +509,7 @@ pub fn write_archive_with_key(
     let mut provenance_json =
         serde_json::to_vec_pretty(&provenance).expect("provenance is plain strings and numbers");
     provenance_json.push(b'\n');
-    let sha256 = put(&mut zip, PROVENANCE_ENTRY, &provenance_json, true)?;
+    let sha256 = put(&mut zip, PROVENANCE_ENTRY, &provenance_json)?;
     files.push(ArchivedFile {
         entry: PROVENANCE_ENTRY.to_owned(),
         classifier: None,
@@ -541,7 +522,7 @@ pub fn write_archive_with_key(
         .iter()
         .map(|f| format!("{}  {}\n", f.sha256, f.entry))
         .collect();
-    let sha256 = put(&mut zip, MANIFEST_ENTRY, manifest.as_bytes(), true)?;
+    let sha256 = put(&mut zip, MANIFEST_ENTRY, manifest.as_bytes())?;
     files.push(ArchivedFile {
         entry: MANIFEST_ENTRY.to_owned(),
         classifier: None,
@@ -550,15 +531,16 @@ pub fn write_archive_with_key(
         sha256,
     });
 
-    let writer = zip.finish().map_err(&zip_err)?;
-    let mut file = writer
-        .into_inner()
-        .map_err(|e| io_err("writing", &tmp_path)(e.into_error()))?;
+    let archive_bytes = zip.finish().map_err(&zip_err)?.into_inner();
+    let sha256 = sha256_hex(&archive_bytes);
+    let bytes = archive_bytes.len() as u64;
+    let mut file = super::fsmode::create_file(&tmp_path).map_err(io_err("creating", &tmp_path))?;
+    file.write_all(&archive_bytes)
+        .map_err(io_err("writing", &tmp_path))?;
+    drop(archive_bytes);
+    // A failed fsync is never retried: the temporary file is removed (by the guard) and the
+    // reference is fetched again by a later run.
     file.sync_all().map_err(io_err("syncing", &tmp_path))?;
-    // Hash what is on disk, not what we meant to write: one sequential re-read.
-    file.seek(SeekFrom::Start(0))
-        .map_err(io_err("reading back", &tmp_path))?;
-    let (sha256, bytes) = hash_reader(&mut file).map_err(io_err("reading back", &tmp_path))?;
     drop(file);
 
     fs::rename(&tmp_path, &final_path).map_err(io_err("renaming into place", &final_path))?;

@@ -33,8 +33,12 @@ use crate::flatten::{Cell, Column, ColumnType, ListItem, Row, StructField};
 /// Rows buffered before they are turned into one record batch.
 pub const BATCH_ROWS: usize = 1024;
 
-/// Rows per Parquet row group: bounds the encoded data the Parquet writer holds in memory.
+/// Rows per Parquet row group at most: bounds the encoded data the Parquet writer holds.
 pub const ROW_GROUP_ROWS: usize = 64 * 1024;
+
+/// A row group is closed early once its buffered data passes this size, so wide tables of long
+/// strings do not hold 64 K rows in memory.
+pub const ROW_GROUP_BYTES: usize = 16 * 1024 * 1024;
 
 /// Why a table could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -226,6 +230,12 @@ impl TableWriter {
                 path: part.tmp.clone(),
                 source,
             })?;
+        if part.writer.in_progress_size() >= ROW_GROUP_BYTES {
+            part.writer.flush().map_err(|source| TableError::Parquet {
+                path: part.tmp.clone(),
+                source,
+            })?;
+        }
         self.pending.clear();
         Ok(())
     }

@@ -214,15 +214,6 @@ pub async fn start(opts: SimOptions, listen: SocketAddr) -> std::io::Result<SimH
     })
 }
 
-/// Serves until Ctrl-C (for `jumio-export simulate`).
-pub async fn serve_forever(opts: SimOptions, listen: SocketAddr) -> std::io::Result<()> {
-    let handle = start(opts, listen).await?;
-    tracing::info!(base_url = %handle.base_url(), "simulator listening");
-    tokio::signal::ctrl_c().await?;
-    handle.shutdown().await;
-    Ok(())
-}
-
 /// Writes `reference,kind` CSV (with header) of the given references.
 pub fn write_references_csv(path: &Path, refs: &[(String, crate::Kind)]) -> std::io::Result<()> {
     let mut w = csv::Writer::from_path(path).map_err(std::io::Error::other)?;
