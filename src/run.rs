@@ -374,7 +374,7 @@ pub async fn run(
             .insert(status.to_string(), n);
     }
     let mut pairs = written.archive_hashes;
-    let root_hash = report::root_hash(&mut pairs);
+    let root_hash = report::root_hash_compact(&mut pairs);
     let denied = denied.load(Ordering::SeqCst);
     let interrupted = interrupted.load(Ordering::SeqCst);
     let fatal = fatal.lock().expect("fatal lock").clone();
@@ -689,7 +689,7 @@ struct Written {
     failed: u64,
     not_started: u64,
     by_error: std::collections::BTreeMap<String, u64>,
-    archive_hashes: Vec<(String, String)>,
+    archive_hashes: Vec<(Box<str>, [u8; 32])>,
     bytes_written: u64,
 }
 
@@ -773,7 +773,10 @@ fn write_results(
                     if fresh {
                         w.bytes_written += a.bytes;
                     }
-                    w.archive_hashes.push((reference, a.sha256));
+                    let mut sha = [0u8; 32];
+                    hex::decode_to_slice(&a.sha256, &mut sha)
+                        .map_err(|e| output_err("report", &e))?;
+                    w.archive_hashes.push((reference.into_boxed_str(), sha));
                 }
                 if fresh {
                     w.exported += 1;

@@ -88,6 +88,20 @@ pub fn root_hash(pairs: &mut [(String, String)]) -> String {
     hex::encode(h.finalize())
 }
 
+/// [`root_hash`] over compact pairs (reference, raw sha256), as a run keeps them: a million
+/// archives cost ~90 MB as hex strings and ~60 MB like this. Same result as [`root_hash`].
+pub fn root_hash_compact(pairs: &mut [(Box<str>, [u8; 32])]) -> String {
+    pairs.sort_unstable();
+    let mut h = Sha256::new();
+    for (reference, sha) in pairs.iter() {
+        h.update(reference.as_bytes());
+        h.update(b"  ");
+        h.update(hex::encode(sha).as_bytes());
+        h.update(b"\n");
+    }
+    hex::encode(h.finalize())
+}
+
 /// RFC 3339 with milliseconds, UTC.
 pub fn timestamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -132,6 +146,15 @@ mod tests {
         let expected = hex::encode(Sha256::digest(b"a  11\nb  22\n"));
         assert_eq!(root_hash(&mut a), expected);
         assert_eq!(root_hash(&mut b), expected);
+        let mut compact: Vec<(Box<str>, [u8; 32])> = Vec::new();
+        let sha = |c: u8| [c; 32];
+        compact.push(("b".into(), sha(2)));
+        compact.push(("a".into(), sha(1)));
+        let mut as_hex = vec![
+            ("a".to_string(), hex::encode(sha(1))),
+            ("b".to_string(), hex::encode(sha(2))),
+        ];
+        assert_eq!(root_hash_compact(&mut compact), root_hash(&mut as_hex));
         let mut swapped = vec![
             ("a".to_string(), "22".to_string()),
             ("b".to_string(), "11".to_string()),
