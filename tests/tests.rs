@@ -10,3 +10,7 @@ mod flatten;
 mod pipeline;
 // The simulator: documented shapes, auth rules, determinism, faults, request log.
 mod sim;
+// Property tests: enclosed entry names, origin check, fixed flatten schema.
+mod properties;
+// Fuzz-found crashes, replayed; the fuzz targets' checks run in the normal suite.
+mod regressions;
