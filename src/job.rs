@@ -631,6 +631,15 @@ pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> Result<Job, JobE
         Some(b) if *b.get_ref() == 0 => {
             return Err(ctx.invalid(b.span(), "[limits] burst", "must be at least 1"));
         }
+        // governor multiplies the period (up to 1000 s at MIN_RATE) by the burst in u64
+        // nanoseconds: `burst = 4294967295` at 0.2 requests per second overflowed it.
+        Some(b) if *b.get_ref() > MAX_BURST => {
+            return Err(ctx.invalid(
+                b.span(),
+                "[limits] burst",
+                format!("must be at most {MAX_BURST}"),
+            ));
+        }
         Some(b) => *b.get_ref(),
         None => 10,
     };
@@ -825,6 +834,9 @@ fn check_url(text: &str) -> Result<Url, String> {
 
 /// The slowest request rate a shard may run at, in requests per second.
 const MIN_RATE: f64 = 0.001;
+/// The largest rate limiter burst; with [`MIN_RATE`] it keeps governor's burst window
+/// (period × burst, in u64 nanoseconds) far from overflowing.
+const MAX_BURST: u32 = 1_000_000;
 
 const TOP_KEYS: &[&str] = &["api", "input", "limits", "polling", "fetch", "output"];
 const API_KEYS: &[&str] = &[

@@ -92,7 +92,10 @@ fn job_error(text: &[u8], overrides: &Overrides) -> String {
 /// panicked computing a period of 1/rate seconds.
 #[test]
 fn subnormal_rate_is_refused_before_the_rate_limiter_panics() {
-    let err = job_error(&kept("job_parser", "subnormal-rate.toml"), &Overrides::default());
+    let err = job_error(
+        &kept("job_parser", "subnormal-rate.toml"),
+        &Overrides::default(),
+    );
     assert!(
         err.starts_with("jobs/x.toml:4: [limits] requests_per_second: must be at least 0.001"),
         "{err}"
@@ -154,4 +157,27 @@ fn schedule_offsets_equal_once_rounded_to_nanoseconds_are_refused() {
         err.starts_with("jobs/x.toml:4: [polling] schedule_seconds: must be strictly increasing"),
         "{err}"
     );
+}
+
+/// `burst = 4294967295` at 0.2 requests per second was accepted; governor then multiplied
+/// the 5 s period by the burst in u64 nanoseconds and overflowed (a panic in debug builds,
+/// a wrapped and meaningless burst window in release builds).
+#[test]
+fn huge_burst_at_a_low_rate_is_refused_before_governor_overflows() {
+    let err = job_error(
+        &kept("job_parser", "huge-burst-at-low-rate.toml"),
+        &Overrides::default(),
+    );
+    assert_eq!(
+        err,
+        "jobs/x.toml:5: [limits] burst: must be at most 1000000"
+    );
+    // The extremes still accepted build a limiter without overflow.
+    let job = job::parse(
+        "[api]\nuser_agent = \"x\"\n[limits]\nrequests_per_second = 0.001\nburst = 1000000\n",
+        Path::new("jobs/x.toml"),
+        &Overrides::default(),
+    )
+    .unwrap();
+    let _ = RateLimiter::new(job.limits.requests_per_second, job.limits.burst);
 }
