@@ -188,7 +188,7 @@ pub fn parse_input(bytes: &[u8], name: &str, default_kind: Kind) -> Result<Input
             .eq_ignore_ascii_case("reference")
     });
     if is_csv_header {
-        parse_csv(text, name, default_kind, &mut list)?;
+        parse_csv(text, name, first_line, default_kind, &mut list)?;
     } else if header.contains(',') {
         return Err(InputError::NoReferenceColumn {
             name: name.to_string(),
@@ -209,6 +209,7 @@ pub fn parse_input(bytes: &[u8], name: &str, default_kind: Kind) -> Result<Input
 fn parse_csv(
     text: &str,
     name: &str,
+    header_line: usize,
     default_kind: Kind,
     list: &mut Collector,
 ) -> Result<(), InputError> {
@@ -234,7 +235,15 @@ fn parse_csv(
             .iter()
             .position(|h| h.trim().eq_ignore_ascii_case(wanted))
     };
-    let reference_col = column("reference").expect("header was checked for `reference`");
+    // The quick look in `parse_input` splits on commas; the CSV reader honours quotes and
+    // only skips `#` lines that start in column 1, so it may see no `reference` after all
+    // (`"reference` unterminated, `a,"b,reference"`, ` #c` before the header).
+    let reference_col = column("reference").ok_or_else(|| InputError::Csv {
+        name: name.to_string(),
+        line: header_line,
+        message: "the header, read as CSV (quotes, comment lines), has no `reference` column"
+            .to_string(),
+    })?;
     let kind_col = column("kind");
 
     let mut record = csv::StringRecord::new();

@@ -614,9 +614,39 @@ pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> Result<Job, JobE
         }
         (None, None) => 10.0,
     };
+    // The limiter turns the per-shard rate into a period (1/rate) that must fit a
+    // Duration and governor's u64 nanoseconds; 5e-324 passed the check above and then
+    // panicked there. One request per 1000 s per shard is slower than any real export.
+    if rate / f64::from(shard_count) < MIN_RATE {
+        let message = format!(
+            "must be at least {MIN_RATE} per shard (one request per {} s), got {rate} over \
+             {shard_count} shard(s)",
+            1.0 / MIN_RATE
+        );
+        return Err(match (overrides.rate, &l.requests_per_second) {
+            (Some(_), _) => JobError::Override {
+                flag: "--rate",
+                message,
+            },
+            (None, Some(r)) => ctx.invalid(r.span(), "[limits] requests_per_second", message),
+            (None, None) => JobError::Override {
+                flag: "--shard",
+                message,
+            },
+        });
+    }
     let burst = match &l.burst {
         Some(b) if *b.get_ref() == 0 => {
             return Err(ctx.invalid(b.span(), "[limits] burst", "must be at least 1"));
+        }
+        // governor multiplies the period (up to 1000 s at MIN_RATE) by the burst in u64
+        // nanoseconds: `burst = 4294967295` at 0.2 requests per second overflowed it.
+        Some(b) if *b.get_ref() > MAX_BURST => {
+            return Err(ctx.invalid(
+                b.span(),
+                "[limits] burst",
+                format!("must be at most {MAX_BURST}"),
+            ));
         }
         Some(b) => *b.get_ref(),
         None => 10,
@@ -639,8 +669,10 @@ pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> Result<Job, JobE
         Some(t) => {
             let v = *t.get_ref();
             // Duration::from_secs_f64 panics on huge values; a day is far beyond any
-            // sensible request timeout.
-            if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
+            // sensible request timeout. A value under a nanosecond becomes a zero timeout,
+            // which fails every request: refused like 0.
+            if !(v.is_finite() && v > 0.0 && v <= 86_400.0) || Duration::from_secs_f64(v).is_zero()
+            {
                 return Err(ctx.invalid(
                     t.span(),
                     "[limits] timeout_seconds",
@@ -795,8 +827,11 @@ fn check_schedule(
                 ),
             ));
         }
+        // Compared as the Durations the poller uses: 1e-10 and 2e-10 are increasing as
+        // floats but both round to zero nanoseconds.
+        let offset = Duration::from_secs_f64(v);
         if let Some(p) = previous
-            && v <= p
+            && (v <= p || out.last().is_some_and(|last| offset <= *last))
         {
             return Err(ctx.invalid(
                 entry.span(),
@@ -810,7 +845,7 @@ fn check_schedule(
             ));
         }
         previous = Some(v);
-        out.push(Duration::from_secs_f64(v));
+        out.push(offset);
     }
     Ok(out)
 }
@@ -844,6 +879,12 @@ fn check_url(text: &str) -> Result<Url, String> {
 }
 
 // ---- raw file structure -------------------------------------------------------------
+
+/// The slowest request rate a shard may run at, in requests per second.
+const MIN_RATE: f64 = 0.001;
+/// The largest rate limiter burst; with [`MIN_RATE`] it keeps governor's burst window
+/// (period × burst, in u64 nanoseconds) far from overflowing.
+const MAX_BURST: u32 = 1_000_000;
 
 const TOP_KEYS: &[&str] = &["api", "input", "limits", "polling", "fetch", "output"];
 const API_KEYS: &[&str] = &[

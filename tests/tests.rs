@@ -24,3 +24,7 @@ mod secrets;
 mod sim;
 // verify: a real export checked clean, then each kind of damage found and named.
 mod verify;
+// Property tests: enclosed entry names, origin check, fixed flatten schema.
+mod properties;
+// Fuzz-found crashes, replayed; the fuzz targets' checks run in the normal suite.
+mod regressions;
