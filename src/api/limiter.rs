@@ -53,11 +53,15 @@ struct Adaptive {
 impl RateLimiter {
     /// A limiter at `rate` requests per second with `burst` requests of headroom.
     pub fn new(rate: f64, burst: u32) -> Self {
+        // Clamped so every duration below stays representable and governor's arithmetic cannot
+        // overflow (period × burst): job files are validated to this range already; this guards
+        // library callers.
         let rate = if rate.is_finite() && rate > 0.0 {
-            rate
+            rate.clamp(0.001, 1e9)
         } else {
             1.0
         };
+        let burst = burst.min(1_000_000);
         let period = Duration::from_secs_f64(1.0 / rate).max(Duration::from_nanos(1));
         let burst = NonZeroU32::new(burst.max(1)).expect("max(1) is non-zero");
         let quota = Quota::with_period(period)
@@ -199,6 +203,20 @@ mod tests {
         tokio::time::advance(Duration::from_secs(10)).await;
         let r2 = l.current_rate();
         assert!(r2 > r && r2 - r <= 2.6, "{r} → {r2}");
+    }
+
+    #[test]
+    fn absurd_rates_and_bursts_are_clamped_not_panics() {
+        for (rate, burst) in [
+            (5e-324, 1),
+            (0.2, u32::MAX),
+            (f64::INFINITY, 0),
+            (-1.0, 5),
+            (1e300, u32::MAX),
+        ] {
+            let l = RateLimiter::new(rate, burst);
+            assert!(l.configured_rate() > 0.0 && l.configured_rate().is_finite());
+        }
     }
 
     #[tokio::test(start_paused = true)]
