@@ -38,7 +38,7 @@ pub const ROW_GROUP_ROWS: usize = 64 * 1024;
 
 /// A row group is closed early once its buffered data passes this size, so wide tables of long
 /// strings do not hold 64 K rows in memory.
-pub const ROW_GROUP_BYTES: usize = 8 * 1024 * 1024;
+pub const ROW_GROUP_BYTES: usize = 2 * 1024 * 1024;
 
 /// Why a table could not be written.
 #[derive(Debug, thiserror::Error)]
