@@ -152,6 +152,18 @@ impl Fetcher {
 
     /// Runs the whole flow for one reference.
     pub async fn fetch(&self, reference: &str, kind: Kind) -> FetchOutcome {
+        self.fetch_with_polls(reference, kind, self.opts.schedule.len())
+            .await
+    }
+
+    /// The flow with at most `polls` scheduled status calls after the first: 0 is the guide's
+    /// "one additional retrieval call per day" for a reference whose schedule was used up.
+    pub async fn fetch_with_polls(
+        &self,
+        reference: &str,
+        kind: Kind,
+        polls: usize,
+    ) -> FetchOutcome {
         let (family, base_path) = match kind {
             Kind::Netverify => (
                 Family::Netverify,
@@ -168,7 +180,8 @@ impl Fetcher {
         };
         // The slot of the final status call is kept for the rest of the flow, so a transaction
         // under way finishes before new ones start: a crash or Ctrl-C then loses little work.
-        let (status, slot) = match self.poll(kind, family, &base_path).await {
+        let schedule = &self.opts.schedule[..polls.min(self.opts.schedule.len())];
+        let (status, slot) = match self.poll(kind, family, &base_path, schedule).await {
             Ok(Some(s)) => s,
             Ok(None) => return FetchOutcome::Cancelled,
             Err(f) if f.http_status == Some(401) || f.http_status == Some(403) => {
@@ -198,6 +211,7 @@ impl Fetcher {
         kind: Kind,
         family: Family,
         base_path: &str,
+        schedule: &[Duration],
     ) -> Step<Option<(ApiResponse, OwnedSemaphorePermit)>> {
         let url = self.client.url(family, base_path);
         let endpoint = match kind {
@@ -250,7 +264,7 @@ impl Fetcher {
                 return Ok(Some((response, slot)));
             }
             drop(slot);
-            let Some(offset) = self.opts.schedule.get(polls as usize - 1) else {
+            let Some(offset) = schedule.get(polls as usize - 1) else {
                 return Err(FetchFailure {
                     stage: "status",
                     http_status: Some(200),

@@ -203,8 +203,10 @@ pub async fn run(
     let started_at = (opts.clock)();
     let out = job.output.dir.clone();
     crate::output::fsmode::configure(job.output.file_mode, job.output.dir_mode);
-    prepare_output_dir(&out)?;
+    create_output_dir(&out)?;
     let _lock = lock_output_dir(&out)?;
+    // Only the lock holder may touch temporaries: another run's could be in flight.
+    prepare_output_dir(&out)?;
 
     let limiter = Arc::new(RateLimiter::new(
         job.limits.requests_per_second,
@@ -254,8 +256,19 @@ pub async fn run(
 
     // Earlier failures that are not due yet are carried over without calling the API.
     let now = (opts.clock)();
-    let carried: HashMap<(String, Kind), FailureRow> = failures::read(&out.join("failures.csv"))
-        .unwrap_or_default()
+    let earlier =
+        failures::read(&out.join("failures.csv")).map_err(|source| RunError::OutputDir {
+            path: out.join("failures.csv"),
+            source,
+        })?;
+    // PENDING past its next_attempt_after: the guide allows one status call a day, not a new
+    // round of the schedule.
+    let daily: std::collections::HashSet<(String, Kind)> = earlier
+        .iter()
+        .filter(|r| r.error == "PENDING" && r.next_attempt_after.is_some_and(|t| t <= now))
+        .map(|r| (r.reference.clone(), r.kind))
+        .collect();
+    let carried: HashMap<(String, Kind), FailureRow> = earlier
         .into_iter()
         .filter(|r| match r.error.as_str() {
             "PENDING" => r.next_attempt_after.is_none_or(|t| t > now),
@@ -335,8 +348,9 @@ pub async fn run(
             let ctx = ctx.clone();
             let tx = tx.clone();
             let progress = progress.clone();
+            let once = daily.contains(&(item.reference.clone(), item.kind));
             tasks.spawn(async move {
-                let done = one_reference(&ctx, item).await;
+                let done = one_reference(&ctx, item, once).await;
                 match &done {
                     Done::Exported { fresh: true, .. } => progress.exported(),
                     Done::Exported { fresh: false, .. } => progress.already(),
@@ -350,8 +364,32 @@ pub async fn run(
             break;
         }
     }
-    for _ in items {
-        let _ = tx.send(Done::NotStarted).await;
+    // Stopped early (Ctrl-C, refused credentials, a full disk): the references not reached still
+    // keep what earlier runs established, so the tables written below are complete, not partial.
+    // Only local work here: carried failure rows and archives already on disk.
+    {
+        use futures::StreamExt;
+        let carried = &carried;
+        let out = &out;
+        let key = &opts.archive_key;
+        let mut rest = futures::stream::iter(items)
+            .map(|item| async move {
+                if let Some(row) = carried.get(&(item.reference.clone(), item.kind)) {
+                    return Done::Failed(row.clone());
+                }
+                let path = out.join("archives").join(format!("{}.zip", item.reference));
+                if path.exists()
+                    && let Some(done) =
+                        reuse_archive(&path, &item.reference, item.kind, key.clone()).await
+                {
+                    return done;
+                }
+                Done::NotStarted
+            })
+            .buffer_unordered(4);
+        while let Some(done) = rest.next().await {
+            let _ = tx.send(done).await;
+        }
     }
     drop(tx);
     drop(ctx);
@@ -507,13 +545,20 @@ fn lock_output_dir(out: &Path) -> Result<DirLock, RunError> {
     }
 }
 
-fn prepare_output_dir(out: &Path) -> Result<(), RunError> {
+fn create_output_dir(out: &Path) -> Result<(), RunError> {
     let err = |source| RunError::OutputDir {
         path: out.to_path_buf(),
         source,
     };
     crate::output::fsmode::create_dir_all(out).map_err(err)?;
-    crate::output::fsmode::create_dir_all(&out.join("archives")).map_err(err)?;
+    crate::output::fsmode::create_dir_all(&out.join("archives")).map_err(err)
+}
+
+fn prepare_output_dir(out: &Path) -> Result<(), RunError> {
+    let err = |source| RunError::OutputDir {
+        path: out.to_path_buf(),
+        source,
+    };
     let probe = out.join(".write-probe.tmp");
     std::fs::write(&probe, b"").map_err(err)?;
     std::fs::remove_file(&probe).map_err(err)?;
@@ -537,19 +582,26 @@ struct TaskContext {
 }
 
 /// One reference: reuse its archive if an earlier run completed it, else fetch and archive it.
-async fn one_reference(ctx: &TaskContext, item: Item) -> Done {
+async fn one_reference(ctx: &TaskContext, item: Item, once: bool) -> Done {
     let Item { reference, kind } = item;
     let path = ctx.out.join("archives").join(format!("{reference}.zip"));
-    if path.exists() {
-        if let Some(done) = reuse_archive(&path, &reference, kind, ctx.archive_key.clone()).await {
-            return done;
-        }
-        let _ = std::fs::remove_file(&path);
+    // An archive that does not verify is not deleted: a new one replaces it atomically only once
+    // every file is fetched again. If the API no longer has the transaction, the old file is all
+    // there is.
+    if path.exists()
+        && let Some(done) = reuse_archive(&path, &reference, kind, ctx.archive_key.clone()).await
+    {
+        return done;
     }
     if ctx.stop.is_cancelled() {
         return Done::NotStarted;
     }
-    match ctx.fetcher.fetch(&reference, kind).await {
+    let outcome = if once {
+        ctx.fetcher.fetch_with_polls(&reference, kind, 0).await
+    } else {
+        ctx.fetcher.fetch(&reference, kind).await
+    };
+    match outcome {
         FetchOutcome::Fetched(f) => {
             if !ctx.write_archives {
                 return Done::Exported {
@@ -581,6 +633,26 @@ async fn one_reference(ctx: &TaskContext, item: Item) -> Done {
                     archive: Some(w),
                     fresh: true,
                 },
+                Ok(Err(
+                    e @ (archive::ArchiveError::DuplicateEntry { .. }
+                    | archive::ArchiveError::InvalidReference { .. }),
+                )) => {
+                    // The API's data cannot be archived as given (two images claiming one
+                    // name): a failure of this reference, not of the disk.
+                    tracing::warn!(reference = %reference, "not exported: {e}");
+                    Done::Failed(failure_row(
+                        &reference,
+                        kind,
+                        &FetchFailure {
+                            stage: "archive",
+                            http_status: None,
+                            error: "BAD_RESPONSE",
+                            attempts: 1,
+                            next_attempt_after: None,
+                            message: e.to_string(),
+                        },
+                    ))
+                }
                 Ok(Err(e)) => {
                     // A disk that refuses a write (full, read-only, failed fsync) refuses the next
                     // one too: stop cleanly rather than turn every reference into a failure. The
@@ -640,6 +712,16 @@ async fn reuse_archive(
             return None;
         }
     };
+    let has = |name: &str| contents.files.iter().any(|f| f.entry == name);
+    let kind_matches = match kind {
+        Kind::Authentication => has("authentication.json"),
+        Kind::Netverify => has("data.json") && !has("authentication.json") && !has("pages.json"),
+        Kind::Document => has("data.json") && !has("authentication.json") && !has("images.json"),
+    };
+    if !kind_matches {
+        tracing::warn!(reference = %reference, %kind, "archive from an earlier run is of another kind; fetching again");
+        return None;
+    }
     if !contents.manifest_ok
         || !contents.problems.is_empty()
         || contents.reference.as_deref() != Some(reference)

@@ -396,11 +396,12 @@ async fn a_pending_reference_is_polled_again_only_after_a_day() {
         "{text}"
     );
 
-    // A day and an hour later: due, polled again (and, still pending, pushed a day further).
+    // A day and an hour later: due, and given the guide's one retrieval a day — a single
+    // status call, not a new round of the schedule (still pending: pushed a day further).
     let n = api.requests().len();
     let later = now + chrono::Duration::hours(25);
     run_in_process(&d, &api.base_url(), at(later)).await;
-    assert_eq!(status_calls(&api.requests()[n..]), 4);
+    assert_eq!(status_calls(&api.requests()[n..]), 1);
     let text = std::fs::read_to_string(d.out.join("failures.csv")).unwrap();
     let next =
         (later + chrono::Duration::days(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -616,6 +617,68 @@ async fn an_unwritable_output_directory_exits_3_before_any_request() {
     assert!(
         api.requests().is_empty(),
         "requests were sent although nothing could be written"
+    );
+    api.shutdown().await;
+}
+
+/// A run stopped early (here: the API refuses the credentials at once) still writes complete
+/// tables: references it never reached keep their rows from the archives on disk and their carried
+/// failure rows, and no archive is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_stopped_early_keeps_every_earlier_row_and_archive() {
+    let api = sim().await;
+    // More references than a run keeps in flight (8 × concurrency, at least 256), so most are
+    // never reached by the stopped run.
+    let mut refs = exportable(300);
+    refs.push(("nf-n1".to_string(), Kind::Netverify));
+    let d = dir_with(&job_text(5000.0, 16), &refs);
+    let first = run_in_process(&d, &api.base_url(), quiet()).await;
+    assert_eq!(first.exported, 300);
+    let before = archives_present(&d.out);
+    // Same directory, refused credentials: exit 3 after the first status call.
+    let o = Overrides {
+        input: Some(d.refs.display().to_string()),
+        out: Some(d.out.clone()),
+        base_url: Some(api.base_url()),
+        ..Overrides::default()
+    };
+    let job = job::load(&d.job, &o).unwrap();
+    // A reference with no archive yet comes first, so the refusal happens before the others.
+    let mut list =
+        input::read_input(job.input.path.as_deref().unwrap(), job.input.default_kind).unwrap();
+    list.items.insert(
+        0,
+        jumio_export::input::Item {
+            reference: "ok-n77".into(),
+            kind: Kind::Netverify,
+        },
+    );
+    let denied = run::run(
+        &job,
+        list,
+        &Credentials::new("demo-token", "wrong"),
+        quiet(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(denied.exit_code(), 3);
+    assert_eq!(archives_present(&d.out), before, "no archive was deleted");
+    let mut in_tables = table_references(&d.out);
+    in_tables.sort();
+    let mut expected: Vec<String> = refs
+        .iter()
+        .filter(|(r, _)| r != "nf-n1")
+        .map(|(r, _)| r.clone())
+        .collect();
+    expected.sort();
+    assert_eq!(
+        in_tables, expected,
+        "the tables still list every exported reference"
+    );
+    let failures = std::fs::read_to_string(d.out.join("failures.csv")).unwrap();
+    assert!(
+        failures.contains("nf-n1,netverify,status,404,NOT_FOUND"),
+        "{failures}"
     );
     api.shutdown().await;
 }

@@ -53,11 +53,12 @@ pub fn restrict(f: &File) -> io::Result<()> {
     Ok(())
 }
 
-/// Creates `path` and its missing parents; the directories this call creates, and `path` itself,
-/// get the configured directory mode.
+/// Creates `path` and its missing parents; the directories this call creates get the configured
+/// directory mode. An existing directory keeps its mode: it may be shared on purpose (`--out .`,
+/// a group directory), and changing it could fail where writing would not.
 pub fn create_dir_all(path: &Path) -> io::Result<()> {
     if path.is_dir() {
-        return set_dir_mode(path);
+        return Ok(());
     }
     if let Some(parent) = path
         .parent()
