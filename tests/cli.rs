@@ -6,9 +6,9 @@ use std::path::Path;
 use std::process::Command;
 
 use jumio_export::Kind;
-use jumio_export::simulator::{self, SimOptions};
+use jumio_export::simulator::SimOptions;
 
-use crate::support::{bin, exportable, text};
+use crate::support::{BlockingSim, bin, exportable, text};
 
 fn csv_references(path: &Path) -> Vec<String> {
     let mut r = csv::Reader::from_path(path).unwrap();
@@ -122,13 +122,8 @@ fn plan_sends_nothing_and_prints_the_budget() {
 
 #[test]
 fn shards_partition_the_references_and_together_export_all() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let api = rt
-        .block_on(simulator::start(
-            SimOptions::default(),
-            "127.0.0.1:0".parse().unwrap(),
-        ))
-        .unwrap();
+    let sim = BlockingSim::start(SimOptions::default());
+    let api = sim.api();
     let refs = exportable(24);
     let dir = tempfile::tempdir().unwrap();
     let job = dir.path().join("job.toml");
@@ -182,7 +177,6 @@ fn shards_partition_the_references_and_together_export_all() {
         unique, expected,
         "the shards together export every reference"
     );
-    rt.block_on(api.shutdown());
 }
 
 #[test]
@@ -271,13 +265,8 @@ fn simulate_serves_the_references_it_lists_until_stopped() {
 
 #[test]
 fn references_can_come_from_standard_input() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let api = rt
-        .block_on(simulator::start(
-            SimOptions::default(),
-            "127.0.0.1:0".parse().unwrap(),
-        ))
-        .unwrap();
+    let sim = BlockingSim::start(SimOptions::default());
+    let api = sim.api();
     let dir = tempfile::tempdir().unwrap();
     let job = dir.path().join("job.toml");
     std::fs::write(
@@ -318,5 +307,4 @@ fn references_can_come_from_standard_input() {
         ["ok-n1", "ok-n2"],
         "each reference once, the comment skipped"
     );
-    rt.block_on(api.shutdown());
 }

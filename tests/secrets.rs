@@ -6,7 +6,9 @@ use std::path::Path;
 use std::process::Command;
 
 use base64::Engine;
-use jumio_export::simulator::{self, SimOptions};
+use jumio_export::simulator::SimOptions;
+
+use crate::support::{BlockingSim, job_files};
 
 const TOKEN: &str = "canary-token-7f3a9c1e";
 const SECRET: &str = "canary-secret-b52d80e4";
@@ -56,28 +58,20 @@ fn scan_dir(dir: &Path, files: &mut usize) {
 
 #[test]
 fn canary_credentials_appear_nowhere_even_at_trace_level() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
     let opts = SimOptions {
         token: TOKEN.into(),
         secret: SECRET.into(),
         ..SimOptions::default()
     };
-    let api = rt
-        .block_on(simulator::start(opts, "127.0.0.1:0".parse().unwrap()))
-        .unwrap();
+    let sim = BlockingSim::start(opts);
+    let api = sim.api();
     let dir = tempfile::tempdir().unwrap();
-    let job = dir.path().join("job.toml");
-    std::fs::write(
-        &job,
+    let (job, refs) = job_files(
+        dir.path(),
         "[api]\nregion = \"us\"\nuser_agent = \"secrets-test/1\"\n[limits]\nrequests_per_second = 300.0\nmax_retries = 1\ntimeout_seconds = 5\n[polling]\nschedule_seconds = [0.05]\n",
-    )
-    .unwrap();
-    let refs = dir.path().join("refs.csv");
-    std::fs::write(
-        &refs,
+        "refs.csv",
         "reference,kind\nok-n1,netverify\nok-d1,document\nok-a1,authentication\nnf-n1,netverify\npf-n1,netverify\nfh-n1,netverify\nfail-n1,netverify\nbad/ref,netverify\n",
-    )
-    .unwrap();
+    );
     let mut files = 0;
     // A good run, and one whose secret the API refuses (errors are where secrets usually leak).
     for (secret, expected) in [(SECRET, 1), ("wrong-secret", 3)] {
@@ -112,7 +106,6 @@ fn canary_credentials_appear_nowhere_even_at_trace_level() {
     assert!(files > 10, "only {files} output files were searched");
     // The simulator did see the credentials: the test would notice a leak.
     assert!(api.requests().iter().any(|r| r.status == 200));
-    rt.block_on(api.shutdown());
 }
 
 #[cfg(unix)]
@@ -136,13 +129,8 @@ fn modes(dir: &Path, files: &mut Vec<(String, u32)>, dirs: &mut Vec<(String, u32
 #[test]
 fn output_is_private_whatever_the_umask_and_modes_are_configurable() {
     use std::os::unix::fs::PermissionsExt;
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let api = rt
-        .block_on(simulator::start(
-            SimOptions::default(),
-            "127.0.0.1:0".parse().unwrap(),
-        ))
-        .unwrap();
+    let sim = BlockingSim::start(SimOptions::default());
+    let api = sim.api();
     let dir = tempfile::tempdir().unwrap();
     let refs = dir.path().join("refs.csv");
     std::fs::write(
@@ -197,7 +185,6 @@ fn output_is_private_whatever_the_umask_and_modes_are_configurable() {
         let top = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
         assert_eq!(top, dir_mode, "the output directory itself");
     }
-    rt.block_on(api.shutdown());
 }
 
 /// `encrypt_archives = true`: every entry is AES-256 encrypted under the key from the
@@ -206,26 +193,15 @@ fn output_is_private_whatever_the_umask_and_modes_are_configurable() {
 #[test]
 fn encrypted_archives_open_only_with_the_key() {
     const KEY: &str = "archive-key-canary-0123456789";
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let api = rt
-        .block_on(simulator::start(
-            SimOptions::default(),
-            "127.0.0.1:0".parse().unwrap(),
-        ))
-        .unwrap();
+    let sim = BlockingSim::start(SimOptions::default());
+    let api = sim.api();
     let dir = tempfile::tempdir().unwrap();
-    let job = dir.path().join("job.toml");
-    std::fs::write(
-        &job,
+    let (job, refs) = job_files(
+        dir.path(),
         "[api]\nregion = \"us\"\nuser_agent = \"enc-test/1\"\n[polling]\nschedule_seconds = [0.05]\n[output]\nencrypt_archives = true\narchive_key_env = \"TEST_ARCHIVE_KEY\"\n",
-    )
-    .unwrap();
-    let refs = dir.path().join("refs.csv");
-    std::fs::write(
-        &refs,
+        "refs.csv",
         "reference,kind\nok-n1,netverify\nok-d1,document\nok-a1,authentication\n",
-    )
-    .unwrap();
+    );
     let out = dir.path().join("out");
     let run = |key: Option<&str>| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_jumio-export"));
@@ -332,7 +308,6 @@ fn encrypted_archives_open_only_with_the_key() {
         n,
         "resume with the key re-reads the archives instead of fetching"
     );
-    rt.block_on(api.shutdown());
 }
 
 /// `unmasked_card_images = true` brings the export into PCI DSS scope: the run says so at start.

@@ -53,3 +53,51 @@ pub fn exportable(n: usize) -> Vec<(String, Kind)> {
     );
     refs
 }
+
+/// A simulator on a loopback port with a runtime of its own, for tests that drive the binary
+/// synchronously; shut down when dropped.
+pub struct BlockingSim {
+    rt: tokio::runtime::Runtime,
+    api: Option<simulator::SimHandle>,
+}
+
+impl BlockingSim {
+    /// Starts one with `opts`.
+    pub fn start(opts: SimOptions) -> Self {
+        let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
+        let api = rt
+            .block_on(simulator::start(
+                opts,
+                "127.0.0.1:0".parse().expect("loopback"),
+            ))
+            .expect("the simulator starts on loopback");
+        BlockingSim { rt, api: Some(api) }
+    }
+
+    /// Its handle (base URL, request log).
+    pub fn api(&self) -> &simulator::SimHandle {
+        self.api.as_ref().expect("running until dropped")
+    }
+}
+
+impl Drop for BlockingSim {
+    fn drop(&mut self) {
+        if let Some(api) = self.api.take() {
+            self.rt.block_on(api.shutdown());
+        }
+    }
+}
+
+/// Writes `job.toml` and a reference list named `refs_name` into `dir`; returns both paths.
+pub fn job_files(
+    dir: &std::path::Path,
+    job: &str,
+    refs_name: &str,
+    refs: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let job_path = dir.join("job.toml");
+    std::fs::write(&job_path, job).expect("job file written");
+    let refs_path = dir.join(refs_name);
+    std::fs::write(&refs_path, refs).expect("reference list written");
+    (job_path, refs_path)
+}
