@@ -93,6 +93,8 @@ use jumio_export::job::{self, Credentials, Overrides};
 use jumio_export::run::{self, RunOptions, Summary};
 use serde_json::json as j;
 
+use crate::support::{csv_table, zip_entries};
+
 const TOKEN: &str = "adv-canary-token";
 const SECRET: &str = "adv-canary-secret";
 /// The control reference of every run: a clean flow, must always be exported.
@@ -269,18 +271,7 @@ fn read_csv(path: &Path) -> Vec<BTreeMap<String, String>> {
     if !path.exists() {
         return Vec::new();
     }
-    let mut r = csv::Reader::from_path(path).unwrap();
-    let header: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
-    r.records()
-        .map(|rec| {
-            let rec = rec.unwrap();
-            header
-                .iter()
-                .cloned()
-                .zip(rec.iter().map(String::from))
-                .collect()
-        })
-        .collect()
+    csv_table(path).1
 }
 
 fn rows_for(out: &Path, table: &str, reference: &str) -> Vec<BTreeMap<String, String>> {
@@ -288,21 +279,6 @@ fn rows_for(out: &Path, table: &str, reference: &str) -> Vec<BTreeMap<String, St
         .into_iter()
         .filter(|r| r["reference"] == reference)
         .collect()
-}
-
-/// Entries of an archive, each checked with `enclosed_name`.
-fn zip_entries(path: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut z = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
-    let mut out = BTreeMap::new();
-    for i in 0..z.len() {
-        let mut f = z.by_index(i).unwrap();
-        let name = f.name().unwrap().to_string();
-        assert!(f.enclosed_name().is_some(), "unsafe entry name {name:?}");
-        let mut buf = Vec::new();
-        f.read_to_end(&mut buf).unwrap();
-        out.insert(name, buf);
-    }
-    out
 }
 
 /// `reference` is exported: one table row, one archive; returns the archive's entries.

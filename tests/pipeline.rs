@@ -1,8 +1,7 @@
 //! End-to-end: the export job against the simulator over real HTTP, judged by its outputs and by
 //! the simulator's request log.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Read;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -11,9 +10,8 @@ use jumio_export::input;
 use jumio_export::job::{self, Credentials, Overrides};
 use jumio_export::run::{self, RunOptions, Summary};
 use jumio_export::simulator::{self, RequestRecord, SimHandle, SimOptions};
-use sha2::{Digest, Sha256};
 
-use crate::support::exportable;
+use crate::support::{csv_table, exportable, sha256_hex, zip_entries};
 
 const TOKEN: &str = "demo-token";
 const SECRET: &str = "demo-secret";
@@ -97,41 +95,6 @@ async fn sim(opts: SimOptions) -> SimHandle {
         .unwrap()
 }
 
-fn read_csv(path: &Path) -> (Vec<String>, Vec<BTreeMap<String, String>>) {
-    let mut r = csv::Reader::from_path(path).unwrap();
-    let header: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
-    let rows = r
-        .records()
-        .map(|rec| {
-            let rec = rec.unwrap();
-            header
-                .iter()
-                .cloned()
-                .zip(rec.iter().map(String::from))
-                .collect()
-        })
-        .collect();
-    (header, rows)
-}
-
-fn zip_entries(path: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut z = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
-    let mut out = BTreeMap::new();
-    for i in 0..z.len() {
-        let mut f = z.by_index(i).unwrap();
-        let name = f.name().unwrap().to_string();
-        assert!(f.enclosed_name().is_some(), "unsafe entry name {name}");
-        let mut buf = Vec::new();
-        f.read_to_end(&mut buf).unwrap();
-        out.insert(name, buf);
-    }
-    out
-}
-
-fn sha(b: &[u8]) -> String {
-    hex::encode(Sha256::digest(b))
-}
-
 /// Paths requested, by how often (excluding status calls, which are polled).
 fn path_counts(log: &[RequestRecord]) -> HashMap<String, usize> {
     let mut m = HashMap::new();
@@ -192,7 +155,7 @@ async fn a_mixed_export_is_complete_correct_and_polite() {
     );
 
     // failures.csv: the reason codes of SPEC.
-    let (header, failures) = read_csv(&s.out.join("failures.csv"));
+    let (header, failures) = csv_table(&s.out.join("failures.csv"));
     assert_eq!(
         header,
         [
@@ -240,7 +203,7 @@ async fn a_mixed_export_is_complete_correct_and_polite() {
     assert_eq!(summary.exported as usize, exported.len());
     let mut rows_by_kind = HashMap::new();
     for kind in Kind::ALL {
-        let (header, rows) = read_csv(&s.out.join(format!("{}.csv", kind.table_name())));
+        let (header, rows) = csv_table(&s.out.join(format!("{}.csv", kind.table_name())));
         assert_eq!(header[0], "reference");
         assert_eq!(
             &header[header.len() - 4..],
@@ -257,13 +220,13 @@ async fn a_mixed_export_is_complete_correct_and_polite() {
         assert_eq!(rows.len(), 1, "{reference} has {} rows", rows.len());
         let archive = s.out.join(&rows[0]["archive"]);
         let bytes = std::fs::read(&archive).unwrap();
-        assert_eq!(sha(&bytes), rows[0]["archive_sha256"]);
+        assert_eq!(sha256_hex(&bytes), rows[0]["archive_sha256"]);
         let entries = zip_entries(&archive);
         let manifest = String::from_utf8(entries["manifest-sha256.txt"].clone()).unwrap();
         assert_eq!(manifest.lines().count(), entries.len() - 1);
         for line in manifest.lines() {
             let (digest, name) = line.split_once("  ").unwrap();
-            assert_eq!(sha(&entries[name]), digest, "{reference}: {name}");
+            assert_eq!(sha256_hex(&entries[name]), digest, "{reference}: {name}");
         }
         // Images are byte-identical to what the simulator serves for that path.
         let provenance: serde_json::Value =
@@ -362,12 +325,12 @@ async fn a_mixed_export_is_complete_correct_and_polite() {
         .map(|(r, _)| {
             format!(
                 "{r}  {}\n",
-                sha(&std::fs::read(s.out.join(format!("archives/{r}.zip"))).unwrap())
+                sha256_hex(&std::fs::read(s.out.join(format!("archives/{r}.zip"))).unwrap())
             )
         })
         .collect();
     lines.sort();
-    assert_eq!(report["root_hash"], sha(lines.concat().as_bytes()));
+    assert_eq!(report["root_hash"], sha256_hex(lines.concat().as_bytes()));
 
     // Resume: a second run into the same directory fetches nothing already exported.
     let before = api.requests().len();
@@ -389,7 +352,7 @@ async fn a_mixed_export_is_complete_correct_and_polite() {
         );
     }
     for kind in Kind::ALL {
-        let (_, rows) = read_csv(&s.out.join(format!("{}.csv", kind.table_name())));
+        let (_, rows) = csv_table(&s.out.join(format!("{}.csv", kind.table_name())));
         let n = exported.iter().filter(|(_, k)| *k == kind).count();
         assert_eq!(
             rows.len(),

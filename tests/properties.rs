@@ -7,7 +7,6 @@
 
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::path::Path;
 
 use bytes::Bytes;
 use chrono::DateTime;
@@ -18,10 +17,11 @@ use jumio_export::output::archive::{
     ArchiveEntry, ArchiveError, EntryKind, ProvenanceMeta, entry_names, write_archive,
 };
 use jumio_export::output::tables::TableWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use proptest::prelude::*;
 use reqwest::Url;
 use serde_json::{Map, Number, Value};
+
+use crate::support::parquet_rows;
 
 /// `cases` cases, and no `*.proptest-regressions` files written into the source tree: a
 /// failure prints its minimal input, which then belongs in `tests/regressions.rs`.
@@ -436,14 +436,6 @@ fn set_path(root: &mut Value, path: &str, value: Value) {
 fn kind_and_bodies() -> impl Strategy<Value = (Kind, Vec<Value>)> {
     prop::sample::select(Kind::ALL.to_vec())
         .prop_flat_map(|kind| (Just(kind), prop::collection::vec(body_for(kind), 1..4)))
-}
-
-fn parquet_rows(path: &Path) -> usize {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap())
-        .unwrap()
-        .build()
-        .unwrap();
-    reader.map(|batch| batch.unwrap().num_rows()).sum()
 }
 
 proptest! {

@@ -14,7 +14,7 @@ use jumio_export::output::archive;
 use jumio_export::run::{self, RunOptions, Summary};
 use jumio_export::simulator::{self, RequestRecord, SimHandle, SimOptions};
 
-use crate::support::{bin, exportable};
+use crate::support::{bin, exportable, parquet_rows};
 
 fn job_text(rate: f64, concurrency: usize) -> String {
     format!(
@@ -67,16 +67,22 @@ async fn sim() -> SimHandle {
         .unwrap()
 }
 
-fn spawn_job(d: &Dir, base: &str) -> Child {
-    bin()
-        .arg("run")
+/// `jumio-export run` of a test directory against `base`.
+fn job_command(d: &Dir, base: &str) -> Command {
+    let mut c = bin();
+    c.arg("run")
         .arg(&d.job)
         .arg("--input")
         .arg(&d.refs)
         .arg("--out")
         .arg(&d.out)
         .arg("--base-url")
-        .arg(base)
+        .arg(base);
+    c
+}
+
+fn spawn_job(d: &Dir, base: &str) -> Child {
+    job_command(d, base)
         .arg("--quiet")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -126,15 +132,6 @@ fn table_references(out: &Path) -> Vec<String> {
         }
     }
     refs
-}
-
-fn parquet_rows(path: &Path) -> usize {
-    let f = std::fs::File::open(path).unwrap();
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
-        .unwrap()
-        .build()
-        .unwrap();
-    reader.map(|b| b.unwrap().num_rows()).sum()
 }
 
 /// Checks the end state every resume test wants: each reference exported exactly once, every
@@ -445,17 +442,7 @@ async fn a_second_run_on_the_same_directory_is_refused() {
         assert!(start.elapsed() < Duration::from_secs(20));
         std::thread::sleep(Duration::from_millis(20));
     }
-    let second = bin()
-        .arg("run")
-        .arg(&d.job)
-        .arg("--input")
-        .arg(&d.refs)
-        .arg("--out")
-        .arg(&d.out)
-        .arg("--base-url")
-        .arg(api.base_url())
-        .output()
-        .unwrap();
+    let second = job_command(&d, &api.base_url()).output().unwrap();
     let _ = first.kill();
     let _ = first.wait();
     assert_eq!(second.status.code(), Some(3));

@@ -101,3 +101,62 @@ pub fn job_files(
     std::fs::write(&refs_path, refs).expect("reference list written");
     (job_path, refs_path)
 }
+
+/// Every entry of an archive by name, each name checked with `enclosed_name`.
+pub fn zip_entries(path: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    use std::io::Read;
+    let mut z =
+        zip::ZipArchive::new(std::fs::File::open(path).expect("archive opens")).expect("a zip");
+    let mut out = std::collections::BTreeMap::new();
+    for i in 0..z.len() {
+        let mut f = z.by_index(i).expect("entry readable");
+        let name = f.name().expect("entry name").to_string();
+        assert!(f.enclosed_name().is_some(), "unsafe entry name {name:?}");
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf).expect("entry body");
+        out.insert(name, buf);
+    }
+    out
+}
+
+/// Rows of a Parquet file, read with arrow's reader.
+pub fn parquet_rows(path: &std::path::Path) -> usize {
+    let f = std::fs::File::open(path).expect("parquet file opens");
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+        .expect("a parquet file")
+        .build()
+        .expect("a reader")
+        .map(|b| b.expect("a record batch").num_rows())
+        .sum()
+}
+
+/// A CSV table: its header and its rows as column → value.
+pub fn csv_table(
+    path: &std::path::Path,
+) -> (Vec<String>, Vec<std::collections::BTreeMap<String, String>>) {
+    let mut r = csv::Reader::from_path(path).expect("csv opens");
+    let header: Vec<String> = r
+        .headers()
+        .expect("a header")
+        .iter()
+        .map(String::from)
+        .collect();
+    let rows = r
+        .records()
+        .map(|rec| {
+            let rec = rec.expect("a record");
+            header
+                .iter()
+                .cloned()
+                .zip(rec.iter().map(String::from))
+                .collect()
+        })
+        .collect();
+    (header, rows)
+}
+
+/// Hex sha256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}

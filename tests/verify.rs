@@ -16,7 +16,8 @@ use jumio_export::simulator::{self, SimOptions};
 use jumio_export::verify::{self, Finding, VerifyError, VerifyReport};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use sha2::{Digest, Sha256};
+
+use crate::support::sha256_hex;
 
 const JOB: &str = r#"
 [api]
@@ -168,10 +169,6 @@ fn entry_bytes(archive: &Path, entry: &str) -> Vec<u8> {
     buf
 }
 
-fn sha(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
 fn run_verify(out: &Path) -> VerifyReport {
     let report = verify::verify(out).unwrap();
     assert_no_personal_data(&report, out);
@@ -273,7 +270,7 @@ fn a_flipped_byte_in_an_image_is_found() {
     assert_found(
         &report,
         &subject,
-        &["does not match archive_sha256", &sha(&zip_bytes)],
+        &["does not match archive_sha256", &sha256_hex(&zip_bytes)],
     );
     assert_found(&report, "report.json", &["root_hash"]);
     // Nothing else is blamed: every other archive is fine.
