@@ -188,10 +188,16 @@ fn verify(dir: &Path, key_env: &str) -> i32 {
 
 fn plan(path: &Path, args: &OverrideArgs) -> i32 {
     match load(path, args) {
-        Ok((job, list)) => {
-            print!("{}", crate::plan::budget(&job, &list));
-            0
-        }
+        Ok((job, list)) => match crate::plan::budget(&job, &list) {
+            Ok(budget) => {
+                print!("{budget}");
+                0
+            }
+            Err(e) => {
+                eprintln!("error: reading the input list's temporary file failed: {e}");
+                EXIT_FATAL
+            }
+        },
         Err(code) => code,
     }
 }
@@ -261,7 +267,7 @@ async fn demo(out: &Path, count: usize, quiet: bool) -> i32 {
     println!(
         "demo: simulator at {} serving {} references; exporting into {}",
         sim.base_url(),
-        list.items.len() + list.rejected.len(),
+        list.items.len() + list.rejected.len() as u64,
         out.display()
     );
     let code = execute_job(&job, list, &credentials, quiet, false).await;

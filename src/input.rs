@@ -3,11 +3,19 @@
 //!
 //! References that could never be valid (`../x`, 37 characters, …) are set aside as
 //! [`Rejected`] here so they never reach the API; they end up in `failures.csv` as
-//! `INVALID_REFERENCE`. This module only reads: it sends nothing and writes nothing.
+//! `INVALID_REFERENCE`. This module only reads: it sends nothing and writes nothing but
+//! unnamed temporary files.
+//!
+//! The references are kept on disk, not in memory: a list of millions costs a few megabytes of
+//! temporary file ([`Items`]), and duplicates are found by an external sort of the references
+//! ([`crate::spill::ExternalSort`]) rather than a set holding every one of them.
 
-use std::collections::HashSet;
-use std::io::Read as _;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read as _, Write as _};
 use std::path::Path;
+use std::sync::Arc;
+
+use crate::spill::{self, ExternalSort, PositionedReader};
 
 use sha2::{Digest, Sha256};
 
@@ -38,10 +46,10 @@ pub struct Rejected {
 }
 
 /// A parsed reference list.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct InputList {
     /// Valid references, first occurrence of each (reference, kind), in input order.
-    pub items: Vec<Item>,
+    pub items: Items,
     /// Invalid references, in input order.
     pub rejected: Vec<Rejected>,
     /// How many repeated (reference, kind) lines were dropped.
@@ -53,12 +61,139 @@ pub struct InputList {
 impl InputList {
     /// Keeps only the references of `shard` (valid and rejected alike, so that N shards together
     /// report every invalid line exactly once).
-    pub fn retain_shard(&mut self, shard: &crate::job::Shard) {
-        self.items
-            .retain(|i| shard_of(&i.reference, shard.count) == shard.index);
+    pub fn retain_shard(&mut self, shard: &crate::job::Shard) -> std::io::Result<()> {
+        let mut kept = SpoolWriter::new()?;
+        for item in self.items.iter() {
+            let item = item?;
+            if shard_of(&item.reference, shard.count) == shard.index {
+                kept.push(&item.reference, item.kind)?;
+            }
+        }
+        self.items = kept.finish()?;
         self.rejected
             .retain(|r| shard_of(&r.raw, shard.count) == shard.index);
+        Ok(())
     }
+}
+
+/// The valid references of an [`InputList`], in input order, in an unnamed temporary file.
+pub struct Items {
+    file: Arc<File>,
+    len: u64,
+}
+
+impl std::fmt::Debug for Items {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Items({} references)", self.len)
+    }
+}
+
+impl Items {
+    /// How many references.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The references in input order, read from the file; any number of readers at once.
+    pub fn iter(&self) -> ItemIter {
+        ItemIter {
+            reader: BufReader::with_capacity(
+                16 * 1024,
+                PositionedReader::shared(self.file.clone()),
+            ),
+            left: self.len,
+        }
+    }
+
+    /// Every reference in memory: for small lists and tests.
+    pub fn read_all(&self) -> std::io::Result<Vec<Item>> {
+        self.iter().collect()
+    }
+}
+
+/// Reads [`Items`] back, one [`Item`] at a time.
+pub struct ItemIter {
+    reader: BufReader<PositionedReader>,
+    left: u64,
+}
+
+impl Iterator for ItemIter {
+    type Item = std::io::Result<Item>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let mut head = [0u8; 2];
+        let mut read = || -> std::io::Result<Item> {
+            self.reader.read_exact(&mut head)?;
+            let mut reference = vec![0u8; usize::from(head[1])];
+            self.reader.read_exact(&mut reference)?;
+            let kind = *Kind::ALL
+                .get(usize::from(head[0]))
+                .ok_or_else(|| std::io::Error::other("input spool: bad kind"))?;
+            let reference = String::from_utf8(reference).map_err(std::io::Error::other)?;
+            Ok(Item { reference, kind })
+        };
+        let item = read();
+        if item.is_err() {
+            self.left = 0;
+        }
+        Some(item)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = usize::try_from(self.left).unwrap_or(usize::MAX);
+        (left, Some(left))
+    }
+}
+
+/// Writes [`Items`]: a kind byte, a length byte and the reference's bytes per item.
+struct SpoolWriter {
+    w: BufWriter<File>,
+    len: u64,
+}
+
+impl SpoolWriter {
+    fn new() -> std::io::Result<Self> {
+        Ok(SpoolWriter {
+            w: BufWriter::with_capacity(64 * 1024, spill::unnamed_file(&std::env::temp_dir())?),
+            len: 0,
+        })
+    }
+
+    fn push(&mut self, reference: &str, kind: Kind) -> std::io::Result<()> {
+        // Valid references are at most 36 ASCII bytes.
+        let len = u8::try_from(reference.len()).map_err(std::io::Error::other)?;
+        self.w.write_all(&[kind_index(kind), len])?;
+        self.w.write_all(reference.as_bytes())?;
+        self.len += 1;
+        Ok(())
+    }
+
+    fn finish(self) -> std::io::Result<Items> {
+        let file = self
+            .w
+            .into_inner()
+            .map_err(std::io::IntoInnerError::into_error)?;
+        Ok(Items {
+            file: Arc::new(file),
+            len: self.len,
+        })
+    }
+}
+
+fn kind_index(kind: Kind) -> u8 {
+    Kind::ALL
+        .iter()
+        .position(|k| *k == kind)
+        .expect("every kind is in Kind::ALL") as u8
 }
 
 /// Why a reference list cannot be used at all (as opposed to single bad lines, which
@@ -105,6 +240,16 @@ pub enum InputError {
         line: usize,
         /// The value, escaped and cut like [`Rejected::raw`].
         kind: String,
+    },
+    /// The temporary file the references are kept in could not be written or read.
+    #[error("{name}: cannot keep the references in a temporary file in {dir}: {source}")]
+    Spool {
+        /// The path, or `<stdin>`.
+        name: String,
+        /// The temporary directory.
+        dir: String,
+        /// The I/O error.
+        source: std::io::Error,
     },
     /// The CSV is malformed (e.g. an unterminated quote).
     #[error("{name}:{line}: malformed CSV: {message}")]
@@ -153,6 +298,16 @@ pub fn read_input(source: &str, default_kind: Kind) -> Result<InputList, InputEr
 /// column overrides `default_kind` per row (empty = default). A `failures.csv` of an
 /// earlier run is such a CSV.
 pub fn parse_input(bytes: &[u8], name: &str, default_kind: Kind) -> Result<InputList, InputError> {
+    parse_with_budget(bytes, name, default_kind, spill::DEFAULT_BUDGET)
+}
+
+/// [`parse_input`] with the de-duplication sort's memory budget chosen (tests force spilling).
+fn parse_with_budget(
+    bytes: &[u8],
+    name: &str,
+    default_kind: Kind,
+    budget: usize,
+) -> Result<InputList, InputError> {
     let sha256 = hex::encode(Sha256::digest(bytes));
     let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let text = std::str::from_utf8(body).map_err(|e| InputError::NotUtf8 {
@@ -163,15 +318,12 @@ pub fn parse_input(bytes: &[u8], name: &str, default_kind: Kind) -> Result<Input
             .count()
             + 1,
     })?;
-    let mut list = Collector {
-        seen: HashSet::new(),
-        list: InputList {
-            items: Vec::new(),
-            rejected: Vec::new(),
-            duplicates: 0,
-            sha256,
-        },
+    let spool_error = |source: std::io::Error| InputError::Spool {
+        name: name.to_string(),
+        dir: std::env::temp_dir().display().to_string(),
+        source,
     };
+    let mut list = Collector::new(budget).map_err(spool_error)?;
 
     let first = text
         .lines()
@@ -179,7 +331,7 @@ pub fn parse_input(bytes: &[u8], name: &str, default_kind: Kind) -> Result<Input
         .map(|(i, l)| (i + 1, l.trim()))
         .find(|(_, l)| !l.is_empty() && !l.starts_with('#'));
     let Some((first_line, header)) = first else {
-        return Ok(list.list);
+        return list.finish(sha256).map_err(spool_error);
     };
     let is_csv_header = header.split(',').any(|f| {
         f.trim()
@@ -200,10 +352,11 @@ pub fn parse_input(bytes: &[u8], name: &str, default_kind: Kind) -> Result<Input
             if line_text.is_empty() || line_text.starts_with('#') {
                 continue;
             }
-            list.add(line_text, default_kind, i + 1);
+            list.add(line_text, default_kind, i + 1)
+                .map_err(spool_error)?;
         }
     }
-    Ok(list.list)
+    list.finish(sha256).map_err(spool_error)
 }
 
 fn parse_csv(
@@ -263,7 +416,12 @@ fn parse_csv(
                 kind: printable(k),
             })?,
         };
-        list.add(record.get(reference_col).unwrap_or(""), kind, line);
+        list.add(record.get(reference_col).unwrap_or(""), kind, line)
+            .map_err(|source| InputError::Spool {
+                name: name.to_string(),
+                dir: std::env::temp_dir().display().to_string(),
+                source,
+            })?;
     }
     Ok(())
 }
@@ -304,28 +462,80 @@ impl LineCounter {
     }
 }
 
+/// Gathers the lines: every valid one goes to a spool file in input order and, as a key
+/// `reference \0 kind ordinal`, into an external sort; [`Collector::finish`] reads the keys in
+/// order, where repeats are neighbours, and drops every occurrence but the first.
 struct Collector {
-    seen: HashSet<(String, Kind)>,
-    list: InputList,
+    candidates: SpoolWriter,
+    keys: ExternalSort,
+    rejected: Vec<Rejected>,
 }
 
 impl Collector {
-    fn add(&mut self, reference: &str, kind: Kind, line: usize) {
+    fn new(budget: usize) -> std::io::Result<Self> {
+        Ok(Collector {
+            candidates: SpoolWriter::new()?,
+            keys: ExternalSort::new(std::env::temp_dir(), budget),
+            rejected: Vec::new(),
+        })
+    }
+
+    fn add(&mut self, reference: &str, kind: Kind, line: usize) -> std::io::Result<()> {
         if let Some(reason) = invalid_reason(reference) {
-            self.list.rejected.push(Rejected {
+            self.rejected.push(Rejected {
                 raw: printable(reference),
                 kind,
                 line,
                 reason,
             });
-        } else if self.seen.insert((reference.to_string(), kind)) {
-            self.list.items.push(Item {
-                reference: reference.to_string(),
-                kind,
-            });
-        } else {
-            self.list.duplicates += 1;
+            return Ok(());
         }
+        let mut key = Vec::with_capacity(reference.len() + 10);
+        key.extend_from_slice(reference.as_bytes());
+        key.push(0);
+        key.push(kind_index(kind));
+        key.extend_from_slice(&self.candidates.len.to_be_bytes());
+        self.keys.push(&key)?;
+        self.candidates.push(reference, kind)
+    }
+
+    fn finish(self, sha256: String) -> std::io::Result<InputList> {
+        let candidates = self.candidates.finish()?;
+        // One bit per candidate: set for a repeat of an earlier (reference, kind).
+        let mut repeat = vec![0u64; candidates.len.div_ceil(64) as usize];
+        let mut duplicates = 0usize;
+        let mut previous: Option<Vec<u8>> = None;
+        for key in self.keys.finish()? {
+            let mut key = key?;
+            let ordinal_at = key.len() - 8;
+            let ordinal = u64::from_be_bytes(key[ordinal_at..].try_into().expect("8 bytes"));
+            key.truncate(ordinal_at);
+            // Keys of one (reference, kind) sort by ordinal: the first is the one kept.
+            if previous.as_ref() == Some(&key) {
+                repeat[(ordinal / 64) as usize] |= 1 << (ordinal % 64);
+                duplicates += 1;
+            } else {
+                previous = Some(key);
+            }
+        }
+        let items = if duplicates == 0 {
+            candidates
+        } else {
+            let mut kept = SpoolWriter::new()?;
+            for (ordinal, item) in candidates.iter().enumerate() {
+                let item = item?;
+                if repeat[ordinal / 64] & (1 << (ordinal % 64)) == 0 {
+                    kept.push(&item.reference, item.kind)?;
+                }
+            }
+            kept.finish()?
+        };
+        Ok(InputList {
+            items,
+            rejected: self.rejected,
+            duplicates,
+            sha256,
+        })
     }
 }
 
@@ -398,11 +608,12 @@ pub fn shard_of(reference: &str, count: u32) -> u32 {
 mod tests {
     use super::*;
 
-    fn refs(list: &InputList) -> Vec<(&str, Kind)> {
+    fn refs(list: &InputList) -> Vec<(String, Kind)> {
         list.items
             .iter()
-            .map(|i| (i.reference.as_str(), i.kind))
-            .collect()
+            .map(|i| i.map(|i| (i.reference, i.kind)))
+            .collect::<std::io::Result<_>>()
+            .unwrap()
     }
 
     #[test]
@@ -411,7 +622,10 @@ mod tests {
         let list = parse_input(bytes, "in.txt", Kind::Document).unwrap();
         assert_eq!(
             refs(&list),
-            [("abc-1", Kind::Document), ("def2", Kind::Document)]
+            [
+                ("abc-1".into(), Kind::Document),
+                ("def2".into(), Kind::Document)
+            ]
         );
         assert!(list.rejected.is_empty());
         assert_eq!(list.sha256, hex::encode(Sha256::digest(bytes)));
@@ -453,7 +667,35 @@ mod tests {
         )
         .unwrap();
         assert_eq!(list.rejected[0].line, 5);
-        assert_eq!(list.items[0].kind, Kind::Document);
+        assert_eq!(refs(&list)[0].1, Kind::Document);
+    }
+
+    #[test]
+    fn duplicates_dropped_in_input_order_when_the_sort_spills() {
+        // 3,000 lines over 1,000 distinct (reference, kind) pairs, each first seen at a known
+        // line; a 512-byte budget makes the key sort write dozens of runs.
+        let mut text = String::new();
+        let mut expected = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..3000u32 {
+            let n = (i * 7919) % 1000;
+            let kind = if n % 3 == 0 { "document" } else { "netverify" };
+            // Same reference under two kinds is two items; "r1" and "r1-" are prefixes.
+            let reference = format!("r{}{}", n / 2, if n % 2 == 0 { "" } else { "-" });
+            text.push_str(&format!("{reference},{kind}\n"));
+            let k: Kind = kind.parse().unwrap();
+            if seen.insert((reference.clone(), k)) {
+                expected.push((reference, k));
+            }
+        }
+        let text = format!("reference,kind\n{text}");
+        for budget in [512, spill::DEFAULT_BUDGET] {
+            let list =
+                parse_with_budget(text.as_bytes(), "in.csv", Kind::Netverify, budget).unwrap();
+            assert_eq!(refs(&list), expected, "budget {budget}");
+            assert_eq!(list.items.len(), expected.len() as u64);
+            assert_eq!(list.duplicates, 3000 - expected.len());
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - [`output`]: archives, CSV and Parquet tables, failures, report;
 //! - [`run`]: the main job, tying the stages together under one concurrency bound;
 //! - [`simulator`]: the Retrieval API simulator used by `demo` and the tests;
+//! - [`spill`]: lists that grow with the export (input, root hash) kept on disk, not in memory;
 //! - [`verify`]: `jumio-export verify DIR`, the integrity check of an export.
 
 pub mod api;
@@ -25,6 +26,7 @@ pub mod output;
 pub mod plan;
 pub mod run;
 pub mod simulator;
+pub mod spill;
 pub mod verify;
 
 pub use kind::Kind;

@@ -153,9 +153,10 @@ pub fn requests_per_reference(kind: Kind, job: &Job) -> (u64, u64) {
 }
 
 /// Computes the budget of `job` over `input`, counting only this shard's references.
-pub fn budget(job: &Job, input: &InputList) -> Budget {
+pub fn budget(job: &Job, input: &InputList) -> std::io::Result<Budget> {
     let mut counts = [0u64; 3];
-    for item in &input.items {
+    for item in input.items.iter() {
+        let item = item?;
         if let Some(shard) = job.shard
             && shard_of(&item.reference, shard.count) != shard.index
         {
@@ -194,7 +195,7 @@ pub fn budget(job: &Job, input: &InputList) -> Budget {
     let total_min = per_kind.iter().map(|k| k.min_requests).sum();
     let total_max = per_kind.iter().map(|k| k.max_requests).sum();
     let rps = job.limits.requests_per_second;
-    Budget {
+    Ok(Budget {
         per_kind,
         total_min,
         total_max,
@@ -207,7 +208,7 @@ pub fn budget(job: &Job, input: &InputList) -> Budget {
         max_retries: job.limits.max_retries,
         shard: job.shard,
         assumptions,
-    }
+    })
 }
 
 impl fmt::Display for Budget {

@@ -24,7 +24,7 @@ use crate::input::{InputList, Item};
 use crate::job::{Credentials, Job};
 use crate::output::archive::{self, ArchivedFile, ProvenanceMeta};
 use crate::output::failures::{self, FailureRow, FailuresWriter};
-use crate::output::report::{self, Outcomes, Report, Requests};
+use crate::output::report::{self, Outcomes, Report, Requests, RootHash};
 use crate::output::tables::TableWriter;
 
 /// The run's notion of "now", injectable so tests can move a day forward.
@@ -162,6 +162,9 @@ pub enum RunError {
         /// Why.
         message: String,
     },
+    /// The input list's temporary file could not be read back.
+    #[error("reading the input list's temporary file failed: {0}")]
+    Input(std::io::Error),
     /// The HTTP client could not be built from the job's settings.
     #[error("{0}")]
     Client(String),
@@ -197,7 +200,7 @@ pub async fn run(
     opts: RunOptions,
 ) -> Result<Summary, RunError> {
     if let Some(shard) = &job.shard {
-        input.retain_shard(shard);
+        input.retain_shard(shard).map_err(RunError::Input)?;
     }
     let started = std::time::Instant::now();
     let started_at = (opts.clock)();
@@ -300,10 +303,7 @@ pub async fn run(
         tool_version: crate::VERSION.to_string(),
         job_sha256: job.sha256.clone(),
     });
-    let progress = Progress::new(
-        (input.items.len() + input.rejected.len()) as u64,
-        opts.quiet,
-    );
+    let progress = Progress::new(input.items.len() + input.rejected.len() as u64, opts.quiet);
     let denied = Arc::new(AtomicBool::new(false));
 
     // Invalid references never reach the API.
@@ -336,10 +336,25 @@ pub async fn run(
     });
     let max_live = (job.limits.concurrency * 8).max(256);
     let mut tasks = JoinSet::new();
-    let mut items = input.items.into_iter();
+    let mut items = input.items.iter();
+    // The input's own temporary file failing to read back stops the run like a full disk.
+    let unreadable = |e: std::io::Error| {
+        let mut fatal = fatal.lock().expect("fatal lock");
+        fatal.get_or_insert(format!(
+            "reading the input list's temporary file failed: {e}"
+        ));
+        stop.cancel();
+    };
     loop {
         while tasks.len() < max_live && !stop.is_cancelled() {
-            let Some(item) = items.next() else { break };
+            let item = match items.next() {
+                None => break,
+                Some(Ok(item)) => item,
+                Some(Err(e)) => {
+                    unreadable(e);
+                    break;
+                }
+            };
             if let Some(row) = carried.get(&(item.reference.clone(), item.kind)) {
                 let _ = tx.send(Done::Failed(row.clone())).await;
                 progress.failed();
@@ -372,8 +387,16 @@ pub async fn run(
         let carried = &carried;
         let out = &out;
         let key = &opts.archive_key;
+        let unreadable = &unreadable;
         let mut rest = futures::stream::iter(items)
             .map(|item| async move {
+                let item = match item {
+                    Ok(item) => item,
+                    Err(e) => {
+                        unreadable(e);
+                        return Done::NotStarted;
+                    }
+                };
                 if let Some(row) = carried.get(&(item.reference.clone(), item.kind)) {
                     return Done::Failed(row.clone());
                 }
@@ -411,8 +434,7 @@ pub async fn run(
             .or_default()
             .insert(status.to_string(), n);
     }
-    let mut pairs = written.archive_hashes;
-    let root_hash = report::root_hash_compact(&mut pairs);
+    let root_hash = written.root_hash.clone();
     let denied = denied.load(Ordering::SeqCst);
     let interrupted = interrupted.load(Ordering::SeqCst);
     let fatal = fatal.lock().expect("fatal lock").clone();
@@ -446,7 +468,7 @@ pub async fn run(
             by_endpoint,
         },
         bytes_written: written.bytes_written,
-        archives: pairs.len() as u64,
+        archives: written.archives,
         root_hash: root_hash.clone(),
         root_hash_method: report::ROOT_HASH_METHOD,
     };
@@ -771,7 +793,9 @@ struct Written {
     failed: u64,
     not_started: u64,
     by_error: std::collections::BTreeMap<String, u64>,
-    archive_hashes: Vec<(Box<str>, [u8; 32])>,
+    /// Archives in the tables, and the root hash over them (computed when the tables close).
+    archives: u64,
+    root_hash: String,
     bytes_written: u64,
 }
 
@@ -807,9 +831,11 @@ fn write_results(
         failed: 0,
         not_started: 0,
         by_error: Default::default(),
-        archive_hashes: Vec::new(),
+        archives: 0,
+        root_hash: String::new(),
         bytes_written: 0,
     };
+    let mut root = RootHash::new(out);
     while let Some(done) = rx.blocking_recv() {
         match done {
             Done::Exported {
@@ -855,10 +881,8 @@ fn write_results(
                     if fresh {
                         w.bytes_written += a.bytes;
                     }
-                    let mut sha = [0u8; 32];
-                    hex::decode_to_slice(&a.sha256, &mut sha)
-                        .map_err(|e| output_err("report", &e))?;
-                    w.archive_hashes.push((reference.into_boxed_str(), sha));
+                    root.add(&reference, &a.sha256)
+                        .map_err(|e| output_err("report.json root hash", &e))?;
                 }
                 if fresh {
                     w.exported += 1;
@@ -883,6 +907,10 @@ fn write_results(
     failures
         .finish()
         .map_err(|e| output_err("failures.csv", &e))?;
+    w.archives = root.archives();
+    w.root_hash = root
+        .finish()
+        .map_err(|e| output_err("report.json root hash", &e))?;
     for name in ["netverify", "documents", "authentications", "files"] {
         for ext in ["csv", "parquet"] {
             if let Ok(m) = std::fs::metadata(out.join(format!("{name}.{ext}"))) {

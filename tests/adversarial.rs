@@ -1099,8 +1099,9 @@ fn parse(bytes: &[u8]) -> input::InputList {
     input::parse_input(bytes, "refs.txt", Kind::Netverify).unwrap()
 }
 
-fn refs(list: &input::InputList) -> Vec<&str> {
-    list.items.iter().map(|i| i.reference.as_str()).collect()
+fn refs(list: &input::InputList) -> Vec<String> {
+    let items = list.items.read_all().unwrap();
+    items.into_iter().map(|i| i.reference).collect()
 }
 
 #[test]
@@ -1117,7 +1118,7 @@ fn crlf_bom_and_trailing_whitespace_are_trimmed_and_folded() {
     )
     .unwrap();
     assert_eq!(refs(&list), ["ok-d1", "ok-n1"]);
-    assert_eq!(list.items[0].kind, Kind::Document);
+    assert_eq!(list.items.read_all().unwrap()[0].kind, Kind::Document);
 }
 
 #[test]

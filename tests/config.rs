@@ -409,10 +409,8 @@ fn credentials_come_from_the_named_variables_and_never_print() {
 // ---- input --------------------------------------------------------------------------
 
 fn refs(list: &InputList) -> Vec<(String, Kind)> {
-    list.items
-        .iter()
-        .map(|i| (i.reference.clone(), i.kind))
-        .collect()
+    let items = list.items.read_all().unwrap();
+    items.into_iter().map(|i| (i.reference, i.kind)).collect()
 }
 
 fn r(s: &str, k: Kind) -> (String, Kind) {
@@ -636,7 +634,7 @@ fn budget_for_a_small_known_input() {
     assert_eq!(requests_per_reference(Kind::Document, &job), (4, 6));
     assert_eq!(requests_per_reference(Kind::Authentication, &job), (2, 19));
 
-    let b = budget(&job, &small_input());
+    let b = budget(&job, &small_input()).unwrap();
     let rows: Vec<(Kind, u64, u64, u64)> = b
         .per_kind
         .iter()
@@ -700,9 +698,11 @@ fn budget_counts_only_this_shards_references_at_its_share_of_the_rate() {
             ..Overrides::default()
         };
         let job = parse_with(HEAD, &o);
-        let b = budget(&job, &input);
+        let b = budget(&job, &input).unwrap();
         let expected: u64 = input
             .items
+            .read_all()
+            .unwrap()
             .iter()
             .filter(|i| shard_of(&i.reference, 3) == k)
             .count() as u64;

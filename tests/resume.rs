@@ -631,15 +631,18 @@ async fn a_run_stopped_early_keeps_every_earlier_row_and_archive() {
     };
     let job = job::load(&d.job, &o).unwrap();
     // A reference with no archive yet comes first, so the refusal happens before the others.
-    let mut list =
-        input::read_input(job.input.path.as_deref().unwrap(), job.input.default_kind).unwrap();
-    list.items.insert(
-        0,
-        jumio_export::input::Item {
-            reference: "ok-n77".into(),
-            kind: Kind::Netverify,
-        },
-    );
+    let first_new = d.out.parent().unwrap().join("refs-first-new.txt");
+    let original = std::fs::read_to_string(&d.refs).unwrap();
+    std::fs::write(
+        &first_new,
+        format!(
+            "reference,kind\nok-n77,netverify\n{}",
+            original.split_once('\n').unwrap().1
+        ),
+    )
+    .unwrap();
+    let list = input::read_input(first_new.to_str().unwrap(), job.input.default_kind).unwrap();
+    assert_eq!(list.items.read_all().unwrap()[0].reference, "ok-n77");
     let denied = run::run(
         &job,
         list,

@@ -63,7 +63,7 @@ pub fn reference_parser(data: &[u8]) {
     match parse_input(data, "fuzz", Kind::Netverify) {
         Ok(list) => {
             let mut seen = HashSet::new();
-            for item in &list.items {
+            for item in list.items.read_all().expect("spool") {
                 assert!(is_valid_reference(&item.reference), "{:?}", item.reference);
                 assert!(
                     seen.insert((item.reference.clone(), item.kind)),

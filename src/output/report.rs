@@ -8,6 +8,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::spill::{self, ExternalSort};
+
 /// The whole report, serialised as `report.json`.
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -88,18 +90,47 @@ pub fn root_hash(pairs: &mut [(String, String)]) -> String {
     hex::encode(h.finalize())
 }
 
-/// [`root_hash`] over compact pairs (reference, raw sha256), as a run keeps them: a million
-/// archives cost ~90 MB as hex strings and ~60 MB like this. Same result as [`root_hash`].
-pub fn root_hash_compact(pairs: &mut [(Box<str>, [u8; 32])]) -> String {
-    pairs.sort_unstable();
-    let mut h = Sha256::new();
-    for (reference, sha) in pairs.iter() {
-        h.update(reference.as_bytes());
-        h.update(b"  ");
-        h.update(hex::encode(sha).as_bytes());
-        h.update(b"\n");
+/// [`root_hash`] for any number of archives in bounded memory: each archive's line goes into an
+/// [`ExternalSort`] (spilled to unnamed files in the output directory past
+/// [`spill::DEFAULT_BUDGET`]) and is hashed in order at the end. Same result as [`root_hash`].
+pub struct RootHash {
+    lines: ExternalSort,
+}
+
+impl RootHash {
+    /// A root hash whose spilled runs go to `dir`.
+    pub fn new(dir: &Path) -> Self {
+        Self::with_budget(dir, spill::DEFAULT_BUDGET)
     }
-    hex::encode(h.finalize())
+
+    /// The same with a chosen memory budget (tests force spilling with a small one).
+    pub fn with_budget(dir: &Path, budget: usize) -> Self {
+        RootHash {
+            lines: ExternalSort::new(dir, budget),
+        }
+    }
+
+    /// Adds one archive: its reference and lowercase hex sha256.
+    pub fn add(&mut self, reference: &str, sha256_hex: &str) -> std::io::Result<()> {
+        // References are `[A-Za-z0-9-]`, all above the space, so sorting whole lines sorts by
+        // reference first, exactly as sorting the pairs does.
+        self.lines
+            .push(format!("{reference}  {sha256_hex}\n").as_bytes())
+    }
+
+    /// Archives added.
+    pub fn archives(&self) -> u64 {
+        self.lines.len()
+    }
+
+    /// The hex root hash.
+    pub fn finish(self) -> std::io::Result<String> {
+        let mut h = Sha256::new();
+        for line in self.lines.finish()? {
+            h.update(line?);
+        }
+        Ok(hex::encode(h.finalize()))
+    }
 }
 
 /// RFC 3339 with milliseconds, UTC.
@@ -146,19 +177,33 @@ mod tests {
         let expected = hex::encode(Sha256::digest(b"a  11\nb  22\n"));
         assert_eq!(root_hash(&mut a), expected);
         assert_eq!(root_hash(&mut b), expected);
-        let mut compact: Vec<(Box<str>, [u8; 32])> = Vec::new();
-        let sha = |c: u8| [c; 32];
-        compact.push(("b".into(), sha(2)));
-        compact.push(("a".into(), sha(1)));
-        let mut as_hex = vec![
-            ("a".to_string(), hex::encode(sha(1))),
-            ("b".to_string(), hex::encode(sha(2))),
-        ];
-        assert_eq!(root_hash_compact(&mut compact), root_hash(&mut as_hex));
         let mut swapped = vec![
             ("a".to_string(), "22".to_string()),
             ("b".to_string(), "11".to_string()),
         ];
         assert_ne!(root_hash(&mut swapped), expected);
+    }
+
+    #[test]
+    fn spilled_root_hash_equals_the_in_memory_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut pairs: Vec<(String, String)> = (0..3000u32)
+            .map(|i| {
+                let sha = hex::encode(Sha256::digest(i.to_le_bytes()));
+                // Prefixes of one another ("a1", "a1-", "a10") and repeats of a reference.
+                (
+                    format!("a{}{}", i % 1500, if i % 7 == 0 { "-" } else { "" }),
+                    sha,
+                )
+            })
+            .collect();
+        let mut spilled = RootHash::with_budget(dir.path(), 4096);
+        for (r, s) in pairs.iter().rev() {
+            spilled.add(r, s).unwrap();
+        }
+        assert_eq!(spilled.archives(), 3000);
+        assert_eq!(spilled.finish().unwrap(), root_hash(&mut pairs));
+        let empty = RootHash::new(dir.path());
+        assert_eq!(empty.finish().unwrap(), root_hash(&mut []));
     }
 }

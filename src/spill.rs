@@ -1,0 +1,285 @@
+//! Lists that grow with the export, kept on disk so memory does not: an external merge sort of
+//! byte records, and a spooled list read back in order.
+//!
+//! Both live in unnamed temporary files (`O_TMPFILE` on Linux, created with mode 0600): the
+//! kernel removes them when the process ends, however it ends, so nothing is left behind by
+//! a crash and nothing of them is ever mistaken for output.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+
+/// Memory an [`ExternalSort`] holds before it writes a sorted run: 1 MiB, about 10,000
+/// root-hash lines or 20,000 input keys.
+pub const DEFAULT_BUDGET: usize = 1 << 20;
+
+/// Sorts byte records lexicographically with about `budget` bytes of memory, whatever their
+/// number: records are gathered up to the budget, sorted and written out as a run; the runs
+/// are merged when read back. Fewer records than the budget never touch the disk.
+pub struct ExternalSort {
+    dir: PathBuf,
+    budget: usize,
+    bytes: Vec<u8>,
+    /// (start, length) of each buffered record in `bytes`.
+    spans: Vec<(u32, u32)>,
+    runs: Vec<Run>,
+    len: u64,
+}
+
+struct Run {
+    file: File,
+    records: u64,
+}
+
+impl ExternalSort {
+    /// A sorter whose runs go to unnamed files in `dir`.
+    pub fn new(dir: impl Into<PathBuf>, budget: usize) -> Self {
+        ExternalSort {
+            dir: dir.into(),
+            budget: budget.clamp(64, u32::MAX as usize / 2),
+            bytes: Vec::new(),
+            spans: Vec::new(),
+            runs: Vec::new(),
+            len: 0,
+        }
+    }
+
+    /// Records pushed so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True when nothing was pushed.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Adds one record. Writes a run when the buffer is full.
+    pub fn push(&mut self, record: &[u8]) -> io::Result<()> {
+        let start = self.bytes.len();
+        if record.len() > self.budget {
+            return Err(io::Error::other(format!(
+                "a record of {} bytes is larger than the sort budget",
+                record.len()
+            )));
+        }
+        self.bytes.extend_from_slice(record);
+        self.spans.push((start as u32, record.len() as u32));
+        self.len += 1;
+        if self.bytes.len() + self.spans.len() * 8 >= self.budget {
+            self.spill()?;
+        }
+        Ok(())
+    }
+
+    fn sort_buffer(&mut self) {
+        let bytes = &self.bytes;
+        let slice = |&(s, l): &(u32, u32)| &bytes[s as usize..(s + l) as usize];
+        self.spans.sort_unstable_by(|a, b| slice(a).cmp(slice(b)));
+    }
+
+    fn spill(&mut self) -> io::Result<()> {
+        self.sort_buffer();
+        let file = tempfile::tempfile_in(&self.dir)?;
+        let mut w = BufWriter::with_capacity(64 * 1024, file);
+        for &(s, l) in &self.spans {
+            w.write_all(&l.to_le_bytes())?;
+            w.write_all(&self.bytes[s as usize..(s + l) as usize])?;
+        }
+        let file = w.into_inner().map_err(io::IntoInnerError::into_error)?;
+        self.runs.push(Run {
+            file,
+            records: self.spans.len() as u64,
+        });
+        self.bytes.clear();
+        self.spans.clear();
+        Ok(())
+    }
+
+    /// Every record pushed, in ascending byte order (equal records each appear).
+    pub fn finish(mut self) -> io::Result<Sorted> {
+        if self.runs.is_empty() {
+            self.sort_buffer();
+            return Ok(Sorted(Inner::Memory {
+                bytes: self.bytes,
+                spans: self.spans.into_iter(),
+            }));
+        }
+        if !self.spans.is_empty() {
+            self.spill()?;
+        }
+        drop(std::mem::take(&mut self.bytes));
+        drop(std::mem::take(&mut self.spans));
+        let mut sources = Vec::with_capacity(self.runs.len());
+        let mut heap = BinaryHeap::with_capacity(self.runs.len());
+        for (i, run) in self.runs.into_iter().enumerate() {
+            let mut source = RunReader {
+                reader: BufReader::with_capacity(16 * 1024, PositionedReader::new(run.file)),
+                left: run.records,
+            };
+            if let Some(first) = source.next_record()? {
+                heap.push(Reverse((first, i)));
+            }
+            sources.push(source);
+        }
+        Ok(Sorted(Inner::Merge { sources, heap }))
+    }
+}
+
+/// The records of an [`ExternalSort`], in order.
+pub struct Sorted(Inner);
+
+enum Inner {
+    Memory {
+        bytes: Vec<u8>,
+        spans: std::vec::IntoIter<(u32, u32)>,
+    },
+    Merge {
+        sources: Vec<RunReader>,
+        heap: BinaryHeap<Reverse<(Vec<u8>, usize)>>,
+    },
+}
+
+struct RunReader {
+    reader: BufReader<PositionedReader>,
+    left: u64,
+}
+
+impl RunReader {
+    fn next_record(&mut self) -> io::Result<Option<Vec<u8>>> {
+        if self.left == 0 {
+            return Ok(None);
+        }
+        self.left -= 1;
+        let mut len = [0u8; 4];
+        self.reader.read_exact(&mut len)?;
+        let mut record = vec![0u8; u32::from_le_bytes(len) as usize];
+        self.reader.read_exact(&mut record)?;
+        Ok(Some(record))
+    }
+}
+
+impl Iterator for Sorted {
+    type Item = io::Result<Vec<u8>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match &mut self.0 {
+            Inner::Memory { bytes, spans } => spans
+                .next()
+                .map(|(s, l)| Ok(bytes[s as usize..(s + l) as usize].to_vec())),
+            Inner::Merge { sources, heap } => {
+                let Reverse((record, i)) = heap.pop()?;
+                match sources[i].next_record() {
+                    Ok(Some(next)) => heap.push(Reverse((next, i))),
+                    Ok(None) => {}
+                    Err(e) => {
+                        heap.clear();
+                        return Some(Err(e));
+                    }
+                }
+                Some(Ok(record))
+            }
+        }
+    }
+}
+
+/// Reads a file from its own position (`pread`), so readers of one file never disturb each
+/// other.
+pub struct PositionedReader {
+    file: std::sync::Arc<File>,
+    pos: u64,
+}
+
+impl PositionedReader {
+    /// Reads `file` from its start.
+    pub fn new(file: File) -> Self {
+        PositionedReader {
+            file: std::sync::Arc::new(file),
+            pos: 0,
+        }
+    }
+
+    /// Reads a shared `file` from its start.
+    pub fn shared(file: std::sync::Arc<File>) -> Self {
+        PositionedReader { file, pos: 0 }
+    }
+}
+
+impl Read for PositionedReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// An unnamed temporary file in `dir` (see the module documentation).
+pub fn unnamed_file(dir: &Path) -> io::Result<File> {
+    tempfile::tempfile_in(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sorted(records: &[Vec<u8>], budget: usize) -> (Vec<Vec<u8>>, usize) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = ExternalSort::new(dir.path(), budget);
+        for r in records {
+            s.push(r).unwrap();
+        }
+        assert_eq!(s.len(), records.len() as u64);
+        let runs = s.runs.len();
+        let out = s.finish().unwrap().collect::<io::Result<Vec<_>>>().unwrap();
+        // Unnamed files: nothing is ever visible in the directory.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        (out, runs)
+    }
+
+    fn population(n: u64) -> Vec<Vec<u8>> {
+        // A fixed pseudo-random population with duplicates and prefixes of one another.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let text = format!("{:x}", x % 5000);
+                text.as_bytes()[..(x % 5) as usize % (text.len() + 1)].to_vec()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn many_runs_merge_to_the_same_order_as_an_in_memory_sort() {
+        let records = population(20_000);
+        let mut expected = records.clone();
+        expected.sort();
+        let (out, runs) = sorted(&records, 4096);
+        assert!(runs > 20, "the budget forces runs: {runs}");
+        assert_eq!(out, expected);
+        let (out, runs) = sorted(&records, DEFAULT_BUDGET);
+        assert_eq!(runs, 0, "fits in memory");
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn empty_and_single() {
+        assert_eq!(sorted(&[], 64).0, Vec::<Vec<u8>>::new());
+        assert_eq!(sorted(&[b"x".to_vec()], 64).0, vec![b"x".to_vec()]);
+        assert_eq!(
+            sorted(&[Vec::new(), Vec::new()], 64).0,
+            vec![Vec::<u8>::new(), Vec::new()]
+        );
+    }
+
+    #[test]
+    fn a_record_over_the_budget_is_an_error_not_a_silent_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = ExternalSort::new(dir.path(), 64);
+        assert!(s.push(&[0u8; 65]).is_err());
+    }
+}
