@@ -519,6 +519,8 @@ fn scale(env: &Env, args: &Args) -> Result<String> {
             "wall s",
             "ms / transaction",
             "vs first",
+            "steady ms / tx",
+            "vs first",
             "peak RSS MiB",
             "vs first",
             "job CPU s / 1,000 tx",
@@ -526,7 +528,7 @@ fn scale(env: &Env, args: &Args) -> Result<String> {
             "exit",
         ],
     );
-    let mut first: Option<(f64, u64)> = None;
+    let mut first: Option<(f64, u64, f64)> = None;
     for &n in &args.counts {
         let job = JobSpec::new(100_000.0, 1000, args.scale_concurrency);
         let mut sim = SimSpec::small(n);
@@ -537,7 +539,18 @@ fn scale(env: &Env, args: &Args) -> Result<String> {
         let tx = run.refs.len().max(1) as f64;
         let ms = run.wall_s * 1000.0 / tx;
         let rss = run.usage.max_rss_kib;
-        let (ms0, rss0) = *first.get_or_insert((ms, rss));
+        // Steady state: the middle 80 % of the requests, without the start-up and the tail (the
+        // last polls of never-finishing references, closing the tables), which do not grow
+        // with the number of references. Requests per transaction are the same at every size.
+        let mut times: Vec<i64> = run.requests.iter().map(|r| r.t_us).collect();
+        times.sort_unstable();
+        let steady = if times.len() >= 10 {
+            let (a, b) = (times[times.len() / 10], times[times.len() * 9 / 10]);
+            (b - a) as f64 / 1000.0 / (0.8 * tx)
+        } else {
+            f64::NAN
+        };
+        let (ms0, rss0, steady0) = *first.get_or_insert((ms, rss, steady));
         row(
             &mut t,
             &[
@@ -546,6 +559,8 @@ fn scale(env: &Env, args: &Args) -> Result<String> {
                 format!("{:.1}", run.wall_s),
                 format!("{ms:.3}"),
                 format!("{:.2}", ms / ms0),
+                format!("{steady:.3}"),
+                format!("{:.2}", steady / steady0),
                 mib(rss),
                 format!("{:.2}", rss as f64 / rss0.max(1) as f64),
                 format!("{:.2}", run.usage.cpu_s() / tx * 1000.0),

@@ -1,8 +1,9 @@
 //! Output stage: the CSV and Parquet table writers.
 //!
 //! Rows arrive one at a time (from `flatten`); at most [`BATCH_ROWS`] are buffered before
-//! they become an Arrow record batch, and Parquet row groups are capped at
-//! [`ROW_GROUP_ROWS`], so memory stays bounded however many references a job exports.
+//! they become an Arrow record batch, and Parquet row groups are closed at [`ROW_GROUP_ROWS`]
+//! rows or [`ROW_GROUP_BYTES`] of writer memory, so memory stays bounded however many
+//! references a job exports.
 //! Files are written under `<name>.csv.tmp` / `<name>.parquet.tmp` and renamed into place
 //! only by [`TableWriter::finish`], after the Parquet footer is written and both files are
 //! fsynced: a table under its final name is always complete.
@@ -30,15 +31,23 @@ use serde_json::Value;
 
 use crate::flatten::{Cell, Column, ColumnType, ListItem, Row, StructField};
 
-/// Rows buffered before they are turned into one record batch.
-pub const BATCH_ROWS: usize = 1024;
+/// Rows buffered before they are turned into one record batch (a netverify row has ~60 cells).
+pub const BATCH_ROWS: usize = 256;
 
 /// Rows per Parquet row group at most: bounds the encoded data the Parquet writer holds.
 pub const ROW_GROUP_ROWS: usize = 64 * 1024;
 
-/// A row group is closed early once its buffered data passes this size, so wide tables of long
-/// strings do not hold 64 K rows in memory.
+/// A row group is closed early once the writer holds this much memory for it, so wide tables of
+/// long strings do not hold 64 K rows in memory. With [`PAGE_BYTES`] this gives row groups of
+/// about 2,300 netverify rows or 16,000 files rows; the four tables together hold at most ~8 MiB.
 pub const ROW_GROUP_BYTES: usize = 2 * 1024 * 1024;
+
+/// Data and dictionary page limit. Parquet's default (1 MiB each, per column) kept up to a
+/// megabyte of uncompressed values per column of the ~60 netverify columns before compressing,
+/// and built dictionaries of up to a megabyte for columns whose values never repeat (references,
+/// sha256): small pages are compressed as they fill, and such columns fall back to plain
+/// encoding early.
+pub const PAGE_BYTES: usize = 64 * 1024;
 
 /// Why a table could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +169,8 @@ impl TableWriter {
             let props = WriterProperties::builder()
                 .set_compression(Compression::SNAPPY)
                 .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+                .set_data_page_size_limit(PAGE_BYTES)
+                .set_dictionary_page_size_limit(PAGE_BYTES)
                 .build();
             let writer =
                 ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(|source| {
@@ -230,7 +241,10 @@ impl TableWriter {
                 path: part.tmp.clone(),
                 source,
             })?;
-        if part.writer.in_progress_size() >= ROW_GROUP_BYTES {
+        // `memory_size` counts what the writer holds (pages not yet compressed, dictionaries,
+        // compressed pages); `in_progress_size` only the encoded estimate, which let a wide
+        // table hold several times its budget.
+        if part.writer.memory_size() >= ROW_GROUP_BYTES {
             part.writer.flush().map_err(|source| TableError::Parquet {
                 path: part.tmp.clone(),
                 source,
@@ -507,6 +521,55 @@ fn record_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn row_groups_close_at_the_memory_budget_and_every_row_reads_back() {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = TableWriter::create(
+            dir.path(),
+            "files",
+            crate::flatten::files_columns(),
+            false,
+            true,
+        )
+        .unwrap();
+        let rows = 60_000u64;
+        for i in 0..rows {
+            let record = crate::flatten::FileRecord {
+                reference: format!("ref-{i:08}"),
+                kind: crate::Kind::Netverify,
+                entry: format!("images/{i}.jpg"),
+                classifier: Some("FRONT".into()),
+                content_type: "image/jpeg".into(),
+                bytes: i,
+                sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(i.to_le_bytes())),
+            };
+            t.write(&crate::flatten::file_row(&record)).unwrap();
+        }
+        t.finish().unwrap();
+        let file = File::open(dir.path().join("files.parquet")).unwrap();
+        let reader = SerializedFileReader::new(file).unwrap();
+        let meta = reader.metadata();
+        let groups: Vec<i64> = (0..meta.num_row_groups())
+            .map(|g| meta.row_group(g).num_rows())
+            .collect();
+        assert_eq!(groups.iter().sum::<i64>(), rows as i64);
+        // 60,000 rows of unique 64-character hashes are far over 2 MiB: several row groups, none
+        // at the 64 K row cap.
+        assert!(groups.len() >= 3, "row groups: {groups:?}");
+        assert!(
+            groups.iter().all(|&n| n < ROW_GROUP_ROWS as i64),
+            "{groups:?}"
+        );
+        let mut seen = 0u64;
+        for row in reader.get_row_iter(None).unwrap() {
+            let row = row.unwrap().to_string();
+            assert!(row.contains(&format!("ref-{seen:08}")), "{row}");
+            seen += 1;
+        }
+        assert_eq!(seen, rows);
+    }
 
     #[test]
     fn dates_parse_to_days_since_epoch() {
