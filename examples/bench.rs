@@ -87,6 +87,9 @@ struct Args {
     /// A few seconds per scenario on ~20 references: checks the harness, measures nothing.
     #[arg(long)]
     tiny: bool,
+    /// Pin the simulator to CPU 1 and the job to CPU 0 (`taskset`): one core each.
+    #[arg(long)]
+    pin: bool,
     /// Also write the markdown tables to this file.
     #[arg(long)]
     markdown: Option<PathBuf>,
@@ -127,6 +130,7 @@ fn main_inner(args: &Args) -> Result<()> {
     };
     let mut env = Env::new(bin, work);
     env.keep = args.keep;
+    env.pin = args.pin;
     let mut md = machine_header(&env);
     println!("{md}");
     let all = args.scenario == Scenario::All;

@@ -67,12 +67,36 @@ fn read_job_input(job: &Job) -> Result<input::InputList, i32> {
         );
         return Err(EXIT_USAGE);
     };
-    let list = input::read_input(source, job.input.default_kind).map_err(|e| {
-        eprintln!("error: {e}");
-        EXIT_USAGE
-    })?;
+    let list = input::read_input_in(source, job.input.default_kind, &spool_dir(&job.output.dir))
+        .map_err(|e| match e {
+            // The input is fine; the output directory's file system could not keep it.
+            input::InputError::Spool { .. } => {
+                eprintln!("error: output directory {}: {e}", job.output.dir.display());
+                EXIT_FATAL
+            }
+            _ => {
+                eprintln!("error: {e}");
+                EXIT_USAGE
+            }
+        })?;
     // `run` and `plan` keep only this shard's references themselves.
     Ok(list)
+}
+
+/// Where the reference list is kept while the job runs: the output directory, or its nearest
+/// existing parent (nothing is created before the input is known to be good), so it lives on the
+/// file system chosen for the export's data.
+fn spool_dir(out: &Path) -> std::path::PathBuf {
+    let mut dir = out;
+    loop {
+        if dir.is_dir() {
+            return dir.to_path_buf();
+        }
+        match dir.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => dir = parent,
+            _ => return std::path::PathBuf::from("."),
+        }
+    }
 }
 
 async fn run_job(path: &Path, args: &OverrideArgs, quiet: bool, retry_failed: bool) -> i32 {

@@ -62,7 +62,7 @@ impl InputList {
     /// Keeps only the references of `shard` (valid and rejected alike, so that N shards together
     /// report every invalid line exactly once).
     pub fn retain_shard(&mut self, shard: &crate::job::Shard) -> std::io::Result<()> {
-        let mut kept = SpoolWriter::new()?;
+        let mut kept = SpoolWriter::new(&self.items.dir)?;
         for item in self.items.iter() {
             let item = item?;
             if shard_of(&item.reference, shard.count) == shard.index {
@@ -80,6 +80,8 @@ impl InputList {
 pub struct Items {
     file: Arc<File>,
     len: u64,
+    /// Where the file is (for rewrites).
+    dir: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for Items {
@@ -107,6 +109,8 @@ impl Items {
                 PositionedReader::shared(self.file.clone()),
             ),
             left: self.len,
+            total: self.len,
+            read: 0,
         }
     }
 
@@ -120,6 +124,16 @@ impl Items {
 pub struct ItemIter {
     reader: BufReader<PositionedReader>,
     left: u64,
+    total: u64,
+    read: u64,
+}
+
+impl ItemIter {
+    /// References not handed out: those after a read error (the iterator ends at one), so a
+    /// caller can count them instead of losing them.
+    pub fn unread(&self) -> u64 {
+        self.total - self.read
+    }
 }
 
 impl Iterator for ItemIter {
@@ -142,8 +156,9 @@ impl Iterator for ItemIter {
             Ok(Item { reference, kind })
         };
         let item = read();
-        if item.is_err() {
-            self.left = 0;
+        match item {
+            Ok(_) => self.read += 1,
+            Err(_) => self.left = 0,
         }
         Some(item)
     }
@@ -158,13 +173,15 @@ impl Iterator for ItemIter {
 struct SpoolWriter {
     w: BufWriter<File>,
     len: u64,
+    dir: std::path::PathBuf,
 }
 
 impl SpoolWriter {
-    fn new() -> std::io::Result<Self> {
+    fn new(dir: &Path) -> std::io::Result<Self> {
         Ok(SpoolWriter {
-            w: BufWriter::with_capacity(64 * 1024, spill::unnamed_file(&std::env::temp_dir())?),
+            w: BufWriter::with_capacity(64 * 1024, spill::unnamed_file(dir)?),
             len: 0,
+            dir: dir.to_path_buf(),
         })
     }
 
@@ -185,6 +202,7 @@ impl SpoolWriter {
         Ok(Items {
             file: Arc::new(file),
             len: self.len,
+            dir: self.dir,
         })
     }
 }
@@ -268,8 +286,20 @@ const MAX_REFERENCE_LEN: usize = 36;
 /// How much of a rejected line is kept for `failures.csv` and messages.
 const MAX_RAW_CHARS: usize = 100;
 
-/// Reads a reference list from `source`: a path, or `-` for standard input. Blocking.
+/// Reads a reference list from `source`: a path, or `-` for standard input. Blocking. The
+/// references are kept in `$TMPDIR`; [`read_input_in`] chooses the directory.
 pub fn read_input(source: &str, default_kind: Kind) -> Result<InputList, InputError> {
+    read_input_in(source, default_kind, &std::env::temp_dir())
+}
+
+/// [`read_input`] keeping the references in unnamed files in `spool_dir` (`run` uses the output
+/// directory's file system: `$TMPDIR` is often memory, and another volume than the one chosen
+/// for the export's data).
+pub fn read_input_in(
+    source: &str,
+    default_kind: Kind,
+    spool_dir: &Path,
+) -> Result<InputList, InputError> {
     if source == "-" {
         let name = "<stdin>";
         let mut bytes = Vec::new();
@@ -280,13 +310,19 @@ pub fn read_input(source: &str, default_kind: Kind) -> Result<InputList, InputEr
                 name: name.to_string(),
                 source,
             })?;
-        parse_input(&bytes, name, default_kind)
+        parse_with_budget(&bytes, name, default_kind, spool_dir, spill::DEFAULT_BUDGET)
     } else {
         let bytes = std::fs::read(Path::new(source)).map_err(|e| InputError::Read {
             name: source.to_string(),
             source: e,
         })?;
-        parse_input(&bytes, source, default_kind)
+        parse_with_budget(
+            &bytes,
+            source,
+            default_kind,
+            spool_dir,
+            spill::DEFAULT_BUDGET,
+        )
     }
 }
 
@@ -298,14 +334,22 @@ pub fn read_input(source: &str, default_kind: Kind) -> Result<InputList, InputEr
 /// column overrides `default_kind` per row (empty = default). A `failures.csv` of an
 /// earlier run is such a CSV.
 pub fn parse_input(bytes: &[u8], name: &str, default_kind: Kind) -> Result<InputList, InputError> {
-    parse_with_budget(bytes, name, default_kind, spill::DEFAULT_BUDGET)
+    parse_with_budget(
+        bytes,
+        name,
+        default_kind,
+        &std::env::temp_dir(),
+        spill::DEFAULT_BUDGET,
+    )
 }
 
-/// [`parse_input`] with the de-duplication sort's memory budget chosen (tests force spilling).
+/// [`parse_input`] with the spool directory and the de-duplication sort's memory budget chosen
+/// (tests force spilling).
 fn parse_with_budget(
     bytes: &[u8],
     name: &str,
     default_kind: Kind,
+    spool_dir: &Path,
     budget: usize,
 ) -> Result<InputList, InputError> {
     let sha256 = hex::encode(Sha256::digest(bytes));
@@ -320,10 +364,10 @@ fn parse_with_budget(
     })?;
     let spool_error = |source: std::io::Error| InputError::Spool {
         name: name.to_string(),
-        dir: std::env::temp_dir().display().to_string(),
+        dir: spool_dir.display().to_string(),
         source,
     };
-    let mut list = Collector::new(budget).map_err(spool_error)?;
+    let mut list = Collector::new(spool_dir, budget).map_err(spool_error)?;
 
     let first = text
         .lines()
@@ -419,7 +463,7 @@ fn parse_csv(
         list.add(record.get(reference_col).unwrap_or(""), kind, line)
             .map_err(|source| InputError::Spool {
                 name: name.to_string(),
-                dir: std::env::temp_dir().display().to_string(),
+                dir: list.dir.display().to_string(),
                 source,
             })?;
     }
@@ -466,16 +510,18 @@ impl LineCounter {
 /// `reference \0 kind ordinal`, into an external sort; [`Collector::finish`] reads the keys in
 /// order, where repeats are neighbours, and drops every occurrence but the first.
 struct Collector {
+    dir: std::path::PathBuf,
     candidates: SpoolWriter,
     keys: ExternalSort,
     rejected: Vec<Rejected>,
 }
 
 impl Collector {
-    fn new(budget: usize) -> std::io::Result<Self> {
+    fn new(dir: &Path, budget: usize) -> std::io::Result<Self> {
         Ok(Collector {
-            candidates: SpoolWriter::new()?,
-            keys: ExternalSort::new(std::env::temp_dir(), budget),
+            dir: dir.to_path_buf(),
+            candidates: SpoolWriter::new(dir)?,
+            keys: ExternalSort::new(dir, budget),
             rejected: Vec::new(),
         })
     }
@@ -521,7 +567,7 @@ impl Collector {
         let items = if duplicates == 0 {
             candidates
         } else {
-            let mut kept = SpoolWriter::new()?;
+            let mut kept = SpoolWriter::new(&self.dir)?;
             for (ordinal, item) in candidates.iter().enumerate() {
                 let item = item?;
                 if repeat[ordinal / 64] & (1 << (ordinal % 64)) == 0 {
@@ -674,14 +720,19 @@ mod tests {
     fn duplicates_dropped_in_input_order_when_the_sort_spills() {
         // 3,000 lines over 1,000 distinct (reference, kind) pairs, each first seen at a known
         // line; a 512-byte budget makes the key sort write dozens of runs.
+        let dir = tempfile::tempdir().unwrap();
         let mut text = String::new();
         let mut expected = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for i in 0..3000u32 {
             let n = (i * 7919) % 1000;
-            let kind = if n % 3 == 0 { "document" } else { "netverify" };
-            // Same reference under two kinds is two items; "r1" and "r1-" are prefixes.
-            let reference = format!("r{}{}", n / 2, if n % 2 == 0 { "" } else { "-" });
+            // Every reference under two kinds (two items); "r1" and "r1-" are prefixes.
+            let kind = if (n / 2) % 2 == 0 {
+                "document"
+            } else {
+                "netverify"
+            };
+            let reference = format!("r{}{}", n / 4, if n % 2 == 0 { "" } else { "-" });
             text.push_str(&format!("{reference},{kind}\n"));
             let k: Kind = kind.parse().unwrap();
             if seen.insert((reference.clone(), k)) {
@@ -690,12 +741,43 @@ mod tests {
         }
         let text = format!("reference,kind\n{text}");
         for budget in [512, spill::DEFAULT_BUDGET] {
-            let list =
-                parse_with_budget(text.as_bytes(), "in.csv", Kind::Netverify, budget).unwrap();
+            let list = parse_with_budget(
+                text.as_bytes(),
+                "in.csv",
+                Kind::Netverify,
+                dir.path(),
+                budget,
+            )
+            .unwrap();
             assert_eq!(refs(&list), expected, "budget {budget}");
             assert_eq!(list.items.len(), expected.len() as u64);
             assert_eq!(list.duplicates, 3000 - expected.len());
         }
+        assert_eq!(expected.len(), 1000);
+        assert!(
+            expected
+                .iter()
+                .any(|(r, k)| *k == Kind::Document
+                    && expected.contains(&(r.clone(), Kind::Netverify))),
+            "a reference under both kinds"
+        );
+        // The spool and the sort's runs are unnamed: nothing to see or clean up.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn an_unreadable_spool_ends_the_iteration_and_counts_what_was_not_read() {
+        let text: String = (0..100).map(|i| format!("ref-{i}\n")).collect();
+        let list = parse_input(text.as_bytes(), "in.txt", Kind::Netverify).unwrap();
+        // Cut the spool inside the 41st record.
+        let record = |i: usize| 2 + format!("ref-{i}").len() as u64;
+        let cut: u64 = (0..40).map(record).sum::<u64>() + 3;
+        list.items.file.set_len(cut).unwrap();
+        let mut iter = list.items.iter();
+        let read: Vec<_> = iter.by_ref().take_while(|i| i.is_ok()).collect();
+        assert_eq!(read.len(), 40);
+        assert!(iter.next().is_none(), "the iteration ends at the error");
+        assert_eq!(iter.unread(), 60);
     }
 
     #[test]

@@ -388,15 +388,18 @@ pub async fn run(
         let out = &out;
         let key = &opts.archive_key;
         let unreadable = &unreadable;
-        let mut rest = futures::stream::iter(items)
-            .map(|item| async move {
-                let item = match item {
-                    Ok(item) => item,
+        // An item that cannot be read is counted by `items.unread()` below, not here.
+        let mut rest = futures::stream::iter(items.by_ref())
+            .filter_map(|item| {
+                futures::future::ready(match item {
+                    Ok(item) => Some(item),
                     Err(e) => {
                         unreadable(e);
-                        return Done::NotStarted;
+                        None
                     }
-                };
+                })
+            })
+            .map(|item| async move {
                 if let Some(row) = carried.get(&(item.reference.clone(), item.kind)) {
                     return Done::Failed(row.clone());
                 }
@@ -418,10 +421,13 @@ pub async fn run(
     drop(ctx);
     signals.abort();
     progress.finish();
-    let written = writer.join().map_err(|_| RunError::Output {
+    let mut written = writer.join().map_err(|_| RunError::Output {
         what: "tables".into(),
         message: "the writer thread panicked".into(),
     })??;
+    // References the input's temporary file could not give back (the run is stopped as fatal):
+    // counted as not started, never dropped.
+    written.not_started += items.unread();
 
     let stats = client.stats();
     let mut by_endpoint: std::collections::BTreeMap<

@@ -32,7 +32,15 @@ pub struct ExternalSort {
 struct Run {
     file: File,
     records: u64,
+    /// 0 for a run written from memory; one more than its inputs for a merged run.
+    level: u32,
 }
+
+/// Runs merged at once. When this many runs of one level exist they are merged into one run of
+/// the next level, so open files and merge buffers stay bounded (about 32 per level; three
+/// levels hold 32 GiB of records at the default budget) and every record is rewritten only once
+/// per level.
+const FAN_IN: usize = 32;
 
 impl ExternalSort {
     /// A sorter whose runs go to unnamed files in `dir`.
@@ -93,9 +101,38 @@ impl ExternalSort {
         self.runs.push(Run {
             file,
             records: self.spans.len() as u64,
+            level: 0,
         });
         self.bytes.clear();
         self.spans.clear();
+        self.compact()
+    }
+
+    /// Merges every level that has [`FAN_IN`] runs into one run of the next level.
+    fn compact(&mut self) -> io::Result<()> {
+        while let Some(level) = (0..=self.runs.iter().map(|r| r.level).max().unwrap_or(0))
+            .find(|&l| self.runs.iter().filter(|r| r.level == l).count() >= FAN_IN)
+        {
+            let (merge, keep): (Vec<Run>, Vec<Run>) = std::mem::take(&mut self.runs)
+                .into_iter()
+                .partition(|r| r.level == level);
+            self.runs = keep;
+            let file = tempfile::tempfile_in(&self.dir)?;
+            let mut w = BufWriter::with_capacity(64 * 1024, file);
+            let mut records = 0u64;
+            for record in merge_runs(merge)? {
+                let record = record?;
+                w.write_all(&(record.len() as u32).to_le_bytes())?;
+                w.write_all(&record)?;
+                records += 1;
+            }
+            let file = w.into_inner().map_err(io::IntoInnerError::into_error)?;
+            self.runs.push(Run {
+                file,
+                records,
+                level: level + 1,
+            });
+        }
         Ok(())
     }
 
@@ -113,20 +150,31 @@ impl ExternalSort {
         }
         drop(std::mem::take(&mut self.bytes));
         drop(std::mem::take(&mut self.spans));
-        let mut sources = Vec::with_capacity(self.runs.len());
-        let mut heap = BinaryHeap::with_capacity(self.runs.len());
-        for (i, run) in self.runs.into_iter().enumerate() {
-            let mut source = RunReader {
-                reader: BufReader::with_capacity(16 * 1024, PositionedReader::new(run.file)),
-                left: run.records,
-            };
-            if let Some(first) = source.next_record()? {
-                heap.push(Reverse((first, i)));
-            }
-            sources.push(source);
-        }
-        Ok(Sorted(Inner::Merge { sources, heap }))
+        merge_runs(self.runs)
     }
+
+    /// Sorted runs written so far (for tests).
+    #[cfg(test)]
+    fn run_count(&self) -> usize {
+        self.runs.len()
+    }
+}
+
+/// A k-way merge of sorted runs.
+fn merge_runs(runs: Vec<Run>) -> io::Result<Sorted> {
+    let mut sources = Vec::with_capacity(runs.len());
+    let mut heap = BinaryHeap::with_capacity(runs.len());
+    for (i, run) in runs.into_iter().enumerate() {
+        let mut source = RunReader {
+            reader: BufReader::with_capacity(16 * 1024, PositionedReader::new(run.file)),
+            left: run.records,
+        };
+        if let Some(first) = source.next_record()? {
+            heap.push(Reverse((first, i)));
+        }
+        sources.push(source);
+    }
+    Ok(Sorted(Inner::Merge { sources, heap }))
 }
 
 /// The records of an [`ExternalSort`], in order.
@@ -232,7 +280,7 @@ mod tests {
             s.push(r).unwrap();
         }
         assert_eq!(s.len(), records.len() as u64);
-        let runs = s.runs.len();
+        let runs = s.run_count();
         let out = s.finish().unwrap().collect::<io::Result<Vec<_>>>().unwrap();
         // Unnamed files: nothing is ever visible in the directory.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
@@ -259,10 +307,31 @@ mod tests {
         let mut expected = records.clone();
         expected.sort();
         let (out, runs) = sorted(&records, 4096);
-        assert!(runs > 20, "the budget forces runs: {runs}");
+        assert!(runs > 1, "the budget forces runs: {runs}");
+        assert!(runs < FAN_IN, "runs are merged at {FAN_IN}: {runs}");
         assert_eq!(out, expected);
         let (out, runs) = sorted(&records, DEFAULT_BUDGET);
         assert_eq!(runs, 0, "fits in memory");
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn runs_beyond_the_fan_in_are_merged_level_by_level() {
+        // A 256-byte budget: ~20 records a run, ~5,000 runs without merging; the merged levels
+        // keep fewer than FAN_IN runs of each level open.
+        let records = population(100_000);
+        let mut expected = records.clone();
+        expected.sort();
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = ExternalSort::new(dir.path(), 256);
+        let mut most = 0;
+        for r in &records {
+            s.push(r).unwrap();
+            most = most.max(s.run_count());
+        }
+        assert!(s.runs.iter().any(|r| r.level >= 2), "two levels of merging");
+        assert!(most <= 3 * FAN_IN, "open runs stay bounded: {most}");
+        let out = s.finish().unwrap().collect::<io::Result<Vec<_>>>().unwrap();
         assert_eq!(out, expected);
     }
 

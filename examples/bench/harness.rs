@@ -37,6 +37,23 @@ pub struct Env {
     pub max_run: Duration,
     /// Print the command lines as they run.
     pub echo: bool,
+    /// Run the simulator on CPU 1 and the job on CPU 0 (`taskset`), so each has one core of its
+    /// own and the job's CPU share shows whether it or its source is the bottleneck.
+    pub pin: bool,
+}
+
+/// `program args` on one CPU when pinning (`taskset -c CPU` execs the program: same PID).
+fn on_cpu(env: &Env, cpu: u32, program: &Path, args: Vec<String>) -> (PathBuf, Vec<String>) {
+    if !env.pin {
+        return (program.to_path_buf(), args);
+    }
+    let mut a = vec![
+        "-c".to_string(),
+        cpu.to_string(),
+        program.display().to_string(),
+    ];
+    a.extend(args);
+    (PathBuf::from("taskset"), a)
 }
 
 impl Env {
@@ -55,6 +72,7 @@ impl Env {
             time_v,
             max_run: Duration::from_secs(3600),
             echo: true,
+            pin: false,
         }
     }
 }
@@ -569,13 +587,13 @@ pub fn run(env: &Env, name: &str, sim: &SimSpec, job: &JobSpec, stop: Stop) -> R
     let mut commands = Vec::new();
 
     // The simulator.
-    let sim_args = sim.args(port, &log_path, &refs_path);
-    commands.push(format!("{} &", shell_line(&[], &env.bin, &sim_args)));
+    let (sim_program, sim_args) = on_cpu(env, 1, &env.bin, sim.args(port, &log_path, &refs_path));
+    commands.push(format!("{} &", shell_line(&[], &sim_program, &sim_args)));
     if env.echo {
         println!("$ {}", commands.last().expect("just pushed"));
     }
     let sim_err = std::fs::File::create(dir.join("simulator.stderr"))?;
-    let sim_child = Command::new(&env.bin)
+    let sim_child = Command::new(&sim_program)
         .args(&sim_args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -623,6 +641,7 @@ pub fn run(env: &Env, name: &str, sim: &SimSpec, job: &JobSpec, stop: Stop) -> R
     } else {
         env.bin.clone()
     };
+    let (program, job_args) = on_cpu(env, 0, &program, job_args);
     let vars = [("JUMIO_API_TOKEN", TOKEN), ("JUMIO_API_SECRET", SECRET)];
     commands.push(shell_line(&vars, &program, &job_args));
     if env.echo {
