@@ -281,6 +281,16 @@ pub enum InputError {
     },
 }
 
+impl InputError {
+    fn spool(name: &str, dir: &Path, source: std::io::Error) -> Self {
+        InputError::Spool {
+            name: name.to_string(),
+            dir: dir.display().to_string(),
+            source,
+        }
+    }
+}
+
 /// The longest reference the API issues (a UUID is 36 characters).
 const MAX_REFERENCE_LEN: usize = 36;
 /// How much of a rejected line is kept for `failures.csv` and messages.
@@ -362,11 +372,7 @@ fn parse_with_budget(
             .count()
             + 1,
     })?;
-    let spool_error = |source: std::io::Error| InputError::Spool {
-        name: name.to_string(),
-        dir: spool_dir.display().to_string(),
-        source,
-    };
+    let spool_error = |source| InputError::spool(name, spool_dir, source);
     let mut list = Collector::new(spool_dir, budget).map_err(spool_error)?;
 
     let first = text
@@ -461,11 +467,7 @@ fn parse_csv(
             })?,
         };
         list.add(record.get(reference_col).unwrap_or(""), kind, line)
-            .map_err(|source| InputError::Spool {
-                name: name.to_string(),
-                dir: list.dir.display().to_string(),
-                source,
-            })?;
+            .map_err(|source| InputError::spool(name, &list.dir, source))?;
     }
     Ok(())
 }

@@ -199,8 +199,12 @@ pub async fn run(
     credentials: &Credentials,
     opts: RunOptions,
 ) -> Result<Summary, RunError> {
-    if let Some(shard) = &job.shard {
-        input.retain_shard(shard).map_err(RunError::Input)?;
+    if let Some(shard) = job.shard {
+        // Rewrites the spooled list: file I/O, off the async threads.
+        input = tokio::task::spawn_blocking(move || input.retain_shard(&shard).map(|()| input))
+            .await
+            .map_err(|e| RunError::Input(std::io::Error::other(e)))?
+            .map_err(RunError::Input)?;
     }
     let started = std::time::Instant::now();
     let started_at = (opts.clock)();
@@ -340,9 +344,7 @@ pub async fn run(
     // The input's own temporary file failing to read back stops the run like a full disk.
     let unreadable = |e: std::io::Error| {
         let mut fatal = fatal.lock().expect("fatal lock");
-        fatal.get_or_insert(format!(
-            "reading the input list's temporary file failed: {e}"
-        ));
+        fatal.get_or_insert(RunError::Input(e).to_string());
         stop.cancel();
     };
     loop {

@@ -91,18 +91,11 @@ impl ExternalSort {
 
     fn spill(&mut self) -> io::Result<()> {
         self.sort_buffer();
-        let file = tempfile::tempfile_in(&self.dir)?;
-        let mut w = BufWriter::with_capacity(64 * 1024, file);
+        let mut run = RunWriter::new(&self.dir)?;
         for &(s, l) in &self.spans {
-            w.write_all(&l.to_le_bytes())?;
-            w.write_all(&self.bytes[s as usize..(s + l) as usize])?;
+            run.put(&self.bytes[s as usize..(s + l) as usize])?;
         }
-        let file = w.into_inner().map_err(io::IntoInnerError::into_error)?;
-        self.runs.push(Run {
-            file,
-            records: self.spans.len() as u64,
-            level: 0,
-        });
+        self.runs.push(run.finish(0)?);
         self.bytes.clear();
         self.spans.clear();
         self.compact()
@@ -117,21 +110,11 @@ impl ExternalSort {
                 .into_iter()
                 .partition(|r| r.level == level);
             self.runs = keep;
-            let file = tempfile::tempfile_in(&self.dir)?;
-            let mut w = BufWriter::with_capacity(64 * 1024, file);
-            let mut records = 0u64;
+            let mut run = RunWriter::new(&self.dir)?;
             for record in merge_runs(merge)? {
-                let record = record?;
-                w.write_all(&(record.len() as u32).to_le_bytes())?;
-                w.write_all(&record)?;
-                records += 1;
+                run.put(&record?)?;
             }
-            let file = w.into_inner().map_err(io::IntoInnerError::into_error)?;
-            self.runs.push(Run {
-                file,
-                records,
-                level: level + 1,
-            });
+            self.runs.push(run.finish(level + 1)?);
         }
         Ok(())
     }
@@ -157,6 +140,39 @@ impl ExternalSort {
     #[cfg(test)]
     fn run_count(&self) -> usize {
         self.runs.len()
+    }
+}
+
+/// Writes one run: each record as a little-endian `u32` length and its bytes.
+struct RunWriter {
+    w: BufWriter<File>,
+    records: u64,
+}
+
+impl RunWriter {
+    fn new(dir: &Path) -> io::Result<Self> {
+        Ok(RunWriter {
+            w: BufWriter::with_capacity(64 * 1024, unnamed_file(dir)?),
+            records: 0,
+        })
+    }
+
+    fn put(&mut self, record: &[u8]) -> io::Result<()> {
+        self.w.write_all(&(record.len() as u32).to_le_bytes())?;
+        self.w.write_all(record)?;
+        self.records += 1;
+        Ok(())
+    }
+
+    fn finish(self, level: u32) -> io::Result<Run> {
+        Ok(Run {
+            file: self
+                .w
+                .into_inner()
+                .map_err(io::IntoInnerError::into_error)?,
+            records: self.records,
+            level,
+        })
     }
 }
 

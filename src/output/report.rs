@@ -82,12 +82,14 @@ pub fn root_hash(pairs: &mut [(String, String)]) -> String {
     pairs.sort();
     let mut h = Sha256::new();
     for (reference, sha) in pairs.iter() {
-        h.update(reference.as_bytes());
-        h.update(b"  ");
-        h.update(sha.as_bytes());
-        h.update(b"\n");
+        h.update(root_line(reference, sha));
     }
     hex::encode(h.finalize())
+}
+
+/// One archive's line of the root hash (see [`ROOT_HASH_METHOD`]).
+fn root_line(reference: &str, sha256_hex: &str) -> String {
+    format!("{reference}  {sha256_hex}\n")
 }
 
 /// [`root_hash`] for any number of archives in bounded memory: each archive's line goes into an
@@ -114,8 +116,7 @@ impl RootHash {
     pub fn add(&mut self, reference: &str, sha256_hex: &str) -> std::io::Result<()> {
         // References are `[A-Za-z0-9-]`, all above the space, so sorting whole lines sorts by
         // reference first, exactly as sorting the pairs does.
-        self.lines
-            .push(format!("{reference}  {sha256_hex}\n").as_bytes())
+        self.lines.push(root_line(reference, sha256_hex).as_bytes())
     }
 
     /// Archives added.
