@@ -255,7 +255,7 @@ async fn demo(out: &Path, count: usize, quiet: bool) -> i32 {
                 return EXIT_FATAL;
             }
         };
-    if let Err(e) = crate::output::fsmode::create_dir_all(out) {
+    if let Err(e) = crate::output::fsmode::Modes::default().create_dir_all(out) {
         eprintln!("error: output directory {}: {e}", out.display());
         return EXIT_FATAL;
     }

@@ -414,7 +414,8 @@ fn write_table(
     rows: &[Row],
 ) -> Written {
     let dir = tempfile::tempdir().unwrap();
-    let mut writer = TableWriter::create(dir.path(), name, columns, true, true).unwrap();
+    let mut writer =
+        TableWriter::create(dir.path(), name, columns, true, true, Default::default()).unwrap();
     for row in rows {
         writer.write(row).unwrap();
     }
@@ -772,8 +773,15 @@ fn wrong_typed_and_unparseable_values_are_null_in_parquet_and_text_in_csv() {
 fn tables_appear_under_their_names_only_after_finish() {
     let dir = tempfile::tempdir().unwrap();
     let k = Kind::Authentication;
-    let mut writer =
-        TableWriter::create(dir.path(), "authentications", table_columns(k), true, true).unwrap();
+    let mut writer = TableWriter::create(
+        dir.path(),
+        "authentications",
+        table_columns(k),
+        true,
+        true,
+        Default::default(),
+    )
+    .unwrap();
     writer
         .write(&flatten(
             k,
@@ -803,7 +811,15 @@ fn tables_appear_under_their_names_only_after_finish() {
 #[test]
 fn only_the_requested_formats_are_written() {
     let dir = tempfile::tempdir().unwrap();
-    let writer = TableWriter::create(dir.path(), "files", files_columns(), false, true).unwrap();
+    let writer = TableWriter::create(
+        dir.path(),
+        "files",
+        files_columns(),
+        false,
+        true,
+        Default::default(),
+    )
+    .unwrap();
     assert_eq!(writer.finish().unwrap().rows, 0);
     assert!(!dir.path().join("files.csv").exists());
     let (schema, b) = read_parquet(&dir.path().join("files.parquet"));
@@ -816,8 +832,15 @@ fn many_rows_span_several_batches_in_order() {
     let k = Kind::Authentication;
     let data = fixture("authentication_sample.json");
     let dir = tempfile::tempdir().unwrap();
-    let mut writer =
-        TableWriter::create(dir.path(), "authentications", table_columns(k), true, true).unwrap();
+    let mut writer = TableWriter::create(
+        dir.path(),
+        "authentications",
+        table_columns(k),
+        true,
+        true,
+        Default::default(),
+    )
+    .unwrap();
     let n = 2_500;
     for i in 0..n {
         writer

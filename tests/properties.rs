@@ -456,7 +456,7 @@ proptest! {
 
         let dir = tempfile::tempdir().unwrap();
         let name = kind.table_name();
-        let mut writer = TableWriter::create(dir.path(), name, columns, true, true).unwrap();
+        let mut writer = TableWriter::create(dir.path(), name, columns, true, true, Default::default()).unwrap();
         for row in &rows {
             writer.write(row).map_err(|e| TestCaseError::fail(format!("write: {e}")))?;
         }

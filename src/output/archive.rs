@@ -14,6 +14,7 @@
 //! This module is blocking code: call it from `spawn_blocking`, never on the async
 //! runtime's threads. It does no network I/O and logs nothing (archives hold personal data).
 
+use super::fsmode::Modes;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -407,10 +408,11 @@ pub fn write_archive(
     entries: &[ArchiveEntry],
     meta: &ProvenanceMeta,
 ) -> Result<WrittenArchive, ArchiveError> {
-    write_archive_with_key(out_dir, reference, entries, meta, None)
+    write_archive_with_key(out_dir, reference, entries, meta, None, Modes::default())
 }
 
-/// [`write_archive`], with every entry encrypted (AES-256) under `key` when one is given. Entry
+/// [`write_archive`] with the output's `modes`, and every entry encrypted (AES-256) under `key` when
+/// one is given. Entry
 /// names stay readable (they come from the allowlist and carry no personal data); encrypted
 /// archives are not byte-identical between writes, since every entry gets a random salt.
 pub fn write_archive_with_key(
@@ -419,6 +421,7 @@ pub fn write_archive_with_key(
     entries: &[ArchiveEntry],
     meta: &ProvenanceMeta,
     key: Option<&ArchiveKey>,
+    modes: Modes,
 ) -> Result<WrittenArchive, ArchiveError> {
     if !valid_reference(reference) {
         return Err(ArchiveError::InvalidReference {
@@ -430,7 +433,9 @@ pub fn write_archive_with_key(
     order.sort_by_key(|&i| order_key(&entries[i].kind, &names[i]));
 
     let dir = out_dir.join(ARCHIVES_DIR);
-    super::fsmode::create_dir_all(&dir).map_err(io_err("creating directory", &dir))?;
+    modes
+        .create_dir_all(&dir)
+        .map_err(io_err("creating directory", &dir))?;
     let tmp_path = dir.join(format!(".{reference}.zip.tmp"));
     let final_path = dir.join(format!("{reference}.zip"));
 
@@ -534,7 +539,9 @@ pub fn write_archive_with_key(
     let archive_bytes = zip.finish().map_err(&zip_err)?.into_inner();
     let sha256 = sha256_hex(&archive_bytes);
     let bytes = archive_bytes.len() as u64;
-    let mut file = super::fsmode::create_file(&tmp_path).map_err(io_err("creating", &tmp_path))?;
+    let mut file = modes
+        .create_file(&tmp_path)
+        .map_err(io_err("creating", &tmp_path))?;
     file.write_all(&archive_bytes)
         .map_err(io_err("writing", &tmp_path))?;
     drop(archive_bytes);

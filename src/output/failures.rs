@@ -50,10 +50,10 @@ pub struct FailuresWriter {
 
 impl FailuresWriter {
     /// Creates `<dir>/failures.csv.tmp` with the header.
-    pub fn create(dir: &Path) -> std::io::Result<Self> {
+    pub fn create(dir: &Path, modes: super::fsmode::Modes) -> std::io::Result<Self> {
         let path = dir.join("failures.csv");
         let tmp = dir.join("failures.csv.tmp");
-        let mut csv = csv::Writer::from_writer(BufWriter::new(super::fsmode::create_file(&tmp)?));
+        let mut csv = csv::Writer::from_writer(BufWriter::new(modes.create_file(&tmp)?));
         csv.write_record(HEADER)?;
         Ok(FailuresWriter {
             csv,
@@ -145,7 +145,7 @@ mod tests {
     #[test]
     fn rows_round_trip_and_the_file_appears_only_on_finish() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = FailuresWriter::create(dir.path()).unwrap();
+        let mut w = FailuresWriter::create(dir.path(), Default::default()).unwrap();
         let row = FailureRow {
             reference: "abc-1".into(),
             kind: Kind::Netverify,

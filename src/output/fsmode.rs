@@ -1,86 +1,120 @@
 //! Permissions of everything the export writes. The output holds ID documents, faces and social
 //! security numbers, so files are `0600` and directories `0700` by default, set explicitly after
-//! creation so a permissive umask cannot widen them. Configured once per run from the job's
-//! `[output] file_mode` / `dir_mode`.
+//! creation so a permissive umask cannot widen them. The modes are a value ([`Modes`]) owned by
+//! the output location and handed to each writer; nothing here is process-global, so two runs in
+//! one process (a library user, the tests) cannot change each other's modes.
 
 use std::fs::File;
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
 
-static FILE_MODE: AtomicU32 = AtomicU32::new(0o600);
-static DIR_MODE: AtomicU32 = AtomicU32::new(0o700);
-
-/// Sets the modes used by every writer from now on.
-pub fn configure(file_mode: u32, dir_mode: u32) {
-    FILE_MODE.store(file_mode, Ordering::Relaxed);
-    DIR_MODE.store(dir_mode, Ordering::Relaxed);
+/// The modes new files and directories get (the job's `[output] file_mode` / `dir_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Modes {
+    /// Mode of every file the export creates.
+    pub file: u32,
+    /// Mode of every directory the export creates.
+    pub dir: u32,
 }
 
-/// The mode new files get.
-pub fn file_mode() -> u32 {
-    FILE_MODE.load(Ordering::Relaxed)
+impl Default for Modes {
+    fn default() -> Self {
+        Modes {
+            file: 0o600,
+            dir: 0o700,
+        }
+    }
 }
 
-/// The mode new directories get.
-pub fn dir_mode() -> u32 {
-    DIR_MODE.load(Ordering::Relaxed)
+impl Modes {
+    /// Creates (or truncates) a file for writing and reading, with the file mode.
+    pub fn create_file(&self, path: &Path) -> io::Result<File> {
+        let mut o = std::fs::OpenOptions::new();
+        o.read(true).write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            o.mode(self.file);
+        }
+        let f = o.open(path)?;
+        self.restrict(&f)?;
+        Ok(f)
+    }
+
+    /// Sets the file mode on an open file (umask-proof).
+    pub fn restrict(&self, f: &File) -> io::Result<()> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            f.set_permissions(std::fs::Permissions::from_mode(self.file))?;
+        }
+        #[cfg(not(unix))]
+        let _ = f;
+        Ok(())
+    }
+
+    /// Creates `path` and its missing parents; the directories this call creates get the
+    /// directory mode. An existing directory keeps its mode: it may be shared on purpose
+    /// (`--out .`, a group directory), and changing it could fail where writing would not.
+    pub fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        if path.is_dir() {
+            return Ok(());
+        }
+        if let Some(parent) = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty() && !p.exists())
+        {
+            self.create_dir_all(parent)?;
+        }
+        match std::fs::create_dir(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => {}
+            Err(e) => return Err(e),
+        }
+        self.set_dir_mode(path)
+    }
+
+    fn set_dir_mode(&self, path: &Path) -> io::Result<()> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(self.dir))?;
+        }
+        #[cfg(not(unix))]
+        let _ = path;
+        Ok(())
+    }
 }
 
-/// Creates (or truncates) a file for writing and reading, with the configured mode.
-pub fn create_file(path: &Path) -> io::Result<File> {
-    let mut o = std::fs::OpenOptions::new();
-    o.read(true).write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        o.mode(file_mode());
-    }
-    let f = o.open(path)?;
-    restrict(&f)?;
-    Ok(f)
-}
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
-/// Sets the configured mode on an open file (umask-proof).
-pub fn restrict(f: &File) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        f.set_permissions(std::fs::Permissions::from_mode(file_mode()))?;
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
     }
-    #[cfg(not(unix))]
-    let _ = f;
-    Ok(())
-}
 
-/// Creates `path` and its missing parents; the directories this call creates get the configured
-/// directory mode. An existing directory keeps its mode: it may be shared on purpose (`--out .`,
-/// a group directory), and changing it could fail where writing would not.
-pub fn create_dir_all(path: &Path) -> io::Result<()> {
-    if path.is_dir() {
-        return Ok(());
+    #[test]
+    fn new_files_and_directories_get_the_modes_existing_directories_keep_theirs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let existing = tmp.path().join("shared");
+        std::fs::create_dir(&existing).unwrap();
+        std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o750)).unwrap();
+        let modes = Modes {
+            file: 0o640,
+            dir: 0o710,
+        };
+        let nested = existing.join("a/b");
+        modes.create_dir_all(&nested).unwrap();
+        modes.create_file(&nested.join("f")).unwrap();
+        assert_eq!(mode(&existing), 0o750);
+        assert_eq!(mode(&existing.join("a")), 0o710);
+        assert_eq!(mode(&nested), 0o710);
+        assert_eq!(mode(&nested.join("f")), 0o640);
+        // Two values side by side: no process-global state.
+        Modes::default().create_file(&nested.join("g")).unwrap();
+        assert_eq!(mode(&nested.join("g")), 0o600);
+        assert_eq!(mode(&nested.join("f")), 0o640);
     }
-    if let Some(parent) = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty() && !p.exists())
-    {
-        create_dir_all(parent)?;
-    }
-    match std::fs::create_dir(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => {}
-        Err(e) => return Err(e),
-    }
-    set_dir_mode(path)
-}
-
-fn set_dir_mode(path: &Path) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(dir_mode()))?;
-    }
-    #[cfg(not(unix))]
-    let _ = path;
-    Ok(())
 }

@@ -77,6 +77,78 @@ pub struct Requests {
     pub by_endpoint: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
+impl Requests {
+    /// The client's counters, per endpoint and status.
+    pub fn from_stats(stats: &crate::api::RequestStats) -> Self {
+        let mut by_endpoint: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        for ((endpoint, status), n) in stats.by_endpoint() {
+            by_endpoint
+                .entry(endpoint.to_string())
+                .or_default()
+                .insert(status.to_string(), n);
+        }
+        Requests {
+            total: stats.requests(),
+            retries: stats.retries(),
+            too_many_requests: stats.too_many_requests(),
+            bytes_received: stats.bytes_received(),
+            by_endpoint,
+        }
+    }
+}
+
+/// What a run knows about itself when it ends: the parts of a [`Report`].
+#[derive(Debug)]
+pub struct RunFacts {
+    /// When the run started.
+    pub started_at: DateTime<Utc>,
+    /// When it ended.
+    pub finished_at: DateTime<Utc>,
+    /// sha256 of the job file.
+    pub job_sha256: String,
+    /// sha256 of the input list.
+    pub input_sha256: String,
+    /// `K/N` when sharded.
+    pub shard: Option<String>,
+    /// Stopped before its input was done (Ctrl-C, refused credentials, a fatal error).
+    pub interrupted: bool,
+    /// Counts per outcome.
+    pub outcomes: Outcomes,
+    /// Requests sent.
+    pub requests: Requests,
+    /// Bytes of archives and tables written.
+    pub bytes_written: u64,
+    /// Archives in the tables.
+    pub archives: u64,
+    /// The root hash over them.
+    pub root_hash: String,
+}
+
+impl Report {
+    /// The report of a run.
+    pub fn assemble(f: RunFacts) -> Self {
+        Report {
+            tool: TOOL,
+            tool_version: crate::VERSION,
+            started_at: timestamp(f.started_at),
+            finished_at: timestamp(f.finished_at),
+            job_sha256: f.job_sha256,
+            input_sha256: f.input_sha256,
+            shard: f.shard,
+            interrupted: f.interrupted,
+            outcomes: f.outcomes,
+            requests: f.requests,
+            bytes_written: f.bytes_written,
+            archives: f.archives,
+            root_hash: f.root_hash,
+            root_hash_method: ROOT_HASH_METHOD,
+        }
+    }
+}
+
+/// The tool's name in every report.
+pub const TOOL: &str = "jumio-export";
+
 /// `sha256("<reference>  <sha256>\n" …)` over pairs sorted by reference.
 pub fn root_hash(pairs: &mut [(String, String)]) -> String {
     pairs.sort();
@@ -145,13 +217,13 @@ pub const ROOT_HASH_METHOD: &str =
 
 impl Report {
     /// Writes `report.json` atomically (temporary name, fsync, rename).
-    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
+    pub fn write(&self, dir: &Path, modes: super::fsmode::Modes) -> std::io::Result<()> {
         let tmp = dir.join("report.json.tmp");
         let mut text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
         text.push(b'\n');
         {
             use std::io::Write;
-            let mut f = super::fsmode::create_file(&tmp)?;
+            let mut f = modes.create_file(&tmp)?;
             f.write_all(&text)?;
             f.sync_all()?;
         }

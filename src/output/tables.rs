@@ -29,6 +29,7 @@ use parquet::basic::Compression;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use serde_json::Value;
 
+use super::fsmode::Modes;
 use crate::flatten::{Cell, Column, ColumnType, ListItem, Row, StructField};
 
 /// Rows buffered before they are turned into one record batch (a netverify row has ~60 cells).
@@ -139,12 +140,13 @@ impl TableWriter {
         columns: &'static [Column],
         csv: bool,
         parquet: bool,
+        modes: Modes,
     ) -> Result<Self, TableError> {
         let schema = arrow_schema(columns);
         let csv = if csv {
             let path = dir.join(format!("{name}.csv"));
             let tmp = dir.join(format!("{name}.csv.tmp"));
-            let file = super::fsmode::create_file(&tmp).map_err(|source| TableError::Io {
+            let file = modes.create_file(&tmp).map_err(|source| TableError::Io {
                 path: tmp.clone(),
                 source,
             })?;
@@ -162,7 +164,7 @@ impl TableWriter {
         let parquet = if parquet {
             let path = dir.join(format!("{name}.parquet"));
             let tmp = dir.join(format!("{name}.parquet.tmp"));
-            let file = super::fsmode::create_file(&tmp).map_err(|source| TableError::Io {
+            let file = modes.create_file(&tmp).map_err(|source| TableError::Io {
                 path: tmp.clone(),
                 source,
             })?;
@@ -538,6 +540,7 @@ mod tests {
             crate::flatten::files_columns(),
             false,
             true,
+            Modes::default(),
         )
         .unwrap();
         let rows = 60_000u64;

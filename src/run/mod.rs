@@ -1,0 +1,418 @@
+//! The main job, as a list of stages (each a module of its own):
+//! - [`location`]: the output location — create, lock, modes, stale temporaries, every path;
+//! - [`resume`]: the pure plan of what to carry, poll once or fetch, from earlier failures;
+//! - [`shutdown`]: the one record of why the run stopped early, and the stop/cancel phases;
+//! - [`schedule`]: one stream over the input, bounded, used before and after a stop;
+//! - [`task`]: one reference — take over its archive or fetch and archive it;
+//! - [`sink`]: the writer thread that owns the tables, `failures.csv` and the root hash;
+//! - [`progress`]: the bar or log lines for people.
+//!
+//! The report is assembled by [`crate::output::report`]. Memory stays bounded: at most
+//! [`schedule::max_live`] references are in flight and nothing per reference is kept.
+
+pub mod location;
+pub mod progress;
+pub mod resume;
+pub mod schedule;
+pub mod shutdown;
+pub mod sink;
+pub mod task;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+use crate::api::client::ClientOptions;
+use crate::api::retry::RetryPolicy;
+use crate::api::{ApiClient, RateLimiter};
+use crate::fetch::{FetchOptions, Fetcher};
+use crate::input::InputList;
+use crate::job::{Credentials, Job};
+use crate::output::archive::{ArchiveKey, ProvenanceMeta};
+use crate::output::failures::FailureRow;
+use crate::output::fsmode::Modes;
+use crate::output::report::{Outcomes, Report, Requests, RunFacts};
+
+use location::OutputLocation;
+use progress::Progress;
+use resume::ResumePlan;
+use shutdown::{Shutdown, StopReason};
+use sink::{Sink, Written};
+use task::{Done, TaskContext};
+
+/// The run's notion of "now", injectable so tests can move a day forward.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// How the run behaves beyond what the job file says.
+#[derive(Clone)]
+pub struct RunOptions {
+    /// No progress output at all.
+    pub quiet: bool,
+    /// Also retry references that failed with `NOT_FOUND` in an earlier run.
+    pub retry_failed: bool,
+    /// Grace period for transfers in flight after Ctrl-C or SIGTERM.
+    pub grace: Duration,
+    /// Wall clock for `next_attempt_after`.
+    pub clock: Clock,
+    /// Encrypts archive entries (and opens them on resume) when set.
+    pub archive_key: Option<ArchiveKey>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            quiet: false,
+            retry_failed: false,
+            grace: Duration::from_secs(5),
+            clock: Arc::new(Utc::now),
+            archive_key: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("quiet", &self.quiet)
+            .field("retry_failed", &self.retry_failed)
+            .field("grace", &self.grace)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a finished run says about itself; decides the exit code.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// The output directory.
+    pub out_dir: PathBuf,
+    /// Exported now.
+    pub exported: u64,
+    /// Complete from an earlier run.
+    pub already_exported: u64,
+    /// Rows in failures.csv.
+    pub failed: u64,
+    /// Not reached (interrupted).
+    pub not_started: u64,
+    /// Requests sent.
+    pub requests: u64,
+    /// Retries among them.
+    pub retries: u64,
+    /// 429 answers.
+    pub too_many_requests: u64,
+    /// The API refused the credentials: fatal.
+    pub denied: bool,
+    /// Ctrl-C or SIGTERM stopped the run.
+    pub interrupted: bool,
+    /// Failures by error code.
+    pub failures_by_error: BTreeMap<String, u64>,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// The report's root hash.
+    pub root_hash: String,
+}
+
+impl Summary {
+    /// SPEC's exit codes: 0 all exported, 1 some not, 3 fatal, 130 interrupted.
+    pub fn exit_code(&self) -> i32 {
+        if self.denied {
+            3
+        } else if self.interrupted {
+            130
+        } else if self.failed > 0 || self.not_started > 0 {
+            1
+        } else {
+            0
+        }
+    }
+
+    /// The human summary printed on stdout.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let secs = self.elapsed.as_secs_f64();
+        let rate = if secs > 0.0 {
+            self.requests as f64 / secs
+        } else {
+            0.0
+        };
+        s.push_str(&format!("output            {}\n", self.out_dir.display()));
+        s.push_str(&format!("exported          {}\n", self.exported));
+        s.push_str(&format!("already exported  {}\n", self.already_exported));
+        s.push_str(&format!("failed            {}\n", self.failed));
+        for (code, n) in &self.failures_by_error {
+            s.push_str(&format!("  {code:<18}{n}\n"));
+        }
+        if self.not_started > 0 {
+            s.push_str(&format!("not started       {}\n", self.not_started));
+        }
+        s.push_str(&format!(
+            "requests          {} ({} retries, {} answered 429)\n",
+            self.requests, self.retries, self.too_many_requests
+        ));
+        s.push_str(&format!(
+            "time              {secs:.1} s ({rate:.1} requests/s)\n"
+        ));
+        s.push_str(&format!("root hash         {}\n", self.root_hash));
+        s
+    }
+}
+
+/// A run that could not start or could not write its output (exit 3).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The output directory cannot be created or written.
+    #[error("output directory {path}: {source}")]
+    OutputDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Writing an output file failed (disk full, permissions): the run stopped.
+    #[error("writing {what} failed: {message}")]
+    Output {
+        /// Which output.
+        what: String,
+        /// Why.
+        message: String,
+    },
+    /// The input list's temporary file could not be read back.
+    #[error("reading the input list's temporary file failed: {0}")]
+    Input(std::io::Error),
+    /// The HTTP client could not be built from the job's settings.
+    #[error("{0}")]
+    Client(String),
+    /// Another run holds the output directory.
+    #[error(
+        "{path} is held by another jumio-export run on this directory; wait for it to finish (two runs must not write one directory)"
+    )]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
+}
+
+/// Runs the job over `input` with `credentials`. The caller has validated the job and read the input.
+pub async fn run(
+    job: &Job,
+    input: InputList,
+    credentials: &Credentials,
+    opts: RunOptions,
+) -> Result<Summary, RunError> {
+    let input = shard(job, input).await?;
+    let (started, started_at) = (Instant::now(), (opts.clock)());
+    let modes = Modes {
+        file: job.output.file_mode,
+        dir: job.output.dir_mode,
+    };
+    let location = OutputLocation::open(&job.output.dir, modes)?;
+    let shutdown = Shutdown::new();
+    let signals = shutdown.on_signals(opts.grace);
+    let client = api_client(job, credentials)?;
+    let plan = ResumePlan::new(location.read_failures()?, (opts.clock)(), opts.retry_failed);
+    let (sink, tx) = Sink::spawn(
+        location.clone(),
+        job.output.csv,
+        job.output.parquet,
+        shutdown.clone(),
+    );
+    let progress = Progress::new(input.items.len() + input.rejected.len() as u64, opts.quiet);
+    reject_invalid(&input, &tx, &progress).await;
+    let ctx = Arc::new(task_context(job, &client, &location, &shutdown, &opts));
+    let max_live = schedule::max_live(job.limits.concurrency);
+    let unread = schedule::drive(ctx, &input.items, &plan, &tx, &progress, max_live).await;
+    drop(tx);
+    signals.abort();
+    progress.finish();
+    let mut written = sink.join().map_err(|_| RunError::Output {
+        what: "tables".into(),
+        message: "the writer thread panicked".into(),
+    })??;
+    written.not_started += unread;
+    let report = Report::assemble(RunFacts {
+        started_at,
+        finished_at: (opts.clock)(),
+        job_sha256: job.sha256.clone(),
+        input_sha256: input.sha256.clone(),
+        shard: job
+            .shard
+            .as_ref()
+            .map(|s| format!("{}/{}", s.index, s.count)),
+        interrupted: shutdown.reason().is_some(),
+        outcomes: outcomes(&written, input.duplicates as u64),
+        requests: Requests::from_stats(client.stats()),
+        bytes_written: written.bytes_written,
+        archives: written.archives,
+        root_hash: written.root_hash.clone(),
+    });
+    location.write_report(&report)?;
+    summary(&location, written, &report, &shutdown, started.elapsed())
+}
+
+/// Keeps only this shard's references (rewrites the spooled list: file I/O, off the async threads).
+async fn shard(job: &Job, mut input: InputList) -> Result<InputList, RunError> {
+    let Some(shard) = job.shard else {
+        return Ok(input);
+    };
+    tokio::task::spawn_blocking(move || input.retain_shard(&shard).map(|()| input))
+        .await
+        .map_err(|e| RunError::Input(std::io::Error::other(e)))?
+        .map_err(RunError::Input)
+}
+
+/// The HTTP client with the job's limits: one rate limiter for every request.
+fn api_client(job: &Job, credentials: &Credentials) -> Result<ApiClient, RunError> {
+    let limiter = Arc::new(RateLimiter::new(
+        job.limits.requests_per_second,
+        job.limits.burst,
+    ));
+    let options = ClientOptions {
+        netverify_url: job.api.netverify_url.clone(),
+        retrieval_url: job.api.retrieval_url.clone(),
+        user_agent: job.api.user_agent.clone(),
+        authorization: credentials.basic_header_value(),
+        timeout: job.limits.timeout,
+        connect_timeout: job.limits.timeout.min(Duration::from_secs(10)),
+        max_file_bytes: job.limits.max_file_bytes,
+        retry: RetryPolicy {
+            max_retries: job.limits.max_retries,
+            ..RetryPolicy::default()
+        },
+    };
+    ApiClient::new(options, limiter).map_err(RunError::Client)
+}
+
+/// What every reference's task shares.
+fn task_context(
+    job: &Job,
+    client: &ApiClient,
+    location: &Arc<OutputLocation>,
+    shutdown: &Shutdown,
+    opts: &RunOptions,
+) -> TaskContext {
+    let fetch = FetchOptions {
+        schedule: job.polling.schedule.clone(),
+        images: job.fetch.images,
+        liveness_images: job.fetch.liveness_images,
+        original_documents: job.fetch.original_documents,
+        unmasked_card_images: job.fetch.unmasked_card_images,
+    };
+    TaskContext {
+        fetcher: Fetcher::new(
+            client.clone(),
+            fetch,
+            job.limits.concurrency,
+            shutdown.stop_token(),
+            shutdown.cancel_token(),
+        ),
+        location: location.clone(),
+        meta: ProvenanceMeta {
+            tool_version: crate::VERSION.to_string(),
+            job_sha256: job.sha256.clone(),
+        },
+        write_archives: job.output.archives,
+        daily_retry: job.polling.daily_retry,
+        shutdown: shutdown.clone(),
+        clock: opts.clock.clone(),
+        archive_key: opts.archive_key.clone(),
+    }
+}
+
+/// Invalid references never reach the API: each is a failure row at once.
+async fn reject_invalid(
+    input: &InputList,
+    tx: &tokio::sync::mpsc::Sender<Done>,
+    progress: &Progress,
+) {
+    for rejected in &input.rejected {
+        let row = FailureRow {
+            reference: rejected.raw.clone(),
+            kind: rejected.kind,
+            stage: "input".into(),
+            http_status: None,
+            error: "INVALID_REFERENCE".into(),
+            attempts: 0,
+            next_attempt_after: None,
+        };
+        progress.failed();
+        let _ = tx.send(Done::Failed(row)).await;
+    }
+}
+
+fn outcomes(w: &Written, duplicates: u64) -> Outcomes {
+    Outcomes {
+        references: w.exported + w.already + w.failed + w.not_started,
+        exported: w.exported,
+        already_exported: w.already,
+        failed: w.failed,
+        not_started: w.not_started,
+        duplicates,
+        failures_by_error: w.by_error.clone(),
+    }
+}
+
+/// The summary, or the fatal error that stopped the run (after the report was written).
+fn summary(
+    location: &OutputLocation,
+    written: Written,
+    report: &Report,
+    shutdown: &Shutdown,
+    elapsed: Duration,
+) -> Result<Summary, RunError> {
+    if let Some(StopReason::Fatal(message)) = shutdown.reason() {
+        return Err(RunError::Output {
+            what: "archives".into(),
+            message: format!("{message}; completed archives are kept, run again to resume"),
+        });
+    }
+    Ok(Summary {
+        out_dir: location.root().to_path_buf(),
+        exported: written.exported,
+        already_exported: written.already,
+        failed: written.failed,
+        not_started: written.not_started,
+        requests: report.requests.total,
+        retries: report.requests.retries,
+        too_many_requests: report.requests.too_many_requests,
+        denied: shutdown.reason() == Some(&StopReason::CredentialsRefused),
+        interrupted: shutdown.reason() == Some(&StopReason::Interrupted),
+        failures_by_error: written.by_error,
+        elapsed,
+        root_hash: written.root_hash,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_the_spec() {
+        let clean = Summary::default();
+        assert_eq!(clean.exit_code(), 0);
+        let some_failed = Summary {
+            failed: 1,
+            ..Summary::default()
+        };
+        assert_eq!(some_failed.exit_code(), 1);
+        let not_reached = Summary {
+            not_started: 2,
+            ..Summary::default()
+        };
+        assert_eq!(not_reached.exit_code(), 1);
+        let interrupted = Summary {
+            interrupted: true,
+            failed: 3,
+            ..Summary::default()
+        };
+        assert_eq!(interrupted.exit_code(), 130);
+        let denied = Summary {
+            denied: true,
+            interrupted: true,
+            ..Summary::default()
+        };
+        assert_eq!(denied.exit_code(), 3);
+    }
+}

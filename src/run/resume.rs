@@ -1,0 +1,159 @@
+//! What a run does with each reference, given what earlier runs left in `failures.csv`. Pure: no
+//! I/O, no clock of its own (the caller passes `now`), so every rule is unit-tested here.
+//!
+//! Whether an archive left by an earlier run can be taken over is the archive check's question,
+//! asked by the task when it starts a reference (it needs the disk).
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+
+use crate::Kind;
+use crate::input::Item;
+use crate::output::failures::FailureRow;
+
+/// What to do with one reference of the input.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// An earlier failure that is not due: keep its row, send nothing to the API.
+    Carry(FailureRow),
+    /// `PENDING` past its `next_attempt_after`: one status call (the guide allows one retrieval
+    /// a day once the schedule is used up), not a new round of the schedule.
+    PollOnce,
+    /// Everything else: the full flow (unless its archive is already complete).
+    Fetch,
+}
+
+/// The resume rules applied to one run's input.
+#[derive(Debug, Default)]
+pub struct ResumePlan {
+    carried: HashMap<(String, Kind), FailureRow>,
+    poll_once: HashSet<(String, Kind)>,
+}
+
+impl ResumePlan {
+    /// The plan from the rows of the existing `failures.csv`, at `now`. `retry_failed` also asks
+    /// again for references an earlier run found missing (`NOT_FOUND`).
+    pub fn new(earlier: Vec<FailureRow>, now: DateTime<Utc>, retry_failed: bool) -> Self {
+        let mut plan = ResumePlan::default();
+        for row in earlier {
+            let key = (row.reference.clone(), row.kind);
+            match row.error.as_str() {
+                "PENDING" if row.next_attempt_after.is_some_and(|t| t <= now) => {
+                    plan.poll_once.insert(key);
+                }
+                // No `next_attempt_after` (daily_retry = false): carried until asked for again.
+                "PENDING" => {
+                    plan.carried.insert(key, row);
+                }
+                "NOT_FOUND" if !retry_failed => {
+                    plan.carried.insert(key, row);
+                }
+                _ => {}
+            }
+        }
+        plan
+    }
+
+    /// The step for `item`.
+    pub fn step(&self, item: &Item) -> Step {
+        let key = (item.reference.clone(), item.kind);
+        if let Some(row) = self.carried.get(&key) {
+            Step::Carry(row.clone())
+        } else if self.poll_once.contains(&key) {
+            Step::PollOnce
+        } else {
+            Step::Fetch
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, 2, 7, 45, 0).unwrap()
+    }
+
+    fn row(reference: &str, kind: Kind, error: &str, next: Option<i64>) -> FailureRow {
+        FailureRow {
+            reference: reference.into(),
+            kind,
+            stage: "status".into(),
+            http_status: None,
+            error: error.into(),
+            attempts: 10,
+            next_attempt_after: next.map(|h| now() + chrono::Duration::hours(h)),
+        }
+    }
+
+    fn item(reference: &str, kind: Kind) -> Item {
+        Item {
+            reference: reference.into(),
+            kind,
+        }
+    }
+
+    #[test]
+    fn pending_is_carried_until_due_then_polled_once() {
+        let earlier = vec![
+            row("later", Kind::Netverify, "PENDING", Some(3)),
+            row("due", Kind::Netverify, "PENDING", Some(-1)),
+            row("exactly", Kind::Netverify, "PENDING", Some(0)),
+            row("never", Kind::Netverify, "PENDING", None),
+        ];
+        let plan = ResumePlan::new(earlier.clone(), now(), false);
+        assert_eq!(
+            plan.step(&item("later", Kind::Netverify)),
+            Step::Carry(earlier[0].clone())
+        );
+        assert_eq!(plan.step(&item("due", Kind::Netverify)), Step::PollOnce);
+        assert_eq!(plan.step(&item("exactly", Kind::Netverify)), Step::PollOnce);
+        assert_eq!(
+            plan.step(&item("never", Kind::Netverify)),
+            Step::Carry(earlier[3].clone())
+        );
+    }
+
+    #[test]
+    fn not_found_is_carried_unless_asked_again() {
+        let earlier = vec![row("gone", Kind::Document, "NOT_FOUND", None)];
+        let plan = ResumePlan::new(earlier.clone(), now(), false);
+        assert_eq!(
+            plan.step(&item("gone", Kind::Document)),
+            Step::Carry(earlier[0].clone())
+        );
+        let retry = ResumePlan::new(earlier, now(), true);
+        assert_eq!(retry.step(&item("gone", Kind::Document)), Step::Fetch);
+    }
+
+    #[test]
+    fn other_failures_and_new_references_are_fetched() {
+        let earlier = vec![
+            row("net", Kind::Netverify, "NETWORK", None),
+            row("http", Kind::Netverify, "HTTP_ERROR", None),
+            row("bad", Kind::Netverify, "BAD_RESPONSE", None),
+            row("foreign", Kind::Netverify, "FOREIGN_URL", None),
+        ];
+        let plan = ResumePlan::new(earlier, now(), false);
+        for r in ["net", "http", "bad", "foreign", "new"] {
+            assert_eq!(plan.step(&item(r, Kind::Netverify)), Step::Fetch, "{r}");
+        }
+    }
+
+    #[test]
+    fn a_reference_is_matched_with_its_kind() {
+        let plan = ResumePlan::new(
+            vec![row("same", Kind::Netverify, "NOT_FOUND", None)],
+            now(),
+            false,
+        );
+        assert_eq!(plan.step(&item("same", Kind::Authentication)), Step::Fetch);
+        assert!(matches!(
+            plan.step(&item("same", Kind::Netverify)),
+            Step::Carry(_)
+        ));
+    }
+}
