@@ -1,7 +1,8 @@
 //! Permissions of everything the export writes. The output holds ID documents, faces and social
 //! security numbers, so files are `0600` and directories `0700` by default, set explicitly after
 //! creation so a permissive umask cannot widen them. Configured once per run from the job's
-//! `[output] file_mode` / `dir_mode`.
+//! `[output] file_mode` / `dir_mode`. Also home of [`sync_dir`], the one directory fsync every
+//! writer uses after renaming a file into place.
 
 use std::fs::File;
 use std::io;
@@ -83,4 +84,29 @@ fn set_dir_mode(path: &Path) -> io::Result<()> {
     #[cfg(not(unix))]
     let _ = path;
     Ok(())
+}
+
+/// Makes the renames done in `dir` durable: on Unix a rename survives power loss only once the
+/// directory itself is fsynced.
+///
+/// The one policy for every writer (archives, tables, `failures.csv`, `report.json`): an error
+/// is returned, never ignored, and the caller treats it like a failed write of the file it just
+/// renamed (the run stops; nothing is retried on the same file). Where directories cannot be
+/// opened for syncing (Windows), this is a no-op and succeeds. An empty path means the current
+/// directory (the parent of a bare file name).
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
 }

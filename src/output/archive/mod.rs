@@ -545,7 +545,7 @@ pub fn write_archive_with_key(
 
     fs::rename(&tmp_path, &final_path).map_err(io_err("renaming into place", &final_path))?;
     guard.armed = false;
-    sync_dir(&dir).map_err(io_err("syncing directory", &dir))?;
+    super::fsmode::sync_dir(&dir).map_err(io_err("syncing directory", &dir))?;
 
     Ok(WrittenArchive {
         path: final_path,
@@ -554,19 +554,6 @@ pub fn write_archive_with_key(
         bytes,
         files,
     })
-}
-
-/// Makes a rename durable: on Unix the directory entry must be fsync'd too.
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        File::open(dir)?.sync_all()
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
-        Ok(())
-    }
 }
 
 /// sha256 (hex) and length of everything `reader` yields.
