@@ -364,3 +364,450 @@ impl CheckedArchive {
         &self.archive.files
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use bytes::Bytes;
+    use chrono::DateTime;
+
+    use super::*;
+    use crate::output::archive::{ArchiveEntry, EntryKind, ProvenanceMeta, write_archive_with_key};
+
+    const REF: &str = "ref-1";
+
+    fn entry(kind: EntryKind, body: &[u8]) -> ArchiveEntry {
+        ArchiveEntry {
+            kind,
+            body: Bytes::copy_from_slice(body),
+            content_type: "application/json".to_owned(),
+            api_path: format!("/api/netverify/v2/scans/{REF}"),
+            http_status: 200,
+            retrieved_at: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+        }
+    }
+
+    fn image(classifier: &str) -> ArchiveEntry {
+        let mut body = b"\xFF\xD8\xFF\xE0".to_vec();
+        body.extend((0..500u32).map(|i| (i * 7 % 251) as u8));
+        ArchiveEntry {
+            content_type: "image/jpeg".to_owned(),
+            ..entry(
+                EntryKind::Image {
+                    classifier: classifier.to_owned(),
+                },
+                &body,
+            )
+        }
+    }
+
+    fn netverify(data: &[u8]) -> Vec<ArchiveEntry> {
+        vec![
+            entry(EntryKind::Status, br#"{"status":"DONE"}"#),
+            entry(EntryKind::Data, data),
+            entry(EntryKind::Images, br#"{"images":[]}"#),
+            image("front"),
+            image("face"),
+        ]
+    }
+
+    /// A Netverify archive written by the writer into a fresh directory.
+    fn written(key: Option<&ArchiveKey>) -> (tempfile::TempDir, PathBuf) {
+        written_with(&netverify(br#"{"document":{"firstName":"JANE"}}"#), key)
+    }
+
+    fn written_with(
+        entries: &[ArchiveEntry],
+        key: Option<&ArchiveKey>,
+    ) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = ProvenanceMeta {
+            tool_version: "0.0.0".into(),
+            job_sha256: "ab".repeat(32),
+        };
+        let w = write_archive_with_key(dir.path(), REF, entries, &meta, key).unwrap();
+        (dir, w.path)
+    }
+
+    /// Rewrites the archive entry by entry: `edit` gets each name and content and returns the
+    /// new content, or `None` to leave the entry out; `extra` entries are appended. CRCs are
+    /// valid: only the manifest and provenance can tell.
+    fn rewrite(
+        path: &Path,
+        mut edit: impl FnMut(&str, Vec<u8>) -> Option<Vec<u8>>,
+        extra: &[(&str, &[u8])],
+    ) {
+        let original = std::fs::read(path).unwrap();
+        let mut source = zip::ZipArchive::new(std::io::Cursor::new(original)).unwrap();
+        let mut target = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let options = zip::write::SimpleFileOptions::default();
+        for i in 0..source.len() {
+            let mut file = source.by_index(i).unwrap();
+            let name = file.name().unwrap().into_owned();
+            let mut body = Vec::new();
+            file.read_to_end(&mut body).unwrap();
+            if let Some(body) = edit(&name, body) {
+                target.start_file(name, options).unwrap();
+                target.write_all(&body).unwrap();
+            }
+        }
+        for (name, body) in extra {
+            target.start_file(*name, options).unwrap();
+            target.write_all(body).unwrap();
+        }
+        std::fs::write(path, target.finish().unwrap().into_inner()).unwrap();
+    }
+
+    fn replace(path: &Path, victim: &str, content: &[u8]) {
+        rewrite(
+            path,
+            |name, body| {
+                Some(if name == victim {
+                    content.to_vec()
+                } else {
+                    body
+                })
+            },
+            &[],
+        );
+    }
+
+    fn findings(path: &Path, kind: Option<Kind>, key: Option<&ArchiveKey>) -> Vec<ArchiveFinding> {
+        check(path, REF, kind, key).unwrap_err().findings
+    }
+
+    #[test]
+    fn an_intact_archive_is_checked_with_what_resume_needs() {
+        let (_dir, path) = written(None);
+        let c = check(&path, REF, Some(Kind::Netverify), None).unwrap();
+        assert_eq!(c.reference, REF);
+        assert_eq!(c.kind, Some(Kind::Netverify));
+        assert_eq!(c.data["document"]["firstName"], "JANE");
+        assert_eq!(c.archive.relative, "archives/ref-1.zip");
+        assert_eq!(c.archive.path, path);
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(c.archive.bytes, bytes.len() as u64);
+        assert_eq!(c.archive.sha256, super::super::sha256_hex(&bytes));
+        assert_eq!(c.image_count(), 2);
+        assert_eq!(c.files().last().unwrap().entry, layout::MANIFEST_ENTRY);
+        // Without an expected kind, the entries tell.
+        assert_eq!(
+            check(&path, REF, None, None).unwrap().kind,
+            Some(Kind::Netverify)
+        );
+    }
+
+    #[test]
+    fn a_missing_file_does_not_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.zip");
+        let rejected = check(&missing, REF, None, None).unwrap_err();
+        assert_eq!(rejected.sha256, None);
+        assert!(
+            matches!(
+                &rejected.findings[..],
+                [ArchiveFinding::DoesNotOpen {
+                    action: "opening",
+                    ..
+                }]
+            ),
+            "{rejected}"
+        );
+        assert!(rejected.to_string().contains("nope.zip"), "{rejected}");
+    }
+
+    #[test]
+    fn a_truncated_file_is_not_a_zip_and_keeps_its_hash() {
+        let (_dir, path) = written(None);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        let rejected = check(&path, REF, None, None).unwrap_err();
+        assert!(
+            matches!(&rejected.findings[..], [ArchiveFinding::NotAZip { .. }]),
+            "{rejected}"
+        );
+        let half = super::super::sha256_hex(&bytes[..bytes.len() / 2]);
+        assert_eq!(rejected.sha256, Some(half));
+        assert!(
+            rejected
+                .to_string()
+                .starts_with("not a readable zip (truncated or damaged): ")
+        );
+    }
+
+    #[test]
+    fn encrypted_entries_need_their_key() {
+        let key = ArchiveKey::new(b"0123456789abcdef-key").unwrap();
+        let other = ArchiveKey::new(b"another-key-0123456789").unwrap();
+        let (_dir, path) = written(Some(&key));
+        assert!(check(&path, REF, Some(Kind::Netverify), Some(&key)).is_ok());
+        for wrong in [None, Some(&other)] {
+            let found = findings(&path, Some(Kind::Netverify), wrong);
+            assert!(
+                found
+                    .iter()
+                    .any(|f| matches!(f, ArchiveFinding::WrongKey { index: 0, .. })),
+                "{found:?}"
+            );
+            assert!(found[0].to_string().starts_with("entry #0: unreadable ("));
+        }
+    }
+
+    #[test]
+    fn an_entry_whose_local_header_is_lost_does_not_open() {
+        let (_dir, path) = written(None);
+        let mut bytes = std::fs::read(&path).unwrap();
+        // Central directory record of the first entry (status.json): its local header offset
+        // (at 42) now points into the middle of nowhere.
+        let at = bytes
+            .windows(4)
+            .position(|w| w == b"PK\x01\x02")
+            .expect("a central directory");
+        bytes[at + 42..at + 46].copy_from_slice(&7u32.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let found = findings(&path, None, None);
+        assert!(
+            found
+                .iter()
+                .any(|f| matches!(f, ArchiveFinding::EntryDoesNotOpen { index: 0, .. })),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_name_the_writer_never_writes_is_foreign() {
+        let (_dir, path) = written(None);
+        rewrite(&path, |_, body| Some(body), &[("../evil.sh", b"x")]);
+        let found = findings(&path, None, None);
+        assert!(found.contains(&ArchiveFinding::ForeignEntryName {
+            name: "../evil.sh".into()
+        }));
+        assert_eq!(
+            found[0].to_string(),
+            r#"entry "../evil.sh": not a name this tool writes"#
+        );
+    }
+
+    #[test]
+    fn a_flipped_byte_in_a_stored_image_is_an_unreadable_entry() {
+        let (_dir, path) = written(None);
+        let mut bytes = std::fs::read(&path).unwrap();
+        // Images are stored: the JPEG marker of the first one is in the file as it is.
+        let at = bytes
+            .windows(4)
+            .position(|w| w == b"\xFF\xD8\xFF\xE0")
+            .unwrap();
+        bytes[at + 100] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let found = findings(&path, None, None);
+        assert!(
+            found.iter().any(|f| matches!(f,
+                ArchiveFinding::EntryUnreadable { entry, .. } if entry == "images/front.jpg")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn manifest_findings() {
+        let cases: [(&[u8], ArchiveFinding); 3] = [
+            (b"\xFF\xFE", ArchiveFinding::ManifestNotUtf8),
+            (
+                b"no separator\n",
+                ArchiveFinding::ManifestLineMalformed { line: 1 },
+            ),
+            (
+                b"00  pages/9.jpg\n",
+                ArchiveFinding::ManifestListsMissing {
+                    entry: "pages/9.jpg".into(),
+                },
+            ),
+        ];
+        for (manifest, expected) in cases {
+            let (_dir, path) = written(None);
+            replace(&path, layout::MANIFEST_ENTRY, manifest);
+            let found = findings(&path, None, None);
+            assert!(found.contains(&expected), "{expected}: {found:?}");
+            // Whatever the manifest no longer lists is said too.
+            assert!(found.contains(&ArchiveFinding::NotInManifest {
+                entry: "data.json".into()
+            }));
+        }
+        let (_dir, path) = written(None);
+        rewrite(
+            &path,
+            |name, body| (name != layout::MANIFEST_ENTRY).then_some(body),
+            &[],
+        );
+        let found = findings(&path, None, None);
+        assert_eq!(found[0], ArchiveFinding::ManifestMissing);
+        assert_eq!(
+            found[0].to_string(),
+            "manifest-sha256.txt is missing or unreadable"
+        );
+    }
+
+    #[test]
+    fn edited_content_mismatches_manifest_and_provenance() {
+        let (_dir, path) = written(None);
+        replace(&path, "data.json", br#"{"document":{"firstName":"EVE"}}"#);
+        let found = findings(&path, None, None);
+        let mismatch = found
+            .iter()
+            .find(
+                |f| matches!(f, ArchiveFinding::HashMismatch { entry, .. } if entry == "data.json"),
+            )
+            .unwrap_or_else(|| panic!("{found:?}"));
+        assert!(
+            mismatch.to_string().starts_with("entry data.json: sha256 "),
+            "{mismatch}"
+        );
+        assert!(
+            mismatch
+                .to_string()
+                .contains("does not match the manifest's \"")
+        );
+        assert!(found.contains(&ArchiveFinding::ProvenanceMismatch {
+            entry: "data.json".into()
+        }));
+    }
+
+    #[test]
+    fn provenance_findings() {
+        let (_dir, path) = written(None);
+        rewrite(
+            &path,
+            |name, body| (name != layout::PROVENANCE_ENTRY).then_some(body),
+            &[],
+        );
+        let found = findings(&path, None, None);
+        assert!(
+            found.contains(&ArchiveFinding::ProvenanceMissing),
+            "{found:?}"
+        );
+
+        let (_dir, path) = written(None);
+        replace(&path, layout::PROVENANCE_ENTRY, b"{");
+        let found = findings(&path, None, None);
+        assert!(
+            found
+                .iter()
+                .any(|f| matches!(f, ArchiveFinding::ProvenanceUnparsable { .. })),
+            "{found:?}"
+        );
+
+        // An entry dropped along with its manifest line: only provenance still records it.
+        let (_dir, path) = written(None);
+        let mut manifest = String::new();
+        rewrite(
+            &path,
+            |name, body| match name {
+                "images/face.jpg" => None,
+                layout::MANIFEST_ENTRY => {
+                    manifest = String::from_utf8(body).unwrap();
+                    manifest = manifest
+                        .lines()
+                        .filter(|l| !l.ends_with("images/face.jpg"))
+                        .map(|l| format!("{l}\n"))
+                        .collect();
+                    Some(manifest.clone().into_bytes())
+                }
+                _ => Some(body),
+            },
+            &[],
+        );
+        let found = findings(&path, None, None);
+        assert_eq!(
+            found,
+            [ArchiveFinding::ProvenanceListsMissing {
+                entry: "images/face.jpg".into()
+            }]
+        );
+
+        // An entry added with a manifest line but no provenance record.
+        let (_dir, path) = written(None);
+        let page = b"\xFF\xD8\xFFpage";
+        rewrite(
+            &path,
+            |name, body| {
+                if name == layout::MANIFEST_ENTRY {
+                    let line = format!("{}  pages/1.jpg\n", super::super::sha256_hex(page));
+                    Some([body, line.into_bytes()].concat())
+                } else {
+                    Some(body)
+                }
+            },
+            &[("pages/1.jpg", page)],
+        );
+        let found = findings(&path, None, None);
+        assert_eq!(
+            found,
+            [ArchiveFinding::NotInProvenance {
+                entry: "pages/1.jpg".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn another_references_archive_is_refused() {
+        let (_dir, path) = written(None);
+        let rejected = check(&path, "ref-2", Some(Kind::Netverify), None).unwrap_err();
+        assert_eq!(
+            rejected.findings,
+            [ArchiveFinding::OtherReference {
+                recorded: REF.into(),
+                expected: "ref-2".into()
+            }]
+        );
+        assert_eq!(
+            rejected.to_string(),
+            "provenance.json names reference ref-1, not ref-2: another transaction's archive under this name"
+        );
+        assert!(rejected.sha256.is_some());
+    }
+
+    #[test]
+    fn an_archive_of_another_kind_is_refused() {
+        let (_dir, path) = written(None);
+        for expected in [Kind::Document, Kind::Authentication] {
+            let found = findings(&path, Some(expected), None);
+            assert_eq!(
+                found,
+                [ArchiveFinding::OtherKind {
+                    expected,
+                    found: &[Kind::Netverify]
+                }]
+            );
+        }
+        assert_eq!(
+            findings(&path, Some(Kind::Document), None)[0].to_string(),
+            "holds the entries of a netverify transaction, not of a document transaction"
+        );
+        // status and data only fit a scan and a document alike.
+        let (_dir, path) = written_with(&netverify(b"{}")[..2], None);
+        assert!(check(&path, REF, Some(Kind::Document), None).is_ok());
+        assert_eq!(check(&path, REF, None, None).unwrap().kind, None);
+        assert!(check(&path, REF, Some(Kind::Authentication), None).is_err());
+    }
+
+    #[test]
+    fn data_that_is_not_json_is_no_usable_data() {
+        let (_dir, path) = written_with(&netverify(b"not json"), None);
+        let found = findings(&path, Some(Kind::Netverify), None);
+        assert_eq!(found, [ArchiveFinding::NoData { entry: "data.json" }]);
+        // No data entry at all, no kind expected: nothing to read the row from either.
+        let (_dir, path) = written_with(&netverify(b"{}")[..1], None);
+        let found = findings(&path, None, None);
+        assert_eq!(found, [ArchiveFinding::NoData { entry: "data.json" }]);
+        // Authentication: the details response is the data.
+        let auth = [entry(EntryKind::Authentication, b"[1, 2"), image("face")];
+        let (_dir, path) = written_with(&auth, None);
+        let found = findings(&path, Some(Kind::Authentication), None);
+        assert_eq!(
+            found,
+            [ArchiveFinding::NoData {
+                entry: "authentication.json"
+            }]
+        );
+    }
+}
