@@ -95,7 +95,7 @@ impl FailuresWriter {
         file.sync_all()?;
         drop(file);
         std::fs::rename(&self.tmp, &self.path)?;
-        sync_dir(self.path.parent().unwrap_or(Path::new(".")));
+        super::fsmode::sync_dir(self.path.parent().unwrap_or(Path::new(".")))?;
         Ok(self.rows)
     }
 }
@@ -129,13 +129,6 @@ pub fn read(path: &Path) -> std::io::Result<Vec<FailureRow>> {
         });
     }
     Ok(rows)
-}
-
-/// fsync of a directory, so a rename survives power loss. Best effort where unsupported.
-pub fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
 }
 
 #[cfg(test)]

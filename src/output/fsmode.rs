@@ -2,7 +2,8 @@
 //! security numbers, so files are `0600` and directories `0700` by default, set explicitly after
 //! creation so a permissive umask cannot widen them. The modes are a value ([`Modes`]) owned by
 //! the output location and handed to each writer; nothing here is process-global, so two runs in
-//! one process (a library user, the tests) cannot change each other's modes.
+//! one process (a library user, the tests) cannot change each other's modes. Also home of
+//! [`sync_dir`], the one directory fsync every writer uses after renaming a file into place.
 
 use std::fs::File;
 use std::io;
@@ -116,5 +117,30 @@ mod tests {
         Modes::default().create_file(&nested.join("g")).unwrap();
         assert_eq!(mode(&nested.join("g")), 0o600);
         assert_eq!(mode(&nested.join("f")), 0o640);
+    }
+}
+
+/// Makes the renames done in `dir` durable: on Unix a rename survives power loss only once the
+/// directory itself is fsynced.
+///
+/// The one policy for every writer (archives, tables, `failures.csv`, `report.json`): an error
+/// is returned, never ignored, and the caller treats it like a failed write of the file it just
+/// renamed (the run stops; nothing is retried on the same file). Where directories cannot be
+/// opened for syncing (Windows), this is a no-op and succeeds. An empty path means the current
+/// directory (the parent of a bare file name).
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
     }
 }

@@ -228,7 +228,7 @@ impl Report {
             f.sync_all()?;
         }
         std::fs::rename(&tmp, dir.join("report.json"))?;
-        super::failures::sync_dir(dir);
+        super::fsmode::sync_dir(dir)?;
         Ok(())
     }
 }

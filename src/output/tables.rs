@@ -287,7 +287,10 @@ impl TableWriter {
             })?;
             sync_and_rename(file, &tmp, &path)?;
         }
-        sync_dir(&self.dir)?;
+        super::fsmode::sync_dir(&self.dir).map_err(|source| TableError::Io {
+            path: self.dir.clone(),
+            source,
+        })?;
         Ok(TableStats { rows: self.rows })
     }
 }
@@ -304,21 +307,6 @@ fn sync_and_rename(mut file: File, tmp: &Path, path: &Path) -> Result<(), TableE
         path: path.to_path_buf(),
         source,
     })
-}
-
-fn sync_dir(dir: &Path) -> Result<(), TableError> {
-    // Makes the renames durable. Directories cannot be opened for sync on Windows.
-    #[cfg(unix)]
-    {
-        let io = |source| TableError::Io {
-            path: dir.to_path_buf(),
-            source,
-        };
-        File::open(dir).map_err(io)?.sync_all().map_err(io)?;
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
 }
 
 /// The Arrow schema of a table: every column nullable, typed per [`ColumnType`].
