@@ -76,6 +76,67 @@ impl InputList {
     }
 }
 
+/// The key of a (reference, kind) in the sorted lists [`InputList::exclude`] merges:
+/// `reference \0 kind`.
+pub fn catalogue_key(reference: &str, kind: Kind) -> Vec<u8> {
+    let mut key = Vec::with_capacity(reference.len() + 2);
+    key.extend_from_slice(reference.as_bytes());
+    key.push(0);
+    key.push(kind_index(kind));
+    key
+}
+
+impl InputList {
+    /// Removes every item whose [`catalogue_key`] is in `exported` (sorted ascending, as an
+    /// [`ExternalSort`] gives them) and returns how many were removed. Flat memory: the input's
+    /// keys are sorted on disk and merged with `exported`; one bit per item marks the removed.
+    pub fn exclude(
+        &mut self,
+        exported: impl Iterator<Item = std::io::Result<Vec<u8>>>,
+        budget: usize,
+    ) -> std::io::Result<u64> {
+        let mut keys = ExternalSort::new(&self.items.dir, budget);
+        for (ordinal, item) in self.items.iter().enumerate() {
+            let item = item?;
+            let mut key = catalogue_key(&item.reference, item.kind);
+            key.extend_from_slice(&(ordinal as u64).to_be_bytes());
+            keys.push(&key)?;
+        }
+        let mut drop = vec![0u64; self.items.len.div_ceil(64) as usize];
+        let mut removed = 0u64;
+        let mut exported = exported.peekable();
+        for key in keys.finish()? {
+            let key = key?;
+            let (prefix, ordinal) = key.split_at(key.len() - 8);
+            let ordinal = u64::from_be_bytes(ordinal.try_into().expect("8 bytes"));
+            while let Some(next) = exported.peek() {
+                match next {
+                    Ok(e) if e.as_slice() < prefix => {
+                        exported.next();
+                    }
+                    Ok(_) => break,
+                    Err(_) => return Err(exported.next().expect("peeked").unwrap_err()),
+                }
+            }
+            if matches!(exported.peek(), Some(Ok(e)) if e.as_slice() == prefix) {
+                drop[(ordinal / 64) as usize] |= 1 << (ordinal % 64);
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            let mut kept = SpoolWriter::new(&self.items.dir)?;
+            for (ordinal, item) in self.items.iter().enumerate() {
+                let item = item?;
+                if drop[ordinal / 64] & (1 << (ordinal % 64)) == 0 {
+                    kept.push(&item.reference, item.kind)?;
+                }
+            }
+            self.items = kept.finish()?;
+        }
+        Ok(removed)
+    }
+}
+
 /// The valid references of an [`InputList`], in input order, in an unnamed temporary file.
 pub struct Items {
     file: Arc<File>,
@@ -677,6 +738,34 @@ mod tests {
         );
         assert!(list.rejected.is_empty());
         assert_eq!(list.sha256, hex::encode(Sha256::digest(bytes)));
+    }
+
+    #[test]
+    fn exclude_removes_exported_keys_of_the_same_kind_only_and_keeps_order() {
+        let csv =
+            b"reference,kind\nb,netverify\na,netverify\nc,document\na,document\nd,netverify\n";
+        let mut list = parse_input(csv, "in.csv", Kind::Netverify).unwrap();
+        let mut exported = vec![
+            catalogue_key("a", Kind::Netverify),
+            catalogue_key("c", Kind::Document),
+            catalogue_key("zz", Kind::Netverify),
+            catalogue_key("0", Kind::Document),
+        ];
+        exported.sort();
+        // A tiny budget forces the input's keys through on-disk runs.
+        let removed = list.exclude(exported.into_iter().map(Ok), 64).unwrap();
+        assert_eq!(removed, 2);
+        assert_eq!(
+            refs(&list),
+            [
+                ("b".into(), Kind::Netverify),
+                ("a".into(), Kind::Document),
+                ("d".into(), Kind::Netverify)
+            ]
+        );
+        assert_eq!(list.items.len(), 3);
+        let none = list.exclude(std::iter::empty(), 64).unwrap();
+        assert_eq!(none, 0);
     }
 
     #[test]

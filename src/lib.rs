@@ -17,6 +17,7 @@
 pub mod api;
 pub mod cli;
 pub mod commands;
+pub mod dataset;
 pub mod fetch;
 pub mod flatten;
 pub mod input;

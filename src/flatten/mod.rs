@@ -97,6 +97,8 @@ pub struct ArchiveSummary {
     pub archive: String,
     /// SHA-256 of the archive file, lowercase hex.
     pub archive_sha256: String,
+    /// The run (commit) that adds the row.
+    pub run: String,
 }
 
 /// One archived file, for the `files` table.
@@ -116,7 +118,33 @@ pub struct FileRecord {
     pub bytes: u64,
     /// SHA-256 of the file, lowercase hex.
     pub sha256: String,
+    /// The run (commit) that adds the row.
+    pub run: String,
 }
+
+/// One failed reference, for the `failures` table (and `failures.csv`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureRecord<'a> {
+    /// The reference as given (an invalid one escaped and cut).
+    pub reference: &'a str,
+    /// The API family.
+    pub kind: Kind,
+    /// The step that failed.
+    pub stage: &'a str,
+    /// The last HTTP status, if any.
+    pub http_status: Option<u16>,
+    /// SPEC's error code.
+    pub error: &'a str,
+    /// Requests made for the failing step.
+    pub attempts: u32,
+    /// RFC 3339 instant before which no status call is made (PENDING).
+    pub next_attempt_after: Option<String>,
+    /// The run (commit) that adds the row.
+    pub run: &'a str,
+}
+
+/// Name of the last column of every table: the run (commit) that added the row.
+pub const RUN: &str = "run";
 
 /// Name of the column holding undocumented fields as JSON text.
 pub const UNMAPPED_JSON: &str = "unmapped_json";
@@ -179,6 +207,7 @@ fn build_table(kind: Kind) -> Vec<Column> {
     cols.push(program_column("image_count", ColumnType::Int64));
     cols.push(program_column("archive", ColumnType::Utf8));
     cols.push(program_column("archive_sha256", ColumnType::Utf8));
+    cols.push(program_column(RUN, ColumnType::Utf8));
     cols
 }
 
@@ -195,11 +224,24 @@ static FILES_COLUMNS: LazyLock<Vec<Column>> = LazyLock::new(|| {
         program_column("content_type", ColumnType::Utf8),
         program_column("bytes", ColumnType::Int64),
         program_column("sha256", ColumnType::Utf8),
+        program_column(RUN, ColumnType::Utf8),
+    ]
+});
+static FAILURES_COLUMNS: LazyLock<Vec<Column>> = LazyLock::new(|| {
+    vec![
+        program_column("reference", ColumnType::Utf8),
+        program_column("kind", ColumnType::Utf8),
+        program_column("stage", ColumnType::Utf8),
+        program_column("http_status", ColumnType::Int64),
+        program_column("error", ColumnType::Utf8),
+        program_column("attempts", ColumnType::Int64),
+        program_column("next_attempt_after", ColumnType::TimestampMs),
+        program_column(RUN, ColumnType::Utf8),
     ]
 });
 
 /// Every column of the table of `kind`, in order: `reference`, the documented fields,
-/// `unmapped_json`, `image_count`, `archive`, `archive_sha256`.
+/// `unmapped_json`, `image_count`, `archive`, `archive_sha256`, `run`.
 pub fn table_columns(kind: Kind) -> &'static [Column] {
     match kind {
         Kind::Netverify => &NETVERIFY_COLUMNS,
@@ -209,9 +251,15 @@ pub fn table_columns(kind: Kind) -> &'static [Column] {
 }
 
 /// The columns of the `files` table: reference, kind, entry, classifier, content_type,
-/// bytes, sha256.
+/// bytes, sha256, run.
 pub fn files_columns() -> &'static [Column] {
     &FILES_COLUMNS
+}
+
+/// The columns of the `failures` table: reference, kind, stage, http_status, error, attempts,
+/// next_attempt_after, run.
+pub fn failures_columns() -> &'static [Column] {
+    &FAILURES_COLUMNS
 }
 
 /// Flattens one `/data` response (Authentication: its details response) into a row of the
@@ -244,6 +292,7 @@ pub fn flatten(kind: Kind, reference: &str, data: &Value, archive: &ArchiveSumma
     cells.push(Cell::Int(archive.image_count));
     cells.push(Cell::Text(archive.archive.clone()));
     cells.push(Cell::Text(archive.archive_sha256.clone()));
+    cells.push(Cell::Text(archive.run.clone()));
     debug_assert_eq!(cells.len(), columns.len());
     Row(cells)
 }
@@ -260,6 +309,23 @@ pub fn file_row(f: &FileRecord) -> Row {
         Cell::Text(f.content_type.clone()),
         Cell::Int(i64::try_from(f.bytes).unwrap_or(i64::MAX)),
         Cell::Text(f.sha256.clone()),
+        Cell::Text(f.run.clone()),
+    ])
+}
+
+/// The `failures` table row of one failed reference.
+pub fn failure_row(f: &FailureRecord<'_>) -> Row {
+    let text = |s: &str| Cell::Text(s.to_string());
+    Row(vec![
+        text(f.reference),
+        text(f.kind.as_str()),
+        text(f.stage),
+        f.http_status
+            .map_or(Cell::Null, |s| Cell::Int(i64::from(s))),
+        text(f.error),
+        Cell::Int(i64::from(f.attempts)),
+        f.next_attempt_after.as_deref().map_or(Cell::Null, text),
+        text(f.run),
     ])
 }
 
@@ -420,6 +486,7 @@ mod tests {
             image_count: 3,
             archive: "archives/r.zip".into(),
             archive_sha256: "ab".repeat(32),
+            run: "20261206T074501Z-7f2a".into(),
         }
     }
 
@@ -438,8 +505,8 @@ mod tests {
             let mut names: Vec<&str> = cols.iter().map(|c| c.name.as_str()).collect();
             assert_eq!(names[0], "reference");
             assert_eq!(
-                &names[names.len() - 4..],
-                ["unmapped_json", "image_count", "archive", "archive_sha256"]
+                &names[names.len() - 5..],
+                ["unmapped_json", "image_count", "archive", "archive_sha256", "run"]
             );
             names.sort_unstable();
             let before = names.len();
@@ -557,6 +624,7 @@ mod tests {
             content_type: "image/jpeg".into(),
             bytes: 10,
             sha256: "00".into(),
+            run: "20261206T074501Z-7f2a".into(),
         });
         assert_eq!(row.0.len(), files_columns().len());
         assert_eq!(row.0[1], Cell::Text("document".into()));

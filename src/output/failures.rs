@@ -52,7 +52,9 @@ impl FailuresWriter {
     /// Creates `<dir>/failures.csv.tmp` with the header.
     pub fn create(dir: &Path, modes: super::fsmode::Modes) -> std::io::Result<Self> {
         let path = dir.join("failures.csv");
-        let tmp = dir.join("failures.csv.tmp");
+        // A temporary name of this process: shards rebuilding one dataset's file at once never
+        // share one.
+        let tmp = dir.join(format!(".failures.csv.{}.tmp", std::process::id()));
         let mut csv = csv::Writer::from_writer(BufWriter::new(modes.create_file(&tmp)?));
         csv.write_record(HEADER)?;
         Ok(FailuresWriter {

@@ -27,6 +27,8 @@ pub struct Report {
     pub input_sha256: String,
     /// `K/N` when sharded.
     pub shard: Option<String>,
+    /// The run id: its commit is `commits/{run}.json`.
+    pub run: String,
     /// Whether the run was interrupted (Ctrl-C) or stopped by refused credentials.
     pub interrupted: bool,
     /// Counts per outcome.
@@ -56,6 +58,8 @@ pub struct Outcomes {
     pub failed: u64,
     /// Not reached because the run was interrupted.
     pub not_started: u64,
+    /// Left to another run that owns their archive (a live run, or one that committed meanwhile).
+    pub other_run: u64,
     /// Duplicate lines dropped from the input.
     pub duplicates: u64,
     /// Failures by error code.
@@ -110,6 +114,8 @@ pub struct RunFacts {
     pub input_sha256: String,
     /// `K/N` when sharded.
     pub shard: Option<String>,
+    /// The run id.
+    pub run: String,
     /// Stopped before its input was done (Ctrl-C, refused credentials, a fatal error).
     pub interrupted: bool,
     /// Counts per outcome.
@@ -135,6 +141,7 @@ impl Report {
             job_sha256: f.job_sha256,
             input_sha256: f.input_sha256,
             shard: f.shard,
+            run: f.run,
             interrupted: f.interrupted,
             outcomes: f.outcomes,
             requests: f.requests,
@@ -218,19 +225,29 @@ pub const ROOT_HASH_METHOD: &str =
 impl Report {
     /// Writes `report.json` atomically (temporary name, fsync, rename).
     pub fn write(&self, dir: &Path, modes: super::fsmode::Modes) -> std::io::Result<()> {
-        let tmp = dir.join("report.json.tmp");
-        let mut text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        text.push(b'\n');
-        {
-            use std::io::Write;
-            let mut f = modes.create_file(&tmp)?;
-            f.write_all(&text)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, dir.join("report.json"))?;
-        super::fsmode::sync_dir(dir)?;
-        Ok(())
+        write_json(dir, modes, self)
     }
+}
+
+/// Writes `value` as `dir/report.json` atomically: a temporary name of this process (shards
+/// writing one location at once never share one), fsync, rename, directory fsync.
+pub fn write_json(
+    dir: &Path,
+    modes: super::fsmode::Modes,
+    value: &impl Serialize,
+) -> std::io::Result<()> {
+    let tmp = dir.join(format!(".report.json.{}.tmp", std::process::id()));
+    let mut text = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
+    text.push(b'\n');
+    {
+        use std::io::Write;
+        let mut f = modes.create_file(&tmp)?;
+        f.write_all(&text)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, dir.join("report.json"))?;
+    super::fsmode::sync_dir(dir)?;
+    Ok(())
 }
 
 #[cfg(test)]

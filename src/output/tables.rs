@@ -203,6 +203,14 @@ impl TableWriter {
         })
     }
 
+    /// Bytes of Parquet already flushed to the file (row groups closed so far): how a part
+    /// writer judges a part's size without asking the file system.
+    pub fn bytes_flushed(&self) -> u64 {
+        self.parquet
+            .as_ref()
+            .map_or(0, |p| p.writer.bytes_written() as u64)
+    }
+
     /// Appends one row (one cell per column, in column order).
     pub fn write(&mut self, row: &Row) -> Result<(), TableError> {
         if row.0.len() != self.columns.len() {
@@ -541,6 +549,7 @@ mod tests {
                 content_type: "image/jpeg".into(),
                 bytes: i,
                 sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(i.to_le_bytes())),
+                run: "20261206T074501Z-7f2a".into(),
             };
             t.write(&crate::flatten::file_row(&record)).unwrap();
         }

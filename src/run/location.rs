@@ -1,60 +1,106 @@
-//! The output location: the one handle through which a run creates, locks, writes and reads back
-//! its output, and the one place that knows the paths under it (`archives/{reference}.zip`,
-//! `failures.csv`, `report.json`, the tables). It owns the modes new files and directories get.
-//! Object storage plugs in here: nothing else in `run/` names a path.
+//! The output location: the one handle through which a run creates, writes and reads back its
+//! output, and the one place in `run/` that knows the dataset's paths (through
+//! [`crate::dataset`]). It owns the run's id and lock (`runs/{run}.lock`, how other runs tell a
+//! live run from a dead one) and the modes new files and directories get. Object storage plugs
+//! in here.
 
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+
 use super::RunError;
 use crate::Kind;
-use crate::flatten::Column;
-use crate::output::archive::{self, ArchiveEntry, ArchiveKey, ProvenanceMeta, WrittenArchive};
-use crate::output::failures::{self, FailureRow, FailuresWriter};
+use crate::dataset::catalogue::Catalogue;
+use crate::dataset::commit::Commit;
+use crate::dataset::parts::{PART_BYTES, PART_ROWS, PartOptions};
+use crate::dataset::publish::Published;
+use crate::dataset::{self, RunId};
+use crate::job::Shard;
+use crate::output::archive::{
+    self, ArchiveEntry, ArchiveKey, CheckedArchive, ProvenanceMeta, WrittenArchive,
+};
+use crate::output::failures::{FailureRow, FailuresWriter};
 use crate::output::fsmode::Modes;
-use crate::output::report::{Report, RootHash};
-use crate::output::tables::{TableError, TableWriter};
+use crate::output::report::RootHash;
 
-/// Name of the lock file inside the output directory.
-pub const LOCK_FILE: &str = ".jumio-export.lock";
-const FAILURES_CSV: &str = "failures.csv";
+/// The owner recorded for archives written before datasets (their provenance names no run).
+pub const LEGACY_OWNER: &str = "legacy";
 
-/// A locked, writable output directory. Dropping it releases the lock.
+/// A writable dataset location, held by one live run. Dropping it releases the run's lock.
 #[derive(Debug)]
 pub struct OutputLocation {
     root: PathBuf,
     modes: Modes,
-    _lock: DirLock,
+    run: RunId,
+    _lock: RunLock,
+}
+
+/// What an archive already under its final name means for this run.
+#[derive(Debug)]
+pub enum Existing {
+    /// No archive of this reference.
+    Absent,
+    /// It checks out and this run lists it (its creator is dead and never committed it).
+    Ours(Box<CheckedArchive>),
+    /// A live run, or one that committed meanwhile, owns it: not this run's to list.
+    OtherRun(String),
+    /// It does not check out; it is never overwritten. The findings, one line.
+    Damaged(String),
 }
 
 impl OutputLocation {
-    /// Creates `root` (and `archives/`) with `modes` where missing, takes the lock, checks that
-    /// the directory is writable and removes temporaries a killed run left. Only the lock holder
-    /// touches temporaries: another run's could be in flight.
-    pub fn open(root: &Path, modes: Modes) -> Result<Arc<Self>, RunError> {
+    /// Opens `root` for a new run started at `started`: creates the layout's directories with
+    /// `modes` where missing, checks that the location is writable, takes a fresh run id with
+    /// its lock, and removes temporaries of runs that are not live. A directory of the layout
+    /// before datasets is refused (see [`RunError::LegacyLayout`]).
+    pub fn open(
+        root: &Path,
+        modes: Modes,
+        started: DateTime<Utc>,
+        shard: Option<&Shard>,
+    ) -> Result<Arc<Self>, RunError> {
         let err = |source| RunError::OutputDir {
             path: root.to_path_buf(),
             source,
         };
         modes.create_dir_all(root).map_err(err)?;
-        modes
-            .create_dir_all(&root.join(archive::ARCHIVES_DIR))
-            .map_err(err)?;
-        let lock = DirLock::take(root, modes)?;
-        let probe = root.join(".write-probe.tmp");
+        if dataset::has_legacy_tables(root) {
+            return Err(RunError::LegacyLayout {
+                path: root.to_path_buf(),
+            });
+        }
+        for dir in [
+            archive::ARCHIVES_DIR,
+            dataset::TABLES_DIR,
+            dataset::COMMITS_DIR,
+            dataset::RUNS_DIR,
+        ] {
+            modes.create_dir_all(&root.join(dir)).map_err(err)?;
+        }
+        let probe = root.join(format!(".write-probe-{}.tmp", std::process::id()));
         std::fs::write(&probe, b"").map_err(err)?;
         std::fs::remove_file(&probe).map_err(err)?;
-        archive::remove_stale_temps(root).map_err(err)?;
-        Ok(Arc::new(OutputLocation {
+        let (run, lock) = RunLock::take(root, modes, started, shard).map_err(err)?;
+        let location = OutputLocation {
             root: root.to_path_buf(),
             modes,
+            run,
             _lock: lock,
-        }))
+        };
+        location.remove_dead_temporaries().map_err(err)?;
+        Ok(Arc::new(location))
     }
 
     /// The directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// This run's id.
+    pub fn run(&self) -> &RunId {
+        &self.run
     }
 
     /// The modes new files and directories get.
@@ -64,18 +110,26 @@ impl OutputLocation {
 
     /// Where the archive of `reference` lives, whether or not it exists.
     pub fn archive_path(&self, reference: &str) -> PathBuf {
-        self.root
-            .join(archive::ARCHIVES_DIR)
-            .join(format!("{reference}.zip"))
+        archive::archive_path(&self.root, reference)
     }
 
-    /// The rows of the `failures.csv` an earlier run left (none if there is none).
-    pub fn read_failures(&self) -> Result<Vec<FailureRow>, RunError> {
-        let path = self.root.join(FAILURES_CSV);
-        failures::read(&path).map_err(|source| RunError::OutputDir { path, source })
+    /// Whether `run` is live: its lock file exists and is locked (by any process, this one
+    /// included).
+    pub fn is_live(&self, run: &str) -> bool {
+        RunLock::is_held(&self.root, run)
     }
 
-    /// Writes one archive (blocking): temporary name, fsync, rename.
+    /// Whether `run` has committed.
+    pub fn has_commit(&self, run: &str) -> bool {
+        dataset::commit::path(&self.root, run).exists()
+    }
+
+    /// Every commit, read and checked against its parts' sizes (blocking).
+    pub fn catalogue(&self) -> Result<Catalogue, RunError> {
+        Catalogue::read(&self.root).map_err(|e| RunError::Dataset(e.to_string()))
+    }
+
+    /// Writes one archive (blocking), recording this run as its creator; create-if-absent.
     pub fn write_archive(
         &self,
         reference: &str,
@@ -83,83 +137,92 @@ impl OutputLocation {
         meta: &ProvenanceMeta,
         key: Option<&ArchiveKey>,
     ) -> Result<WrittenArchive, archive::ArchiveError> {
-        archive::write_archive_with_key(&self.root, reference, entries, meta, key, self.modes)
+        let meta = ProvenanceMeta {
+            run: Some(self.run.to_string()),
+            ..meta.clone()
+        };
+        archive::write_archive_with_key(&self.root, reference, entries, &meta, key, self.modes)
     }
 
-    /// Reads back the archive of `reference` (blocking) and checks that it is complete and
-    /// this reference's, of `kind`. `None`, with the reason logged, when it must be fetched again.
-    pub fn reusable_archive(
+    /// What the archive of `reference` already under its final name means for this run
+    /// (blocking). An archive is listed by the run that created it; one whose creator died
+    /// without committing is claimed (`archives/.claims/{reference}/{owner}`, create-if-absent)
+    /// by exactly one later run, which lists it without fetching.
+    pub fn existing_archive(
         &self,
         reference: &str,
         kind: Kind,
         key: Option<&ArchiveKey>,
-    ) -> Option<ReusedArchive> {
+    ) -> Existing {
         let path = self.archive_path(reference);
         if !path.exists() {
-            return None;
+            return Existing::Absent;
         }
-        let contents = match archive::read_archive_with_key(&path, key) {
-            Ok(c) => c,
-            Err(_) => {
-                tracing::warn!(reference = %reference, "archive from an earlier run does not open; fetching again");
-                return None;
-            }
+        let checked = match archive::check(&path, reference, Some(kind), key) {
+            Ok(checked) => checked,
+            Err(rejected) => return Existing::Damaged(rejected.to_string()),
         };
-        let has = |name: &str| contents.files.iter().any(|f| f.entry == name);
-        let kind_matches = match kind {
-            Kind::Authentication => has("authentication.json"),
-            Kind::Netverify => {
-                has("data.json") && !has("authentication.json") && !has("pages.json")
+        let mut owner = checked
+            .run
+            .clone()
+            .unwrap_or_else(|| LEGACY_OWNER.to_string());
+        // Each claim names the next owner; a chain longer than this is not one runs made.
+        for _ in 0..64 {
+            if owner == self.run.as_str() {
+                return Existing::Ours(Box::new(checked));
             }
-            Kind::Document => {
-                has("data.json") && !has("authentication.json") && !has("images.json")
+            if self.has_commit(&owner) || self.is_live(&owner) {
+                return Existing::OtherRun(owner);
             }
-        };
-        if !kind_matches {
-            tracing::warn!(reference = %reference, %kind, "archive from an earlier run is of another kind; fetching again");
-            return None;
+            match self.claim(reference, &owner) {
+                Ok(None) => return Existing::Ours(Box::new(checked)),
+                Ok(Some(next)) => owner = next,
+                Err(e) => return Existing::Damaged(format!("claiming it failed: {e}")),
+            }
         }
-        if !contents.manifest_ok
-            || !contents.problems.is_empty()
-            || contents.reference.as_deref() != Some(reference)
-        {
-            tracing::warn!(reference = %reference, "archive from an earlier run does not verify; fetching again");
-            return None;
-        }
-        let Some(data) = contents
-            .data_json
-            .as_deref()
-            .and_then(|d| serde_json::from_slice(d).ok())
-        else {
-            tracing::warn!(reference = %reference, "archive has no usable data entry; fetching again");
-            return None;
-        };
-        Some(ReusedArchive {
-            archive: WrittenArchive {
-                path,
-                relative: format!("{}/{reference}.zip", archive::ARCHIVES_DIR),
-                sha256: contents.sha256,
-                bytes: contents.bytes,
-                files: contents.files,
-            },
-            data,
-        })
+        Existing::Damaged("its claims form no chain a run could have made".into())
     }
 
-    /// A table writer for `name` (temporary files, renamed into place on finish).
-    pub fn table_writer(
-        &self,
-        name: &str,
-        columns: &'static [Column],
-        csv: bool,
-        parquet: bool,
-    ) -> Result<TableWriter, TableError> {
-        TableWriter::create(&self.root, name, columns, csv, parquet, self.modes)
+    /// Creates `archives/.claims/{reference}/{owner}` naming this run. `Ok(None)`: claimed;
+    /// `Ok(Some(run))`: another run claimed it first.
+    fn claim(&self, reference: &str, owner: &str) -> io::Result<Option<String>> {
+        let dir = self
+            .root
+            .join(archive::ARCHIVES_DIR)
+            .join(".claims")
+            .join(reference);
+        self.modes.create_dir_all(&dir)?;
+        let dest = dir.join(owner);
+        let tmp = dir.join(format!(".{owner}.{}.tmp", self.run));
+        match dataset::publish::write_no_replace(
+            &tmp,
+            &dest,
+            self.run.as_str().as_bytes(),
+            self.modes,
+        )? {
+            Published::Created => Ok(None),
+            Published::AlreadyThere => {
+                let next = std::fs::read_to_string(&dest)?;
+                let next = next.trim();
+                if RunId::parse(next).is_none() {
+                    return Err(io::Error::other(format!("{} names no run", dest.display())));
+                }
+                Ok(Some(next.to_string()))
+            }
+        }
     }
 
-    /// The writer of this run's `failures.csv`.
-    pub fn failures_writer(&self) -> std::io::Result<FailuresWriter> {
-        FailuresWriter::create(&self.root, self.modes)
+    /// How this run's table parts are written.
+    pub fn part_options(&self, csv: bool, parquet: bool) -> PartOptions {
+        PartOptions {
+            root: self.root.clone(),
+            run: self.run.clone(),
+            csv,
+            parquet,
+            modes: self.modes,
+            max_rows: PART_ROWS,
+            max_bytes: PART_BYTES,
+        }
     }
 
     /// The root hash, spilling its sorted lines to unnamed files on this location's disk.
@@ -167,73 +230,165 @@ impl OutputLocation {
         RootHash::new(&self.root)
     }
 
-    /// Bytes of this run's table files (for the report).
-    pub fn table_bytes(&self, tables: &[&str]) -> u64 {
-        let mut bytes = 0;
-        for name in tables {
-            for ext in ["csv", "parquet"] {
-                if let Ok(m) = std::fs::metadata(self.root.join(format!("{name}.{ext}"))) {
-                    bytes += m.len();
-                }
-            }
+    /// Publishes the commit record (create-if-absent; a run id is never reused).
+    pub fn write_commit(&self, commit: &Commit) -> Result<(), RunError> {
+        let output = |message: String| RunError::Output {
+            what: dataset::commit_relative(&commit.run),
+            message,
+        };
+        match commit.write(&self.root, self.modes) {
+            Ok(Published::Created) => Ok(()),
+            Ok(Published::AlreadyThere) => Err(output("already exists".into())),
+            Err(e) => Err(output(e.to_string())),
         }
-        bytes
+    }
+
+    /// Rewrites `failures.csv` (temporary name, rename) with the dataset's open follow-ups.
+    pub fn write_failures(&self, rows: &[FailureRow]) -> Result<(), RunError> {
+        let output = |e: io::Error| RunError::Output {
+            what: dataset::FAILURES_CSV.into(),
+            message: e.to_string(),
+        };
+        let mut w = FailuresWriter::create(&self.root, self.modes).map_err(output)?;
+        for row in rows {
+            w.write(row).map_err(output)?;
+        }
+        w.finish().map_err(output)?;
+        Ok(())
     }
 
     /// Writes `report.json` (temporary name, fsync, rename).
-    pub fn write_report(&self, report: &Report) -> Result<(), RunError> {
-        report
-            .write(&self.root, self.modes)
-            .map_err(|e| RunError::Output {
-                what: "report.json".into(),
+    pub fn write_report_value(&self, report: &serde_json::Value) -> Result<(), RunError> {
+        crate::output::report::write_json(&self.root, self.modes, report).map_err(|e| {
+            RunError::Output {
+                what: dataset::REPORT_JSON.into(),
                 message: e.to_string(),
-            })
+            }
+        })
+    }
+
+    /// Removes temporaries whose run is not live: archives and claims being written, table
+    /// parts, commit records. A live run's temporaries are in flight and left alone.
+    fn remove_dead_temporaries(&self) -> io::Result<()> {
+        let live = |run: &str| self.is_live(run);
+        archive::remove_dead_temps(&self.root, live)?;
+        for table in dataset::TABLES {
+            remove_temps_in(
+                &dataset::table_dir(&self.root, table),
+                |name| {
+                    // `{run}-{n}.{ext}.tmp`
+                    let stem = name.strip_suffix(".tmp")?;
+                    let stem = stem.rsplit_once('.')?.0;
+                    Some(stem.rsplit_once('-')?.0.to_string())
+                },
+                live,
+            )?;
+        }
+        remove_temps_in(
+            &self.root.join(dataset::COMMITS_DIR),
+            |name| {
+                Some(
+                    name.strip_prefix('.')?
+                        .strip_suffix(".json.tmp")?
+                        .to_string(),
+                )
+            },
+            live,
+        )
     }
 }
 
-/// An archive an earlier run completed, checked, with its parsed data for the table row.
-#[derive(Debug)]
-pub struct ReusedArchive {
-    /// Where it is and what it holds.
-    pub archive: WrittenArchive,
-    /// Its `data.json` (Authentication: `authentication.json`).
-    pub data: serde_json::Value,
+/// Removes the `*.tmp` files of `dir` whose run (`run_of(name)`) is not live.
+fn remove_temps_in(
+    dir: &Path,
+    run_of: impl Fn(&str) -> Option<String>,
+    live: impl Fn(&str) -> bool,
+) -> io::Result<()> {
+    let listing = match std::fs::read_dir(dir) {
+        Ok(l) => l,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in listing {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(".tmp")
+            && entry.file_type()?.is_file()
+            && !run_of(name).is_some_and(|run| live(&run))
+        {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
 }
 
-/// The output directory's lock, released explicitly on drop: a process that forked meanwhile
-/// (a library user spawning children) shares the descriptor, and merely closing ours would
+/// The run's lock file, `runs/{run}.lock`: created exclusively (so a run id is never taken
+/// twice), locked for the run's lifetime, removed when the run ends. Released explicitly on
+/// drop: a process that forked meanwhile shares the descriptor, and merely closing ours would
 /// leave the lock held until that child calls exec.
 #[derive(Debug)]
-struct DirLock(std::fs::File);
+struct RunLock {
+    file: std::fs::File,
+    path: PathBuf,
+}
 
-impl DirLock {
-    /// Takes the lock file, so two runs never write the same directory.
-    fn take(root: &Path, modes: Modes) -> Result<Self, RunError> {
-        let path = root.join(LOCK_FILE);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|source| RunError::OutputDir {
-                path: root.to_path_buf(),
-                source,
-            })?;
-        let _ = modes.restrict(&file);
-        match file.try_lock() {
-            Ok(()) => Ok(DirLock(file)),
-            Err(std::fs::TryLockError::WouldBlock) => Err(RunError::Locked { path }),
-            Err(std::fs::TryLockError::Error(source)) => Err(RunError::OutputDir {
-                path: root.to_path_buf(),
-                source,
-            }),
+impl RunLock {
+    fn path(root: &Path, run: &str) -> PathBuf {
+        root.join(dataset::RUNS_DIR).join(format!("{run}.lock"))
+    }
+
+    fn take(
+        root: &Path,
+        modes: Modes,
+        started: DateTime<Utc>,
+        shard: Option<&Shard>,
+    ) -> io::Result<(RunId, RunLock)> {
+        loop {
+            let run = RunId::new(started, shard);
+            let path = Self::path(root, run.as_str());
+            let mut o = std::fs::OpenOptions::new();
+            o.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                o.mode(modes.file);
+            }
+            let file = match o.open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            };
+            modes.restrict(&file)?;
+            file.lock()?;
+            return Ok((run, RunLock { file, path }));
+        }
+    }
+
+    /// True when `runs/{run}.lock` exists and some open file holds its lock.
+    fn is_held(root: &Path, run: &str) -> bool {
+        let Ok(file) = std::fs::OpenOptions::new()
+            .read(true)
+            .open(Self::path(root, run))
+        else {
+            return false;
+        };
+        match file.try_lock_shared() {
+            Ok(()) => {
+                let _ = file.unlock();
+                false
+            }
+            Err(std::fs::TryLockError::WouldBlock) => true,
+            // Cannot tell: assume live, so nothing of it is taken over or removed.
+            Err(std::fs::TryLockError::Error(_)) => true,
         }
     }
 }
 
-impl Drop for DirLock {
+impl Drop for RunLock {
     fn drop(&mut self) {
-        let _ = self.0.unlock();
+        let _ = std::fs::remove_file(&self.path);
+        let _ = self.file.unlock();
     }
 }
 
@@ -241,31 +396,75 @@ impl Drop for DirLock {
 mod tests {
     use super::*;
 
+    fn open(root: &Path) -> Arc<OutputLocation> {
+        OutputLocation::open(root, Modes::default(), Utc::now(), None).unwrap()
+    }
+
     #[test]
-    fn a_second_handle_on_a_locked_directory_is_refused_and_leaves_temporaries_alone() {
+    fn two_runs_open_one_location_with_distinct_ids_and_see_each_other_live() {
         let tmp = tempfile::tempdir().unwrap();
-        let first = OutputLocation::open(tmp.path(), Modes::default()).unwrap();
-        let stale = first.root().join("archives/.r1.zip.tmp");
-        std::fs::write(&stale, b"in flight").unwrap();
-        let second = OutputLocation::open(tmp.path(), Modes::default());
-        assert!(matches!(second, Err(RunError::Locked { .. })), "{second:?}");
-        assert!(stale.exists(), "only the lock holder removes temporaries");
-        drop(first);
-        let third = OutputLocation::open(tmp.path(), Modes::default()).unwrap();
+        let a = open(tmp.path());
+        let b = open(tmp.path());
+        assert_ne!(a.run(), b.run());
+        assert!(a.is_live(b.run().as_str()));
+        assert!(b.is_live(a.run().as_str()));
+        let gone = a.run().to_string();
+        drop(a);
+        assert!(!b.is_live(&gone));
         assert!(
-            !stale.exists(),
-            "the next lock holder removes the stale temporary"
-        );
-        assert_eq!(
-            third.archive_path("r1"),
-            tmp.path().join("archives").join("r1.zip")
+            !tmp.path()
+                .join("runs")
+                .join(format!("{gone}.lock"))
+                .exists()
         );
     }
 
     #[test]
-    fn a_missing_archive_is_not_reusable() {
+    fn only_temporaries_of_dead_runs_are_removed() {
         let tmp = tempfile::tempdir().unwrap();
-        let loc = OutputLocation::open(tmp.path(), Modes::default()).unwrap();
-        assert!(loc.reusable_archive("r1", Kind::Netverify, None).is_none());
+        let live = open(tmp.path());
+        let live_tmp = tmp
+            .path()
+            .join(format!("archives/.r1.{}.zip.tmp", live.run()));
+        let dead_tmp = tmp
+            .path()
+            .join("archives/.r2.20200101T000000Z-0000.zip.tmp");
+        let dead_part = tmp
+            .path()
+            .join("tables/netverify/20200101T000000Z-0000-0.parquet.tmp");
+        let live_part = tmp
+            .path()
+            .join(format!("tables/netverify/{}-3.csv.tmp", live.run()));
+        std::fs::create_dir_all(tmp.path().join("tables/netverify")).unwrap();
+        for p in [&live_tmp, &dead_tmp, &dead_part, &live_part] {
+            std::fs::write(p, b"x").unwrap();
+        }
+        let _second = open(tmp.path());
+        assert!(
+            live_tmp.exists() && live_part.exists(),
+            "a live run's temporaries stay"
+        );
+        assert!(
+            !dead_tmp.exists() && !dead_part.exists(),
+            "a dead run's are removed"
+        );
+    }
+
+    #[test]
+    fn a_directory_of_the_old_layout_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("netverify.csv"), b"reference\n").unwrap();
+        let e = OutputLocation::open(tmp.path(), Modes::default(), Utc::now(), None).unwrap_err();
+        assert!(matches!(e, RunError::LegacyLayout { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_missing_archive_is_absent() {
+        let tmp = tempfile::tempdir().unwrap();
+        let loc = open(tmp.path());
+        assert!(matches!(
+            loc.existing_archive("r1", Kind::Netverify, None),
+            Existing::Absent
+        ));
     }
 }

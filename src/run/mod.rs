@@ -1,15 +1,19 @@
 //! The main job, as a list of stages (each a module of its own):
-//! - [`location`]: the output location — create, lock, modes, stale temporaries, every path;
-//! - [`resume`]: the pure plan of what to carry, poll once or fetch, from earlier failures;
+//! - [`location`]: the dataset location — layout, run id and lock, modes, temporaries of dead
+//!   runs, archive ownership;
+//! - [`resume`]: what the commits already hold (removed from the input), and the pure plan of
+//!   what to carry, poll once or fetch among the open follow-ups;
 //! - [`shutdown`]: the one record of why the run stopped early, and the stop/cancel phases;
 //! - [`schedule`]: one stream over the input, bounded, used before and after a stop;
 //! - [`task`]: one reference — take over its archive or fetch and archive it;
-//! - [`sink`]: the writer thread that owns the tables, `failures.csv` and the root hash;
+//! - [`sink`]: the writer thread that owns the run's table parts and the root hash;
+//! - [`commit`]: the commit record (the publish step), then `failures.csv` and `report.json`;
 //! - [`progress`]: the bar or log lines for people.
 //!
 //! The report is assembled by [`crate::output::report`]. Memory stays bounded: at most
 //! [`schedule::max_live`] references are in flight and nothing per reference is kept.
 
+pub mod commit;
 pub mod location;
 pub mod progress;
 pub mod resume;
@@ -184,17 +188,21 @@ pub enum RunError {
     /// The HTTP client could not be built from the job's settings.
     #[error("{0}")]
     Client(String),
-    /// Another run holds the output directory.
+    /// The dataset's commits cannot be read or one is damaged: no run builds on it.
+    #[error("{0}")]
+    Dataset(String),
+    /// The directory holds tables of the layout before datasets (exit 2: a usage matter).
     #[error(
-        "{path} is held by another jumio-export run on this directory; wait for it to finish (two runs must not write one directory)"
+        "{path} holds tables written by an earlier jumio-export (netverify.csv and others at its top level), not a dataset (tables/, commits/). Upgrade it in place with `jumio-export upgrade {path}` (lists its archives in a first commit, nothing is fetched), or export into a new directory"
     )]
-    Locked {
-        /// The lock file.
+    LegacyLayout {
+        /// The directory.
         path: PathBuf,
     },
 }
 
-/// Runs the job over `input` with `credentials`. The caller has validated the job and read the input.
+/// Runs the job over `input` with `credentials` into the dataset at `[output] dir`. The caller
+/// has validated the job and read the input.
 pub async fn run(
     job: &Job,
     input: InputList,
@@ -207,11 +215,12 @@ pub async fn run(
         file: job.output.file_mode,
         dir: job.output.dir_mode,
     };
-    let location = OutputLocation::open(&job.output.dir, modes)?;
+    let location = OutputLocation::open(&job.output.dir, modes, started_at, job.shard.as_ref())?;
+    let (input, already, follow_ups) = resume::from_catalogue(&location, input).await?;
     let shutdown = Shutdown::new();
     let signals = shutdown.on_signals(opts.grace);
     let client = api_client(job, credentials)?;
-    let plan = ResumePlan::new(location.read_failures()?, (opts.clock)(), opts.retry_failed);
+    let plan = ResumePlan::new(follow_ups, (opts.clock)(), opts.retry_failed);
     let (sink, tx) = Sink::spawn(
         location.clone(),
         job.output.csv,
@@ -240,15 +249,23 @@ pub async fn run(
             .shard
             .as_ref()
             .map(|s| format!("{}/{}", s.index, s.count)),
+        run: location.run().to_string(),
         interrupted: shutdown.reason().is_some(),
-        outcomes: outcomes(&written, input.duplicates as u64),
+        outcomes: outcomes(&written, already, input.duplicates as u64),
         requests: Requests::from_stats(client.stats()),
         bytes_written: written.bytes_written,
         archives: written.archives,
         root_hash: written.root_hash.clone(),
     });
-    location.write_report(&report)?;
-    summary(&location, written, &report, &shutdown, started.elapsed())
+    commit::publish(&location, &report, &written).await?;
+    summary(
+        &location,
+        written,
+        already,
+        &report,
+        &shutdown,
+        started.elapsed(),
+    )
 }
 
 /// Keeps only this shard's references (rewrites the spooled list: file I/O, off the async threads).
@@ -311,6 +328,7 @@ fn task_context(
         meta: ProvenanceMeta {
             tool_version: crate::VERSION.to_string(),
             job_sha256: job.sha256.clone(),
+            run: Some(location.run().to_string()),
         },
         write_archives: job.output.archives,
         daily_retry: job.polling.daily_retry,
@@ -341,13 +359,15 @@ async fn reject_invalid(
     }
 }
 
-fn outcomes(w: &Written, duplicates: u64) -> Outcomes {
+/// `already`: references some earlier commit exported, removed from the input before the run.
+fn outcomes(w: &Written, already: u64, duplicates: u64) -> Outcomes {
     Outcomes {
-        references: w.exported + w.already + w.failed + w.not_started,
+        references: w.exported + w.already + already + w.failed + w.not_started + w.other_run,
         exported: w.exported,
-        already_exported: w.already,
+        already_exported: w.already + already,
         failed: w.failed,
         not_started: w.not_started,
+        other_run: w.other_run,
         duplicates,
         failures_by_error: w.by_error.clone(),
     }
@@ -357,6 +377,7 @@ fn outcomes(w: &Written, duplicates: u64) -> Outcomes {
 fn summary(
     location: &OutputLocation,
     written: Written,
+    already: u64,
     report: &Report,
     shutdown: &Shutdown,
     elapsed: Duration,
@@ -370,9 +391,9 @@ fn summary(
     Ok(Summary {
         out_dir: location.root().to_path_buf(),
         exported: written.exported,
-        already_exported: written.already,
+        already_exported: written.already + already,
         failed: written.failed,
-        not_started: written.not_started,
+        not_started: written.not_started + written.other_run,
         requests: report.requests.total,
         retries: report.requests.retries,
         too_many_requests: report.requests.too_many_requests,

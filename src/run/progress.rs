@@ -105,7 +105,7 @@ impl Progress {
         match done {
             Done::Exported { .. } => self.exported(),
             Done::Failed(_) => self.failed(),
-            Done::NotStarted => {}
+            Done::NotStarted | Done::OtherRun => {}
         }
     }
 

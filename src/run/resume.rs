@@ -1,16 +1,60 @@
-//! What a run does with each reference, given what earlier runs left in `failures.csv`. Pure: no
-//! I/O, no clock of its own (the caller passes `now`), so every rule is unit-tested here.
+//! What a run does with each reference, given what the dataset's commits hold.
 //!
-//! Whether an archive left by an earlier run can be taken over is the archive check's question,
-//! asked by the task when it starts a reference (it needs the disk).
+//! [`from_catalogue`] reads the commits (blocking, off the async threads): references some
+//! commit exported leave the input at once — neither fetched nor their archives read — and the
+//! open follow-ups (the latest failure of each reference no commit exported) come back.
+//! [`ResumePlan`] is pure: no I/O, no clock of its own (the caller passes `now`), so every rule
+//! is unit-tested here. Whether an archive no commit lists can be taken over is the location's
+//! question, asked by the task when it starts a reference.
 
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
+use std::sync::Arc;
+
+use super::RunError;
+use super::location::OutputLocation;
 use crate::Kind;
-use crate::input::Item;
+use crate::input::{InputList, Item, catalogue_key};
 use crate::output::failures::FailureRow;
+use crate::spill::{self, ExternalSort};
+
+/// Reads the dataset's commits: removes from `input` every (reference, kind) some commit
+/// exported and returns the input, how many were removed, and the open follow-ups.
+pub async fn from_catalogue(
+    location: &Arc<OutputLocation>,
+    mut input: InputList,
+) -> Result<(InputList, u64, Vec<FailureRow>), RunError> {
+    let location = location.clone();
+    tokio::task::spawn_blocking(move || {
+        let catalogue = location.catalogue()?;
+        let mut failures = catalogue
+            .latest_failures()
+            .map_err(|e| RunError::Dataset(e.to_string()))?;
+        let mut failed: HashMap<(String, Kind), bool> = failures
+            .iter()
+            .map(|r| ((r.reference.clone(), r.kind), true))
+            .collect();
+        let mut exported = ExternalSort::new(location.root(), spill::DEFAULT_BUDGET);
+        catalogue
+            .for_each_exported(|reference, kind| {
+                if let Some(open) = failed.get_mut(&(reference.to_string(), kind)) {
+                    *open = false;
+                }
+                exported.push(&catalogue_key(reference, kind))
+            })
+            .map_err(|e| RunError::Dataset(e.to_string()))?;
+        failures.retain(|r| failed[&(r.reference.clone(), r.kind)]);
+        let spool = |e: std::io::Error| RunError::Input(e);
+        let already = input
+            .exclude(exported.finish().map_err(spool)?, spill::DEFAULT_BUDGET)
+            .map_err(spool)?;
+        Ok((input, already, failures))
+    })
+    .await
+    .map_err(|e| RunError::Input(std::io::Error::other(e)))?
+}
 
 /// What to do with one reference of the input.
 #[derive(Debug, Clone, PartialEq)]

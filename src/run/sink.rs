@@ -3,7 +3,7 @@
 //! writer (so each Parquet file has its footer) before the root hash is finished. A write that
 //! fails stops the run: nothing fetched afterwards could be recorded.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -13,42 +13,45 @@ use super::location::OutputLocation;
 use super::shutdown::{Shutdown, StopReason};
 use super::task::Done;
 use crate::Kind;
-use crate::flatten::{self, ArchiveSummary, FileRecord};
+use crate::dataset::commit::PartRecord;
+use crate::dataset::parts::{PartOptions, PartWriter};
+use crate::dataset::{FAILURES_TABLE, FILES_TABLE};
+use crate::flatten::{self, ArchiveSummary, FailureRecord, FileRecord};
 use crate::output::archive::{self, ArchivedFile, WrittenArchive};
-use crate::output::failures::{FailureRow, FailuresWriter};
+use crate::output::failures::FailureRow;
 use crate::output::report::RootHash;
-use crate::output::tables::TableWriter;
 
-/// What the sink wrote, for the report and the summary.
+/// What the sink wrote, for the commit, the report and the summary.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Written {
     /// Exported by this run.
     pub exported: u64,
-    /// Taken over from an earlier run's archive.
+    /// Taken over from an earlier run's archive (listed by this commit, not fetched).
     pub already: u64,
-    /// Rows in failures.csv.
+    /// Failure rows.
     pub failed: u64,
     /// Not reached.
     pub not_started: u64,
+    /// Left to another run that owns their archive.
+    pub other_run: u64,
     /// Failures by error code.
     pub by_error: BTreeMap<String, u64>,
-    /// Archives in the tables.
+    /// Archives this commit lists.
     pub archives: u64,
     /// The root hash over them.
     pub root_hash: String,
-    /// Bytes of archives fetched now and of the tables.
+    /// Bytes of archives fetched now and of the parts.
     pub bytes_written: u64,
+    /// Every part written, in order.
+    pub parts: Vec<PartRecord>,
 }
 
-/// The tables this run writes, besides one per [`Kind`].
-const FILES: &str = "files";
-
-/// The open writers.
+/// The open writers: one part writer per table.
 pub struct Sink {
-    location: Arc<OutputLocation>,
-    tables: HashMap<Kind, TableWriter>,
-    files: TableWriter,
-    failures: FailuresWriter,
+    run: String,
+    tables: BTreeMap<Kind, PartWriter>,
+    files: PartWriter,
+    failures: PartWriter,
     root: RootHash,
     written: Written,
 }
@@ -61,31 +64,27 @@ fn output_err(what: &str, e: &dyn std::fmt::Display) -> RunError {
 }
 
 impl Sink {
-    /// Opens every writer of the run (temporary files until [`Sink::finish`]).
-    pub fn open(location: Arc<OutputLocation>, csv: bool, parquet: bool) -> Result<Self, RunError> {
-        let mut tables = HashMap::new();
-        for kind in Kind::ALL {
-            let name = kind.table_name();
-            let w = location
-                .table_writer(name, flatten::table_columns(kind), csv, parquet)
-                .map_err(|e| output_err(name, &e))?;
-            tables.insert(kind, w);
-        }
-        let files = location
-            .table_writer(FILES, flatten::files_columns(), csv, parquet)
-            .map_err(|e| output_err(FILES, &e))?;
-        let failures = location
-            .failures_writer()
-            .map_err(|e| output_err("failures.csv", &e))?;
-        let root = location.root_hash();
-        Ok(Sink {
-            location,
+    /// The run's part writers (nothing is created before the first row or the finish).
+    pub fn open(location: &OutputLocation, opts: PartOptions) -> Self {
+        let tables = Kind::ALL
+            .into_iter()
+            .map(|kind| {
+                let w = PartWriter::new(
+                    kind.table_name(),
+                    flatten::table_columns(kind),
+                    opts.clone(),
+                );
+                (kind, w)
+            })
+            .collect();
+        Sink {
+            run: location.run().to_string(),
             tables,
-            files,
-            failures,
-            root,
+            files: PartWriter::new(FILES_TABLE, flatten::files_columns(), opts.clone()),
+            failures: PartWriter::new(FAILURES_TABLE, flatten::failures_columns(), opts),
+            root: location.root_hash(),
             written: Written::default(),
-        })
+        }
     }
 
     /// Runs the sink on its own thread. If a write fails the run is stopped as fatal.
@@ -100,12 +99,15 @@ impl Sink {
     ) {
         let (tx, mut rx) = mpsc::channel::<Done>(256);
         let handle = std::thread::spawn(move || {
-            let result = Sink::open(location, csv, parquet).and_then(|mut sink| {
-                while let Some(done) = rx.blocking_recv() {
-                    sink.accept(done)?;
+            let mut sink = Sink::open(&location, location.part_options(csv, parquet));
+            let mut result = Ok(());
+            while let Some(done) = rx.blocking_recv() {
+                result = sink.accept(done);
+                if result.is_err() {
+                    break;
                 }
-                sink.finish()
-            });
+            }
+            let result = result.and_then(|()| sink.finish());
             if let Err(e) = &result {
                 shutdown.abort(StopReason::Fatal(e.to_string()));
             }
@@ -130,6 +132,10 @@ impl Sink {
                 self.written.not_started += 1;
                 Ok(())
             }
+            Done::OtherRun => {
+                self.written.other_run += 1;
+                Ok(())
+            }
         }
     }
 
@@ -152,6 +158,7 @@ impl Sink {
                 .as_ref()
                 .map(|a| a.sha256.clone())
                 .unwrap_or_default(),
+            run: self.run.clone(),
         };
         let row = flatten::flatten(kind, reference, data, &summary);
         self.tables
@@ -168,10 +175,11 @@ impl Sink {
                 content_type: f.content_type.clone(),
                 bytes: f.bytes,
                 sha256: f.sha256.clone(),
+                run: self.run.clone(),
             };
             self.files
                 .write(&flatten::file_row(&record))
-                .map_err(|e| output_err(FILES, &e))?;
+                .map_err(|e| output_err(FILES_TABLE, &e))?;
         }
         if let Some(a) = archive {
             if fresh {
@@ -179,7 +187,7 @@ impl Sink {
             }
             self.root
                 .add(reference, &a.sha256)
-                .map_err(|e| output_err("report.json root hash", &e))?;
+                .map_err(|e| output_err("the commit's root hash", &e))?;
         }
         if fresh {
             self.written.exported += 1;
@@ -190,41 +198,52 @@ impl Sink {
     }
 
     fn failed(&mut self, row: &FailureRow) -> Result<(), RunError> {
+        let next = row
+            .next_attempt_after
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        let stage = row.stage.to_string();
+        let error = row.error.to_string();
+        let record = FailureRecord {
+            reference: &row.reference,
+            kind: row.kind,
+            stage: &stage,
+            http_status: row.http_status,
+            error: &error,
+            attempts: row.attempts,
+            next_attempt_after: next,
+            run: &self.run,
+        };
         self.failures
-            .write(row)
-            .map_err(|e| output_err("failures.csv", &e))?;
-        *self.written.by_error.entry(row.error.clone()).or_default() += 1;
+            .write(&flatten::failure_row(&record))
+            .map_err(|e| output_err(FAILURES_TABLE, &e))?;
+        *self.written.by_error.entry(error).or_default() += 1;
         self.written.failed += 1;
         Ok(())
     }
 
-    /// Closes every writer (each file renamed into place complete), then the root hash.
+    /// Closes every part (each complete under its final name), then the root hash.
     pub fn finish(self) -> Result<Written, RunError> {
         let Sink {
-            location,
             tables,
             files,
             failures,
             root,
             mut written,
+            ..
         } = self;
-        for (kind, t) in tables {
-            t.finish().map_err(|e| output_err(kind.table_name(), &e))?;
+        let writers = tables
+            .into_iter()
+            .map(|(k, w)| (k.table_name(), w))
+            .chain([(FILES_TABLE, files), (FAILURES_TABLE, failures)]);
+        for (name, w) in writers {
+            let parts = w.finish().map_err(|e| output_err(name, &e))?;
+            written.bytes_written += parts.iter().map(|p| p.bytes).sum::<u64>();
+            written.parts.extend(parts);
         }
-        files.finish().map_err(|e| output_err(FILES, &e))?;
-        failures
-            .finish()
-            .map_err(|e| output_err("failures.csv", &e))?;
         written.archives = root.archives();
         written.root_hash = root
             .finish()
-            .map_err(|e| output_err("report.json root hash", &e))?;
-        let names: Vec<&str> = Kind::ALL
-            .iter()
-            .map(|k| k.table_name())
-            .chain([FILES])
-            .collect();
-        written.bytes_written += location.table_bytes(&names);
+            .map_err(|e| output_err("the commit's root hash", &e))?;
         Ok(written)
     }
 }
@@ -232,6 +251,7 @@ impl Sink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dataset::Format;
     use crate::output::fsmode::Modes;
     use crate::output::report;
 
@@ -264,65 +284,79 @@ mod tests {
         })
     }
 
-    fn sink_over(dones: Vec<Done>) -> (tempfile::TempDir, Written) {
+    fn sink_over(dones: Vec<Done>) -> (tempfile::TempDir, Arc<OutputLocation>, Written) {
         let tmp = tempfile::tempdir().unwrap();
-        let location = OutputLocation::open(tmp.path(), Modes::default()).unwrap();
-        let mut sink = Sink::open(location, true, false).unwrap();
+        let location =
+            OutputLocation::open(tmp.path(), Modes::default(), chrono::Utc::now(), None).unwrap();
+        let mut sink = Sink::open(&location, location.part_options(true, false));
         for d in dones {
             sink.accept(d).unwrap();
         }
         let w = sink.finish().unwrap();
-        (tmp, w)
+        (tmp, location, w)
+    }
+
+    fn first_column(location: &OutputLocation, w: &Written, table: &str) -> Vec<String> {
+        let part = w
+            .parts
+            .iter()
+            .find(|p| p.table == table && p.format == Format::Csv)
+            .unwrap();
+        let text = std::fs::read_to_string(location.root().join(&part.path)).unwrap();
+        text.lines()
+            .skip(1)
+            .map(|l| l.split(',').next().unwrap().to_string())
+            .collect()
     }
 
     #[test]
-    fn outcomes_are_counted_and_failures_kept_in_arrival_order() {
-        let (tmp, w) = sink_over(vec![
+    fn outcomes_are_counted_and_rows_kept_in_arrival_order() {
+        let (_tmp, location, w) = sink_over(vec![
             failed("z-last", "NOT_FOUND"),
             exported("b", "22", true),
             Done::NotStarted,
+            Done::OtherRun,
             exported("a", "11", false),
             failed("a-first", "PENDING"),
         ]);
         assert_eq!(
-            (w.exported, w.already, w.failed, w.not_started),
-            (1, 1, 2, 1)
+            (w.exported, w.already, w.failed, w.not_started, w.other_run),
+            (1, 1, 2, 1, 1)
         );
         assert_eq!(w.archives, 2);
         assert_eq!(
             w.by_error,
             BTreeMap::from([("NOT_FOUND".into(), 1), ("PENDING".into(), 1)])
         );
-        let failures = std::fs::read_to_string(tmp.path().join("failures.csv")).unwrap();
-        let refs: Vec<&str> = failures
-            .lines()
-            .skip(1)
-            .map(|l| l.split(',').next().unwrap())
-            .collect();
-        assert_eq!(refs, ["z-last", "a-first"]);
-        let table = std::fs::read_to_string(tmp.path().join("netverify.csv")).unwrap();
-        let rows: Vec<&str> = table
-            .lines()
-            .skip(1)
-            .map(|l| l.split(',').next().unwrap())
-            .collect();
-        assert_eq!(rows, ["b", "a"], "rows in arrival order");
-        // Only the archive fetched now counts as bytes written, besides the tables.
-        let tables: u64 = ["netverify", "documents", "authentications", "files"]
-            .iter()
-            .map(|t| {
-                std::fs::metadata(tmp.path().join(format!("{t}.csv")))
-                    .unwrap()
-                    .len()
-            })
-            .sum();
-        assert_eq!(w.bytes_written, 10 + tables);
+        assert_eq!(
+            first_column(&location, &w, "failures"),
+            ["z-last", "a-first"]
+        );
+        assert_eq!(first_column(&location, &w, "netverify"), ["b", "a"]);
+        // One part per table, each named by the run; only the archive fetched now counts as
+        // bytes written, besides the parts.
+        assert_eq!(w.parts.len(), 5);
+        let run = location.run().to_string();
+        assert!(
+            w.parts
+                .iter()
+                .all(|p| p.path.ends_with(&format!("{run}-0.csv")))
+        );
+        let parts: u64 = w.parts.iter().map(|p| p.bytes).sum();
+        assert_eq!(w.bytes_written, 10 + parts);
+        let table = std::fs::read_to_string(location.root().join(&w.parts[0].path)).unwrap();
+        assert!(
+            table.lines().nth(1).unwrap().ends_with(&format!(",{run}")),
+            "run column"
+        );
     }
 
     #[test]
     fn the_root_hash_does_not_depend_on_arrival_order() {
-        let (_a, first) = sink_over(vec![exported("b", "22", true), exported("a", "11", true)]);
-        let (_b, second) = sink_over(vec![exported("a", "11", false), exported("b", "22", true)]);
+        let (_a, _la, first) =
+            sink_over(vec![exported("b", "22", true), exported("a", "11", true)]);
+        let (_b, _lb, second) =
+            sink_over(vec![exported("a", "11", false), exported("b", "22", true)]);
         assert_eq!(first.root_hash, second.root_hash);
         let mut pairs = vec![("a".into(), "11".into()), ("b".into(), "22".into())];
         assert_eq!(first.root_hash, report::root_hash(&mut pairs));
@@ -331,9 +365,10 @@ mod tests {
     #[test]
     fn a_sink_whose_writes_fail_stops_the_run_as_fatal() {
         let tmp = tempfile::tempdir().unwrap();
-        let location = OutputLocation::open(tmp.path(), Modes::default()).unwrap();
-        // A directory where the failures file must go: creating it fails.
-        std::fs::create_dir(tmp.path().join("failures.csv.tmp")).unwrap();
+        let location =
+            OutputLocation::open(tmp.path(), Modes::default(), chrono::Utc::now(), None).unwrap();
+        // A file where the failures table's directory must go: creating its part fails.
+        std::fs::write(tmp.path().join("tables/failures"), b"").unwrap();
         let shutdown = Shutdown::new();
         let (handle, tx) = Sink::spawn(location, true, false, shutdown.clone());
         drop(tx);

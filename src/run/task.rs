@@ -12,7 +12,7 @@ use crate::output::archive::{self, ArchiveKey, ArchivedFile, ProvenanceMeta, Wri
 use crate::output::failures::FailureRow;
 
 use super::Clock;
-use super::location::OutputLocation;
+use super::location::{Existing, OutputLocation};
 use super::shutdown::{Shutdown, StopReason};
 
 /// What the fetch side hands to the sink.
@@ -37,6 +37,8 @@ pub enum Done {
     Failed(FailureRow),
     /// Not reached before the run stopped.
     NotStarted,
+    /// Its archive belongs to another run (live, or committed meanwhile): not this run's.
+    OtherRun,
 }
 
 /// What every reference's task shares.
@@ -59,13 +61,10 @@ pub struct TaskContext {
     pub archive_key: Option<ArchiveKey>,
 }
 
-/// One reference: reuse its archive if an earlier run completed it, else fetch and archive it.
+/// One reference: take over its archive if a dead run left it, else fetch and archive it.
 /// `poll_once`: a due `PENDING` gets one status call, not a new round of the schedule.
 pub async fn one_reference(ctx: &Arc<TaskContext>, item: Item, poll_once: bool) -> Done {
-    // An archive that does not verify is not deleted: a new one replaces it atomically only once
-    // every file is fetched again. If the API no longer has the transaction, the old file is all
-    // there is.
-    if let Some(done) = reuse(ctx, &item).await {
+    if let Some(done) = existing(ctx, &item).await {
         return done;
     }
     if ctx.shutdown.is_stopping() {
@@ -100,25 +99,55 @@ pub async fn one_reference(ctx: &Arc<TaskContext>, item: Item, poll_once: bool) 
     }
 }
 
-/// The archive an earlier run left, when it checks out (read off the async threads).
-async fn reuse(ctx: &Arc<TaskContext>, item: &Item) -> Option<Done> {
+/// What an archive already under the reference's final name means (read off the async
+/// threads): `None` when there is none and the reference must be fetched.
+async fn existing(ctx: &Arc<TaskContext>, item: &Item) -> Option<Done> {
     let task_ctx = ctx.clone();
     let it = item.clone();
-    let reused = tokio::task::spawn_blocking(move || {
+    let found = tokio::task::spawn_blocking(move || {
+        let key = task_ctx.archive_key.as_ref();
         task_ctx
             .location
-            .reusable_archive(&it.reference, it.kind, task_ctx.archive_key.as_ref())
+            .existing_archive(&it.reference, it.kind, key)
     })
     .await
-    .ok()??;
-    Some(Done::Exported {
-        reference: item.reference.clone(),
-        kind: item.kind,
-        data: reused.data,
-        files: reused.archive.files.clone(),
-        archive: Some(reused.archive),
-        fresh: false,
-    })
+    .ok()?;
+    match found {
+        Existing::Absent => None,
+        Existing::Ours(checked) => {
+            let checked = *checked;
+            Some(Done::Exported {
+                reference: item.reference.clone(),
+                kind: item.kind,
+                data: checked.data,
+                files: checked.archive.files.clone(),
+                archive: Some(checked.archive),
+                fresh: false,
+            })
+        }
+        Existing::OtherRun(owner) => {
+            tracing::info!(reference = %item.reference, owner = %owner, "its archive belongs to another run; left to it");
+            Some(Done::OtherRun)
+        }
+        Existing::Damaged(findings) => {
+            // Never overwritten or deleted: it may be all there is of the transaction.
+            let path = ctx.location.archive_path(&item.reference);
+            tracing::warn!(reference = %item.reference, "{} exists but does not check out ({findings}); it is never replaced: move it aside and run again", path.display());
+            let failure = FetchFailure {
+                stage: "archive".into(),
+                http_status: None,
+                error: "BAD_RESPONSE".into(),
+                attempts: 0,
+                next_attempt_after: None,
+                message: findings,
+            };
+            Some(Done::Failed(failure_row(
+                &item.reference,
+                item.kind,
+                &failure,
+            )))
+        }
+    }
 }
 
 /// Writes the archive of a fetched transaction; its concurrency slot is held until the archive
@@ -160,6 +189,12 @@ async fn archive_fetched(ctx: &Arc<TaskContext>, f: Fetched) -> Done {
             archive: Some(w),
             fresh: true,
         },
+        Ok(Err(archive::ArchiveError::AlreadyExists { .. })) => {
+            // Another run published this reference's archive while this one fetched it.
+            existing(ctx, &Item { reference, kind })
+                .await
+                .unwrap_or(Done::NotStarted)
+        }
         Ok(Err(
             e @ (archive::ArchiveError::DuplicateEntry { .. }
             | archive::ArchiveError::InvalidReference { .. }),

@@ -428,8 +428,10 @@ mod tests {
         let meta = ProvenanceMeta {
             tool_version: "0.0.0".into(),
             job_sha256: "ab".repeat(32),
+            run: None,
         };
-        let w = write_archive_with_key(dir.path(), REF, entries, &meta, key).unwrap();
+        let w = write_archive_with_key(dir.path(), REF, entries, &meta, key, Default::default())
+            .unwrap();
         (dir, w.path)
     }
 

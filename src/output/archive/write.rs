@@ -94,7 +94,7 @@ pub fn write_archive_with_key(
     let (archive_bytes, files) = zip.finish()?;
     let sha256 = sha256_hex(&archive_bytes);
     let bytes = archive_bytes.len() as u64;
-    install(archive_bytes, &tmp_path, &final_path, &dir)?;
+    install(archive_bytes, &tmp_path, &final_path, modes)?;
     Ok(WrittenArchive {
         path: final_path,
         relative: layout::relative_path(reference),
@@ -217,13 +217,13 @@ impl<'a> Assembler<'a> {
     }
 }
 
-/// Writes `archive_bytes` to `tmp_path`, fsyncs, renames it to `final_path` and fsyncs `dir`.
-/// On any error before the rename the temporary file is removed.
+/// Writes `archive_bytes` to `tmp_path` (created with `modes`), fsyncs, and publishes it at
+/// `final_path` only if nothing is there. On any error the temporary file is removed.
 fn install(
     archive_bytes: Vec<u8>,
     tmp_path: &Path,
     final_path: &Path,
-    dir: &Path,
+    modes: Modes,
 ) -> Result<(), ArchiveError> {
     let mut guard = TempGuard {
         path: tmp_path.to_path_buf(),

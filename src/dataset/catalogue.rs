@@ -1,0 +1,215 @@
+//! What the commits say: which (reference, kind) the dataset has exported, and which references
+//! are open follow-ups (the latest failure of a reference no commit exported). Read from the
+//! commit records and the `reference` column of the parts they list — never from the archives,
+//! so the cost of resuming grows with the commits' tables, not with the archived bytes.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+
+use super::commit::{self, Commit, CommitError, PartRecord};
+use super::{FAILURES_TABLE, Format, reader};
+use crate::Kind;
+use crate::output::failures::FailureRow;
+
+/// Why the dataset cannot be built on.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogueError {
+    /// A commit record cannot be listed, read or parsed.
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+    /// A commit lists a part that is missing or not the size it recorded: the dataset is
+    /// damaged and no run builds on it until `verify` has been read and the damage repaired.
+    #[error(
+        "commit {run} lists {part} ({problem}); the dataset is damaged: run `jumio-export verify` on it, no run builds on a damaged commit"
+    )]
+    DamagedPart {
+        /// The commit.
+        run: String,
+        /// The part's path.
+        part: String,
+        /// Missing, or the sizes.
+        problem: String,
+    },
+    /// Reading a part failed.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The part.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+/// Every commit of a dataset, in run order.
+#[derive(Debug, Default)]
+pub struct Catalogue {
+    root: PathBuf,
+    commits: Vec<Commit>,
+}
+
+impl Catalogue {
+    /// Reads every commit under `root` and checks that each part it lists is there with the
+    /// size it recorded (hashes are `verify`'s job: reading them is proportional to the data).
+    pub fn read(root: &Path) -> Result<Self, CatalogueError> {
+        let mut commits = Vec::new();
+        for run in commit::list(root)? {
+            let c = Commit::read(&commit::path(root, &run))?;
+            for part in &c.parts {
+                check_part(root, &c.run, part)?;
+            }
+            commits.push(c);
+        }
+        Ok(Catalogue {
+            root: root.to_path_buf(),
+            commits,
+        })
+    }
+
+    /// The commits, in run order.
+    pub fn commits(&self) -> &[Commit] {
+        &self.commits
+    }
+
+    /// Calls `f` with the reference and kind of every row of the kind tables of every commit.
+    pub fn for_each_exported(
+        &self,
+        mut f: impl FnMut(&str, Kind) -> io::Result<()>,
+    ) -> Result<(), CatalogueError> {
+        for c in &self.commits {
+            for kind in Kind::ALL {
+                for part in preferred_parts(c, kind.table_name()) {
+                    self.rows(part, &["reference"], |cells| match &cells[0] {
+                        Some(reference) => f(reference, kind),
+                        None => Ok(()),
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The latest failure row of every (reference, kind), in the order first seen, over all
+    /// commits. The caller removes what some commit exported ([`Catalogue::open_failures`]).
+    pub fn latest_failures(&self) -> Result<Vec<FailureRow>, CatalogueError> {
+        let mut at: HashMap<(String, Kind), usize> = HashMap::new();
+        let mut rows: Vec<FailureRow> = Vec::new();
+        let columns = [
+            "reference",
+            "kind",
+            "stage",
+            "http_status",
+            "error",
+            "attempts",
+            "next_attempt_after",
+        ];
+        for c in &self.commits {
+            for part in preferred_parts(c, FAILURES_TABLE) {
+                self.rows(part, &columns, |cells| {
+                    let Some(row) = failure_row(cells) else {
+                        return Ok(());
+                    };
+                    let key = (row.reference.clone(), row.kind);
+                    match at.get(&key) {
+                        Some(&i) => rows[i] = row,
+                        None => {
+                            at.insert(key, rows.len());
+                            rows.push(row);
+                        }
+                    }
+                    Ok(())
+                })?;
+            }
+        }
+        Ok(rows)
+    }
+
+    /// The dataset's open follow-ups: the latest failure of every (reference, kind) that no
+    /// commit exported, in the order first seen.
+    pub fn open_failures(&self) -> Result<Vec<FailureRow>, CatalogueError> {
+        let rows = self.latest_failures()?;
+        let mut open: HashMap<(String, Kind), bool> = rows
+            .iter()
+            .map(|r| ((r.reference.clone(), r.kind), true))
+            .collect();
+        self.for_each_exported(|reference, kind| {
+            if let Some(flag) = open.get_mut(&(reference.to_string(), kind)) {
+                *flag = false;
+            }
+            Ok(())
+        })?;
+        Ok(rows
+            .into_iter()
+            .filter(|r| open[&(r.reference.clone(), r.kind)])
+            .collect())
+    }
+
+    fn rows(
+        &self,
+        part: &PartRecord,
+        columns: &[&str],
+        f: impl FnMut(&[Option<String>]) -> io::Result<()>,
+    ) -> Result<u64, CatalogueError> {
+        let path = self.root.join(&part.path);
+        reader::for_each_row(&path, part.format, columns, f)
+            .map_err(|source| CatalogueError::Read { path, source })
+    }
+}
+
+/// The parts of `table` in one commit, in one format: Parquet when the commit has it (read
+/// with a projection), CSV otherwise.
+fn preferred_parts<'a>(c: &'a Commit, table: &'a str) -> Vec<&'a PartRecord> {
+    let of = |format| {
+        c.parts_of(table)
+            .filter(|p| p.format == format)
+            .collect::<Vec<_>>()
+    };
+    let parquet = of(Format::Parquet);
+    if parquet.is_empty() {
+        of(Format::Csv)
+    } else {
+        parquet
+    }
+}
+
+fn check_part(root: &Path, run: &str, part: &PartRecord) -> Result<(), CatalogueError> {
+    let damaged = |problem: String| CatalogueError::DamagedPart {
+        run: run.to_string(),
+        part: part.path.clone(),
+        problem,
+    };
+    match std::fs::symlink_metadata(root.join(&part.path)) {
+        Ok(m) if !m.is_file() => Err(damaged("not a regular file".into())),
+        Ok(m) if m.len() != part.bytes => Err(damaged(format!(
+            "{} bytes, the commit recorded {}",
+            m.len(),
+            part.bytes
+        ))),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(damaged("missing".into())),
+        Err(e) => Err(damaged(e.to_string())),
+    }
+}
+
+/// A failures-table row as text cells → a [`FailureRow`]; `None` for a row of an unknown kind.
+fn failure_row(cells: &[Option<String>]) -> Option<FailureRow> {
+    let text = |i: usize| cells[i].clone().unwrap_or_default();
+    let kind = text(1).parse::<Kind>().ok()?;
+    Some(FailureRow {
+        reference: text(0),
+        kind,
+        stage: text(2).into(),
+        http_status: cells[3].as_deref().and_then(|s| s.parse().ok()),
+        error: text(4).into(),
+        attempts: cells[5]
+            .as_deref()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+        next_attempt_after: cells[6]
+            .as_deref()
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+            .map(|t| t.with_timezone(&Utc)),
+    })
+}

@@ -1,0 +1,58 @@
+//! The run's last stage: the commit record (the publish step: parts the commit does not list are
+//! not part of the dataset), then the dataset's `failures.csv` rebuilt from every commit, and
+//! `report.json` for the latest run.
+
+use std::sync::Arc;
+
+use super::RunError;
+use super::location::OutputLocation;
+use super::sink::Written;
+use crate::dataset::commit::{ArchivesRecord, COMMIT_FORMAT, Commit};
+use crate::output::report::{ROOT_HASH_METHOD, Report};
+
+/// Publishes the run: commit, then `failures.csv`, then `report.json` (blocking work off the
+/// async threads).
+pub async fn publish(
+    location: &Arc<OutputLocation>,
+    report: &Report,
+    written: &Written,
+) -> Result<(), RunError> {
+    let commit = Commit {
+        format: COMMIT_FORMAT.to_string(),
+        run: location.run().to_string(),
+        report: serde_json::to_value(report).map_err(|e| RunError::Output {
+            what: "the commit record".into(),
+            message: e.to_string(),
+        })?,
+        parts: written.parts.clone(),
+        archives: ArchivesRecord {
+            count: written.archives,
+            root_hash: written.root_hash.clone(),
+            root_hash_method: ROOT_HASH_METHOD.to_string(),
+        },
+    };
+    let location = location.clone();
+    let report_json = report_value(report)?;
+    tokio::task::spawn_blocking(move || {
+        location.write_commit(&commit)?;
+        // Every commit, this one and any a concurrent shard published meanwhile.
+        let follow_ups = location
+            .catalogue()?
+            .open_failures()
+            .map_err(|e| RunError::Dataset(e.to_string()))?;
+        location.write_failures(&follow_ups)?;
+        location.write_report_value(&report_json)
+    })
+    .await
+    .map_err(|e| RunError::Output {
+        what: "the commit".into(),
+        message: e.to_string(),
+    })?
+}
+
+fn report_value(report: &Report) -> Result<serde_json::Value, RunError> {
+    serde_json::to_value(report).map_err(|e| RunError::Output {
+        what: "report.json".into(),
+        message: e.to_string(),
+    })
+}
