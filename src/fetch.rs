@@ -20,6 +20,7 @@ use crate::Kind;
 use crate::api::ApiClient;
 use crate::api::client::{ApiError, ApiResponse, Family, any_body, json_object};
 use crate::api::origin;
+use crate::outcome::{ErrorCode, Stage};
 use crate::output::archive::{ArchiveEntry, EntryKind};
 
 const ACCEPT_JSON: &str = "application/json";
@@ -60,12 +61,12 @@ pub struct Fetched {
 /// Why a reference was not exported, in `failures.csv` terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchFailure {
-    /// Which step failed (`status`, `data`, `images`, `image`, `liveness`, `pages`, `page`, `original`, …).
-    pub stage: &'static str,
+    /// Which step failed.
+    pub stage: Stage,
     /// The last HTTP status, if any.
     pub http_status: Option<u16>,
-    /// One of SPEC's error codes.
-    pub error: &'static str,
+    /// Why.
+    pub error: ErrorCode,
     /// Requests made for the failing step (status polls for `PENDING`).
     pub attempts: u32,
     /// For `PENDING`: no status call before this instant.
@@ -88,7 +89,7 @@ pub enum FetchOutcome {
 }
 
 impl FetchFailure {
-    fn from_api(stage: &'static str, e: &ApiError) -> Self {
+    fn from_api(stage: Stage, e: &ApiError) -> Self {
         FetchFailure {
             stage,
             http_status: e.http_status(),
@@ -99,12 +100,12 @@ impl FetchFailure {
         }
     }
 
-    fn bad(stage: &'static str, path: &str, message: impl Into<String>) -> Self {
+    fn bad(stage: Stage, path: &str, message: impl Into<String>) -> Self {
         let message = message.into();
         FetchFailure {
             stage,
             http_status: Some(200),
-            error: "BAD_RESPONSE",
+            error: ErrorCode::BadResponse,
             attempts: 1,
             next_attempt_after: None,
             message: format!("{path}: {message}"),
@@ -236,7 +237,7 @@ impl Fetcher {
             };
             polls += 1;
             let first = *first.get_or_insert_with(tokio::time::Instant::now);
-            let response = response.map_err(|e| FetchFailure::from_api("status", &e))?;
+            let response = response.map_err(|e| FetchFailure::from_api(Stage::Status, &e))?;
             let body: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
             let field = if kind == Kind::Authentication {
                 "transactionResult"
@@ -251,7 +252,7 @@ impl Fetcher {
                 (Kind::Netverify | Kind::Document, "PENDING") => false,
                 _ => {
                     return Err(FetchFailure::bad(
-                        "status",
+                        Stage::Status,
                         &response.api_path,
                         format!(
                             "`{field}` is {:?}, not a status the guide lists",
@@ -266,9 +267,9 @@ impl Fetcher {
             drop(slot);
             let Some(offset) = schedule.get(polls as usize - 1) else {
                 return Err(FetchFailure {
-                    stage: "status",
+                    stage: Stage::Status,
                     http_status: Some(200),
-                    error: "PENDING",
+                    error: ErrorCode::Pending,
                     attempts: polls,
                     next_attempt_after: Some(Utc::now() + chrono::Duration::days(1)),
                     message: format!(
@@ -294,7 +295,7 @@ impl Fetcher {
         let mut entries = Vec::new();
         match kind {
             Kind::Authentication => {
-                let details: Value = parse_object(&status, "status")?;
+                let details: Value = parse_object(&status, Stage::Status)?;
                 entries.push(entry(EntryKind::Authentication, &status));
                 self.images_and_liveness(kind, family, &details, &status.api_path, &mut entries)
                     .await?;
@@ -307,10 +308,10 @@ impl Fetcher {
                         family,
                         "scans/{ref}/data",
                         &format!("{base_path}/data"),
-                        "data",
+                        Stage::Data,
                     )
                     .await?;
-                let data_value = parse_object(&data, "data")?;
+                let data_value = parse_object(&data, Stage::Data)?;
                 entries.push(entry(EntryKind::Data, &data));
                 if self.opts.images || self.opts.liveness_images {
                     let list = self
@@ -318,10 +319,10 @@ impl Fetcher {
                             family,
                             "scans/{ref}/images",
                             &format!("{base_path}/images"),
-                            "images",
+                            Stage::Images,
                         )
                         .await?;
-                    let list_value = parse_object(&list, "images")?;
+                    let list_value = parse_object(&list, Stage::Images)?;
                     entries.push(entry(EntryKind::Images, &list));
                     self.images_and_liveness(
                         kind,
@@ -341,10 +342,10 @@ impl Fetcher {
                         family,
                         "documents/{ref}/data",
                         &format!("{base_path}/data"),
-                        "data",
+                        Stage::Data,
                     )
                     .await?;
-                let data_value = parse_object(&data, "data")?;
+                let data_value = parse_object(&data, Stage::Data)?;
                 entries.push(entry(EntryKind::Data, &data));
                 if self.opts.images {
                     let list = self
@@ -352,10 +353,10 @@ impl Fetcher {
                             family,
                             "documents/{ref}/pages",
                             &format!("{base_path}/pages"),
-                            "pages",
+                            Stage::Pages,
                         )
                         .await?;
-                    let list_value = parse_object(&list, "pages")?;
+                    let list_value = parse_object(&list, Stage::Pages)?;
                     entries.push(entry(EntryKind::Pages, &list));
                     self.pages(family, &list_value, &list.api_path, &mut entries)
                         .await?;
@@ -366,7 +367,7 @@ impl Fetcher {
                         .and_then(|d| d.get("originalDocument"))
                         .and_then(Value::as_str);
                     if let Some(href) = href {
-                        let url = self.href(family, href, "original", &data.api_path)?;
+                        let url = self.href(family, href, Stage::Original, &data.api_path)?;
                         let pdf = self
                             .client
                             .get(
@@ -377,7 +378,7 @@ impl Fetcher {
                                 any_body,
                             )
                             .await
-                            .map_err(|e| FetchFailure::from_api("original", &e))?;
+                            .map_err(|e| FetchFailure::from_api(Stage::Original, &e))?;
                         entries.push(entry(EntryKind::OriginalPdf, &pdf));
                     }
                 }
@@ -391,7 +392,7 @@ impl Fetcher {
         family: Family,
         endpoint: &'static str,
         path: &str,
-        stage: &'static str,
+        stage: Stage,
     ) -> Step<ApiResponse> {
         let url = self.client.url(family, path);
         self.client
@@ -400,11 +401,11 @@ impl Fetcher {
             .map_err(|e| FetchFailure::from_api(stage, &e))
     }
 
-    fn href(&self, family: Family, href: &str, stage: &'static str, listed_in: &str) -> Step<Url> {
+    fn href(&self, family: Family, href: &str, stage: Stage, listed_in: &str) -> Step<Url> {
         origin::check_href(self.client.base(family), href).map_err(|e| FetchFailure {
             stage,
             http_status: None,
-            error: "FOREIGN_URL",
+            error: ErrorCode::ForeignUrl,
             attempts: 0,
             next_attempt_after: None,
             message: format!("{listed_in}: {e}"),
@@ -431,7 +432,7 @@ impl Fetcher {
                     Some(Value::Number(n)) => n.to_string(),
                     _ => {
                         return Err(FetchFailure::bad(
-                            "images",
+                            Stage::Images,
                             listed_in,
                             "an image has no classifier",
                         ));
@@ -439,12 +440,12 @@ impl Fetcher {
                 };
                 let Some(href) = image.get("href").and_then(Value::as_str) else {
                     return Err(FetchFailure::bad(
-                        "images",
+                        Stage::Images,
                         listed_in,
                         "an image has no href",
                     ));
                 };
-                let url = self.href(family, href, "image", listed_in)?;
+                let url = self.href(family, href, Stage::Image, listed_in)?;
                 if seen.insert(url.clone()) {
                     images.push((classifier, url));
                 }
@@ -456,19 +457,19 @@ impl Fetcher {
             for href in as_list(list.get("livenessImages")) {
                 let Some(href) = href.as_str() else {
                     return Err(FetchFailure::bad(
-                        "liveness",
+                        Stage::Liveness,
                         listed_in,
                         "a liveness image href is not a string",
                     ));
                 };
-                let url = self.href(family, href, "liveness", listed_in)?;
+                let url = self.href(family, href, Stage::Liveness, listed_in)?;
                 let number = url
                     .path_segments()
                     .and_then(|mut s| s.next_back())
                     .and_then(|n| n.parse::<u32>().ok())
                     .ok_or_else(|| {
                         FetchFailure::bad(
-                            "liveness",
+                            Stage::Liveness,
                             listed_in,
                             "a liveness href does not end in its number",
                         )
@@ -495,7 +496,7 @@ impl Fetcher {
                 .client
                 .get(family, image_endpoint, &url, ACCEPT_IMAGE, any_body)
                 .await
-                .map_err(|e| FetchFailure::from_api("image", &e))?;
+                .map_err(|e| FetchFailure::from_api(Stage::Image, &e))?;
             entries.push(entry(EntryKind::Image { classifier }, &r));
         }
         for (number, url) in liveness {
@@ -503,7 +504,7 @@ impl Fetcher {
                 .client
                 .get(family, liveness_endpoint, &url, ACCEPT_IMAGE, any_body)
                 .await
-                .map_err(|e| FetchFailure::from_api("liveness", &e))?;
+                .map_err(|e| FetchFailure::from_api(Stage::Liveness, &e))?;
             entries.push(entry(EntryKind::Liveness { number }, &r));
         }
         Ok(())
@@ -526,12 +527,12 @@ impl Fetcher {
                 _ => None,
             }
             .ok_or_else(|| {
-                FetchFailure::bad("pages", listed_in, "a page classifier is not a page number")
+                FetchFailure::bad(Stage::Pages, listed_in, "a page classifier is not a page number")
             })?;
             let Some(href) = page.get("href").and_then(Value::as_str) else {
-                return Err(FetchFailure::bad("pages", listed_in, "a page has no href"));
+                return Err(FetchFailure::bad(Stage::Pages, listed_in, "a page has no href"));
             };
-            let url = self.href(family, href, "page", listed_in)?;
+            let url = self.href(family, href, Stage::Page, listed_in)?;
             if numbers.insert(number) {
                 pages.push((number, url));
             }
@@ -574,7 +575,7 @@ impl Fetcher {
                         .await
                 }
             }
-            .map_err(|e| FetchFailure::from_api("page", &e))?;
+            .map_err(|e| FetchFailure::from_api(Stage::Page, &e))?;
             entries.push(entry(EntryKind::Page { number }, &response));
         }
         Ok(())
@@ -592,7 +593,7 @@ fn entry(kind: EntryKind, r: &ApiResponse) -> ArchiveEntry {
     }
 }
 
-fn parse_object(r: &ApiResponse, stage: &'static str) -> Step<Value> {
+fn parse_object(r: &ApiResponse, stage: Stage) -> Step<Value> {
     match serde_json::from_slice::<Value>(&r.body) {
         Ok(v @ Value::Object(_)) => Ok(v),
         _ => Err(FetchFailure::bad(stage, &r.api_path, "not a JSON object")),

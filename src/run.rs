@@ -23,6 +23,7 @@ use crate::flatten::{self, ArchiveSummary, FileRecord};
 use crate::input::{InputList, Item};
 use crate::job::{Credentials, Job};
 use crate::output::archive::{self, ArchivedFile, ProvenanceMeta};
+use crate::outcome::{ErrorCode, Stage};
 use crate::output::failures::{self, FailureRow, FailuresWriter};
 use crate::output::report::{self, Outcomes, Report, Requests, RootHash};
 use crate::output::tables::TableWriter;
@@ -272,14 +273,14 @@ pub async fn run(
     // round of the schedule.
     let daily: std::collections::HashSet<(String, Kind)> = earlier
         .iter()
-        .filter(|r| r.error == "PENDING" && r.next_attempt_after.is_some_and(|t| t <= now))
+        .filter(|r| r.error == ErrorCode::Pending && r.next_attempt_after.is_some_and(|t| t <= now))
         .map(|r| (r.reference.clone(), r.kind))
         .collect();
     let carried: HashMap<(String, Kind), FailureRow> = earlier
         .into_iter()
-        .filter(|r| match r.error.as_str() {
-            "PENDING" => r.next_attempt_after.is_none_or(|t| t > now),
-            "NOT_FOUND" => !opts.retry_failed,
+        .filter(|r| match r.error {
+            ErrorCode::Pending => r.next_attempt_after.is_none_or(|t| t > now),
+            ErrorCode::NotFound => !opts.retry_failed,
             _ => false,
         })
         .map(|r| ((r.reference.clone(), r.kind), r))
@@ -315,9 +316,9 @@ pub async fn run(
         let row = FailureRow {
             reference: rejected.raw.clone(),
             kind: rejected.kind,
-            stage: "input".into(),
+            stage: Stage::Input,
             http_status: None,
-            error: "INVALID_REFERENCE".into(),
+            error: ErrorCode::InvalidReference,
             attempts: 0,
             next_attempt_after: None,
         };
@@ -674,9 +675,9 @@ async fn one_reference(ctx: &TaskContext, item: Item, once: bool) -> Done {
                         &reference,
                         kind,
                         &FetchFailure {
-                            stage: "archive",
+                            stage: Stage::Archive,
                             http_status: None,
-                            error: "BAD_RESPONSE",
+                            error: ErrorCode::BadResponse,
                             attempts: 1,
                             next_attempt_after: None,
                             message: e.to_string(),
@@ -700,9 +701,9 @@ async fn one_reference(ctx: &TaskContext, item: Item, once: bool) -> Done {
             }
         }
         FetchOutcome::Failed(f) => {
-            tracing::info!(reference = %reference, stage = f.stage, error = f.error, "not exported: {}", f.message);
+            tracing::info!(reference = %reference, stage = %f.stage, error = %f.error, "not exported: {}", f.message);
             let mut row = failure_row(&reference, kind, &f);
-            if row.error == "PENDING" {
+            if row.error == ErrorCode::Pending {
                 // The guide allows one more retrieval a day once the schedule is used up.
                 row.next_attempt_after = ctx
                     .daily_retry
@@ -787,9 +788,9 @@ fn failure_row(reference: &str, kind: Kind, f: &FetchFailure) -> FailureRow {
     FailureRow {
         reference: reference.to_string(),
         kind,
-        stage: f.stage.to_string(),
+        stage: f.stage.clone(),
         http_status: f.http_status,
-        error: f.error.to_string(),
+        error: f.error.clone(),
         attempts: f.attempts,
         next_attempt_after: f.next_attempt_after,
     }
@@ -902,7 +903,7 @@ fn write_results(
                 failures
                     .write(&row)
                     .map_err(|e| output_err("failures.csv", &e))?;
-                *w.by_error.entry(row.error.clone()).or_default() += 1;
+                *w.by_error.entry(row.error.to_string()).or_default() += 1;
                 w.failed += 1;
             }
             Done::NotStarted => w.not_started += 1,

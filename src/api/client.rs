@@ -19,6 +19,7 @@ use reqwest::{StatusCode, Url};
 use super::limiter::RateLimiter;
 use super::origin::{self, OriginError};
 use super::retry::{RetryPolicy, parse_retry_after};
+use crate::outcome::ErrorCode;
 
 /// The two API families, each with its own configured base URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,14 +131,14 @@ pub enum ApiError {
 
 impl ApiError {
     /// The `failures.csv` error code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            ApiError::NotFound { .. } => "NOT_FOUND",
-            ApiError::Denied { .. } | ApiError::Http { .. } => "HTTP_ERROR",
-            ApiError::ForeignUrl { .. } => "FOREIGN_URL",
-            ApiError::TooLarge { .. } => "TOO_LARGE",
-            ApiError::Network { .. } => "NETWORK",
-            ApiError::BadResponse { .. } => "BAD_RESPONSE",
+            ApiError::NotFound { .. } => ErrorCode::NotFound,
+            ApiError::Denied { .. } | ApiError::Http { .. } => ErrorCode::HttpError,
+            ApiError::ForeignUrl { .. } => ErrorCode::ForeignUrl,
+            ApiError::TooLarge { .. } => ErrorCode::TooLarge,
+            ApiError::Network { .. } => ErrorCode::Network,
+            ApiError::BadResponse { .. } => ErrorCode::BadResponse,
         }
     }
 
