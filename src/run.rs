@@ -22,8 +22,8 @@ use crate::fetch::{FetchFailure, FetchOptions, FetchOutcome, Fetcher};
 use crate::flatten::{self, ArchiveSummary, FileRecord};
 use crate::input::{InputList, Item};
 use crate::job::{Credentials, Job};
-use crate::output::archive::{self, ArchivedFile, ProvenanceMeta};
 use crate::outcome::{ErrorCode, Stage};
+use crate::output::archive::{self, ArchivedFile, ProvenanceMeta};
 use crate::output::failures::{self, FailureRow, FailuresWriter};
 use crate::output::report::{self, Outcomes, Report, Requests, RootHash};
 use crate::output::tables::TableWriter;
@@ -711,7 +711,8 @@ async fn one_reference(ctx: &TaskContext, item: Item, once: bool) -> Done {
             }
             Done::Failed(row)
         }
-        FetchOutcome::Denied(f) => {
+        FetchOutcome::Denied(refused) => {
+            let f = FetchFailure::from(&refused);
             if !ctx.denied.swap(true, Ordering::SeqCst) {
                 tracing::error!("the API refused the credentials ({}); stopping", f.message);
             }

@@ -184,13 +184,19 @@ mod tests {
         let rows = read(&dir.path().join("failures.csv")).unwrap();
         assert_eq!(rows[0].stage, Stage::Other("thumbnail".into()));
         assert_eq!(rows[0].error, ErrorCode::Other("DENIED".into()));
-        assert_eq!((rows[1].stage.clone(), rows[1].error.clone()), (Stage::Page, ErrorCode::NotFound));
+        assert_eq!(
+            (rows[1].stage.clone(), rows[1].error.clone()),
+            (Stage::Page, ErrorCode::NotFound)
+        );
         let out = tempfile::tempdir().unwrap();
         let mut w = FailuresWriter::create(out.path()).unwrap();
         for row in &rows {
             w.write(row).unwrap();
         }
         w.finish().unwrap();
-        assert_eq!(std::fs::read_to_string(out.path().join("failures.csv")).unwrap(), text);
+        assert_eq!(
+            std::fs::read_to_string(out.path().join("failures.csv")).unwrap(),
+            text
+        );
     }
 }
