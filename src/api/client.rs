@@ -4,6 +4,10 @@
 //! `max_file_bytes`. It never logs URLs with credentials (credentials are a header, never in a URL)
 //! and never sends them to any origin but the configured one: redirects are followed only within
 //! the origin of the request.
+//!
+//! Whether a failed attempt is retried, given up with which `failures.csv` code, or is a refusal
+//! of the credentials is decided in one pure function, [`decide`]; the rest of this module does
+//! the I/O around it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
