@@ -18,13 +18,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Kind;
 use crate::api::ApiClient;
-use crate::api::client::{ApiError, ApiResponse, Family, any_body, json_object};
+use crate::api::client::{
+    ApiError, ApiResponse, CredentialsRefused, Family, any_body, json_object,
+};
+use crate::api::endpoints::{self, Endpoint, KindFlow, Role, State, Switches};
 use crate::api::origin;
+use crate::outcome::{ErrorCode, Stage};
 use crate::output::archive::{ArchiveEntry, EntryKind};
-
-const ACCEPT_JSON: &str = "application/json";
-const ACCEPT_IMAGE: &str = "image/jpeg, image/png";
-const ACCEPT_PDF: &str = "application/pdf";
 
 /// What the flow fetches, from the job's `[fetch]` and `[polling]` sections.
 #[derive(Debug, Clone)]
@@ -39,6 +39,18 @@ pub struct FetchOptions {
     pub original_documents: bool,
     /// Ask for unmasked card pages (`maskhint=unmasked`), falling back to masked on 403.
     pub unmasked_card_images: bool,
+}
+
+impl FetchOptions {
+    /// The `[fetch]` switches, as the endpoint table reads them.
+    pub fn switches(&self) -> Switches {
+        Switches {
+            images: self.images,
+            liveness_images: self.liveness_images,
+            original_documents: self.original_documents,
+            unmasked_card_images: self.unmasked_card_images,
+        }
+    }
 }
 
 /// A transaction whose every file was fetched.
@@ -60,12 +72,12 @@ pub struct Fetched {
 /// Why a reference was not exported, in `failures.csv` terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchFailure {
-    /// Which step failed (`status`, `data`, `images`, `image`, `liveness`, `pages`, `page`, `original`, …).
-    pub stage: &'static str,
+    /// Which step failed.
+    pub stage: Stage,
     /// The last HTTP status, if any.
     pub http_status: Option<u16>,
-    /// One of SPEC's error codes.
-    pub error: &'static str,
+    /// Why.
+    pub error: ErrorCode,
     /// Requests made for the failing step (status polls for `PENDING`).
     pub attempts: u32,
     /// For `PENDING`: no status call before this instant.
@@ -81,14 +93,14 @@ pub enum FetchOutcome {
     Fetched(Fetched),
     /// Not exported; a later run tries again.
     Failed(FetchFailure),
-    /// The API refused the credentials on a status call: the run must stop.
-    Denied(FetchFailure),
+    /// The API refused the credentials (401 or 403) on a status call: the run must stop.
+    Denied(CredentialsRefused),
     /// The run was cancelled before this reference finished; it is neither exported nor failed.
     Cancelled,
 }
 
 impl FetchFailure {
-    fn from_api(stage: &'static str, e: &ApiError) -> Self {
+    fn from_api(stage: Stage, e: &ApiError) -> Self {
         FetchFailure {
             stage,
             http_status: e.http_status(),
@@ -99,16 +111,38 @@ impl FetchFailure {
         }
     }
 
-    fn bad(stage: &'static str, path: &str, message: impl Into<String>) -> Self {
+    fn bad(stage: Stage, path: &str, message: impl Into<String>) -> Self {
         let message = message.into();
         FetchFailure {
             stage,
             http_status: Some(200),
-            error: "BAD_RESPONSE",
+            error: ErrorCode::BadResponse,
             attempts: 1,
             next_attempt_after: None,
             message: format!("{path}: {message}"),
         }
+    }
+}
+
+/// The reference's `failures.csv` row when its status call was refused: stage `status`,
+/// `HTTP_ERROR`, the refusing status.
+impl From<&CredentialsRefused> for FetchFailure {
+    fn from(refused: &CredentialsRefused) -> Self {
+        FetchFailure::from_api(Stage::Status, &ApiError::Denied(refused.clone()))
+    }
+}
+
+/// Why polling stopped without a final status.
+enum StatusError {
+    /// 401/403 on the status call: stop the run.
+    Refused(CredentialsRefused),
+    /// This reference failed.
+    Failed(FetchFailure),
+}
+
+impl From<FetchFailure> for StatusError {
+    fn from(f: FetchFailure) -> Self {
+        StatusError::Failed(f)
     }
 }
 
@@ -125,6 +159,9 @@ pub struct Fetcher {
 }
 
 type Step<T> = Result<T, FetchFailure>;
+
+/// A final status response and the concurrency slot its call held.
+type FinalStatus = (ApiResponse, OwnedSemaphorePermit);
 
 impl Fetcher {
     /// A fetcher with `concurrency` slots. `stop` ends polling and keeps new status calls from
@@ -164,33 +201,18 @@ impl Fetcher {
         kind: Kind,
         polls: usize,
     ) -> FetchOutcome {
-        let (family, base_path) = match kind {
-            Kind::Netverify => (
-                Family::Netverify,
-                format!("/api/netverify/v2/scans/{reference}"),
-            ),
-            Kind::Authentication => (
-                Family::Netverify,
-                format!("/api/netverify/v2/authentications/{reference}"),
-            ),
-            Kind::Document => (
-                Family::Retrieval,
-                format!("/api/netverify/v2/documents/{reference}"),
-            ),
-        };
+        let flow = endpoints::flow(kind);
         // The slot of the final status call is kept for the rest of the flow, so a transaction
         // under way finishes before new ones start: a crash or Ctrl-C then loses little work.
         let schedule = &self.opts.schedule[..polls.min(self.opts.schedule.len())];
-        let (status, slot) = match self.poll(kind, family, &base_path, schedule).await {
+        let (status, slot) = match self.poll(flow, reference, schedule).await {
             Ok(Some(s)) => s,
             Ok(None) => return FetchOutcome::Cancelled,
-            Err(f) if f.http_status == Some(401) || f.http_status == Some(403) => {
-                return FetchOutcome::Denied(f);
-            }
-            Err(f) => return FetchOutcome::Failed(f),
+            Err(StatusError::Refused(refused)) => return FetchOutcome::Denied(refused),
+            Err(StatusError::Failed(f)) => return FetchOutcome::Failed(f),
         };
         let result = tokio::select! {
-            r = self.rest_of_flow(kind, family, &base_path, status) => r,
+            r = self.rest_of_flow(flow, reference, status) => r,
             () = self.cancel.cancelled() => return FetchOutcome::Cancelled,
         };
         match result {
@@ -205,77 +227,31 @@ impl Fetcher {
         }
     }
 
-    /// Status calls until the transaction is final. `Ok(None)`: cancelled.
+    /// Status calls until the transaction is final: the first at once, then one per `schedule`
+    /// offset while the kind's table says pending. `Ok(None)`: cancelled.
     async fn poll(
         &self,
-        kind: Kind,
-        family: Family,
-        base_path: &str,
+        flow: &KindFlow,
+        reference: &str,
         schedule: &[Duration],
-    ) -> Step<Option<(ApiResponse, OwnedSemaphorePermit)>> {
-        let url = self.client.url(family, base_path);
-        let endpoint = match kind {
-            Kind::Netverify => "scans/{ref}",
-            Kind::Document => "documents/{ref}",
-            Kind::Authentication => "authentications/{ref}",
-        };
+    ) -> Result<Option<FinalStatus>, StatusError> {
+        let url = self.client.url(flow.family, &flow.status_path(reference));
         // Set when the first status call has been answered: the schedule counts from that call,
         // not from when this reference started waiting for a slot or the rate limiter.
         let mut first = None;
-        let mut polls = 0u32;
+        let mut calls = 0u32;
         loop {
-            if self.stop.is_cancelled() {
-                return Ok(None);
-            }
-            let Ok(slot) = self.slots.clone().acquire_owned().await else {
+            let Some((response, slot)) = self.status_call(flow, &url).await? else {
                 return Ok(None);
             };
-            let response = tokio::select! {
-                r = self.client.get(family, endpoint, &url, ACCEPT_JSON, json_object) => r,
-                () = self.cancel.cancelled() => return Ok(None),
-            };
-            polls += 1;
+            calls += 1;
             let first = *first.get_or_insert_with(tokio::time::Instant::now);
-            let response = response.map_err(|e| FetchFailure::from_api("status", &e))?;
-            let body: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
-            let field = if kind == Kind::Authentication {
-                "transactionResult"
-            } else {
-                "status"
-            };
-            let state = body.get(field).and_then(Value::as_str).unwrap_or("");
-            let final_state = match (kind, state) {
-                (Kind::Authentication, "PASSED" | "FAILED" | "INVALID" | "EXPIRED") => true,
-                (Kind::Authentication, "CREATED" | "STARTED") => false,
-                (Kind::Netverify | Kind::Document, "DONE" | "FAILED") => true,
-                (Kind::Netverify | Kind::Document, "PENDING") => false,
-                _ => {
-                    return Err(FetchFailure::bad(
-                        "status",
-                        &response.api_path,
-                        format!(
-                            "`{field}` is {:?}, not a status the guide lists",
-                            truncate(state)
-                        ),
-                    ));
-                }
-            };
-            if final_state {
+            if is_final(flow, &response)? {
                 return Ok(Some((response, slot)));
             }
             drop(slot);
-            let Some(offset) = schedule.get(polls as usize - 1) else {
-                return Err(FetchFailure {
-                    stage: "status",
-                    http_status: Some(200),
-                    error: "PENDING",
-                    attempts: polls,
-                    next_attempt_after: Some(Utc::now() + chrono::Duration::days(1)),
-                    message: format!(
-                        "{}: still {state} after {polls} status calls",
-                        response.api_path
-                    ),
-                });
+            let Some(offset) = schedule.get(calls as usize - 1) else {
+                return Err(pending(flow, &response, calls).into());
             };
             tokio::select! {
                 () = tokio::time::sleep_until(first + *offset) => {}
@@ -284,127 +260,107 @@ impl Fetcher {
         }
     }
 
-    async fn rest_of_flow(
+    /// One status call under a concurrency slot. `Ok(None)`: stopped or cancelled.
+    async fn status_call(
         &self,
-        kind: Kind,
-        family: Family,
-        base_path: &str,
-        status: ApiResponse,
-    ) -> Step<(Vec<ArchiveEntry>, Value)> {
-        let mut entries = Vec::new();
-        match kind {
-            Kind::Authentication => {
-                let details: Value = parse_object(&status, "status")?;
-                entries.push(entry(EntryKind::Authentication, &status));
-                self.images_and_liveness(kind, family, &details, &status.api_path, &mut entries)
-                    .await?;
-                Ok((entries, details))
-            }
-            Kind::Netverify => {
-                entries.push(entry(EntryKind::Status, &status));
-                let data = self
-                    .get_json(
-                        family,
-                        "scans/{ref}/data",
-                        &format!("{base_path}/data"),
-                        "data",
-                    )
-                    .await?;
-                let data_value = parse_object(&data, "data")?;
-                entries.push(entry(EntryKind::Data, &data));
-                if self.opts.images || self.opts.liveness_images {
-                    let list = self
-                        .get_json(
-                            family,
-                            "scans/{ref}/images",
-                            &format!("{base_path}/images"),
-                            "images",
-                        )
-                        .await?;
-                    let list_value = parse_object(&list, "images")?;
-                    entries.push(entry(EntryKind::Images, &list));
-                    self.images_and_liveness(
-                        kind,
-                        family,
-                        &list_value,
-                        &list.api_path,
-                        &mut entries,
-                    )
-                    .await?;
-                }
-                Ok((entries, data_value))
-            }
-            Kind::Document => {
-                entries.push(entry(EntryKind::Status, &status));
-                let data = self
-                    .get_json(
-                        family,
-                        "documents/{ref}/data",
-                        &format!("{base_path}/data"),
-                        "data",
-                    )
-                    .await?;
-                let data_value = parse_object(&data, "data")?;
-                entries.push(entry(EntryKind::Data, &data));
-                if self.opts.images {
-                    let list = self
-                        .get_json(
-                            family,
-                            "documents/{ref}/pages",
-                            &format!("{base_path}/pages"),
-                            "pages",
-                        )
-                        .await?;
-                    let list_value = parse_object(&list, "pages")?;
-                    entries.push(entry(EntryKind::Pages, &list));
-                    self.pages(family, &list_value, &list.api_path, &mut entries)
-                        .await?;
-                }
-                if self.opts.original_documents {
-                    let href = data_value
-                        .get("document")
-                        .and_then(|d| d.get("originalDocument"))
-                        .and_then(Value::as_str);
-                    if let Some(href) = href {
-                        let url = self.href(family, href, "original", &data.api_path)?;
-                        let pdf = self
-                            .client
-                            .get(
-                                family,
-                                "documents/{ref}/original",
-                                &url,
-                                ACCEPT_PDF,
-                                any_body,
-                            )
-                            .await
-                            .map_err(|e| FetchFailure::from_api("original", &e))?;
-                        entries.push(entry(EntryKind::OriginalPdf, &pdf));
-                    }
-                }
-                Ok((entries, data_value))
-            }
+        flow: &KindFlow,
+        url: &Url,
+    ) -> Result<Option<FinalStatus>, StatusError> {
+        if self.stop.is_cancelled() {
+            return Ok(None);
+        }
+        let Ok(slot) = self.slots.clone().acquire_owned().await else {
+            return Ok(None);
+        };
+        let response = tokio::select! {
+            r = self.client.get(flow.family, &flow.status, url, json_object) => r,
+            () = self.cancel.cancelled() => return Ok(None),
+        };
+        match response {
+            Ok(r) => Ok(Some((r, slot))),
+            Err(ApiError::Denied(refused)) => Err(StatusError::Refused(refused)),
+            Err(e) => Err(FetchFailure::from_api(Stage::Status, &e).into()),
         }
     }
 
-    async fn get_json(
+    /// Everything after the final status, as the kind's table lists it.
+    async fn rest_of_flow(
         &self,
-        family: Family,
-        endpoint: &'static str,
-        path: &str,
-        stage: &'static str,
-    ) -> Step<ApiResponse> {
-        let url = self.client.url(family, path);
-        self.client
-            .get(family, endpoint, &url, ACCEPT_JSON, json_object)
-            .await
-            .map_err(|e| FetchFailure::from_api(stage, &e))
+        flow: &KindFlow,
+        reference: &str,
+        status: ApiResponse,
+    ) -> Step<(Vec<ArchiveEntry>, Value)> {
+        let mut entries = Vec::new();
+        let Some(data_step) = flow.step(Role::Data) else {
+            // Authentication: the status response is the details, images listed in it.
+            let details = parse_object(&status, Stage::Status)?;
+            entries.push(entry(EntryKind::Authentication, &status));
+            self.images_and_liveness(flow, &details, &status.api_path, &mut entries)
+                .await?;
+            return Ok((entries, details));
+        };
+        entries.push(entry(EntryKind::Status, &status));
+        let (data, data_value) = self.get_json(flow, data_step, reference).await?;
+        entries.push(entry(EntryKind::Data, &data));
+        let switches = self.opts.switches();
+        if let Some(step) = flow.wanted(Role::ImageList, &switches) {
+            let (list, value) = self.get_json(flow, step, reference).await?;
+            entries.push(entry(EntryKind::Images, &list));
+            self.images_and_liveness(flow, &value, &list.api_path, &mut entries)
+                .await?;
+        }
+        if let Some(step) = flow.wanted(Role::PageList, &switches) {
+            let (list, value) = self.get_json(flow, step, reference).await?;
+            entries.push(entry(EntryKind::Pages, &list));
+            self.pages(flow, &value, &list.api_path, &mut entries)
+                .await?;
+        }
+        if let Some(step) = flow.wanted(Role::Original, &switches) {
+            let href = data_value
+                .get("document")
+                .and_then(|d| d.get("originalDocument"))
+                .and_then(Value::as_str);
+            if let Some(href) = href {
+                let url = self.href(flow.family, href, Stage::Original, &data.api_path)?;
+                let pdf = self.file(flow.family, &step.endpoint, &url).await?;
+                entries.push(entry(EntryKind::OriginalPdf, &pdf));
+            }
+        }
+        Ok((entries, data_value))
     }
 
-    fn href(&self, family: Family, href: &str, stage: &'static str, listed_in: &str) -> Step<Url> {
+    /// A JSON step the flow builds the path of (`/data`, `/images`, `/pages`), parsed.
+    async fn get_json(
+        &self,
+        flow: &KindFlow,
+        step: &endpoints::Step,
+        reference: &str,
+    ) -> Step<(ApiResponse, Value)> {
+        let stage = step.endpoint.stage.clone();
+        let path = flow.path(step, reference).unwrap_or_default();
+        let url = self.client.url(flow.family, &path);
+        let response = self
+            .client
+            .get(flow.family, &step.endpoint, &url, json_object)
+            .await
+            .map_err(|e| FetchFailure::from_api(stage.clone(), &e))?;
+        let value = parse_object(&response, stage)?;
+        Ok((response, value))
+    }
+
+    /// One file at an href already checked against the family's origin.
+    async fn file(&self, family: Family, endpoint: &Endpoint, url: &Url) -> Step<ApiResponse> {
+        self.client
+            .get(family, endpoint, url, any_body)
+            .await
+            .map_err(|e| FetchFailure::from_api(endpoint.stage.clone(), &e))
+    }
+
+    fn href(&self, family: Family, href: &str, stage: Stage, listed_in: &str) -> Step<Url> {
         origin::check_href(self.client.base(family), href).map_err(|e| FetchFailure {
             stage,
             http_status: None,
-            error: "FOREIGN_URL",
+            error: ErrorCode::ForeignUrl,
             attempts: 0,
             next_attempt_after: None,
             message: format!("{listed_in}: {e}"),
@@ -416,107 +372,153 @@ impl Fetcher {
     /// href costs no request at all.
     async fn images_and_liveness(
         &self,
-        kind: Kind,
-        family: Family,
+        flow: &KindFlow,
         list: &Value,
         listed_in: &str,
         entries: &mut Vec<ArchiveEntry>,
     ) -> Step<()> {
-        let mut images = Vec::new();
-        if self.opts.images {
-            let mut seen = BTreeSet::new();
-            for image in as_list(list.get("images")) {
-                let classifier = match image.get("classifier") {
-                    Some(Value::String(s)) => s.clone(),
-                    Some(Value::Number(n)) => n.to_string(),
-                    _ => {
-                        return Err(FetchFailure::bad(
-                            "images",
-                            listed_in,
-                            "an image has no classifier",
-                        ));
-                    }
-                };
-                let Some(href) = image.get("href").and_then(Value::as_str) else {
-                    return Err(FetchFailure::bad(
-                        "images",
-                        listed_in,
-                        "an image has no href",
-                    ));
-                };
-                let url = self.href(family, href, "image", listed_in)?;
-                if seen.insert(url.clone()) {
-                    images.push((classifier, url));
-                }
-            }
-        }
-        let mut liveness = Vec::new();
-        if self.opts.liveness_images {
-            let mut numbers = BTreeSet::new();
-            for href in as_list(list.get("livenessImages")) {
-                let Some(href) = href.as_str() else {
-                    return Err(FetchFailure::bad(
-                        "liveness",
-                        listed_in,
-                        "a liveness image href is not a string",
-                    ));
-                };
-                let url = self.href(family, href, "liveness", listed_in)?;
-                let number = url
-                    .path_segments()
-                    .and_then(|mut s| s.next_back())
-                    .and_then(|n| n.parse::<u32>().ok())
-                    .ok_or_else(|| {
-                        FetchFailure::bad(
-                            "liveness",
-                            listed_in,
-                            "a liveness href does not end in its number",
-                        )
-                    })?;
-                if numbers.insert(number) {
-                    liveness.push((number, url));
-                }
-            }
-            liveness.sort_by_key(|(n, _)| *n);
-        }
-        let (image_endpoint, liveness_endpoint) = if kind == Kind::Authentication {
-            (
-                "authentications/{ref}/images/{classifier}",
-                "authentications/{ref}/images/liveness/{n}",
-            )
-        } else {
-            (
-                "scans/{ref}/images/{classifier}",
-                "scans/{ref}/images/liveness/{n}",
-            )
+        let switches = self.opts.switches();
+        let image_step = flow.wanted(Role::Image, &switches);
+        let liveness_step = flow.wanted(Role::Liveness, &switches);
+        let images = match image_step {
+            Some(_) => self.listed_images(flow.family, list, listed_in)?,
+            None => Vec::new(),
         };
-        for (classifier, url) in images {
-            let r = self
-                .client
-                .get(family, image_endpoint, &url, ACCEPT_IMAGE, any_body)
-                .await
-                .map_err(|e| FetchFailure::from_api("image", &e))?;
-            entries.push(entry(EntryKind::Image { classifier }, &r));
+        let liveness = match liveness_step {
+            Some(_) => self.listed_liveness(flow.family, list, listed_in)?,
+            None => Vec::new(),
+        };
+        if let Some(step) = image_step {
+            for (classifier, url) in images {
+                let r = self.file(flow.family, &step.endpoint, &url).await?;
+                entries.push(entry(EntryKind::Image { classifier }, &r));
+            }
         }
-        for (number, url) in liveness {
-            let r = self
-                .client
-                .get(family, liveness_endpoint, &url, ACCEPT_IMAGE, any_body)
-                .await
-                .map_err(|e| FetchFailure::from_api("liveness", &e))?;
-            entries.push(entry(EntryKind::Liveness { number }, &r));
+        if let Some(step) = liveness_step {
+            for (number, url) in liveness {
+                let r = self.file(flow.family, &step.endpoint, &url).await?;
+                entries.push(entry(EntryKind::Liveness { number }, &r));
+            }
         }
         Ok(())
+    }
+
+    /// The `images` of a list: classifier and checked URL, each URL once, in listed order.
+    fn listed_images(
+        &self,
+        family: Family,
+        list: &Value,
+        listed_in: &str,
+    ) -> Step<Vec<(String, Url)>> {
+        let mut seen = BTreeSet::new();
+        let mut images = Vec::new();
+        for image in as_list(list.get("images")) {
+            let classifier = match image.get("classifier") {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Number(n)) => n.to_string(),
+                _ => {
+                    let why = "an image has no classifier";
+                    return Err(FetchFailure::bad(Stage::Images, listed_in, why));
+                }
+            };
+            let Some(href) = image.get("href").and_then(Value::as_str) else {
+                let why = "an image has no href";
+                return Err(FetchFailure::bad(Stage::Images, listed_in, why));
+            };
+            let url = self.href(family, href, Stage::Image, listed_in)?;
+            if seen.insert(url.clone()) {
+                images.push((classifier, url));
+            }
+        }
+        Ok(images)
+    }
+
+    /// The `livenessImages` of a list: number and checked URL, each number once, in number
+    /// order (the API may list them in any order).
+    fn listed_liveness(
+        &self,
+        family: Family,
+        list: &Value,
+        listed_in: &str,
+    ) -> Step<Vec<(u32, Url)>> {
+        let mut numbers = BTreeSet::new();
+        let mut liveness = Vec::new();
+        for href in as_list(list.get("livenessImages")) {
+            let Some(href) = href.as_str() else {
+                let why = "a liveness image href is not a string";
+                return Err(FetchFailure::bad(Stage::Liveness, listed_in, why));
+            };
+            let url = self.href(family, href, Stage::Liveness, listed_in)?;
+            let number = url
+                .path_segments()
+                .and_then(|mut s| s.next_back())
+                .and_then(|n| n.parse::<u32>().ok())
+                .ok_or_else(|| {
+                    let why = "a liveness href does not end in its number";
+                    FetchFailure::bad(Stage::Liveness, listed_in, why)
+                })?;
+            if numbers.insert(number) {
+                liveness.push((number, url));
+            }
+        }
+        liveness.sort_by_key(|(n, _)| *n);
+        Ok(liveness)
     }
 
     /// Document Verification pages: classifier is the page number (integer, or a numeric string).
     async fn pages(
         &self,
-        family: Family,
+        flow: &KindFlow,
         list: &Value,
         listed_in: &str,
         entries: &mut Vec<ArchiveEntry>,
     ) -> Step<()> {
+        let switches = self.opts.switches();
+        let (Some(masked), unmasked) = (
+            flow.wanted(Role::Page, &switches),
+            flow.wanted(Role::UnmaskedPage, &switches),
+        ) else {
+            return Ok(());
+        };
+        for (number, url) in self.listed_pages(flow.family, list, listed_in)? {
+            let response = match unmasked {
+                Some(unmasked) => self.unmasked_page(flow.family, unmasked, &url).await,
+                None => None,
+            };
+            let response = match response {
+                Some(r) => r?,
+                None => self.file(flow.family, &masked.endpoint, &url).await?,
+            };
+            entries.push(entry(EntryKind::Page { number }, &response));
+        }
+        Ok(())
+    }
+
+    /// The page with `maskhint=unmasked`; `None` when refused with 403 (unmasked retrieval is
+    /// not enabled for the account), so the caller fetches the masked page.
+    async fn unmasked_page(
+        &self,
+        family: Family,
+        step: &endpoints::Step,
+        url: &Url,
+    ) -> Option<Step<ApiResponse>> {
+        let mut unmasked = url.clone();
+        let (key, value) = endpoints::UNMASKED_QUERY;
+        unmasked.query_pairs_mut().append_pair(key, value);
+        match self
+            .client
+            .get(family, &step.endpoint, &unmasked, any_body)
+            .await
+        {
+            Err(ApiError::Http { status: 403, .. }) => None,
+            other => {
+                Some(other.map_err(|e| FetchFailure::from_api(step.endpoint.stage.clone(), &e)))
+            }
+        }
+    }
+
+    /// The pages of a list: number and checked URL, each number once, in number order.
+    fn listed_pages(&self, family: Family, list: &Value, listed_in: &str) -> Step<Vec<(u32, Url)>> {
         let mut pages = Vec::new();
         let mut numbers = BTreeSet::new();
         for page in as_list(list.get("images")) {
@@ -526,58 +528,59 @@ impl Fetcher {
                 _ => None,
             }
             .ok_or_else(|| {
-                FetchFailure::bad("pages", listed_in, "a page classifier is not a page number")
+                let why = "a page classifier is not a page number";
+                FetchFailure::bad(Stage::Pages, listed_in, why)
             })?;
             let Some(href) = page.get("href").and_then(Value::as_str) else {
-                return Err(FetchFailure::bad("pages", listed_in, "a page has no href"));
+                return Err(FetchFailure::bad(
+                    Stage::Pages,
+                    listed_in,
+                    "a page has no href",
+                ));
             };
-            let url = self.href(family, href, "page", listed_in)?;
+            let url = self.href(family, href, Stage::Page, listed_in)?;
             if numbers.insert(number) {
                 pages.push((number, url));
             }
         }
         pages.sort_by_key(|(n, _)| *n);
-        for (number, url) in pages {
-            let response = if self.opts.unmasked_card_images {
-                let mut unmasked = url.clone();
-                unmasked
-                    .query_pairs_mut()
-                    .append_pair("maskhint", "unmasked");
-                match self
-                    .client
-                    .get(
-                        family,
-                        "documents/{ref}/pages/{n}?maskhint=unmasked",
-                        &unmasked,
-                        ACCEPT_IMAGE,
-                        any_body,
-                    )
-                    .await
-                {
-                    Err(ApiError::Denied { status: 403, .. }) => None,
-                    other => Some(other),
-                }
-            } else {
-                None
-            };
-            let response = match response {
-                Some(r) => r,
-                None => {
-                    self.client
-                        .get(
-                            family,
-                            "documents/{ref}/pages/{n}",
-                            &url,
-                            ACCEPT_IMAGE,
-                            any_body,
-                        )
-                        .await
-                }
-            }
-            .map_err(|e| FetchFailure::from_api("page", &e))?;
-            entries.push(entry(EntryKind::Page { number }, &response));
-        }
-        Ok(())
+        Ok(pages)
+    }
+}
+
+/// Whether a status response is final; a state the guide does not list for the kind (a
+/// Document Verification `PENDING` among them) is a bad response.
+fn is_final(flow: &KindFlow, response: &ApiResponse) -> Step<bool> {
+    let body: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
+    match flow.state(&body) {
+        State::Final => Ok(true),
+        State::Pending => Ok(false),
+        State::Unknown(word) => Err(FetchFailure::bad(
+            Stage::Status,
+            &response.api_path,
+            format!(
+                "`{}` is {:?}, not a status the guide lists",
+                flow.state_field,
+                truncate(&word)
+            ),
+        )),
+    }
+}
+
+/// `PENDING` after the round's last status call: no status call again for a day.
+fn pending(flow: &KindFlow, response: &ApiResponse, calls: u32) -> FetchFailure {
+    let body: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
+    let state = flow.state_word(&body);
+    FetchFailure {
+        stage: Stage::Status,
+        http_status: Some(200),
+        error: ErrorCode::Pending,
+        attempts: calls,
+        next_attempt_after: Some(Utc::now() + chrono::Duration::days(1)),
+        message: format!(
+            "{}: still {state} after {calls} status calls",
+            response.api_path
+        ),
     }
 }
 
@@ -592,7 +595,7 @@ fn entry(kind: EntryKind, r: &ApiResponse) -> ArchiveEntry {
     }
 }
 
-fn parse_object(r: &ApiResponse, stage: &'static str) -> Step<Value> {
+fn parse_object(r: &ApiResponse, stage: Stage) -> Step<Value> {
     match serde_json::from_slice::<Value>(&r.body) {
         Ok(v @ Value::Object(_)) => Ok(v),
         _ => Err(FetchFailure::bad(stage, &r.api_path, "not a JSON object")),
@@ -610,4 +613,198 @@ fn as_list(v: Option<&Value>) -> Vec<&Value> {
 
 fn truncate(s: &str) -> String {
     s.chars().take(40).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::api::RateLimiter;
+    use crate::api::client::ClientOptions;
+    use crate::api::endpoints::{DOCUMENT, flow};
+    use crate::api::retry::RetryPolicy;
+    use crate::job::{Credentials, Overrides};
+    use crate::simulator::{self, Polls, Scenario, SimOptions};
+
+    /// Scheduled polls after the first status call, in the job and in the fetcher.
+    const SCHEDULE: usize = 3;
+
+    fn job(s: &Switches) -> crate::job::Job {
+        let text = format!(
+            "[api]\nuser_agent = \"Test Corp Export/1.0\"\n[fetch]\nimages = {}\n\
+             liveness_images = {}\noriginal_documents = {}\nunmasked_card_images = {}\n\
+             [polling]\nschedule_seconds = [1, 2, 3]\n",
+            s.images, s.liveness_images, s.original_documents, s.unmasked_card_images
+        );
+        crate::job::parse(&text, Path::new("jobs/x.toml"), &Overrides::default()).unwrap()
+    }
+
+    fn fetcher(base: &str, s: &Switches) -> Fetcher {
+        let url = Url::parse(base).unwrap();
+        let client = ApiClient::new(
+            ClientOptions {
+                netverify_url: url.clone(),
+                retrieval_url: url,
+                user_agent: "Test Corp Export/1.0".into(),
+                authorization: Credentials::new("demo-token", "demo-secret").basic_header_value(),
+                timeout: Duration::from_secs(10),
+                connect_timeout: Duration::from_secs(5),
+                max_file_bytes: 1 << 20,
+                retry: RetryPolicy::default(),
+            },
+            Arc::new(RateLimiter::new(10_000.0, 10_000)),
+        )
+        .unwrap();
+        let opts = FetchOptions {
+            // The plan counts offsets, not seconds: milliseconds keep the test fast.
+            schedule: vec![Duration::from_millis(1); SCHEDULE],
+            images: s.images,
+            liveness_images: s.liveness_images,
+            original_documents: s.original_documents,
+            unmasked_card_images: s.unmasked_card_images,
+        };
+        let token = CancellationToken::new();
+        Fetcher::new(client, opts, 4, token.clone(), token)
+    }
+
+    /// The requests the endpoint table says `sc` costs, given what the simulator lists for it:
+    /// `(status calls, all requests, requests beyond the plan's assumed most files)`.
+    fn modelled(sc: &Scenario, s: &Switches) -> (u64, u64, u64) {
+        let flow = flow(sc.kind);
+        let status_calls = match sc.polls {
+            Polls::Ready => 1,
+            Polls::After(n) => 1 + u64::from(n),
+            Polls::Never => flow.max_status_calls(SCHEDULE),
+        };
+        if sc.polls == Polls::Never {
+            return (status_calls, status_calls, 0);
+        }
+        let listed = |role: Role| match role {
+            Role::Data | Role::ImageList | Role::PageList => 1,
+            Role::Image | Role::Page => sc.classifiers.len() as u64,
+            // The simulator refuses every unmasked page: one masked request more per page.
+            Role::UnmaskedPage => sc.classifiers.len() as u64,
+            Role::Liveness => sc.liveness.len() as u64,
+            Role::Original => u64::from(sc.has_original),
+        };
+        let wanted = || flow.then.iter().filter(|step| step.needs.on(s));
+        let rest: u64 = wanted().map(|step| listed(step.role)).sum();
+        let beyond = wanted()
+            .map(|step| listed(step.role).saturating_sub(step.requests.1))
+            .sum();
+        (status_calls, status_calls + rest, beyond)
+    }
+
+    /// For each kind, final on the first poll and pending for some polls, under several
+    /// switch sets: the fetcher's requests against the simulator are exactly what the endpoint
+    /// table models, and within the plan's fewest and most.
+    #[tokio::test]
+    async fn plan_and_fetcher_agree_on_every_kinds_requests() {
+        let sim = simulator::start(SimOptions::default(), "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let all = Switches {
+            images: true,
+            liveness_images: true,
+            original_documents: true,
+            unmasked_card_images: false,
+        };
+        let none = Switches {
+            images: false,
+            liveness_images: false,
+            original_documents: false,
+            unmasked_card_images: false,
+        };
+        let switch_sets = [
+            all,
+            Switches {
+                unmasked_card_images: true,
+                ..all
+            },
+            none,
+            Switches {
+                liveness_images: true,
+                ..none
+            },
+        ];
+        let references = [
+            "ok-n1", "obj-n2", "p3-n3", "pf-n4", "ok-d1", "obj-d2", "ok-a1", "p2-a2", "pf-a3",
+        ];
+        for (i, s) in switch_sets.into_iter().enumerate() {
+            let job = job(&s);
+            // The simulator counts status calls per reference: a fresh reference per switch set.
+            for reference in references.map(|r| format!("{r}s{i}")) {
+                let reference = reference.as_str();
+                let sc = simulator::scenario(SimOptions::default().seed, reference).unwrap();
+                let fetcher = fetcher(&sim.base_url(), &s);
+                let outcome = fetcher.fetch(reference, sc.kind).await;
+                let stats = fetcher.client().stats();
+                let status_label = flow(sc.kind).status.label;
+                let status_calls: u64 = stats
+                    .by_endpoint()
+                    .iter()
+                    .filter(|((label, _), _)| *label == status_label)
+                    .map(|(_, n)| n)
+                    .sum();
+                let made = (status_calls, stats.requests());
+                let (calls, requests, beyond) = modelled(&sc, &s);
+                let what = match &outcome {
+                    FetchOutcome::Fetched(f) => format!("fetched {} files", f.entries.len()),
+                    FetchOutcome::Failed(f) => format!("failed: {}", f.message),
+                    other => format!("{other:?}"),
+                };
+                assert_eq!(made, (calls, requests), "{reference} {s:?}: {what}");
+                let (fewest, most) = crate::plan::requests_per_reference(sc.kind, &job);
+                if sc.polls == Polls::Never {
+                    assert!(
+                        matches!(&outcome, FetchOutcome::Failed(f) if f.error == ErrorCode::Pending)
+                    );
+                    assert_eq!(status_calls, flow(sc.kind).max_status_calls(SCHEDULE));
+                    assert!(made.1 <= most, "{reference} {s:?}");
+                } else {
+                    assert!(matches!(outcome, FetchOutcome::Fetched(_)), "{what}");
+                    // The plan's most assumes the guide's sample sizes (2 pages, 7 liveness
+                    // images); the simulator lists up to 4 pages, each one request more.
+                    assert!(
+                        fewest <= made.1 && made.1 <= most + beyond,
+                        "{reference} {s:?}: {} requests, plan says {fewest} to {most}",
+                        made.1
+                    );
+                }
+            }
+        }
+        sim.shutdown().await;
+    }
+
+    /// The guide lists only DONE and FAILED for a Document Verification status: the plan
+    /// counts one status call, and the fetcher takes a `PENDING` there for a bad response
+    /// instead of polling it.
+    #[test]
+    fn a_pending_document_verification_status_is_a_bad_response_not_polled() {
+        let response = |body: &str| ApiResponse {
+            api_path: "/api/netverify/v2/documents/x".into(),
+            status: 200,
+            content_type: "application/json".into(),
+            body: bytes::Bytes::from(body.to_string()),
+            retrieved_at: Utc::now(),
+            attempts: 1,
+        };
+        let failure = is_final(&DOCUMENT, &response(r#"{"status":"PENDING"}"#)).unwrap_err();
+        assert_eq!(
+            (failure.stage, failure.error),
+            (Stage::Status, ErrorCode::BadResponse)
+        );
+        assert!(is_final(&DOCUMENT, &response(r#"{"status":"FAILED"}"#)).unwrap());
+        let job = job(&Switches {
+            images: false,
+            liveness_images: false,
+            original_documents: false,
+            unmasked_card_images: false,
+        });
+        assert_eq!(
+            crate::plan::requests_per_reference(Kind::Document, &job),
+            (2, 2)
+        );
+    }
 }

@@ -1,5 +1,6 @@
 //! The three API families a reference can belong to. Shared vocabulary of every
-//! stage; holds no behaviour beyond naming.
+//! stage; holds no behaviour beyond naming (each kind's paths, states and requests are in
+//! [`crate::api::endpoints`]).
 
 use std::fmt;
 use std::str::FromStr;

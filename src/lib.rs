@@ -23,6 +23,7 @@ pub mod flatten;
 pub mod input;
 pub mod job;
 pub mod kind;
+pub mod outcome;
 pub mod output;
 pub mod plan;
 pub mod run;

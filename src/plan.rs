@@ -6,15 +6,15 @@
 //! Pure arithmetic over a validated [`Job`] and a parsed [`InputList`]: it sends
 //! nothing, reads nothing and writes nothing.
 //!
-//! Per reference, following SPEC "What is fetched" and the job's `[fetch]` switches
-//! (`N` = number of `schedule_seconds` offsets):
+//! Per reference, the endpoint table ([`crate::api::endpoints`]) under the job's `[fetch]`
+//! switches, the same table the fetcher walks (`N` = number of `schedule_seconds` offsets):
 //! - Netverify: fewest = status + `/data` + `/images` + 1 image; most = (1 + N) status
 //!   polls + `/data` + `/images` + 3 images (front, back, face) + 7 liveness images (the
 //!   guide's sample lists 7). `/images` is fetched when `images` or `liveness_images`
 //!   is on; images only with `images`, liveness only with `liveness_images`.
-//! - Document Verification: status (only DONE or FAILED, never polled) + `/data` +
-//!   `/pages` + 1 to 2 pages (the guide's samples have 1 or 2) when `images` is on, +
-//!   up to 1 original PDF when `original_documents` is on, + up to 1 masked re-fetch
+//! - Document Verification: status (the guide lists only DONE and FAILED: never polled) +
+//!   `/data` + `/pages` + 1 to 2 pages (the guide's samples have 1 or 2) when `images` is
+//!   on, + up to 1 original PDF when `original_documents` is on, + up to 1 masked re-fetch
 //!   per page when `unmasked_card_images` is on (403 on the unmasked page).
 //! - Authentication: (1 to 1 + N) status polls (CREATED and STARTED are polled like
 //!   PENDING; the status response is the details) + the face image when `images` is on
@@ -26,16 +26,10 @@
 use std::fmt;
 
 use crate::Kind;
+use crate::api::endpoints::{self, Switches};
+pub use crate::api::endpoints::{MAX_DOCUMENT_PAGES, MAX_LIVENESS_IMAGES, MAX_NETVERIFY_IMAGES};
 use crate::input::{InputList, shard_of};
 use crate::job::{Job, Shard};
-
-/// The guide's sample liveness sequence has 7 images; the budget assumes no more.
-pub const MAX_LIVENESS_IMAGES: u64 = 7;
-/// Netverify document images: front, back, face.
-pub const MAX_NETVERIFY_IMAGES: u64 = 3;
-/// Document Verification pages: the guide's samples have 1 (credit card) or 2 (bank
-/// statement); the budget assumes no more.
-pub const MAX_DOCUMENT_PAGES: u64 = 2;
 
 /// The request budget of a job over its input (this shard's references only).
 #[derive(Debug, Clone, PartialEq)]
@@ -95,52 +89,21 @@ fn part(what: impl Into<String>, min: u64, max: u64) -> Part {
     }
 }
 
-/// The parts of one reference's flow under the job's switches.
+/// The parts of one reference's flow under the job's switches: the status calls, then every
+/// step of the kind's endpoint table that the switches turn on.
 fn parts(kind: Kind, job: &Job) -> Vec<Part> {
-    let polls = 1 + job.polling.schedule.len() as u64;
+    let flow = endpoints::flow(kind);
     let f = &job.fetch;
-    let mut p = Vec::new();
-    match kind {
-        Kind::Netverify => {
-            p.push(part("status calls", 1, polls));
-            p.push(part("data", 1, 1));
-            if f.images || f.liveness_images {
-                p.push(part("images list", 1, 1));
-            }
-            if f.images {
-                p.push(part("images (front, back, face)", 1, MAX_NETVERIFY_IMAGES));
-            }
-            if f.liveness_images {
-                p.push(part("liveness images", 0, MAX_LIVENESS_IMAGES));
-            }
-        }
-        Kind::Document => {
-            p.push(part("status call (never pending)", 1, 1));
-            p.push(part("data", 1, 1));
-            if f.images {
-                p.push(part("pages list", 1, 1));
-                p.push(part("pages", 1, MAX_DOCUMENT_PAGES));
-                if f.unmasked_card_images {
-                    p.push(part(
-                        "masked pages after 403 on unmasked",
-                        0,
-                        MAX_DOCUMENT_PAGES,
-                    ));
-                }
-            }
-            if f.original_documents {
-                p.push(part("original PDF", 0, 1));
-            }
-        }
-        Kind::Authentication => {
-            p.push(part("status calls", 1, polls));
-            if f.images {
-                p.push(part("face image", 1, 1));
-            }
-            if f.liveness_images {
-                p.push(part("liveness images", 0, MAX_LIVENESS_IMAGES));
-            }
-        }
+    let switches = Switches {
+        images: f.images,
+        liveness_images: f.liveness_images,
+        original_documents: f.original_documents,
+        unmasked_card_images: f.unmasked_card_images,
+    };
+    let polls = flow.max_status_calls(job.polling.schedule.len());
+    let mut p = vec![part(flow.status_what, 1, polls)];
+    for step in flow.then.iter().filter(|s| s.needs.on(&switches)) {
+        p.push(part(step.what, step.requests.0, step.requests.1));
     }
     p
 }
@@ -213,6 +176,14 @@ pub fn budget(job: &Job, input: &InputList) -> std::io::Result<Budget> {
 
 impl fmt::Display for Budget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.fmt_table(f)?;
+        self.fmt_notes(f)
+    }
+}
+
+impl Budget {
+    /// The heading and the table of references and requests per kind.
+    fn fmt_table(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "Request budget (nothing was sent)")?;
         if let Some(shard) = self.shard {
             writeln!(
@@ -244,7 +215,11 @@ impl fmt::Display for Budget {
             grouped(refs),
             grouped(self.total_min),
             grouped(self.total_max)
-        )?;
+        )
+    }
+
+    /// What the table leaves out: rejected and duplicate input, time, polling, assumptions.
+    fn fmt_notes(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f)?;
         writeln!(
             f,

@@ -4,6 +4,10 @@
 //! `max_file_bytes`. It never logs URLs with credentials (credentials are a header, never in a URL)
 //! and never sends them to any origin but the configured one: redirects are followed only within
 //! the origin of the request.
+//!
+//! Whether a failed attempt is retried, given up with which `failures.csv` code, or is a refusal
+//! of the credentials is decided in one pure function, [`decide`]; the rest of this module does
+//! the I/O around it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,9 +20,11 @@ use chrono::{DateTime, Utc};
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue, RETRY_AFTER, USER_AGENT};
 use reqwest::{StatusCode, Url};
 
+use super::endpoints::Endpoint;
 use super::limiter::RateLimiter;
 use super::origin::{self, OriginError};
 use super::retry::{RetryPolicy, parse_retry_after};
+use crate::outcome::ErrorCode;
 
 /// The two API families, each with its own configured base URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,19 +84,29 @@ pub struct ApiResponse {
     pub attempts: u32,
 }
 
+/// 401 or 403 on a status call: the API refused the job's credentials, so every later request
+/// would be refused too.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: HTTP {status}: credentials refused")]
+pub struct CredentialsRefused {
+    /// The status path (no host, no credentials).
+    pub path: String,
+    /// 401 or 403.
+    pub status: u16,
+    /// Attempts made (a refusal is not retried).
+    pub attempts: u32,
+}
+
 /// Why a request did not produce a usable response. Each maps to a `failures.csv` error code.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// 404: the transaction (or file) is not available; for historic records usually retention.
     #[error("{path}: 404 Not Found")]
     NotFound { path: String, attempts: u32 },
-    /// 401 or 403: the credentials were refused (fatal on a status call).
-    #[error("{path}: HTTP {status}: credentials refused")]
-    Denied {
-        path: String,
-        status: u16,
-        attempts: u32,
-    },
+    /// 401 or 403 on a status call: the credentials were refused (fatal for the run). On any
+    /// other request a 401 or 403 is an [`ApiError::Http`] of that file.
+    #[error(transparent)]
+    Denied(CredentialsRefused),
     /// The href (or a redirect) pointed away from the configured origin; nothing was sent there.
     #[error("{path}: {source}")]
     ForeignUrl {
@@ -130,14 +146,14 @@ pub enum ApiError {
 
 impl ApiError {
     /// The `failures.csv` error code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            ApiError::NotFound { .. } => "NOT_FOUND",
-            ApiError::Denied { .. } | ApiError::Http { .. } => "HTTP_ERROR",
-            ApiError::ForeignUrl { .. } => "FOREIGN_URL",
-            ApiError::TooLarge { .. } => "TOO_LARGE",
-            ApiError::Network { .. } => "NETWORK",
-            ApiError::BadResponse { .. } => "BAD_RESPONSE",
+            ApiError::NotFound { .. } => ErrorCode::NotFound,
+            ApiError::Denied(_) | ApiError::Http { .. } => ErrorCode::HttpError,
+            ApiError::ForeignUrl { .. } => ErrorCode::ForeignUrl,
+            ApiError::TooLarge { .. } => ErrorCode::TooLarge,
+            ApiError::Network { .. } => ErrorCode::Network,
+            ApiError::BadResponse { .. } => ErrorCode::BadResponse,
         }
     }
 
@@ -145,7 +161,9 @@ impl ApiError {
     pub fn http_status(&self) -> Option<u16> {
         match self {
             ApiError::NotFound { .. } => Some(404),
-            ApiError::Denied { status, .. } | ApiError::Http { status, .. } => Some(*status),
+            ApiError::Denied(CredentialsRefused { status, .. }) | ApiError::Http { status, .. } => {
+                Some(*status)
+            }
             _ => None,
         }
     }
@@ -154,7 +172,7 @@ impl ApiError {
     pub fn attempts(&self) -> u32 {
         match self {
             ApiError::NotFound { attempts, .. }
-            | ApiError::Denied { attempts, .. }
+            | ApiError::Denied(CredentialsRefused { attempts, .. })
             | ApiError::ForeignUrl { attempts, .. }
             | ApiError::TooLarge { attempts, .. }
             | ApiError::Http { attempts, .. }
@@ -239,13 +257,114 @@ pub fn json_object(body: &[u8]) -> Result<(), String> {
     }
 }
 
-enum Attempt {
-    Done(ApiResponse),
-    Final(ApiError),
+/// What went wrong with one attempt: the input of [`decide`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// A status other than 200 (a redirect here is one that stays within the origin but loops or
+    /// chains too long), with its `Retry-After`, parsed.
+    Status {
+        /// The HTTP status.
+        code: u16,
+        /// The `Retry-After` delay, if the header was present and parsed.
+        retry_after: Option<Duration>,
+    },
+    /// A redirect the policy refused because it leaves the request's origin.
+    ForeignRedirect(OriginError),
+    /// No complete answer: timeout, reset, refused connection, interrupted body.
+    Network(String),
+    /// A body over `max_file_bytes`, by its `Content-Length` or as it arrived.
+    TooLarge,
+    /// A 200 whose body the request's [`Validate`] refused.
+    BadBody(String),
+}
+
+/// What to do after a failed attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Try again, after the backoff, and no sooner than `after` (the server's `Retry-After`).
     Retry {
-        error: ApiError,
+        /// The server's `Retry-After`, honoured on 429 and 5xx only.
         after: Option<Duration>,
     },
+    /// The request failed for good, with this `failures.csv` code.
+    GiveUp(ErrorCode),
+    /// The credentials were refused on a status call: the run must stop.
+    Denied,
+}
+
+/// Whether a status asks to be retried (429 and 5xx). Only these honour `Retry-After`: on a
+/// 200, 404 or redirect it would let one hostile header stall every request of the job.
+pub fn is_retryable_status(code: u16) -> bool {
+    code == 429 || (500..=599).contains(&code)
+}
+
+/// The retry decision, in one place: 429, 5xx, network errors and unusable bodies are retried
+/// until `attempt` (1 for the first) reaches `max_attempts`; 404, 401/403, other statuses,
+/// foreign redirects and oversized bodies are not. A 401 or 403 is a refusal of the
+/// credentials only on a status call (`status_call`); elsewhere it is that file's HTTP error
+/// (a 403 on an unmasked page, for one, means unmasked retrieval is not enabled).
+pub fn decide(failure: &Failure, status_call: bool, attempt: u32, max_attempts: u32) -> Decision {
+    let retry = |after: Option<Duration>, code: ErrorCode| {
+        if attempt < max_attempts {
+            Decision::Retry { after }
+        } else {
+            Decision::GiveUp(code)
+        }
+    };
+    match failure {
+        Failure::Status { code, retry_after } if is_retryable_status(*code) => {
+            retry(*retry_after, ErrorCode::HttpError)
+        }
+        Failure::Status { code: 404, .. } => Decision::GiveUp(ErrorCode::NotFound),
+        Failure::Status {
+            code: 401 | 403, ..
+        } if status_call => Decision::Denied,
+        Failure::Status { .. } => Decision::GiveUp(ErrorCode::HttpError),
+        Failure::ForeignRedirect(_) => Decision::GiveUp(ErrorCode::ForeignUrl),
+        Failure::Network(_) => retry(None, ErrorCode::Network),
+        Failure::TooLarge => Decision::GiveUp(ErrorCode::TooLarge),
+        Failure::BadBody(_) => retry(None, ErrorCode::BadResponse),
+    }
+}
+
+impl Failure {
+    /// The error reported for this failure after `attempts` attempts; `denied` as [`decide`] said.
+    fn into_error(self, denied: bool, path: &str, attempts: u32, limit: u64) -> ApiError {
+        let path = path.to_string();
+        match self {
+            Failure::Status { code: 404, .. } => ApiError::NotFound { path, attempts },
+            Failure::Status { code, .. } if denied => ApiError::Denied(CredentialsRefused {
+                path,
+                status: code,
+                attempts,
+            }),
+            Failure::Status { code, .. } => ApiError::Http {
+                path,
+                status: code,
+                attempts,
+            },
+            Failure::ForeignRedirect(source) => ApiError::ForeignUrl {
+                path,
+                source,
+                attempts,
+            },
+            Failure::Network(message) => ApiError::Network {
+                path,
+                message,
+                attempts,
+            },
+            Failure::TooLarge => ApiError::TooLarge {
+                path,
+                limit,
+                attempts,
+            },
+            Failure::BadBody(message) => ApiError::BadResponse {
+                path,
+                message,
+                attempts,
+            },
+        }
+    }
 }
 
 impl ApiClient {
@@ -318,15 +437,15 @@ impl ApiClient {
         url
     }
 
-    /// GET with retries. `endpoint` labels the request in the statistics; `href` must be on the
-    /// family's origin (checked before anything is sent); `validate` decides whether a 200 body is
-    /// usable (a failure is retried, then reported as `BAD_RESPONSE`).
+    /// GET with retries. `endpoint` labels the request in the statistics, names its `Accept` and
+    /// tells whether it is a status call; `url` must be on the family's origin (checked before
+    /// anything is sent); `validate` decides whether a 200 body is usable (a failure is retried,
+    /// then reported as `BAD_RESPONSE`).
     pub async fn get(
         &self,
         family: Family,
-        endpoint: &'static str,
+        endpoint: &Endpoint,
         url: &Url,
-        accept: &'static str,
         validate: Validate,
     ) -> Result<ApiResponse, ApiError> {
         let api_path = match url.query() {
@@ -341,6 +460,7 @@ impl ApiClient {
             });
         }
         let max_attempts = self.opts.retry.max_retries + 1;
+        let limit = self.opts.max_file_bytes;
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -348,148 +468,118 @@ impl ApiClient {
                 self.stats.retries.fetch_add(1, Ordering::Relaxed);
             }
             self.limiter.acquire().await;
-            let outcome = self
-                .attempt(endpoint, url, &api_path, accept, validate, attempt)
-                .await;
-            match outcome {
-                Attempt::Done(r) => return Ok(r),
-                Attempt::Final(e) => return Err(e),
-                Attempt::Retry { error, after } => {
-                    if attempt >= max_attempts {
-                        return Err(error);
-                    }
-                    let backoff = self.opts.retry.backoff(attempt - 1);
-                    let wait = after.map_or(backoff, |ra| ra.max(backoff));
-                    tracing::debug!(
-                        endpoint,
-                        attempt,
-                        wait_ms = wait.as_millis() as u64,
-                        "retrying: {error}"
-                    );
-                    tokio::time::sleep(wait).await;
+            let failure = match self
+                .attempt(endpoint, url, &api_path, validate, attempt)
+                .await
+            {
+                Ok(response) => return Ok(response),
+                Err(failure) => failure,
+            };
+            let decision = decide(&failure, endpoint.is_status_call(), attempt, max_attempts);
+            let after = match decision {
+                Decision::Retry { after } => after,
+                Decision::GiveUp(code) => {
+                    let error = failure.into_error(false, &api_path, attempt, limit);
+                    debug_assert_eq!(error.code(), code);
+                    return Err(error);
                 }
-            }
+                Decision::Denied => {
+                    return Err(failure.into_error(true, &api_path, attempt, limit));
+                }
+            };
+            let backoff = self.opts.retry.backoff(attempt - 1);
+            let wait = after.map_or(backoff, |ra| ra.max(backoff));
+            tracing::debug!(
+                endpoint = endpoint.label,
+                attempt,
+                wait_ms = wait.as_millis() as u64,
+                "retrying: {}",
+                failure.into_error(false, &api_path, attempt, limit)
+            );
+            tokio::time::sleep(wait).await;
         }
     }
 
+    /// One request: sent, its status classified, its body read within the cap and validated.
     async fn attempt(
         &self,
-        endpoint: &'static str,
+        endpoint: &Endpoint,
         url: &Url,
         api_path: &str,
-        accept: &'static str,
         validate: Validate,
         attempts: u32,
-    ) -> Attempt {
-        let network = |message: String| Attempt::Retry {
-            error: ApiError::Network {
-                path: api_path.to_string(),
-                message,
-                attempts,
-            },
-            after: None,
-        };
+    ) -> Result<ApiResponse, Failure> {
         let sent = self
             .http
             .get(url.clone())
-            .header(ACCEPT, accept)
+            .header(ACCEPT, endpoint.accept)
             .header(AUTHORIZATION, self.authorization.clone())
             .header(USER_AGENT, self.user_agent.clone())
             .send()
             .await;
-        let mut resp = match sent {
-            Ok(r) => r,
-            Err(e) => {
-                self.stats.record(endpoint, 0);
-                return network(describe(&e));
-            }
-        };
-        let status = resp.status();
-        self.stats.record(endpoint, status.as_u16());
+        let resp = sent.map_err(|e| {
+            self.stats.record(endpoint.label, 0);
+            Failure::Network(describe(&e))
+        })?;
+        self.stats.record(endpoint.label, resp.status().as_u16());
+        if resp.status() != StatusCode::OK {
+            return Err(self.status_failure(&resp, url));
+        }
+        let (content_type, body) = self.read_body(resp).await?;
+        validate(&body).map_err(Failure::BadBody)?;
+        self.stats
+            .bytes
+            .fetch_add(body.len() as u64, Ordering::Relaxed);
+        Ok(ApiResponse {
+            api_path: api_path.to_string(),
+            status: 200,
+            content_type,
+            body,
+            retrieved_at: Utc::now(),
+            attempts,
+        })
+    }
+
+    /// A status other than 200, with the job-wide effects of 429 and `Retry-After`.
+    fn status_failure(&self, resp: &reqwest::Response, url: &Url) -> Failure {
+        let code = resp.status().as_u16();
         let retry_after = resp
             .headers()
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, SystemTime::now()));
-        // Retry-After holds the whole job, so it is honoured only where it asks to wait before a
-        // retry (429 and 5xx): on a 200, 404 or redirect it would let one hostile header stall
-        // every request of the job for up to the parser's cap.
-        let retryable = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
-        if let Some(delay) = retry_after.filter(|_| retryable) {
+            .and_then(|v| parse_retry_after(v, SystemTime::now()))
+            .filter(|_| is_retryable_status(code));
+        // Retry-After holds the whole job, even when this request has no retry left.
+        if let Some(delay) = retry_after {
             self.limiter.hold_for(delay);
         }
-        let path = api_path.to_string();
-        if status == StatusCode::TOO_MANY_REQUESTS {
+        if code == 429 {
             self.stats.too_many.fetch_add(1, Ordering::Relaxed);
             self.limiter.on_429();
-            return Attempt::Retry {
-                error: ApiError::Http {
-                    path,
-                    status: 429,
-                    attempts,
-                },
-                after: retry_after,
-            };
         }
-        if status.is_server_error() {
-            return Attempt::Retry {
-                error: ApiError::Http {
-                    path,
-                    status: status.as_u16(),
-                    attempts,
-                },
-                after: retry_after,
-            };
-        }
-        match status.as_u16() {
-            200 => {}
-            404 => return Attempt::Final(ApiError::NotFound { path, attempts }),
-            401 | 403 => {
-                return Attempt::Final(ApiError::Denied {
-                    path,
-                    status: status.as_u16(),
-                    attempts,
-                });
-            }
-            300..=399 => {
-                // A redirect the policy refused to follow: it leaves the origin, or it stays
-                // within the origin but loops (or chains too long), which is an HTTP error.
-                let location = resp
-                    .headers()
-                    .get(reqwest::header::LOCATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|l| url.join(l).ok());
-                return Attempt::Final(match location {
-                    Some(to) if origin::check_url(url, &to).is_err() => ApiError::ForeignUrl {
-                        path,
-                        source: OriginError::Foreign {
-                            expected: origin::origin_of(url),
-                            found: origin::origin_of(&to),
-                        },
-                        attempts,
-                    },
-                    _ => ApiError::Http {
-                        path,
-                        status: status.as_u16(),
-                        attempts,
-                    },
-                });
-            }
-            other => {
-                return Attempt::Final(ApiError::Http {
-                    path,
-                    status: other,
-                    attempts,
+        if resp.status().is_redirection() {
+            // A redirect the policy refused to follow: it leaves the origin, or it stays within
+            // the origin but loops (or chains too long), which is an HTTP error.
+            let location = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| url.join(l).ok());
+            if let Some(to) = location.filter(|to| origin::check_url(url, to).is_err()) {
+                return Failure::ForeignRedirect(OriginError::Foreign {
+                    expected: origin::origin_of(url),
+                    found: origin::origin_of(&to),
                 });
             }
         }
+        Failure::Status { code, retry_after }
+    }
+
+    /// The body of a 200 and its `Content-Type`, refused as soon as it passes `max_file_bytes`.
+    async fn read_body(&self, mut resp: reqwest::Response) -> Result<(String, Bytes), Failure> {
         let limit = self.opts.max_file_bytes;
         if resp.content_length().is_some_and(|n| n > limit) {
-            return Attempt::Final(ApiError::TooLarge {
-                path,
-                limit,
-                attempts,
-            });
+            return Err(Failure::TooLarge);
         }
         let content_type = resp
             .headers()
@@ -499,43 +589,17 @@ impl ApiClient {
             .to_string();
         let mut body =
             BytesMut::with_capacity(resp.content_length().unwrap_or(8192).min(limit) as usize);
-        loop {
-            match resp.chunk().await {
-                Ok(Some(chunk)) => {
-                    if body.len() as u64 + chunk.len() as u64 > limit {
-                        return Attempt::Final(ApiError::TooLarge {
-                            path,
-                            limit,
-                            attempts,
-                        });
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(None) => break,
-                Err(e) => return network(describe(&e)),
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| Failure::Network(describe(&e)))?
+        {
+            if body.len() as u64 + chunk.len() as u64 > limit {
+                return Err(Failure::TooLarge);
             }
+            body.extend_from_slice(&chunk);
         }
-        if let Err(message) = validate(&body) {
-            return Attempt::Retry {
-                error: ApiError::BadResponse {
-                    path,
-                    message,
-                    attempts,
-                },
-                after: None,
-            };
-        }
-        self.stats
-            .bytes
-            .fetch_add(body.len() as u64, Ordering::Relaxed);
-        Attempt::Done(ApiResponse {
-            api_path: path,
-            status: 200,
-            content_type,
-            body: body.freeze(),
-            retrieved_at: Utc::now(),
-            attempts,
-        })
+        Ok((content_type, body.freeze()))
     }
 }
 
@@ -563,5 +627,164 @@ fn describe(e: &reqwest::Error) -> String {
         kind.to_string()
     } else {
         format!("{kind}: {detail}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: u32 = 7;
+
+    fn status(code: u16) -> Failure {
+        Failure::Status {
+            code,
+            retry_after: None,
+        }
+    }
+
+    fn retry(after: Option<Duration>) -> Decision {
+        Decision::Retry { after }
+    }
+
+    #[test]
+    fn a_429_without_retry_after_is_retried_on_the_backoff_alone() {
+        assert_eq!(decide(&status(429), false, 1, MAX), retry(None));
+        assert_eq!(decide(&status(429), true, 6, MAX), retry(None));
+    }
+
+    #[test]
+    fn a_429_honours_retry_after_in_seconds_and_as_an_http_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        for (header, wait) in [("12", 12), (date.as_str(), 30)] {
+            let failure = Failure::Status {
+                code: 429,
+                retry_after: parse_retry_after(header, now),
+            };
+            assert_eq!(
+                decide(&failure, false, 1, MAX),
+                retry(Some(Duration::from_secs(wait))),
+                "{header}"
+            );
+        }
+    }
+
+    #[test]
+    fn server_errors_are_retried_with_their_retry_after() {
+        for code in [500, 502, 503, 504, 599] {
+            assert_eq!(decide(&status(code), false, 1, MAX), retry(None), "{code}");
+        }
+        let failure = Failure::Status {
+            code: 503,
+            retry_after: Some(Duration::from_secs(5)),
+        };
+        assert_eq!(
+            decide(&failure, true, 2, MAX),
+            retry(Some(Duration::from_secs(5)))
+        );
+    }
+
+    #[test]
+    fn timeouts_resets_and_unusable_bodies_are_retried() {
+        let reset = Failure::Network("connection failed: reset".into());
+        assert_eq!(decide(&reset, false, 1, MAX), retry(None));
+        let timeout = Failure::Network("timed out".into());
+        assert_eq!(decide(&timeout, true, 3, MAX), retry(None));
+        let body = Failure::BadBody("invalid JSON".into());
+        assert_eq!(decide(&body, false, 1, MAX), retry(None));
+    }
+
+    #[test]
+    fn a_404_is_final_not_found() {
+        for status_call in [true, false] {
+            assert_eq!(
+                decide(&status(404), status_call, 1, MAX),
+                Decision::GiveUp(ErrorCode::NotFound)
+            );
+        }
+    }
+
+    #[test]
+    fn a_401_or_403_refuses_the_credentials_only_on_a_status_call() {
+        for code in [401, 403] {
+            assert_eq!(decide(&status(code), true, 1, MAX), Decision::Denied);
+            assert_eq!(
+                decide(&status(code), false, 1, MAX),
+                Decision::GiveUp(ErrorCode::HttpError),
+                "{code} on an image or an unmasked page is that file's error"
+            );
+        }
+        let refused = status(401).into_error(true, "/api/netverify/v2/scans/x", 1, 0);
+        assert!(matches!(
+            &refused,
+            ApiError::Denied(CredentialsRefused { status: 401, .. })
+        ));
+        assert_eq!(refused.code(), ErrorCode::HttpError);
+        assert_eq!(refused.http_status(), Some(401));
+    }
+
+    #[test]
+    fn other_4xx_and_redirects_are_final_http_errors() {
+        for code in [400, 405, 410, 418, 422, 301, 302, 204] {
+            let failure = Failure::Status {
+                code,
+                retry_after: Some(Duration::from_secs(60)),
+            };
+            assert_eq!(
+                decide(&failure, true, 1, MAX),
+                Decision::GiveUp(ErrorCode::HttpError),
+                "{code}"
+            );
+        }
+        let foreign = Failure::ForeignRedirect(OriginError::Unparseable);
+        assert_eq!(
+            decide(&foreign, false, 1, MAX),
+            Decision::GiveUp(ErrorCode::ForeignUrl)
+        );
+    }
+
+    #[test]
+    fn the_last_attempt_gives_up_with_the_code_of_what_went_wrong() {
+        let cases = [
+            (status(429), ErrorCode::HttpError),
+            (status(503), ErrorCode::HttpError),
+            (Failure::Network("timed out".into()), ErrorCode::Network),
+            (
+                Failure::BadBody("not an object".into()),
+                ErrorCode::BadResponse,
+            ),
+        ];
+        for (failure, code) in cases {
+            assert_eq!(decide(&failure, false, MAX - 1, MAX), retry(None));
+            assert_eq!(
+                decide(&failure, false, MAX, MAX),
+                Decision::GiveUp(code.clone())
+            );
+            let error = failure.into_error(false, "/p", MAX, 0);
+            assert_eq!((error.code(), error.attempts()), (code, MAX));
+        }
+        // max_retries = 0: one attempt, no retry.
+        assert_eq!(
+            decide(&status(500), false, 1, 1),
+            Decision::GiveUp(ErrorCode::HttpError)
+        );
+    }
+
+    #[test]
+    fn a_body_over_the_limit_is_too_large_at_once() {
+        assert_eq!(
+            decide(&Failure::TooLarge, false, 1, MAX),
+            Decision::GiveUp(ErrorCode::TooLarge)
+        );
+        let error = Failure::TooLarge.into_error(false, "/p", 1, 52_428_800);
+        assert!(matches!(
+            error,
+            ApiError::TooLarge {
+                limit: 52_428_800,
+                ..
+            }
+        ));
+        assert_eq!(error.code(), ErrorCode::TooLarge);
     }
 }

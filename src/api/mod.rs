@@ -3,11 +3,13 @@
 //! - [`origin`]: which hrefs may be followed (scheme, host and port of the configured base URL);
 //! - [`limiter`]: the one job-wide rate limiter (governor ceiling plus adaptive slow-down on 429);
 //! - [`retry`]: backoff with full jitter and `Retry-After` parsing;
-//! - [`client`]: auth, User-Agent, body caps, status classification, request statistics.
+//! - [`client`]: auth, User-Agent, body caps, status classification, request statistics;
+//! - [`endpoints`]: the table of each kind's paths, final and pending states, and what follows.
 //!
 //! This stage knows HTTP and the API's paths; it knows nothing of archives or tables.
 
 pub mod client;
+pub mod endpoints;
 pub mod limiter;
 pub mod origin;
 pub mod retry;

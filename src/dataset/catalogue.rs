@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use super::commit::{self, Commit, CommitError, PartRecord};
 use super::{FAILURES_TABLE, Format, reader};
 use crate::Kind;
+use crate::outcome::{ErrorCode, Stage};
 use crate::output::failures::FailureRow;
 
 /// Why the dataset cannot be built on.
@@ -200,9 +201,9 @@ fn failure_row(cells: &[Option<String>]) -> Option<FailureRow> {
     Some(FailureRow {
         reference: text(0),
         kind,
-        stage: text(2).into(),
+        stage: text(2).parse::<Stage>().unwrap_or_else(|e| match e {}),
         http_status: cells[3].as_deref().and_then(|s| s.parse().ok()),
-        error: text(4).into(),
+        error: text(4).parse::<ErrorCode>().unwrap_or_else(|e| match e {}),
         attempts: cells[5]
             .as_deref()
             .and_then(|s| s.parse().ok())

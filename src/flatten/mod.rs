@@ -506,7 +506,13 @@ mod tests {
             assert_eq!(names[0], "reference");
             assert_eq!(
                 &names[names.len() - 5..],
-                ["unmapped_json", "image_count", "archive", "archive_sha256", "run"]
+                [
+                    "unmapped_json",
+                    "image_count",
+                    "archive",
+                    "archive_sha256",
+                    "run"
+                ]
             );
             names.sort_unstable();
             let before = names.len();

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::Kind;
+use crate::outcome::{ErrorCode, Stage};
 
 /// The header, in SPEC order.
 pub const HEADER: [&str; 7] = [
@@ -29,11 +30,11 @@ pub struct FailureRow {
     /// Its family.
     pub kind: Kind,
     /// The step that failed.
-    pub stage: String,
+    pub stage: Stage,
     /// The last HTTP status, if any.
     pub http_status: Option<u16>,
     /// SPEC error code.
-    pub error: String,
+    pub error: ErrorCode,
     /// Requests made for the failing step.
     pub attempts: u32,
     /// No new attempt before this instant (PENDING).
@@ -103,7 +104,8 @@ impl FailuresWriter {
 }
 
 /// Reads a `failures.csv` written by an earlier run (rows that do not parse are skipped: the file is
-/// only advice about when to call again, never a record of what was exported).
+/// only advice about when to call again, never a record of what was exported). A stage or error
+/// word this version does not know is kept as `Other`, so the row is written back unchanged.
 pub fn read(path: &Path) -> std::io::Result<Vec<FailureRow>> {
     let mut rows = Vec::new();
     let mut reader = match csv::Reader::from_path(path) {
@@ -121,9 +123,9 @@ pub fn read(path: &Path) -> std::io::Result<Vec<FailureRow>> {
         rows.push(FailureRow {
             reference: field(0),
             kind,
-            stage: field(2),
+            stage: Stage::from_word(&field(2)),
             http_status: field(3).parse().ok(),
-            error: field(4),
+            error: ErrorCode::from_word(&field(4)),
             attempts: field(5).parse().unwrap_or(0),
             next_attempt_after: DateTime::parse_from_rfc3339(&field(6))
                 .ok()
@@ -144,9 +146,9 @@ mod tests {
         let row = FailureRow {
             reference: "abc-1".into(),
             kind: Kind::Netverify,
-            stage: "status".into(),
+            stage: Stage::Status,
             http_status: Some(200),
-            error: "PENDING".into(),
+            error: ErrorCode::Pending,
             attempts: 11,
             next_attempt_after: Some(
                 DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")
@@ -163,5 +165,33 @@ mod tests {
             "reference,kind,stage,http_status,error,attempts,next_attempt_after\nabc-1,netverify,status,200,PENDING,11,2026-01-02T03:04:05Z\n"
         );
         assert_eq!(read(&dir.path().join("failures.csv")).unwrap(), vec![row]);
+    }
+
+    /// A row from a newer version (or edited by hand) with words this version does not know:
+    /// read without error and written back byte for byte, so no follow-up is lost.
+    #[test]
+    fn unknown_stage_and_error_words_survive_a_read_and_rewrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "reference,kind,stage,http_status,error,attempts,next_attempt_after\n\
+                    abc-1,netverify,thumbnail,401,DENIED,1,\n\
+                    abc-2,document,page,404,NOT_FOUND,1,\n";
+        std::fs::write(dir.path().join("failures.csv"), text).unwrap();
+        let rows = read(&dir.path().join("failures.csv")).unwrap();
+        assert_eq!(rows[0].stage, Stage::Other("thumbnail".into()));
+        assert_eq!(rows[0].error, ErrorCode::Other("DENIED".into()));
+        assert_eq!(
+            (rows[1].stage.clone(), rows[1].error.clone()),
+            (Stage::Page, ErrorCode::NotFound)
+        );
+        let out = tempfile::tempdir().unwrap();
+        let mut w = FailuresWriter::create(out.path(), Default::default()).unwrap();
+        for row in &rows {
+            w.write(row).unwrap();
+        }
+        w.finish().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(out.path().join("failures.csv")).unwrap(),
+            text
+        );
     }
 }

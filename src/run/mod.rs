@@ -35,6 +35,7 @@ use crate::api::{ApiClient, RateLimiter};
 use crate::fetch::{FetchOptions, Fetcher};
 use crate::input::InputList;
 use crate::job::{Credentials, Job};
+use crate::outcome::{ErrorCode, Stage};
 use crate::output::archive::{ArchiveKey, ProvenanceMeta};
 use crate::output::failures::FailureRow;
 use crate::output::fsmode::Modes;
@@ -348,9 +349,9 @@ async fn reject_invalid(
         let row = FailureRow {
             reference: rejected.raw.clone(),
             kind: rejected.kind,
-            stage: "input".into(),
+            stage: Stage::Input,
             http_status: None,
-            error: "INVALID_REFERENCE".into(),
+            error: ErrorCode::InvalidReference,
             attempts: 0,
             next_attempt_after: None,
         };

@@ -17,6 +17,7 @@ use super::RunError;
 use super::location::OutputLocation;
 use crate::Kind;
 use crate::input::{InputList, Item, catalogue_key};
+use crate::outcome::ErrorCode;
 use crate::output::failures::FailureRow;
 use crate::spill::{self, ExternalSort};
 
@@ -82,15 +83,15 @@ impl ResumePlan {
         let mut plan = ResumePlan::default();
         for row in earlier {
             let key = (row.reference.clone(), row.kind);
-            match row.error.as_str() {
-                "PENDING" if row.next_attempt_after.is_some_and(|t| t <= now) => {
+            match row.error {
+                ErrorCode::Pending if row.next_attempt_after.is_some_and(|t| t <= now) => {
                     plan.poll_once.insert(key);
                 }
                 // No `next_attempt_after` (daily_retry = false): carried until asked for again.
-                "PENDING" => {
+                ErrorCode::Pending => {
                     plan.carried.insert(key, row);
                 }
-                "NOT_FOUND" if !retry_failed => {
+                ErrorCode::NotFound if !retry_failed => {
                     plan.carried.insert(key, row);
                 }
                 _ => {}
@@ -125,9 +126,9 @@ mod tests {
         FailureRow {
             reference: reference.into(),
             kind,
-            stage: "status".into(),
+            stage: crate::outcome::Stage::Status,
             http_status: None,
-            error: error.into(),
+            error: error.parse().unwrap(),
             attempts: 10,
             next_attempt_after: next.map(|h| now() + chrono::Duration::hours(h)),
         }

@@ -276,9 +276,9 @@ mod tests {
         Done::Failed(FailureRow {
             reference: reference.into(),
             kind: Kind::Netverify,
-            stage: "status".into(),
+            stage: crate::outcome::Stage::Status,
             http_status: Some(404),
-            error: error.into(),
+            error: error.parse().unwrap(),
             attempts: 1,
             next_attempt_after: None,
         })

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::Kind;
 use crate::fetch::{FetchFailure, FetchOutcome, Fetched, Fetcher};
 use crate::input::Item;
+use crate::outcome::{ErrorCode, Stage};
 use crate::output::archive::{self, ArchiveKey, ArchivedFile, ProvenanceMeta, WrittenArchive};
 use crate::output::failures::FailureRow;
 
@@ -79,9 +80,9 @@ pub async fn one_reference(ctx: &Arc<TaskContext>, item: Item, poll_once: bool) 
     match outcome {
         FetchOutcome::Fetched(f) => archive_fetched(ctx, f).await,
         FetchOutcome::Failed(f) => {
-            tracing::info!(reference = %reference, stage = f.stage, error = f.error, "not exported: {}", f.message);
+            tracing::info!(reference = %reference, stage = %f.stage, error = %f.error, "not exported: {}", f.message);
             let mut row = failure_row(&reference, kind, &f);
-            if row.error == "PENDING" {
+            if row.error == ErrorCode::Pending {
                 // The guide allows one more retrieval a day once the schedule is used up.
                 row.next_attempt_after = ctx
                     .daily_retry
@@ -89,7 +90,8 @@ pub async fn one_reference(ctx: &Arc<TaskContext>, item: Item, poll_once: bool) 
             }
             Done::Failed(row)
         }
-        FetchOutcome::Denied(f) => {
+        FetchOutcome::Denied(refused) => {
+            let f = FetchFailure::from(&refused);
             if ctx.shutdown.abort(StopReason::CredentialsRefused) {
                 tracing::error!("the API refused the credentials ({}); stopping", f.message);
             }
@@ -134,9 +136,9 @@ async fn existing(ctx: &Arc<TaskContext>, item: &Item) -> Option<Done> {
             let path = ctx.location.archive_path(&item.reference);
             tracing::warn!(reference = %item.reference, "{} exists but does not check out ({findings}); it is never replaced: move it aside and run again", path.display());
             let failure = FetchFailure {
-                stage: "archive".into(),
+                stage: Stage::Archive,
                 http_status: None,
-                error: "BAD_RESPONSE".into(),
+                error: ErrorCode::BadResponse,
                 attempts: 0,
                 next_attempt_after: None,
                 message: findings,
@@ -203,9 +205,9 @@ async fn archive_fetched(ctx: &Arc<TaskContext>, f: Fetched) -> Done {
             // failure of this reference, not of the disk.
             tracing::warn!(reference = %reference, "not exported: {e}");
             let failure = FetchFailure {
-                stage: "archive",
+                stage: Stage::Archive,
                 http_status: None,
-                error: "BAD_RESPONSE",
+                error: ErrorCode::BadResponse,
                 attempts: 1,
                 next_attempt_after: None,
                 message: e.to_string(),
@@ -230,9 +232,9 @@ pub fn failure_row(reference: &str, kind: Kind, f: &FetchFailure) -> FailureRow 
     FailureRow {
         reference: reference.to_string(),
         kind,
-        stage: f.stage.to_string(),
+        stage: f.stage.clone(),
         http_status: f.http_status,
-        error: f.error.to_string(),
+        error: f.error.clone(),
         attempts: f.attempts,
         next_attempt_after: f.next_attempt_after,
     }
