@@ -4,19 +4,15 @@
 use std::path::Path;
 
 use crate::cli::{Command, OverrideArgs, SimulateArgs};
+use crate::exit::ExitCode;
 use crate::input;
 use crate::job::{self, Credentials, Job, Overrides};
 use crate::output::archive::ArchiveKey;
 use crate::run::{self, RunOptions};
 use crate::simulator::{self, Faults, SimOptions};
 
-/// Exit code: usage or job-file error.
-pub const EXIT_USAGE: i32 = 2;
-/// Exit code: fatal (credentials refused, output directory unusable).
-pub const EXIT_FATAL: i32 = 3;
-
 /// Runs a parsed command line and returns the process exit code.
-pub async fn execute(command: Command) -> i32 {
+pub async fn execute(command: Command) -> ExitCode {
     match command {
         Command::Run {
             job,
@@ -46,37 +42,37 @@ fn overrides(args: &OverrideArgs) -> Result<Overrides, String> {
     })
 }
 
-fn load(path: &Path, args: &OverrideArgs) -> Result<(Job, input::InputList), i32> {
+fn load(path: &Path, args: &OverrideArgs) -> Result<(Job, input::InputList), ExitCode> {
     let o = overrides(args).map_err(|e| {
         eprintln!("error: {e}");
-        EXIT_USAGE
+        ExitCode::Usage
     })?;
     let job = job::load(path, &o).map_err(|e| {
         eprintln!("error: {e}");
-        EXIT_USAGE
+        ExitCode::Usage
     })?;
     let list = read_job_input(&job)?;
     Ok((job, list))
 }
 
-fn read_job_input(job: &Job) -> Result<input::InputList, i32> {
+fn read_job_input(job: &Job) -> Result<input::InputList, ExitCode> {
     let Some(source) = job.input.path.as_deref() else {
         eprintln!(
             "error: {}: no input: set [input] path or pass --input FILE (or - for standard input)",
             job.path.display()
         );
-        return Err(EXIT_USAGE);
+        return Err(ExitCode::Usage);
     };
     let list = input::read_input_in(source, job.input.default_kind, &spool_dir(&job.output.dir))
         .map_err(|e| match e {
             // The input is fine; the output directory's file system could not keep it.
             input::InputError::Spool { .. } => {
                 eprintln!("error: output directory {}: {e}", job.output.dir.display());
-                EXIT_FATAL
+                ExitCode::Fatal
             }
             _ => {
                 eprintln!("error: {e}");
-                EXIT_USAGE
+                ExitCode::Usage
             }
         })?;
     // `run` and `plan` keep only this shard's references themselves.
@@ -99,7 +95,7 @@ fn spool_dir(out: &Path) -> std::path::PathBuf {
     }
 }
 
-async fn run_job(path: &Path, args: &OverrideArgs, quiet: bool, retry_failed: bool) -> i32 {
+async fn run_job(path: &Path, args: &OverrideArgs, quiet: bool, retry_failed: bool) -> ExitCode {
     let (job, list) = match load(path, args) {
         Ok(x) => x,
         Err(code) => return code,
@@ -108,7 +104,7 @@ async fn run_job(path: &Path, args: &OverrideArgs, quiet: bool, retry_failed: bo
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
-            return EXIT_USAGE;
+            return ExitCode::Usage;
         }
     };
     execute_job(&job, list, &credentials, quiet, retry_failed).await
@@ -120,7 +116,7 @@ async fn execute_job(
     credentials: &Credentials,
     quiet: bool,
     retry_failed: bool,
-) -> i32 {
+) -> ExitCode {
     let archive_key = if job.output.encrypt_archives {
         let var = &job.output.archive_key_env;
         match std::env::var_os(var).map(|v| ArchiveKey::new(v.as_encoded_bytes())) {
@@ -131,14 +127,14 @@ async fn execute_job(
                     job.path.display(),
                     ArchiveKey::MIN_LEN
                 );
-                return EXIT_USAGE;
+                return ExitCode::Usage;
             }
             None => {
                 eprintln!(
                     "error: {}: [output] encrypt_archives = true but {var} is not set",
                     job.path.display()
                 );
-                return EXIT_USAGE;
+                return ExitCode::Usage;
             }
         }
     } else {
@@ -174,16 +170,17 @@ async fn execute_job(
                     "interrupted: run the same command again to resume; completed archives are kept"
                 );
             }
-            summary.exit_code()
+            // Summary speaks in numbers for now; anything undocumented is treated as fatal.
+            ExitCode::try_from(summary.exit_code()).unwrap_or(ExitCode::Fatal)
         }
         Err(e) => {
             eprintln!("error: {e}");
-            EXIT_FATAL
+            ExitCode::Fatal
         }
     }
 }
 
-fn verify(dir: &Path, key_env: &str) -> i32 {
+fn verify(dir: &Path, key_env: &str) -> ExitCode {
     // The key is optional here: without it, encrypted entries are reported as unreadable.
     let key = match std::env::var_os(key_env) {
         Some(v) => match ArchiveKey::new(v.as_encoded_bytes()) {
@@ -193,7 +190,7 @@ fn verify(dir: &Path, key_env: &str) -> i32 {
                     "error: {key_env} is shorter than {} bytes",
                     ArchiveKey::MIN_LEN
                 );
-                return EXIT_USAGE;
+                return ExitCode::Usage;
             }
         },
         None => None,
@@ -201,25 +198,29 @@ fn verify(dir: &Path, key_env: &str) -> i32 {
     match crate::verify::verify_with_key(dir, key.as_ref()) {
         Ok(report) => {
             print!("{report}");
-            if report.is_ok() { 0 } else { 1 }
+            if report.is_ok() {
+                ExitCode::Success
+            } else {
+                ExitCode::Partial
+            }
         }
         Err(e) => {
             eprintln!("error: {e}");
-            EXIT_USAGE
+            ExitCode::Usage
         }
     }
 }
 
-fn plan(path: &Path, args: &OverrideArgs) -> i32 {
+fn plan(path: &Path, args: &OverrideArgs) -> ExitCode {
     match load(path, args) {
         Ok((job, list)) => match crate::plan::budget(&job, &list) {
             Ok(budget) => {
                 print!("{budget}");
-                0
+                ExitCode::Success
             }
             Err(e) => {
                 eprintln!("error: reading the input list's temporary file failed: {e}");
-                EXIT_FATAL
+                ExitCode::Fatal
             }
         },
         Err(code) => code,
@@ -243,7 +244,7 @@ const DEMO_EXTRAS: &[(&str, crate::Kind)] = &[
 /// The demo's job file, compiled in so `demo` works from any directory.
 const DEMO_JOB: &str = include_str!("../jobs/demo.toml");
 
-async fn demo(out: &Path, count: usize, quiet: bool) -> i32 {
+async fn demo(out: &Path, count: usize, quiet: bool) -> ExitCode {
     let sim_opts = SimOptions::default();
     let credentials = Credentials::new(sim_opts.token.clone(), sim_opts.secret.clone());
     let seed = sim_opts.seed;
@@ -252,24 +253,24 @@ async fn demo(out: &Path, count: usize, quiet: bool) -> i32 {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("error: cannot start the simulator on loopback: {e}");
-                return EXIT_FATAL;
+                return ExitCode::Fatal;
             }
         };
     if let Err(e) = crate::output::fsmode::create_dir_all(out) {
         eprintln!("error: output directory {}: {e}", out.display());
-        return EXIT_FATAL;
+        return ExitCode::Fatal;
     }
     let refs_path = out.join("demo-references.csv");
     let mut refs = simulator::population(seed, count);
     refs.extend(DEMO_EXTRAS.iter().map(|(r, k)| (r.to_string(), *k)));
     if let Err(e) = simulator::write_references_csv(&refs_path, &refs) {
         eprintln!("error: {}: {e}", refs_path.display());
-        return EXIT_FATAL;
+        return ExitCode::Fatal;
     }
     // A few references that must never reach the API.
     if let Err(e) = append_invalid(&refs_path) {
         eprintln!("error: {}: {e}", refs_path.display());
-        return EXIT_FATAL;
+        return ExitCode::Fatal;
     }
     let o = Overrides {
         input: Some(refs_path.display().to_string()),
@@ -281,7 +282,7 @@ async fn demo(out: &Path, count: usize, quiet: bool) -> i32 {
         Ok(j) => j,
         Err(e) => {
             eprintln!("error: {e}");
-            return EXIT_USAGE;
+            return ExitCode::Usage;
         }
     };
     let list = match read_job_input(&job) {
@@ -301,7 +302,11 @@ async fn demo(out: &Path, count: usize, quiet: bool) -> i32 {
         out.display()
     );
     // The demo includes failures on purpose; it succeeded if the run itself finished.
-    if code == 1 { 0 } else { code }
+    if code == ExitCode::Partial {
+        ExitCode::Success
+    } else {
+        code
+    }
 }
 
 fn append_invalid(path: &Path) -> std::io::Result<()> {
@@ -312,7 +317,7 @@ fn append_invalid(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-async fn simulate(a: SimulateArgs) -> i32 {
+async fn simulate(a: SimulateArgs) -> ExitCode {
     let mut opts = SimOptions {
         seed: a.seed,
         token: a.token,
@@ -348,7 +353,7 @@ async fn simulate(a: SimulateArgs) -> i32 {
         let refs = simulator::population(a.seed, a.count);
         if let Err(e) = simulator::write_references_csv(path, &refs) {
             eprintln!("error: {}: {e}", path.display());
-            return EXIT_FATAL;
+            return ExitCode::Fatal;
         }
         eprintln!("wrote {} references to {}", refs.len(), path.display());
     }
@@ -358,7 +363,7 @@ async fn simulate(a: SimulateArgs) -> i32 {
         Ok(h) => h,
         Err(e) => {
             eprintln!("error: simulator on {}: {e}", a.listen);
-            return EXIT_FATAL;
+            return ExitCode::Fatal;
         }
     };
     // The bound address, so `--listen 127.0.0.1:0` tells which port it got.
@@ -368,5 +373,5 @@ async fn simulate(a: SimulateArgs) -> i32 {
     );
     let _ = tokio::signal::ctrl_c().await;
     handle.shutdown().await;
-    0
+    ExitCode::Success
 }

@@ -12,11 +12,13 @@
 //! - [`run`]: the main job, tying the stages together under one concurrency bound;
 //! - [`simulator`]: the Retrieval API simulator used by `demo` and the tests;
 //! - [`spill`]: lists that grow with the export (input, root hash) kept on disk, not in memory;
-//! - [`verify`]: `jumio-export verify DIR`, the integrity check of an export.
+//! - [`verify`]: `jumio-export verify DIR`, the integrity check of an export;
+//! - [`exit`]: the process exit codes of every command.
 
 pub mod api;
 pub mod cli;
 pub mod commands;
+pub mod exit;
 pub mod fetch;
 pub mod flatten;
 pub mod input;
