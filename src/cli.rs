@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::job::Overrides;
+
 /// Exports identity-verification records out of the Jumio Netverify Retrieval API.
 #[derive(Debug, Parser)]
 #[command(name = "jumio-export", version, about, long_about = None)]
@@ -23,7 +25,7 @@ pub enum Command {
         job: PathBuf,
         /// Overrides of the job file.
         #[command(flatten)]
-        overrides: OverrideArgs,
+        overrides: Overrides,
         /// No progress output.
         #[arg(long, short)]
         quiet: bool,
@@ -50,7 +52,7 @@ pub enum Command {
         /// The output directory of a run.
         dir: PathBuf,
         /// Environment variable holding the key of encrypted archives.
-        #[arg(long, default_value = "JUMIO_EXPORT_ARCHIVE_KEY")]
+        #[arg(long, default_value = crate::job::defaults::ARCHIVE_KEY_ENV)]
         key_env: String,
     },
     /// Validate the job and input and print the request budget; sends nothing.
@@ -59,31 +61,8 @@ pub enum Command {
         job: PathBuf,
         /// Overrides of the job file.
         #[command(flatten)]
-        overrides: OverrideArgs,
+        overrides: Overrides,
     },
-}
-
-/// Overrides shared by `run` and `plan`.
-#[derive(Debug, Args, Default, Clone)]
-pub struct OverrideArgs {
-    /// Reference list (text or CSV); `-` reads standard input.
-    #[arg(long)]
-    pub input: Option<String>,
-    /// Output directory.
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Sets both netverify_url and retrieval_url.
-    #[arg(long)]
-    pub base_url: Option<String>,
-    /// Requests per second (a ceiling for all requests).
-    #[arg(long)]
-    pub rate: Option<f64>,
-    /// References worked on at once.
-    #[arg(long)]
-    pub concurrency: Option<usize>,
-    /// Export only shard K of N (K from 0 to N-1), at 1/N of the rate.
-    #[arg(long, value_name = "K/N")]
-    pub shard: Option<String>,
 }
 
 /// `jumio-export simulate` options.

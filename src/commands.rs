@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::cli::{Command, OverrideArgs, SimulateArgs};
+use crate::cli::{Command, SimulateArgs};
 use crate::exit::ExitCode;
 use crate::input;
 use crate::job::{self, Credentials, Job, Overrides};
@@ -27,27 +27,8 @@ pub async fn execute(command: Command) -> ExitCode {
     }
 }
 
-fn overrides(args: &OverrideArgs) -> Result<Overrides, String> {
-    let shard = match &args.shard {
-        Some(s) => Some(s.parse().map_err(|e| format!("--shard {s}: {e}"))?),
-        None => None,
-    };
-    Ok(Overrides {
-        input: args.input.clone(),
-        out: args.out.clone(),
-        base_url: args.base_url.clone(),
-        rate: args.rate,
-        concurrency: args.concurrency,
-        shard,
-    })
-}
-
-fn load(path: &Path, args: &OverrideArgs) -> Result<(Job, input::InputList), ExitCode> {
-    let o = overrides(args).map_err(|e| {
-        eprintln!("error: {e}");
-        ExitCode::Usage
-    })?;
-    let job = job::load(path, &o).map_err(|e| {
+fn load(path: &Path, overrides: &Overrides) -> Result<(Job, input::InputList), ExitCode> {
+    let job = job::load(path, overrides).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::Usage
     })?;
@@ -95,8 +76,8 @@ fn spool_dir(out: &Path) -> std::path::PathBuf {
     }
 }
 
-async fn run_job(path: &Path, args: &OverrideArgs, quiet: bool, retry_failed: bool) -> ExitCode {
-    let (job, list) = match load(path, args) {
+async fn run_job(path: &Path, overrides: &Overrides, quiet: bool, retry_failed: bool) -> ExitCode {
+    let (job, list) = match load(path, overrides) {
         Ok(x) => x,
         Err(code) => return code,
     };
@@ -211,8 +192,8 @@ fn verify(dir: &Path, key_env: &str) -> ExitCode {
     }
 }
 
-fn plan(path: &Path, args: &OverrideArgs) -> ExitCode {
-    match load(path, args) {
+fn plan(path: &Path, overrides: &Overrides) -> ExitCode {
+    match load(path, overrides) {
         Ok((job, list)) => match crate::plan::budget(&job, &list) {
             Ok(budget) => {
                 print!("{budget}");
