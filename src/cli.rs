@@ -1,9 +1,8 @@
 //! Command-line definitions (clap). Parsing only; the commands live in [`crate::commands`].
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 use crate::job::Overrides;
 
@@ -33,6 +32,7 @@ pub enum Command {
         #[arg(long)]
         retry_failed: bool,
     },
+    #[cfg(feature = "simulator")]
     /// Start the built-in simulator on a free loopback port and run jobs/demo.toml against it.
     Demo {
         /// Output directory.
@@ -45,6 +45,7 @@ pub enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    #[cfg(feature = "simulator")]
     /// Serve the Retrieval API simulator until stopped.
     Simulate(SimulateArgs),
     /// Check every archive against its manifest and every table row against its archive.
@@ -66,11 +67,12 @@ pub enum Command {
 }
 
 /// `jumio-export simulate` options.
-#[derive(Debug, Args)]
+#[cfg(feature = "simulator")]
+#[derive(Debug, clap::Args)]
 pub struct SimulateArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
+    pub listen: std::net::SocketAddr,
     /// Seed of the synthetic data.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,

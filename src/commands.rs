@@ -3,13 +3,12 @@
 
 use std::path::Path;
 
-use crate::cli::{Command, SimulateArgs};
+use crate::cli::Command;
 use crate::exit::ExitCode;
 use crate::input;
 use crate::job::{self, Credentials, Job, Overrides};
 use crate::output::archive::ArchiveKey;
 use crate::run::{self, RunOptions};
-use crate::simulator::{self, Faults, SimOptions};
 
 /// Runs a parsed command line and returns the process exit code.
 pub async fn execute(command: Command) -> ExitCode {
@@ -20,8 +19,10 @@ pub async fn execute(command: Command) -> ExitCode {
             quiet,
             retry_failed,
         } => run_job(&job, &overrides, quiet, retry_failed).await,
-        Command::Demo { out, count, quiet } => demo(&out, count, quiet).await,
-        Command::Simulate(args) => simulate(args).await,
+        #[cfg(feature = "simulator")]
+        Command::Demo { out, count, quiet } => simulated::demo(&out, count, quiet).await,
+        #[cfg(feature = "simulator")]
+        Command::Simulate(args) => simulated::simulate(args).await,
         Command::Plan { job, overrides } => plan(&job, &overrides),
         Command::Verify { dir, key_env } => verify(&dir, &key_env),
     }
@@ -208,151 +209,165 @@ fn plan(path: &Path, overrides: &Overrides) -> ExitCode {
     }
 }
 
-/// Readable simulator references the demo adds so every outcome shows: not found (retention),
-/// pending forever, pending then done, failed, foreign hrefs, `images` as a single object.
-const DEMO_EXTRAS: &[(&str, crate::Kind)] = &[
-    ("nf-n-demo", crate::Kind::Netverify),
-    ("nf-d-demo", crate::Kind::Document),
-    ("pf-n-demo", crate::Kind::Netverify),
-    ("pf-a-demo", crate::Kind::Authentication),
-    ("p3-n-demo", crate::Kind::Netverify),
-    ("p2-a-demo", crate::Kind::Authentication),
-    ("fail-n-demo", crate::Kind::Netverify),
-    ("fh-n-demo", crate::Kind::Netverify),
-    ("obj-n-demo", crate::Kind::Netverify),
-];
+/// `demo` and `simulate`: the commands that need the simulator, absent from a build without
+/// the `simulator` feature (clap then knows no such subcommand).
+#[cfg(feature = "simulator")]
+mod simulated {
+    use std::path::Path;
 
-/// The demo's job file, compiled in so `demo` works from any directory.
-const DEMO_JOB: &str = include_str!("../jobs/demo.toml");
+    use super::{execute_job, read_job_input};
+    use crate::cli::SimulateArgs;
+    use crate::exit::ExitCode;
+    use crate::job::{self, Credentials, Overrides};
+    use crate::simulator::{self, Faults, SimOptions};
 
-async fn demo(out: &Path, count: usize, quiet: bool) -> ExitCode {
-    let sim_opts = SimOptions::default();
-    let credentials = Credentials::new(sim_opts.token.clone(), sim_opts.secret.clone());
-    let seed = sim_opts.seed;
-    let sim =
-        match simulator::start(sim_opts, "127.0.0.1:0".parse().expect("loopback address")).await {
+    /// Readable simulator references the demo adds so every outcome shows: not found (retention),
+    /// pending forever, pending then done, failed, foreign hrefs, `images` as a single object.
+    const DEMO_EXTRAS: &[(&str, crate::Kind)] = &[
+        ("nf-n-demo", crate::Kind::Netverify),
+        ("nf-d-demo", crate::Kind::Document),
+        ("pf-n-demo", crate::Kind::Netverify),
+        ("pf-a-demo", crate::Kind::Authentication),
+        ("p3-n-demo", crate::Kind::Netverify),
+        ("p2-a-demo", crate::Kind::Authentication),
+        ("fail-n-demo", crate::Kind::Netverify),
+        ("fh-n-demo", crate::Kind::Netverify),
+        ("obj-n-demo", crate::Kind::Netverify),
+    ];
+
+    /// The demo's job file, compiled in so `demo` works from any directory.
+    const DEMO_JOB: &str = include_str!("../jobs/demo.toml");
+
+    pub(super) async fn demo(out: &Path, count: usize, quiet: bool) -> ExitCode {
+        let sim_opts = SimOptions::default();
+        let credentials = Credentials::new(sim_opts.token.clone(), sim_opts.secret.clone());
+        let seed = sim_opts.seed;
+        let sim = match simulator::start(sim_opts, "127.0.0.1:0".parse().expect("loopback address"))
+            .await
+        {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("error: cannot start the simulator on loopback: {e}");
                 return ExitCode::Fatal;
             }
         };
-    if let Err(e) = crate::output::fsmode::create_dir_all(out) {
-        eprintln!("error: output directory {}: {e}", out.display());
-        return ExitCode::Fatal;
-    }
-    let refs_path = out.join("demo-references.csv");
-    let mut refs = simulator::population(seed, count);
-    refs.extend(DEMO_EXTRAS.iter().map(|(r, k)| (r.to_string(), *k)));
-    if let Err(e) = simulator::write_references_csv(&refs_path, &refs) {
-        eprintln!("error: {}: {e}", refs_path.display());
-        return ExitCode::Fatal;
-    }
-    // A few references that must never reach the API.
-    if let Err(e) = append_invalid(&refs_path) {
-        eprintln!("error: {}: {e}", refs_path.display());
-        return ExitCode::Fatal;
-    }
-    let o = Overrides {
-        input: Some(refs_path.display().to_string()),
-        out: Some(out.to_path_buf()),
-        base_url: Some(sim.base_url()),
-        ..Overrides::default()
-    };
-    let job = match job::parse(DEMO_JOB, Path::new("jobs/demo.toml"), &o) {
-        Ok(j) => j,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::Usage;
+        if let Err(e) = crate::output::fsmode::create_dir_all(out) {
+            eprintln!("error: output directory {}: {e}", out.display());
+            return ExitCode::Fatal;
         }
-    };
-    let list = match read_job_input(&job) {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
-    println!(
-        "demo: simulator at {} serving {} references; exporting into {}",
-        sim.base_url(),
-        list.items.len() + list.rejected.len() as u64,
-        out.display()
-    );
-    let code = execute_job(&job, list, &credentials, quiet, false).await;
-    sim.shutdown().await;
-    println!(
-        "demo: outputs in {} (archives/, *.csv, *.parquet, failures.csv, report.json)",
-        out.display()
-    );
-    // The demo includes failures on purpose; it succeeded if the run itself finished.
-    if code == ExitCode::Partial {
+        let refs_path = out.join("demo-references.csv");
+        let mut refs = simulator::population(seed, count);
+        refs.extend(DEMO_EXTRAS.iter().map(|(r, k)| (r.to_string(), *k)));
+        if let Err(e) = simulator::write_references_csv(&refs_path, &refs) {
+            eprintln!("error: {}: {e}", refs_path.display());
+            return ExitCode::Fatal;
+        }
+        // A few references that must never reach the API.
+        if let Err(e) = append_invalid(&refs_path) {
+            eprintln!("error: {}: {e}", refs_path.display());
+            return ExitCode::Fatal;
+        }
+        let o = Overrides {
+            input: Some(refs_path.display().to_string()),
+            out: Some(out.to_path_buf()),
+            base_url: Some(sim.base_url()),
+            ..Overrides::default()
+        };
+        let job = match job::parse(DEMO_JOB, Path::new("jobs/demo.toml"), &o) {
+            Ok(j) => j,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::Usage;
+            }
+        };
+        let list = match read_job_input(&job) {
+            Ok(l) => l,
+            Err(code) => return code,
+        };
+        println!(
+            "demo: simulator at {} serving {} references; exporting into {}",
+            sim.base_url(),
+            list.items.len() + list.rejected.len() as u64,
+            out.display()
+        );
+        let code = execute_job(&job, list, &credentials, quiet, false).await;
+        sim.shutdown().await;
+        println!(
+            "demo: outputs in {} (archives/, *.csv, *.parquet, failures.csv, report.json)",
+            out.display()
+        );
+        // The demo includes failures on purpose; it succeeded if the run itself finished.
+        if code == ExitCode::Partial {
+            ExitCode::Success
+        } else {
+            code
+        }
+    }
+
+    fn append_invalid(path: &Path) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(path)?;
+        writeln!(f, "not/a-reference,netverify")?;
+        writeln!(f, "{},netverify", "x".repeat(37))?;
+        Ok(())
+    }
+
+    pub(super) async fn simulate(a: SimulateArgs) -> ExitCode {
+        let mut opts = SimOptions {
+            seed: a.seed,
+            token: a.token,
+            secret: a.secret,
+            allow_unmasked: a.allow_unmasked,
+            request_log: a.request_log,
+            faults: Faults {
+                latency_ms: a.latency_ms,
+                error_rate: a.error_rate,
+                rate_429: a.rate_429,
+                retry_after_429: a.retry_after,
+                ceiling_rps: a.ceiling_rps,
+                truncate_rate: a.truncate_rate,
+                reset_rate: a.reset_rate,
+                foreign_href_rate: a.foreign_href_rate,
+                foreign_origin: a.foreign_origin,
+            },
+            ..SimOptions::default()
+        };
+        if let Some(n) = a.image_bytes {
+            opts.image_bytes = n;
+        }
+        if let Some(n) = a.liveness_bytes {
+            opts.liveness_bytes = n;
+        }
+        if let Some(n) = a.page_bytes {
+            opts.page_bytes = n;
+        }
+        if let Some(n) = a.pdf_bytes {
+            opts.pdf_bytes = n;
+        }
+        if let Some(path) = &a.references_out {
+            let refs = simulator::population(a.seed, a.count);
+            if let Err(e) = simulator::write_references_csv(path, &refs) {
+                eprintln!("error: {}: {e}", path.display());
+                return ExitCode::Fatal;
+            }
+            eprintln!("wrote {} references to {}", refs.len(), path.display());
+        }
+        // Nothing reads an in-memory log here; over days it would only grow.
+        opts.memory_log = false;
+        let handle = match simulator::start(opts, a.listen).await {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("error: simulator on {}: {e}", a.listen);
+                return ExitCode::Fatal;
+            }
+        };
+        // The bound address, so `--listen 127.0.0.1:0` tells which port it got.
+        eprintln!(
+            "simulator listening on {} (Ctrl-C stops it)",
+            handle.base_url()
+        );
+        let _ = tokio::signal::ctrl_c().await;
+        handle.shutdown().await;
         ExitCode::Success
-    } else {
-        code
     }
-}
-
-fn append_invalid(path: &Path) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new().append(true).open(path)?;
-    writeln!(f, "not/a-reference,netverify")?;
-    writeln!(f, "{},netverify", "x".repeat(37))?;
-    Ok(())
-}
-
-async fn simulate(a: SimulateArgs) -> ExitCode {
-    let mut opts = SimOptions {
-        seed: a.seed,
-        token: a.token,
-        secret: a.secret,
-        allow_unmasked: a.allow_unmasked,
-        request_log: a.request_log,
-        faults: Faults {
-            latency_ms: a.latency_ms,
-            error_rate: a.error_rate,
-            rate_429: a.rate_429,
-            retry_after_429: a.retry_after,
-            ceiling_rps: a.ceiling_rps,
-            truncate_rate: a.truncate_rate,
-            reset_rate: a.reset_rate,
-            foreign_href_rate: a.foreign_href_rate,
-            foreign_origin: a.foreign_origin,
-        },
-        ..SimOptions::default()
-    };
-    if let Some(n) = a.image_bytes {
-        opts.image_bytes = n;
-    }
-    if let Some(n) = a.liveness_bytes {
-        opts.liveness_bytes = n;
-    }
-    if let Some(n) = a.page_bytes {
-        opts.page_bytes = n;
-    }
-    if let Some(n) = a.pdf_bytes {
-        opts.pdf_bytes = n;
-    }
-    if let Some(path) = &a.references_out {
-        let refs = simulator::population(a.seed, a.count);
-        if let Err(e) = simulator::write_references_csv(path, &refs) {
-            eprintln!("error: {}: {e}", path.display());
-            return ExitCode::Fatal;
-        }
-        eprintln!("wrote {} references to {}", refs.len(), path.display());
-    }
-    // Nothing reads an in-memory log here; over days it would only grow.
-    opts.memory_log = false;
-    let handle = match simulator::start(opts, a.listen).await {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("error: simulator on {}: {e}", a.listen);
-            return ExitCode::Fatal;
-        }
-    };
-    // The bound address, so `--listen 127.0.0.1:0` tells which port it got.
-    eprintln!(
-        "simulator listening on {} (Ctrl-C stops it)",
-        handle.base_url()
-    );
-    let _ = tokio::signal::ctrl_c().await;
-    handle.shutdown().await;
-    ExitCode::Success
 }
