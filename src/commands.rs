@@ -219,6 +219,7 @@ mod simulated {
     use crate::cli::SimulateArgs;
     use crate::exit::ExitCode;
     use crate::job::{self, Credentials, Overrides};
+    use crate::output::fsmode;
     use crate::simulator::{self, Faults, SimOptions};
 
     /// Readable simulator references the demo adds so every outcome shows: not found (retention),
@@ -251,22 +252,7 @@ mod simulated {
                 return ExitCode::Fatal;
             }
         };
-        if let Err(e) = crate::output::fsmode::create_dir_all(out) {
-            eprintln!("error: output directory {}: {e}", out.display());
-            return ExitCode::Fatal;
-        }
         let refs_path = out.join("demo-references.csv");
-        let mut refs = simulator::population(seed, count);
-        refs.extend(DEMO_EXTRAS.iter().map(|(r, k)| (r.to_string(), *k)));
-        if let Err(e) = simulator::write_references_csv(&refs_path, &refs) {
-            eprintln!("error: {}: {e}", refs_path.display());
-            return ExitCode::Fatal;
-        }
-        // A few references that must never reach the API.
-        if let Err(e) = append_invalid(&refs_path) {
-            eprintln!("error: {}: {e}", refs_path.display());
-            return ExitCode::Fatal;
-        }
         let o = Overrides {
             input: Some(refs_path.display().to_string()),
             out: Some(out.to_path_buf()),
@@ -280,6 +266,16 @@ mod simulated {
                 return ExitCode::Usage;
             }
         };
+        // The reference list is the demo's first output: it gets the job's modes like the rest.
+        fsmode::configure(job.output.file_mode, job.output.dir_mode);
+        if let Err(e) = fsmode::create_dir_all(out) {
+            eprintln!("error: output directory {}: {e}", out.display());
+            return ExitCode::Fatal;
+        }
+        if let Err(e) = write_references(&refs_path, seed, count) {
+            eprintln!("error: {}: {e}", refs_path.display());
+            return ExitCode::Fatal;
+        }
         let list = match read_job_input(&job) {
             Ok(l) => l,
             Err(code) => return code,
@@ -304,12 +300,20 @@ mod simulated {
         }
     }
 
-    fn append_invalid(path: &Path) -> std::io::Result<()> {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().append(true).open(path)?;
-        writeln!(f, "not/a-reference,netverify")?;
-        writeln!(f, "{},netverify", "x".repeat(37))?;
-        Ok(())
+    /// The demo's reference list (`reference,kind`): `count` of the simulator's population, the
+    /// [`DEMO_EXTRAS`], and a few references that must never reach the API. Created with the
+    /// job's file mode, like every other output.
+    fn write_references(path: &Path, seed: u64, count: usize) -> std::io::Result<()> {
+        let mut refs = simulator::population(seed, count);
+        refs.extend(DEMO_EXTRAS.iter().map(|(r, k)| (r.to_string(), *k)));
+        let mut w = csv::Writer::from_writer(fsmode::create_file(path)?);
+        w.write_record(["reference", "kind"])?;
+        for (r, k) in &refs {
+            w.write_record([r.as_str(), k.as_str()])?;
+        }
+        w.write_record(["not/a-reference", "netverify"])?;
+        w.write_record([&"x".repeat(37), "netverify"])?;
+        w.flush()
     }
 
     pub(super) async fn simulate(a: SimulateArgs) -> ExitCode {
