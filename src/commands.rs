@@ -99,28 +99,9 @@ async fn execute_job(
     quiet: bool,
     retry_failed: bool,
 ) -> ExitCode {
-    let archive_key = if job.output.encrypt_archives {
-        let var = &job.output.archive_key_env;
-        match std::env::var_os(var).map(|v| ArchiveKey::new(v.as_encoded_bytes())) {
-            Some(Some(k)) => Some(k),
-            Some(None) => {
-                eprintln!(
-                    "error: {}: [output] encrypt_archives = true but {var} is shorter than {} bytes",
-                    job.path.display(),
-                    ArchiveKey::MIN_LEN
-                );
-                return ExitCode::Usage;
-            }
-            None => {
-                eprintln!(
-                    "error: {}: [output] encrypt_archives = true but {var} is not set",
-                    job.path.display()
-                );
-                return ExitCode::Usage;
-            }
-        }
-    } else {
-        None
+    let archive_key = match archive_key(job) {
+        Ok(k) => k,
+        Err(code) => return code,
     };
     if job.fetch.unmasked_card_images {
         tracing::warn!(
@@ -158,6 +139,32 @@ async fn execute_job(
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::Fatal
+        }
+    }
+}
+
+/// The key of `[output] encrypt_archives`, from the variable the job names.
+fn archive_key(job: &Job) -> Result<Option<ArchiveKey>, ExitCode> {
+    if !job.output.encrypt_archives {
+        return Ok(None);
+    }
+    let var = &job.output.archive_key_env;
+    match std::env::var_os(var).map(|v| ArchiveKey::new(v.as_encoded_bytes())) {
+        Some(Some(k)) => Ok(Some(k)),
+        Some(None) => {
+            eprintln!(
+                "error: {}: [output] encrypt_archives = true but {var} is shorter than {} bytes",
+                job.path.display(),
+                ArchiveKey::MIN_LEN
+            );
+            Err(ExitCode::Usage)
+        }
+        None => {
+            eprintln!(
+                "error: {}: [output] encrypt_archives = true but {var} is not set",
+                job.path.display()
+            );
+            Err(ExitCode::Usage)
         }
     }
 }
