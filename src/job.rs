@@ -4,7 +4,8 @@
 //! (`#[serde(deny_unknown_fields)]`, every value [`toml::Spanned`] so it knows its line),
 //! then every value is checked and turned into the typed settings the other stages use.
 //! Every error names the file, the line and the key (`jobs/x.toml:7: [limits]
-//! concurrency: must be at least 1`).
+//! concurrency: must be at least 1`), or the flag of a command-line [`Overrides`].
+//! One validator per table; every default and limit is in [`defaults`].
 //!
 //! This module reads the job file and, in [`Credentials::from_env`], two environment
 //! variables; it does no other I/O and never sends anything. Credentials are never read
