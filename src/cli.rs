@@ -1,9 +1,10 @@
 //! Command-line definitions (clap). Parsing only; the commands live in [`crate::commands`].
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
+
+use crate::job::Overrides;
 
 /// Exports identity-verification records out of the Jumio Netverify Retrieval API.
 #[derive(Debug, Parser)]
@@ -23,7 +24,7 @@ pub enum Command {
         job: PathBuf,
         /// Overrides of the job file.
         #[command(flatten)]
-        overrides: OverrideArgs,
+        overrides: Overrides,
         /// No progress output.
         #[arg(long, short)]
         quiet: bool,
@@ -31,6 +32,7 @@ pub enum Command {
         #[arg(long)]
         retry_failed: bool,
     },
+    #[cfg(feature = "simulator")]
     /// Start the built-in simulator on a free loopback port and run jobs/demo.toml against it.
     Demo {
         /// Output directory.
@@ -43,6 +45,7 @@ pub enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    #[cfg(feature = "simulator")]
     /// Serve the Retrieval API simulator until stopped.
     Simulate(SimulateArgs),
     /// Check every archive against its manifest and every table row against its archive.
@@ -50,7 +53,7 @@ pub enum Command {
         /// The output directory of a run.
         dir: PathBuf,
         /// Environment variable holding the key of encrypted archives.
-        #[arg(long, default_value = "JUMIO_EXPORT_ARCHIVE_KEY")]
+        #[arg(long, default_value = crate::job::defaults::ARCHIVE_KEY_ENV)]
         key_env: String,
     },
     /// Validate the job and input and print the request budget; sends nothing.
@@ -59,39 +62,17 @@ pub enum Command {
         job: PathBuf,
         /// Overrides of the job file.
         #[command(flatten)]
-        overrides: OverrideArgs,
+        overrides: Overrides,
     },
 }
 
-/// Overrides shared by `run` and `plan`.
-#[derive(Debug, Args, Default, Clone)]
-pub struct OverrideArgs {
-    /// Reference list (text or CSV); `-` reads standard input.
-    #[arg(long)]
-    pub input: Option<String>,
-    /// Output directory.
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Sets both netverify_url and retrieval_url.
-    #[arg(long)]
-    pub base_url: Option<String>,
-    /// Requests per second (a ceiling for all requests).
-    #[arg(long)]
-    pub rate: Option<f64>,
-    /// References worked on at once.
-    #[arg(long)]
-    pub concurrency: Option<usize>,
-    /// Export only shard K of N (K from 0 to N-1), at 1/N of the rate.
-    #[arg(long, value_name = "K/N")]
-    pub shard: Option<String>,
-}
-
 /// `jumio-export simulate` options.
-#[derive(Debug, Args)]
+#[cfg(feature = "simulator")]
+#[derive(Debug, clap::Args)]
 pub struct SimulateArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
+    pub listen: std::net::SocketAddr,
     /// Seed of the synthetic data.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,

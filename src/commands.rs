@@ -3,20 +3,15 @@
 
 use std::path::Path;
 
-use crate::cli::{Command, OverrideArgs, SimulateArgs};
+use crate::cli::Command;
+use crate::exit::ExitCode;
 use crate::input;
 use crate::job::{self, Credentials, Job, Overrides};
 use crate::output::archive::ArchiveKey;
 use crate::run::{self, RunOptions};
-use crate::simulator::{self, Faults, SimOptions};
-
-/// Exit code: usage or job-file error.
-pub const EXIT_USAGE: i32 = 2;
-/// Exit code: fatal (credentials refused, output directory unusable).
-pub const EXIT_FATAL: i32 = 3;
 
 /// Runs a parsed command line and returns the process exit code.
-pub async fn execute(command: Command) -> i32 {
+pub async fn execute(command: Command) -> ExitCode {
     match command {
         Command::Run {
             job,
@@ -24,59 +19,42 @@ pub async fn execute(command: Command) -> i32 {
             quiet,
             retry_failed,
         } => run_job(&job, &overrides, quiet, retry_failed).await,
-        Command::Demo { out, count, quiet } => demo(&out, count, quiet).await,
-        Command::Simulate(args) => simulate(args).await,
+        #[cfg(feature = "simulator")]
+        Command::Demo { out, count, quiet } => simulated::demo(&out, count, quiet).await,
+        #[cfg(feature = "simulator")]
+        Command::Simulate(args) => simulated::simulate(args).await,
         Command::Plan { job, overrides } => plan(&job, &overrides),
         Command::Verify { dir, key_env } => verify(&dir, &key_env),
     }
 }
 
-fn overrides(args: &OverrideArgs) -> Result<Overrides, String> {
-    let shard = match &args.shard {
-        Some(s) => Some(s.parse().map_err(|e| format!("--shard {s}: {e}"))?),
-        None => None,
-    };
-    Ok(Overrides {
-        input: args.input.clone(),
-        out: args.out.clone(),
-        base_url: args.base_url.clone(),
-        rate: args.rate,
-        concurrency: args.concurrency,
-        shard,
-    })
-}
-
-fn load(path: &Path, args: &OverrideArgs) -> Result<(Job, input::InputList), i32> {
-    let o = overrides(args).map_err(|e| {
+fn load(path: &Path, overrides: &Overrides) -> Result<(Job, input::InputList), ExitCode> {
+    let job = job::load(path, overrides).map_err(|e| {
         eprintln!("error: {e}");
-        EXIT_USAGE
-    })?;
-    let job = job::load(path, &o).map_err(|e| {
-        eprintln!("error: {e}");
-        EXIT_USAGE
+        ExitCode::Usage
     })?;
     let list = read_job_input(&job)?;
     Ok((job, list))
 }
 
-fn read_job_input(job: &Job) -> Result<input::InputList, i32> {
+fn read_job_input(job: &Job) -> Result<input::InputList, ExitCode> {
     let Some(source) = job.input.path.as_deref() else {
         eprintln!(
             "error: {}: no input: set [input] path or pass --input FILE (or - for standard input)",
             job.path.display()
         );
-        return Err(EXIT_USAGE);
+        return Err(ExitCode::Usage);
     };
     let list = input::read_input_in(source, job.input.default_kind, &spool_dir(&job.output.dir))
         .map_err(|e| match e {
             // The input is fine; the output directory's file system could not keep it.
             input::InputError::Spool { .. } => {
                 eprintln!("error: output directory {}: {e}", job.output.dir.display());
-                EXIT_FATAL
+                ExitCode::Fatal
             }
             _ => {
                 eprintln!("error: {e}");
-                EXIT_USAGE
+                ExitCode::Usage
             }
         })?;
     // `run` and `plan` keep only this shard's references themselves.
@@ -99,8 +77,8 @@ fn spool_dir(out: &Path) -> std::path::PathBuf {
     }
 }
 
-async fn run_job(path: &Path, args: &OverrideArgs, quiet: bool, retry_failed: bool) -> i32 {
-    let (job, list) = match load(path, args) {
+async fn run_job(path: &Path, overrides: &Overrides, quiet: bool, retry_failed: bool) -> ExitCode {
+    let (job, list) = match load(path, overrides) {
         Ok(x) => x,
         Err(code) => return code,
     };
@@ -108,7 +86,7 @@ async fn run_job(path: &Path, args: &OverrideArgs, quiet: bool, retry_failed: bo
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
-            return EXIT_USAGE;
+            return ExitCode::Usage;
         }
     };
     execute_job(&job, list, &credentials, quiet, retry_failed).await
@@ -120,29 +98,10 @@ async fn execute_job(
     credentials: &Credentials,
     quiet: bool,
     retry_failed: bool,
-) -> i32 {
-    let archive_key = if job.output.encrypt_archives {
-        let var = &job.output.archive_key_env;
-        match std::env::var_os(var).map(|v| ArchiveKey::new(v.as_encoded_bytes())) {
-            Some(Some(k)) => Some(k),
-            Some(None) => {
-                eprintln!(
-                    "error: {}: [output] encrypt_archives = true but {var} is shorter than {} bytes",
-                    job.path.display(),
-                    ArchiveKey::MIN_LEN
-                );
-                return EXIT_USAGE;
-            }
-            None => {
-                eprintln!(
-                    "error: {}: [output] encrypt_archives = true but {var} is not set",
-                    job.path.display()
-                );
-                return EXIT_USAGE;
-            }
-        }
-    } else {
-        None
+) -> ExitCode {
+    let archive_key = match archive_key(job) {
+        Ok(k) => k,
+        Err(code) => return code,
     };
     if job.fetch.unmasked_card_images {
         tracing::warn!(
@@ -174,16 +133,47 @@ async fn execute_job(
                     "interrupted: run the same command again to resume; completed archives are kept"
                 );
             }
-            summary.exit_code()
+            // Summary speaks in numbers for now; anything undocumented is treated as fatal.
+            ExitCode::try_from(summary.exit_code()).unwrap_or(ExitCode::Fatal)
+        }
+        Err(e @ run::RunError::LegacyLayout { .. }) => {
+            eprintln!("error: {e}");
+            ExitCode::Usage
         }
         Err(e) => {
             eprintln!("error: {e}");
-            EXIT_FATAL
+            ExitCode::Fatal
         }
     }
 }
 
-fn verify(dir: &Path, key_env: &str) -> i32 {
+/// The key of `[output] encrypt_archives`, from the variable the job names.
+fn archive_key(job: &Job) -> Result<Option<ArchiveKey>, ExitCode> {
+    if !job.output.encrypt_archives {
+        return Ok(None);
+    }
+    let var = &job.output.archive_key_env;
+    match std::env::var_os(var).map(|v| ArchiveKey::new(v.as_encoded_bytes())) {
+        Some(Some(k)) => Ok(Some(k)),
+        Some(None) => {
+            eprintln!(
+                "error: {}: [output] encrypt_archives = true but {var} is shorter than {} bytes",
+                job.path.display(),
+                ArchiveKey::MIN_LEN
+            );
+            Err(ExitCode::Usage)
+        }
+        None => {
+            eprintln!(
+                "error: {}: [output] encrypt_archives = true but {var} is not set",
+                job.path.display()
+            );
+            Err(ExitCode::Usage)
+        }
+    }
+}
+
+fn verify(dir: &Path, key_env: &str) -> ExitCode {
     // The key is optional here: without it, encrypted entries are reported as unreadable.
     let key = match std::env::var_os(key_env) {
         Some(v) => match ArchiveKey::new(v.as_encoded_bytes()) {
@@ -193,7 +183,7 @@ fn verify(dir: &Path, key_env: &str) -> i32 {
                     "error: {key_env} is shorter than {} bytes",
                     ArchiveKey::MIN_LEN
                 );
-                return EXIT_USAGE;
+                return ExitCode::Usage;
             }
         },
         None => None,
@@ -201,172 +191,206 @@ fn verify(dir: &Path, key_env: &str) -> i32 {
     match crate::verify::verify_with_key(dir, key.as_ref()) {
         Ok(report) => {
             print!("{report}");
-            if report.is_ok() { 0 } else { 1 }
+            if report.is_ok() {
+                ExitCode::Success
+            } else {
+                ExitCode::Partial
+            }
         }
         Err(e) => {
             eprintln!("error: {e}");
-            EXIT_USAGE
+            ExitCode::Usage
         }
     }
 }
 
-fn plan(path: &Path, args: &OverrideArgs) -> i32 {
-    match load(path, args) {
+fn plan(path: &Path, overrides: &Overrides) -> ExitCode {
+    match load(path, overrides) {
         Ok((job, list)) => match crate::plan::budget(&job, &list) {
             Ok(budget) => {
                 print!("{budget}");
-                0
+                ExitCode::Success
             }
             Err(e) => {
                 eprintln!("error: reading the input list's temporary file failed: {e}");
-                EXIT_FATAL
+                ExitCode::Fatal
             }
         },
         Err(code) => code,
     }
 }
 
-/// Readable simulator references the demo adds so every outcome shows: not found (retention),
-/// pending forever, pending then done, failed, foreign hrefs, `images` as a single object.
-const DEMO_EXTRAS: &[(&str, crate::Kind)] = &[
-    ("nf-n-demo", crate::Kind::Netverify),
-    ("nf-d-demo", crate::Kind::Document),
-    ("pf-n-demo", crate::Kind::Netverify),
-    ("pf-a-demo", crate::Kind::Authentication),
-    ("p3-n-demo", crate::Kind::Netverify),
-    ("p2-a-demo", crate::Kind::Authentication),
-    ("fail-n-demo", crate::Kind::Netverify),
-    ("fh-n-demo", crate::Kind::Netverify),
-    ("obj-n-demo", crate::Kind::Netverify),
-];
+/// `demo` and `simulate`: the commands that need the simulator, absent from a build without
+/// the `simulator` feature (clap then knows no such subcommand).
+#[cfg(feature = "simulator")]
+mod simulated {
+    use std::path::Path;
 
-/// The demo's job file, compiled in so `demo` works from any directory.
-const DEMO_JOB: &str = include_str!("../jobs/demo.toml");
+    use super::{execute_job, read_job_input};
+    use crate::cli::SimulateArgs;
+    use crate::exit::ExitCode;
+    use crate::job::{self, Credentials, Overrides};
+    use crate::output::fsmode;
+    use crate::simulator::{self, Faults, SimOptions};
 
-async fn demo(out: &Path, count: usize, quiet: bool) -> i32 {
-    let sim_opts = SimOptions::default();
-    let credentials = Credentials::new(sim_opts.token.clone(), sim_opts.secret.clone());
-    let seed = sim_opts.seed;
-    let sim =
-        match simulator::start(sim_opts, "127.0.0.1:0".parse().expect("loopback address")).await {
+    /// Readable simulator references the demo adds so every outcome shows: not found (retention),
+    /// pending forever, pending then done, failed, foreign hrefs, `images` as a single object.
+    const DEMO_EXTRAS: &[(&str, crate::Kind)] = &[
+        ("nf-n-demo", crate::Kind::Netverify),
+        ("nf-d-demo", crate::Kind::Document),
+        ("pf-n-demo", crate::Kind::Netverify),
+        ("pf-a-demo", crate::Kind::Authentication),
+        ("p3-n-demo", crate::Kind::Netverify),
+        ("p2-a-demo", crate::Kind::Authentication),
+        ("fail-n-demo", crate::Kind::Netverify),
+        ("fh-n-demo", crate::Kind::Netverify),
+        ("obj-n-demo", crate::Kind::Netverify),
+    ];
+
+    /// The demo's job file, compiled in so `demo` works from any directory.
+    const DEMO_JOB: &str = include_str!("../jobs/demo.toml");
+
+    pub(super) async fn demo(out: &Path, count: usize, quiet: bool) -> ExitCode {
+        let sim_opts = SimOptions::default();
+        let credentials = Credentials::new(sim_opts.token.clone(), sim_opts.secret.clone());
+        let seed = sim_opts.seed;
+        let sim = match simulator::start(sim_opts, "127.0.0.1:0".parse().expect("loopback address"))
+            .await
+        {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("error: cannot start the simulator on loopback: {e}");
-                return EXIT_FATAL;
+                return ExitCode::Fatal;
             }
         };
-    if let Err(e) = crate::output::fsmode::Modes::default().create_dir_all(out) {
-        eprintln!("error: output directory {}: {e}", out.display());
-        return EXIT_FATAL;
-    }
-    let refs_path = out.join("demo-references.csv");
-    let mut refs = simulator::population(seed, count);
-    refs.extend(DEMO_EXTRAS.iter().map(|(r, k)| (r.to_string(), *k)));
-    if let Err(e) = simulator::write_references_csv(&refs_path, &refs) {
-        eprintln!("error: {}: {e}", refs_path.display());
-        return EXIT_FATAL;
-    }
-    // A few references that must never reach the API.
-    if let Err(e) = append_invalid(&refs_path) {
-        eprintln!("error: {}: {e}", refs_path.display());
-        return EXIT_FATAL;
-    }
-    let o = Overrides {
-        input: Some(refs_path.display().to_string()),
-        out: Some(out.to_path_buf()),
-        base_url: Some(sim.base_url()),
-        ..Overrides::default()
-    };
-    let job = match job::parse(DEMO_JOB, Path::new("jobs/demo.toml"), &o) {
-        Ok(j) => j,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_USAGE;
+        let refs_path = out.join("demo-references.csv");
+        let o = Overrides {
+            input: Some(refs_path.display().to_string()),
+            out: Some(out.to_path_buf()),
+            base_url: Some(sim.base_url()),
+            ..Overrides::default()
+        };
+        let job = match job::parse(DEMO_JOB, Path::new("jobs/demo.toml"), &o) {
+            Ok(j) => j,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::Usage;
+            }
+        };
+        // The reference list is the demo's first output: it gets the job's modes like the rest.
+        let modes = fsmode::Modes {
+            file: job.output.file_mode,
+            dir: job.output.dir_mode,
+        };
+        if let Err(e) = modes.create_dir_all(out) {
+            eprintln!("error: output directory {}: {e}", out.display());
+            return ExitCode::Fatal;
         }
-    };
-    let list = match read_job_input(&job) {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
-    println!(
-        "demo: simulator at {} serving {} references; exporting into {}",
-        sim.base_url(),
-        list.items.len() + list.rejected.len() as u64,
-        out.display()
-    );
-    let code = execute_job(&job, list, &credentials, quiet, false).await;
-    sim.shutdown().await;
-    println!(
-        "demo: outputs in {} (archives/, *.csv, *.parquet, failures.csv, report.json)",
-        out.display()
-    );
-    // The demo includes failures on purpose; it succeeded if the run itself finished.
-    if code == 1 { 0 } else { code }
-}
+        if let Err(e) = write_references(&refs_path, seed, count, modes) {
+            eprintln!("error: {}: {e}", refs_path.display());
+            return ExitCode::Fatal;
+        }
+        let list = match read_job_input(&job) {
+            Ok(l) => l,
+            Err(code) => return code,
+        };
+        println!(
+            "demo: simulator at {} serving {} references; exporting into {}",
+            sim.base_url(),
+            list.items.len() + list.rejected.len() as u64,
+            out.display()
+        );
+        let code = execute_job(&job, list, &credentials, quiet, false).await;
+        sim.shutdown().await;
+        println!(
+            "demo: outputs in {} (archives/, *.csv, *.parquet, failures.csv, report.json)",
+            out.display()
+        );
+        // The demo includes failures on purpose; it succeeded if the run itself finished.
+        if code == ExitCode::Partial {
+            ExitCode::Success
+        } else {
+            code
+        }
+    }
 
-fn append_invalid(path: &Path) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new().append(true).open(path)?;
-    writeln!(f, "not/a-reference,netverify")?;
-    writeln!(f, "{},netverify", "x".repeat(37))?;
-    Ok(())
-}
+    /// The demo's reference list (`reference,kind`): `count` of the simulator's population, the
+    /// [`DEMO_EXTRAS`], and a few references that must never reach the API. Created with the
+    /// job's file mode, like every other output.
+    fn write_references(
+        path: &Path,
+        seed: u64,
+        count: usize,
+        modes: fsmode::Modes,
+    ) -> std::io::Result<()> {
+        let mut refs = simulator::population(seed, count);
+        refs.extend(DEMO_EXTRAS.iter().map(|(r, k)| (r.to_string(), *k)));
+        let mut w = csv::Writer::from_writer(modes.create_file(path)?);
+        w.write_record(["reference", "kind"])?;
+        for (r, k) in &refs {
+            w.write_record([r.as_str(), k.as_str()])?;
+        }
+        w.write_record(["not/a-reference", "netverify"])?;
+        w.write_record([&"x".repeat(37), "netverify"])?;
+        w.flush()
+    }
 
-async fn simulate(a: SimulateArgs) -> i32 {
-    let mut opts = SimOptions {
-        seed: a.seed,
-        token: a.token,
-        secret: a.secret,
-        allow_unmasked: a.allow_unmasked,
-        request_log: a.request_log,
-        faults: Faults {
-            latency_ms: a.latency_ms,
-            error_rate: a.error_rate,
-            rate_429: a.rate_429,
-            retry_after_429: a.retry_after,
-            ceiling_rps: a.ceiling_rps,
-            truncate_rate: a.truncate_rate,
-            reset_rate: a.reset_rate,
-            foreign_href_rate: a.foreign_href_rate,
-            foreign_origin: a.foreign_origin,
-        },
-        ..SimOptions::default()
-    };
-    if let Some(n) = a.image_bytes {
-        opts.image_bytes = n;
-    }
-    if let Some(n) = a.liveness_bytes {
-        opts.liveness_bytes = n;
-    }
-    if let Some(n) = a.page_bytes {
-        opts.page_bytes = n;
-    }
-    if let Some(n) = a.pdf_bytes {
-        opts.pdf_bytes = n;
-    }
-    if let Some(path) = &a.references_out {
-        let refs = simulator::population(a.seed, a.count);
-        if let Err(e) = simulator::write_references_csv(path, &refs) {
-            eprintln!("error: {}: {e}", path.display());
-            return EXIT_FATAL;
+    pub(super) async fn simulate(a: SimulateArgs) -> ExitCode {
+        let mut opts = SimOptions {
+            seed: a.seed,
+            token: a.token,
+            secret: a.secret,
+            allow_unmasked: a.allow_unmasked,
+            request_log: a.request_log,
+            faults: Faults {
+                latency_ms: a.latency_ms,
+                error_rate: a.error_rate,
+                rate_429: a.rate_429,
+                retry_after_429: a.retry_after,
+                ceiling_rps: a.ceiling_rps,
+                truncate_rate: a.truncate_rate,
+                reset_rate: a.reset_rate,
+                foreign_href_rate: a.foreign_href_rate,
+                foreign_origin: a.foreign_origin,
+            },
+            ..SimOptions::default()
+        };
+        if let Some(n) = a.image_bytes {
+            opts.image_bytes = n;
         }
-        eprintln!("wrote {} references to {}", refs.len(), path.display());
-    }
-    // Nothing reads an in-memory log here; over days it would only grow.
-    opts.memory_log = false;
-    let handle = match simulator::start(opts, a.listen).await {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("error: simulator on {}: {e}", a.listen);
-            return EXIT_FATAL;
+        if let Some(n) = a.liveness_bytes {
+            opts.liveness_bytes = n;
         }
-    };
-    // The bound address, so `--listen 127.0.0.1:0` tells which port it got.
-    eprintln!(
-        "simulator listening on {} (Ctrl-C stops it)",
-        handle.base_url()
-    );
-    let _ = tokio::signal::ctrl_c().await;
-    handle.shutdown().await;
-    0
+        if let Some(n) = a.page_bytes {
+            opts.page_bytes = n;
+        }
+        if let Some(n) = a.pdf_bytes {
+            opts.pdf_bytes = n;
+        }
+        if let Some(path) = &a.references_out {
+            let refs = simulator::population(a.seed, a.count);
+            if let Err(e) = simulator::write_references_csv(path, &refs) {
+                eprintln!("error: {}: {e}", path.display());
+                return ExitCode::Fatal;
+            }
+            eprintln!("wrote {} references to {}", refs.len(), path.display());
+        }
+        // Nothing reads an in-memory log here; over days it would only grow.
+        opts.memory_log = false;
+        let handle = match simulator::start(opts, a.listen).await {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("error: simulator on {}: {e}", a.listen);
+                return ExitCode::Fatal;
+            }
+        };
+        // The bound address, so `--listen 127.0.0.1:0` tells which port it got.
+        eprintln!(
+            "simulator listening on {} (Ctrl-C stops it)",
+            handle.base_url()
+        );
+        let _ = tokio::signal::ctrl_c().await;
+        handle.shutdown().await;
+        ExitCode::Success
+    }
 }

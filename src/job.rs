@@ -4,7 +4,8 @@
 //! (`#[serde(deny_unknown_fields)]`, every value [`toml::Spanned`] so it knows its line),
 //! then every value is checked and turned into the typed settings the other stages use.
 //! Every error names the file, the line and the key (`jobs/x.toml:7: [limits]
-//! concurrency: must be at least 1`).
+//! concurrency: must be at least 1`), or the flag of a command-line [`Overrides`].
+//! One validator per table; every default and limit is in [`defaults`].
 //!
 //! This module reads the job file and, in [`Credentials::from_env`], two environment
 //! variables; it does no other I/O and never sends anything. Credentials are never read
@@ -27,21 +28,105 @@ use toml::de::{DeTable, DeValue};
 use crate::Kind;
 
 /// Command-line values that replace the job file's (`--input`, `--out`, `--base-url`,
-/// `--rate`, `--concurrency`, `--shard`). `None` keeps the job file's value.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// `--rate`, `--concurrency`, `--shard`), shared by `run` and `plan`. This struct is also
+/// their clap definition (`#[command(flatten)]` in [`crate::cli`]), so the flags and what the
+/// job does with them cannot drift apart. `None` keeps the job file's value; an `--input` path
+/// is relative to the current directory, and `--rate` is divided by the shard count.
+#[derive(Debug, Clone, Default, PartialEq, clap::Args)]
 pub struct Overrides {
-    /// `--input`: a path (relative to the current directory) or `-` for standard input.
+    /// Reference list (text or CSV); `-` reads standard input.
+    #[arg(long)]
     pub input: Option<String>,
-    /// `--out`: the output directory.
+    /// Output directory.
+    #[arg(long)]
     pub out: Option<PathBuf>,
-    /// `--base-url`: sets both `netverify_url` and `retrieval_url`.
+    /// Sets both netverify_url and retrieval_url.
+    #[arg(long)]
     pub base_url: Option<String>,
-    /// `--rate`: requests per second for the whole job (before division by the shard count).
+    /// Requests per second (a ceiling for all requests).
+    #[arg(long)]
     pub rate: Option<f64>,
-    /// `--concurrency`: requests in flight at once.
+    /// References worked on at once.
+    #[arg(long)]
     pub concurrency: Option<usize>,
-    /// `--shard K/N`.
+    /// Export only shard K of N (K from 0 to N-1), at 1/N of the rate.
+    #[arg(long, value_name = "K/N")]
     pub shard: Option<Shard>,
+}
+
+/// Every default and limit of the job file's settings, in one place: the validation below, the
+/// rate limiter ([`crate::api::limiter`]) and the retry policy ([`crate::api::retry`]) read
+/// them from here. The defaults are SPEC's sample job file.
+pub mod defaults {
+    use std::time::Duration;
+
+    use super::{FetchSettings, Region};
+    use crate::Kind;
+
+    /// `[api] region`.
+    pub const REGION: Region = Region::Us;
+    /// `[api] token_env`.
+    pub const TOKEN_ENV: &str = "JUMIO_API_TOKEN";
+    /// `[api] secret_env`.
+    pub const SECRET_ENV: &str = "JUMIO_API_SECRET";
+    /// `[input] default_kind`.
+    pub const DEFAULT_KIND: Kind = Kind::Netverify;
+    /// `[limits] requests_per_second`.
+    pub const REQUESTS_PER_SECOND: f64 = 10.0;
+    /// `[limits] burst`.
+    pub const BURST: u32 = 10;
+    /// `[limits] concurrency`.
+    pub const CONCURRENCY: usize = 16;
+    /// `[limits] max_retries`.
+    pub const MAX_RETRIES: u32 = 6;
+    /// `[limits] timeout_seconds`.
+    pub const TIMEOUT: Duration = Duration::from_secs(60);
+    /// `[limits] max_file_bytes` (50 MiB).
+    pub const MAX_FILE_BYTES: u64 = 52_428_800;
+    /// `[polling] schedule_seconds`: the guide's request timings.
+    pub const SCHEDULE_SECONDS: [u64; 10] = [40, 60, 100, 160, 240, 340, 460, 600, 760, 940];
+    /// `[polling] daily_retry`.
+    pub const DAILY_RETRY: bool = true;
+    /// `[fetch]`: everything the guide's flow offers, except unmasked card images (PCI DSS).
+    pub const FETCH: FetchSettings = FetchSettings {
+        images: true,
+        liveness_images: true,
+        original_documents: true,
+        unmasked_card_images: false,
+    };
+    /// `[output] dir`.
+    pub const OUTPUT_DIR: &str = "export";
+    /// `[output] csv`, `parquet` and `archives`.
+    pub const WRITE_TABLES_AND_ARCHIVES: bool = true;
+    /// `[output] encrypt_archives`.
+    pub const ENCRYPT_ARCHIVES: bool = false;
+    /// `[output] archive_key_env`, and `verify --key-env`.
+    pub const ARCHIVE_KEY_ENV: &str = "JUMIO_EXPORT_ARCHIVE_KEY";
+    /// `[output] file_mode`: personal data, readable by the owner only.
+    pub const FILE_MODE: u32 = 0o600;
+    /// `[output] dir_mode`.
+    pub const DIR_MODE: u32 = 0o700;
+
+    /// The slowest request rate a shard may run at, in requests per second: the limiter turns
+    /// the rate into a period (1/rate) that must fit a `Duration` and governor's u64
+    /// nanoseconds. One request per 1000 s is slower than any real export.
+    pub const MIN_RATE: f64 = 0.001;
+    /// The fastest rate the limiter accepts from a library caller (job files have no upper
+    /// bound: a rate above what any server answers is merely no limit).
+    pub const MAX_RATE: f64 = 1e9;
+    /// The largest rate limiter burst; with [`MIN_RATE`] it keeps governor's burst window
+    /// (period × burst, in u64 nanoseconds) far from overflowing.
+    pub const MAX_BURST: u32 = 1_000_000;
+    /// The longest `[limits] timeout_seconds`: a day is far beyond any sensible request
+    /// timeout, and keeps `Duration::from_secs_f64` in range.
+    pub const MAX_TIMEOUT_SECONDS: f64 = 86_400.0;
+    /// The largest `[polling] schedule_seconds` offset: ten years, far beyond the guide's
+    /// schedule, and keeps `Duration::from_secs_f64` in range.
+    pub const MAX_SCHEDULE_SECONDS: f64 = 315_360_000.0;
+    /// The first backoff ceiling of a retried request; doubled per retry.
+    pub const RETRY_BASE: Duration = Duration::from_millis(500);
+    /// The largest backoff ceiling of a retried request.
+    pub const RETRY_CAP: Duration = Duration::from_secs(60);
 }
 
 /// One shard of an array job: `--shard K/N` exports only the references whose
@@ -449,7 +534,8 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Job, JobError> {
 }
 
 /// Validates job file `text` (read from `path`, which names it in errors and anchors a
-/// relative `[input] path`), applying `overrides`.
+/// relative `[input] path`), applying `overrides`. One validator per table, in file order, so
+/// the first problem reported is the first one a reader meets.
 pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> Result<Job, JobError> {
     let ctx = Ctx { file: path, text };
     let tree = DeTable::parse(text).map_err(|e| JobError::Syntax {
@@ -457,339 +543,503 @@ pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> Result<Job, JobE
         message: e.message().to_string(),
     })?;
     let raw: RawJob = toml::from_str(text).map_err(|e| ctx.serde_error(&e, tree.get_ref()))?;
-    let key_span = |path: &[&str]| find_key(tree.get_ref(), path);
+    Ok(Job {
+        path: path.to_path_buf(),
+        sha256: hex::encode(Sha256::digest(text.as_bytes())),
+        api: api_settings(&ctx, &raw.api, tree.get_ref(), overrides)?,
+        input: input_settings(&ctx, &raw.input, overrides)?,
+        limits: limits(&ctx, &raw.limits, overrides)?,
+        polling: polling(&ctx, &raw.polling)?,
+        fetch: fetch_settings(&raw.fetch),
+        output: output_settings(&ctx, &raw.output, overrides)?,
+        shard: overrides.shard,
+    })
+}
 
-    let sha256 = hex::encode(Sha256::digest(text.as_bytes()));
+// ---- one setting: override, else file, else default -----------------------------------
 
-    // [api]
-    let a = &raw.api;
-    let region = match &a.region {
-        Some(r) => r
-            .get_ref()
-            .parse::<Region>()
-            .map_err(|m| ctx.invalid(r.span(), "[api] region", m))?,
-        None => Region::Us,
+/// Where a setting's value came from, so a problem with it blames the right place.
+#[derive(Debug, Clone, PartialEq)]
+enum Origin {
+    /// A command-line override (`--rate`).
+    Flag(&'static str),
+    /// The job file's `key` (`[limits] requests_per_second`), at this span.
+    File(&'static str, Range<usize>),
+    /// Neither gave one: the built-in default of `key`.
+    Default(&'static str),
+}
+
+/// One setting's value and its [`Origin`].
+#[derive(Debug, Clone, PartialEq)]
+struct Setting<T> {
+    value: T,
+    origin: Origin,
+}
+
+impl<T> Setting<T> {
+    /// Whether the value came from the command line (whose values are the user's as given:
+    /// some file-only checks and the job-directory anchoring do not apply to them).
+    fn is_flag(&self) -> bool {
+        matches!(self.origin, Origin::Flag(_))
+    }
+
+    /// Checks and converts the value; an error names the flag, or the file, line and key.
+    fn check<U, E: Into<String>>(
+        self,
+        ctx: &Ctx<'_>,
+        f: impl FnOnce(T) -> Result<U, E>,
+    ) -> Result<Setting<U>, JobError> {
+        match f(self.value) {
+            Ok(value) => Ok(Setting {
+                value,
+                origin: self.origin,
+            }),
+            Err(message) => Err(ctx.blame(&self.origin, message)),
+        }
+    }
+}
+
+/// `--flag`'s value, for [`Ctx::setting`].
+fn flag<T>(name: &'static str, value: Option<T>) -> Option<(&'static str, T)> {
+    value.map(|v| (name, v))
+}
+
+impl Ctx<'_> {
+    /// The command-line override when given, else the job file's value of `key`, else
+    /// `None`; remembers which, for [`Setting::check`].
+    fn optional<T: Clone>(
+        &self,
+        key: &'static str,
+        file: &Option<Spanned<T>>,
+        flag: Option<(&'static str, T)>,
+    ) -> Option<Setting<T>> {
+        match (flag, file) {
+            (Some((flag, value)), _) => Some(Setting {
+                value,
+                origin: Origin::Flag(flag),
+            }),
+            (None, Some(v)) => Some(Setting {
+                value: v.get_ref().clone(),
+                origin: Origin::File(key, v.span()),
+            }),
+            (None, None) => None,
+        }
+    }
+
+    /// [`Ctx::optional`], falling back to `default`.
+    fn setting<T: Clone>(
+        &self,
+        key: &'static str,
+        file: &Option<Spanned<T>>,
+        flag: Option<(&'static str, T)>,
+        default: T,
+    ) -> Setting<T> {
+        self.optional(key, file, flag).unwrap_or(Setting {
+            value: default,
+            origin: Origin::Default(key),
+        })
+    }
+
+    /// The error for a value from `origin`: the flag, or the file, line and key.
+    fn blame(&self, origin: &Origin, message: impl Into<String>) -> JobError {
+        match origin {
+            Origin::Flag(flag) => JobError::Override {
+                flag,
+                message: message.into(),
+            },
+            Origin::File(key, span) => self.invalid(span.clone(), key, message),
+            Origin::Default(key) => JobError::Invalid {
+                location: self.location(None, false),
+                key: (*key).to_string(),
+                message: message.into(),
+            },
+        }
+    }
+}
+
+// ---- one validator per table ----------------------------------------------------------
+
+/// `[api]`; `--base-url` replaces both URLs.
+fn api_settings(
+    ctx: &Ctx<'_>,
+    a: &RawApi,
+    tree: &DeTable<'_>,
+    overrides: &Overrides,
+) -> Result<ApiSettings, JobError> {
+    let region = ctx
+        .setting(
+            "[api] region",
+            &a.region,
+            None,
+            defaults::REGION.to_string(),
+        )
+        .check(ctx, |r| r.parse::<Region>())?
+        .value;
+    let base_url = || flag("--base-url", overrides.base_url.clone());
+    let url = |key: &'static str, file: &Option<Spanned<String>>, default: &str| {
+        ctx.setting(key, file, base_url(), default.to_string())
+            .check(ctx, |u| check_url(&u))
+            .map(|s| s.value)
     };
-    let (netverify_url, retrieval_url) = match &overrides.base_url {
-        Some(base) => {
-            let url = check_url(base).map_err(|message| JobError::Override {
-                flag: "--base-url",
-                message,
-            })?;
-            (url.clone(), url)
-        }
-        None => {
-            let url = |v: &Option<Spanned<String>>, key: &str, default: &str| match v {
-                Some(s) => check_url(s.get_ref()).map_err(|m| ctx.invalid(s.span(), key, m)),
-                None => Ok(Url::parse(default).expect("built-in URL parses")),
-            };
-            (
-                url(
-                    &a.netverify_url,
-                    "[api] netverify_url",
-                    region.netverify_url(),
-                )?,
-                url(
-                    &a.retrieval_url,
-                    "[api] retrieval_url",
-                    region.retrieval_url(),
-                )?,
-            )
-        }
+    let env_name = |key: &'static str, file: &Option<Spanned<String>>, default: &str| {
+        ctx.setting(key, file, None, default.to_string())
+            .check(ctx, |name| {
+                if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    Err("must be an environment variable name (letters, digits, _)")
+                } else {
+                    Ok(name)
+                }
+            })
+            .map(|s| s.value)
     };
-    let user_agent = match &a.user_agent {
-        Some(ua) => {
-            let v = ua.get_ref().trim();
-            if v.is_empty() {
-                return Err(ctx.invalid(
-                    ua.span(),
-                    "[api] user_agent",
-                    "must not be empty: Jumio requires it to name your business and application",
-                ));
-            }
-            if v.chars().any(|c| c.is_control()) {
-                return Err(ctx.invalid(
-                    ua.span(),
-                    "[api] user_agent",
-                    "must not contain control characters",
-                ));
-            }
-            v.to_string()
-        }
-        None => {
-            return Err(JobError::Invalid {
-                location: ctx.location(key_span(&["api"]), false),
-                key: "[api] user_agent".into(),
-                message: "required: Jumio requires a User-Agent naming your business and \
-                          application, e.g. \"Example Corp ComplianceExport/1.0\""
-                    .into(),
-            });
-        }
-    };
-    let env_name = |v: &Option<Spanned<String>>, key: &str, default: &str| match v {
-        Some(s) => {
-            let name = s.get_ref();
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                Err(ctx.invalid(
-                    s.span(),
-                    key,
-                    "must be an environment variable name (letters, digits, _)",
-                ))
-            } else {
-                Ok(name.clone())
-            }
-        }
-        None => Ok(default.to_string()),
-    };
-    let api = ApiSettings {
+    Ok(ApiSettings {
         region,
-        netverify_url,
-        retrieval_url,
-        user_agent,
-        token_env: env_name(&a.token_env, "[api] token_env", "JUMIO_API_TOKEN")?,
-        secret_env: env_name(&a.secret_env, "[api] secret_env", "JUMIO_API_SECRET")?,
-    };
+        netverify_url: url(
+            "[api] netverify_url",
+            &a.netverify_url,
+            region.netverify_url(),
+        )?,
+        retrieval_url: url(
+            "[api] retrieval_url",
+            &a.retrieval_url,
+            region.retrieval_url(),
+        )?,
+        user_agent: user_agent(ctx, a, tree)?,
+        token_env: env_name("[api] token_env", &a.token_env, defaults::TOKEN_ENV)?,
+        secret_env: env_name("[api] secret_env", &a.secret_env, defaults::SECRET_ENV)?,
+    })
+}
 
-    // [input]
-    let input_path = match (&overrides.input, &raw.input.path) {
-        (Some(p), _) => Some(p.clone()),
-        (None, Some(p)) => {
-            let v = p.get_ref();
-            if v.is_empty() {
-                return Err(ctx.invalid(p.span(), "[input] path", "must not be empty"));
-            }
-            if v == "-" {
-                Some(v.clone())
-            } else {
-                let dir = path.parent().unwrap_or(Path::new(""));
-                Some(dir.join(v).to_string_lossy().into_owned())
-            }
+/// `[api] user_agent`: required, since Jumio requires it to name the business.
+fn user_agent(ctx: &Ctx<'_>, a: &RawApi, tree: &DeTable<'_>) -> Result<String, JobError> {
+    let Some(ua) = ctx.optional("[api] user_agent", &a.user_agent, None) else {
+        return Err(JobError::Invalid {
+            location: ctx.location(find_key(tree, &["api"]), false),
+            key: "[api] user_agent".into(),
+            message: "required: Jumio requires a User-Agent naming your business and \
+                      application, e.g. \"Example Corp ComplianceExport/1.0\""
+                .into(),
+        });
+    };
+    let ua = ua.check(ctx, |v| {
+        let v = v.trim();
+        if v.is_empty() {
+            Err("must not be empty: Jumio requires it to name your business and application")
+        } else if v.chars().any(|c| c.is_control()) {
+            Err("must not contain control characters")
+        } else {
+            Ok(v.to_string())
         }
-        (None, None) => None,
-    };
-    let default_kind = match &raw.input.default_kind {
-        Some(k) => k
-            .get_ref()
-            .parse::<Kind>()
-            .map_err(|e| ctx.invalid(k.span(), "[input] default_kind", e.to_string()))?,
-        None => Kind::Netverify,
-    };
-    let input = InputSettings {
-        path: input_path,
-        default_kind,
-    };
+    })?;
+    Ok(ua.value)
+}
 
-    // [limits]
-    let l = &raw.limits;
-    // A Shard built in code rather than parsed from `--shard` may be out of range.
-    if let Some(shard) = overrides.shard
-        && (shard.count == 0 || shard.index >= shard.count)
-    {
-        return Err(JobError::Override {
-            flag: "--shard",
-            message: format!("{shard}: expected K/N with 0 <= K < N (K is 0-based)"),
-        });
-    }
-    let shard_count = overrides.shard.map_or(1, |s| s.count);
-    let rate = match (overrides.rate, &l.requests_per_second) {
-        (Some(r), _) => {
-            if !(r.is_finite() && r > 0.0) {
-                return Err(JobError::Override {
-                    flag: "--rate",
-                    message: format!("must be a finite number greater than 0, got {r}"),
-                });
-            }
-            r
-        }
-        (None, Some(r)) => {
-            let v = *r.get_ref();
-            if !(v.is_finite() && v > 0.0) {
-                return Err(ctx.invalid(
-                    r.span(),
-                    "[limits] requests_per_second",
-                    "must be a finite number greater than 0",
-                ));
-            }
-            v
-        }
-        (None, None) => 10.0,
+/// `[input]`; `--input` replaces the path.
+fn input_settings(
+    ctx: &Ctx<'_>,
+    i: &RawInput,
+    overrides: &Overrides,
+) -> Result<InputSettings, JobError> {
+    let path = match ctx.optional(
+        "[input] path",
+        &i.path,
+        flag("--input", overrides.input.clone()),
+    ) {
+        // An --input path is the user's, relative to the current directory: not re-anchored.
+        Some(p) if p.is_flag() => Some(p.value),
+        Some(p) => Some(
+            p.check(ctx, |v| match v.as_str() {
+                "" => Err("must not be empty"),
+                "-" => Ok(v),
+                _ => {
+                    let dir = ctx.file.parent().unwrap_or(Path::new(""));
+                    Ok(dir.join(v).to_string_lossy().into_owned())
+                }
+            })?
+            .value,
+        ),
+        None => None,
     };
-    // The limiter turns the per-shard rate into a period (1/rate) that must fit a
-    // Duration and governor's u64 nanoseconds; 5e-324 passed the check above and then
-    // panicked there. One request per 1000 s per shard is slower than any real export.
-    if rate / f64::from(shard_count) < MIN_RATE {
-        let message = format!(
-            "must be at least {MIN_RATE} per shard (one request per {} s), got {rate} over \
-             {shard_count} shard(s)",
-            1.0 / MIN_RATE
-        );
-        return Err(match (overrides.rate, &l.requests_per_second) {
-            (Some(_), _) => JobError::Override {
-                flag: "--rate",
-                message,
-            },
-            (None, Some(r)) => ctx.invalid(r.span(), "[limits] requests_per_second", message),
-            (None, None) => JobError::Override {
-                flag: "--shard",
-                message,
-            },
-        });
-    }
-    let burst = match &l.burst {
-        Some(b) if *b.get_ref() == 0 => {
-            return Err(ctx.invalid(b.span(), "[limits] burst", "must be at least 1"));
-        }
-        // governor multiplies the period (up to 1000 s at MIN_RATE) by the burst in u64
-        // nanoseconds: `burst = 4294967295` at 0.2 requests per second overflowed it.
-        Some(b) if *b.get_ref() > MAX_BURST => {
-            return Err(ctx.invalid(
-                b.span(),
-                "[limits] burst",
-                format!("must be at most {MAX_BURST}"),
-            ));
-        }
-        Some(b) => *b.get_ref(),
-        None => 10,
-    };
-    let concurrency = match (overrides.concurrency, &l.concurrency) {
-        (Some(0), _) => {
-            return Err(JobError::Override {
-                flag: "--concurrency",
-                message: "must be at least 1".into(),
-            });
-        }
-        (Some(c), _) => c,
-        (None, Some(c)) if *c.get_ref() == 0 => {
-            return Err(ctx.invalid(c.span(), "[limits] concurrency", "must be at least 1"));
-        }
-        (None, Some(c)) => *c.get_ref(),
-        (None, None) => 16,
-    };
-    let timeout = match &l.timeout_seconds {
-        Some(t) => {
-            let v = *t.get_ref();
-            // Duration::from_secs_f64 panics on huge values; a day is far beyond any
-            // sensible request timeout. A value under a nanosecond becomes a zero timeout,
-            // which fails every request: refused like 0.
-            if !(v.is_finite() && v > 0.0 && v <= 86_400.0) || Duration::from_secs_f64(v).is_zero()
-            {
-                return Err(ctx.invalid(
-                    t.span(),
-                    "[limits] timeout_seconds",
-                    "must be greater than 0 and at most 86400",
-                ));
-            }
-            Duration::from_secs_f64(v)
-        }
-        None => Duration::from_secs(60),
-    };
-    let max_file_bytes = match &l.max_file_bytes {
-        Some(m) if *m.get_ref() == 0 => {
-            return Err(ctx.invalid(m.span(), "[limits] max_file_bytes", "must be at least 1"));
-        }
-        Some(m) => *m.get_ref(),
-        None => 52_428_800,
-    };
-    let limits = Limits {
-        requests_per_second: rate / f64::from(shard_count),
+    let default_kind = ctx
+        .setting(
+            "[input] default_kind",
+            &i.default_kind,
+            None,
+            defaults::DEFAULT_KIND.as_str().to_string(),
+        )
+        .check(ctx, |k| k.parse::<Kind>().map_err(|e| e.to_string()))?
+        .value;
+    Ok(InputSettings { path, default_kind })
+}
+
+/// `[limits]`, divided by the shard count; `--rate` and `--concurrency` replace theirs.
+fn limits(ctx: &Ctx<'_>, l: &RawLimits, overrides: &Overrides) -> Result<Limits, JobError> {
+    let shard_count = shard_count(overrides)?;
+    let requests_per_second = rate(ctx, l, overrides, shard_count)?;
+    let burst = ctx
+        .setting("[limits] burst", &l.burst, None, defaults::BURST)
+        .check(ctx, |b| match b {
+            0 => Err("must be at least 1".to_string()),
+            // governor multiplies the period (up to 1000 s at MIN_RATE) by the burst in u64
+            // nanoseconds: `burst = 4294967295` at 0.2 requests per second overflowed it.
+            b if b > defaults::MAX_BURST => Err(format!("must be at most {}", defaults::MAX_BURST)),
+            b => Ok(b),
+        })?
+        .value;
+    let concurrency = ctx
+        .setting(
+            "[limits] concurrency",
+            &l.concurrency,
+            flag("--concurrency", overrides.concurrency),
+            defaults::CONCURRENCY,
+        )
+        .check(ctx, at_least_one)?
+        .value;
+    let timeout = timeout(ctx, l)?;
+    let max_file_bytes = ctx
+        .setting(
+            "[limits] max_file_bytes",
+            &l.max_file_bytes,
+            None,
+            defaults::MAX_FILE_BYTES,
+        )
+        .check(ctx, at_least_one)?
+        .value;
+    let max_retries = ctx.setting(
+        "[limits] max_retries",
+        &l.max_retries,
+        None,
+        defaults::MAX_RETRIES,
+    );
+    Ok(Limits {
+        requests_per_second,
         burst: burst.div_ceil(shard_count).max(1),
         concurrency,
-        max_retries: l.max_retries.as_ref().map_or(6, |m| *m.get_ref()),
+        max_retries: max_retries.value,
         timeout,
         max_file_bytes,
-    };
+    })
+}
 
-    // [polling]
-    let schedule = match &raw.polling.schedule_seconds {
-        Some(s) => check_schedule(&ctx, s)?,
-        None => [40u64, 60, 100, 160, 240, 340, 460, 600, 760, 940]
+/// `[limits] requests_per_second` or `--rate`, divided by the shard count.
+fn rate(
+    ctx: &Ctx<'_>,
+    l: &RawLimits,
+    overrides: &Overrides,
+    shard_count: u32,
+) -> Result<f64, JobError> {
+    let rate = ctx.setting(
+        "[limits] requests_per_second",
+        &l.requests_per_second,
+        flag("--rate", overrides.rate),
+        defaults::REQUESTS_PER_SECOND,
+    );
+    // The flag has no line to point at, so its message quotes the value.
+    let got = if rate.is_flag() {
+        format!(", got {}", rate.value)
+    } else {
+        String::new()
+    };
+    let rate = rate.check(ctx, |r| {
+        if r.is_finite() && r > 0.0 {
+            Ok(r)
+        } else {
+            Err(format!("must be a finite number greater than 0{got}"))
+        }
+    })?;
+    per_shard_rate(ctx, rate, shard_count)
+}
+
+/// The check of counts that must be at least 1.
+fn at_least_one<T: PartialEq + From<u8>>(n: T) -> Result<T, String> {
+    if n == T::from(0) {
+        Err("must be at least 1".to_string())
+    } else {
+        Ok(n)
+    }
+}
+
+/// N of `--shard K/N`, 1 without it. A `Shard` built in code rather than parsed from
+/// `--shard` may be out of range.
+fn shard_count(overrides: &Overrides) -> Result<u32, JobError> {
+    match overrides.shard {
+        Some(shard) if shard.count == 0 || shard.index >= shard.count => Err(JobError::Override {
+            flag: "--shard",
+            message: format!("{shard}: expected K/N with 0 <= K < N (K is 0-based)"),
+        }),
+        Some(shard) => Ok(shard.count),
+        None => Ok(1),
+    }
+}
+
+/// This shard's share of the rate. The limiter turns it into a period (1/rate) that must fit
+/// a Duration and governor's u64 nanoseconds; 5e-324 passed the "finite and > 0" check and
+/// then panicked there.
+fn per_shard_rate(ctx: &Ctx<'_>, rate: Setting<f64>, shard_count: u32) -> Result<f64, JobError> {
+    let per_shard = rate.value / f64::from(shard_count);
+    if per_shard >= defaults::MIN_RATE {
+        return Ok(per_shard);
+    }
+    let message = format!(
+        "must be at least {} per shard (one request per {} s), got {} over {shard_count} shard(s)",
+        defaults::MIN_RATE,
+        1.0 / defaults::MIN_RATE,
+        rate.value
+    );
+    Err(match rate.origin {
+        // The default rate is fine on its own: the shard count made it too small.
+        Origin::Default(_) => JobError::Override {
+            flag: "--shard",
+            message,
+        },
+        origin => ctx.blame(&origin, message),
+    })
+}
+
+/// `[limits] timeout_seconds`.
+fn timeout(ctx: &Ctx<'_>, l: &RawLimits) -> Result<Duration, JobError> {
+    let Some(t) = ctx.optional("[limits] timeout_seconds", &l.timeout_seconds, None) else {
+        return Ok(defaults::TIMEOUT);
+    };
+    let t = t.check(ctx, |v| {
+        // Duration::from_secs_f64 panics on huge values. A value under a nanosecond becomes a
+        // zero timeout, which fails every request: refused like 0.
+        if !(v.is_finite() && v > 0.0 && v <= defaults::MAX_TIMEOUT_SECONDS)
+            || Duration::from_secs_f64(v).is_zero()
+        {
+            Err(format!(
+                "must be greater than 0 and at most {}",
+                defaults::MAX_TIMEOUT_SECONDS
+            ))
+        } else {
+            Ok(Duration::from_secs_f64(v))
+        }
+    })?;
+    Ok(t.value)
+}
+
+/// `[polling]`.
+fn polling(ctx: &Ctx<'_>, p: &RawPolling) -> Result<Polling, JobError> {
+    let schedule = match &p.schedule_seconds {
+        Some(s) => check_schedule(ctx, s)?,
+        None => defaults::SCHEDULE_SECONDS
             .into_iter()
             .map(Duration::from_secs)
             .collect(),
     };
-    let polling = Polling {
+    Ok(Polling {
         schedule,
-        daily_retry: raw.polling.daily_retry.unwrap_or(true),
-    };
+        daily_retry: p.daily_retry.unwrap_or(defaults::DAILY_RETRY),
+    })
+}
 
-    let f = &raw.fetch;
-    let fetch = FetchSettings {
-        images: f.images.unwrap_or(true),
-        liveness_images: f.liveness_images.unwrap_or(true),
-        original_documents: f.original_documents.unwrap_or(true),
-        unmasked_card_images: f.unmasked_card_images.unwrap_or(false),
-    };
+/// `[fetch]`: switches only, nothing to check.
+fn fetch_settings(f: &RawFetch) -> FetchSettings {
+    let d = defaults::FETCH;
+    FetchSettings {
+        images: f.images.unwrap_or(d.images),
+        liveness_images: f.liveness_images.unwrap_or(d.liveness_images),
+        original_documents: f.original_documents.unwrap_or(d.original_documents),
+        unmasked_card_images: f.unmasked_card_images.unwrap_or(d.unmasked_card_images),
+    }
+}
 
-    // [output]
-    let o = &raw.output;
-    let dir = match (&overrides.out, &o.dir) {
-        (Some(d), _) => d.clone(),
-        (None, Some(d)) if d.get_ref().trim().is_empty() => {
-            return Err(ctx.invalid(d.span(), "[output] dir", "must not be empty"));
+/// `[output]`; `--out` replaces the directory.
+fn output_settings(
+    ctx: &Ctx<'_>,
+    o: &RawOutput,
+    overrides: &Overrides,
+) -> Result<OutputSettings, JobError> {
+    let dir = output_dir(ctx, o, overrides)?;
+    let archive_key_env = ctx
+        .setting(
+            "[output] archive_key_env",
+            &o.archive_key_env,
+            None,
+            defaults::ARCHIVE_KEY_ENV.into(),
+        )
+        .check(ctx, |v| match v.trim() {
+            "" => Err("must name an environment variable"),
+            v => Ok(v.to_string()),
+        })?
+        .value;
+    let write = defaults::WRITE_TABLES_AND_ARCHIVES;
+    Ok(OutputSettings {
+        dir,
+        csv: o.csv.unwrap_or(write),
+        parquet: o.parquet.unwrap_or(write),
+        archives: o.archives.unwrap_or(write),
+        encrypt_archives: o.encrypt_archives.unwrap_or(defaults::ENCRYPT_ARCHIVES),
+        archive_key_env,
+        file_mode: mode(
+            ctx,
+            "[output] file_mode",
+            &o.file_mode,
+            defaults::FILE_MODE,
+            0o600,
+        )?,
+        dir_mode: mode(
+            ctx,
+            "[output] dir_mode",
+            &o.dir_mode,
+            defaults::DIR_MODE,
+            0o700,
+        )?,
+    })
+}
+
+/// `[output] dir` or `--out`.
+fn output_dir(ctx: &Ctx<'_>, o: &RawOutput, overrides: &Overrides) -> Result<PathBuf, JobError> {
+    let file = (o.dir.as_ref()).map(|d| Spanned::new(d.span(), PathBuf::from(d.get_ref())));
+    let dir = ctx.setting(
+        "[output] dir",
+        &file,
+        flag("--out", overrides.out.clone()),
+        PathBuf::from(defaults::OUTPUT_DIR),
+    );
+    // `--out` is taken as given (an empty one fails where the directory is created).
+    if dir.is_flag() {
+        return Ok(dir.value);
+    }
+    let dir = dir.check(ctx, |d| {
+        if d.to_string_lossy().trim().is_empty() {
+            Err("must not be empty")
+        } else {
+            Ok(d)
         }
-        (None, Some(d)) => PathBuf::from(d.get_ref()),
-        (None, None) => PathBuf::from("export"),
+    })?;
+    Ok(dir.value)
+}
+
+/// A permission mode, as octal text (`"0600"`) so it reads as it does in chmod. The owner
+/// must keep the `owner` bits (read and write), or the tool could not resume its own output.
+fn mode(
+    ctx: &Ctx<'_>,
+    key: &'static str,
+    file: &Option<Spanned<String>>,
+    default: u32,
+    owner: u32,
+) -> Result<u32, JobError> {
+    let Some(v) = ctx.optional(key, file, None) else {
+        return Ok(default);
     };
-    // Modes are octal text ("0600") so they read as they do in chmod; the owner must keep
-    // read and write, or the tool could not resume its own output.
-    let mode = |v: &Option<Spanned<String>>,
-                key: &str,
-                default: u32,
-                owner: u32|
-     -> Result<u32, JobError> {
-        let Some(v) = v else { return Ok(default) };
-        let text = v.get_ref().trim();
+    let checked = v.check(ctx, |v| {
+        let text = v.trim();
         let parsed = u32::from_str_radix(text.trim_start_matches("0o"), 8)
             .ok()
             .filter(|m| *m <= 0o777);
         match parsed {
             Some(m) if m & owner == owner => Ok(m),
-            Some(_) => Err(ctx.invalid(
-                v.span(),
-                key,
-                "must keep the owner's permissions (the tool reads back what it wrote)",
-            )),
-            None => Err(ctx.invalid(
-                v.span(),
-                key,
-                format!("{text:?} is not an octal mode such as \"0600\""),
-            )),
+            Some(_) => Err(
+                "must keep the owner's permissions (the tool reads back what it wrote)".to_string(),
+            ),
+            None => Err(format!("{text:?} is not an octal mode such as \"0600\"")),
         }
-    };
-    let output = OutputSettings {
-        dir,
-        csv: o.csv.unwrap_or(true),
-        parquet: o.parquet.unwrap_or(true),
-        archives: o.archives.unwrap_or(true),
-        encrypt_archives: o.encrypt_archives.unwrap_or(false),
-        archive_key_env: match &o.archive_key_env {
-            Some(v) if v.get_ref().trim().is_empty() => {
-                return Err(ctx.invalid(
-                    v.span(),
-                    "[output] archive_key_env",
-                    "must name an environment variable",
-                ));
-            }
-            Some(v) => v.get_ref().trim().to_string(),
-            None => "JUMIO_EXPORT_ARCHIVE_KEY".to_string(),
-        },
-        file_mode: mode(&o.file_mode, "[output] file_mode", 0o600, 0o600)?,
-        dir_mode: mode(&o.dir_mode, "[output] dir_mode", 0o700, 0o700)?,
-    };
-
-    Ok(Job {
-        path: path.to_path_buf(),
-        sha256,
-        api,
-        input,
-        limits,
-        polling,
-        fetch,
-        output,
-        shard: overrides.shard,
-    })
+    })?;
+    Ok(checked.value)
 }
 
+/// `[polling] schedule_seconds`: offsets from the first status call, strictly increasing.
 fn check_schedule(
     ctx: &Ctx<'_>,
     s: &Spanned<Vec<Spanned<f64>>>,
@@ -799,33 +1049,29 @@ fn check_schedule(
         return Err(ctx.invalid(
             s.span(),
             KEY,
-            "must list at least one offset (the guide recommends [40, 60, 100, 160, 240, 340, 460, 600, 760, 940])",
+            format!(
+                "must list at least one offset (the guide recommends {:?})",
+                defaults::SCHEDULE_SECONDS
+            ),
         ));
     }
     let mut out = Vec::with_capacity(s.get_ref().len());
     let mut previous: Option<f64> = None;
     for (i, entry) in s.get_ref().iter().enumerate() {
         let v = *entry.get_ref();
-        if !v.is_finite() || v < 0.0 {
-            return Err(ctx.invalid(
-                entry.span(),
-                KEY,
-                format!(
-                    "entry {} is {v}: offsets must be finite and not negative",
-                    i + 1
-                ),
-            ));
-        }
-        // Ten years: far beyond the guide's schedule, and keeps from_secs_f64 in range.
-        if v > 315_360_000.0 {
-            return Err(ctx.invalid(
-                entry.span(),
-                KEY,
-                format!(
-                    "entry {} is {v}: offsets must be at most 315360000 seconds",
-                    i + 1
-                ),
-            ));
+        let out_of_range = if !v.is_finite() || v < 0.0 {
+            Some("finite and not negative".to_string())
+        } else if v > defaults::MAX_SCHEDULE_SECONDS {
+            Some(format!(
+                "at most {} seconds",
+                defaults::MAX_SCHEDULE_SECONDS
+            ))
+        } else {
+            None
+        };
+        if let Some(rule) = out_of_range {
+            let message = format!("entry {} is {v}: offsets must be {rule}", i + 1);
+            return Err(ctx.invalid(entry.span(), KEY, message));
         }
         // Compared as the Durations the poller uses: 1e-10 and 2e-10 are increasing as
         // floats but both round to zero nanoseconds.
@@ -880,46 +1126,115 @@ fn check_url(text: &str) -> Result<Url, String> {
 
 // ---- raw file structure -------------------------------------------------------------
 
-/// The slowest request rate a shard may run at, in requests per second.
-const MIN_RATE: f64 = 0.001;
-/// The largest rate limiter burst; with [`MIN_RATE`] it keeps governor's burst window
-/// (period × burst, in u64 nanoseconds) far from overflowing.
-const MAX_BURST: u32 = 1_000_000;
+/// The accepted keys of a job-file table, taken from its raw struct.
+trait RawTable {
+    /// The keys, in declaration order (the order error messages list them in).
+    const KEYS: &'static [&'static str];
+}
 
-const TOP_KEYS: &[&str] = &["api", "input", "limits", "polling", "fetch", "output"];
-const API_KEYS: &[&str] = &[
-    "region",
-    "netverify_url",
-    "retrieval_url",
-    "user_agent",
-    "token_env",
-    "secret_env",
-];
-const INPUT_KEYS: &[&str] = &["path", "default_kind"];
-const LIMITS_KEYS: &[&str] = &[
-    "requests_per_second",
-    "burst",
-    "concurrency",
-    "max_retries",
-    "timeout_seconds",
-    "max_file_bytes",
-];
-const POLLING_KEYS: &[&str] = &["schedule_seconds", "daily_retry"];
-const FETCH_KEYS: &[&str] = &[
-    "images",
-    "liveness_images",
-    "original_documents",
-    "unmasked_card_images",
-];
-const OUTPUT_KEYS: &[&str] = &[
-    "dir",
-    "csv",
-    "parquet",
-    "archives",
-    "encrypt_archives",
-    "archive_key_env",
-    "file_mode",
-    "dir_mode",
+/// Declares the raw serde struct of one job-file table and, from the same field list, its
+/// [`RawTable::KEYS`]: serde refuses every other key (`deny_unknown_fields`) and the error
+/// lists the accepted ones, so the check and the list cannot drift apart.
+macro_rules! raw_table {
+    ($(#[$doc:meta])* struct $name:ident { $($field:ident: $ty:ty,)* }) => {
+        $(#[$doc])*
+        #[derive(Deserialize, Default)]
+        #[serde(default, deny_unknown_fields)]
+        struct $name {
+            $($field: $ty,)*
+        }
+
+        impl RawTable for $name {
+            const KEYS: &'static [&'static str] = &[$(stringify!($field)),*];
+        }
+    };
+}
+
+raw_table! {
+    /// The whole file: one field per table.
+    struct RawJob {
+        api: RawApi,
+        input: RawInput,
+        limits: RawLimits,
+        polling: RawPolling,
+        fetch: RawFetch,
+        output: RawOutput,
+    }
+}
+
+raw_table! {
+    /// `[api]`.
+    struct RawApi {
+        region: Option<Spanned<String>>,
+        netverify_url: Option<Spanned<String>>,
+        retrieval_url: Option<Spanned<String>>,
+        user_agent: Option<Spanned<String>>,
+        token_env: Option<Spanned<String>>,
+        secret_env: Option<Spanned<String>>,
+    }
+}
+
+raw_table! {
+    /// `[input]`.
+    struct RawInput {
+        path: Option<Spanned<String>>,
+        default_kind: Option<Spanned<String>>,
+    }
+}
+
+raw_table! {
+    /// `[limits]`.
+    struct RawLimits {
+        requests_per_second: Option<Spanned<f64>>,
+        burst: Option<Spanned<u32>>,
+        concurrency: Option<Spanned<usize>>,
+        max_retries: Option<Spanned<u32>>,
+        timeout_seconds: Option<Spanned<f64>>,
+        max_file_bytes: Option<Spanned<u64>>,
+    }
+}
+
+raw_table! {
+    /// `[polling]`.
+    struct RawPolling {
+        schedule_seconds: Option<Spanned<Vec<Spanned<f64>>>>,
+        daily_retry: Option<bool>,
+    }
+}
+
+raw_table! {
+    /// `[fetch]`.
+    struct RawFetch {
+        images: Option<bool>,
+        liveness_images: Option<bool>,
+        original_documents: Option<bool>,
+        unmasked_card_images: Option<bool>,
+    }
+}
+
+raw_table! {
+    /// `[output]`.
+    struct RawOutput {
+        dir: Option<Spanned<String>>,
+        csv: Option<bool>,
+        parquet: Option<bool>,
+        archives: Option<bool>,
+        encrypt_archives: Option<bool>,
+        archive_key_env: Option<Spanned<String>>,
+        file_mode: Option<Spanned<String>>,
+        dir_mode: Option<Spanned<String>>,
+    }
+}
+
+/// Every table with its keys: what an unknown-key error lists. Its names are
+/// [`RawJob`]'s fields (a unit test holds them equal).
+const SECTIONS: &[(&str, &[&str])] = &[
+    ("api", RawApi::KEYS),
+    ("input", RawInput::KEYS),
+    ("limits", RawLimits::KEYS),
+    ("polling", RawPolling::KEYS),
+    ("fetch", RawFetch::KEYS),
+    ("output", RawOutput::KEYS),
 ];
 
 /// Keys someone might use to put credentials in the file; they get a pointed hint.
@@ -933,81 +1248,6 @@ const CREDENTIAL_KEYS: &[&str] = &[
     "user",
     "credentials",
 ];
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawJob {
-    #[serde(default)]
-    api: RawApi,
-    #[serde(default)]
-    input: RawInput,
-    #[serde(default)]
-    limits: RawLimits,
-    #[serde(default)]
-    polling: RawPolling,
-    #[serde(default)]
-    fetch: RawFetch,
-    #[serde(default)]
-    output: RawOutput,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawApi {
-    region: Option<Spanned<String>>,
-    netverify_url: Option<Spanned<String>>,
-    retrieval_url: Option<Spanned<String>>,
-    user_agent: Option<Spanned<String>>,
-    token_env: Option<Spanned<String>>,
-    secret_env: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawInput {
-    path: Option<Spanned<String>>,
-    default_kind: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawLimits {
-    requests_per_second: Option<Spanned<f64>>,
-    burst: Option<Spanned<u32>>,
-    concurrency: Option<Spanned<usize>>,
-    max_retries: Option<Spanned<u32>>,
-    timeout_seconds: Option<Spanned<f64>>,
-    max_file_bytes: Option<Spanned<u64>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawPolling {
-    schedule_seconds: Option<Spanned<Vec<Spanned<f64>>>>,
-    daily_retry: Option<bool>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawFetch {
-    images: Option<bool>,
-    liveness_images: Option<bool>,
-    original_documents: Option<bool>,
-    unmasked_card_images: Option<bool>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawOutput {
-    dir: Option<Spanned<String>>,
-    csv: Option<bool>,
-    parquet: Option<bool>,
-    archives: Option<bool>,
-    file_mode: Option<Spanned<String>>,
-    dir_mode: Option<Spanned<String>>,
-    encrypt_archives: Option<bool>,
-    archive_key_env: Option<Spanned<String>>,
-}
 
 // ---- locating problems --------------------------------------------------------------
 
@@ -1053,42 +1293,8 @@ impl Ctx<'_> {
             .and_then(|span| key_path_at(tree, span.start))
             .unwrap_or_default();
         if let Some(rest) = message.strip_prefix("unknown field `") {
-            let key = rest.split('`').next().unwrap_or_default().to_string();
-            let table_path: Vec<String> = if path.last() == Some(&key) {
-                path[..path.len() - 1].to_vec()
-            } else {
-                path.clone()
-            };
-            let (table, known) = match table_path.first().map(String::as_str) {
-                None => ("the top level".to_string(), TOP_KEYS),
-                Some(t) => (
-                    format!("[{t}]"),
-                    match t {
-                        "api" => API_KEYS,
-                        "input" => INPUT_KEYS,
-                        "limits" => LIMITS_KEYS,
-                        "polling" => POLLING_KEYS,
-                        "fetch" => FETCH_KEYS,
-                        "output" => OUTPUT_KEYS,
-                        _ => &[],
-                    },
-                ),
-            };
-            let hint = if CREDENTIAL_KEYS.contains(&key.to_ascii_lowercase().as_str()) {
-                "credentials are never read from the job file: set the environment variables \
-                 named by [api] token_env and secret_env (JUMIO_API_TOKEN and JUMIO_API_SECRET \
-                 by default)"
-                    .to_string()
-            } else {
-                let list: Vec<String> = known.iter().map(|k| format!("`{k}`")).collect();
-                format!("expected one of {}", list.join(", "))
-            };
-            return JobError::UnknownKey {
-                location: self.location(e.span(), false),
-                key,
-                table,
-                hint,
-            };
+            let key = rest.split('`').next().unwrap_or_default();
+            return self.unknown_key(e.span(), key, &path);
         }
         let key = match path.as_slice() {
             [] => "job file".to_string(),
@@ -1107,6 +1313,44 @@ impl Ctx<'_> {
             message,
         }
     }
+
+    /// `key` is not in the table at `path` (which may end with the key itself): name the
+    /// table and list the keys it accepts, or say where credentials go instead.
+    fn unknown_key(&self, span: Option<Range<usize>>, key: &str, path: &[String]) -> JobError {
+        let table_path = match path.split_last() {
+            Some((last, table)) if last == key => table,
+            _ => path,
+        };
+        let (table, known) = match table_path.first() {
+            None => ("the top level".to_string(), RawJob::KEYS),
+            Some(t) => (format!("[{t}]"), section_keys(t)),
+        };
+        let hint = if CREDENTIAL_KEYS.contains(&key.to_ascii_lowercase().as_str()) {
+            format!(
+                "credentials are never read from the job file: set the environment variables \
+                 named by [api] token_env and secret_env ({} and {} by default)",
+                defaults::TOKEN_ENV,
+                defaults::SECRET_ENV
+            )
+        } else {
+            let list: Vec<String> = known.iter().map(|k| format!("`{k}`")).collect();
+            format!("expected one of {}", list.join(", "))
+        };
+        JobError::UnknownKey {
+            location: self.location(span, false),
+            key: key.to_string(),
+            table,
+            hint,
+        }
+    }
+}
+
+/// The keys `[table]` accepts (none for a table the file format does not have).
+fn section_keys(table: &str) -> &'static [&'static str] {
+    SECTIONS
+        .iter()
+        .find(|(name, _)| *name == table)
+        .map_or(&[], |(_, keys)| keys)
 }
 
 fn to_u32(n: usize) -> u32 {
@@ -1289,6 +1533,155 @@ mod tests {
                 .to_string()
                 .contains("0-based")
         );
+    }
+
+    /// serde's own list of the fields a raw struct has, from its unknown-field error.
+    fn serde_fields(section: Option<&str>) -> Vec<String> {
+        let text = match section {
+            Some(t) => format!("[{t}]\nno_such_key = 1\n"),
+            None => "no_such_key = 1\n".to_string(),
+        };
+        let e = toml::from_str::<RawJob>(&text).err().expect("refused");
+        let message = e.message().to_string();
+        let (_, expected) = message
+            .split_once("expected")
+            .expect("serde lists the fields");
+        expected
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn every_listed_key_is_accepted_and_any_other_refused() {
+        let tables: Vec<&str> = SECTIONS.iter().map(|(t, _)| *t).collect();
+        assert_eq!(tables, RawJob::KEYS, "SECTIONS names every table of RawJob");
+        assert_eq!(serde_fields(None), RawJob::KEYS);
+        for (table, keys) in SECTIONS {
+            // The list is the struct's, field for field.
+            assert_eq!(serde_fields(Some(table)), *keys, "[{table}]");
+            let expected: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();
+            let expected = format!("(expected one of {})", expected.join(", "));
+            for key in *keys {
+                // A wrong type is fine here: only an unknown-key error would mean refused.
+                let text = format!("[{table}]\n{key} = {{ x = 1 }}\n");
+                let e = parse(&text, Path::new("j.toml"), &Overrides::default()).unwrap_err();
+                assert!(
+                    !matches!(e, JobError::UnknownKey { .. }),
+                    "[{table}] {key} refused: {e}"
+                );
+                // Anything else, however close, is refused with the table's keys listed.
+                for other in [format!("{key}s"), format!("_{key}"), key.to_uppercase()] {
+                    let text = format!("[{table}]\n{other} = 1\n");
+                    let msg = parse_err(&text);
+                    assert_eq!(
+                        msg,
+                        format!("jobs/x.toml:2: unknown key `{other}` in [{table}] {expected}"),
+                    );
+                }
+            }
+        }
+        let msg = parse_err("[apis]\n");
+        assert!(
+            msg.starts_with("jobs/x.toml:1: unknown key `apis` in the top level (expected one of `api`, `input`, `limits`, `polling`, `fetch`, `output`)"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_setting_is_the_flag_else_the_file_else_the_default() {
+        let text = "[limits]\nconcurrency = 4\n";
+        let ctx = Ctx {
+            file: Path::new("j.toml"),
+            text,
+        };
+        let raw: RawJob = toml::from_str(text).unwrap();
+        let c = &raw.limits.concurrency;
+        let flagged = ctx.setting(
+            "[limits] concurrency",
+            c,
+            flag("--concurrency", Some(9)),
+            16,
+        );
+        assert_eq!(
+            (flagged.value, flagged.origin),
+            (9, Origin::Flag("--concurrency"))
+        );
+        let filed = ctx.setting("[limits] concurrency", c, flag("--concurrency", None), 16);
+        assert_eq!(filed.value, 4);
+        assert!(matches!(
+            filed.origin,
+            Origin::File("[limits] concurrency", _)
+        ));
+        let e = filed.check(&ctx, |_| Err::<usize, _>("no")).unwrap_err();
+        assert_eq!(e.to_string(), "j.toml:2: [limits] concurrency: no");
+        let none = ctx.setting("[limits] burst", &raw.limits.burst, None, 10u32);
+        assert_eq!(
+            (none.value, none.origin),
+            (10, Origin::Default("[limits] burst"))
+        );
+        let e = ctx
+            .setting(
+                "[limits] concurrency",
+                c,
+                flag("--concurrency", Some(0)),
+                16,
+            )
+            .check(&ctx, at_least_one)
+            .unwrap_err();
+        assert_eq!(e.to_string(), "--concurrency: must be at least 1");
+    }
+
+    #[test]
+    fn the_rate_blames_the_flag_the_line_or_the_shard_count() {
+        let flagged = |rate: f64, count: u32| Overrides {
+            rate: Some(rate),
+            shard: Some(Shard { index: 0, count }),
+            ..Overrides::default()
+        };
+        let err = |text: &str, o: &Overrides| {
+            parse(text, Path::new("jobs/x.toml"), o)
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            err(MINIMAL, &flagged(-1.0, 1)),
+            "--rate: must be a finite number greater than 0, got -1"
+        );
+        let text = format!("{MINIMAL}[limits]\nrequests_per_second = -1\n");
+        assert_eq!(
+            err(&text, &Overrides::default()),
+            "jobs/x.toml:4: [limits] requests_per_second: must be a finite number greater than 0"
+        );
+        assert!(
+            err(MINIMAL, &flagged(1.0, 10_000))
+                .starts_with("--rate: must be at least 0.001 per shard")
+        );
+        let by_shard = Overrides {
+            shard: Some(Shard {
+                index: 0,
+                count: 100_000,
+            }),
+            ..Overrides::default()
+        };
+        assert_eq!(
+            err(MINIMAL, &by_shard),
+            "--shard: must be at least 0.001 per shard (one request per 1000 s), got 10 over 100000 shard(s)"
+        );
+    }
+
+    #[test]
+    fn defaults_are_what_the_limiter_and_retry_policy_use() {
+        let job = parse_ok(MINIMAL);
+        assert_eq!(job.limits.max_retries, defaults::MAX_RETRIES);
+        assert_eq!(
+            crate::api::retry::RetryPolicy::default().max_retries,
+            defaults::MAX_RETRIES
+        );
+        let slowest = crate::api::RateLimiter::new(defaults::MIN_RATE / 10.0, u32::MAX);
+        assert_eq!(slowest.configured_rate(), defaults::MIN_RATE);
     }
 
     #[test]

@@ -10,14 +10,17 @@
 //! - [`flatten`]: pure JSON → table rows, and the schema of every table;
 //! - [`output`]: archives, CSV and Parquet tables, failures, report;
 //! - [`run`]: the main job, tying the stages together under one concurrency bound;
-//! - [`simulator`]: the Retrieval API simulator used by `demo` and the tests;
+//! - [`simulator`]: the Retrieval API simulator used by `demo` and the tests (cargo feature
+//!   `simulator`, on by default; off for a production build);
 //! - [`spill`]: lists that grow with the export (input, root hash) kept on disk, not in memory;
-//! - [`verify`]: `jumio-export verify DIR`, the integrity check of an export.
+//! - [`verify`]: `jumio-export verify DIR`, the integrity check of an export;
+//! - [`exit`]: the process exit codes of every command.
 
 pub mod api;
 pub mod cli;
 pub mod commands;
 pub mod dataset;
+pub mod exit;
 pub mod fetch;
 pub mod flatten;
 pub mod input;
@@ -27,6 +30,7 @@ pub mod outcome;
 pub mod output;
 pub mod plan;
 pub mod run;
+#[cfg(feature = "simulator")]
 pub mod simulator;
 pub mod spill;
 pub mod verify;

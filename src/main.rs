@@ -28,9 +28,9 @@ fn main() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            std::process::exit(3);
+            std::process::exit(jumio_export::exit::ExitCode::Fatal.code());
         }
     };
     let code = runtime.block_on(jumio_export::commands::execute(cli.command));
-    std::process::exit(code);
+    std::process::exit(code.code());
 }

@@ -88,6 +88,50 @@ fn demo_runs_end_to_end_and_duckdb_reads_what_it_wrote() {
     );
 }
 
+/// Personal data at rest, for the demo too: its reference list (written by the demo itself, before
+/// the run starts) and every other file is 0600, every directory 0700, even with a umask that
+/// would leave them world-readable.
+#[cfg(unix)]
+#[test]
+fn demo_output_including_its_reference_list_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
+    // The demo needs no credentials: its simulator's are built in.
+    let cmd = format!(
+        "umask 000; exec '{}' demo --count 5 --quiet --out '{}'",
+        env!("CARGO_BIN_EXE_jumio-export"),
+        out.display()
+    );
+    let o = Command::new("sh").args(["-c", &cmd]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
+    let (mut files, mut dirs) = (Vec::new(), Vec::new());
+    let mut stack = vec![out.clone()];
+    while let Some(d) = stack.pop() {
+        dirs.push(d.clone());
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if std::fs::symlink_metadata(&path).unwrap().is_dir() {
+                stack.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    assert!(
+        files.contains(&out.join("demo-references.csv")),
+        "{files:?}"
+    );
+    assert!(files.len() > 5, "the demo wrote its outputs: {files:?}");
+    for f in &files {
+        assert_eq!(mode(f), 0o600, "{} is {:o}", f.display(), mode(f));
+    }
+    for d in &dirs {
+        assert_eq!(mode(d), 0o700, "{} is {:o}", d.display(), mode(d));
+    }
+}
+
 #[test]
 fn plan_sends_nothing_and_prints_the_budget() {
     let dir = tempfile::tempdir().unwrap();

@@ -19,6 +19,8 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter as Gcra};
 use tokio::time::Instant;
 
+use crate::job::defaults;
+
 /// Multiplier applied to the current rate on a 429.
 const DECREASE: f64 = 0.75;
 /// Recovery per second without a 429, as a share of the configured rate, while well below the
@@ -57,11 +59,11 @@ impl RateLimiter {
         // overflow (period × burst): job files are validated to this range already; this guards
         // library callers.
         let rate = if rate.is_finite() && rate > 0.0 {
-            rate.clamp(0.001, 1e9)
+            rate.clamp(defaults::MIN_RATE, defaults::MAX_RATE)
         } else {
             1.0
         };
-        let burst = burst.min(1_000_000);
+        let burst = burst.min(defaults::MAX_BURST);
         let period = Duration::from_secs_f64(1.0 / rate).max(Duration::from_nanos(1));
         let burst = NonZeroU32::new(burst.max(1)).expect("max(1) is non-zero");
         let quota = Quota::with_period(period)

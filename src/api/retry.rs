@@ -4,6 +4,8 @@ use std::time::{Duration, SystemTime};
 
 use rand::Rng;
 
+use crate::job::defaults;
+
 /// Backoff settings for one job.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -18,9 +20,9 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
-            max_retries: 6,
-            base: Duration::from_millis(500),
-            cap: Duration::from_secs(60),
+            max_retries: defaults::MAX_RETRIES,
+            base: defaults::RETRY_BASE,
+            cap: defaults::RETRY_CAP,
         }
     }
 }
