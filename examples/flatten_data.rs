@@ -44,6 +44,7 @@ fn run(path: &str, kind: &str) -> anyhow::Result<()> {
         image_count: 0,
         archive: String::new(),
         archive_sha256: String::new(),
+        run: "20261206T074501Z-7f2a".into(),
     };
     let row = flatten(kind, &reference, &data, &archive);
 

@@ -24,6 +24,7 @@ fn meta() -> ProvenanceMeta {
     ProvenanceMeta {
         tool_version: "0.1.0".to_owned(),
         job_sha256: "ab".repeat(32),
+        run: None,
     }
 }
 

@@ -31,6 +31,7 @@ fn summary(n: i64) -> ArchiveSummary {
         image_count: n,
         archive: format!("archives/ref-{n}.zip"),
         archive_sha256: format!("{n:064x}"),
+        run: "20261206T074501Z-7f2a".into(),
     }
 }
 
@@ -501,6 +502,7 @@ fn parquet_schemas_equal_the_committed_ones() {
         content_type: "image/jpeg".into(),
         bytes: 1234,
         sha256: "ff".repeat(32),
+        run: "20261206T074501Z-7f2a".into(),
     })];
     let written = write_table("files", files_columns(), &rows);
     let (schema, batch) = read_parquet(&written.parquet);

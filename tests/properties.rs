@@ -191,7 +191,7 @@ proptest! {
         }
 
         let out = tempfile::tempdir().unwrap();
-        let meta = ProvenanceMeta { tool_version: "0.1.0".into(), job_sha256: "ab".repeat(32) };
+        let meta = ProvenanceMeta { tool_version: "0.1.0".into(), job_sha256: "ab".repeat(32), run: None };
         let written = write_archive(out.path(), REF, &entries, &meta)
             .map_err(|e| TestCaseError::fail(format!("write_archive: {e}")))?;
         let mut zip = zip::ZipArchive::new(File::open(&written.path).unwrap()).unwrap();
@@ -448,6 +448,7 @@ proptest! {
             image_count: 2,
             archive: format!("archives/{REF}.zip"),
             archive_sha256: "cd".repeat(32),
+            run: "20261206T074501Z-7f2a".into(),
         };
         let rows: Vec<Row> = bodies.iter().map(|b| flatten(kind, REF, b, &summary)).collect();
         for row in &rows {

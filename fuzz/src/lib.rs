@@ -155,6 +155,7 @@ pub fn flatten_json(data: &[u8]) {
         image_count: 0,
         archive: "archives/r.zip".into(),
         archive_sha256: String::new(),
+        run: "20261206T074501Z-7f2a".into(),
     };
     for kind in Kind::ALL {
         let row = flatten(kind, "r", &value, &summary);
