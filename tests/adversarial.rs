@@ -1238,10 +1238,12 @@ fn bad_input_files_through_the_binary() {
         ("refs.bin", "refs.bin:1: input is not UTF-8"),
         ("refs.csv", "refs.csv:1:"),
     ] {
+        // A fresh output directory per case, so what the assertions look at is what `--out` named.
+        let out = format!("out-{file}");
         let (code, err) = binary(
             d,
             &[
-                &["run", "job.toml", "--input", file, "--out", file][..],
+                &["run", "job.toml", "--input", file, "--out", &out][..],
                 &base,
             ]
             .concat(),
@@ -1249,7 +1251,15 @@ fn bad_input_files_through_the_binary() {
         assert_eq!(code, Some(2), "{file}: {err}");
         assert!(err.contains(needle), "{file}: {err}");
         assert!(err.contains("reference") || file == "refs.bin", "{err}");
-        assert!(!d.join(file).with_extension("").join("report.json").exists());
+        // Bad input stops the run before anything is written: no report, not even the directory.
+        assert!(
+            !d.join(&out).join("report.json").exists(),
+            "{file}: a report was written for a run that never started"
+        );
+        assert!(
+            !d.join(&out).exists(),
+            "{file}: the output directory was created before the input was known to be good"
+        );
     }
 }
 
