@@ -16,21 +16,11 @@ fn csv_references(path: &Path) -> Vec<String> {
 }
 
 fn duckdb(sql: &str) -> Option<String> {
-    let probe = Command::new("python3")
-        .args(["-c", "import duckdb"])
-        .output()
-        .ok()?;
-    if !probe.status.success() {
-        eprintln!("skipped the DuckDB check: python3 -m pip install duckdb to run it");
-        return None;
-    }
+    let python = crate::peers::require_python_duckdb()?;
     let script = format!(
         "import duckdb\nfor row in duckdb.sql({sql:?}).fetchall(): print('|'.join(str(v) for v in row))"
     );
-    let out = Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .unwrap();
+    let out = Command::new(python).args(["-c", &script]).output().unwrap();
     assert!(out.status.success(), "duckdb failed: {}", text(&out));
     Some(String::from_utf8(out.stdout).unwrap())
 }
@@ -152,7 +142,8 @@ fn plan_sends_nothing_and_prints_the_budget() {
             .arg(dir.path().join("refs.csv"))
             .args(["--base-url", &api.base_url()]);
         if !with_credentials {
-            c.env_remove("JUMIO_API_TOKEN").env_remove("JUMIO_API_SECRET");
+            c.env_remove("JUMIO_API_TOKEN")
+                .env_remove("JUMIO_API_SECRET");
         }
         c.output().unwrap()
     };
@@ -210,7 +201,10 @@ fn plan_sends_nothing_and_prints_the_budget() {
         "polling alone can keep a pending reference for 4.0 s after its first status call"
             .to_string(),
     ] {
-        assert!(out.lines().any(|l| l == line), "missing {line:?} in:\n{out}");
+        assert!(
+            out.lines().any(|l| l == line),
+            "missing {line:?} in:\n{out}"
+        );
     }
 
     // The log is live: one request sent here by hand is in it.

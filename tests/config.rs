@@ -572,7 +572,10 @@ fn stdin_is_named_in_errors() {
             "<stdin>:3: unknown kind \"selfie\"",
         ),
         (&b"ok-n1\nok-n2\xff\n"[..], "<stdin>:2: input is not UTF-8"),
-        (&b"# refs\na,b\n"[..], "<stdin>:2: the first line has commas"),
+        (
+            &b"# refs\na,b\n"[..],
+            "<stdin>:2: the first line has commas",
+        ),
     ] {
         let o = plan(input);
         let err = String::from_utf8_lossy(&o.stderr);
