@@ -29,5 +29,6 @@ mod sim;
 mod verify;
 // Property tests: enclosed entry names, origin check, fixed flatten schema.
 mod properties;
-// Fuzz-found crashes, replayed; the fuzz targets' checks run in the normal suite.
+// The fuzz targets' checks in the normal suite: every seed of all five targets, and the crash
+// inputs found by reading the code (not by the fuzzer), replayed.
 mod regressions;
