@@ -1076,8 +1076,8 @@ async fn hostile_classifiers_never_become_entry_names() {
         assert_eq!(row["classifier"], *c);
     }
     let archive = o.out.join(format!("archives/{BAD}.zip"));
-    if Path::new("/usr/bin/unzip").exists() {
-        let st = Command::new("/usr/bin/unzip")
+    if let Some(unzip) = crate::peers::require("unzip") {
+        let st = Command::new(unzip)
             .arg("-tq")
             .arg(&archive)
             .output()
@@ -1087,8 +1087,6 @@ async fn hostile_classifiers_never_become_entry_names() {
             "unzip -t: {}",
             String::from_utf8_lossy(&st.stdout)
         );
-    } else {
-        eprintln!("skipped unzip -t: /usr/bin/unzip not installed");
     }
 }
 
@@ -1238,10 +1236,12 @@ fn bad_input_files_through_the_binary() {
         ("refs.bin", "refs.bin:1: input is not UTF-8"),
         ("refs.csv", "refs.csv:1:"),
     ] {
+        // A fresh output directory per case, so what the assertions look at is what `--out` named.
+        let out = format!("out-{file}");
         let (code, err) = binary(
             d,
             &[
-                &["run", "job.toml", "--input", file, "--out", file][..],
+                &["run", "job.toml", "--input", file, "--out", &out][..],
                 &base,
             ]
             .concat(),
@@ -1249,7 +1249,15 @@ fn bad_input_files_through_the_binary() {
         assert_eq!(code, Some(2), "{file}: {err}");
         assert!(err.contains(needle), "{file}: {err}");
         assert!(err.contains("reference") || file == "refs.bin", "{err}");
-        assert!(!d.join(file).with_extension("").join("report.json").exists());
+        // Bad input stops the run before anything is written: no report, not even the directory.
+        assert!(
+            !d.join(&out).join("report.json").exists(),
+            "{file}: a report was written for a run that never started"
+        );
+        assert!(
+            !d.join(&out).exists(),
+            "{file}: the output directory was created before the input was known to be good"
+        );
     }
 }
 

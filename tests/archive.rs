@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use bytes::Bytes;
@@ -148,18 +148,6 @@ fn no_temps(out: &Path) -> bool {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .all(|name| !name.ends_with(".tmp")),
     }
-}
-
-fn tool(name: &str) -> Option<PathBuf> {
-    let usr = PathBuf::from(format!("/usr/bin/{name}"));
-    if usr.exists() {
-        return Some(usr);
-    }
-    let found = Command::new("which").arg(name).output().ok()?;
-    found
-        .status
-        .success()
-        .then(|| PathBuf::from(String::from_utf8_lossy(&found.stdout).trim()))
 }
 
 #[test]
@@ -359,8 +347,7 @@ fn same_entries_give_byte_identical_archives_whatever_their_order() {
 
 #[test]
 fn system_unzip_tests_the_archive_ok() {
-    let Some(unzip) = tool("unzip") else {
-        eprintln!("SKIPPED: unzip is not installed (checked /usr/bin/unzip and PATH)");
+    let Some(unzip) = crate::peers::require("unzip") else {
         return;
     };
     let out = tempfile::tempdir().unwrap();
@@ -382,8 +369,7 @@ fn system_unzip_tests_the_archive_ok() {
 
 #[test]
 fn manifest_passes_sha256sum_check_after_extraction() {
-    let Some(sha256sum) = tool("sha256sum") else {
-        eprintln!("SKIPPED: sha256sum is not installed");
+    let Some(sha256sum) = crate::peers::require("sha256sum") else {
         return;
     };
     let out = tempfile::tempdir().unwrap();

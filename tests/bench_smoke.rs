@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use harness::{Category, Env, JobSpec, Req, SimSpec, Stop};
 use jumio_export::Kind;
-use jumio_export::simulator::scenario;
+use jumio_export::simulator::{read_request_log, scenario};
 
 fn env(work: &std::path::Path) -> Env {
     let mut env = Env::new(
@@ -29,9 +29,14 @@ fn env(work: &std::path::Path) -> Env {
 #[test]
 fn the_harness_measures_a_tiny_export() {
     let dir = tempfile::tempdir().unwrap();
-    let env = env(dir.path());
+    let mut env = env(dir.path());
+    // Kept, so the simulator's request log can be read here, independently of the harness.
+    env.keep = true;
     let job = JobSpec::new(1000.0, 100, 4);
-    let run = harness::run(&env, "tiny", &SimSpec::small(20), &job, Stop::Complete).unwrap();
+    let sim = SimSpec::small(20);
+    assert_eq!(sim.error_rate, 0.0, "a fault-free run: no retries");
+    assert_eq!(sim.ceiling_rps, None, "a fault-free run: no 429");
+    let run = harness::run(&env, "tiny", &sim, &job, Stop::Complete).unwrap();
 
     assert!(
         matches!(run.exit_code, Some(0 | 1)),
@@ -55,17 +60,38 @@ fn the_harness_measures_a_tiny_export() {
     assert!(run.commands[1].contains(" run "), "{}", run.commands[1]);
     assert!(run.commands[1].contains("--quiet"));
 
+    // The simulator's request log, read with the library's reader rather than the harness's.
+    let logged = read_request_log(&dir.path().join("tiny/requests.jsonl")).unwrap();
+    assert!(
+        logged.iter().all(|r| r.status == 200 || r.status == 404),
+        "fault-free"
+    );
     let e = harness::efficiency(&run, &job);
-    assert_eq!(e.requests, run.requests.len() as u64);
+    assert_eq!(
+        e.requests,
+        logged.len() as u64,
+        "requests counted by the simulator"
+    );
+    assert_eq!(e.requests, report.requests, "requests counted by the job");
+    // What the benchmark claims on a fault-free run: exactly the guide's minimum in every
+    // category, a ratio of 1.0000.
     assert!(e.minimum > 0);
-    assert!(e.ratio > 0.0 && e.ratio <= 2.0, "{e:?}");
+    for (category, got, minimum) in &e.by_category {
+        assert_eq!(got, minimum, "{category:?}: {e:?}");
+    }
+    assert_eq!(e.requests, e.minimum, "{e:?}");
+    assert_eq!(e.ratio, 1.0, "{e:?}");
 
     let w = harness::rate_window(&run.requests, Duration::ZERO, 3600.0).unwrap();
-    assert_eq!(w.requests, run.requests.len());
+    assert_eq!(w.requests, logged.len());
     assert_eq!(w.too_many, 0);
     assert!(w.max_per_second >= 1 && w.max_per_second <= w.requests);
+    assert!(dir.path().join("tiny").exists(), "kept when asked");
+
     // The run directory is removed unless asked to keep it.
-    assert!(!dir.path().join("tiny").exists());
+    env.keep = false;
+    harness::run(&env, "one", &SimSpec::small(1), &job, Stop::Complete).unwrap();
+    assert!(!dir.path().join("one").exists());
 }
 
 #[test]

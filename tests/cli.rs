@@ -16,21 +16,11 @@ fn csv_references(path: &Path) -> Vec<String> {
 }
 
 fn duckdb(sql: &str) -> Option<String> {
-    let probe = Command::new("python3")
-        .args(["-c", "import duckdb"])
-        .output()
-        .ok()?;
-    if !probe.status.success() {
-        eprintln!("skipped the DuckDB check: python3 -m pip install duckdb to run it");
-        return None;
-    }
+    let python = crate::peers::require_python_duckdb()?;
     let script = format!(
         "import duckdb\nfor row in duckdb.sql({sql:?}).fetchall(): print('|'.join(str(v) for v in row))"
     );
-    let out = Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .unwrap();
+    let out = Command::new(python).args(["-c", &script]).output().unwrap();
     assert!(out.status.success(), "duckdb failed: {}", text(&out));
     Some(String::from_utf8(out.stdout).unwrap())
 }
@@ -132,29 +122,148 @@ fn demo_output_including_its_reference_list_is_private() {
     }
 }
 
+/// The request budget `plan` must print for this job, worked out here from SPEC "What is fetched"
+/// and the guide's samples, not from the program: with images, liveness images and original
+/// documents on, and `polls` status calls at most (the first call plus one per schedule offset).
+/// Returns (fewest, most) requests for one reference of `kind`.
+fn expected_requests_per_reference(kind: Kind, polls: u64) -> (u64, u64) {
+    // The guide's samples: Netverify front, back and face; 7 liveness images; a Document
+    // Verification has 1 or 2 pages and may have an original PDF.
+    let (images, liveness, pages) = (3, 7, 2);
+    match kind {
+        // status …, /data, /images, then 1 to 3 images and 0 to 7 liveness images.
+        Kind::Netverify => (1 + 1 + 1 + 1, polls + 1 + 1 + images + liveness),
+        // /documents/{ref} (never pending), /data, /pages, 1 to 2 pages, 0 to 1 original PDF.
+        Kind::Document => (1 + 1 + 1 + 1, 1 + 1 + 1 + pages + 1),
+        // status (the details) polled like PENDING, the face image, 0 to 7 liveness images.
+        Kind::Authentication => (1 + 1, polls + 1 + liveness),
+    }
+}
+
 #[test]
 fn plan_sends_nothing_and_prints_the_budget() {
+    use std::io::{Read, Write};
+    // A live simulator at the job's base URL, with the credentials in the environment: if `plan`
+    // sent anything, it would arrive and be logged.
+    let sim = BlockingSim::start(SimOptions::default());
+    let api = sim.api();
     let dir = tempfile::tempdir().unwrap();
     let job = dir.path().join("job.toml");
+    let rate = 5.0;
+    let schedule = [1.0, 2.0, 4.0];
     std::fs::write(
         &job,
-        "[api]\nregion = \"us\"\nuser_agent = \"Example Corp Export/1.0\"\n",
+        format!(
+            "[api]\nregion = \"us\"\nuser_agent = \"Example Corp Export/1.0\"\n\
+             [limits]\nrequests_per_second = {rate:?}\n\
+             [polling]\nschedule_seconds = {schedule:?}\n\
+             [fetch]\nimages = true\nliveness_images = true\noriginal_documents = true\n\
+             unmasked_card_images = false\n"
+        ),
     )
     .unwrap();
-    std::fs::write(dir.path().join("refs.txt"), "ok-n1\nok-n2\nbad/ref\n").unwrap();
-    // No credentials in the environment and no server: plan needs neither.
-    let o = bin()
-        .arg("plan")
-        .arg(&job)
-        .arg("--input")
-        .arg(dir.path().join("refs.txt"))
-        .env_remove("JUMIO_API_TOKEN")
-        .env_remove("JUMIO_API_SECRET")
-        .output()
-        .unwrap();
+    // 2 Netverify, 1 Document Verification, 3 Authentication; one duplicate line, one invalid.
+    let input: &[(&str, Kind)] = &[
+        ("ok-n1", Kind::Netverify),
+        ("ok-d1", Kind::Document),
+        ("ok-a1", Kind::Authentication),
+        ("ok-n2", Kind::Netverify),
+        ("ok-a2", Kind::Authentication),
+        ("ok-n1", Kind::Netverify),
+        ("ok-a3", Kind::Authentication),
+        ("bad/ref", Kind::Netverify),
+    ];
+    let mut list = String::from("reference,kind\n");
+    for (r, k) in input {
+        list.push_str(&format!("{r},{k}\n"));
+    }
+    std::fs::write(dir.path().join("refs.csv"), list).unwrap();
+    let plan = |with_credentials: bool| {
+        let mut c = bin();
+        c.arg("plan")
+            .arg(&job)
+            .arg("--input")
+            .arg(dir.path().join("refs.csv"))
+            .args(["--base-url", &api.base_url()]);
+        if !with_credentials {
+            c.env_remove("JUMIO_API_TOKEN")
+                .env_remove("JUMIO_API_SECRET");
+        }
+        c.output().unwrap()
+    };
+    let o = plan(true);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // Nor does it need credentials.
+    let without = plan(false);
+    assert_eq!(without.status.code(), Some(0), "{}", text(&without));
+    assert_eq!(without.stdout, o.stdout);
+    assert!(
+        api.requests().is_empty(),
+        "plan sent requests: {:?}",
+        api.requests()
+    );
+
+    // The figures, computed independently.
+    let polls = 1 + schedule.len() as u64;
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("netverify"), "{out}");
+    let row = |name: &str| -> Vec<u64> {
+        let line = out
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no {name} row: {out}"));
+        line.split_whitespace()
+            .skip(1)
+            .map(|n| n.replace(',', "").parse().unwrap())
+            .collect()
+    };
+    let (mut refs, mut fewest, mut most) = (0, 0, 0);
+    for kind in Kind::ALL {
+        let mut unique: Vec<&str> = input
+            .iter()
+            .filter(|(r, k)| *k == kind && !r.contains('/'))
+            .map(|(r, _)| *r)
+            .collect();
+        unique.sort();
+        unique.dedup();
+        let n = unique.len() as u64;
+        let (min, max) = expected_requests_per_reference(kind, polls);
+        assert_eq!(row(kind.as_str()), [n, n * min, n * max], "{kind}: {out}");
+        refs += n;
+        fewest += n * min;
+        most += n * max;
+    }
+    assert_eq!((refs, fewest, most), (6, 18, 74), "the arithmetic above");
+    assert_eq!(row("total"), [refs, fewest, most], "{out}");
+    for line in [
+        "invalid references in the input (never sent, listed in failures.csv): 1".to_string(),
+        "duplicate lines (exported once): 1".to_string(),
+        format!(
+            "time at 5 requests/s: {:.1} s (fewest) to {:.1} s (most)",
+            fewest as f64 / rate,
+            most as f64 / rate
+        ),
+        "polling alone can keep a pending reference for 4.0 s after its first status call"
+            .to_string(),
+    ] {
+        assert!(
+            out.lines().any(|l| l == line),
+            "missing {line:?} in:\n{out}"
+        );
+    }
+
+    // The log is live: one request sent here by hand is in it.
+    let addr = api.base_url().trim_start_matches("http://").to_string();
+    let mut conn = std::net::TcpStream::connect(addr.trim_end_matches('/')).unwrap();
+    conn.write_all(
+        b"GET /api/netverify/v2/scans/ok-n1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer).unwrap();
+    let logged = api.requests();
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert_eq!(logged[0].path, "/api/netverify/v2/scans/ok-n1");
+
     let bad = bin()
         .arg("plan")
         .arg(dir.path().join("missing.toml"))

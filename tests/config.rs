@@ -547,11 +547,55 @@ fn non_utf8_input_is_an_error_naming_the_file() {
 
 #[test]
 fn stdin_is_named_in_errors() {
-    // read_input("-") reads standard input and hands it to parse_input under this name.
-    let err = parse_input(b"a,b\n", "<stdin>", Kind::Netverify).unwrap_err();
-    assert!(err.to_string().starts_with("<stdin>:1: "), "{err}");
-    let list = parse_input(b"abc\n", "<stdin>", Kind::Netverify).unwrap();
-    assert_eq!(refs(&list), [r("abc", Kind::Netverify)]);
+    // The binary reads `--input -` from standard input; a bad line there is named as standard
+    // input (`<stdin>`) with its line number. No file called `-` exists in the directory, so
+    // reading one by mistake would say "cannot read input -" instead.
+    use std::io::Write;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("job.toml"), HEAD).unwrap();
+    let plan = |stdin: &[u8]| {
+        let mut child = crate::support::bin()
+            .args(["plan", "job.toml", "--input", "-", "--out", "out"])
+            .current_dir(dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    for (input, needle) in [
+        (
+            &b"reference,kind\nok-n1,netverify\nok-n2,selfie\n"[..],
+            "<stdin>:3: unknown kind \"selfie\"",
+        ),
+        (&b"ok-n1\nok-n2\xff\n"[..], "<stdin>:2: input is not UTF-8"),
+        (
+            &b"# refs\na,b\n"[..],
+            "<stdin>:2: the first line has commas",
+        ),
+    ] {
+        let o = plan(input);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{needle}: {err}");
+        assert!(err.contains(needle), "expected {needle:?} in: {err}");
+    }
+    // And a good list on standard input is read: three references, one of them twice.
+    let o = plan(b"ok-n1\nok-n2\nok-n1\nok-n3\n");
+    assert_eq!(o.status.code(), Some(0), "{}", crate::support::text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let netverify = out
+        .lines()
+        .find(|l| l.starts_with("netverify "))
+        .unwrap_or_else(|| panic!("no netverify line: {out}"));
+    assert_eq!(
+        netverify.split_whitespace().nth(1),
+        Some("3"),
+        "three references read from standard input: {out}"
+    );
+    assert!(out.contains("duplicate lines (exported once): 1"), "{out}");
 }
 
 #[test]

@@ -464,15 +464,30 @@ fn schema_lines(schema: &arrow_schema::Schema) -> String {
         .collect()
 }
 
-/// Compares with `tests/schemas/{table}.txt`; `UPDATE_SCHEMAS=1` rewrites it instead.
+/// Compares with the committed `tests/schemas/{table}.txt`. With `UPDATE_SCHEMAS=1` a schema that
+/// differs is written over the file and the test still fails (review the diff, commit, run again
+/// without the variable): the comparison is always against what was committed, never against a
+/// file this run just wrote. CI refuses the variable.
 fn check_committed_schema(table: &str, schema: &arrow_schema::Schema) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/schemas/{table}.txt"));
     let actual = schema_lines(schema);
-    if std::env::var_os("UPDATE_SCHEMAS").is_some() {
+    let update = std::env::var_os("UPDATE_SCHEMAS").is_some();
+    assert!(
+        !(update && crate::peers::under_ci()),
+        "UPDATE_SCHEMAS is set under CI: CI compares the schemas with the committed files and \
+         never rewrites them"
+    );
+    let committed = std::fs::read_to_string(&path);
+    if update && committed.as_ref().ok() != Some(&actual) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, &actual).unwrap();
+        panic!(
+            "UPDATE_SCHEMAS: rewrote {} for {table}; review the diff, commit it, and run the tests \
+             again without UPDATE_SCHEMAS",
+            path.display()
+        );
     }
-    let expected = std::fs::read_to_string(&path)
+    let expected = committed
         .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_SCHEMAS=1 once)", path.display()));
     assert_eq!(
         actual,

@@ -1,8 +1,11 @@
-//! Regression tests for crashes the fuzzers found. Every file under
-//! `tests/fixtures/fuzz-regressions/<target>/` is an input that once crashed (or broke an
-//! invariant of) that target; each is replayed here through the very check the fuzz target
-//! runs (`fuzz/src/lib.rs`, included below), so the normal suite keeps them fixed without
-//! libFuzzer. The named tests below pin each fix to the behaviour a user sees.
+//! The fuzz targets' checks in the normal suite. `fuzz/src/lib.rs` (included below) holds the
+//! check each fuzz target runs; here the same functions replay:
+//! - the seed corpus of every target, `fuzz/seeds/<target>/` (all five targets; a target without
+//!   seeds fails the test);
+//! - the crash inputs kept under `tests/fixtures/fuzz-regressions/<target>/`. These were not found
+//!   by the fuzzer: they were found by reading the code behind each target and confirmed by
+//!   replaying them through its check (it failed before the fix); the recorded fuzzing runs found
+//!   no crash (`fuzz/RESULTS.md`). The named tests below pin each fix to the behaviour a user sees.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -52,6 +55,46 @@ fn every_kept_fuzz_input_passes_its_target_check() {
         "no fuzz regression inputs under {}",
         root.display()
     );
+}
+
+/// The committed seed corpus: one directory per fuzz target, none empty, every file replayed
+/// through the check its target runs. Text targets see only UTF-8 (as libFuzzer's `&str`
+/// targets do), so their seeds must be UTF-8 or the check would never run on them.
+#[test]
+fn every_fuzz_seed_passes_its_target_check() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+    let mut dirs: Vec<String> = fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    dirs.sort();
+    let mut targets = fuzz_checks::TARGETS.to_vec();
+    targets.sort();
+    assert_eq!(dirs, targets, "one seed directory per fuzz target");
+    for target in fuzz_checks::TARGETS {
+        let dir = root.join(target);
+        let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        assert!(!files.is_empty(), "no seeds in {}", dir.display());
+        let mut replayed = 0;
+        for file in files {
+            let data = fs::read(&file).unwrap();
+            if matches!(target, "job_parser" | "retry_after" | "origin_check") {
+                assert!(
+                    std::str::from_utf8(&data).is_ok(),
+                    "{} is not UTF-8: the {target} check never sees it",
+                    file.display()
+                );
+            }
+            let outcome = std::panic::catch_unwind(|| fuzz_checks::check(target, &data));
+            assert!(outcome.is_ok(), "{} fails its check", file.display());
+            replayed += 1;
+        }
+        assert!(replayed > 0, "{target}");
+    }
 }
 
 fn kept(target: &str, file: &str) -> Vec<u8> {

@@ -472,16 +472,15 @@ impl Tmpfs {
             .output();
         match st {
             Ok(o) if o.status.success() => Some(Tmpfs { path, _dir: dir }),
-            Ok(o) => {
-                eprintln!(
-                    "skipped: cannot mount a tmpfs ({})",
+            Ok(o) => crate::peers::unavailable(
+                "a tmpfs mount",
+                &format!(
+                    "mount -t tmpfs failed ({})",
                     String::from_utf8_lossy(&o.stderr).trim()
-                );
-                None
-            }
+                ),
+            ),
             Err(e) => {
-                eprintln!("skipped: cannot run mount: {e}");
-                None
+                crate::peers::unavailable("a tmpfs mount", &format!("mount does not run: {e}"))
             }
         }
     }

@@ -3,8 +3,11 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 
+use arrow_array::Array;
+use arrow_array::cast::AsArray;
+use arrow_schema::DataType;
 use base64::Engine;
 use jumio_export::simulator::SimOptions;
 
@@ -12,16 +15,35 @@ use crate::support::{BlockingSim, job_files};
 
 const TOKEN: &str = "canary-token-7f3a9c1e";
 const SECRET: &str = "canary-secret-b52d80e4";
+/// The secret of the run the API refuses: sent too, so a canary as well.
+const WRONG_SECRET: &str = "canary-wrong-secret-91c4e7aa";
+/// The archive key, in the environment of every command.
+const KEY: &str = "canary-archive-key-3e8d1f07c6a2";
 
+/// Every string that must not appear: each credential, the Basic encoding of every pair actually
+/// sent (the simulator's, the refused one, the pair the demo's own simulator uses), and the key.
 fn needles() -> Vec<(String, Vec<u8>)> {
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{TOKEN}:{SECRET}"));
-    let secret_b64 = base64::engine::general_purpose::STANDARD.encode(SECRET);
-    vec![
-        ("token".into(), TOKEN.as_bytes().to_vec()),
-        ("secret".into(), SECRET.as_bytes().to_vec()),
-        ("Basic encoding".into(), basic.into_bytes()),
-        ("secret in base64".into(), secret_b64.into_bytes()),
-    ]
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let demo = SimOptions::default();
+    let mut v: Vec<(String, String)> = vec![
+        ("token".into(), TOKEN.into()),
+        ("secret".into(), SECRET.into()),
+        ("refused secret".into(), WRONG_SECRET.into()),
+        ("archive key".into(), KEY.into()),
+        ("secret in base64".into(), b64(SECRET)),
+        ("archive key in base64".into(), b64(KEY)),
+    ];
+    for (user, password) in [
+        (TOKEN, SECRET),
+        (TOKEN, WRONG_SECRET),
+        (demo.token.as_str(), demo.secret.as_str()),
+    ] {
+        v.push((
+            format!("Basic encoding of {user}:{password}"),
+            b64(&format!("{user}:{password}")),
+        ));
+    }
+    v.into_iter().map(|(n, s)| (n, s.into_bytes())).collect()
 }
 
 fn assert_clean(what: &str, bytes: &[u8]) {
@@ -33,77 +55,308 @@ fn assert_clean(what: &str, bytes: &[u8]) {
     }
 }
 
-fn scan_dir(dir: &Path, files: &mut usize) {
+/// What was searched, so a scan that silently reads nothing fails.
+#[derive(Default, Debug)]
+struct Searched {
+    files: usize,
+    archives: usize,
+    encrypted_entries: usize,
+    plain_entries: usize,
+    parquet_files: usize,
+    parquet_text_cells: usize,
+    csv_files: usize,
+    csv_cells: usize,
+    log_lines: usize,
+}
+
+/// Every text cell of an Arrow array (lists and structs opened); types that cannot hold text are
+/// passed over, any other type fails the test so nothing goes unsearched.
+fn text_cells(what: &str, a: &dyn Array, n: &mut usize) {
+    let mut check = |bytes: &[u8]| {
+        assert_clean(what, bytes);
+        *n += 1;
+    };
+    match a.data_type() {
+        DataType::Utf8 => a
+            .as_string::<i32>()
+            .iter()
+            .flatten()
+            .for_each(|v| check(v.as_bytes())),
+        DataType::LargeUtf8 => a
+            .as_string::<i64>()
+            .iter()
+            .flatten()
+            .for_each(|v| check(v.as_bytes())),
+        DataType::Utf8View => a
+            .as_string_view()
+            .iter()
+            .flatten()
+            .for_each(|v| check(v.as_bytes())),
+        DataType::Binary => a.as_binary::<i32>().iter().flatten().for_each(check),
+        DataType::LargeBinary => a.as_binary::<i64>().iter().flatten().for_each(check),
+        DataType::List(_) => text_cells(what, a.as_list::<i32>().values().as_ref(), n),
+        DataType::LargeList(_) => text_cells(what, a.as_list::<i64>().values().as_ref(), n),
+        DataType::Struct(_) => {
+            for c in a.as_struct().columns() {
+                text_cells(what, c.as_ref(), n);
+            }
+        }
+        DataType::Boolean
+        | DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32
+        | DataType::UInt64
+        | DataType::Float32
+        | DataType::Float64
+        | DataType::Date32
+        | DataType::Date64
+        | DataType::Timestamp(..) => {}
+        other => panic!("{what}: column type {other} is not searched"),
+    }
+}
+
+/// A Parquet file decoded with the arrow reader, every text cell searched (the raw file is
+/// compressed and dictionary-encoded: a byte search of it proves nothing).
+fn scan_parquet(path: &Path, searched: &mut Searched) {
+    let f = std::fs::File::open(path).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .build()
+        .unwrap();
+    for batch in reader {
+        let batch = batch.unwrap();
+        for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+            let what = format!("{} column {}", path.display(), field.name());
+            assert_clean(&what, field.name().as_bytes());
+            text_cells(&what, column.as_ref(), &mut searched.parquet_text_cells);
+        }
+    }
+    searched.parquet_files += 1;
+}
+
+/// A CSV table read cell by cell (besides the byte search every file gets).
+fn scan_csv(path: &Path, searched: &mut Searched) {
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_path(path)
+        .unwrap();
+    for (i, rec) in r.byte_records().enumerate() {
+        for cell in rec.unwrap().iter() {
+            assert_clean(&format!("{} record {i}", path.display()), cell);
+            searched.csv_cells += 1;
+        }
+    }
+    searched.csv_files += 1;
+}
+
+/// Every entry of an archive, decrypted with the key where encrypted, and its entry names and
+/// comment.
+fn scan_zip(path: &Path, searched: &mut Searched) {
+    let mut z = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
+    assert_clean(&format!("{} comment", path.display()), z.comment());
+    for i in 0..z.len() {
+        let (name, encrypted) = {
+            let raw = z.by_index_raw(i).unwrap();
+            (raw.name().unwrap().to_string(), raw.encrypted())
+        };
+        let what = format!("{}:{name}", path.display());
+        assert_clean(&what, name.as_bytes());
+        let mut buf = Vec::new();
+        if encrypted {
+            z.by_index_decrypt(i, KEY.as_bytes())
+                .unwrap_or_else(|e| panic!("{what} does not open with the key: {e}"))
+                .read_to_end(&mut buf)
+                .unwrap();
+            searched.encrypted_entries += 1;
+        } else {
+            z.by_index(i).unwrap().read_to_end(&mut buf).unwrap();
+            searched.plain_entries += 1;
+        }
+        assert_clean(&what, &buf);
+    }
+    searched.archives += 1;
+}
+
+/// Every file under `dir`: its bytes, and decoded where the bytes are not the content.
+fn scan_dir(dir: &Path, searched: &mut Searched) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
+        assert_clean("a file name", path.as_os_str().as_encoded_bytes());
         if path.is_dir() {
-            scan_dir(&path, files);
+            scan_dir(&path, searched);
             continue;
         }
         let bytes = std::fs::read(&path).unwrap();
         assert_clean(&path.display().to_string(), &bytes);
-        *files += 1;
-        if path.extension().is_some_and(|e| e == "zip") {
-            let mut z = zip::ZipArchive::new(std::fs::File::open(&path).unwrap()).unwrap();
-            for i in 0..z.len() {
-                let mut f = z.by_index(i).unwrap();
-                let name = f.name().unwrap().to_string();
-                let mut buf = Vec::new();
-                f.read_to_end(&mut buf).unwrap();
-                assert_clean(&format!("{}:{name}", path.display()), &buf);
-            }
+        searched.files += 1;
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("zip") => scan_zip(&path, searched),
+            Some("parquet") => scan_parquet(&path, searched),
+            Some("csv") => scan_csv(&path, searched),
+            _ => {}
         }
     }
 }
 
+/// stdout and stderr of a command, line by line.
+fn scan_output(what: &str, o: &Output, searched: &mut Searched) {
+    for (stream, bytes) in [("stdout", &o.stdout), ("stderr", &o.stderr)] {
+        for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+            assert_clean(&format!("{what} {stream} line {}", i + 1), line);
+            searched.log_lines += 1;
+        }
+    }
+}
+
+/// Runs and checks, with RUST_LOG=trace: `run` (plain and encrypted archives), `run` with a
+/// refused secret, `verify` with and without the key, `plan` and `demo`; then every byte
+/// they left on disk, the simulator's request log included.
 #[test]
 fn canary_credentials_appear_nowhere_even_at_trace_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let request_log = dir.path().join("simulator-requests.jsonl");
     let opts = SimOptions {
         token: TOKEN.into(),
         secret: SECRET.into(),
+        request_log: Some(request_log.clone()),
         ..SimOptions::default()
     };
     let sim = BlockingSim::start(opts);
     let api = sim.api();
-    let dir = tempfile::tempdir().unwrap();
+    let job_text = "[api]\nregion = \"us\"\nuser_agent = \"secrets-test/1\"\n[limits]\nrequests_per_second = 300.0\nmax_retries = 1\ntimeout_seconds = 5\n[polling]\nschedule_seconds = [0.05]\n";
     let (job, refs) = job_files(
         dir.path(),
-        "[api]\nregion = \"us\"\nuser_agent = \"secrets-test/1\"\n[limits]\nrequests_per_second = 300.0\nmax_retries = 1\ntimeout_seconds = 5\n[polling]\nschedule_seconds = [0.05]\n",
+        job_text,
         "refs.csv",
         "reference,kind\nok-n1,netverify\nok-d1,document\nok-a1,authentication\nnf-n1,netverify\npf-n1,netverify\nfh-n1,netverify\nfail-n1,netverify\nbad/ref,netverify\n",
     );
-    let mut files = 0;
-    // A good run, and one whose secret the API refuses (errors are where secrets usually leak).
-    for (secret, expected) in [(SECRET, 1), ("wrong-secret", 3)] {
-        let out = dir.path().join(format!("out-{expected}"));
-        let o = Command::new(env!("CARGO_BIN_EXE_jumio-export"))
+    let encrypted_job = dir.path().join("encrypted.toml");
+    std::fs::write(
+        &encrypted_job,
+        format!(
+            "{job_text}[output]\nencrypt_archives = true\narchive_key_env = \"TEST_ARCHIVE_KEY\"\n"
+        ),
+    )
+    .unwrap();
+    // Every credential and the key in every command's environment, at the most verbose level.
+    let command = |secret: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_jumio-export"));
+        c.env("JUMIO_API_TOKEN", TOKEN)
+            .env("JUMIO_API_SECRET", secret)
+            .env("TEST_ARCHIVE_KEY", KEY)
+            .env("JUMIO_EXPORT_ARCHIVE_KEY", KEY)
+            .env("RUST_LOG", "trace");
+        c
+    };
+    let run = |job: &Path, out: &Path, secret: &str| {
+        command(secret)
             .arg("run")
-            .arg(&job)
+            .arg(job)
             .arg("--input")
             .arg(&refs)
             .arg("--out")
-            .arg(&out)
+            .arg(out)
             .args(["--base-url", &api.base_url()])
-            .env("JUMIO_API_TOKEN", TOKEN)
-            .env("JUMIO_API_SECRET", secret)
-            .env("RUST_LOG", "trace")
             .output()
-            .unwrap();
+            .unwrap()
+    };
+    let mut searched = Searched::default();
+    let plain = dir.path().join("out-plain");
+    let encrypted = dir.path().join("out-encrypted");
+    let refused = dir.path().join("out-refused");
+    let demo = dir.path().join("out-demo");
+    // (what, output, expected exit code)
+    let mut commands: Vec<(String, Output, i32)> = vec![
+        ("run".into(), run(&job, &plain, SECRET), 1),
+        (
+            "run with encrypted archives".into(),
+            run(&encrypted_job, &encrypted, SECRET),
+            1,
+        ),
+    ];
+    let before_refusal = api.requests().len();
+    commands.push((
+        "run with a refused secret".into(),
+        run(&encrypted_job, &refused, WRONG_SECRET),
+        3,
+    ));
+    // The refused pair was really sent.
+    assert!(
+        api.requests()[before_refusal..]
+            .iter()
+            .any(|r| r.status == 401 || r.status == 403),
+        "the refused secret never reached the simulator"
+    );
+    for out in [&plain, &encrypted] {
+        let o = command(SECRET).arg("verify").arg(out).output().unwrap();
+        commands.push((format!("verify {}", out.display()), o, 0));
+    }
+    let o = command(SECRET)
+        .arg("verify")
+        .arg(&encrypted)
+        .env_remove("JUMIO_EXPORT_ARCHIVE_KEY")
+        .output()
+        .unwrap();
+    commands.push(("verify without the key".into(), o, 1));
+    let o = command(SECRET)
+        .arg("plan")
+        .arg(&encrypted_job)
+        .arg("--input")
+        .arg(&refs)
+        .args(["--base-url", &api.base_url()])
+        .output()
+        .unwrap();
+    commands.push(("plan".into(), o, 0));
+    let o = command(SECRET)
+        .args(["demo", "--count", "5", "--out"])
+        .arg(&demo)
+        .output()
+        .unwrap();
+    commands.push(("demo".into(), o, 0));
+
+    for (what, o, expected) in &commands {
         assert_eq!(
             o.status.code(),
-            Some(expected),
-            "{}",
+            Some(*expected),
+            "{what}: {}",
             String::from_utf8_lossy(&o.stderr)
         );
-        assert!(
-            o.stderr.len() > 1000,
-            "trace logging produced little output: is RUST_LOG honoured?"
-        );
-        assert_clean("stdout", &o.stdout);
-        assert_clean("stderr (trace logs and errors)", &o.stderr);
-        scan_dir(&out, &mut files);
+        scan_output(what, o, &mut searched);
     }
-    assert!(files > 10, "only {files} output files were searched");
+    for (what, o, _) in &commands {
+        if what.starts_with("run") || what == "demo" {
+            assert!(
+                o.stderr.len() > 1000,
+                "{what}: trace logging produced little output: is RUST_LOG honoured?"
+            );
+        }
+    }
+    // The simulator's own request log is a log too.
+    scan_dir(dir.path(), &mut searched);
+    let logged = std::fs::read_to_string(&request_log).unwrap();
+    assert!(
+        logged.lines().count() > 10,
+        "the request log holds requests"
+    );
+    searched.log_lines += logged.lines().count();
+
+    // Everything was searched: a scan that read nothing would pass vacuously.
+    let s = &searched;
+    eprintln!("searched: {s:?}");
+    assert!(s.files > 40, "{s:?}");
+    assert!(s.archives >= 10, "{s:?}");
+    assert!(s.encrypted_entries > 10 && s.plain_entries > 10, "{s:?}");
+    assert!(s.parquet_files >= 8 && s.parquet_text_cells > 100, "{s:?}");
+    assert!(s.csv_files >= 10 && s.csv_cells > 100, "{s:?}");
+    assert!(s.log_lines > 500, "{s:?}");
+    for report in [&plain, &encrypted, &refused, &demo] {
+        assert!(report.join("report.json").exists(), "{}", report.display());
+    }
     // The simulator did see the credentials: the test would notice a leak.
     assert!(api.requests().iter().any(|r| r.status == 200));
 }
@@ -254,8 +507,8 @@ fn encrypted_archives_open_only_with_the_key() {
         f.read_to_end(&mut buf).unwrap();
         assert!(!buf.is_empty(), "{name}");
     }
-    if Path::new("/usr/bin/7z").exists() {
-        let ok = Command::new("7z")
+    if let Some(seven_zip) = crate::peers::require("7z") {
+        let ok = Command::new(&seven_zip)
             .args(["t", &format!("-p{KEY}")])
             .arg(&archive)
             .output()
@@ -265,7 +518,7 @@ fn encrypted_archives_open_only_with_the_key() {
             "7z t with the key: {}",
             String::from_utf8_lossy(&ok.stdout)
         );
-        let bad = Command::new("7z")
+        let bad = Command::new(&seven_zip)
             .args(["t", "-pwrong-key-wrong-key"])
             .arg(&archive)
             .output()
@@ -274,8 +527,6 @@ fn encrypted_archives_open_only_with_the_key() {
             !bad.status.success(),
             "7z opened an encrypted archive with the wrong key"
         );
-    } else {
-        eprintln!("skipped the 7-Zip check: apt-get install p7zip-full to run it");
     }
     // verify needs the key; resume with the key fetches nothing again.
     let verify = |key: Option<&str>| {

@@ -19,6 +19,9 @@ mod resume;
 // The simulator: documented shapes, auth rules, determinism, faults, request log.
 // Shared helpers: the binary with credentials, exportable simulator references.
 mod support;
+// Peers (unzip, 7-Zip, sha256sum, DuckDB, a tmpfs mount): found on PATH; a missing one skips with
+// a message on a developer machine and fails the test when CI is set.
+mod peers;
 // Canary credentials searched for in every log line, error, table, report and archive.
 mod secrets;
 mod sim;
@@ -26,5 +29,6 @@ mod sim;
 mod verify;
 // Property tests: enclosed entry names, origin check, fixed flatten schema.
 mod properties;
-// Fuzz-found crashes, replayed; the fuzz targets' checks run in the normal suite.
+// The fuzz targets' checks in the normal suite: every seed of all five targets, and the crash
+// inputs found by reading the code (not by the fuzzer), replayed.
 mod regressions;

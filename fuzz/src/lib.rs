@@ -1,7 +1,8 @@
 //! The checks behind every fuzz target, shared with the normal test suite:
-//! `tests/regressions.rs` includes this file (`#[path]`) and replays every input kept under
-//! `tests/fixtures/fuzz-regressions/<target>/` through the same function the fuzzer ran,
-//! so a fixed crash stays fixed without libFuzzer.
+//! `tests/regressions.rs` includes this file (`#[path]`) and replays every seed under
+//! `fuzz/seeds/<target>/` and every crash input kept under
+//! `tests/fixtures/fuzz-regressions/<target>/` through the same function the fuzz target
+//! runs, so `cargo test` runs the checks without libFuzzer and a fixed crash stays fixed.
 //!
 //! Each check panics (assert) when an invariant breaks; a panic inside the library under
 //! test is a crash too.
@@ -20,7 +21,7 @@ use jumio_export::job::{Overrides, parse};
 use reqwest::Url;
 use reqwest::header::HeaderValue;
 
-/// The fuzz targets, by directory name under `tests/fixtures/fuzz-regressions/`.
+/// The fuzz targets, by directory name under `fuzz/seeds/` and `tests/fixtures/fuzz-regressions/`.
 pub const TARGETS: [&str; 5] = [
     "reference_parser",
     "job_parser",
