@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 use std::io;
 
 use super::files::FileSetSum;
-use super::{Finding, Loc, Verifier, VerifyReport, archive_path, stray_temps};
-use crate::output::archive::{self, ARCHIVES_DIR, ArchivedFile, CheckedArchive, layout};
+use super::{Finding, Loc, Verifier, VerifyReport, stray_temps};
+use crate::output::archive::{
+    self, ARCHIVES_DIR, ArchivedFile, CheckedArchive, layout, relative_path,
+};
 
 impl Verifier<'_> {
     /// Every archive, one at a time; returns (reference, archive sha256) of each for the root
@@ -28,7 +30,7 @@ impl Verifier<'_> {
                 let files = checked.archive.files;
                 match listed {
                     None => report.finding(
-                        archive_path(&reference),
+                        relative_path(&reference),
                         format!("the files table has no rows for reference {reference}"),
                     ),
                     Some(sum) if sum != FileSetSum::of_archive(&files) => {
@@ -94,7 +96,7 @@ impl Verifier<'_> {
         reference: &str,
         report: &mut VerifyReport,
     ) -> (String, Option<CheckedArchive>) {
-        let subject = archive_path(reference);
+        let subject = relative_path(reference);
         let path = layout::archive_path(self.dir, reference);
         let kind = self.rows.get(reference).map(|r| r.kind);
         match archive::check(&path, reference, kind, self.key) {
@@ -116,7 +118,7 @@ impl Verifier<'_> {
         checked: Option<&CheckedArchive>,
         report: &mut VerifyReport,
     ) {
-        let subject = archive_path(reference);
+        let subject = relative_path(reference);
         let Some(row) = self.rows.get_mut(reference) else {
             let where_else = match self.failures.get(reference) {
                 Some(loc) => format!(" (reference {reference} is listed at {loc})"),
@@ -168,7 +170,7 @@ impl Verifier<'_> {
                 Loc::new(file, n).to_string(),
                 format!(
                     "reference {reference}: archive {} is missing",
-                    archive_path(reference)
+                    relative_path(reference)
                 ),
             );
         }
@@ -180,7 +182,7 @@ impl Verifier<'_> {
                 self.files_table_name(),
                 format!(
                     "{rows} rows for reference {reference}, which has no archive {}",
-                    archive_path(reference)
+                    relative_path(reference)
                 ),
             );
         }

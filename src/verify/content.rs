@@ -17,10 +17,10 @@ use arrow_schema::DataType;
 use sha2::{Digest, Sha256};
 
 use super::scan::{self, ArrowCells, Cells, Header, encode_text};
-use super::{Loc, Verifier, VerifyReport, archive_path};
+use super::{Loc, Verifier, VerifyReport};
 use crate::Kind;
 use crate::flatten::{self, ArchiveSummary, Column, Row};
-use crate::output::archive::{self, CheckedArchive, layout};
+use crate::output::archive::{self, CheckedArchive, layout, relative_path};
 use crate::output::tables;
 
 /// sha256 over a row's compared cells.
@@ -311,7 +311,7 @@ impl Verifier<'_> {
         cells: &dyn Cells,
         report: &mut VerifyReport,
     ) {
-        let subject = archive_path(reference);
+        let subject = relative_path(reference);
         let path = layout::archive_path(self.dir, reference);
         let columns = match archive::check(&path, reference, Some(file.kind), self.key) {
             Ok(checked) => file.differing_columns(cells, &expected_row(file.kind, &checked)),

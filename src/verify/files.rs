@@ -7,8 +7,9 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use super::scan::scan;
-use super::{FILES_CSV, FILES_PARQUET, Loc, Verifier, VerifyReport, archive_path};
+use super::{FILES_CSV, FILES_PARQUET, Loc, Verifier, VerifyReport};
 use crate::output::archive::ArchivedFile;
+use crate::output::archive::relative_path;
 
 /// An order-independent checksum of one reference's `files` rows (entry, bytes, sha256):
 /// lane-wise wrapping sum of each row's sha256, plus the row count. Equal sets give equal
@@ -139,7 +140,7 @@ fn explain_reference(
     name: &str,
     report: &mut VerifyReport,
 ) {
-    let subject = archive_path(reference);
+    let subject = relative_path(reference);
     let mut by_entry: BTreeMap<&str, Vec<&FilesRow>> = BTreeMap::new();
     for row in rows {
         by_entry.entry(row.1.as_str()).or_default().push(row);

@@ -302,11 +302,6 @@ struct Verifier<'a> {
     differ: BTreeMap<&'static str, std::collections::BTreeSet<String>>,
 }
 
-/// `archives/{reference}.zip`, as the tables record it.
-fn archive_path(reference: &str) -> String {
-    archive::relative_path(reference)
-}
-
 fn parse_sha256(text: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
     hex::decode_to_slice(text, &mut out).ok()?;

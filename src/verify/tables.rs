@@ -5,10 +5,10 @@
 use super::content::TableFile;
 use super::scan::{self, Cells};
 use super::{
-    FAILURES_CSV, Loc, RowInfo, Tables, Verifier, VerifyReport, archive_path, parse_sha256,
-    table_files,
+    FAILURES_CSV, Loc, RowInfo, Tables, Verifier, VerifyReport, parse_sha256, table_files,
 };
 use crate::Kind;
+use crate::output::archive::relative_path;
 
 /// The bookkeeping cells of a transaction-table row, as text (empty when null).
 struct KeyCells {
@@ -31,7 +31,7 @@ impl KeyCells {
 
     /// The `archive` column must be `archives/{reference}.zip`.
     fn check_archive(&self, loc: Loc, report: &mut VerifyReport) {
-        let expected = archive_path(&self.reference);
+        let expected = relative_path(&self.reference);
         if self.archive != expected {
             report.finding(
                 loc.to_string(),
