@@ -9,10 +9,10 @@
 //! row); `report.json`'s root hash must equal the one recomputed over the archives on disk. All
 //! findings are collected, none stops the check.
 //!
-//! The pieces, in the order they run: [`tables`] (failures.csv, the transaction tables and their
-//! Parquet twins, exported-and-failed), [`files`] (the files table), [`archives`] (each archive,
-//! and the rows and files rows it must match), [`content`] (cells against the re-flattened
-//! archive data), [`root`] (report.json's root hash). [`scan`] streams a table in either format.
+//! The pieces, in the order they run: `tables` (failures.csv, the transaction tables and their
+//! Parquet twins, exported-and-failed), `files` (the files table), `archives` (each archive,
+//! and the rows and files rows it must match), `content` (cells against the re-flattened
+//! archive data), `root` (report.json's root hash). `scan` streams a table in either format.
 //!
 //! Memory: tables are streamed, archives read one at a time. What is kept is one small record
 //! per table row (its location, archive hash, image count and a sha256 over its other cells)
