@@ -1,9 +1,10 @@
-//! Table cells against the archive: every cell of a transaction-table row, other than the
-//! four bookkeeping columns checked on their own (`reference`, `image_count`, `archive`,
-//! `archive_sha256`), must equal what [`flatten`] makes of the archive's data entry — in CSV
-//! as the CSV writer writes it ([`tables::csv_text`]), in Parquet as the typed value the
-//! Parquet writer writes ([`tables::record_batch`]). The writers' own functions give the
-//! expected cells, so verify cannot drift from them.
+//! Table cells against the archive: every cell of a transaction-table row that comes from the
+//! archive's data entry (the documented fields and `unmapped_json`; the bookkeeping columns
+//! `reference`, `image_count`, `archive`, `archive_sha256` are checked on their own) must equal
+//! what [`flatten`] makes of that entry — in CSV as the CSV writer writes it
+//! ([`tables::csv_text`]), in Parquet as the typed value the Parquet writer writes
+//! ([`tables::record_batch`]). The writers' own functions give the expected cells, so verify
+//! cannot drift from them.
 //!
 //! Memory stays flat: while a table is read, each row leaves a [`RowDigest`] (sha256 over its
 //! cells); while archives are checked one at a time, each is re-flattened and its expected
@@ -26,7 +27,8 @@ use crate::output::tables;
 /// sha256 over a row's compared cells.
 pub(super) type RowDigest = [u8; 32];
 
-/// The columns checked on their own, with their own messages, and left out of the digest.
+/// The bookkeeping columns every table file must have; checked on their own, with their own
+/// messages, and left out of the digest.
 pub(super) const KEY_COLUMNS: [&str; 4] = ["reference", "archive", "archive_sha256", "image_count"];
 
 /// The storage format of a table file.
@@ -181,8 +183,8 @@ fn line_up(
                     column.name
                 ),
             ),
-            _ if KEY_COLUMNS.contains(&column.name.as_str()) => {}
-            _ => compared.push(c),
+            _ if from_data(column) => compared.push(c),
+            _ => {}
         }
     }
     if !request.is_sorted() {
@@ -197,6 +199,13 @@ fn line_up(
         }
     }
     (request, cell_of, compared)
+}
+
+/// True for the columns whose cells come from the archive's data entry: the documented fields
+/// and `unmapped_json`. The program's other columns (`reference`, `image_count`, `archive`,
+/// `archive_sha256`, and any the run adds) are checked on their own, or not from the archive.
+fn from_data(column: &Column) -> bool {
+    column.doc_path.is_some() || column.name == flatten::UNMAPPED_JSON
 }
 
 /// sha256 over the canonical bytes of the cells `columns`, each framed by its index.
