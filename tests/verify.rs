@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
-use arrow_array::{Array, RecordBatch, StringArray};
+use arrow_array::{Array, ArrayRef, Date32Array, RecordBatch, StringArray};
 use jumio_export::Kind;
 use jumio_export::input;
 use jumio_export::job::{self, Credentials, Overrides};
@@ -585,4 +585,172 @@ fn a_missing_directory_cannot_be_verified() {
     let err = verify::verify(&missing).unwrap_err();
     assert!(matches!(err, VerifyError::Missing { .. }));
     assert!(err.to_string().contains("no-such-export"), "{err}");
+}
+
+/// A Netverify reference whose row has a first name and a date of birth.
+fn netverify_with_name_and_dob(out: &Path) -> String {
+    let (_, rows) = read_csv(&out.join("netverify.csv"));
+    rows.into_iter()
+        .find(|r| !r["document_first_name"].is_empty() && r["document_dob"].len() == 10)
+        .map(|r| r["reference"].clone())
+        .expect("a Netverify row with a first name and a date of birth")
+}
+
+/// Rewrites `table.csv` with the `column` cell of `reference`'s row replaced by `edit` of it;
+/// returns the row's line.
+fn edit_csv_cell(
+    out: &Path,
+    table: &str,
+    reference: &str,
+    column: &str,
+    edit: impl Fn(&str) -> String,
+) -> u64 {
+    let path = out.join(format!("{table}.csv"));
+    let mut reader = csv::Reader::from_path(&path).unwrap();
+    let header = reader.headers().unwrap().clone();
+    let at = header.iter().position(|h| h == column).unwrap();
+    let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    let mut writer = csv::Writer::from_path(&path).unwrap();
+    writer.write_record(&header).unwrap();
+    let mut line = None;
+    for r in records {
+        if &r[0] == reference {
+            line = r.position().map(|p| p.line());
+            let edited = edit(&r[at]);
+            assert_ne!(edited, &r[at]);
+            let cells: Vec<&str> = r
+                .iter()
+                .enumerate()
+                .map(|(i, v)| if i == at { edited.as_str() } else { v })
+                .collect();
+            writer.write_record(&cells).unwrap();
+        } else {
+            writer.write_record(&r).unwrap();
+        }
+    }
+    writer.flush().unwrap();
+    line.expect("the reference has a row")
+}
+
+/// Rewrites `table.parquet` (same schema) with the `column` value of `reference`'s row replaced:
+/// `edit` gets the column's array and the row and returns the new array. Returns the 1-based row.
+fn edit_parquet_cell(
+    out: &Path,
+    table: &str,
+    reference: &str,
+    column: &str,
+    edit: impl Fn(&dyn Array, usize) -> ArrayRef,
+) -> u64 {
+    let path = out.join(format!("{table}.parquet"));
+    let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap()).unwrap();
+    let schema = builder.schema().clone();
+    let batches: Vec<RecordBatch> = builder.build().unwrap().map(Result::unwrap).collect();
+    let at = schema.index_of(column).unwrap();
+    let mut writer = ArrowWriter::try_new(File::create(&path).unwrap(), schema, None).unwrap();
+    let (mut seen, mut found) = (0u64, None);
+    for batch in batches {
+        let refs = batch
+            .column_by_name("reference")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap()
+            .clone();
+        let mut columns = batch.columns().to_vec();
+        if let Some(i) = (0..refs.len()).find(|&i| refs.value(i) == reference) {
+            columns[at] = edit(batch.column(at).as_ref(), i);
+            found = Some(seen + i as u64 + 1);
+        }
+        seen += batch.num_rows() as u64;
+        writer
+            .write(&RecordBatch::try_new(batch.schema(), columns).unwrap())
+            .unwrap();
+    }
+    writer.close().unwrap();
+    found.expect("the reference has a row")
+}
+
+/// The only finding is the edited cell's, at `subject`, naming `column` and not its value.
+fn assert_only_cell_finding(report: &VerifyReport, subject: &str, reference: &str, column: &str) {
+    assert!(!report.is_ok());
+    assert_found(
+        report,
+        subject,
+        &[&format!("reference {reference}: column {column} differs")],
+    );
+    assert_eq!(report.findings.len(), 1, "{report}");
+}
+
+#[test]
+fn an_edited_first_name_in_the_csv_is_found_naming_the_column() {
+    let (_dir, out) = copy();
+    let reference = netverify_with_name_and_dob(&out);
+    let line = edit_csv_cell(&out, "netverify", &reference, "document_first_name", |v| {
+        format!("{v}X")
+    });
+    let report = run_verify(&out);
+    let subject = format!("netverify.csv line {line}");
+    assert_only_cell_finding(&report, &subject, &reference, "document_first_name");
+}
+
+#[test]
+fn an_edited_date_of_birth_in_the_csv_is_found_naming_the_column() {
+    let (_dir, out) = copy();
+    let reference = netverify_with_name_and_dob(&out);
+    let line = edit_csv_cell(&out, "netverify", &reference, "document_dob", |v| {
+        // Another valid date: the year moved by one.
+        let year: u32 = v[..4].parse().unwrap();
+        format!("{}{}", year + 1, &v[4..])
+    });
+    let report = run_verify(&out);
+    let subject = format!("netverify.csv line {line}");
+    assert_only_cell_finding(&report, &subject, &reference, "document_dob");
+}
+
+#[test]
+fn an_edited_first_name_in_parquet_is_found_naming_the_column() {
+    let (_dir, out) = copy();
+    let reference = netverify_with_name_and_dob(&out);
+    let row = edit_parquet_cell(
+        &out,
+        "netverify",
+        &reference,
+        "document_first_name",
+        |a, i| {
+            let a = a.as_any().downcast_ref::<StringArray>().unwrap();
+            let edited: StringArray = (0..a.len())
+                .map(|j| {
+                    (!a.is_null(j)).then(|| {
+                        let v = a.value(j);
+                        if j == i {
+                            format!("{v}X")
+                        } else {
+                            v.to_owned()
+                        }
+                    })
+                })
+                .collect();
+            Arc::new(edited)
+        },
+    );
+    let report = run_verify(&out);
+    let subject = format!("netverify.parquet row {row}");
+    assert_only_cell_finding(&report, &subject, &reference, "document_first_name");
+}
+
+#[test]
+fn an_edited_date_of_birth_in_parquet_is_found_naming_the_column() {
+    let (_dir, out) = copy();
+    let reference = netverify_with_name_and_dob(&out);
+    let row = edit_parquet_cell(&out, "netverify", &reference, "document_dob", |a, i| {
+        let a = a.as_any().downcast_ref::<Date32Array>().unwrap();
+        assert!(!a.is_null(i), "the date of birth is typed in Parquet");
+        let edited: Date32Array = (0..a.len())
+            .map(|j| (!a.is_null(j)).then(|| a.value(j) + i32::from(j == i) * 365))
+            .collect();
+        Arc::new(edited)
+    });
+    let report = run_verify(&out);
+    let subject = format!("netverify.parquet row {row}");
+    assert_only_cell_finding(&report, &subject, &reference, "document_dob");
 }

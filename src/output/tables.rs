@@ -353,8 +353,9 @@ fn data_type(ty: &ColumnType) -> DataType {
     }
 }
 
-/// The CSV text of a cell: the API's text, lists as JSON text, null as empty.
-fn csv_text(cell: &Cell) -> String {
+/// The CSV text of a cell: the API's text, lists as JSON text, null as empty. Public so that
+/// `verify` compares a table's cells with what this writer writes, not with a copy of its rules.
+pub fn csv_text(cell: &Cell) -> String {
     match cell {
         Cell::Null => String::new(),
         Cell::Text(s) => s.clone(),
@@ -506,7 +507,9 @@ fn column_array(ty: &ColumnType, cells: &[&Cell]) -> ArrayRef {
     }
 }
 
-fn record_batch(
+/// The record batch of `rows`, typed per column as the Parquet files hold them. Public so that
+/// `verify` compares a table's values with what this writer writes.
+pub fn record_batch(
     schema: &SchemaRef,
     columns: &[Column],
     rows: &[Row],

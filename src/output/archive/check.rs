@@ -138,6 +138,8 @@ pub enum ArchiveFinding {
 }
 
 impl fmt::Display for ArchiveFinding {
+    // One arm per finding, kept together (~70 lines) so every text verify prints is in one
+    // place; the texts are those `read_archive` gave as problems before findings were typed.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use ArchiveFinding::*;
         let quoted = |s: &str| serde_json::to_string(s).unwrap_or_default();
@@ -289,26 +291,9 @@ pub fn check(
     if !findings.is_empty() {
         return rejected(findings, Some(sha256));
     }
-    let fits = kinds_of(reading.files.iter().map(|f| f.entry.as_str()));
-    let kind = match expected_kind {
-        Some(expected) if !fits.contains(&expected) => {
-            let finding = ArchiveFinding::OtherKind {
-                expected,
-                found: fits,
-            };
-            return rejected(vec![finding], Some(sha256));
-        }
-        Some(expected) => Some(expected),
-        None => match fits {
-            [only] => Some(*only),
-            [] => {
-                let finding = ArchiveFinding::NoData {
-                    entry: layout::DATA_ENTRY,
-                };
-                return rejected(vec![finding], Some(sha256));
-            }
-            _ => None,
-        },
+    let kind = match resolve_kind(&reading.files, expected_kind) {
+        Ok(kind) => kind,
+        Err(finding) => return rejected(vec![finding], Some(sha256)),
     };
     let (entry, content) = match kind {
         Some(Kind::Authentication) => (layout::AUTHENTICATION_ENTRY, reading.authentication),
@@ -330,6 +315,28 @@ pub fn check(
         },
         data,
     })
+}
+
+/// The family of an archive holding `files`: the expected one when the entries fit it, else
+/// the only one they fit; `None` when nothing is expected and they fit Netverify and Document
+/// alike. An error when they do not fit the expected family, or none at all.
+fn resolve_kind(
+    files: &[ArchivedFile],
+    expected: Option<Kind>,
+) -> Result<Option<Kind>, ArchiveFinding> {
+    let fits = kinds_of(files.iter().map(|f| f.entry.as_str()));
+    match (expected, fits) {
+        (Some(expected), _) if fits.contains(&expected) => Ok(Some(expected)),
+        (Some(expected), _) => Err(ArchiveFinding::OtherKind {
+            expected,
+            found: fits,
+        }),
+        (None, [only]) => Ok(Some(*only)),
+        (None, []) => Err(ArchiveFinding::NoData {
+            entry: layout::DATA_ENTRY,
+        }),
+        (None, _) => Ok(None),
+    }
 }
 
 /// The finding for an archive that does not open as a zip at all.

@@ -280,27 +280,7 @@ fn check_provenance(
     stored: &[StoredEntry],
     findings: &mut Vec<ArchiveFinding>,
 ) -> (Vec<ArchivedFile>, Option<String>, Option<String>) {
-    let mut recorded: BTreeMap<String, ProvenanceEntry> = BTreeMap::new();
-    let mut reference = None;
-    let mut run = None;
-    match by_name
-        .get(PROVENANCE_ENTRY)
-        .and_then(|e| e.kept.as_deref())
-    {
-        None => findings.push(ArchiveFinding::ProvenanceMissing),
-        Some(json) => match serde_json::from_slice::<Provenance>(json) {
-            Err(e) => findings.push(ArchiveFinding::ProvenanceUnparsable {
-                error: e.to_string(),
-            }),
-            Ok(provenance) => {
-                reference = Some(provenance.reference);
-                run = provenance.run;
-                for p in provenance.entries {
-                    recorded.insert(p.entry.clone(), p);
-                }
-            }
-        },
-    }
+    let (recorded, reference, run) = parse_provenance(by_name, findings);
     let mut files = Vec::with_capacity(stored.len());
     for e in stored {
         let (classifier, content_type) = match e.name.as_str() {
@@ -343,8 +323,37 @@ fn check_provenance(
     (files, reference, run)
 }
 
+/// The entries `provenance.json` records, by name, and the reference and run it names.
+fn parse_provenance(
+    by_name: &HashMap<&str, &StoredEntry>,
+    findings: &mut Vec<ArchiveFinding>,
+) -> (BTreeMap<String, ProvenanceEntry>, Option<String>, Option<String>) {
+    let mut recorded = BTreeMap::new();
+    let json = by_name
+        .get(PROVENANCE_ENTRY)
+        .and_then(|e| e.kept.as_deref());
+    let Some(json) = json else {
+        findings.push(ArchiveFinding::ProvenanceMissing);
+        return (recorded, None, None);
+    };
+    match serde_json::from_slice::<Provenance>(json) {
+        Err(e) => {
+            findings.push(ArchiveFinding::ProvenanceUnparsable {
+                error: e.to_string(),
+            });
+            (recorded, None, None)
+        }
+        Ok(provenance) => {
+            for p in provenance.entries {
+                recorded.insert(p.entry.clone(), p);
+            }
+            (recorded, Some(provenance.reference), provenance.run)
+        }
+    }
+}
+
 /// sha256 (hex) and length of everything `reader` yields.
-pub(super) fn hash_reader(reader: &mut impl Read) -> io::Result<(String, u64)> {
+fn hash_reader(reader: &mut impl Read) -> io::Result<(String, u64)> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0u64;

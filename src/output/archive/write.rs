@@ -162,7 +162,7 @@ impl<'a> Assembler<'a> {
 
     /// Stores `body` as `name`; returns its sha256.
     fn put(&mut self, name: &str, body: &[u8]) -> Result<String, ArchiveError> {
-        if let Err(e) = self.zip.start_file(name, self.options.clone()) {
+        if let Err(e) = self.zip.start_file(name, self.options) {
             return Err(self.zip_err(e));
         }
         self.zip

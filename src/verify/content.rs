@@ -1,0 +1,345 @@
+//! Table cells against the archive: every cell of a transaction-table row that comes from the
+//! archive's data entry (the documented fields and `unmapped_json`; the bookkeeping columns
+//! `reference`, `image_count`, `archive`, `archive_sha256` are checked on their own) must equal
+//! what [`flatten`] makes of that entry — in CSV as the CSV writer writes it
+//! ([`tables::csv_text`]), in Parquet as the typed value the Parquet writer writes
+//! ([`tables::record_batch`]). The writers' own functions give the expected cells, so verify
+//! cannot drift from them.
+//!
+//! Memory stays flat: while a table is read, each row leaves a [`RowDigest`] (sha256 over its
+//! cells); while archives are checked one at a time, each is re-flattened and its expected
+//! digest compared; only references whose digests differ are kept, and a second pass over
+//! their table re-reads their archives to name each column that differs — never its value.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use arrow_schema::DataType;
+use sha2::{Digest, Sha256};
+
+use super::scan::{self, ArrowCells, Cells, Header, encode_text};
+use super::{Loc, Verifier, VerifyReport};
+use crate::Kind;
+use crate::flatten::{self, ArchiveSummary, Column, Row};
+use crate::output::archive::{self, CheckedArchive, layout, relative_path};
+use crate::output::tables;
+
+/// sha256 over a row's compared cells.
+pub(super) type RowDigest = [u8; 32];
+
+/// The bookkeeping columns every table file must have; checked on their own, with their own
+/// messages, and left out of the digest.
+pub(super) const KEY_COLUMNS: [&str; 4] = ["reference", "archive", "archive_sha256", "image_count"];
+
+/// The storage format of a table file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Csv,
+    Parquet,
+}
+
+/// One transaction-table file and how its columns line up with its kind's schema.
+pub(super) struct TableFile {
+    pub kind: Kind,
+    pub name: &'static str,
+    pub path: PathBuf,
+    format: Format,
+    /// The file positions a scan asks for: every schema column the file has, in schema order.
+    pub request: Vec<usize>,
+    /// For each schema column, its cell index in a scanned row (into `request`).
+    cell_of: Vec<Option<usize>>,
+    /// Schema indices of the columns whose cells are compared with the archive.
+    compared: Vec<usize>,
+}
+
+impl TableFile {
+    /// Reads the file's header and lines it up with the schema of `kind`. Missing columns,
+    /// columns the schema does not have, columns of another type and columns out of order are
+    /// findings; the columns that are there are compared all the same. `None`, with a finding,
+    /// when the header cannot be read or a key column is missing or not text or integer.
+    pub fn open(
+        kind: Kind,
+        dir: &Path,
+        name: &'static str,
+        report: &mut VerifyReport,
+    ) -> Option<TableFile> {
+        let path = dir.join(name);
+        let header = scan::header(&path, name, report)?;
+        let format = if name.ends_with(".csv") {
+            Format::Csv
+        } else {
+            Format::Parquet
+        };
+        for key in KEY_COLUMNS {
+            let Some(at) = header.position(key) else {
+                report.finding(name, format!("has no column {key}"));
+                return None;
+            };
+            if let Some(ty) = &header.columns[at].1
+                && !matches!(ty, DataType::Utf8 | DataType::Int64)
+            {
+                report.finding(
+                    name,
+                    format!("column {key} has type {ty}, not Utf8 or Int64"),
+                );
+                return None;
+            }
+        }
+        let schema = flatten::table_columns(kind);
+        let (request, cell_of, compared) = line_up(schema, &header, name, report);
+        Some(TableFile {
+            kind,
+            name,
+            path,
+            format,
+            request,
+            cell_of,
+            compared,
+        })
+    }
+
+    /// Cell index of the key column `name` in a scanned row.
+    pub fn key_cell(&self, name: &str) -> usize {
+        let at = flatten::table_columns(self.kind)
+            .iter()
+            .position(|c| c.name == name)
+            .expect("a key column of the schema");
+        self.cell_of[at].expect("key columns are checked when the file is opened")
+    }
+
+    /// Digest of a scanned row's compared cells.
+    pub fn digest(&self, cells: &dyn Cells) -> RowDigest {
+        digest(&self.compared, |c, out| {
+            cells.encode(self.cell_of[c].expect("a compared column is present"), out)
+        })
+    }
+
+    /// Digest of the row the writer of this file's format writes for `row`.
+    fn expected_digest(&self, row: &Row) -> RowDigest {
+        match self.format {
+            Format::Csv => digest(&self.compared, |c, out| {
+                encode_text(Some(&tables::csv_text(&row.0[c])), out)
+            }),
+            Format::Parquet => {
+                let arrays = expected_arrays(self.kind, row);
+                let cells = ArrowCells {
+                    arrays: &arrays,
+                    row: 0,
+                };
+                digest(&self.compared, |c, out| cells.encode(c, out))
+            }
+        }
+    }
+
+    /// The compared columns whose cell in `cells` differs from the writer's for `row`.
+    fn differing_columns(&self, cells: &dyn Cells, row: &Row) -> Vec<&'static str> {
+        let schema = flatten::table_columns(self.kind);
+        let arrays = (self.format == Format::Parquet).then(|| expected_arrays(self.kind, row));
+        let (mut found, mut expected) = (Vec::new(), Vec::new());
+        let mut differ = Vec::new();
+        for &c in &self.compared {
+            found.clear();
+            expected.clear();
+            cells.encode(
+                self.cell_of[c].expect("a compared column is present"),
+                &mut found,
+            );
+            match &arrays {
+                None => encode_text(Some(&tables::csv_text(&row.0[c])), &mut expected),
+                Some(arrays) => ArrowCells { arrays, row: 0 }.encode(c, &mut expected),
+            }
+            if found != expected {
+                differ.push(schema[c].name.as_str());
+            }
+        }
+        differ
+    }
+}
+
+/// Which schema columns the file has (the scan request and each column's cell index), and which
+/// of them are compared; reports what does not line up.
+fn line_up(
+    schema: &'static [Column],
+    header: &Header,
+    name: &'static str,
+    report: &mut VerifyReport,
+) -> (Vec<usize>, Vec<Option<usize>>, Vec<usize>) {
+    let types = tables::arrow_schema(schema);
+    let (mut request, mut cell_of, mut compared) = (Vec::new(), Vec::new(), Vec::new());
+    for (c, column) in schema.iter().enumerate() {
+        let Some(at) = header.position(&column.name) else {
+            report.finding(name, format!("has no column {}", column.name));
+            cell_of.push(None);
+            continue;
+        };
+        cell_of.push(Some(request.len()));
+        request.push(at);
+        let expected = types.field(c).data_type();
+        match &header.columns[at].1 {
+            Some(ty) if ty != expected => report.finding(
+                name,
+                format!(
+                    "column {} has type {ty}, the schema's is {expected}",
+                    column.name
+                ),
+            ),
+            _ if from_data(column) => compared.push(c),
+            _ => {}
+        }
+    }
+    if !request.is_sorted() {
+        report.finding(name, "columns are not in the schema's order");
+    }
+    for (column, _) in &header.columns {
+        if !schema.iter().any(|c| c.name == *column) {
+            report.finding(
+                name,
+                format!("has column {column}, which the table's schema has not"),
+            );
+        }
+    }
+    (request, cell_of, compared)
+}
+
+/// True for the columns whose cells come from the archive's data entry: the documented fields
+/// and `unmapped_json`. The program's other columns (`reference`, `image_count`, `archive`,
+/// `archive_sha256`, and any the run adds) are checked on their own, or not from the archive.
+fn from_data(column: &Column) -> bool {
+    column.doc_path.is_some() || column.name == flatten::UNMAPPED_JSON
+}
+
+/// sha256 over the canonical bytes of the cells `columns`, each framed by its index.
+fn digest(columns: &[usize], mut encode: impl FnMut(usize, &mut Vec<u8>)) -> RowDigest {
+    let mut hasher = Sha256::new();
+    let mut buf = Vec::new();
+    for &c in columns {
+        buf.clear();
+        buf.extend_from_slice(&(c as u32).to_le_bytes());
+        encode(c, &mut buf);
+        hasher.update(&buf);
+    }
+    hasher.finalize().into()
+}
+
+/// The arrays of the one-row batch the Parquet writer writes for `row`.
+fn expected_arrays(kind: Kind, row: &Row) -> Vec<arrow_array::ArrayRef> {
+    let columns = flatten::table_columns(kind);
+    let schema = tables::arrow_schema(columns);
+    match tables::record_batch(&schema, columns, std::slice::from_ref(row)) {
+        Ok(batch) => batch.columns().to_vec(),
+        // The writer could not have written this row either; nothing matches it.
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The row `flatten` makes of a checked archive, as the run writes it.
+fn expected_row(kind: Kind, checked: &CheckedArchive) -> Row {
+    let summary = ArchiveSummary {
+        image_count: checked.image_count(),
+        archive: checked.archive.relative.clone(),
+        archive_sha256: checked.archive.sha256.clone(),
+        // Never compared: only the cells that come from the archive's data are.
+        run: String::new(),
+    };
+    flatten::flatten(kind, &checked.reference, &checked.data, &summary)
+}
+
+impl Verifier<'_> {
+    /// Compares the digests of `reference`'s rows (its table, and the Parquet twin) with its
+    /// checked archive's re-flattened data; a reference whose rows differ is kept for
+    /// [`Verifier::explain_rows`].
+    pub(super) fn compare_content(&mut self, checked: &CheckedArchive) {
+        let Some(row) = self.rows.get(&checked.reference) else {
+            return;
+        };
+        let Some(tables) = self.tables.get(&row.kind) else {
+            return;
+        };
+        let expected = expected_row(row.kind, checked);
+        let mut differ = Vec::new();
+        if tables.primary.expected_digest(&expected) != row.digest {
+            differ.push(tables.primary.name);
+        }
+        if let (Some(twin), Some(found)) = (&tables.twin, row.twin_digest)
+            && twin.expected_digest(&expected) != found
+        {
+            differ.push(twin.name);
+        }
+        for name in differ {
+            let set = self.differ.entry(name).or_default();
+            set.insert(checked.reference.clone());
+        }
+    }
+
+    /// Second pass over each table file with rows that differ from their archive: names every
+    /// column that differs, row by row. Only those rows' archives are read again.
+    pub(super) fn explain_rows(&mut self, report: &mut VerifyReport) {
+        let differ = std::mem::take(&mut self.differ);
+        for (name, references) in differ {
+            let Some(file) = self
+                .tables
+                .values()
+                .flat_map(|t| std::iter::once(&t.primary).chain(&t.twin))
+                .find(|f| f.name == name)
+            else {
+                continue;
+            };
+            self.explain_file(file, &references, report);
+        }
+    }
+
+    fn explain_file(
+        &self,
+        file: &TableFile,
+        references: &BTreeSet<String>,
+        report: &mut VerifyReport,
+    ) {
+        let reference_cell = file.key_cell("reference");
+        let mut pending = references.clone();
+        let mut ignore = VerifyReport::default();
+        scan::scan_cells(
+            &file.path,
+            file.name,
+            &file.request,
+            &mut ignore,
+            |_, loc, cells| {
+                let Some(reference) = cells.text(reference_cell) else {
+                    return;
+                };
+                // The first row of each reference is the one compared; later ones are duplicates.
+                if pending.remove(&reference) {
+                    self.explain_row(file, &reference, loc, cells, report);
+                }
+            },
+        );
+    }
+
+    fn explain_row(
+        &self,
+        file: &TableFile,
+        reference: &str,
+        loc: Loc,
+        cells: &dyn Cells,
+        report: &mut VerifyReport,
+    ) {
+        let subject = relative_path(reference);
+        let path = layout::archive_path(self.dir, reference);
+        let columns = match archive::check(&path, reference, Some(file.kind), self.key) {
+            Ok(checked) => file.differing_columns(cells, &expected_row(file.kind, &checked)),
+            Err(_) => Vec::new(),
+        };
+        if columns.is_empty() {
+            report.finding(
+                loc.to_string(),
+                format!("reference {reference}: row differs from {subject}, which changed while verify read it"),
+            );
+        }
+        let entry = layout::data_entry(file.kind);
+        for column in columns {
+            report.finding(
+                loc.to_string(),
+                format!("reference {reference}: column {column} differs from {subject} ({entry} flattened)"),
+            );
+        }
+    }
+}
