@@ -172,8 +172,60 @@ fn assert_complete(out: &Path, refs: &[(String, Kind)]) {
     );
 }
 
+/// Temporary files a kill left behind: archives being written, tables being rewritten.
+fn temporaries(out: &Path) -> (usize, usize) {
+    let names = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let archives = names(&out.join("archives"))
+        .iter()
+        .filter(|n| n.starts_with('.') && n.ends_with(".zip.tmp"))
+        .count();
+    let tables = names(out)
+        .iter()
+        .filter(|n| n.ends_with(".csv.tmp") || n.ends_with(".parquet.tmp"))
+        .count();
+    (archives, tables)
+}
+
+/// Where an attempt is killed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KillPoint {
+    /// A random delay after the attempt's first request.
+    Random(u64),
+    /// After a random delay, the moment an archive is being written (its temporary file exists).
+    ArchiveWrite(u64),
+}
+
+/// One attempt of the kill test, as observed.
+#[derive(Debug)]
+struct Attempt {
+    point: KillPoint,
+    /// Requests the simulator answered during the attempt.
+    requests: usize,
+    /// Archives under their final name gained during the attempt.
+    gained: usize,
+    /// Still running when killed (not exited by itself).
+    killed_running: bool,
+    /// The kill left an archive temporary behind: it landed inside an archive write.
+    in_archive_write: bool,
+    /// The kill left table temporaries behind: it landed while the tables were being rewritten.
+    in_table_write: bool,
+}
+
+/// kill -9 at randomised moments (seed printed; `JUMIO_KILL_SEED` replays a schedule), some of
+/// them aimed at the instant an archive is being written. Each attempt must do real work before
+/// it dies; afterwards everything under a final name verifies, nothing completed is fetched
+/// again, and the final run's outputs are exactly what the simulator served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_at_twenty_moments_loses_and_duplicates_nothing() {
+async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
+    const MAX_KILLS: usize = 30;
     let api = sim().await;
     let refs = exportable(60);
     // What one uninterrupted run costs, for the extra requests resuming costs.
@@ -183,27 +235,66 @@ async fn kill_9_at_twenty_moments_loses_and_duplicates_nothing() {
     let baseline = api.requests().len();
     let d = dir_with(&job_text(50.0, 4), &refs);
     let base = api.base_url();
-    // Kill points spread over the run, from the first requests to the final table writes.
-    let delays_ms = [
-        150, 300, 450, 600, 750, 900, 1050, 1200, 80, 220, 370, 520, 670, 820, 970, 1120, 60, 200,
-        500, 1000, 1400, 40,
-    ];
-    let mut kills = 0;
+    let mut rng = crate::support::TestRng::from_env("JUMIO_KILL_SEED");
+    let mut attempts: Vec<Attempt> = Vec::new();
     let mut refetched = Vec::new();
-    for delay in delays_ms {
+    while attempts.len() < MAX_KILLS && archives_present(&d.out).len() < refs.len() {
         let before = archives_present(&d.out);
         let log_start = api.requests().len();
+        let point = if rng.range(0, 3) == 0 {
+            KillPoint::ArchiveWrite(rng.range(100, 500))
+        } else {
+            KillPoint::Random(rng.range(150, 900))
+        };
         let mut child = spawn_job(&d, &base);
-        std::thread::sleep(Duration::from_millis(delay));
+        // The attempt's first request: from here on it is doing real work.
+        let start = Instant::now();
+        while api.requests().len() == log_start
+            && child.try_wait().unwrap().is_none()
+            && start.elapsed() < Duration::from_secs(10)
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        match point {
+            KillPoint::Random(ms) => std::thread::sleep(Duration::from_millis(ms)),
+            KillPoint::ArchiveWrite(ms) => {
+                std::thread::sleep(Duration::from_millis(ms));
+                let start = Instant::now();
+                while temporaries(&d.out).0 == 0
+                    && start.elapsed() < Duration::from_secs(3)
+                    && child.try_wait().unwrap().is_none()
+                {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+        let killed_running = child.try_wait().unwrap().is_none();
         let _ = child.kill(); // SIGKILL
         let status = child.wait().unwrap();
-        kills += 1;
+        let (archive_tmps, table_tmps) = temporaries(&d.out);
+        let attempt = Attempt {
+            point,
+            requests: api.requests().len() - log_start,
+            gained: archives_present(&d.out).len() - before.len(),
+            killed_running,
+            in_archive_write: archive_tmps > 0,
+            in_table_write: table_tmps > 0,
+        };
         eprintln!(
-            "kill {kills} at {delay} ms: {} archives complete, {} requests so far, exited by itself: {}",
-            archives_present(&d.out).len(),
-            api.requests().len(),
-            status.code().is_some()
+            "kill {}: {attempt:?}; {} archives complete",
+            attempts.len() + 1,
+            archives_present(&d.out).len()
         );
+        // An attempt that ended by itself must have finished the job: never a usage, lock or
+        // output error (2, 3) before the kill.
+        if !killed_running {
+            assert_eq!(
+                status.code(),
+                Some(0),
+                "attempt {} exited by itself: {attempt:?}",
+                attempts.len() + 1
+            );
+        }
         // Nothing completed before this attempt was fetched again during it.
         for r in &api.requests()[log_start..] {
             let reference = reference_of(r);
@@ -214,14 +305,10 @@ async fn kill_9_at_twenty_moments_loses_and_duplicates_nothing() {
         // Whatever is in archives/ under a final name verifies: nothing half-written looks complete.
         for name in archives_present(&d.out) {
             let c = archive::read_archive(&d.out.join(format!("archives/{name}.zip")))
-                .unwrap_or_else(|e| {
-                    panic!("after kill at {delay} ms, archives/{name}.zip is broken: {e}")
-                });
-            assert!(
-                c.manifest_ok,
-                "after kill at {delay} ms, {name} does not verify"
-            );
+                .unwrap_or_else(|e| panic!("after {point:?}, archives/{name}.zip is broken: {e}"));
+            assert!(c.manifest_ok, "after {point:?}, {name} does not verify");
         }
+        attempts.push(attempt);
     }
     let before = archives_present(&d.out);
     let log_start = api.requests().len();
@@ -233,18 +320,69 @@ async fn kill_9_at_twenty_moments_loses_and_duplicates_nothing() {
             refetched.push(r.path.clone());
         }
     }
-    assert!(kills >= 20);
     assert!(
         refetched.is_empty(),
         "completed transactions fetched again: {refetched:?}"
     );
-    assert_complete(&d.out, &refs);
+
+    // The kills interrupted real work: most attempts were still running and had sent requests,
+    // archives were written between kills, and some kills landed inside an archive write.
+    let kills = attempts.len();
+    let working = attempts
+        .iter()
+        .filter(|a| a.killed_running && a.requests > 0)
+        .count();
+    let progressed = attempts.iter().filter(|a| a.gained > 0).count();
+    let aimed = attempts
+        .iter()
+        .filter(|a| matches!(a.point, KillPoint::ArchiveWrite(_)))
+        .count();
+    let in_archive_write = attempts.iter().filter(|a| a.in_archive_write).count();
+    let in_table_write = attempts.iter().filter(|a| a.in_table_write).count();
+    eprintln!(
+        "{kills} kills: {working} interrupted a working run, {progressed} after new archives, \
+         {in_archive_write} inside an archive write ({aimed} aimed there), {in_table_write} while tables were rewritten"
+    );
+    assert!(
+        kills >= 8,
+        "only {kills} kills before everything was exported"
+    );
+    assert!(
+        working * 10 >= kills * 9,
+        "only {working} of {kills} kills interrupted a running, requesting attempt"
+    );
+    assert!(
+        progressed * 2 >= kills,
+        "archives were written between only {progressed} of {kills} kills"
+    );
+    assert!(
+        in_archive_write >= 1,
+        "no kill landed inside an archive write"
+    );
+    assert!(
+        in_table_write * 10 >= kills * 9,
+        "kills before the tables were opened"
+    );
+
     let total = api.requests().len() - baseline;
     eprintln!(
         "kill test: {kills} kills, {total} requests in all for {} references; an uninterrupted run takes {baseline}: resuming cost {} extra",
         refs.len(),
         total - baseline
     );
+    // The final state: complete, every table and report agreeing with the archives, and every
+    // archive entry exactly what the simulator served for its own reference and kind.
+    assert_complete(&d.out, &refs);
+    crate::support::assert_tables_match_archives(&d.out, &refs);
+    for (r, kind) in &refs {
+        crate::support::assert_archive_as_served(
+            &api,
+            &d.out.join(format!("archives/{r}.zip")),
+            r,
+            *kind,
+        )
+        .await;
+    }
     api.shutdown().await;
 }
 
