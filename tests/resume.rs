@@ -1010,3 +1010,191 @@ async fn kill_9_during_the_table_rewrite_leaves_each_file_old_or_new_and_complet
     crate::support::assert_tables_match_archives(&d.out, input);
     api.shutdown().await;
 }
+
+/// A simulator whose every href points at an unreachable foreign origin: a refetch gets the
+/// status and the data, then fails (FOREIGN_URL) before any image.
+async fn failing_refetch_sim() -> SimHandle {
+    let mut opts = SimOptions::default();
+    opts.faults.foreign_href_rate = 1.0;
+    simulator::start(opts, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+/// Requests `log` holds for `reference`.
+fn requests_for(log: &[RequestRecord], reference: &str) -> Vec<String> {
+    log.iter()
+        .filter(|r| reference_of(r) == reference)
+        .map(|r| r.path.clone())
+        .collect()
+}
+
+/// README: "an archive that does not verify (truncated, of another kind, encrypted under another
+/// key) is fetched again and replaced atomically only when the new one is complete — never
+/// deleted first". Another kind: a complete, verifying archive of `ok-n1` holding an
+/// Authentication response. A refetch that fails half-way keeps it byte for byte; one that
+/// succeeds replaces it with the Netverify archive the simulator serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archive_of_another_kind_is_replaced_only_by_a_complete_one() {
+    let api = sim().await;
+    let broken = failing_refetch_sim().await;
+    let refs = vec![("ok-n1".to_string(), Kind::Netverify)];
+    let d = dir_with(&job_text(200.0, 2), &refs);
+    let path = d.out.join("archives/ok-n1.zip");
+    let body = br#"{"scanReference":"ok-n1","transactionResult":"PASSED"}"#;
+    archive::write_archive(
+        &d.out,
+        "ok-n1",
+        &[archive::ArchiveEntry {
+            kind: archive::EntryKind::Authentication,
+            body: bytes::Bytes::from_static(body),
+            content_type: "application/json".into(),
+            api_path: "/api/netverify/v2/authentications/ok-n1".into(),
+            http_status: 200,
+            retrieved_at: chrono::Utc::now(),
+        }],
+        &archive::ProvenanceMeta {
+            tool_version: "test".into(),
+            job_sha256: "0".repeat(64),
+        },
+    )
+    .unwrap();
+    let c = archive::read_archive(&path).unwrap();
+    assert!(
+        c.manifest_ok && c.reference.as_deref() == Some("ok-n1"),
+        "the planted archive verifies and names its reference: only its kind is wrong"
+    );
+    let old = std::fs::read(&path).unwrap();
+
+    let failed = run_in_process(&d, &broken.base_url(), quiet()).await;
+    assert_eq!(
+        failed.failures_by_error.get("FOREIGN_URL"),
+        Some(&1),
+        "{failed:?}"
+    );
+    let asked = requests_for(&broken.requests(), "ok-n1");
+    assert!(
+        asked.iter().any(|p| p.ends_with("/scans/ok-n1/data")),
+        "the archive of another kind was not fetched again: {asked:?}"
+    );
+    assert!(
+        std::fs::read(&path).ok().as_ref() == Some(&old),
+        "a failed refetch deleted or changed the archive it could not replace"
+    );
+
+    let fixed = run_in_process(&d, &api.base_url(), quiet()).await;
+    assert_eq!((fixed.exported, fixed.failed), (1, 0), "{fixed:?}");
+    assert_ne!(std::fs::read(&path).unwrap(), old);
+    crate::support::assert_archive_as_served(&api, &path, "ok-n1", Kind::Netverify).await;
+    assert_complete(&d.out, &refs);
+    api.shutdown().await;
+    broken.shutdown().await;
+}
+
+/// The same for an archive encrypted under another key (`[output] encrypt_archives`, the key
+/// changed between runs): a failed refetch keeps it byte for byte (still readable with the old
+/// key), a complete one replaces it with one encrypted under the new key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archive_under_another_key_is_replaced_only_by_a_complete_one() {
+    let api = sim().await;
+    let broken = failing_refetch_sim().await;
+    let refs = vec![("ok-d1".to_string(), Kind::Document)];
+    let d = dir_with(&job_text(200.0, 2), &refs);
+    let path = d.out.join("archives/ok-d1.zip");
+    let key1 = archive::ArchiveKey::new(b"first key, sixteen bytes or more").unwrap();
+    let key2 = archive::ArchiveKey::new(b"second key, also long enough").unwrap();
+    let with_key = |key: &archive::ArchiveKey| RunOptions {
+        archive_key: Some(key.clone()),
+        ..quiet()
+    };
+    let first = run_in_process(&d, &api.base_url(), with_key(&key1)).await;
+    assert_eq!(first.exported, 1);
+    let old = std::fs::read(&path).unwrap();
+    let opens_with = |key: &archive::ArchiveKey| {
+        let c = archive::read_archive_with_key(&path, Some(key)).unwrap();
+        c.manifest_ok && c.reference.as_deref() == Some("ok-d1")
+    };
+    assert!(opens_with(&key1) && !opens_with(&key2));
+
+    let failed = run_in_process(&d, &broken.base_url(), with_key(&key2)).await;
+    assert_eq!(
+        failed.failures_by_error.get("FOREIGN_URL"),
+        Some(&1),
+        "{failed:?}"
+    );
+    let asked = requests_for(&broken.requests(), "ok-d1");
+    assert!(
+        asked.iter().any(|p| p.ends_with("/documents/ok-d1/data")),
+        "the archive under another key was not fetched again: {asked:?}"
+    );
+    assert!(
+        std::fs::read(&path).ok().as_ref() == Some(&old),
+        "a failed refetch deleted or changed the archive it could not replace"
+    );
+    assert!(opens_with(&key1));
+
+    let fixed = run_in_process(&d, &api.base_url(), with_key(&key2)).await;
+    assert_eq!((fixed.exported, fixed.failed), (1, 0), "{fixed:?}");
+    assert!(
+        opens_with(&key2) && !opens_with(&key1),
+        "replaced by an archive under the new key"
+    );
+    api.shutdown().await;
+    broken.shutdown().await;
+}
+
+/// README: "An output directory that already exists keeps its own mode" and "Stale *.tmp files
+/// are removed (by the lock holder only)". A run refused by the lock (exit 3) removes nothing
+/// and sends nothing; the lock holder's run removes the stale temporary and leaves the 0750
+/// directories as they were.
+#[cfg(unix)]
+#[test]
+fn an_existing_directory_keeps_its_mode_and_only_the_lock_holder_removes_temporaries() {
+    use std::os::unix::fs::PermissionsExt;
+    let api = crate::support::BlockingSim::start(SimOptions::default());
+    let refs = exportable(2);
+    let d = dir_with(&job_text(200.0, 2), &refs);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    for dir in [d.out.clone(), d.out.join("archives")] {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o750)).unwrap();
+    }
+    let stale = d.out.join("archives/.ok-n9.zip.tmp");
+    std::fs::write(&stale, b"left by a crashed run").unwrap();
+    // Another run holds the directory.
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(d.out.join(".jumio-export.lock"))
+        .unwrap();
+    lock.try_lock().unwrap();
+    let refused = job_command(&d, &api.api().base_url()).output().unwrap();
+    assert_eq!(
+        refused.status.code(),
+        Some(3),
+        "{}",
+        crate::support::text(&refused)
+    );
+    assert!(
+        stale.exists(),
+        "a run without the lock removed another run's temporary"
+    );
+    assert!(api.api().requests().is_empty());
+    drop(lock);
+    let holder = job_command(&d, &api.api().base_url()).output().unwrap();
+    assert_eq!(
+        holder.status.code(),
+        Some(0),
+        "{}",
+        crate::support::text(&holder)
+    );
+    assert!(!stale.exists(), "the lock holder left a stale temporary");
+    assert_eq!(
+        mode(&d.out),
+        0o750,
+        "the existing output directory's mode changed"
+    );
+    assert_eq!(mode(&d.out.join("archives")), 0o750);
+    assert_complete(&d.out, &refs);
+}
