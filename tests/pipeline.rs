@@ -562,3 +562,65 @@ async fn unmasked_pages_fall_back_to_masked_on_403() {
         api.shutdown().await;
     }
 }
+
+/// The most references with a request behind them and one still ahead, at any instant of the
+/// simulator's log: each reference spans its first to its last request.
+fn peak_in_flight(log: &[RequestRecord]) -> usize {
+    let mut span: HashMap<String, (i64, i64)> = HashMap::new();
+    for r in log {
+        let reference = r.path.split('/').nth(5).unwrap_or("").to_string();
+        let t = micros(&r.time);
+        let e = span.entry(reference).or_insert((t, t));
+        e.0 = e.0.min(t);
+        e.1 = e.1.max(t);
+    }
+    // Ends sort before starts at the same instant: a reference finished before the next began.
+    let mut events: Vec<(i64, i32)> = span
+        .values()
+        .flat_map(|&(a, b)| [(a, 1), (b, -1)])
+        .collect();
+    events.sort_by_key(|&(t, d)| (t, d));
+    let (mut now, mut peak) = (0i64, 0i64);
+    for (_, d) in events {
+        now += i64::from(d);
+        peak = peak.max(now);
+    }
+    peak as usize
+}
+
+/// README: "At most `8 × concurrency` references are in flight" (a reference waiting for its next
+/// poll holds no concurrency slot, so only this bound keeps pending references from piling up).
+/// The code's bound is `max(8 × concurrency, 256)` (src/run.rs `max_live`); the README leaves
+/// out the floor of 256. References pending forever, polled over 1.5 s, from the simulator's
+/// log: the number of references between their first and last request reaches the bound and
+/// never exceeds it, for a concurrency below and above 32.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn references_in_flight_never_exceed_max_8_x_concurrency_or_256() {
+    for concurrency in [2usize, 40] {
+        let api = sim(SimOptions::default()).await;
+        let refs: Vec<(String, Kind)> = (0..600)
+            .map(|i| (format!("pf-n{i}"), Kind::Netverify))
+            .collect();
+        let job = job_text(3000.0, 200, concurrency).replace(
+            "schedule_seconds = [0.05, 0.1, 0.15, 0.2]",
+            "schedule_seconds = [1.0, 1.5]",
+        );
+        let s = setup(&job, &refs, &[]);
+        let summary = run_job(&s, &api.base_url(), SECRET).await;
+        assert_eq!(summary.failures_by_error.get("PENDING"), Some(&600));
+        let log = api.requests();
+        assert_eq!(log.len(), 600 * 3, "a first call and two polls each");
+        let bound = (8 * concurrency).max(256);
+        let peak = peak_in_flight(&log);
+        eprintln!("concurrency {concurrency}: at most {peak} references in flight (bound {bound})");
+        assert!(
+            peak <= bound,
+            "{peak} references in flight at once, concurrency {concurrency} allows {bound}"
+        );
+        assert!(
+            peak * 10 >= bound * 9,
+            "only {peak} references in flight: the test did not reach the bound {bound}"
+        );
+        api.shutdown().await;
+    }
+}

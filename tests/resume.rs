@@ -1198,3 +1198,97 @@ fn an_existing_directory_keeps_its_mode_and_only_the_lock_holder_removes_tempora
     assert_eq!(mode(&d.out.join("archives")), 0o750);
     assert_complete(&d.out, &refs);
 }
+
+/// README: "Ctrl-C or SIGTERM: no new reference is started, ... transfers in flight get five
+/// seconds ... the process exits 130" and "an interruption loses at most `concurrency`
+/// transactions in progress". Against a simulator that answers every request after 1.5 s (a
+/// transaction takes longer than the grace), SIGTERM once transactions are under way: exit 130
+/// after the grace and not much later, report.json interrupted, readable Parquet, no reference
+/// started after the signal, and at most `concurrency` references whose final status call was
+/// answered are left without an archive.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_like_ctrl_c_after_the_grace_losing_at_most_concurrency() {
+    const CONCURRENCY: usize = 2;
+    let mut opts = SimOptions::default();
+    opts.faults.latency_ms = 1500;
+    let api = simulator::start(opts, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let refs: Vec<(String, Kind)> = (1..=8)
+        .map(|i| (format!("ok-n{i}"), Kind::Netverify))
+        .collect();
+    let d = dir_with(&job_text(100.0, CONCURRENCY), &refs);
+    let mut child = spawn_job(&d, &api.base_url());
+    let is_status = |r: &RequestRecord| r.path.matches('/').count() == 5;
+    // Wait until `concurrency` final status calls are answered, then a little more: transactions
+    // are under way, and a run that let more start would have by now.
+    let start = Instant::now();
+    while api.requests().iter().filter(|r| is_status(r)).count() < CONCURRENCY {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no status call answered"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    let started_before: BTreeSet<String> = api
+        .requests()
+        .iter()
+        .filter(|r| is_status(r))
+        .map(reference_of)
+        .collect();
+    let signalled_at = chrono::Utc::now();
+    let signalled = Instant::now();
+    crate::support::signal(child.id(), libc::SIGTERM);
+    let code = wait_with_timeout(&mut child, Duration::from_secs(30));
+    let took = signalled.elapsed();
+    assert_eq!(code, 130, "SIGTERM exits 130 like Ctrl-C");
+    assert!(
+        took >= Duration::from_millis(4500),
+        "exited {took:?} after SIGTERM: transfers in flight did not get their 5 s"
+    );
+    assert!(
+        took <= Duration::from_secs(8),
+        "exited {took:?} after SIGTERM: more than the 5 s grace and a margin"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["interrupted"], true);
+    for kind in Kind::ALL {
+        parquet_rows(&d.out.join(format!("{}.parquet", kind.table_name())));
+    }
+    parquet_rows(&d.out.join("files.parquet"));
+    // No reference started after the signal (50 ms for a request already on its way).
+    let log = api.requests();
+    let late: Vec<&RequestRecord> = log
+        .iter()
+        .filter(|r| {
+            chrono::DateTime::parse_from_rfc3339(&r.time).unwrap()
+                > signalled_at + chrono::Duration::milliseconds(50)
+                && !started_before.contains(&reference_of(r))
+        })
+        .collect();
+    assert!(
+        late.is_empty(),
+        "references started after SIGTERM: {late:?}"
+    );
+    // Lost: a final status call answered (these references are final at once), no archive.
+    let present = archives_present(&d.out);
+    let answered: BTreeSet<String> = log
+        .iter()
+        .filter(|r| is_status(r) && r.status == 200)
+        .map(reference_of)
+        .collect();
+    let lost: Vec<&String> = answered.iter().filter(|r| !present.contains(*r)).collect();
+    eprintln!(
+        "SIGTERM after {} status calls: exit after {took:?}, lost {lost:?}, archived {present:?}",
+        started_before.len()
+    );
+    assert!(
+        lost.len() <= CONCURRENCY,
+        "{} transactions in progress lost, concurrency is {CONCURRENCY}: {lost:?}",
+        lost.len()
+    );
+    api.shutdown().await;
+}
