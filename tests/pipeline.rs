@@ -11,7 +11,7 @@ use jumio_export::job::{self, Credentials, Overrides};
 use jumio_export::run::{self, RunOptions, Summary};
 use jumio_export::simulator::{self, RequestRecord, SimHandle, SimOptions};
 
-use crate::support::{csv_table, exportable, sha256_hex, zip_entries};
+use crate::support::{assert_archive_as_served, csv_table, exportable, sha256_hex, zip_entries};
 
 const TOKEN: &str = "demo-token";
 const SECRET: &str = "demo-secret";
@@ -36,6 +36,10 @@ schedule_seconds = [0.05, 0.1, 0.15, 0.2]
 "#
     )
 }
+
+/// Held by tests that time the simulator's log against a rate and by the test that loads the
+/// machine with thousands of requests a second, so the load does not bunch the other's arrivals.
+static TIMED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -131,6 +135,7 @@ fn special_refs() -> Vec<(String, Kind)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mixed_export_is_complete_correct_and_polite() {
+    let _timed = TIMED.lock().await;
     let foreign = sim(SimOptions::default()).await;
     let mut opts = SimOptions::default();
     opts.faults.foreign_origin = foreign.base_url();
@@ -180,6 +185,52 @@ async fn a_mixed_export_is_complete_correct_and_polite() {
     assert_eq!(reason.get("fh-d1"), Some(&"FOREIGN_URL"));
     assert_eq!(reason.get("not/a-reference"), Some(&"INVALID_REFERENCE"));
     assert!(!reason.contains_key("p2-n1") && !reason.contains_key("fail-n1"));
+    // The whole population's outcomes, from the simulator's own scenario of each reference
+    // (not from the program's failures.csv): gone (404), pending past the 1 + 4 status calls of
+    // the schedule, hrefs on a foreign origin, or exported (FAILED transactions included).
+    let seed = SimOptions::default().seed;
+    let mut expected_failures: HashMap<String, &str> = HashMap::new();
+    for (r, kind) in &refs {
+        let sc = simulator::scenario(seed, r).expect("a reference the simulator knows");
+        assert_eq!(sc.kind, *kind);
+        let error = if sc.retention_404 {
+            Some("NOT_FOUND")
+        } else if sc.pending_at(5) {
+            Some("PENDING")
+        } else if sc.foreign_hrefs {
+            Some("FOREIGN_URL")
+        } else {
+            None
+        };
+        if let Some(e) = error {
+            expected_failures.insert(r.clone(), e);
+        }
+    }
+    expected_failures.insert("not/a-reference".into(), "INVALID_REFERENCE");
+    expected_failures.insert("y".repeat(37), "INVALID_REFERENCE");
+    let got_failures: HashMap<String, &str> = failures
+        .iter()
+        .map(|r| (r["reference"].clone(), r["error"].as_str()))
+        .collect();
+    assert_eq!(
+        got_failures, expected_failures,
+        "failures.csv against the simulator's scenario"
+    );
+    assert_eq!(
+        failures.len(),
+        expected_failures.len(),
+        "one failure row per reference (the duplicate nf-n1 line included once)"
+    );
+    // The generated population (not only the readable test references) has failures of its
+    // own, so the comparison above is not only about hand-picked references.
+    let generated_failures = refs
+        .iter()
+        .filter(|(r, _)| r.len() == 36 && expected_failures.contains_key(r))
+        .count();
+    assert!(
+        generated_failures > 0,
+        "the generated population has no failing reference: widen it"
+    );
     let pf = failures.iter().find(|r| r["reference"] == "pf-n1").unwrap();
     assert_eq!(pf["attempts"], "5", "1 first call + 4 scheduled polls");
     let next = chrono::DateTime::parse_from_rfc3339(&pf["next_attempt_after"]).unwrap();
@@ -198,9 +249,19 @@ async fn a_mixed_export_is_complete_correct_and_polite() {
     // Every exported reference: one table row, one archive whose entries match the simulator's bytes.
     let exported: Vec<&(String, Kind)> = refs
         .iter()
-        .filter(|(r, _)| !reason.contains_key(r.as_str()))
+        .filter(|(r, _)| !expected_failures.contains_key(r))
         .collect();
     assert_eq!(summary.exported as usize, exported.len());
+    let archived: BTreeSet<String> = std::fs::read_dir(s.out.join("archives"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let expected_archives: BTreeSet<String> =
+        exported.iter().map(|(r, _)| format!("{r}.zip")).collect();
+    assert_eq!(
+        archived, expected_archives,
+        "an archive for exactly the references the scenario lets export"
+    );
     let mut rows_by_kind = HashMap::new();
     for kind in Kind::ALL {
         let (header, rows) = csv_table(&s.out.join(format!("{}.csv", kind.table_name())));
@@ -211,7 +272,6 @@ async fn a_mixed_export_is_complete_correct_and_polite() {
         );
         rows_by_kind.insert(kind, rows);
     }
-    let client = reqwest::Client::new();
     for (reference, kind) in &exported {
         let rows: Vec<_> = rows_by_kind[kind]
             .iter()
@@ -228,35 +288,43 @@ async fn a_mixed_export_is_complete_correct_and_polite() {
             let (digest, name) = line.split_once("  ").unwrap();
             assert_eq!(sha256_hex(&entries[name]), digest, "{reference}: {name}");
         }
-        // Images are byte-identical to what the simulator serves for that path.
-        let provenance: serde_json::Value =
-            serde_json::from_slice(&entries["provenance.json"]).unwrap();
-        for e in provenance["entries"].as_array().unwrap() {
-            let name = e["entry"].as_str().unwrap();
-            if name.ends_with(".json") {
-                continue;
-            }
-            let url = format!("{}{}", api.base_url(), e["api_path"].as_str().unwrap());
-            let served = client
-                .get(&url)
-                .basic_auth(TOKEN, Some(SECRET))
-                .header("User-Agent", "t")
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(
-                served.bytes().await.unwrap().as_ref(),
-                entries[name].as_slice(),
-                "{reference}: {name}"
-            );
-        }
+        // Every entry, JSON included, is byte-identical to what the simulator serves for its
+        // path (JSON apart from the answer's timestamp), under the name its classifier or number
+        // gives, and exactly the images, liveness images and pages the scenario has.
+        assert_archive_as_served(&api, &archive, reference, *kind).await;
         let images = entries
             .keys()
             .filter(|n| n.starts_with("images/") || n.starts_with("pages/") || *n == "original.pdf")
             .count();
         assert_eq!(rows[0]["image_count"], images.to_string());
     }
-    // Liveness images arrive out of order and are archived by their number.
+    // Liveness images arrive out of order and are archived by their number: the entry
+    // images/liveness-{n} holds what /images/liveness/{n} serves (checked for every archive
+    // above); here, that the population exercised it with lists out of order.
+    let unordered: Vec<&str> = exported
+        .iter()
+        .filter(|(r, _)| {
+            let l = simulator::scenario(seed, r).unwrap().liveness;
+            l.len() > 1 && !l.is_sorted()
+        })
+        .map(|(r, _)| r.as_str())
+        .collect();
+    assert!(
+        !unordered.is_empty(),
+        "no exported reference lists its liveness images out of order"
+    );
+    for r in &unordered {
+        let entries = zip_entries(&s.out.join(format!("archives/{r}.zip")));
+        let sc = simulator::scenario(seed, r).unwrap();
+        for n in &sc.liveness {
+            assert!(
+                entries
+                    .keys()
+                    .any(|e| e.starts_with(&format!("images/liveness-{n}."))),
+                "{r}: liveness image {n} not archived under its number"
+            );
+        }
+    }
     let obj = zip_entries(&s.out.join("archives/obj-n1.zip"));
     assert!(
         obj.keys().any(|n| n.starts_with("images/")),
@@ -494,6 +562,69 @@ async fn unmasked_pages_fall_back_to_masked_on_403() {
                 assert_eq!(path.ends_with("?maskhint=unmasked"), allow, "{path}");
             }
         }
+        api.shutdown().await;
+    }
+}
+
+/// The most references with a request behind them and one still ahead, at any instant of the
+/// simulator's log: each reference spans its first to its last request.
+fn peak_in_flight(log: &[RequestRecord]) -> usize {
+    let mut span: HashMap<String, (i64, i64)> = HashMap::new();
+    for r in log {
+        let reference = r.path.split('/').nth(5).unwrap_or("").to_string();
+        let t = micros(&r.time);
+        let e = span.entry(reference).or_insert((t, t));
+        e.0 = e.0.min(t);
+        e.1 = e.1.max(t);
+    }
+    // Ends sort before starts at the same instant: a reference finished before the next began.
+    let mut events: Vec<(i64, i32)> = span
+        .values()
+        .flat_map(|&(a, b)| [(a, 1), (b, -1)])
+        .collect();
+    events.sort_by_key(|&(t, d)| (t, d));
+    let (mut now, mut peak) = (0i64, 0i64);
+    for (_, d) in events {
+        now += i64::from(d);
+        peak = peak.max(now);
+    }
+    peak as usize
+}
+
+/// README: "At most `8 × concurrency` references are in flight" (a reference waiting for its next
+/// poll holds no concurrency slot, so only this bound keeps pending references from piling up).
+/// The code's bound is `max(8 × concurrency, 256)` (src/run.rs `max_live`); the README leaves
+/// out the floor of 256. References pending forever, polled over 1.5 s, from the simulator's
+/// log: the number of references between their first and last request reaches the bound and
+/// never exceeds it, for a concurrency below and above 32.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn references_in_flight_never_exceed_max_8_x_concurrency_or_256() {
+    let _timed = TIMED.lock().await;
+    for concurrency in [2usize, 40] {
+        let api = sim(SimOptions::default()).await;
+        let refs: Vec<(String, Kind)> = (0..600)
+            .map(|i| (format!("pf-n{i}"), Kind::Netverify))
+            .collect();
+        let job = job_text(1500.0, 100, concurrency).replace(
+            "schedule_seconds = [0.05, 0.1, 0.15, 0.2]",
+            "schedule_seconds = [1.0, 1.5]",
+        );
+        let s = setup(&job, &refs, &[]);
+        let summary = run_job(&s, &api.base_url(), SECRET).await;
+        assert_eq!(summary.failures_by_error.get("PENDING"), Some(&600));
+        let log = api.requests();
+        assert_eq!(log.len(), 600 * 3, "a first call and two polls each");
+        let bound = (8 * concurrency).max(256);
+        let peak = peak_in_flight(&log);
+        eprintln!("concurrency {concurrency}: at most {peak} references in flight (bound {bound})");
+        assert!(
+            peak <= bound,
+            "{peak} references in flight at once, concurrency {concurrency} allows {bound}"
+        );
+        assert!(
+            peak * 10 >= bound * 9,
+            "only {peak} references in flight: the test did not reach the bound {bound}"
+        );
         api.shutdown().await;
     }
 }

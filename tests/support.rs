@@ -160,3 +160,354 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
 }
+
+// --- tests-a helpers ---
+// Randomised schedules with a printed seed, Parquet columns, and archives compared with what the
+// simulator serves (every entry, JSON included) and with the simulator's own scenario.
+
+/// A seeded SplitMix64 for randomised test schedules (kill points); printed seeds replay them.
+pub struct TestRng(u64);
+
+impl TestRng {
+    /// The seed from the environment variable `var` when set, else from the clock; printed
+    /// either way so a failing schedule can be replayed.
+    pub fn from_env(var: &str) -> Self {
+        let seed = std::env::var(var)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .expect("a clock after 1970")
+                    .as_nanos() as u64
+            });
+        eprintln!("randomised schedule: seed {seed} (replay with {var}={seed})");
+        TestRng(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next_u64() % (hi - lo).max(1)
+    }
+}
+
+/// Sends `signal` to process `pid`.
+#[cfg(unix)]
+pub fn signal(pid: u32, signal: i32) {
+    // SAFETY: kill(2) has no memory effects in this process.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
+    assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
+}
+
+/// The string column `column` of a Parquet file, in row order (read with arrow's reader, so
+/// the file must be complete, footer included).
+pub fn parquet_strings(path: &std::path::Path, column: &str) -> Vec<Option<String>> {
+    use arrow_array::Array as _;
+    let f = std::fs::File::open(path).expect("parquet file opens");
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+        .unwrap_or_else(|e| panic!("{} is not a complete parquet file: {e}", path.display()))
+        .build()
+        .expect("a reader");
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.expect("a record batch");
+        let col = batch
+            .column_by_name(column)
+            .unwrap_or_else(|| panic!("{}: no column {column}", path.display()));
+        let strings = col
+            .as_any()
+            .downcast_ref::<arrow_array::StringArray>()
+            .unwrap_or_else(|| panic!("{}: {column} is not a string column", path.display()));
+        for i in 0..strings.len() {
+            out.push((!strings.is_null(i)).then(|| strings.value(i).to_string()));
+        }
+    }
+    out
+}
+
+/// The `reference` column of a Parquet table as a sorted list (duplicates kept).
+pub fn parquet_references(path: &std::path::Path) -> Vec<String> {
+    let mut refs: Vec<String> = parquet_strings(path, "reference")
+        .into_iter()
+        .map(|r| r.expect("reference is never null"))
+        .collect();
+    refs.sort();
+    refs
+}
+
+/// True when an archived JSON body equals the one served now, byte for byte, apart from the
+/// value of the top-level `timestamp` (the simulator stamps each answer with the current time;
+/// everything else it serves is deterministic).
+pub fn same_json_but_timestamp(archived: &[u8], served: &[u8]) -> bool {
+    let a: serde_json::Value = match serde_json::from_slice(archived) {
+        Ok(v) => v,
+        Err(_) => return false,
+    };
+    let s: serde_json::Value = serde_json::from_slice(served).expect("the simulator serves JSON");
+    match (a.get("timestamp"), s.get("timestamp")) {
+        (Some(serde_json::Value::String(ta)), Some(serde_json::Value::String(ts))) => {
+            let served = String::from_utf8(served.to_vec()).expect("JSON is UTF-8");
+            let restamped = served.replacen(
+                &format!("\"timestamp\":\"{ts}\""),
+                &format!("\"timestamp\":\"{ta}\""),
+                1,
+            );
+            restamped.as_bytes() == archived
+        }
+        (None, None) => served == archived,
+        _ => false,
+    }
+}
+
+/// Checks one archive against the simulator that served it and the simulator's scenario:
+/// provenance names `reference` and every API path is of `kind`'s family and this reference;
+/// every entry is byte-identical to what the simulator serves for its path now (JSON apart from
+/// its `timestamp`); images, liveness images and pages are archived under their classifier or
+/// number, and exactly the ones the scenario has. Requests go to `api` (they appear in its log).
+pub async fn assert_archive_as_served(
+    api: &simulator::SimHandle,
+    archive: &std::path::Path,
+    reference: &str,
+    kind: Kind,
+) {
+    let entries = zip_entries(archive);
+    let provenance: serde_json::Value =
+        serde_json::from_slice(&entries["provenance.json"]).expect("provenance.json parses");
+    assert_eq!(
+        provenance["reference"],
+        reference,
+        "{}: provenance names another reference",
+        archive.display()
+    );
+    let prefix = format!(
+        "/api/netverify/v2/{}/{reference}",
+        simulator::data::family_segment(kind)
+    );
+    let recorded = provenance["entries"]
+        .as_array()
+        .expect("provenance entries");
+    let mut names: std::collections::BTreeSet<&str> = recorded
+        .iter()
+        .map(|e| e["entry"].as_str().expect("entry name"))
+        .collect();
+    names.insert("provenance.json");
+    names.insert("manifest-sha256.txt");
+    assert_eq!(
+        names,
+        entries.keys().map(String::as_str).collect(),
+        "{reference}: archive entries and provenance disagree"
+    );
+    let client = reqwest::Client::new();
+    let (mut classifiers, mut liveness, mut pages) = (Vec::new(), Vec::new(), Vec::new());
+    let mut original = false;
+    for e in recorded {
+        let name = e["entry"].as_str().expect("entry name");
+        let api_path = e["api_path"].as_str().expect("api_path");
+        let (path, _query) = api_path.split_once('?').unwrap_or((api_path, ""));
+        assert!(
+            path == prefix || path.starts_with(&format!("{prefix}/")),
+            "{reference} ({kind}): {name} was fetched from {api_path}"
+        );
+        let tail = path[prefix.len()..].trim_start_matches('/');
+        let stem = name.rsplit_once('.').map_or(name, |(s, _)| s);
+        // The entry name follows from the path: fixed names for JSON, the classifier or number
+        // for files.
+        let expected_stem = match tail.split('/').collect::<Vec<_>>().as_slice() {
+            [""] => match kind {
+                Kind::Authentication => "authentication".to_string(),
+                _ => "status".to_string(),
+            },
+            ["data"] => "data".to_string(),
+            ["images"] => "images".to_string(),
+            ["pages"] => "pages".to_string(),
+            ["original"] => {
+                original = true;
+                "original".to_string()
+            }
+            ["images", "liveness", n] => {
+                liveness.push(n.parse::<u32>().expect("liveness number"));
+                format!("images/liveness-{n}")
+            }
+            ["images", c] => {
+                classifiers.push(c.to_string());
+                format!("images/{c}")
+            }
+            ["pages", n] => {
+                pages.push(n.to_string());
+                format!("pages/{n}")
+            }
+            other => panic!("{reference}: unexpected API path {api_path} ({other:?})"),
+        };
+        assert_eq!(
+            stem, expected_stem,
+            "{reference}: {api_path} archived as {name}"
+        );
+        let served = client
+            .get(format!("{}{api_path}", api.base_url()))
+            .basic_auth(TOKEN, Some(SECRET))
+            .header("User-Agent", "jumio-export tests")
+            .send()
+            .await
+            .expect("the simulator answers");
+        assert_eq!(served.status().as_u16(), 200, "{reference}: {api_path}");
+        assert_eq!(e["http_status"], 200, "{reference}: {name}");
+        let served = served.bytes().await.expect("a body");
+        let archived = &entries[name];
+        if name.ends_with(".json") {
+            assert!(
+                same_json_but_timestamp(archived, &served),
+                "{reference}: {name} differs from what the simulator serves at {api_path}:\narchived {}\nserved   {}",
+                String::from_utf8_lossy(archived),
+                String::from_utf8_lossy(&served)
+            );
+        } else {
+            assert!(
+                archived.as_slice() == served.as_ref(),
+                "{reference}: {name} differs from what the simulator serves at {api_path}"
+            );
+        }
+    }
+    // Exactly the files the simulator has for this transaction.
+    let sc = simulator::scenario(SimOptions::default().seed, reference)
+        .expect("a reference the simulator knows");
+    let mut sc_liveness = sc.liveness.clone();
+    sc_liveness.sort_unstable();
+    liveness.sort_unstable();
+    let mut sc_classifiers = sc.classifiers.clone();
+    sc_classifiers.sort();
+    let mut files: Vec<String> = match kind {
+        Kind::Document => pages,
+        _ => classifiers,
+    };
+    files.sort();
+    assert_eq!(
+        files, sc_classifiers,
+        "{reference}: images or pages archived"
+    );
+    if kind != Kind::Document {
+        assert_eq!(
+            liveness, sc_liveness,
+            "{reference}: liveness images archived"
+        );
+    }
+    assert_eq!(
+        original, sc.has_original,
+        "{reference}: original.pdf archived"
+    );
+}
+
+/// Checks every output beside the archives against the archives of `refs` under `out`: each
+/// table's Parquet and CSV reference sets per kind, the `files` table (Parquet and CSV) entry
+/// by entry with its sha256, and `report.json` (counts, not interrupted, root hash).
+pub fn assert_tables_match_archives(out: &std::path::Path, refs: &[(String, Kind)]) {
+    use std::collections::BTreeSet;
+    for kind in Kind::ALL {
+        let mut expected: Vec<String> = refs
+            .iter()
+            .filter(|(_, k)| *k == kind)
+            .map(|(r, _)| r.clone())
+            .collect();
+        expected.sort();
+        let parquet = out.join(format!("{}.parquet", kind.table_name()));
+        assert_eq!(
+            parquet_references(&parquet),
+            expected,
+            "{}: the references of the Parquet table",
+            kind.table_name()
+        );
+        let (_, rows) = csv_table(&out.join(format!("{}.csv", kind.table_name())));
+        let mut in_csv: Vec<String> = rows.iter().map(|r| r["reference"].clone()).collect();
+        in_csv.sort();
+        assert_eq!(
+            in_csv,
+            expected,
+            "{}: the references of the CSV table",
+            kind.table_name()
+        );
+    }
+    // files: one row per archived entry, with the entry's own hash.
+    let mut from_archives = BTreeSet::new();
+    let mut root_lines = Vec::new();
+    for (r, _) in refs {
+        let path = out.join(format!("archives/{r}.zip"));
+        for (name, body) in zip_entries(&path) {
+            from_archives.insert((r.clone(), name, sha256_hex(&body)));
+        }
+        let whole = std::fs::read(&path).expect("archive readable");
+        root_lines.push(format!("{r}  {}\n", sha256_hex(&whole)));
+    }
+    let p = out.join("files.parquet");
+    let parquet_files: BTreeSet<(String, String, String)> = parquet_strings(&p, "reference")
+        .into_iter()
+        .zip(parquet_strings(&p, "entry"))
+        .zip(parquet_strings(&p, "sha256"))
+        .map(|((r, e), s)| (r.unwrap(), e.unwrap(), s.unwrap()))
+        .collect();
+    assert_eq!(
+        parquet_strings(&p, "reference").len(),
+        from_archives.len(),
+        "files.parquet: one row per archived entry"
+    );
+    assert!(
+        parquet_files == from_archives,
+        "files.parquet disagrees with the archives: missing {:?}, extra {:?}",
+        from_archives
+            .difference(&parquet_files)
+            .take(5)
+            .collect::<Vec<_>>(),
+        parquet_files
+            .difference(&from_archives)
+            .take(5)
+            .collect::<Vec<_>>()
+    );
+    let (_, rows) = csv_table(&out.join("files.csv"));
+    let csv_files: BTreeSet<(String, String, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["reference"].clone(),
+                r["entry"].clone(),
+                r["sha256"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows.len(),
+        from_archives.len(),
+        "files.csv: one row per archived entry"
+    );
+    assert!(
+        csv_files == from_archives,
+        "files.csv disagrees with the archives"
+    );
+    // report.json: every reference accounted for, and the root hash over exactly these archives.
+    let report: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.join("report.json")).expect("report.json written"),
+    )
+    .expect("report.json parses");
+    let o = &report["outcomes"];
+    assert_eq!(
+        o["exported"].as_u64().unwrap() + o["already_exported"].as_u64().unwrap(),
+        refs.len() as u64,
+        "report.json: {o}"
+    );
+    assert_eq!(o["failed"], 0, "report.json: {o}");
+    assert_eq!(o["not_started"], 0, "report.json: {o}");
+    assert_eq!(report["interrupted"], false);
+    assert_eq!(report["archives"], refs.len() as u64);
+    root_lines.sort();
+    assert_eq!(
+        report["root_hash"],
+        sha256_hex(root_lines.concat().as_bytes()),
+        "report.json: root hash over the archives"
+    );
+}
