@@ -1055,6 +1055,7 @@ async fn an_archive_of_another_kind_is_replaced_only_by_a_complete_one() {
         &archive::ProvenanceMeta {
             tool_version: "test".into(),
             job_sha256: "0".repeat(64),
+            run: None,
         },
     )
     .unwrap();
