@@ -155,6 +155,82 @@ pub fn csv_table(
     (header, rows)
 }
 
+/// The parts of `table` in `format` (`"csv"` or `"parquet"`) that the dataset's commits list,
+/// in commit order, read from `commits/*.json` by the test itself (not the program's reader).
+/// Parts no commit lists are not part of the dataset and are not returned.
+pub fn committed_parts(
+    out: &std::path::Path,
+    table: &str,
+    format: &str,
+) -> Vec<std::path::PathBuf> {
+    let mut commits: Vec<std::path::PathBuf> = match std::fs::read_dir(out.join("commits")) {
+        Ok(l) => l
+            .map(|e| e.expect("commits/ entry").path())
+            .filter(|p| {
+                let name = p.file_name().unwrap().to_str().unwrap();
+                name.ends_with(".json") && !name.starts_with('.')
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    commits.sort();
+    let mut parts = Vec::new();
+    for c in commits {
+        let commit: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&c).expect("commit readable")).expect("json");
+        for p in commit["parts"].as_array().expect("parts") {
+            if p["table"] == table && p["format"] == format {
+                parts.push(out.join(p["path"].as_str().expect("path")));
+            }
+        }
+    }
+    parts
+}
+
+/// A table of the dataset as CSV: the header of its committed parts (all equal) and every row of
+/// every committed part, in commit order.
+pub fn dataset_csv(
+    out: &std::path::Path,
+    table: &str,
+) -> (Vec<String>, Vec<std::collections::BTreeMap<String, String>>) {
+    let mut header = Vec::new();
+    let mut rows = Vec::new();
+    for part in committed_parts(out, table, "csv") {
+        let (h, r) = csv_table(&part);
+        if !header.is_empty() {
+            assert_eq!(
+                h,
+                header,
+                "{}: every part has the same header",
+                part.display()
+            );
+        }
+        header = h;
+        rows.extend(r);
+    }
+    (header, rows)
+}
+
+/// One column of a table of the dataset, from every committed Parquet part, in commit order.
+pub fn dataset_parquet_strings(
+    out: &std::path::Path,
+    table: &str,
+    column: &str,
+) -> Vec<Option<String>> {
+    committed_parts(out, table, "parquet")
+        .iter()
+        .flat_map(|p| parquet_strings(p, column))
+        .collect()
+}
+
+/// Rows of a table of the dataset, over its committed Parquet parts.
+pub fn dataset_parquet_rows(out: &std::path::Path, table: &str) -> usize {
+    committed_parts(out, table, "parquet")
+        .iter()
+        .map(|p| parquet_rows(p))
+        .sum()
+}
+
 /// Hex sha256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;

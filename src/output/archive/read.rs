@@ -327,7 +327,11 @@ fn check_provenance(
 fn parse_provenance(
     by_name: &HashMap<&str, &StoredEntry>,
     findings: &mut Vec<ArchiveFinding>,
-) -> (BTreeMap<String, ProvenanceEntry>, Option<String>, Option<String>) {
+) -> (
+    BTreeMap<String, ProvenanceEntry>,
+    Option<String>,
+    Option<String>,
+) {
     let mut recorded = BTreeMap::new();
     let json = by_name
         .get(PROVENANCE_ENTRY)
