@@ -97,15 +97,7 @@ impl Catalogue {
     pub fn latest_failures(&self) -> Result<Vec<FailureRow>, CatalogueError> {
         let mut at: HashMap<(String, Kind), usize> = HashMap::new();
         let mut rows: Vec<FailureRow> = Vec::new();
-        let columns = [
-            "reference",
-            "kind",
-            "stage",
-            "http_status",
-            "error",
-            "attempts",
-            "next_attempt_after",
-        ];
+        let columns = crate::output::failures::HEADER;
         for c in &self.commits {
             for part in preferred_parts(c, FAILURES_TABLE) {
                 self.rows(part, &columns, |cells| {

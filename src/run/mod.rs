@@ -241,9 +241,7 @@ pub async fn run(
         message: "the writer thread panicked".into(),
     })??;
     written.not_started += unread;
-    let report = Report::assemble(RunFacts {
-        started_at,
-        finished_at: (opts.clock)(),
+    let facts = RunFacts {
         job_sha256: job.sha256.clone(),
         input_sha256: input.sha256.clone(),
         shard: job
@@ -257,7 +255,8 @@ pub async fn run(
         bytes_written: written.bytes_written,
         archives: written.archives,
         root_hash: written.root_hash.clone(),
-    });
+    };
+    let report = Report::assemble(started_at, (opts.clock)(), facts);
     commit::publish(&location, &report, &written).await?;
     summary(
         &location,
@@ -395,9 +394,9 @@ fn summary(
         already_exported: written.already + already,
         failed: written.failed,
         not_started: written.not_started + written.other_run,
-        requests: report.requests.total,
-        retries: report.requests.retries,
-        too_many_requests: report.requests.too_many_requests,
+        requests: report.facts.requests.total,
+        retries: report.facts.requests.retries,
+        too_many_requests: report.facts.requests.too_many_requests,
         denied: shutdown.reason() == Some(&StopReason::CredentialsRefused),
         interrupted: shutdown.reason() == Some(&StopReason::Interrupted),
         failures_by_error: written.by_error,
