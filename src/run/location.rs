@@ -458,6 +458,99 @@ mod tests {
         assert!(matches!(e, RunError::LegacyLayout { .. }), "{e}");
     }
 
+    /// A Netverify archive of `reference` written by `owner` (None: before datasets).
+    fn archive_by(root: &Path, reference: &str, owner: Option<&str>) {
+        use crate::output::archive::EntryKind;
+        let entry = |kind, body: &[u8]| ArchiveEntry {
+            kind,
+            content_type: "application/json".into(),
+            body: bytes::Bytes::copy_from_slice(body),
+            api_path: format!("/api/netverify/v2/scans/{reference}"),
+            http_status: 200,
+            retrieved_at: Utc::now(),
+        };
+        let entries = [
+            entry(EntryKind::Status, br#"{"status":"DONE"}"#),
+            entry(
+                EntryKind::Data,
+                br#"{"document":{"status":"APPROVED_VERIFIED"}}"#,
+            ),
+            entry(EntryKind::Images, br#"{"images":[]}"#),
+        ];
+        let meta = ProvenanceMeta {
+            tool_version: "test".into(),
+            job_sha256: "0".repeat(64),
+            run: owner.map(str::to_string),
+        };
+        archive::write_archive_with_key(root, reference, &entries, &meta, None, Modes::default())
+            .unwrap();
+    }
+
+    #[test]
+    fn an_archive_is_taken_over_only_from_a_dead_uncommitted_owner_and_only_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let live = open(root);
+        let dead = "20200101T000000Z-dead";
+        let committed = "20200101T000000Z-c0c0";
+        std::fs::write(root.join(format!("commits/{committed}.json")), b"{}").unwrap();
+        archive_by(root, "by-live", Some(live.run().as_str()));
+        archive_by(root, "by-committed", Some(committed));
+        archive_by(root, "by-dead", Some(dead));
+        archive_by(root, "by-legacy", None);
+        let taker = open(root);
+        let outcome = |r: &str| taker.existing_archive(r, Kind::Netverify, None);
+        assert!(matches!(outcome("by-live"), Existing::OtherRun(o) if o == live.run().as_str()));
+        assert!(matches!(outcome("by-committed"), Existing::OtherRun(o) if o == committed));
+        assert!(matches!(outcome("by-dead"), Existing::Ours(_)));
+        assert!(matches!(outcome("by-legacy"), Existing::Ours(_)));
+        assert_eq!(
+            std::fs::read_to_string(root.join(format!("archives/.claims/by-dead/{dead}"))).unwrap(),
+            taker.run().as_str()
+        );
+        // Asked again by the same run: still its own (the claim names it).
+        assert!(matches!(outcome("by-dead"), Existing::Ours(_)));
+        // A second run while the taker lives: the claim names a live run.
+        let other = open(root);
+        assert!(matches!(
+            other.existing_archive("by-dead", Kind::Netverify, None),
+            Existing::OtherRun(o) if o == taker.run().as_str()
+        ));
+        // The taker dies without committing: the next run claims it from the taker.
+        let gone = taker.run().to_string();
+        drop(taker);
+        assert!(matches!(
+            other.existing_archive("by-dead", Kind::Netverify, None),
+            Existing::Ours(_)
+        ));
+        assert!(
+            root.join(format!("archives/.claims/by-dead/{gone}"))
+                .exists()
+        );
+    }
+
+    #[test]
+    fn an_archive_that_does_not_check_out_is_damaged_and_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let loc = open(tmp.path());
+        archive_by(tmp.path(), "r1", Some("20200101T000000Z-dead"));
+        let path = loc.archive_path("r1");
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.truncate(bytes.len() - 10);
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(
+            loc.existing_archive("r1", Kind::Netverify, None),
+            Existing::Damaged(_)
+        ));
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+        // Of another kind: damaged for this kind, not taken.
+        archive_by(tmp.path(), "r2", Some("20200101T000000Z-dead"));
+        assert!(matches!(
+            loc.existing_archive("r2", Kind::Authentication, None),
+            Existing::Damaged(_)
+        ));
+    }
+
     #[test]
     fn a_missing_archive_is_absent() {
         let tmp = tempfile::tempdir().unwrap();
