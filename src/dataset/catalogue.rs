@@ -206,3 +206,155 @@ fn failure_row(cells: &[Option<String>]) -> Option<FailureRow> {
             .map(|t| t.with_timezone(&Utc)),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset::commit::{ArchivesRecord, COMMIT_FORMAT};
+    use crate::dataset::parts::{PART_BYTES, PartOptions, PartWriter};
+    use crate::dataset::{FAILURES_TABLE, RunId};
+    use crate::flatten::{self, ArchiveSummary, FailureRecord};
+    use crate::output::fsmode::Modes;
+
+    /// Commits one run with `exported` netverify rows and `failed` (reference, error) rows.
+    fn commit(root: &Path, run: &str, exported: &[&str], failed: &[(&str, &str)], csv_only: bool) {
+        let opts = PartOptions {
+            root: root.to_path_buf(),
+            run: RunId::parse(run).unwrap(),
+            csv: true,
+            parquet: !csv_only,
+            modes: Modes::default(),
+            max_rows: 2,
+            max_bytes: PART_BYTES,
+        };
+        let mut table = PartWriter::new(
+            "netverify",
+            flatten::table_columns(Kind::Netverify),
+            opts.clone(),
+        );
+        for r in exported {
+            let summary = ArchiveSummary {
+                image_count: 0,
+                archive: format!("archives/{r}.zip"),
+                archive_sha256: "00".repeat(32),
+                run: run.into(),
+            };
+            table
+                .write(&flatten::flatten(
+                    Kind::Netverify,
+                    r,
+                    &serde_json::json!({}),
+                    &summary,
+                ))
+                .unwrap();
+        }
+        let mut failures = PartWriter::new(FAILURES_TABLE, flatten::failures_columns(), opts);
+        for (r, e) in failed {
+            let record = FailureRecord {
+                reference: r,
+                kind: Kind::Netverify,
+                stage: "status",
+                http_status: None,
+                error: e,
+                attempts: 10,
+                next_attempt_after: Some("2026-12-07T07:45:00Z".into()),
+                run,
+            };
+            failures.write(&flatten::failure_row(&record)).unwrap();
+        }
+        let mut parts = table.finish().unwrap();
+        parts.extend(failures.finish().unwrap());
+        Commit {
+            format: COMMIT_FORMAT.into(),
+            run: run.into(),
+            report: serde_json::json!({}),
+            parts,
+            archives: ArchivesRecord {
+                count: 0,
+                root_hash: String::new(),
+                root_hash_method: String::new(),
+            },
+        }
+        .write(root, Modes::default())
+        .unwrap();
+    }
+
+    fn exported(c: &Catalogue) -> Vec<String> {
+        let mut out = Vec::new();
+        c.for_each_exported(|r, k| {
+            out.push(format!("{r}/{k}"));
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn exported_references_and_open_follow_ups_come_from_every_commit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let first = "20261201T000000Z-0001";
+        let second = "20261202T000000Z-0002";
+        commit(
+            root,
+            first,
+            &["a", "b", "c"],
+            &[("p", "PENDING"), ("n", "NETWORK"), ("x", "NOT_FOUND")],
+            false,
+        );
+        // The second run exports `n`, fails `p` again (later row wins), and is CSV only.
+        commit(root, second, &["n"], &[("p", "NOT_FOUND")], true);
+        let c = Catalogue::read(root).unwrap();
+        assert_eq!(c.commits().len(), 2);
+        assert_eq!(
+            exported(&c),
+            ["a/netverify", "b/netverify", "c/netverify", "n/netverify"]
+        );
+        let latest: Vec<(String, String)> = c
+            .latest_failures()
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.reference, r.error.to_string()))
+            .collect();
+        assert_eq!(
+            latest,
+            [
+                ("p".into(), "NOT_FOUND".into()),
+                ("n".into(), "NETWORK".into()),
+                ("x".into(), "NOT_FOUND".into())
+            ]
+        );
+        let open: Vec<String> = c
+            .open_failures()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.reference)
+            .collect();
+        assert_eq!(open, ["p", "x"], "n was exported by a later commit");
+        let first_open = &c.open_failures().unwrap()[1];
+        assert_eq!(
+            first_open.next_attempt_after.map(|t| t.to_rfc3339()),
+            Some("2026-12-07T07:45:00+00:00".into())
+        );
+    }
+
+    #[test]
+    fn a_commit_whose_part_is_missing_or_resized_is_not_built_on() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let run = "20261201T000000Z-0001";
+        commit(root, run, &["a"], &[], false);
+        let part = root.join(format!("tables/netverify/{run}-0.parquet"));
+        let bytes = std::fs::read(&part).unwrap();
+        std::fs::write(&part, &bytes[..bytes.len() - 1]).unwrap();
+        let e = Catalogue::read(root).unwrap_err();
+        assert!(
+            e.to_string().contains(run) && e.to_string().contains("bytes"),
+            "{e}"
+        );
+        std::fs::remove_file(&part).unwrap();
+        let e = Catalogue::read(root).unwrap_err();
+        assert!(e.to_string().contains("missing"), "{e}");
+        assert!(e.to_string().contains("verify"), "{e}");
+    }
+}
