@@ -44,7 +44,16 @@ pub enum CatalogueError {
     },
 }
 
-/// Every commit of a dataset, in run order.
+/// A failure row and the run (commit) that recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    /// The row.
+    pub row: FailureRow,
+    /// The run that recorded it.
+    pub run: String,
+}
+
+/// Every commit of a dataset, in the order the runs finished.
 #[derive(Debug, Default)]
 pub struct Catalogue {
     root: PathBuf,
@@ -63,6 +72,14 @@ impl Catalogue {
             }
             commits.push(c);
         }
+        // "Latest" is the run that finished last: run ids order by start (to the second, then
+        // a random suffix), and concurrent runs finish in another order than they started.
+        commits.sort_by(|a, b| {
+            let finished = |c: &Commit| c.report["finished_at"].as_str().unwrap_or("").to_string();
+            finished(a)
+                .cmp(&finished(b))
+                .then_with(|| a.run.cmp(&b.run))
+        });
         Ok(Catalogue {
             root: root.to_path_buf(),
             commits,
@@ -94,17 +111,21 @@ impl Catalogue {
 
     /// The latest failure row of every (reference, kind), in the order first seen, over all
     /// commits. The caller removes what some commit exported ([`Catalogue::open_failures`]).
-    pub fn latest_failures(&self) -> Result<Vec<FailureRow>, CatalogueError> {
+    pub fn latest_failures(&self) -> Result<Vec<Recorded>, CatalogueError> {
         let mut at: HashMap<(String, Kind), usize> = HashMap::new();
-        let mut rows: Vec<FailureRow> = Vec::new();
-        let columns = crate::output::failures::HEADER;
+        let mut rows: Vec<Recorded> = Vec::new();
+        let columns = &crate::output::failures::HEADER[..7];
         for c in &self.commits {
             for part in preferred_parts(c, FAILURES_TABLE) {
-                self.rows(part, &columns, |cells| {
+                self.rows(part, columns, |cells| {
                     let Some(row) = failure_row(cells) else {
                         return Ok(());
                     };
                     let key = (row.reference.clone(), row.kind);
+                    let row = Recorded {
+                        row,
+                        run: c.run.clone(),
+                    };
                     match at.get(&key) {
                         Some(&i) => rows[i] = row,
                         None => {
@@ -121,11 +142,11 @@ impl Catalogue {
 
     /// The dataset's open follow-ups: the latest failure of every (reference, kind) that no
     /// commit exported, in the order first seen.
-    pub fn open_failures(&self) -> Result<Vec<FailureRow>, CatalogueError> {
+    pub fn open_failures(&self) -> Result<Vec<Recorded>, CatalogueError> {
         let rows = self.latest_failures()?;
         let mut open: HashMap<(String, Kind), bool> = rows
             .iter()
-            .map(|r| ((r.reference.clone(), r.kind), true))
+            .map(|r| ((r.row.reference.clone(), r.row.kind), true))
             .collect();
         self.for_each_exported(|reference, kind| {
             if let Some(flag) = open.get_mut(&(reference.to_string(), kind)) {
@@ -135,7 +156,7 @@ impl Catalogue {
         })?;
         Ok(rows
             .into_iter()
-            .filter(|r| open[&(r.reference.clone(), r.kind)])
+            .filter(|r| open[&(r.row.reference.clone(), r.row.kind)])
             .collect())
     }
 
@@ -314,7 +335,7 @@ mod tests {
             .latest_failures()
             .unwrap()
             .into_iter()
-            .map(|r| (r.reference, r.error.to_string()))
+            .map(|r| (r.row.reference, r.row.error.to_string()))
             .collect();
         assert_eq!(
             latest,
@@ -324,14 +345,18 @@ mod tests {
                 ("x".into(), "NOT_FOUND".into())
             ]
         );
-        let open: Vec<String> = c
+        let open: Vec<(String, String)> = c
             .open_failures()
             .unwrap()
             .into_iter()
-            .map(|r| r.reference)
+            .map(|r| (r.row.reference, r.run))
             .collect();
-        assert_eq!(open, ["p", "x"], "n was exported by a later commit");
-        let first_open = &c.open_failures().unwrap()[1];
+        assert_eq!(
+            open,
+            [("p".into(), second.into()), ("x".into(), first.into())],
+            "n was exported by a later commit; each row names the run that recorded it"
+        );
+        let first_open = &c.open_failures().unwrap()[1].row;
         assert_eq!(
             first_open.next_attempt_after.map(|t| t.to_rfc3339()),
             Some("2026-12-07T07:45:00+00:00".into())

@@ -240,7 +240,7 @@ static FAILURES_COLUMNS: LazyLock<Vec<Column>> = LazyLock::new(|| {
     use ColumnType::{Int64, TimestampMs, Utf8};
     // `failures.csv`'s header, typed, then `run`.
     let types = [Utf8, Utf8, Utf8, Int64, Utf8, Int64, TimestampMs];
-    let columns: Vec<(&str, ColumnType)> = crate::output::failures::HEADER
+    let columns: Vec<(&str, ColumnType)> = crate::output::failures::HEADER[..types.len()]
         .iter()
         .copied()
         .zip(types)

@@ -101,6 +101,9 @@ pub struct Summary {
     pub failed: u64,
     /// Not reached (interrupted).
     pub not_started: u64,
+    /// Left to another run that owns their archive (a concurrent run exports them; they are not
+    /// failures of this run and do not change its exit code).
+    pub other_run: u64,
     /// Requests sent.
     pub requests: u64,
     /// Retries among them.
@@ -151,6 +154,9 @@ impl Summary {
         }
         if self.not_started > 0 {
             s.push_str(&format!("not started       {}\n", self.not_started));
+        }
+        if self.other_run > 0 {
+            s.push_str(&format!("left to other run {}\n", self.other_run));
         }
         s.push_str(&format!(
             "requests          {} ({} retries, {} answered 429)\n",
@@ -393,7 +399,8 @@ fn summary(
         exported: written.exported,
         already_exported: written.already + already,
         failed: written.failed,
-        not_started: written.not_started + written.other_run,
+        not_started: written.not_started,
+        other_run: written.other_run,
         requests: report.facts.requests.total,
         retries: report.facts.requests.retries,
         too_many_requests: report.facts.requests.too_many_requests,
