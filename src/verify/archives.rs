@@ -120,6 +120,8 @@ impl Verifier<'_> {
         let mut leftover: Vec<(u32, &String, u64)> = self
             .files
             .iter()
+            // The files rows of a row that repeats an earlier commit's (reported already).
+            .filter(|((c, r), _)| !self.dup_commits.get(r).is_some_and(|d| d.contains(c)))
             .map(|((c, r), s)| (*c, r, s.rows))
             .collect();
         leftover.sort();

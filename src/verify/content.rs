@@ -71,9 +71,7 @@ impl TableFile {
         let schema = flatten::table_columns(kind);
         let (request, cell_of, compared) = line_up(schema, &header, name, report);
         for key in KEY_COLUMNS {
-            let Some(at) = header.position(key) else {
-                return None;
-            };
+            let at = header.position(key)?;
             if let Some(ty) = &header.columns[at].1
                 && !matches!(ty, DataType::Utf8 | DataType::Int64)
             {
