@@ -24,7 +24,11 @@ pub async fn execute(command: Command) -> ExitCode {
         #[cfg(feature = "simulator")]
         Command::Simulate(args) => simulated::simulate(args).await,
         Command::Plan { job, overrides } => plan(&job, &overrides),
-        Command::Verify { dir, key_env } => verify(&dir, &key_env),
+        Command::Verify {
+            dir,
+            since,
+            key_env,
+        } => verify(&dir, since.as_deref(), &key_env),
     }
 }
 
@@ -173,7 +177,7 @@ fn archive_key(job: &Job) -> Result<Option<ArchiveKey>, ExitCode> {
     }
 }
 
-fn verify(dir: &Path, key_env: &str) -> ExitCode {
+fn verify(dir: &Path, since: Option<&str>, key_env: &str) -> ExitCode {
     // The key is optional here: without it, encrypted entries are reported as unreadable.
     let key = match std::env::var_os(key_env) {
         Some(v) => match ArchiveKey::new(v.as_encoded_bytes()) {
@@ -188,7 +192,11 @@ fn verify(dir: &Path, key_env: &str) -> ExitCode {
         },
         None => None,
     };
-    match crate::verify::verify_with_key(dir, key.as_ref()) {
+    let opts = crate::verify::VerifyOptions {
+        key: key.as_ref(),
+        since,
+    };
+    match crate::verify::verify_with(dir, opts) {
         Ok(report) => {
             print!("{report}");
             if report.is_ok() {
