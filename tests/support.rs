@@ -511,7 +511,8 @@ pub fn assert_tables_match_archives(out: &std::path::Path, refs: &[(String, Kind
 // against their records, the union of the rows the commits list, the archives each commit lists
 // with its root hash, and the parts and archives that no commit lists.
 
-/// Every commit record of the dataset, sorted by run (start time), with its file name's run.
+/// Every commit record of the dataset, in the order the runs started, each checked to name the
+/// run of its file name.
 pub fn commits(out: &std::path::Path) -> Vec<serde_json::Value> {
     let mut paths: Vec<std::path::PathBuf> = match std::fs::read_dir(out.join("commits")) {
         Ok(l) => l
@@ -523,8 +524,7 @@ pub fn commits(out: &std::path::Path) -> Vec<serde_json::Value> {
             .collect(),
         Err(_) => Vec::new(),
     };
-    paths.sort();
-    paths
+    let mut all: Vec<serde_json::Value> = paths
         .iter()
         .map(|p| {
             let c: serde_json::Value = serde_json::from_slice(&std::fs::read(p).expect("commit"))
@@ -533,7 +533,16 @@ pub fn commits(out: &std::path::Path) -> Vec<serde_json::Value> {
             assert_eq!(c["run"], run, "{}: names another run", p.display());
             c
         })
-        .collect()
+        .collect();
+    // Run ids have a resolution of one second (then a random suffix): order by the report's
+    // start time in milliseconds, then by run.
+    all.sort_by_key(|c| {
+        (
+            c["report"]["started_at"].as_str().unwrap_or("").to_string(),
+            c["run"].as_str().unwrap_or("").to_string(),
+        )
+    });
+    all
 }
 
 /// The parts of `table` in `format` that one commit lists.
