@@ -514,7 +514,7 @@ pub fn assert_tables_match_archives(out: &std::path::Path, refs: &[(String, Kind
 /// Every commit record of the dataset, in the order the runs started, each checked to name the
 /// run of its file name.
 pub fn commits(out: &std::path::Path) -> Vec<serde_json::Value> {
-    let mut paths: Vec<std::path::PathBuf> = match std::fs::read_dir(out.join("commits")) {
+    let paths: Vec<std::path::PathBuf> = match std::fs::read_dir(out.join("commits")) {
         Ok(l) => l
             .map(|e| e.expect("commits/ entry").path())
             .filter(|p| {
