@@ -14,6 +14,8 @@ mod config;
 mod flatten;
 // The export job end to end against the simulator over real HTTP.
 mod pipeline;
+// The location as a dataset: batches, reruns that fetch and read nothing, shards and overlapping runs.
+mod dataset;
 // Resuming after kill -9 and Ctrl-C, stale temporaries, the once-a-day rule, the directory lock.
 mod resume;
 // The simulator: documented shapes, auth rules, determinism, faults, request log.
