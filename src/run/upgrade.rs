@@ -579,3 +579,75 @@ impl OldKinds {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::archive::{ArchiveEntry, EntryKind, ProvenanceMeta};
+    use crate::run::location::Existing;
+
+    fn old_archive(root: &Path, reference: &str, key: Option<&ArchiveKey>) {
+        let entry = |kind, body: &str| ArchiveEntry {
+            kind,
+            body: bytes::Bytes::from(body.to_string()),
+            content_type: "application/json".into(),
+            api_path: format!("/api/netverify/v2/scans/{reference}"),
+            http_status: 200,
+            retrieved_at: Utc::now(),
+        };
+        let entries = [
+            entry(EntryKind::Status, r#"{"status":"DONE"}"#),
+            entry(EntryKind::Data, r#"{"document":{"type":"PASSPORT"}}"#),
+            entry(EntryKind::Images, r#"{"images":[]}"#),
+        ];
+        let meta = ProvenanceMeta {
+            tool_version: "0.0.9".into(),
+            job_sha256: String::new(),
+            run: None,
+        };
+        archive::write_archive_with_key(root, reference, &entries, &meta, key, Modes::default())
+            .unwrap();
+    }
+
+    /// A run that meets an old archive while an upgrade is listing it leaves it to the upgrade
+    /// (its owner `legacy` is live); once the upgrade is gone, a run may claim it.
+    #[test]
+    fn while_an_upgrade_holds_its_locks_runs_leave_old_archives_to_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        old_archive(tmp.path(), "r1", None);
+        let locks = Locks::take(tmp.path(), Modes::default()).unwrap();
+        let run = OutputLocation::open(tmp.path(), Modes::default(), Utc::now(), None).unwrap();
+        assert!(matches!(
+            run.existing_archive("r1", Kind::Netverify, None),
+            Existing::OtherRun(owner) if owner == LEGACY_OWNER
+        ));
+        assert!(matches!(
+            Locks::take(tmp.path(), Modes::default()),
+            Err(UpgradeError::InProgress { .. })
+        ));
+        drop(locks);
+        assert!(!tmp.path().join("runs/legacy.lock").exists());
+        assert!(matches!(
+            run.existing_archive("r1", Kind::Netverify, None),
+            Existing::Ours(_)
+        ));
+    }
+
+    /// Encrypted archives and no key: refused before anything moves.
+    #[tokio::test]
+    async fn encrypted_archives_without_a_key_are_refused_before_anything_moves() {
+        let tmp = tempfile::tempdir().unwrap();
+        let key = ArchiveKey::new(b"0123456789abcdef0123").unwrap();
+        old_archive(tmp.path(), "r1", Some(&key));
+        std::fs::write(tmp.path().join("netverify.csv"), b"reference\nr1\n").unwrap();
+        let refused = upgrade(tmp.path(), None, Utc::now()).await;
+        assert!(matches!(refused, Err(UpgradeError::KeyNeeded { .. })));
+        assert!(tmp.path().join("netverify.csv").exists());
+        assert!(!tmp.path().join(LEGACY_DIR).exists());
+        let Ok(Upgrade::Upgraded(done)) = upgrade(tmp.path(), Some(key), Utc::now()).await else {
+            panic!("upgraded with the key");
+        };
+        assert_eq!(done.listed.get("netverify"), Some(&1));
+        assert!(done.not_listed.is_empty(), "{:?}", done.not_listed);
+    }
+}
