@@ -61,6 +61,15 @@ pub enum Command {
         #[arg(long, default_value = crate::job::defaults::ARCHIVE_KEY_ENV)]
         key_env: String,
     },
+    /// Upgrade a directory written before datasets (top-level netverify.csv …) in place:
+    /// old files into legacy/, its archives listed in a first commit; fetches nothing.
+    Upgrade {
+        /// The directory.
+        location: PathBuf,
+        /// Environment variable holding the key of encrypted archives.
+        #[arg(long, default_value = crate::job::defaults::ARCHIVE_KEY_ENV)]
+        key_env: String,
+    },
     /// Validate the job and input and print the request budget; sends nothing.
     Plan {
         /// The job file.

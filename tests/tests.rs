@@ -27,6 +27,8 @@ mod peers;
 // Canary credentials searched for in every log line, error, table, report and archive.
 mod secrets;
 mod sim;
+// upgrade: an old-layout directory built by hand, upgraded in place, then run against.
+mod upgrade;
 // verify: a real export checked clean, then each kind of damage found and named.
 mod verify;
 // Property tests: enclosed entry names, origin check, fixed flatten schema.

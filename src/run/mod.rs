@@ -8,7 +8,9 @@
 //! - [`task`]: one reference — take over its archive or fetch and archive it;
 //! - [`sink`]: the writer thread that owns the run's table parts and the root hash;
 //! - [`commit`]: the commit record (the publish step), then `failures.csv` and `report.json`;
-//! - [`progress`]: the bar or log lines for people.
+//! - [`progress`]: the bar or log lines for people;
+//! - [`upgrade`]: `jumio-export upgrade`, a directory of the layout before datasets listed in a
+//!   first commit by the same sink and commit.
 //!
 //! The report is assembled by [`crate::output::report`]. Memory stays bounded: at most
 //! [`schedule::max_live`] references are in flight and nothing per reference is kept.
@@ -21,6 +23,7 @@ pub mod schedule;
 pub mod shutdown;
 pub mod sink;
 pub mod task;
+pub mod upgrade;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
