@@ -210,9 +210,7 @@ pub async fn upgrade(
         written,
         mut upgraded,
     } = listing;
-    let report = Report::assemble(RunFacts {
-        started_at: started,
-        finished_at: Utc::now(),
+    let facts = RunFacts {
         job_sha256: String::new(),
         input_sha256: String::new(),
         shard: None,
@@ -232,7 +230,8 @@ pub async fn upgrade(
         bytes_written: written.bytes_written,
         archives: written.archives,
         root_hash: written.root_hash.clone(),
-    });
+    };
+    let report = Report::assemble(started, Utc::now(), facts);
     commit::publish(&location, &report, &written).await?;
     upgraded.run = location.run().to_string();
     upgraded.root_hash = written.root_hash;
