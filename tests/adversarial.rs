@@ -1271,7 +1271,11 @@ fn bad_input_files_through_the_binary() {
     for table in crate::support::TABLES {
         let csv = committed_parts(&out, table, "csv");
         let parquet = committed_parts(&out, table, "parquet");
-        assert_eq!((csv.len(), parquet.len()), (1, 1), "{table}: {csv:?} {parquet:?}");
+        assert_eq!(
+            (csv.len(), parquet.len()),
+            (1, 1),
+            "{table}: {csv:?} {parquet:?}"
+        );
         let (header, rows) = dataset_csv(&out, table);
         assert!(rows.is_empty(), "{table}: {rows:?}");
         assert_eq!(header, crate::support::committed_columns(table), "{table}");
@@ -1335,7 +1339,11 @@ async fn a_messy_reference_list_sends_exactly_the_expected_status_calls() {
         ("failures.csv", open_follow_ups(&o.out).1),
     ] {
         let invalid: Vec<&str> = failures.iter().map(|r| r["reference"].as_str()).collect();
-        assert_eq!(invalid, [format!("../{BAD}").as_str(), long.as_str()], "{what}");
+        assert_eq!(
+            invalid,
+            [format!("../{BAD}").as_str(), long.as_str()],
+            "{what}"
+        );
         assert!(
             failures.iter().all(|r| r["error"] == "INVALID_REFERENCE"),
             "{what}"

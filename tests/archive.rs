@@ -712,7 +712,11 @@ fn a_second_write_never_replaces_an_archive_and_leaves_no_temp() {
     let err = write_archive(out.path(), REF, &other, &meta()).unwrap_err();
     assert!(matches!(err, ArchiveError::AlreadyExists { .. }), "{err}");
     assert!(err.to_string().contains(&format!("{REF}.zip")), "{err}");
-    assert_eq!(fs::read(&first.path).unwrap(), before, "the first archive changed");
+    assert_eq!(
+        fs::read(&first.path).unwrap(),
+        before,
+        "the first archive changed"
+    );
     assert!(read_archive(&first.path).unwrap().manifest_ok);
     assert!(no_temps(out.path()));
 }

@@ -651,8 +651,8 @@ pub fn open_follow_ups(
 /// The column names of `table` in the committed golden schema `tests/schemas/{table}.txt`, in
 /// order (the reference the Parquet schema is checked against in tests/flatten.rs).
 pub fn committed_columns(table: &str) -> Vec<String> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("tests/schemas/{table}.txt"));
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/schemas/{table}.txt"));
     std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         .lines()
