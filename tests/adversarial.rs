@@ -74,6 +74,8 @@
 //! | 58 | empty and decreasing schedule | exit 2 | pass |
 //! | 59 | missing and blank User-Agent | exit 2 | pass |
 //! | 60 | a credential key in the job file | exit 2 (unknown key) | pass |
+//! | on disk |||
+//! | 61 | `archives/bad-n1.zip` that no commit lists and that does not check out: not a zip, another reference's archive, a flipped byte | never replaced: BAD_RESPONSE at stage `archive`, nothing fetched for it, the file kept byte for byte | pass |
 //!
 //! Every binary run also asserts that neither canary credential appears on stdout or stderr.
 
@@ -221,12 +223,23 @@ struct Outcome {
 
 /// Runs the job over `input` (the reference list's bytes) against `base`; panics on a hang.
 async fn run_with(base: &str, input: &[u8], limits: &Limits) -> Outcome {
+    run_prepared(base, input, limits, |_| {}).await
+}
+
+/// [`run_with`], after `prepare` has put what it likes into the output location.
+async fn run_prepared(
+    base: &str,
+    input: &[u8],
+    limits: &Limits,
+    prepare: impl FnOnce(&Path),
+) -> Outcome {
     let dir = tempfile::tempdir().unwrap();
     let job_path = dir.path().join("job.toml");
     std::fs::write(&job_path, job_text(limits)).unwrap();
     let refs = dir.path().join("refs.txt");
     std::fs::write(&refs, input).unwrap();
     let out = dir.path().join("out");
+    prepare(&out);
     let o = Overrides {
         input: Some(refs.display().to_string()),
         out: Some(out.clone()),
@@ -1534,5 +1547,72 @@ async fn malformed_framing_headers_are_network_errors() {
         s.set(&front, Reply::Raw(bytes));
         let o = run_pair(&s).await;
         failed(&o, BAD, "NETWORK", "image");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// On disk: an archive that no commit lists and that does not check out.
+
+/// Case 61. SPEC: an archive is created once and never replaced; one that exists, is listed by
+/// no commit and does not check out (manifest, reference, kind) is never overwritten: its
+/// reference fails with `BAD_RESPONSE` at stage `archive`, nothing is fetched for it, and the
+/// file stays byte for byte (before the dataset layout such a file was fetched again and
+/// replaced).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unlisted_archive_that_does_not_check_out_is_never_replaced() {
+    let s = origin().await;
+    // Real archives to damage, from a dataset of their own.
+    let first = run_pair(&s).await;
+    let of_other = std::fs::read(first.out.join(format!("archives/{OK}.zip"))).unwrap();
+    let mut flipped = std::fs::read(first.out.join(format!("archives/{BAD}.zip"))).unwrap();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x55;
+    for (case, bytes) in [
+        ("not a zip", b"PK\x03\x04 this is no archive".to_vec()),
+        ("another reference's archive", of_other),
+        ("a flipped byte", flipped),
+    ] {
+        let bad_requests = || {
+            s.requests()
+                .iter()
+                .filter(|r| r.target.starts_with(&scan(BAD)))
+                .count()
+        };
+        let before = bad_requests();
+        let placed = bytes.clone();
+        let o = run_prepared(
+            &s.base(),
+            format!("{OK}\n{BAD}\n").as_bytes(),
+            &Limits::default(),
+            move |out| {
+                std::fs::create_dir_all(out.join("archives")).unwrap();
+                std::fs::write(out.join(format!("archives/{BAD}.zip")), &placed).unwrap();
+            },
+        )
+        .await;
+        let rows = rows_for(&o.out, "failures", BAD);
+        assert_eq!(rows.len(), 1, "{case}: {rows:?}");
+        assert_eq!(rows[0]["stage"], "archive", "{case}: {:?}", rows[0]);
+        assert_eq!(rows[0]["error"], "BAD_RESPONSE", "{case}: {:?}", rows[0]);
+        assert_eq!(rows[0]["run"], the_run(&o), "{case}");
+        let open = follow_ups_for(&o.out, BAD);
+        assert_eq!(open.len(), 1, "{case}: failures.csv {open:?}");
+        assert_eq!(open[0]["error"], "BAD_RESPONSE", "{case}");
+        assert_eq!(
+            std::fs::read(o.out.join(format!("archives/{BAD}.zip"))).unwrap(),
+            bytes,
+            "{case}: the archive was changed"
+        );
+        assert_eq!(bad_requests(), before, "{case}: {BAD} was fetched");
+        assert!(rows_for(&o.out, "netverify", BAD).is_empty(), "{case}");
+        assert!(rows_for(&o.out, "files", BAD).is_empty(), "{case}");
+        let left: Vec<String> = std::fs::read_dir(o.out.join("archives"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect();
+        assert!(left.is_empty(), "{case}: temporaries left {left:?}");
+        exported(&o, OK);
+        assert_eq!(o.summary.exit_code(), 1, "{case}: {:?}", o.summary);
     }
 }
