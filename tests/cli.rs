@@ -188,6 +188,17 @@ fn duckdb_reads_every_table_of_a_two_run_dataset_by_glob() {
             committed_rows,
             "{table}"
         );
+        // arrow's reader agrees on the run values, before DuckDB is asked.
+        let in_parquet: BTreeSet<String> =
+            crate::support::dataset_parquet_strings(&out, table, "run")
+                .into_iter()
+                .map(|r| r.expect("run is never null"))
+                .collect();
+        assert_eq!(
+            in_parquet.into_iter().collect::<Vec<_>>(),
+            runs,
+            "{table}: run values in the Parquet parts"
+        );
         let glob = format!("read_parquet('tables/{table}/*.parquet')");
         let Some(columns) = duckdb_in(
             &out,
