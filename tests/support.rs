@@ -854,3 +854,84 @@ impl Drop for LiveRunLock {
         let _ = self.file.unlock();
     }
 }
+
+// --- migrate helpers ---
+// The dataset's commits in commit order, its report and its open follow-ups (`failures.csv`),
+// read by the tests themselves.
+
+/// The commit records of the dataset at `out` (`commits/*.json`, temporaries excluded), in
+/// commit order (file name = run id, which sorts by start time). Each one's `run` is checked
+/// against its file name.
+pub fn commits(out: &std::path::Path) -> Vec<serde_json::Value> {
+    let mut paths: Vec<std::path::PathBuf> = match std::fs::read_dir(out.join("commits")) {
+        Ok(l) => l
+            .map(|e| e.expect("commits/ entry").path())
+            .filter(|p| {
+                let name = p.file_name().unwrap().to_str().unwrap();
+                name.ends_with(".json") && !name.starts_with('.')
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    paths.sort();
+    paths
+        .iter()
+        .map(|p| {
+            let c: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(p).expect("commit readable"))
+                    .expect("a commit is JSON");
+            let stem = p.file_stem().unwrap().to_str().unwrap();
+            assert_eq!(c["run"], stem, "{}: run and file name differ", p.display());
+            assert_eq!(c["format"], "jumio-export.commit/1", "{}", p.display());
+            c
+        })
+        .collect()
+}
+
+/// The run ids of the dataset's commits, in commit order.
+pub fn commit_runs(out: &std::path::Path) -> Vec<String> {
+    commits(out)
+        .iter()
+        .map(|c| c["run"].as_str().expect("run").to_string())
+        .collect()
+}
+
+/// `report.json` of the dataset (the latest run's report), parsed; panics when absent.
+pub fn report_json(out: &std::path::Path) -> serde_json::Value {
+    let path = out.join("report.json");
+    serde_json::from_slice(
+        &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .expect("report.json parses")
+}
+
+/// `failures.csv` at the top of the dataset (its open follow-ups): header and rows; panics
+/// when absent (every finished run writes it, empty or not).
+pub fn open_follow_ups(
+    out: &std::path::Path,
+) -> (Vec<String>, Vec<std::collections::BTreeMap<String, String>>) {
+    let path = out.join("failures.csv");
+    assert!(path.is_file(), "{} missing", path.display());
+    csv_table(&path)
+}
+
+/// The column names of `table` in the committed golden schema `tests/schemas/{table}.txt`, in
+/// order (the reference the Parquet schema is checked against in tests/flatten.rs).
+pub fn committed_columns(table: &str) -> Vec<String> {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/schemas/{table}.txt"));
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| l.split('\t').next().expect("a column name").to_string())
+        .collect()
+}
+
+/// The dataset's five tables.
+pub const TABLES: [&str; 5] = [
+    "netverify",
+    "documents",
+    "authentications",
+    "files",
+    "failures",
+];
