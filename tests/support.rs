@@ -531,6 +531,7 @@ pub fn commits(out: &std::path::Path) -> Vec<serde_json::Value> {
                 .unwrap_or_else(|e| panic!("{} is not a complete commit: {e}", p.display()));
             let run = p.file_stem().unwrap().to_str().unwrap();
             assert_eq!(c["run"], run, "{}: names another run", p.display());
+            assert_eq!(c["format"], "jumio-export.commit/1", "{}", p.display());
             c
         })
         .collect();
@@ -859,34 +860,6 @@ impl Drop for LiveRunLock {
 // The dataset's commits in commit order, its report and its open follow-ups (`failures.csv`),
 // read by the tests themselves.
 
-/// The commit records of the dataset at `out` (`commits/*.json`, temporaries excluded), in
-/// commit order (file name = run id, which sorts by start time). Each one's `run` is checked
-/// against its file name.
-pub fn commits(out: &std::path::Path) -> Vec<serde_json::Value> {
-    let mut paths: Vec<std::path::PathBuf> = match std::fs::read_dir(out.join("commits")) {
-        Ok(l) => l
-            .map(|e| e.expect("commits/ entry").path())
-            .filter(|p| {
-                let name = p.file_name().unwrap().to_str().unwrap();
-                name.ends_with(".json") && !name.starts_with('.')
-            })
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    paths.sort();
-    paths
-        .iter()
-        .map(|p| {
-            let c: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(p).expect("commit readable"))
-                    .expect("a commit is JSON");
-            let stem = p.file_stem().unwrap().to_str().unwrap();
-            assert_eq!(c["run"], stem, "{}: run and file name differ", p.display());
-            assert_eq!(c["format"], "jumio-export.commit/1", "{}", p.display());
-            c
-        })
-        .collect()
-}
 
 /// The run ids of the dataset's commits, in commit order.
 pub fn commit_runs(out: &std::path::Path) -> Vec<String> {
