@@ -859,8 +859,8 @@ fn tables_appear_under_their_names_only_after_finish() {
             &summary(1),
         ))
         .unwrap();
-    assert!(dir.path().join("authentications.csv.tmp").exists());
-    assert!(dir.path().join("authentications.parquet.tmp").exists());
+    assert!(dir.path().join(".authentications.csv.tmp").exists());
+    assert!(dir.path().join(".authentications.parquet.tmp").exists());
     assert!(!dir.path().join("authentications.csv").exists());
     assert!(!dir.path().join("authentications.parquet").exists());
 

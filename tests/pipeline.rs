@@ -502,8 +502,9 @@ async fn a_mixed_export_is_complete_correct_and_polite() {
         assert!(rows.iter().all(|r| r["run"] == run1), "{kind}: {rows:?}");
     }
     // Nothing left to follow up is dropped: the open follow-ups are the same references with
-    // the same reasons, and the second run's failures part carries the NOT_FOUND and the
-    // PENDING not yet due (their rows written again by this run).
+    // the same reasons. The NOT_FOUND and the PENDING not yet due were not tried again: they are
+    // not rows of the second run's failures part, failures.csv still names the first run as the
+    // one that recorded them, and the second run's report counts them as not exported.
     let reasons =
         |rows: &[std::collections::BTreeMap<String, String>]| -> BTreeSet<(String, String)> {
             rows.iter()
@@ -521,15 +522,35 @@ async fn a_mixed_export_is_complete_correct_and_polite() {
         .into_iter()
         .filter(|r| r["run"] == run2)
         .collect();
-    let carried = reasons(&second_failures);
-    for (reference, error) in reasons(&open) {
-        if error == "NOT_FOUND" || error == "PENDING" {
+    let retried = reasons(&second_failures);
+    let mut carried = 0u64;
+    for row in &open_after {
+        let key = (row["reference"].clone(), row["error"].clone());
+        if key.1 == "NOT_FOUND" || key.1 == "PENDING" {
+            carried += 1;
             assert!(
-                carried.contains(&(reference.clone(), error.clone())),
-                "{reference} ({error}) not carried by the second run: {carried:?}"
+                !retried.contains(&key),
+                "{key:?} was carried, not tried again: {retried:?}"
             );
+            assert_eq!(row["run"], run1, "{key:?}: the run that recorded it");
+        } else {
+            assert!(
+                retried.contains(&key),
+                "{key:?} is due: tried again by {run2}"
+            );
+            assert_eq!(row["run"], run2, "{key:?}: the run that recorded it last");
         }
     }
+    assert!(
+        carried > 0,
+        "the population has NOT_FOUND and PENDING references"
+    );
+    let report2 = report_json(&s.out);
+    assert_eq!(
+        report2["outcomes"]["failed"].as_u64().unwrap(),
+        open_after.len() as u64,
+        "the second run counts carried and retried follow-ups as not exported"
+    );
     api.shutdown().await;
     foreign.shutdown().await;
 }

@@ -1089,8 +1089,8 @@ fn temporaries_of_dead_runs_are_removed_those_of_live_runs_kept_and_modes_kept()
     let temporaries_of = |run: &str| {
         vec![
             d.out.join(format!("archives/.ok-n9.{run}.zip.tmp")),
-            d.out.join(format!("tables/netverify/{run}-0.csv.tmp")),
-            d.out.join(format!("tables/files/{run}-2.parquet.tmp")),
+            d.out.join(format!("tables/netverify/.{run}-0.csv.tmp")),
+            d.out.join(format!("tables/files/.{run}-2.parquet.tmp")),
             d.out.join(format!("commits/.{run}.json.tmp")),
         ]
     };

@@ -535,8 +535,8 @@ pub fn commits(out: &std::path::Path) -> Vec<serde_json::Value> {
             c
         })
         .collect();
-    // Run ids have a resolution of one second (then a random suffix): order by the report's
-    // start time in milliseconds, then by run.
+    // Run ids sort by start time (to the millisecond, then a random suffix); the report's start
+    // time orders them the same way, and is what a reader of the commits would use.
     all.sort_by_key(|c| {
         (
             c["report"]["started_at"].as_str().unwrap_or("").to_string(),
@@ -859,7 +859,6 @@ impl Drop for LiveRunLock {
 // --- migrate helpers ---
 // The dataset's commits in commit order, its report and its open follow-ups (`failures.csv`),
 // read by the tests themselves.
-
 
 /// The run ids of the dataset's commits, in commit order.
 pub fn commit_runs(out: &std::path::Path) -> Vec<String> {

@@ -688,7 +688,10 @@ fn a_failures_row_of_an_exported_reference_is_found() {
     let reference = references(&out, "netverify").remove(0);
     let path = out.join("failures.csv");
     let mut text = std::fs::read_to_string(&path).unwrap();
-    text.push_str(&format!("{reference},netverify,status,404,NOT_FOUND,1,\n"));
+    let run = &commits(&out)[0].0;
+    text.push_str(&format!(
+        "{reference},netverify,status,404,NOT_FOUND,1,,{run}\n"
+    ));
     std::fs::write(&path, text).unwrap();
     let report = run_verify(&out);
     assert!(!report.is_ok());

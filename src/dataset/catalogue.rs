@@ -53,7 +53,7 @@ pub struct Recorded {
     pub run: String,
 }
 
-/// Every commit of a dataset, in the order the runs finished.
+/// Every commit of a dataset, in run order (= by start time, to the millisecond).
 #[derive(Debug, Default)]
 pub struct Catalogue {
     root: PathBuf,
@@ -72,14 +72,6 @@ impl Catalogue {
             }
             commits.push(c);
         }
-        // "Latest" is the run that finished last: run ids order by start (to the second, then
-        // a random suffix), and concurrent runs finish in another order than they started.
-        commits.sort_by(|a, b| {
-            let finished = |c: &Commit| c.report["finished_at"].as_str().unwrap_or("").to_string();
-            finished(a)
-                .cmp(&finished(b))
-                .then_with(|| a.run.cmp(&b.run))
-        });
         Ok(Catalogue {
             root: root.to_path_buf(),
             commits,
