@@ -370,32 +370,16 @@ fn archive_names(out: &Path) -> BTreeSet<String> {
         .collect()
 }
 
-/// The old layout's signature in `verify`'s findings: it looks for top-level tables.
-const OLD_LAYOUT_FINDING: &str = "netverify.csv: missing, and so is netverify.parquet";
-
-/// `jumio-export verify OUT` exits 0.
-///
-/// verify-ds: `verify` is being rewritten for the dataset layout on another branch; until that
-/// lands it reads the old layout (top-level `netverify.csv` …) and exits 1 on every dataset.
-/// While its findings carry that signature the assertion is reported loudly on stderr instead of
-/// failing; any other finding fails, and once the rewrite lands the assertion holds in full.
+/// `jumio-export verify OUT` exits 0: the dataset holds, by a check that trusts none of it.
 fn assert_verify_ok(out: &Path) {
     let o = bin().arg("verify").arg(out).output().expect("verify runs");
-    if o.status.code() == Some(0) {
-        return;
-    }
-    let t = text(&o);
-    if o.status.code() == Some(1) && t.contains(OLD_LAYOUT_FINDING) {
-        eprintln!(
-            "verify-ds: NOT ASSERTED: `jumio-export verify {}` still reads the old layout (exit 1, \"{OLD_LAYOUT_FINDING}\")",
-            out.display()
-        );
-        return;
-    }
-    panic!(
-        "verify {} exited {:?}:\n{t}",
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "verify {} exited {:?}:\n{}",
         out.display(),
-        o.status.code()
+        o.status.code(),
+        text(&o)
     );
 }
 
@@ -558,7 +542,7 @@ fn two_batches_into_one_location_cover_both() {
         "the batches exercise PENDING and NOT_FOUND: {got:?}"
     );
     assert_parts_well_formed(out);
-    assert_verify_ok(out); // verify-ds
+    assert_verify_ok(out);
     drop(t.dir);
 }
 
@@ -764,7 +748,7 @@ fn a_rerun_with_the_union_fetches_and_reads_nothing_exported() {
     }
     assert_kind_tables_hold_exactly(out, &exported);
     assert_parts_well_formed(out);
-    assert_verify_ok(out); // verify-ds
+    assert_verify_ok(out);
 }
 
 /// A failure that a later run exports leaves `failures.csv`: an HTTP_ERROR (every answer a 5xx)
@@ -854,7 +838,7 @@ fn a_failure_a_later_run_exports_leaves_failures_csv() {
     assert_kind_tables_hold_exactly(&out, &refs);
     assert_files_table_matches_archives(&out, &refs);
     assert_parts_well_formed(&out);
-    assert_verify_ok(&out); // verify-ds
+    assert_verify_ok(&out);
 }
 
 /// Waits for every child; returns their outputs in order.
@@ -928,7 +912,7 @@ fn four_shards_at_once_into_one_location_export_each_reference_once() {
     assert_files_table_matches_archives(&out, &refs);
     assert!(failures_csv(&out).is_empty());
     assert_parts_well_formed(&out);
-    assert_verify_ok(&out); // verify-ds
+    assert_verify_ok(&out);
 }
 
 /// Two runs of the same input started at once into one location, no sharding: every reference
@@ -1020,7 +1004,7 @@ fn two_overlapping_runs_export_each_reference_once() {
         }
     }
     assert_parts_well_formed(&out);
-    assert_verify_ok(&out); // verify-ds
+    assert_verify_ok(&out);
 
     // A third run: nothing new.
     let before = sim.api().requests().len();
