@@ -5,10 +5,8 @@
 //! are warnings.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{self, Read};
+use std::io;
 use std::path::Path;
-
-use sha2::{Digest, Sha256};
 
 use super::{CommitInfo, Verifier, VerifyReport, stray_temps};
 use crate::Kind;
@@ -77,23 +75,6 @@ pub(super) fn list(root: &Path, report: &mut VerifyReport) -> Vec<String> {
         );
     }
     runs
-}
-
-/// sha256 (hex) and size of a file, read in 64 KiB blocks.
-fn hash_file(path: &Path) -> io::Result<(String, u64)> {
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut bytes = 0u64;
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        bytes += n as u64;
-    }
-    Ok((hex::encode(h.finalize()), bytes))
 }
 
 /// `n` of a part named `tables/{table}/{run}-{n}.{ext}`.
@@ -260,7 +241,7 @@ impl Verifier<'_> {
                 return false;
             }
         }
-        let (sha256, bytes) = match hash_file(&path) {
+        let (sha256, bytes) = match crate::dataset::parts::hash_file(&path) {
             Ok(h) => h,
             Err(e) => {
                 report.finding(&part.path, format!("cannot be read: {e}"));

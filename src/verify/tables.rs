@@ -124,16 +124,8 @@ const FILES_COLUMNS: [&str; 8] = [
     "run",
 ];
 
-const FAILURES_COLUMNS: [&str; 8] = [
-    "reference",
-    "kind",
-    "stage",
-    "http_status",
-    "error",
-    "attempts",
-    "next_attempt_after",
-    "run",
-];
+/// `failures.csv`'s header is the failures table's columns.
+const FAILURES_COLUMNS: [&str; 8] = crate::output::failures::HEADER;
 
 impl Verifier<'_> {
     /// One `{run}-{n}` of a kind table: the primary part's rows become [`RowInfo`]s (feeding
@@ -361,57 +353,24 @@ impl Verifier<'_> {
     /// One `{run}-{n}` of the `files` table: the primary part's rows become checksums per
     /// reference (compared with the archives later); the twin must hold the same rows.
     pub(super) fn read_files_pair(&mut self, commit: u32, slot: &Slot, report: &mut VerifyReport) {
-        let Some((primary, twin)) = slot.primary_and_twin() else {
-            return;
-        };
-        let run = self.commits[commit as usize].run.clone();
-        let mut sums = Vec::new();
-        for (part, is_primary) in [(Some(primary), true), (twin, false)] {
-            let Some(part) = part else { continue };
-            let name: Arc<str> = part.path.as_str().into();
-            if !columns_ok(
-                self.dir,
-                &name,
-                flatten::files_columns(),
-                &FILES_COLUMNS,
-                report,
-            ) {
-                continue;
-            }
-            if is_primary {
-                let dir = self.dir;
-                self.add_files_part(commit, &name, dir);
-            }
-            let files = &mut self.files;
-            let (mut set, mut count, mut run_column) =
-                (FileSetSum::default(), 0u64, RunColumn::default());
-            scan::scan(
-                &self.dir.join(&part.path),
-                &name,
-                &FILES_COLUMNS,
-                report,
-                |report, loc, values| {
-                    count += 1;
-                    let t = |i: usize| values[i].as_deref().unwrap_or("");
-                    let all: Vec<&str> = (0..FILES_COLUMNS.len()).map(t).collect();
-                    set.add(&all);
-                    run_column.check(t(7), &run, loc);
-                    if is_primary {
-                        report.files += 1;
-                        files.entry((commit, t(0).to_owned())).or_default().add(&[
-                            t(1),
-                            t(2),
-                            t(5),
-                            t(6),
-                        ]);
-                    }
-                },
-            );
-            run_column.report(&run, report);
-            check_rows(part, count, report);
-            sums.push((name, set));
+        if let Some((primary, _)) = slot.primary_and_twin() {
+            let (dir, name): (&Path, Arc<str>) = (self.dir, primary.path.as_str().into());
+            self.add_files_part(commit, &name, dir);
         }
-        twin_differs(&sums, report);
+        let columns = (flatten::files_columns(), &FILES_COLUMNS[..]);
+        let as_text = |values: &[Option<String>]| -> Vec<String> {
+            values
+                .iter()
+                .map(|v| v.clone().unwrap_or_default())
+                .collect()
+        };
+        self.read_simple_pair(commit, slot, columns, report, as_text, |v, report, t| {
+            report.files += 1;
+            v.files
+                .entry((commit, t[0].clone()))
+                .or_default()
+                .add(&[&t[1], &t[2], &t[5], &t[6]]);
+        });
     }
 
     /// One `{run}-{n}` of the `failures` table: the primary part's rows go to the ledger of
@@ -422,6 +381,32 @@ impl Verifier<'_> {
         slot: &Slot,
         report: &mut VerifyReport,
     ) {
+        let columns = (flatten::failures_columns(), &FAILURES_COLUMNS[..]);
+        self.read_simple_pair(
+            commit,
+            slot,
+            columns,
+            report,
+            failure_fields,
+            |v, _, fields| {
+                v.ledger.record(commit, fields);
+            },
+        );
+    }
+
+    /// One `{run}-{n}` of a table whose rows are compared whole (`files`, `failures`): each
+    /// part's columns against the schema, its rows made comparable by `fields`, its `run` column
+    /// and row count against the commit, a checksum per part (the twin must hold the same rows),
+    /// and the primary part's rows handed to `primary_row`.
+    fn read_simple_pair(
+        &mut self,
+        commit: u32,
+        slot: &Slot,
+        (schema, names): (&'static [Column], &[&str]),
+        report: &mut VerifyReport,
+        fields: impl Fn(&[Option<String>]) -> Vec<String>,
+        mut primary_row: impl FnMut(&mut Self, &mut VerifyReport, &[String]),
+    ) {
         let Some((primary, twin)) = slot.primary_and_twin() else {
             return;
         };
@@ -430,34 +415,22 @@ impl Verifier<'_> {
         for (part, is_primary) in [(Some(primary), true), (twin, false)] {
             let Some(part) = part else { continue };
             let name: Arc<str> = part.path.as_str().into();
-            if !columns_ok(
-                self.dir,
-                &name,
-                flatten::failures_columns(),
-                &FAILURES_COLUMNS,
-                report,
-            ) {
+            if !columns_ok(self.dir, &name, schema, names, report) {
                 continue;
             }
-            let ledger = &mut self.ledger;
+            let path = self.dir.join(&part.path);
             let (mut set, mut count, mut run_column) =
                 (FileSetSum::default(), 0u64, RunColumn::default());
-            scan::scan(
-                &self.dir.join(&part.path),
-                &name,
-                &FAILURES_COLUMNS,
-                report,
-                |_, loc, values| {
-                    count += 1;
-                    let fields = failure_fields(&values);
-                    let all: Vec<&str> = fields.iter().map(String::as_str).collect();
-                    set.add(&all);
-                    run_column.check(&fields[7], &run, loc);
-                    if is_primary {
-                        ledger.record(commit, &fields);
-                    }
-                },
-            );
+            scan::scan(&path, &name, names, report, |report, loc, values| {
+                count += 1;
+                let row = fields(&values);
+                let all: Vec<&str> = row.iter().map(String::as_str).collect();
+                set.add(&all);
+                run_column.check(&row[names.len() - 1], &run, loc);
+                if is_primary {
+                    primary_row(self, report, &row);
+                }
+            });
             run_column.report(&run, report);
             check_rows(part, count, report);
             sums.push((name, set));
