@@ -250,21 +250,9 @@ pub async fn run(
         message: "the writer thread panicked".into(),
     })??;
     written.not_started += unread;
-    let facts = RunFacts {
-        job_sha256: job.sha256.clone(),
-        input_sha256: input.sha256.clone(),
-        shard: job
-            .shard
-            .as_ref()
-            .map(|s| format!("{}/{}", s.index, s.count)),
-        run: location.run().to_string(),
-        interrupted: shutdown.reason().is_some(),
-        outcomes: outcomes(&written, already, input.duplicates as u64),
-        requests: Requests::from_stats(client.stats()),
-        bytes_written: written.bytes_written,
-        archives: written.archives,
-        root_hash: written.root_hash.clone(),
-    };
+    let facts = run_facts(
+        job, &input, &location, &shutdown, &client, &written, already,
+    );
     let report = Report::assemble(started_at, (opts.clock)(), facts);
     commit::publish(&location, &report, &written).await?;
     summary(
@@ -275,6 +263,33 @@ pub async fn run(
         &shutdown,
         started.elapsed(),
     )
+}
+
+/// What the run did, for its report and commit.
+fn run_facts(
+    job: &Job,
+    input: &InputList,
+    location: &OutputLocation,
+    shutdown: &Shutdown,
+    client: &ApiClient,
+    written: &Written,
+    already: u64,
+) -> RunFacts {
+    RunFacts {
+        job_sha256: job.sha256.clone(),
+        input_sha256: input.sha256.clone(),
+        shard: job
+            .shard
+            .as_ref()
+            .map(|s| format!("{}/{}", s.index, s.count)),
+        run: location.run().to_string(),
+        interrupted: shutdown.reason().is_some(),
+        outcomes: outcomes(written, already, input.duplicates as u64),
+        requests: Requests::from_stats(client.stats()),
+        bytes_written: written.bytes_written,
+        archives: written.archives,
+        root_hash: written.root_hash.clone(),
+    }
 }
 
 /// Keeps only this shard's references (rewrites the spooled list: file I/O, off the async threads).

@@ -185,7 +185,21 @@ async fn archive_fetched(ctx: &Arc<TaskContext>, f: Fetched) -> Done {
     .await;
     drop(slot);
     match written {
-        Ok(Ok(w)) => Done::Exported {
+        Ok(result) => archived(ctx, reference, kind, data, result).await,
+        Err(_) => Done::NotStarted,
+    }
+}
+
+/// What an archive write means for the reference.
+async fn archived(
+    ctx: &Arc<TaskContext>,
+    reference: String,
+    kind: Kind,
+    data: serde_json::Value,
+    written: Result<archive::WrittenArchive, archive::ArchiveError>,
+) -> Done {
+    match written {
+        Ok(w) => Done::Exported {
             reference,
             kind,
             data,
@@ -193,16 +207,16 @@ async fn archive_fetched(ctx: &Arc<TaskContext>, f: Fetched) -> Done {
             archive: Some(w),
             fresh: true,
         },
-        Ok(Err(archive::ArchiveError::AlreadyExists { .. })) => {
+        Err(archive::ArchiveError::AlreadyExists { .. }) => {
             // Another run published this reference's archive while this one fetched it.
             existing(ctx, &Item { reference, kind })
                 .await
                 .unwrap_or(Done::NotStarted)
         }
-        Ok(Err(
+        Err(
             e @ (archive::ArchiveError::DuplicateEntry { .. }
             | archive::ArchiveError::InvalidReference { .. }),
-        )) => {
+        ) => {
             // The API's data cannot be archived as given (two images claiming one name): a
             // failure of this reference, not of the disk.
             tracing::warn!(reference = %reference, "not exported: {e}");
@@ -216,7 +230,7 @@ async fn archive_fetched(ctx: &Arc<TaskContext>, f: Fetched) -> Done {
             };
             Done::Failed(failure_row(&reference, kind, &failure))
         }
-        Ok(Err(e)) => {
+        Err(e) => {
             // A disk that refuses a write (full, read-only, failed fsync) refuses the next one
             // too: stop cleanly rather than turn every reference into a failure. The temporary
             // file is gone; the reference is fetched again next run.
@@ -225,7 +239,6 @@ async fn archive_fetched(ctx: &Arc<TaskContext>, f: Fetched) -> Done {
             }
             Done::NotStarted
         }
-        Err(_) => Done::NotStarted,
     }
 }
 
