@@ -466,43 +466,13 @@ fn list(
         let Some(reference) = name.to_str().and_then(layout::reference_of) else {
             continue;
         };
-        let relative = archive::relative_path(reference);
-        if !layout::valid_reference(reference) {
-            upgraded
-                .not_listed
-                .push((relative, "its name is not a reference".into()));
-            continue;
-        }
-        let checked = match archive::check(&entry.path(), reference, None, key) {
-            Ok(checked) => checked,
-            Err(rejected) if key.is_none() && encrypted(&rejected.findings) => {
-                return Err(UpgradeError::KeyNeeded { path: entry.path() });
-            }
-            Err(rejected) => {
-                upgraded.not_listed.push((relative, rejected.to_string()));
+        let (kind, checked) = match old_archive(&entry.path(), reference, key, &mut old_kinds)? {
+            Ok(found) => found,
+            Err(why) => {
+                let relative = archive::relative_path(reference);
+                upgraded.not_listed.push((relative, why));
                 continue;
             }
-        };
-        if checked.run.is_some() {
-            // Written by a dataset run: its own run, or the one that claims it, lists it.
-            upgraded.not_listed.push((
-                relative,
-                "it records a dataset run as its creator; that run's commit (or the run that takes it over) lists it"
-                    .into(),
-            ));
-            continue;
-        }
-        let kind = match checked.kind {
-            Some(kind) => Some(kind),
-            None => old_kinds.of(reference)?,
-        };
-        let Some(kind) = kind else {
-            upgraded.not_listed.push((
-                relative,
-                "its entries fit Netverify and Document Verification alike and no old table names it"
-                    .into(),
-            ));
-            continue;
         };
         failed.remove(&(reference.to_string(), kind));
         sink.accept(exported(reference, kind, checked))?;
@@ -518,6 +488,47 @@ fn list(
     upgraded.not_listed.sort();
     let written = sink.finish()?;
     Ok(Listing { written, upgraded })
+}
+
+/// The archive of the old layout at `path`, named for `reference`: its family and the checked
+/// archive when the upgrade lists it, or why not (`Err` inside `Ok`). An encrypted archive
+/// without a key stops the upgrade.
+fn old_archive(
+    path: &Path,
+    reference: &str,
+    key: Option<&ArchiveKey>,
+    old_kinds: &mut OldKinds,
+) -> Result<Result<(Kind, CheckedArchive), String>, UpgradeError> {
+    if !layout::valid_reference(reference) {
+        return Ok(Err("its name is not a reference".into()));
+    }
+    let checked = match archive::check(path, reference, None, key) {
+        Ok(checked) => checked,
+        Err(rejected) if key.is_none() && encrypted(&rejected.findings) => {
+            return Err(UpgradeError::KeyNeeded {
+                path: path.to_path_buf(),
+            });
+        }
+        Err(rejected) => return Ok(Err(rejected.to_string())),
+    };
+    if checked.run.is_some() {
+        // Written by a dataset run: its own run, or the one that claims it, lists it.
+        return Ok(Err(
+            "it records a dataset run as its creator; that run's commit (or the run that takes it over) lists it"
+                .into(),
+        ));
+    }
+    let kind = match checked.kind {
+        Some(kind) => Some(kind),
+        None => old_kinds.of(reference)?,
+    };
+    Ok(match kind {
+        Some(kind) => Ok((kind, checked)),
+        None => Err(
+            "its entries fit Netverify and Document Verification alike and no old table names it"
+                .into(),
+        ),
+    })
 }
 
 /// An archive that checks out, as a run that takes it over hands it to the sink.

@@ -5,11 +5,14 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::path::Path;
 
 use super::files::FileSetSum;
-use super::{Verifier, VerifyReport, stray_temps};
+use super::{Loc, Verifier, VerifyReport, stray_temps};
 use crate::Kind;
-use crate::output::archive::{self, ARCHIVES_DIR, ArchivedFile, layout, relative_path};
+use crate::output::archive::{
+    self, ARCHIVES_DIR, ArchiveKey, ArchivedFile, CheckedArchive, layout, relative_path,
+};
 
 impl Verifier<'_> {
     /// Checks the archive of every kind-table row of the checked commits.
@@ -17,49 +20,36 @@ impl Verifier<'_> {
         let mut keys: Vec<(String, Kind)> = self.rows.keys().cloned().collect();
         keys.sort();
         // Archives whose files rows disagree with the table: their entries, for the second pass.
-        let mut detail: BTreeMap<(u32, String), (Kind, Vec<ArchivedFile>)> = BTreeMap::new();
+        let mut detail = FilesDetail::new();
         for key in keys {
-            let (reference, kind) = (&key.0, key.1);
-            let row = &self.rows[&key];
-            let (commit, pair, digest, twin_digest) =
-                (row.commit, row.pair, row.digest, row.twin_digest);
-            let (recorded_sha, recorded_images, loc) =
-                (row.sha256, row.image_count, row.loc.clone());
-            let mut commits = vec![commit];
-            commits.extend(self.dup_commits.get(reference).into_iter().flatten());
-            let subject = relative_path(reference);
-            let path = layout::archive_path(self.dir, reference);
-            match std::fs::symlink_metadata(&path) {
-                Ok(m) if m.is_file() => {}
-                Ok(_) => {
-                    report.finding(&subject, "not a regular file");
-                    self.forget_files(&commits, reference);
-                    continue;
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    report.finding(
-                        loc.to_string(),
-                        format!("reference {reference}: archive {subject} is missing"),
-                    );
-                    self.forget_files(&commits, reference);
-                    continue;
-                }
-                Err(e) => {
-                    report.finding(&subject, format!("cannot be read: {e}"));
-                    self.forget_files(&commits, reference);
-                    continue;
-                }
-            }
+            self.check_archive(&key, &mut detail, report);
+        }
+        self.report_leftover_files(report);
+        if !detail.is_empty() {
+            self.explain_files(detail, report);
+        }
+    }
+
+    /// The archive of one kind-table row: a regular file that passes [`archive::check`], with
+    /// the row's hash, image count and cells, and the files rows of every commit that lists it.
+    fn check_archive(
+        &mut self,
+        key: &(String, Kind),
+        detail: &mut FilesDetail,
+        report: &mut VerifyReport,
+    ) {
+        let (reference, kind) = (&key.0, key.1);
+        let row = &self.rows[key];
+        let (commit, pair, digest, twin_digest) =
+            (row.commit, row.pair, row.digest, row.twin_digest);
+        let (recorded_sha, recorded_images, loc) = (row.sha256, row.image_count, row.loc.clone());
+        let mut commits = vec![commit];
+        commits.extend(self.dup_commits.get(reference).into_iter().flatten());
+        let subject = relative_path(reference);
+        let path = layout::archive_path(self.dir, reference);
+        let checked = if is_regular_file(&path, &subject, &loc, reference, report) {
             report.archives += 1;
-            let (sha256, checked) = match archive::check(&path, reference, Some(kind), self.key) {
-                Ok(checked) => (checked.archive.sha256.clone(), Some(checked)),
-                Err(rejected) => {
-                    for finding in &rejected.findings {
-                        report.finding(&subject, finding.to_string());
-                    }
-                    (rejected.sha256.unwrap_or_default(), None)
-                }
-            };
+            let (sha256, checked) = checked_archive(&path, reference, kind, self.key, report);
             if let Some(recorded) = recorded_sha.map(hex::encode)
                 && recorded != sha256
             {
@@ -68,43 +58,56 @@ impl Verifier<'_> {
                     format!("sha256 {sha256} does not match archive_sha256 {recorded} at {loc}"),
                 );
             }
-            let Some(checked) = checked else {
-                self.forget_files(&commits, reference);
-                continue;
-            };
-            if let Some(expected) = recorded_images {
-                let found = checked.image_count();
-                if found != expected {
-                    report.finding(
-                        &subject,
-                        format!(
-                            "holds {found} image, page and PDF files; image_count at {loc} is {expected}"
-                        ),
-                    );
-                }
-            }
-            self.compare_content(kind, pair, digest, twin_digest, &checked);
-            let expected = FileSetSum::of_archive(kind, checked.files());
-            for c in commits {
-                match self.files.remove(&(c, reference.clone())) {
-                    None => report.finding(
-                        &subject,
-                        format!(
-                            "commit {} has no files rows for reference {reference}",
-                            self.commits[c as usize].run
-                        ),
+            checked
+        } else {
+            None
+        };
+        let Some(checked) = checked else {
+            self.forget_files(&commits, reference);
+            return;
+        };
+        if let Some(expected) = recorded_images {
+            let found = checked.image_count();
+            if found != expected {
+                report.finding(
+                    &subject,
+                    format!(
+                        "holds {found} image, page and PDF files; image_count at {loc} is {expected}"
                     ),
-                    Some(sum) if sum != expected => {
-                        detail.insert((c, reference.clone()), (kind, checked.files().to_vec()));
-                    }
-                    Some(_) => {}
-                }
+                );
             }
         }
-        self.report_leftover_files(report);
-        if !detail.is_empty() {
-            self.explain_files(detail, report);
+        self.compare_content(kind, pair, digest, twin_digest, &checked);
+        let expected = FileSetSum::of_archive(kind, checked.files());
+        for c in self.take_files_rows(&commits, reference, &expected, report) {
+            detail.insert((c, reference.clone()), (kind, checked.files().to_vec()));
         }
+    }
+
+    /// Takes the files rows of `reference` of each of `commits` (a finding for a commit that
+    /// has none); returns the commits whose rows differ from the archive's entries `expected`.
+    fn take_files_rows(
+        &mut self,
+        commits: &[u32],
+        reference: &str,
+        expected: &FileSetSum,
+        report: &mut VerifyReport,
+    ) -> Vec<u32> {
+        let mut differ = Vec::new();
+        for &c in commits {
+            match self.files.remove(&(c, reference.to_owned())) {
+                None => report.finding(
+                    relative_path(reference),
+                    format!(
+                        "commit {} has no files rows for reference {reference}",
+                        self.commits[c as usize].run
+                    ),
+                ),
+                Some(sum) if sum != *expected => differ.push(c),
+                Some(_) => {}
+            }
+        }
+        differ
     }
 
     /// The files rows of a reference whose archive cannot be compared (missing or damaged,
@@ -179,6 +182,59 @@ impl Verifier<'_> {
                 }
                 None => report.warning(subject, "not an archive this tool writes; ignored"),
             }
+        }
+    }
+}
+
+/// Archives whose files rows disagree with their table row's archive: per (commit, reference),
+/// the family and the archive's entries.
+type FilesDetail = BTreeMap<(u32, String), (Kind, Vec<ArchivedFile>)>;
+
+/// Whether the archive of the row at `loc` is a regular file; a finding when it is missing,
+/// not a regular file or cannot be read.
+fn is_regular_file(
+    path: &Path,
+    subject: &str,
+    loc: &Loc,
+    reference: &str,
+    report: &mut VerifyReport,
+) -> bool {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_file() => true,
+        Ok(_) => {
+            report.finding(subject, "not a regular file");
+            false
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            report.finding(
+                loc.to_string(),
+                format!("reference {reference}: archive {subject} is missing"),
+            );
+            false
+        }
+        Err(e) => {
+            report.finding(subject, format!("cannot be read: {e}"));
+            false
+        }
+    }
+}
+
+/// An archive through [`archive::check`]: its sha256 (empty when it cannot be computed) and the
+/// checked archive, or a finding for each reason it is rejected.
+fn checked_archive(
+    path: &Path,
+    reference: &str,
+    kind: Kind,
+    key: Option<&ArchiveKey>,
+    report: &mut VerifyReport,
+) -> (String, Option<CheckedArchive>) {
+    match archive::check(path, reference, Some(kind), key) {
+        Ok(checked) => (checked.archive.sha256.clone(), Some(checked)),
+        Err(rejected) => {
+            for finding in &rejected.findings {
+                report.finding(relative_path(reference), finding.to_string());
+            }
+            (rejected.sha256.unwrap_or_default(), None)
         }
     }
 }

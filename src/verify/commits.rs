@@ -319,29 +319,8 @@ impl Verifier<'_> {
         let Some(latest) = self.commits.last() else {
             return;
         };
-        let bytes = match std::fs::read(self.dir.join(REPORT_JSON)) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                report.warning(
-                    REPORT_JSON,
-                    format!(
-                        "missing: the run of {} stopped before writing it; the next run writes it",
-                        latest.subject
-                    ),
-                );
-                return;
-            }
-            Err(e) => {
-                report.finding(REPORT_JSON, format!("cannot be read: {e}"));
-                return;
-            }
-        };
-        let json: serde_json::Value = match serde_json::from_slice(&bytes) {
-            Ok(j) => j,
-            Err(e) => {
-                report.finding(REPORT_JSON, format!("does not parse: {e}"));
-                return;
-            }
+        let Some(json) = self.read_report_json(latest, report) else {
+            return;
         };
         let Some(run) = json.get("run").and_then(|v| v.as_str()) else {
             report.finding(REPORT_JSON, "has no run");
@@ -363,39 +342,41 @@ impl Verifier<'_> {
             );
             return;
         };
-        let Some(c) = &info.commit else {
-            return;
-        };
-        let recorded = c.report.get("root_hash").and_then(|v| v.as_str());
-        let found = json.get("root_hash").and_then(|v| v.as_str());
-        if found != recorded {
-            report.finding(
-                REPORT_JSON,
-                format!(
-                    "root_hash {} differs from {} in {}",
-                    found.unwrap_or("(none)"),
-                    recorded.unwrap_or("(none)"),
-                    info.subject
-                ),
-            );
-        } else if json != c.report {
-            let mut fields: Vec<&str> = Vec::new();
-            if let (Some(a), Some(b)) = (json.as_object(), c.report.as_object()) {
-                let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-                fields = keys
-                    .into_iter()
-                    .filter(|k| a.get(*k) != b.get(*k))
-                    .map(String::as_str)
-                    .collect();
+        if let Some(c) = &info.commit {
+            compare_report(&json, &c.report, &info.subject, report);
+        }
+    }
+
+    /// `report.json` parsed; `None` after a warning when it is missing (the run of `latest`
+    /// stopped before writing it) or a finding when it cannot be read or parsed.
+    fn read_report_json(
+        &self,
+        latest: &CommitInfo,
+        report: &mut VerifyReport,
+    ) -> Option<serde_json::Value> {
+        let bytes = match std::fs::read(self.dir.join(REPORT_JSON)) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                report.warning(
+                    REPORT_JSON,
+                    format!(
+                        "missing: the run of {} stopped before writing it; the next run writes it",
+                        latest.subject
+                    ),
+                );
+                return None;
             }
-            report.finding(
-                REPORT_JSON,
-                format!(
-                    "differs from the report in {} (fields: {})",
-                    info.subject,
-                    fields.join(", ")
-                ),
-            );
+            Err(e) => {
+                report.finding(REPORT_JSON, format!("cannot be read: {e}"));
+                return None;
+            }
+        };
+        match serde_json::from_slice(&bytes) {
+            Ok(j) => Some(j),
+            Err(e) => {
+                report.finding(REPORT_JSON, format!("does not parse: {e}"));
+                None
+            }
         }
     }
 
@@ -488,5 +469,46 @@ fn check_structure(
                 }
             }
         }
+    }
+}
+
+/// `report.json` (`json`) against the report recorded in its run's commit (`subject`): the
+/// root hash first, then every field.
+fn compare_report(
+    json: &serde_json::Value,
+    recorded_report: &serde_json::Value,
+    subject: &str,
+    report: &mut VerifyReport,
+) {
+    let recorded = recorded_report.get("root_hash").and_then(|v| v.as_str());
+    let found = json.get("root_hash").and_then(|v| v.as_str());
+    if found != recorded {
+        report.finding(
+            REPORT_JSON,
+            format!(
+                "root_hash {} differs from {} in {}",
+                found.unwrap_or("(none)"),
+                recorded.unwrap_or("(none)"),
+                subject
+            ),
+        );
+    } else if json != recorded_report {
+        let mut fields: Vec<&str> = Vec::new();
+        if let (Some(a), Some(b)) = (json.as_object(), recorded_report.as_object()) {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            fields = keys
+                .into_iter()
+                .filter(|k| a.get(*k) != b.get(*k))
+                .map(String::as_str)
+                .collect();
+        }
+        report.finding(
+            REPORT_JSON,
+            format!(
+                "differs from the report in {} (fields: {})",
+                subject,
+                fields.join(", ")
+            ),
+        );
     }
 }

@@ -229,35 +229,7 @@ pub fn verify_with_key(
 
 /// [`verify`] with a key and `--since`.
 pub fn verify_with(dir: &Path, opts: VerifyOptions<'_>) -> Result<VerifyReport, VerifyError> {
-    match std::fs::metadata(dir) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(VerifyError::Missing {
-                path: dir.to_path_buf(),
-            });
-        }
-        Err(source) => {
-            return Err(VerifyError::Unreadable {
-                path: dir.to_path_buf(),
-                source,
-            });
-        }
-        Ok(m) if !m.is_dir() => {
-            return Err(VerifyError::NotADirectory {
-                path: dir.to_path_buf(),
-            });
-        }
-        Ok(_) => {}
-    }
-    let top = std::fs::read_dir(dir).map_err(|source| VerifyError::Unreadable {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    if crate::dataset::has_legacy_tables(dir) {
-        return Err(VerifyError::LegacyLayout {
-            path: dir.to_path_buf(),
-        });
-    }
-
+    let top = open_dataset(dir)?;
     let mut report = VerifyReport {
         since: opts.since.map(str::to_owned),
         ..VerifyReport::default()
@@ -265,18 +237,7 @@ pub fn verify_with(dir: &Path, opts: VerifyOptions<'_>) -> Result<VerifyReport, 
     let top: Vec<_> = top.filter_map(Result::ok).collect();
     stray_temps(&top, "", &mut report);
     let runs = commits::list(dir, &mut report);
-    let first_in_scope = match opts.since {
-        None => 0,
-        Some(since) if runs.iter().any(|r| r == since) => {
-            runs.partition_point(|r| r.as_str() <= since)
-        }
-        Some(since) => {
-            return Err(VerifyError::UnknownSince {
-                run: since.to_owned(),
-                path: dir.to_path_buf(),
-            });
-        }
-    };
+    let first_in_scope = first_in_scope(dir, &runs, opts.since)?;
     let mut v = Verifier {
         dir,
         key: opts.key,
@@ -308,6 +269,55 @@ pub fn verify_with(dir: &Path, opts: VerifyOptions<'_>) -> Result<VerifyReport, 
     v.check_report_json(&mut report);
     v.check_failures_csv(&mut report);
     Ok(report)
+}
+
+/// The listing of `dir`, when it is a readable directory that holds no tables of the layout
+/// before datasets.
+fn open_dataset(dir: &Path) -> Result<std::fs::ReadDir, VerifyError> {
+    match std::fs::metadata(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(VerifyError::Missing {
+                path: dir.to_path_buf(),
+            });
+        }
+        Err(source) => {
+            return Err(VerifyError::Unreadable {
+                path: dir.to_path_buf(),
+                source,
+            });
+        }
+        Ok(m) if !m.is_dir() => {
+            return Err(VerifyError::NotADirectory {
+                path: dir.to_path_buf(),
+            });
+        }
+        Ok(_) => {}
+    }
+    let top = std::fs::read_dir(dir).map_err(|source| VerifyError::Unreadable {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    if crate::dataset::has_legacy_tables(dir) {
+        return Err(VerifyError::LegacyLayout {
+            path: dir.to_path_buf(),
+        });
+    }
+    Ok(top)
+}
+
+/// The index in `runs` (the commits' run ids, in order) of the first commit checked in full:
+/// the first after `since`, which must name a commit.
+fn first_in_scope(dir: &Path, runs: &[String], since: Option<&str>) -> Result<usize, VerifyError> {
+    match since {
+        None => Ok(0),
+        Some(since) if runs.iter().any(|r| r == since) => {
+            Ok(runs.partition_point(|r| r.as_str() <= since))
+        }
+        Some(since) => Err(VerifyError::UnknownSince {
+            run: since.to_owned(),
+            path: dir.to_path_buf(),
+        }),
+    }
 }
 
 /// `*.tmp` files directly in `listing`; `prefix` is the listing's path relative to DIR.

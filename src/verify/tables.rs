@@ -54,6 +54,85 @@ impl KeyCells {
             );
         }
     }
+
+    /// A primary row's archive column, hash and image count: a finding for each that is wrong;
+    /// the hash and the count when they parse.
+    fn check(&self, loc: &Loc, report: &mut VerifyReport) -> (Option<[u8; 32]>, Option<i64>) {
+        let reference = &self.reference;
+        self.check_archive(loc, report);
+        let sha256 = parse_sha256(&self.sha256);
+        if sha256.is_none() {
+            report.finding(
+                loc.to_string(),
+                format!(
+                    "reference {reference}: archive_sha256 {:?} is not a sha256",
+                    self.sha256
+                ),
+            );
+        }
+        let image_count = self.image_count.parse().ok();
+        if image_count.is_none() {
+            report.finding(
+                loc.to_string(),
+                format!(
+                    "reference {reference}: image_count {:?} is not an integer",
+                    self.image_count
+                ),
+            );
+        }
+        (sha256, image_count)
+    }
+
+    /// A twin row's hash, image count and archive column against its primary row's.
+    fn compare(&self, row: &RowInfo, loc: &Loc, report: &mut VerifyReport) {
+        let reference = &self.reference;
+        if parse_sha256(&self.sha256) != row.sha256 {
+            report.finding(
+                loc.to_string(),
+                format!(
+                    "reference {reference}: archive_sha256 {} differs from {}'s",
+                    self.sha256, row.loc
+                ),
+            );
+        }
+        if self.image_count.parse().ok() != row.image_count {
+            report.finding(
+                loc.to_string(),
+                format!(
+                    "reference {reference}: image_count {} differs from {}'s",
+                    self.image_count, row.loc
+                ),
+            );
+        }
+        self.check_archive(loc, report);
+    }
+}
+
+/// Every row of a kind-table part: its key cells handed to `on_row`, its `run` column and row
+/// count checked against the commit that lists it. Returns the number of rows.
+fn scan_kind_part(
+    file: &TableFile,
+    part: &PartRecord,
+    run: &str,
+    report: &mut VerifyReport,
+    mut on_row: impl FnMut(&mut VerifyReport, &Loc, &dyn Cells, KeyCells),
+) -> u64 {
+    let (mut count, mut run_column) = (0u64, RunColumn::default());
+    scan::scan_cells(
+        &file.path,
+        &file.name,
+        &file.request,
+        report,
+        |report, loc, cells| {
+            count += 1;
+            let key = KeyCells::read(file, cells);
+            run_column.check(&key.run, run, loc);
+            on_row(report, loc, cells, key);
+        },
+    );
+    run_column.report(run, report);
+    check_rows(part, count, report);
+    count
 }
 
 /// Rows whose `run` is not the commit's: counted, reported once per part.
@@ -124,6 +203,9 @@ const FILES_COLUMNS: [&str; 8] = [
     "run",
 ];
 
+/// A listed part and the part opened for reading.
+type OpenPart<'s> = (&'s PartRecord, TableFile);
+
 /// `failures.csv`'s header is the failures table's columns.
 const FAILURES_COLUMNS: [&str; 8] = crate::output::failures::HEADER;
 
@@ -140,109 +222,40 @@ impl Verifier<'_> {
         kind_rows: &mut u64,
         report: &mut VerifyReport,
     ) -> bool {
-        let Some((primary_rec, twin_rec)) = slot.primary_and_twin() else {
+        let Some(((primary_rec, primary), twin)) = self.open_kind_pair(kind, slot, report) else {
             return false;
         };
-        let name: Arc<str> = primary_rec.path.as_str().into();
-        let Some(primary) = TableFile::open(kind, self.dir, &name, primary_rec.format, report)
-        else {
-            return false;
-        };
-        let twin = twin_rec.and_then(|t| {
-            let name: Arc<str> = t.path.as_str().into();
-            TableFile::open(kind, self.dir, &name, t.format, report)
-        });
         let pair = self.pairs.len() as u32;
         let run = self.commits[commit as usize].run.clone();
-        let Verifier {
-            rows,
-            earlier,
-            dup_rows,
-            dup_commits,
-            commits,
-            ..
-        } = self;
-        let (mut count, mut stored, mut run_column) = (0u64, 0u64, RunColumn::default());
+        let mut stored = 0u64;
         let mut root_error = None;
-        scan::scan_cells(
-            &primary.path,
-            &primary.name,
-            &primary.request,
+        let count = scan_kind_part(
+            &primary,
+            primary_rec,
+            &run,
             report,
-            |report, loc, cells| {
-                count += 1;
-                let key = KeyCells::read(&primary, cells);
+            |report, loc, cells, key| {
                 if let Err(e) = root.add(&key.reference, &key.sha256) {
                     root_error.get_or_insert(e);
                 }
-                run_column.check(&key.run, &run, loc);
-                let reference = &key.reference;
-                if reference.is_empty() {
-                    report.finding(loc.to_string(), "empty reference");
+                if !self.first_export(commit, pair, kind, &key.reference, loc, report) {
                     return;
                 }
-                let k = (reference.clone(), kind);
-                let first = match (rows.get(&k), earlier.get(&k)) {
-                    (Some(first), _) => Some(format!(
-                        "{} (commit {})",
-                        first.loc, commits[first.commit as usize].run
-                    )),
-                    (None, Some(&c)) => Some(format!("commit {}", commits[c as usize].run)),
-                    (None, None) => None,
-                };
-                if let Some(first) = first {
-                    report.finding(
-                        loc.to_string(),
-                        format!(
-                            "reference {reference} ({kind}) duplicated: also exported at {first}"
-                        ),
-                    );
-                    dup_rows.insert((pair, reference.clone()));
-                    dup_commits
-                        .entry(reference.clone())
-                        .or_default()
-                        .push(commit);
-                    return;
-                }
-                key.check_archive(loc, report);
-                let sha256 = parse_sha256(&key.sha256);
-                if sha256.is_none() {
-                    report.finding(
-                        loc.to_string(),
-                        format!(
-                            "reference {reference}: archive_sha256 {:?} is not a sha256",
-                            key.sha256
-                        ),
-                    );
-                }
-                let image_count = key.image_count.parse().ok();
-                if image_count.is_none() {
-                    report.finding(
-                        loc.to_string(),
-                        format!(
-                            "reference {reference}: image_count {:?} is not an integer",
-                            key.image_count
-                        ),
-                    );
-                }
+                let (sha256, image_count) = key.check(loc, report);
                 stored += 1;
-                rows.insert(
-                    k,
-                    RowInfo {
-                        commit,
-                        pair,
-                        loc: loc.clone(),
-                        sha256,
-                        image_count,
-                        digest: primary.digest(cells),
-                        twin_digest: None,
-                        twin_rows: 0,
-                    },
-                );
+                let row = RowInfo {
+                    commit,
+                    pair,
+                    loc: loc.clone(),
+                    sha256,
+                    image_count,
+                    digest: primary.digest(cells),
+                    twin_digest: None,
+                    twin_rows: 0,
+                };
+                self.rows.insert((key.reference, kind), row);
             },
         );
-        run_column.report(&run, report);
-        check_rows(primary_rec, count, report);
         report.rows += count;
         *kind_rows += count;
         if let Some(e) = root_error {
@@ -251,11 +264,75 @@ impl Verifier<'_> {
                 format!("the root hash cannot be recomputed: {e}"),
             );
         }
-        if let (Some(twin), Some(twin_rec)) = (&twin, twin_rec) {
-            self.read_twin(pair, kind, &primary, twin, twin_rec, &run, stored, report);
+        if let Some((twin_rec, twin)) = &twin {
+            self.read_twin(pair, &primary, twin, twin_rec, &run, stored, report);
         }
+        let twin = twin.map(|(_, twin)| twin);
         self.pairs.push(KindPair { primary, twin });
         true
+    }
+
+    /// The parts of a kind-table `{run}-{n}`, opened: the primary part's record and file, and
+    /// the twin's when it is listed and can be read. None when the primary cannot be read.
+    fn open_kind_pair<'s>(
+        &self,
+        kind: Kind,
+        slot: &'s Slot,
+        report: &mut VerifyReport,
+    ) -> Option<(OpenPart<'s>, Option<OpenPart<'s>>)> {
+        let (primary_rec, twin_rec) = slot.primary_and_twin()?;
+        let name: Arc<str> = primary_rec.path.as_str().into();
+        let primary = TableFile::open(kind, self.dir, &name, primary_rec.format, report)?;
+        let twin = twin_rec.and_then(|t| {
+            let name: Arc<str> = t.path.as_str().into();
+            Some((t, TableFile::open(kind, self.dir, &name, t.format, report)?))
+        });
+        Some(((primary_rec, primary), twin))
+    }
+
+    /// Whether a primary row is the first of its (reference, kind) across all commits: false,
+    /// with a finding, for an empty reference, and for one exported before (a duplicate, noted
+    /// for the twin and the files rows).
+    fn first_export(
+        &mut self,
+        commit: u32,
+        pair: u32,
+        kind: Kind,
+        reference: &str,
+        loc: &Loc,
+        report: &mut VerifyReport,
+    ) -> bool {
+        if reference.is_empty() {
+            report.finding(loc.to_string(), "empty reference");
+            return false;
+        }
+        let Some(first) = self.exported_at(reference, kind) else {
+            return true;
+        };
+        report.finding(
+            loc.to_string(),
+            format!("reference {reference} ({kind}) duplicated: also exported at {first}"),
+        );
+        self.dup_rows.insert((pair, reference.to_owned()));
+        self.dup_commits
+            .entry(reference.to_owned())
+            .or_default()
+            .push(commit);
+        false
+    }
+
+    /// Where (reference, kind) was exported already, for a message: a checked commit's row, or
+    /// an earlier commit.
+    fn exported_at(&self, reference: &str, kind: Kind) -> Option<String> {
+        let k = (reference.to_owned(), kind);
+        match (self.rows.get(&k), self.earlier.get(&k)) {
+            (Some(first), _) => Some(format!(
+                "{} (commit {})",
+                first.loc, self.commits[first.commit as usize].run
+            )),
+            (None, Some(&c)) => Some(format!("commit {}", self.commits[c as usize].run)),
+            (None, None) => None,
+        }
     }
 
     /// The Parquet twin of a CSV part: the same references, each once, with the same archive,
@@ -264,7 +341,6 @@ impl Verifier<'_> {
     fn read_twin(
         &mut self,
         pair: u32,
-        kind: Kind,
         primary: &TableFile,
         twin: &TableFile,
         twin_rec: &PartRecord,
@@ -272,81 +348,79 @@ impl Verifier<'_> {
         stored: u64,
         report: &mut VerifyReport,
     ) {
-        let rows = &mut self.rows;
-        let dup_rows = &self.dup_rows;
-        let (mut count, mut matched, mut run_column) = (0u64, 0u64, RunColumn::default());
-        scan::scan_cells(
-            &twin.path,
-            &twin.name,
-            &twin.request,
-            report,
-            |report, loc, cells| {
-                count += 1;
-                let key = KeyCells::read(twin, cells);
-                run_column.check(&key.run, run, loc);
-                let reference = &key.reference;
-                let is_dup = dup_rows.contains(&(pair, reference.clone()));
-                let Some(row) = rows
-                    .get_mut(&(reference.clone(), kind))
-                    .filter(|r| r.pair == pair)
-                else {
-                    if !is_dup {
-                        report.finding(
-                            loc.to_string(),
-                            format!("reference {reference} has no row in {}", primary.name),
-                        );
-                    }
-                    return;
-                };
-                row.twin_rows += 1;
-                if row.twin_rows > 1 {
-                    if !is_dup {
-                        report.finding(
-                            loc.to_string(),
-                            format!("reference {reference} duplicated in {}", twin.name),
-                        );
-                    }
-                    return;
-                }
-                matched += 1;
-                row.twin_digest = Some(twin.digest(cells));
-                if parse_sha256(&key.sha256) != row.sha256 {
-                    report.finding(
-                        loc.to_string(),
-                        format!(
-                            "reference {reference}: archive_sha256 {} differs from {}'s",
-                            key.sha256, row.loc
-                        ),
-                    );
-                }
-                if key.image_count.parse().ok() != row.image_count {
-                    report.finding(
-                        loc.to_string(),
-                        format!(
-                            "reference {reference}: image_count {} differs from {}'s",
-                            key.image_count, row.loc
-                        ),
-                    );
-                }
-                key.check_archive(loc, report);
-            },
-        );
-        run_column.report(run, report);
-        check_rows(twin_rec, count, report);
+        let mut matched = 0u64;
+        scan_kind_part(twin, twin_rec, run, report, |report, loc, cells, key| {
+            let Some(row) = self.twin_match(pair, primary, twin, &key.reference, loc, report)
+            else {
+                return;
+            };
+            matched += 1;
+            row.twin_digest = Some(twin.digest(cells));
+            key.compare(row, loc, report);
+        });
         if matched != stored {
-            let mut missing: Vec<(u64, &String)> = self
-                .rows
-                .iter()
-                .filter(|(_, r)| r.pair == pair && r.twin_rows == 0)
-                .map(|((reference, _), r)| (r.loc.n, reference))
-                .collect();
-            missing.sort();
-            for (n, reference) in missing {
+            self.report_missing_twin_rows(pair, primary, twin, report);
+        }
+    }
+
+    /// The primary row a twin row matches, when it is the first twin row of its reference;
+    /// otherwise a finding (none for a reference already reported duplicated).
+    fn twin_match(
+        &mut self,
+        pair: u32,
+        primary: &TableFile,
+        twin: &TableFile,
+        reference: &str,
+        loc: &Loc,
+        report: &mut VerifyReport,
+    ) -> Option<&mut RowInfo> {
+        let is_dup = self.dup_rows.contains(&(pair, reference.to_owned()));
+        let Some(row) = self
+            .rows
+            .get_mut(&(reference.to_owned(), twin.kind))
+            .filter(|r| r.pair == pair)
+        else {
+            if !is_dup {
                 report.finding(
-                    Loc::new(&primary.name, n).to_string(),
-                    format!("reference {reference} has no row in {}", twin.name),
+                    loc.to_string(),
+                    format!("reference {reference} has no row in {}", primary.name),
                 );
             }
+            return None;
+        };
+        row.twin_rows += 1;
+        if row.twin_rows > 1 {
+            if !is_dup {
+                report.finding(
+                    loc.to_string(),
+                    format!("reference {reference} duplicated in {}", twin.name),
+                );
+            }
+            return None;
+        }
+        Some(row)
+    }
+
+    /// The primary rows of `pair` that no twin row matched, in the primary part's order.
+    fn report_missing_twin_rows(
+        &self,
+        pair: u32,
+        primary: &TableFile,
+        twin: &TableFile,
+        report: &mut VerifyReport,
+    ) {
+        let mut missing: Vec<(u64, &String)> = self
+            .rows
+            .iter()
+            .filter(|(_, r)| r.pair == pair && r.twin_rows == 0)
+            .map(|((reference, _), r)| (r.loc.n, reference))
+            .collect();
+        missing.sort();
+        for (n, reference) in missing {
+            report.finding(
+                Loc::new(&primary.name, n).to_string(),
+                format!("reference {reference} has no row in {}", twin.name),
+            );
         }
     }
 
