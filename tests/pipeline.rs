@@ -386,16 +386,27 @@ async fn a_mixed_export_is_complete_correct_and_polite() {
         }
     }
 
-    // Politeness, from the simulator's log: the ceiling held in every one-second window.
+    // Politeness, from the simulator's log: the ceiling held in every window. The log records
+    // arrival at the handler, not the moment the limiter let a request go: on a saturated
+    // 2-core machine a request held up by scheduling for a few milliseconds lands in the next
+    // window, so one-second windows get 3 requests (20 ms at 150/s) of slack; ten-second
+    // windows, where that jitter is small against the count, get none beyond the burst.
     let times: Vec<i64> = log.iter().map(|r| micros(&r.time)).collect();
     let mut sorted = times.clone();
     sorted.sort();
-    let mut j = 0;
-    for i in 0..sorted.len() {
-        while sorted[i] - sorted[j] >= 1_000_000 {
-            j += 1;
+    for (window_s, slack) in [(1i64, 3usize), (10, 0)] {
+        let mut j = 0;
+        for i in 0..sorted.len() {
+            while sorted[i] - sorted[j] >= window_s * 1_000_000 {
+                j += 1;
+            }
+            let ceiling = 150 * window_s as usize + 10 + slack;
+            assert!(
+                i - j < ceiling,
+                "{} requests within {window_s} s (rate 150/s, burst 10)",
+                i - j + 1
+            );
         }
-        assert!(i - j < 150 + 10, "{} requests within one second", i - j + 1);
     }
     // No resource fetched twice (status calls aside, which are polled).
     for (path, n) in path_counts(&log) {
