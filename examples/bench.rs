@@ -335,7 +335,14 @@ fn summary(
             let b = figures[1].get(name).cloned().unwrap_or_default();
             let ratios: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x / y).collect();
             let (lo, med, hi) = min_med_max(&ratios);
-            cells.push(format!("{lo:.3} / **{med:.3}** / {hi:.3}"));
+            let r = |x: f64| {
+                if x.is_finite() {
+                    format!("{x:.3}")
+                } else {
+                    "–".into()
+                }
+            };
+            cells.push(format!("{} / **{}** / {}", r(lo), r(med), r(hi)));
         }
         row(&mut t, &cells);
     }

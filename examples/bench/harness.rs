@@ -780,7 +780,7 @@ impl ArchiveAccess {
 /// How one job is run: its input, output location and any extra arguments.
 #[derive(Debug, Clone)]
 pub struct JobInvocation {
-    /// Label of the run: its files are `dir/{label}.*`.
+    /// Label of the run: its files are `dir/{label}.*` (see [`JobInvocation::file`]).
     pub label: String,
     /// Where its job file, `time -v` output and logs go.
     pub dir: PathBuf,
@@ -811,8 +811,14 @@ impl JobInvocation {
         }
     }
 
+    /// `dir/{label}.{suffix}`; with an empty label (one job per directory) `job.toml`,
+    /// `time.txt`, `job.stderr` … as the issue 5 runs always named them.
     fn file(&self, suffix: &str) -> PathBuf {
-        self.dir.join(format!("{}.{suffix}", self.label))
+        match (self.label.as_str(), suffix) {
+            ("", "stderr") => self.dir.join("job.stderr"),
+            ("", _) => self.dir.join(suffix),
+            (label, _) => self.dir.join(format!("{label}.{suffix}")),
+        }
     }
 }
 
@@ -1053,7 +1059,7 @@ pub fn run(env: &Env, name: &str, sim: &SimSpec, job: &JobSpec, stop: Stop) -> R
     let dir = fresh_dir(env, name)?;
     let simulator = Simulator::start(env, &dir, sim)?;
     let out = dir.join("out");
-    let inv = JobInvocation::new("job", &dir, &simulator.refs_path, &out);
+    let inv = JobInvocation::new("", &dir, &simulator.refs_path, &out);
     let sim_cpu_before = simulator.cpu_s();
     let job_run = run_job(env, &simulator, job, &inv, stop)?;
     let sim_cpu_s = simulator.cpu_s() - sim_cpu_before;
