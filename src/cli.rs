@@ -48,10 +48,24 @@ pub enum Command {
     #[cfg(feature = "simulator")]
     /// Serve the Retrieval API simulator until stopped.
     Simulate(SimulateArgs),
-    /// Check every archive against its manifest and every table row against its archive.
+    /// Check the dataset without trusting any part of it: every commit against its parts,
+    /// every row against its archive, every archive against its manifest, the root hashes.
     Verify {
-        /// The output directory of a run.
+        /// The dataset (the `[output] dir` of its runs).
+        #[arg(value_name = "LOCATION")]
         dir: PathBuf,
+        /// Check only the commits after this run (its id, as in `commits/{RUN}.json`).
+        #[arg(long, value_name = "RUN")]
+        since: Option<String>,
+        /// Environment variable holding the key of encrypted archives.
+        #[arg(long, default_value = crate::job::defaults::ARCHIVE_KEY_ENV)]
+        key_env: String,
+    },
+    /// Upgrade a directory written before datasets (top-level netverify.csv …) in place:
+    /// old files into legacy/, its archives listed in a first commit; fetches nothing.
+    Upgrade {
+        /// The directory.
+        location: PathBuf,
         /// Environment variable holding the key of encrypted archives.
         #[arg(long, default_value = crate::job::defaults::ARCHIVE_KEY_ENV)]
         key_env: String,

@@ -24,7 +24,12 @@ pub async fn execute(command: Command) -> ExitCode {
         #[cfg(feature = "simulator")]
         Command::Simulate(args) => simulated::simulate(args).await,
         Command::Plan { job, overrides } => plan(&job, &overrides),
-        Command::Verify { dir, key_env } => verify(&dir, &key_env),
+        Command::Verify {
+            dir,
+            since,
+            key_env,
+        } => verify(&dir, since.as_deref(), &key_env),
+        Command::Upgrade { location, key_env } => upgrade(&location, &key_env).await,
     }
 }
 
@@ -173,7 +178,7 @@ fn archive_key(job: &Job) -> Result<Option<ArchiveKey>, ExitCode> {
     }
 }
 
-fn verify(dir: &Path, key_env: &str) -> ExitCode {
+fn verify(dir: &Path, since: Option<&str>, key_env: &str) -> ExitCode {
     // The key is optional here: without it, encrypted entries are reported as unreadable.
     let key = match std::env::var_os(key_env) {
         Some(v) => match ArchiveKey::new(v.as_encoded_bytes()) {
@@ -188,7 +193,11 @@ fn verify(dir: &Path, key_env: &str) -> ExitCode {
         },
         None => None,
     };
-    match crate::verify::verify_with_key(dir, key.as_ref()) {
+    let opts = crate::verify::VerifyOptions {
+        key: key.as_ref(),
+        since,
+    };
+    match crate::verify::verify_with(dir, opts) {
         Ok(report) => {
             print!("{report}");
             if report.is_ok() {
@@ -201,6 +210,66 @@ fn verify(dir: &Path, key_env: &str) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::Usage
         }
+    }
+}
+
+/// `upgrade`: prints what it did; 0 upgraded or already a dataset, 2 nothing to upgrade or no
+/// key for encrypted archives, 3 the location cannot be upgraded as it is.
+async fn upgrade(location: &Path, key_env: &str) -> ExitCode {
+    use crate::run::upgrade::{self, Upgrade, UpgradeError};
+    let key = match optional_key(key_env) {
+        Ok(k) => k,
+        Err(code) => return code,
+    };
+    match upgrade::upgrade(location, key, chrono::Utc::now()).await {
+        Ok(Upgrade::Upgraded(done)) => {
+            print!("{}", done.table());
+            ExitCode::Success
+        }
+        Ok(Upgrade::AlreadyDataset { old_tables }) => {
+            println!(
+                "{} is a dataset already (it has commits); nothing to upgrade",
+                location.display()
+            );
+            if old_tables {
+                eprintln!(
+                    "warning: it also holds netverify.csv or other tables of the layout before datasets at its top level, which `run` refuses: move them aside"
+                );
+            }
+            ExitCode::Success
+        }
+        Ok(Upgrade::NothingToUpgrade) => {
+            eprintln!(
+                "error: {} holds no tables of an earlier jumio-export and no archives/*.zip: nothing to upgrade",
+                location.display()
+            );
+            ExitCode::Usage
+        }
+        Err(e @ UpgradeError::KeyNeeded { .. }) => {
+            eprintln!("error: {e}");
+            ExitCode::Usage
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::Fatal
+        }
+    }
+}
+
+/// The archive key from `key_env` when it is set (a key that is too short is a usage error).
+fn optional_key(key_env: &str) -> Result<Option<ArchiveKey>, ExitCode> {
+    match std::env::var_os(key_env) {
+        Some(v) => match ArchiveKey::new(v.as_encoded_bytes()) {
+            Some(k) => Ok(Some(k)),
+            None => {
+                eprintln!(
+                    "error: {key_env} is shorter than {} bytes",
+                    ArchiveKey::MIN_LEN
+                );
+                Err(ExitCode::Usage)
+            }
+        },
+        None => Ok(None),
     }
 }
 
@@ -303,7 +372,7 @@ mod simulated {
         let code = execute_job(&job, list, &credentials, quiet, false).await;
         sim.shutdown().await;
         println!(
-            "demo: outputs in {} (archives/, *.csv, *.parquet, failures.csv, report.json)",
+            "demo: outputs in {} (archives/, tables/, commits/, failures.csv, report.json)",
             out.display()
         );
         // The demo includes failures on purpose; it succeeded if the run itself finished.

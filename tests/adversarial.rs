@@ -74,6 +74,8 @@
 //! | 58 | empty and decreasing schedule | exit 2 | pass |
 //! | 59 | missing and blank User-Agent | exit 2 | pass |
 //! | 60 | a credential key in the job file | exit 2 (unknown key) | pass |
+//! | on disk |||
+//! | 61 | `archives/bad-n1.zip` that no commit lists and that does not check out: not a zip, another reference's archive, a flipped byte | never replaced: BAD_RESPONSE at stage `archive`, nothing fetched for it, the file kept byte for byte | pass |
 //!
 //! Every binary run also asserts that neither canary credential appears on stdout or stderr.
 
@@ -93,7 +95,9 @@ use jumio_export::job::{self, Credentials, Overrides};
 use jumio_export::run::{self, RunOptions, Summary};
 use serde_json::json as j;
 
-use crate::support::{csv_table, zip_entries};
+use crate::support::{
+    commit_runs, committed_parts, dataset_csv, open_follow_ups, parquet_rows, zip_entries,
+};
 
 const TOKEN: &str = "adv-canary-token";
 const SECRET: &str = "adv-canary-secret";
@@ -219,12 +223,23 @@ struct Outcome {
 
 /// Runs the job over `input` (the reference list's bytes) against `base`; panics on a hang.
 async fn run_with(base: &str, input: &[u8], limits: &Limits) -> Outcome {
+    run_prepared(base, input, limits, |_| {}).await
+}
+
+/// [`run_with`], after `prepare` has put what it likes into the output location.
+async fn run_prepared(
+    base: &str,
+    input: &[u8],
+    limits: &Limits,
+    prepare: impl FnOnce(&Path),
+) -> Outcome {
     let dir = tempfile::tempdir().unwrap();
     let job_path = dir.path().join("job.toml");
     std::fs::write(&job_path, job_text(limits)).unwrap();
     let refs = dir.path().join("refs.txt");
     std::fs::write(&refs, input).unwrap();
     let out = dir.path().join("out");
+    prepare(&out);
     let o = Overrides {
         input: Some(refs.display().to_string()),
         out: Some(out.clone()),
@@ -267,39 +282,67 @@ async fn run_pair(s: &Server) -> Outcome {
     .await
 }
 
-fn read_csv(path: &Path) -> Vec<BTreeMap<String, String>> {
-    if !path.exists() {
-        return Vec::new();
-    }
-    csv_table(path).1
-}
-
+/// The rows of `reference` in `table` of the dataset (every committed CSV part).
 fn rows_for(out: &Path, table: &str, reference: &str) -> Vec<BTreeMap<String, String>> {
-    read_csv(&out.join(format!("{table}.csv")))
+    dataset_csv(out, table)
+        .1
         .into_iter()
         .filter(|r| r["reference"] == reference)
         .collect()
 }
 
-/// `reference` is exported: one table row, one archive; returns the archive's entries.
+/// The rows of `reference` in the dataset's open follow-ups (`failures.csv` at the top).
+fn follow_ups_for(out: &Path, reference: &str) -> Vec<BTreeMap<String, String>> {
+    open_follow_ups(out)
+        .1
+        .into_iter()
+        .filter(|r| r["reference"] == reference)
+        .collect()
+}
+
+/// The run id of the one commit a run of this file makes into its fresh dataset.
+fn the_run(o: &Outcome) -> String {
+    let runs = commit_runs(&o.out);
+    assert_eq!(runs.len(), 1, "one run, one commit: {runs:?}");
+    runs.into_iter().next().unwrap()
+}
+
+/// `reference` is exported: one table row (of this run), one archive, no failure row and no
+/// open follow-up; returns the archive's entries.
 fn exported(o: &Outcome, reference: &str) -> BTreeMap<String, Vec<u8>> {
     let rows = rows_for(&o.out, "netverify", reference);
     assert_eq!(rows.len(), 1, "{reference}: {} table rows", rows.len());
+    assert_eq!(rows[0]["run"], the_run(o), "{reference}: the row's run");
     assert!(
         rows_for(&o.out, "failures", reference).is_empty(),
+        "{reference} is also in the failures table"
+    );
+    assert!(
+        follow_ups_for(&o.out, reference).is_empty(),
         "{reference} is also in failures.csv"
     );
     zip_entries(&o.out.join(format!("archives/{reference}.zip")))
 }
 
 /// `reference` failed with `error` at `stage`, and nothing of it was written anywhere else. The
-/// control reference is exported and the run's exit code is 1. Returns the failures.csv row.
+/// control reference is exported and the run's exit code is 1. Returns the failures table row,
+/// which `failures.csv` (the open follow-ups) repeats without its `run`.
 fn failed(o: &Outcome, reference: &str, error: &str, stage: &str) -> BTreeMap<String, String> {
     let rows = rows_for(&o.out, "failures", reference);
     assert_eq!(rows.len(), 1, "{reference}: failures rows {rows:?}");
     let row = rows.into_iter().next().unwrap();
     assert_eq!(row["error"], error, "{reference}: {row:?}");
     assert_eq!(row["stage"], stage, "{reference}: {row:?}");
+    assert_eq!(row["run"], the_run(o), "{reference}: {row:?}");
+    let open = follow_ups_for(&o.out, reference);
+    assert_eq!(open.len(), 1, "{reference}: failures.csv rows {open:?}");
+    for (column, value) in &open[0] {
+        assert_eq!(
+            row.get(column),
+            Some(value),
+            "{reference}: failures.csv and the failures table differ in {column}"
+        );
+    }
     assert!(!o.out.join(format!("archives/{reference}.zip")).exists());
     assert!(rows_for(&o.out, "netverify", reference).is_empty());
     assert!(rows_for(&o.out, "files", reference).is_empty());
@@ -469,13 +512,16 @@ async fn unparseable_dates_keep_their_text_in_csv_and_are_null_in_parquet() {
     assert_eq!(row["document_expiry"], "2030-02-30");
     assert_eq!(row["timestamp"], "yesterday");
 
-    let file = std::fs::File::open(o.out.join("netverify.parquet")).unwrap();
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .unwrap()
-        .build()
-        .unwrap();
+    let parts = committed_parts(&o.out, "netverify", "parquet");
+    assert!(!parts.is_empty(), "no committed Parquet part of netverify");
     let mut seen = 0;
-    for batch in reader {
+    for batch in parts.iter().flat_map(|part| {
+        let file = std::fs::File::open(part).unwrap();
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap()
+    }) {
         let batch = batch.unwrap();
         let refs = batch
             .column_by_name("reference")
@@ -1066,13 +1112,13 @@ async fn hostile_classifiers_never_become_entry_names() {
             "entry name {name:?} is not from the allowlist"
         );
     }
-    // The raw classifier is kept, as data, in files.csv.
+    // The raw classifier is kept, as data, in the files table.
     let files = rows_for(&o.out, "files", BAD);
     for (i, c) in classifiers.iter().enumerate() {
         let row = files
             .iter()
             .find(|r| r["entry"] == expected[i])
-            .unwrap_or_else(|| panic!("no files.csv row for {}", expected[i]));
+            .unwrap_or_else(|| panic!("no files table row for {}", expected[i]));
         assert_eq!(row["classifier"], *c);
     }
     let archive = o.out.join(format!("archives/{BAD}.zip"));
@@ -1217,7 +1263,8 @@ fn bad_input_files_through_the_binary() {
     // Nothing listens on the discard port: any request would fail, and none may be needed.
     let base = ["--base-url", "http://127.0.0.1:9"];
 
-    // An empty list: zero work, every table written empty, exit 0.
+    // An empty list: zero work, exit 0, one commit whose every table is one empty part (header
+    // and schema, no row) in both formats.
     let (code, err) = binary(
         d,
         &[
@@ -1230,7 +1277,24 @@ fn bad_input_files_through_the_binary() {
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(d.join("out/report.json")).unwrap()).unwrap();
     assert_eq!(report["requests"]["total"], 0);
-    assert!(read_csv(&d.join("out/netverify.csv")).is_empty());
+    let out = d.join("out");
+    let runs = commit_runs(&out);
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(report["run"], runs[0]);
+    for table in crate::support::TABLES {
+        let csv = committed_parts(&out, table, "csv");
+        let parquet = committed_parts(&out, table, "parquet");
+        assert_eq!(
+            (csv.len(), parquet.len()),
+            (1, 1),
+            "{table}: {csv:?} {parquet:?}"
+        );
+        let (header, rows) = dataset_csv(&out, table);
+        assert!(rows.is_empty(), "{table}: {rows:?}");
+        assert_eq!(header, crate::support::committed_columns(table), "{table}");
+        assert_eq!(parquet_rows(&parquet[0]), 0, "{table}");
+    }
+    assert!(open_follow_ups(&out).1.is_empty());
 
     for (file, needle) in [
         ("refs.bin", "refs.bin:1: input is not UTF-8"),
@@ -1282,10 +1346,22 @@ async fn a_messy_reference_list_sends_exactly_the_expected_status_calls() {
         .filter(|r| r.target.matches('/').count() == 5)
         .count();
     assert_eq!(statuses, 3, "{:?}", s.requests());
-    let failures = read_csv(&o.out.join("failures.csv"));
-    let invalid: Vec<&str> = failures.iter().map(|r| r["reference"].as_str()).collect();
-    assert_eq!(invalid, [format!("../{BAD}").as_str(), long.as_str()]);
-    assert!(failures.iter().all(|r| r["error"] == "INVALID_REFERENCE"));
+    // In the run's failures table and in the dataset's open follow-ups alike.
+    for (what, failures) in [
+        ("the failures table", dataset_csv(&o.out, "failures").1),
+        ("failures.csv", open_follow_ups(&o.out).1),
+    ] {
+        let invalid: Vec<&str> = failures.iter().map(|r| r["reference"].as_str()).collect();
+        assert_eq!(
+            invalid,
+            [format!("../{BAD}").as_str(), long.as_str()],
+            "{what}"
+        );
+        assert!(
+            failures.iter().all(|r| r["error"] == "INVALID_REFERENCE"),
+            "{what}"
+        );
+    }
     assert_eq!(o.summary.exit_code(), 1);
 }
 
@@ -1471,5 +1547,72 @@ async fn malformed_framing_headers_are_network_errors() {
         s.set(&front, Reply::Raw(bytes));
         let o = run_pair(&s).await;
         failed(&o, BAD, "NETWORK", "image");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// On disk: an archive that no commit lists and that does not check out.
+
+/// Case 61. SPEC: an archive is created once and never replaced; one that exists, is listed by
+/// no commit and does not check out (manifest, reference, kind) is never overwritten: its
+/// reference fails with `BAD_RESPONSE` at stage `archive`, nothing is fetched for it, and the
+/// file stays byte for byte (before the dataset layout such a file was fetched again and
+/// replaced).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unlisted_archive_that_does_not_check_out_is_never_replaced() {
+    let s = origin().await;
+    // Real archives to damage, from a dataset of their own.
+    let first = run_pair(&s).await;
+    let of_other = std::fs::read(first.out.join(format!("archives/{OK}.zip"))).unwrap();
+    let mut flipped = std::fs::read(first.out.join(format!("archives/{BAD}.zip"))).unwrap();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x55;
+    for (case, bytes) in [
+        ("not a zip", b"PK\x03\x04 this is no archive".to_vec()),
+        ("another reference's archive", of_other),
+        ("a flipped byte", flipped),
+    ] {
+        let bad_requests = || {
+            s.requests()
+                .iter()
+                .filter(|r| r.target.starts_with(&scan(BAD)))
+                .count()
+        };
+        let before = bad_requests();
+        let placed = bytes.clone();
+        let o = run_prepared(
+            &s.base(),
+            format!("{OK}\n{BAD}\n").as_bytes(),
+            &Limits::default(),
+            move |out| {
+                std::fs::create_dir_all(out.join("archives")).unwrap();
+                std::fs::write(out.join(format!("archives/{BAD}.zip")), &placed).unwrap();
+            },
+        )
+        .await;
+        let rows = rows_for(&o.out, "failures", BAD);
+        assert_eq!(rows.len(), 1, "{case}: {rows:?}");
+        assert_eq!(rows[0]["stage"], "archive", "{case}: {:?}", rows[0]);
+        assert_eq!(rows[0]["error"], "BAD_RESPONSE", "{case}: {:?}", rows[0]);
+        assert_eq!(rows[0]["run"], the_run(&o), "{case}");
+        let open = follow_ups_for(&o.out, BAD);
+        assert_eq!(open.len(), 1, "{case}: failures.csv {open:?}");
+        assert_eq!(open[0]["error"], "BAD_RESPONSE", "{case}");
+        assert_eq!(
+            std::fs::read(o.out.join(format!("archives/{BAD}.zip"))).unwrap(),
+            bytes,
+            "{case}: the archive was changed"
+        );
+        assert_eq!(bad_requests(), before, "{case}: {BAD} was fetched");
+        assert!(rows_for(&o.out, "netverify", BAD).is_empty(), "{case}");
+        assert!(rows_for(&o.out, "files", BAD).is_empty(), "{case}");
+        let left: Vec<String> = std::fs::read_dir(o.out.join("archives"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect();
+        assert!(left.is_empty(), "{case}: temporaries left {left:?}");
+        exported(&o, OK);
+        assert_eq!(o.summary.exit_code(), 1, "{case}: {:?}", o.summary);
     }
 }

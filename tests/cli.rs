@@ -1,28 +1,54 @@
 //! The binary as users call it: `demo`, `plan`, `run --shard`, and the Parquet files read back by
 //! an independent engine (DuckDB, where installed).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 
 use jumio_export::Kind;
 use jumio_export::simulator::SimOptions;
 
-use crate::support::{BlockingSim, bin, exportable, text};
+use crate::support::{
+    BlockingSim, TABLES, bin, commit_runs, commits, committed_columns, committed_parts,
+    dataset_csv, dataset_parquet_rows, exportable, open_follow_ups, report_json, text,
+};
 
-fn csv_references(path: &Path) -> Vec<String> {
-    let mut r = csv::Reader::from_path(path).unwrap();
-    r.records().map(|rec| rec.unwrap()[0].to_string()).collect()
+/// The `reference` column of a table of the dataset, over its committed CSV parts.
+fn csv_references(out: &Path, table: &str) -> Vec<String> {
+    dataset_csv(out, table)
+        .1
+        .into_iter()
+        .map(|r| r["reference"].clone())
+        .collect()
 }
 
-fn duckdb(sql: &str) -> Option<String> {
+/// Rows of `sql` run by DuckDB (through its Python module) in the directory `cwd`, one line per
+/// row, values joined with `|`; `None` (skip) off CI where DuckDB is missing.
+fn duckdb_in(cwd: &Path, sql: &str) -> Option<String> {
     let python = crate::peers::require_python_duckdb()?;
     let script = format!(
         "import duckdb\nfor row in duckdb.sql({sql:?}).fetchall(): print('|'.join(str(v) for v in row))"
     );
-    let out = Command::new(python).args(["-c", &script]).output().unwrap();
+    let out = Command::new(python)
+        .args(["-c", &script])
+        .current_dir(cwd)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "duckdb failed: {}", text(&out));
     Some(String::from_utf8(out.stdout).unwrap())
+}
+
+/// The Parquet files a table glob matches (`tables/{table}/*.parquet`), as the shell would
+/// expand it: hidden names (temporaries) excluded.
+fn glob_parquet(out: &Path, table: &str) -> BTreeSet<std::path::PathBuf> {
+    std::fs::read_dir(out.join("tables").join(table))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_str().unwrap();
+            name.ends_with(".parquet") && !name.starts_with('.')
+        })
+        .collect()
 }
 
 #[test]
@@ -40,20 +66,35 @@ fn demo_runs_end_to_end_and_duckdb_reads_what_it_wrote() {
         stdout.contains("exported") && stdout.contains("root hash"),
         "{stdout}"
     );
-    for f in ["report.json", "failures.csv", "files.csv", "files.parquet"] {
-        assert!(out.join(f).exists(), "{f} missing");
+    // The dataset: one commit, its report as report.json, every table committed in both
+    // formats, the open follow-ups in failures.csv.
+    let runs = commit_runs(&out);
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(report_json(&out), commits(&out)[0]["report"]);
+    for table in TABLES {
+        for format in ["csv", "parquet"] {
+            assert!(
+                !committed_parts(&out, table, format).is_empty(),
+                "{table}: no committed {format} part"
+            );
+        }
     }
-    let failures = std::fs::read_to_string(out.join("failures.csv")).unwrap();
+    let (_, failures) = open_follow_ups(&out);
     for code in ["INVALID_REFERENCE", "NOT_FOUND", "PENDING", "FOREIGN_URL"] {
-        assert!(failures.contains(code), "the demo shows {code}: {failures}");
+        assert!(
+            failures.iter().any(|r| r["error"] == code),
+            "the demo shows {code}: {failures:?}"
+        );
     }
     for kind in Kind::ALL {
-        let csv_rows = csv_references(&out.join(format!("{}.csv", kind.table_name()))).len();
-        let parquet = out.join(format!("{}.parquet", kind.table_name()));
-        let Some(count) = duckdb(&format!(
-            "select count(*) from read_parquet('{}')",
-            parquet.display()
-        )) else {
+        let table = kind.table_name();
+        let csv_rows = csv_references(&out, table).len();
+        assert!(csv_rows > 0, "{kind}: the demo exports some");
+        // DuckDB reads the whole table by glob, from the dataset's directory.
+        let Some(count) = duckdb_in(
+            &out,
+            &format!("select count(*) from read_parquet('tables/{table}/*.parquet')"),
+        ) else {
             return;
         };
         assert_eq!(
@@ -63,10 +104,10 @@ fn demo_runs_end_to_end_and_duckdb_reads_what_it_wrote() {
         );
     }
     // Types a warehouse relies on: dates are DATE, timestamps TIMESTAMP WITH TIME ZONE, lists are lists.
-    let types = duckdb(&format!(
-        "select typeof(document_dob), typeof(transaction_date), typeof(verification_reject_reason_reject_reason_details) from read_parquet('{}') limit 1",
-        out.join("netverify.parquet").display()
-    ))
+    let types = duckdb_in(
+        &out,
+        "select typeof(document_dob), typeof(transaction_date), typeof(verification_reject_reason_reject_reason_details) from read_parquet('tables/netverify/*.parquet') limit 1",
+    )
     .unwrap();
     let types: Vec<&str> = types.trim().split('|').collect();
     assert_eq!(types[0], "DATE");
@@ -76,6 +117,151 @@ fn demo_runs_end_to_end_and_duckdb_reads_what_it_wrote() {
         "rejectReasonDetails is a list: {}",
         types[2]
     );
+}
+
+/// The one-liner the docs give a person who wants one CSV per table: DuckDB's Python module,
+/// run in the directory that holds the dataset `export` (the default `[output] dir`).
+/// `{table}` is the table's name.
+const CSV_ONE_LINER: &str = "import duckdb; duckdb.sql(\"COPY (SELECT * FROM read_parquet('export/tables/{table}/*.parquet')) TO '{table}.csv' (HEADER)\")";
+
+/// Issue 11: a warehouse engine reads a dataset of two runs whole, one glob per table, and a
+/// person gets one CSV per table with one command. For every table: DuckDB reads
+/// `tables/{table}/*.parquet` (exactly the committed parts) as one table with the committed
+/// schema's columns in order, as many rows as the commits list, and `run` values that are the
+/// two commits' run ids; the one-liner writes a CSV with the same columns and, in every text and
+/// integer column, the rows of the program's own CSV parts.
+#[test]
+fn duckdb_reads_every_table_of_a_two_run_dataset_by_glob() {
+    let sim = BlockingSim::start(SimOptions::default());
+    let api = sim.api();
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("job.toml");
+    std::fs::write(
+        &job,
+        "[api]\nregion = \"us\"\nuser_agent = \"duckdb-test/1\"\n[limits]\nrequests_per_second = 300.0\n[polling]\nschedule_seconds = [0.05]\n",
+    )
+    .unwrap();
+    // Each batch has a reference of every kind and failures of its own, so every table gets rows
+    // from both runs.
+    let batches = [
+        "reference,kind\nok-n1,netverify\nok-d1,document\nok-a1,authentication\nnf-n1,netverify\n",
+        "reference,kind\nok-n2,netverify\nok-d2,document\nok-a2,authentication\nnf-d1,document\nbad/ref,netverify\n",
+    ];
+    let out = dir.path().join("export");
+    for (i, batch) in batches.iter().enumerate() {
+        let refs = dir.path().join(format!("batch-{i}.csv"));
+        std::fs::write(&refs, batch).unwrap();
+        let o = bin()
+            .arg("run")
+            .arg(&job)
+            .arg("--input")
+            .arg(&refs)
+            .arg("--out")
+            .arg(&out)
+            .args(["--base-url", &api.base_url(), "--quiet"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "some references fail: {}",
+            text(&o)
+        );
+    }
+    let commits = commits(&out);
+    assert_eq!(commits.len(), 2, "a second run adds a commit");
+    let runs = commit_runs(&out);
+    for table in TABLES {
+        // The glob matches exactly the parts the commits list.
+        let committed: BTreeSet<_> = committed_parts(&out, table, "parquet")
+            .into_iter()
+            .collect();
+        assert_eq!(glob_parquet(&out, table), committed, "{table}");
+        let committed_rows: u64 = commits
+            .iter()
+            .flat_map(|c| c["parts"].as_array().unwrap())
+            .filter(|p| p["table"] == table && p["format"] == "parquet")
+            .map(|p| p["rows"].as_u64().unwrap())
+            .sum();
+        assert_eq!(
+            dataset_parquet_rows(&out, table) as u64,
+            committed_rows,
+            "{table}"
+        );
+        // arrow's reader agrees on the run values, before DuckDB is asked.
+        let in_parquet: BTreeSet<String> =
+            crate::support::dataset_parquet_strings(&out, table, "run")
+                .into_iter()
+                .map(|r| r.expect("run is never null"))
+                .collect();
+        assert_eq!(
+            in_parquet.into_iter().collect::<Vec<_>>(),
+            runs,
+            "{table}: run values in the Parquet parts"
+        );
+        let glob = format!("read_parquet('tables/{table}/*.parquet')");
+        let Some(columns) = duckdb_in(
+            &out,
+            &format!("select column_name from (describe select * from {glob})"),
+        ) else {
+            return;
+        };
+        assert_eq!(
+            columns.lines().collect::<Vec<_>>(),
+            committed_columns(table),
+            "{table}: DuckDB's columns against tests/schemas/{table}.txt"
+        );
+        let count = duckdb_in(&out, &format!("select count(*) from {glob}")).unwrap();
+        assert_eq!(count.trim(), committed_rows.to_string(), "{table}");
+        let in_runs = duckdb_in(
+            &out,
+            &format!("select distinct run from {glob} order by run"),
+        )
+        .unwrap();
+        assert_eq!(
+            in_runs.lines().collect::<Vec<_>>(),
+            runs,
+            "{table}: run values against the commits"
+        );
+
+        // One CSV for a person, with the command the docs quote.
+        let python = crate::peers::require_python_duckdb().unwrap();
+        let script = CSV_ONE_LINER.replace("{table}", table);
+        let o = Command::new(&python)
+            .args(["-c", &script])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{script}: {}", text(&o));
+        let (header, rows) = crate::support::csv_table(&dir.path().join(format!("{table}.csv")));
+        assert_eq!(header, committed_columns(table), "{table}.csv");
+        assert_eq!(rows.len() as u64, committed_rows, "{table}.csv");
+        // Text and integer columns hold what the program's CSV parts hold (dates, timestamps,
+        // booleans and lists are DuckDB's rendering of the typed values).
+        let schema = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/schemas/{table}.txt")),
+        )
+        .unwrap();
+        let plain: Vec<&str> = schema
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .filter(|(_, ty)| *ty == "Utf8" || *ty == "Int64")
+            .map(|(name, _)| name)
+            .collect();
+        let project = |rows: &[BTreeMap<String, String>]| {
+            let mut v: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| plain.iter().map(|c| r[*c].clone()).collect())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            project(&rows),
+            project(&dataset_csv(&out, table).1),
+            "{table}.csv from DuckDB against the program's CSV parts"
+        );
+    }
 }
 
 /// Personal data at rest, for the demo too: its reference list (written by the demo itself, before
@@ -273,6 +459,9 @@ fn plan_sends_nothing_and_prints_the_budget() {
     assert!(text(&bad).contains("missing.toml"));
 }
 
+/// SPEC "Scale beyond one machine": N shards run at the same time into ONE dataset (the old
+/// layout gave each shard a directory of its own, and one run held a directory at a time); the
+/// union of their commits is the export, each reference exported by exactly one shard.
 #[test]
 fn shards_partition_the_references_and_together_export_all() {
     let sim = BlockingSim::start(SimOptions::default());
@@ -280,9 +469,10 @@ fn shards_partition_the_references_and_together_export_all() {
     let refs = exportable(24);
     let dir = tempfile::tempdir().unwrap();
     let job = dir.path().join("job.toml");
+    // 60 requests/s, a third per shard: each shard takes seconds, so the three overlap.
     std::fs::write(
         &job,
-        "[api]\nregion = \"us\"\nuser_agent = \"shard-test/1\"\n[limits]\nrequests_per_second = 400.0\n[polling]\nschedule_seconds = [0.05, 0.1]\n",
+        "[api]\nregion = \"us\"\nuser_agent = \"shard-test/1\"\n[limits]\nrequests_per_second = 60.0\n[polling]\nschedule_seconds = [0.05, 0.1]\n",
     )
     .unwrap();
     let mut list = String::from("reference,kind\n");
@@ -290,34 +480,78 @@ fn shards_partition_the_references_and_together_export_all() {
         list.push_str(&format!("{r},{k}\n"));
     }
     std::fs::write(dir.path().join("refs.csv"), list).unwrap();
-    let mut seen = Vec::new();
-    for k in 0..3 {
-        let out = dir.path().join(format!("shard-{k}"));
-        let o = bin()
-            .arg("run")
-            .arg(&job)
-            .arg("--input")
-            .arg(dir.path().join("refs.csv"))
-            .arg("--out")
-            .arg(&out)
-            .args([
-                "--base-url",
-                &api.base_url(),
-                "--shard",
-                &format!("{k}/3"),
-                "--quiet",
-            ])
-            .output()
-            .unwrap();
+    let out = dir.path().join("dataset");
+    let shards: Vec<std::process::Child> = (0..3)
+        .map(|k| {
+            bin()
+                .arg("run")
+                .arg(&job)
+                .arg("--input")
+                .arg(dir.path().join("refs.csv"))
+                .arg("--out")
+                .arg(&out)
+                .args([
+                    "--base-url",
+                    &api.base_url(),
+                    "--shard",
+                    &format!("{k}/3"),
+                    "--quiet",
+                ])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in shards {
+        let o = child.wait_with_output().unwrap();
         assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-        let report: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
-        assert_eq!(report["shard"], format!("{k}/3"));
-        for kind in Kind::ALL {
-            seen.extend(csv_references(
-                &out.join(format!("{}.csv", kind.table_name())),
-            ));
+    }
+    // One commit per shard, and the shards ran at the same time.
+    let commits = commits(&out);
+    assert_eq!(commits.len(), 3, "one commit per shard");
+    let mut shards: Vec<String> = commits
+        .iter()
+        .map(|c| c["report"]["shard"].as_str().expect("a shard").to_string())
+        .collect();
+    shards.sort();
+    assert_eq!(shards, ["0/3", "1/3", "2/3"]);
+    let instant = |c: &serde_json::Value, field: &str| {
+        chrono::DateTime::parse_from_rfc3339(c["report"][field].as_str().unwrap()).unwrap()
+    };
+    let last_start = commits.iter().map(|c| instant(c, "started_at")).max();
+    let first_end = commits.iter().map(|c| instant(c, "finished_at")).min();
+    assert!(
+        last_start < first_end,
+        "the shards did not overlap: {last_start:?} .. {first_end:?}"
+    );
+    // report.json is the report of one of them (the last to commit), whole.
+    let report = report_json(&out);
+    assert!(
+        commits.iter().any(|c| c["report"] == report),
+        "report.json is no commit's report: {report}"
+    );
+    // Every row belongs to its shard's commit; no reference is exported twice, none is missed.
+    let runs: BTreeSet<String> = commits
+        .iter()
+        .map(|c| c["run"].as_str().unwrap().to_string())
+        .collect();
+    let mut seen = Vec::new();
+    let mut by_run: BTreeMap<String, usize> = BTreeMap::new();
+    for kind in Kind::ALL {
+        for row in dataset_csv(&out, kind.table_name()).1 {
+            assert!(runs.contains(&row["run"]), "{row:?}");
+            *by_run.entry(row["run"].clone()).or_default() += 1;
+            seen.push(row["reference"].clone());
         }
+    }
+    for c in &commits {
+        let run = c["run"].as_str().unwrap();
+        assert_eq!(
+            by_run.get(run).copied().unwrap_or(0) as u64,
+            c["report"]["outcomes"]["exported"].as_u64().unwrap(),
+            "{run}: rows against its report"
+        );
     }
     let unique: BTreeSet<&String> = seen.iter().collect();
     assert_eq!(
@@ -330,6 +564,13 @@ fn shards_partition_the_references_and_together_export_all() {
         unique, expected,
         "the shards together export every reference"
     );
+    assert!(open_follow_ups(&out).1.is_empty());
+    // Each run held runs/{run}.lock while live and released it at the end.
+    let locks: Vec<_> = std::fs::read_dir(out.join("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(locks.is_empty(), "locks left behind: {locks:?}");
 }
 
 #[test]
@@ -453,7 +694,7 @@ fn references_can_come_from_standard_input() {
     }
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let mut exported = csv_references(&dir.path().join("out/netverify.csv"));
+    let mut exported = csv_references(&dir.path().join("out"), "netverify");
     exported.sort();
     assert_eq!(
         exported,

@@ -517,26 +517,46 @@ fn unknown_kind_in_csv_names_file_and_line() {
     );
 }
 
+/// `failures.csv` is usable as the input of a later run as it is (SPEC), with or without the
+/// `run` column SPEC lists last; so is a CSV part of the `failures` table, which has it.
 #[test]
 fn failures_csv_of_an_earlier_run_is_valid_input() {
-    let text = "reference,kind,stage,http_status,error,attempts,next_attempt_after\n\
-        p-1,netverify,status,200,PENDING,11,2024-05-02T10:00:00Z\n\
-        d-9,document,data,404,NOT_FOUND,1,\n\
-        \"a,1\",authentication,input,,INVALID_REFERENCE,0,\n\
-        n-7,netverify,images,503,HTTP_ERROR,7,\n";
-    let list = parse_input(text.as_bytes(), "export/failures.csv", Kind::Netverify).unwrap();
-    assert_eq!(
-        refs(&list),
-        [
-            r("p-1", Kind::Netverify),
-            r("d-9", Kind::Document),
-            r("n-7", Kind::Netverify)
-        ]
-    );
-    assert_eq!(list.rejected.len(), 1);
-    assert_eq!(list.rejected[0].raw, "a,1");
-    assert_eq!(list.rejected[0].kind, Kind::Authentication);
-    assert_eq!(list.rejected[0].line, 4);
+    let run = "20261206T074501Z-7f2a";
+    let rows = [
+        "p-1,netverify,status,200,PENDING,11,2024-05-02T10:00:00Z",
+        "d-9,document,data,404,NOT_FOUND,1,",
+        "\"a,1\",authentication,input,,INVALID_REFERENCE,0,",
+        "n-7,netverify,images,503,HTTP_ERROR,7,",
+    ];
+    let header = "reference,kind,stage,http_status,error,attempts,next_attempt_after";
+    for (name, with_run) in [
+        ("export/failures.csv", false),
+        ("export/failures.csv", true),
+        ("export/tables/failures/20261206T074501Z-7f2a-0.csv", true),
+    ] {
+        let mut text = String::from(header);
+        text.push_str(if with_run { ",run\n" } else { "\n" });
+        for row in rows {
+            text.push_str(row);
+            text.push_str(if with_run { "," } else { "" });
+            text.push_str(if with_run { run } else { "" });
+            text.push('\n');
+        }
+        let list = parse_input(text.as_bytes(), name, Kind::Netverify).unwrap();
+        assert_eq!(
+            refs(&list),
+            [
+                r("p-1", Kind::Netverify),
+                r("d-9", Kind::Document),
+                r("n-7", Kind::Netverify)
+            ],
+            "{name}, run column: {with_run}"
+        );
+        assert_eq!(list.rejected.len(), 1);
+        assert_eq!(list.rejected[0].raw, "a,1");
+        assert_eq!(list.rejected[0].kind, Kind::Authentication);
+        assert_eq!(list.rejected[0].line, 4);
+    }
 }
 
 #[test]

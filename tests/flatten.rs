@@ -9,8 +9,8 @@ use arrow_array::types::{Date32Type, Int64Type, TimestampMillisecondType};
 use arrow_array::{Array, RecordBatch};
 use jumio_export::Kind;
 use jumio_export::flatten::{
-    ArchiveSummary, Cell, ColumnType, FileRecord, Row, file_row, files_columns, flatten,
-    table_columns,
+    ArchiveSummary, Cell, ColumnType, FailureRecord, FileRecord, Row, failure_row,
+    failures_columns, file_row, files_columns, flatten, table_columns,
 };
 use jumio_export::output::tables::{TableError, TableWriter};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -508,6 +508,7 @@ fn parquet_schemas_equal_the_committed_ones() {
         let (schema, batch) = read_parquet(&written.parquet);
         assert_eq!(batch.num_rows(), 2);
         check_committed_schema(kind.table_name(), &schema);
+        assert_eq!(schema.fields().last().unwrap().name(), "run", "{kind}");
     }
     let rows = [file_row(&FileRecord {
         reference: "a".into(),
@@ -522,8 +523,59 @@ fn parquet_schemas_equal_the_committed_ones() {
     let written = write_table("files", files_columns(), &rows);
     let (schema, batch) = read_parquet(&written.parquet);
     check_committed_schema("files", &schema);
+    assert_eq!(schema.fields().last().unwrap().name(), "run");
     assert_eq!(batch.column(5).as_primitive::<Int64Type>().value(0), 1234);
     assert_eq!(batch.column(3).as_string::<i32>().value(0), "front");
+    assert_eq!(
+        batch.column(7).as_string::<i32>().value(0),
+        "20261206T074501Z-7f2a"
+    );
+
+    // The failures table: SPEC's failures.csv columns then `run`; a status and the attempts
+    // are integers, next_attempt_after a timestamp.
+    let rows = [
+        failure_row(&FailureRecord {
+            reference: "pf-n1",
+            kind: Kind::Netverify,
+            stage: "status",
+            http_status: Some(200),
+            error: "PENDING",
+            attempts: 5,
+            next_attempt_after: Some("2026-12-07T07:45:01Z".into()),
+            run: "20261206T074501Z-7f2a",
+        }),
+        failure_row(&FailureRecord {
+            reference: "bad/ref",
+            kind: Kind::Netverify,
+            stage: "input",
+            http_status: None,
+            error: "INVALID_REFERENCE",
+            attempts: 0,
+            next_attempt_after: None,
+            run: "20261206T074501Z-7f2a",
+        }),
+    ];
+    let written = write_table("failures", failures_columns(), &rows);
+    let (schema, batch) = read_parquet(&written.parquet);
+    check_committed_schema("failures", &schema);
+    assert_eq!(schema.fields().last().unwrap().name(), "run");
+    assert_eq!(batch.num_rows(), 2);
+    let status = batch.column(3).as_primitive::<Int64Type>();
+    assert_eq!(status.value(0), 200);
+    assert!(status.is_null(1));
+    assert_eq!(batch.column(5).as_primitive::<Int64Type>().value(0), 5);
+    let next = batch.column(6).as_primitive::<TimestampMillisecondType>();
+    assert_eq!(
+        next.value(0),
+        chrono::DateTime::parse_from_rfc3339("2026-12-07T07:45:01Z")
+            .unwrap()
+            .timestamp_millis()
+    );
+    assert!(next.is_null(1));
+    assert_eq!(
+        batch.column(7).as_string::<i32>().value(1),
+        "20261206T074501Z-7f2a"
+    );
 }
 
 fn column<'a>(kind: Kind, batch: &'a RecordBatch, name: &str) -> &'a dyn Array {
@@ -807,8 +859,8 @@ fn tables_appear_under_their_names_only_after_finish() {
             &summary(1),
         ))
         .unwrap();
-    assert!(dir.path().join("authentications.csv.tmp").exists());
-    assert!(dir.path().join("authentications.parquet.tmp").exists());
+    assert!(dir.path().join(".authentications.csv.tmp").exists());
+    assert!(dir.path().join(".authentications.parquet.tmp").exists());
     assert!(!dir.path().join("authentications.csv").exists());
     assert!(!dir.path().join("authentications.parquet").exists());
 

@@ -351,11 +351,22 @@ fn canary_credentials_appear_nowhere_even_at_trace_level() {
     assert!(s.files > 40, "{s:?}");
     assert!(s.archives >= 10, "{s:?}");
     assert!(s.encrypted_entries > 10 && s.plain_entries > 10, "{s:?}");
-    assert!(s.parquet_files >= 8 && s.parquet_text_cells > 100, "{s:?}");
-    assert!(s.csv_files >= 10 && s.csv_cells > 100, "{s:?}");
+    // Four datasets (plain, encrypted, refused, demo), each of one commit with a part of every
+    // table in both formats, and a failures.csv.
+    assert!(
+        s.parquet_files >= 4 * 5 && s.parquet_text_cells > 100,
+        "{s:?}"
+    );
+    assert!(s.csv_files >= 4 * (5 + 1) && s.csv_cells > 100, "{s:?}");
     assert!(s.log_lines > 500, "{s:?}");
-    for report in [&plain, &encrypted, &refused, &demo] {
-        assert!(report.join("report.json").exists(), "{}", report.display());
+    for out in [&plain, &encrypted, &refused, &demo] {
+        assert!(out.join("report.json").exists(), "{}", out.display());
+        assert_eq!(
+            crate::support::commit_runs(out).len(),
+            1,
+            "{}: one commit, scanned with the rest",
+            out.display()
+        );
     }
     // The simulator did see the credentials: the test would notice a leak.
     assert!(api.requests().iter().any(|r| r.status == 200));
@@ -441,8 +452,8 @@ fn output_is_private_whatever_the_umask_and_modes_are_configurable() {
 }
 
 /// `encrypt_archives = true`: every entry is AES-256 encrypted under the key from the
-/// environment; 7-Zip opens them with the key and not without; verify and resume work with the
-/// key; the key appears in no log or output file.
+/// environment; 7-Zip opens them with the key and not without; verify works with the key and
+/// resume adds a commit without fetching again; the key appears in no log or output file.
 #[test]
 fn encrypted_archives_open_only_with_the_key() {
     const KEY: &str = "archive-key-canary-0123456789";
@@ -557,7 +568,16 @@ fn encrypted_archives_open_only_with_the_key() {
     assert_eq!(
         api.requests().len(),
         n,
-        "resume with the key re-reads the archives instead of fetching"
+        "resume with the key fetches nothing its commit exported"
+    );
+    assert_eq!(
+        crate::support::commit_runs(&out).len(),
+        2,
+        "the resume adds a commit"
+    );
+    assert_eq!(
+        crate::support::report_json(&out)["outcomes"]["already_exported"],
+        3
     );
 }
 

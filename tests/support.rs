@@ -481,61 +481,228 @@ pub async fn assert_archive_as_served(
     );
 }
 
-/// Checks every output beside the archives against the archives of `refs` under `out`: each
-/// table's Parquet and CSV reference sets per kind, the `files` table (Parquet and CSV) entry
-/// by entry with its sha256, and `report.json` (counts, not interrupted, root hash).
+/// Checks every output beside the archives against the archives of `refs` under `out`, over
+/// the dataset (the union of the parts its commits list): each kind table's Parquet and CSV
+/// reference sets (every reference exactly once across all commits), the `files` table (Parquet
+/// and CSV) entry by entry with its sha256, every commit's root hash over the archives it lists,
+/// and `report.json`: the latest run's report (that commit's `report`), which ran over `refs`
+/// and exported or found exported every one of them.
 pub fn assert_tables_match_archives(out: &std::path::Path, refs: &[(String, Kind)]) {
-    use std::collections::BTreeSet;
+    assert_dataset_matches_archives(out, refs);
+    // report.json: the latest run's report, every reference of its input accounted for, and
+    // the archive count and root hash of that run's commit.
+    let report = latest_report(out);
+    let latest = commits(out).pop().expect("a commit");
+    assert_eq!(report["archives"], latest["archives"]["count"]);
+    assert_eq!(report["root_hash"], latest["archives"]["root_hash"]);
+    let o = &report["outcomes"];
+    assert_eq!(
+        o["exported"].as_u64().unwrap() + o["already_exported"].as_u64().unwrap(),
+        refs.len() as u64,
+        "report.json: {o}"
+    );
+    assert_eq!(o["failed"], 0, "report.json: {o}");
+    assert_eq!(o["not_started"], 0, "report.json: {o}");
+    assert_eq!(report["interrupted"], false);
+}
+
+// --- resume-ds helpers ---
+// The dataset read by the test itself from `commits/*.json`: each commit with its parts checked
+// against their records, the union of the rows the commits list, the archives each commit lists
+// with its root hash, and the parts and archives that no commit lists.
+
+/// Every commit record of the dataset, in the order the runs started, each checked to name the
+/// run of its file name.
+pub fn commits(out: &std::path::Path) -> Vec<serde_json::Value> {
+    let paths: Vec<std::path::PathBuf> = match std::fs::read_dir(out.join("commits")) {
+        Ok(l) => l
+            .map(|e| e.expect("commits/ entry").path())
+            .filter(|p| {
+                let name = p.file_name().unwrap().to_str().unwrap();
+                name.ends_with(".json") && !name.starts_with('.')
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let mut all: Vec<serde_json::Value> = paths
+        .iter()
+        .map(|p| {
+            let c: serde_json::Value = serde_json::from_slice(&std::fs::read(p).expect("commit"))
+                .unwrap_or_else(|e| panic!("{} is not a complete commit: {e}", p.display()));
+            let run = p.file_stem().unwrap().to_str().unwrap();
+            assert_eq!(c["run"], run, "{}: names another run", p.display());
+            assert_eq!(c["format"], "jumio-export.commit/1", "{}", p.display());
+            c
+        })
+        .collect();
+    // Run ids sort by start time (to the millisecond, then a random suffix); the report's start
+    // time orders them the same way, and is what a reader of the commits would use.
+    all.sort_by_key(|c| {
+        (
+            c["report"]["started_at"].as_str().unwrap_or("").to_string(),
+            c["run"].as_str().unwrap_or("").to_string(),
+        )
+    });
+    all
+}
+
+/// The parts of `table` in `format` that one commit lists.
+pub fn parts_of(
+    out: &std::path::Path,
+    commit: &serde_json::Value,
+    table: &str,
+    format: &str,
+) -> Vec<std::path::PathBuf> {
+    commit["parts"]
+        .as_array()
+        .expect("parts")
+        .iter()
+        .filter(|p| p["table"] == table && p["format"] == format)
+        .map(|p| out.join(p["path"].as_str().expect("path")))
+        .collect()
+}
+
+/// Every part every commit lists is complete: its size and sha256 are the ones the commit
+/// recorded, it reads to the end (Parquet with its footer, CSV to its last line) with the
+/// recorded number of rows, and every row's `run` is the commit's run.
+pub fn assert_committed_parts_complete(out: &std::path::Path) {
+    for c in commits(out) {
+        let run = c["run"].as_str().unwrap().to_string();
+        for p in c["parts"].as_array().expect("parts") {
+            let path = out.join(p["path"].as_str().unwrap());
+            let bytes = std::fs::read(&path)
+                .unwrap_or_else(|e| panic!("{run} lists {}, which is gone: {e}", path.display()));
+            assert_eq!(p["bytes"], bytes.len() as u64, "{}: size", path.display());
+            assert_eq!(
+                p["sha256"],
+                sha256_hex(&bytes),
+                "{}: sha256",
+                path.display()
+            );
+            let runs: Vec<String> = if p["format"] == "parquet" {
+                parquet_strings(&path, "run")
+                    .into_iter()
+                    .map(|r| r.expect("run is never null"))
+                    .collect()
+            } else {
+                assert!(
+                    bytes.is_empty() || bytes.ends_with(b"\n"),
+                    "{} does not end with a complete line",
+                    path.display()
+                );
+                csv_table(&path)
+                    .1
+                    .iter()
+                    .map(|r| r["run"].clone())
+                    .collect()
+            };
+            assert_eq!(p["rows"], runs.len() as u64, "{}: rows", path.display());
+            assert!(
+                runs.iter().all(|r| *r == run),
+                "{}: a row of another run",
+                path.display()
+            );
+        }
+    }
+}
+
+/// The references of a kind table over the dataset's commits, sorted, duplicates kept; the
+/// Parquet and the CSV parts must list the same.
+pub fn dataset_references(out: &std::path::Path, kind: Kind) -> Vec<String> {
+    let table = kind.table_name();
+    let mut parquet: Vec<String> = dataset_parquet_strings(out, table, "reference")
+        .into_iter()
+        .map(|r| r.expect("reference is never null"))
+        .collect();
+    parquet.sort();
+    let mut csv: Vec<String> = dataset_csv(out, table)
+        .1
+        .iter()
+        .map(|r| r["reference"].clone())
+        .collect();
+    csv.sort();
+    assert_eq!(parquet, csv, "{table}: the Parquet and CSV parts disagree");
+    parquet
+}
+
+/// (reference, kind) of every row of the kind tables over the dataset's commits, sorted,
+/// duplicates kept.
+pub fn dataset_exported(out: &std::path::Path) -> Vec<(String, Kind)> {
+    let mut v: Vec<(String, Kind)> = Kind::ALL
+        .into_iter()
+        .flat_map(|k| dataset_references(out, k).into_iter().map(move |r| (r, k)))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.table_name().cmp(b.1.table_name())));
+    v
+}
+
+/// The `report` of the dataset's latest commit, which `report.json` must equal.
+pub fn latest_report(out: &std::path::Path) -> serde_json::Value {
+    let all = commits(out);
+    let latest = all.last().expect("at least one commit");
+    let report: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.join("report.json")).expect("report.json written"),
+    )
+    .expect("report.json parses");
+    assert_eq!(
+        report, latest["report"],
+        "report.json is not the latest run's report ({})",
+        latest["run"]
+    );
+    report
+}
+
+/// The dataset against the archives of `exported` under `out`: every committed part complete;
+/// each kind table lists exactly `exported` of its kind, each once across all commits (Parquet
+/// and CSV), with the archive's path and sha256; the `files` table (Parquet and CSV) holds one
+/// row per archived entry with the entry's sha256; each commit's archive count and root hash are
+/// those of the archives its rows name.
+pub fn assert_dataset_matches_archives(out: &std::path::Path, exported: &[(String, Kind)]) {
+    use std::collections::{BTreeMap, BTreeSet};
+    assert_committed_parts_complete(out);
     for kind in Kind::ALL {
-        let mut expected: Vec<String> = refs
+        let mut expected: Vec<String> = exported
             .iter()
             .filter(|(_, k)| *k == kind)
             .map(|(r, _)| r.clone())
             .collect();
         expected.sort();
-        let parquet = out.join(format!("{}.parquet", kind.table_name()));
         assert_eq!(
-            parquet_references(&parquet),
+            dataset_references(out, kind),
             expected,
-            "{}: the references of the Parquet table",
-            kind.table_name()
-        );
-        let (_, rows) = csv_table(&out.join(format!("{}.csv", kind.table_name())));
-        let mut in_csv: Vec<String> = rows.iter().map(|r| r["reference"].clone()).collect();
-        in_csv.sort();
-        assert_eq!(
-            in_csv,
-            expected,
-            "{}: the references of the CSV table",
+            "{}: every exported reference exactly once across the commits",
             kind.table_name()
         );
     }
-    // files: one row per archived entry, with the entry's own hash.
+    let mut sha_of = BTreeMap::new();
     let mut from_archives = BTreeSet::new();
-    let mut root_lines = Vec::new();
-    for (r, _) in refs {
+    for (r, _) in exported {
         let path = out.join(format!("archives/{r}.zip"));
         for (name, body) in zip_entries(&path) {
             from_archives.insert((r.clone(), name, sha256_hex(&body)));
         }
-        let whole = std::fs::read(&path).expect("archive readable");
-        root_lines.push(format!("{r}  {}\n", sha256_hex(&whole)));
+        sha_of.insert(
+            r.clone(),
+            sha256_hex(&std::fs::read(&path).expect("archive readable")),
+        );
     }
-    let p = out.join("files.parquet");
-    let parquet_files: BTreeSet<(String, String, String)> = parquet_strings(&p, "reference")
-        .into_iter()
-        .zip(parquet_strings(&p, "entry"))
-        .zip(parquet_strings(&p, "sha256"))
+    // files: one row per archived entry, with the entry's own hash, once across the commits.
+    let refs = dataset_parquet_strings(out, "files", "reference");
+    let parquet_files: BTreeSet<(String, String, String)> = refs
+        .iter()
+        .cloned()
+        .zip(dataset_parquet_strings(out, "files", "entry"))
+        .zip(dataset_parquet_strings(out, "files", "sha256"))
         .map(|((r, e), s)| (r.unwrap(), e.unwrap(), s.unwrap()))
         .collect();
     assert_eq!(
-        parquet_strings(&p, "reference").len(),
+        refs.len(),
         from_archives.len(),
-        "files.parquet: one row per archived entry"
+        "files (Parquet): one row per archived entry"
     );
     assert!(
         parquet_files == from_archives,
-        "files.parquet disagrees with the archives: missing {:?}, extra {:?}",
+        "files (Parquet) disagrees with the archives: missing {:?}, extra {:?}",
         from_archives
             .difference(&parquet_files)
             .take(5)
@@ -545,7 +712,7 @@ pub fn assert_tables_match_archives(out: &std::path::Path, refs: &[(String, Kind
             .take(5)
             .collect::<Vec<_>>()
     );
-    let (_, rows) = csv_table(&out.join("files.csv"));
+    let (_, rows) = dataset_csv(out, "files");
     let csv_files: BTreeSet<(String, String, String)> = rows
         .iter()
         .map(|r| {
@@ -559,31 +726,184 @@ pub fn assert_tables_match_archives(out: &std::path::Path, refs: &[(String, Kind
     assert_eq!(
         rows.len(),
         from_archives.len(),
-        "files.csv: one row per archived entry"
+        "files (CSV): one row per archived entry"
     );
     assert!(
         csv_files == from_archives,
-        "files.csv disagrees with the archives"
+        "files (CSV) disagrees with the archives"
     );
-    // report.json: every reference accounted for, and the root hash over exactly these archives.
-    let report: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(out.join("report.json")).expect("report.json written"),
-    )
-    .expect("report.json parses");
-    let o = &report["outcomes"];
-    assert_eq!(
-        o["exported"].as_u64().unwrap() + o["already_exported"].as_u64().unwrap(),
-        refs.len() as u64,
-        "report.json: {o}"
-    );
-    assert_eq!(o["failed"], 0, "report.json: {o}");
-    assert_eq!(o["not_started"], 0, "report.json: {o}");
-    assert_eq!(report["interrupted"], false);
-    assert_eq!(report["archives"], refs.len() as u64);
-    root_lines.sort();
-    assert_eq!(
-        report["root_hash"],
-        sha256_hex(root_lines.concat().as_bytes()),
-        "report.json: root hash over the archives"
-    );
+    // Each commit: the archives its rows name, with their sha256, and its root hash over them.
+    for c in commits(out) {
+        let mut lines = Vec::new();
+        for kind in Kind::ALL {
+            for part in parts_of(out, &c, kind.table_name(), "csv") {
+                for row in csv_table(&part).1 {
+                    let r = &row["reference"];
+                    assert_eq!(row["archive"], format!("archives/{r}.zip"));
+                    assert_eq!(
+                        Some(&row["archive_sha256"]),
+                        sha_of.get(r),
+                        "{r}: archive_sha256 in {}",
+                        c["run"]
+                    );
+                    lines.push(format!("{r}  {}\n", row["archive_sha256"]));
+                }
+            }
+        }
+        lines.sort();
+        assert_eq!(
+            c["archives"]["count"],
+            lines.len() as u64,
+            "{}: archives listed",
+            c["run"]
+        );
+        assert_eq!(
+            c["archives"]["root_hash"],
+            sha256_hex(lines.concat().as_bytes()),
+            "{}: root hash over the archives it lists",
+            c["run"]
+        );
+    }
 }
+
+/// Files under `tables/` that no commit lists (temporaries included): not part of the dataset.
+pub fn uncommitted_parts(out: &std::path::Path) -> Vec<String> {
+    let listed: std::collections::BTreeSet<String> = commits(out)
+        .iter()
+        .flat_map(|c| {
+            c["parts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["path"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut v = Vec::new();
+    for table in [
+        "netverify",
+        "documents",
+        "authentications",
+        "files",
+        "failures",
+    ] {
+        let Ok(rd) = std::fs::read_dir(out.join("tables").join(table)) else {
+            continue;
+        };
+        for e in rd {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            let rel = format!("tables/{table}/{name}");
+            if !listed.contains(&rel) {
+                v.push(rel);
+            }
+        }
+    }
+    v.sort();
+    v
+}
+
+/// Every row of every table of the dataset (CSV parts of every commit), per table, sorted: two
+/// equal snapshots are the same dataset.
+pub fn dataset_snapshot(
+    out: &std::path::Path,
+) -> std::collections::BTreeMap<String, Vec<Vec<String>>> {
+    [
+        "netverify",
+        "documents",
+        "authentications",
+        "files",
+        "failures",
+    ]
+    .iter()
+    .map(|t| {
+        let (header, rows) = dataset_csv(out, t);
+        let mut rows: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| header.iter().map(|h| r[h].clone()).collect())
+            .collect();
+        rows.sort();
+        (t.to_string(), rows)
+    })
+    .collect()
+}
+
+/// Holds `runs/{run}.lock` with an OS lock, as a live run does, until dropped (the file is then
+/// unlocked and removed).
+pub struct LiveRunLock {
+    file: std::fs::File,
+    path: std::path::PathBuf,
+}
+
+impl LiveRunLock {
+    /// Takes the lock of `run` in the dataset `out` (creating `runs/`).
+    pub fn hold(out: &std::path::Path, run: &str) -> Self {
+        std::fs::create_dir_all(out.join("runs")).expect("runs/ created");
+        let path = out.join("runs").join(format!("{run}.lock"));
+        let file = std::fs::OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .open(&path)
+            .expect("a fresh lock file");
+        file.try_lock().expect("the lock is free");
+        LiveRunLock { file, path }
+    }
+}
+
+impl Drop for LiveRunLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        let _ = self.file.unlock();
+    }
+}
+
+// --- migrate helpers ---
+// The dataset's commits in commit order, its report and its open follow-ups (`failures.csv`),
+// read by the tests themselves.
+
+/// The run ids of the dataset's commits, in commit order.
+pub fn commit_runs(out: &std::path::Path) -> Vec<String> {
+    commits(out)
+        .iter()
+        .map(|c| c["run"].as_str().expect("run").to_string())
+        .collect()
+}
+
+/// `report.json` of the dataset (the latest run's report), parsed; panics when absent.
+pub fn report_json(out: &std::path::Path) -> serde_json::Value {
+    let path = out.join("report.json");
+    serde_json::from_slice(
+        &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .expect("report.json parses")
+}
+
+/// `failures.csv` at the top of the dataset (its open follow-ups): header and rows; panics
+/// when absent (every finished run writes it, empty or not).
+pub fn open_follow_ups(
+    out: &std::path::Path,
+) -> (Vec<String>, Vec<std::collections::BTreeMap<String, String>>) {
+    let path = out.join("failures.csv");
+    assert!(path.is_file(), "{} missing", path.display());
+    csv_table(&path)
+}
+
+/// The column names of `table` in the committed golden schema `tests/schemas/{table}.txt`, in
+/// order (the reference the Parquet schema is checked against in tests/flatten.rs).
+pub fn committed_columns(table: &str) -> Vec<String> {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/schemas/{table}.txt"));
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| l.split('\t').next().expect("a column name").to_string())
+        .collect()
+}
+
+/// The dataset's five tables.
+pub const TABLES: [&str; 5] = [
+    "netverify",
+    "documents",
+    "authentications",
+    "files",
+    "failures",
+];

@@ -14,6 +14,8 @@ mod config;
 mod flatten;
 // The export job end to end against the simulator over real HTTP.
 mod pipeline;
+// The location as a dataset: batches, reruns that fetch and read nothing, shards and overlapping runs.
+mod dataset;
 // Resuming after kill -9 and Ctrl-C, stale temporaries, the once-a-day rule, the directory lock.
 mod resume;
 // The simulator: documented shapes, auth rules, determinism, faults, request log.
@@ -25,6 +27,8 @@ mod peers;
 // Canary credentials searched for in every log line, error, table, report and archive.
 mod secrets;
 mod sim;
+// upgrade: an old-layout directory built by hand, upgraded in place, then run against.
+mod upgrade;
 // verify: a real export checked clean, then each kind of damage found and named.
 mod verify;
 // Property tests: enclosed entry names, origin check, fixed flatten schema.

@@ -44,7 +44,16 @@ pub enum CatalogueError {
     },
 }
 
-/// Every commit of a dataset, in run order.
+/// A failure row and the run (commit) that recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    /// The row.
+    pub row: FailureRow,
+    /// The run that recorded it.
+    pub run: String,
+}
+
+/// Every commit of a dataset, in run order (= by start time, to the millisecond).
 #[derive(Debug, Default)]
 pub struct Catalogue {
     root: PathBuf,
@@ -94,25 +103,21 @@ impl Catalogue {
 
     /// The latest failure row of every (reference, kind), in the order first seen, over all
     /// commits. The caller removes what some commit exported ([`Catalogue::open_failures`]).
-    pub fn latest_failures(&self) -> Result<Vec<FailureRow>, CatalogueError> {
+    pub fn latest_failures(&self) -> Result<Vec<Recorded>, CatalogueError> {
         let mut at: HashMap<(String, Kind), usize> = HashMap::new();
-        let mut rows: Vec<FailureRow> = Vec::new();
-        let columns = [
-            "reference",
-            "kind",
-            "stage",
-            "http_status",
-            "error",
-            "attempts",
-            "next_attempt_after",
-        ];
+        let mut rows: Vec<Recorded> = Vec::new();
+        let columns = &crate::output::failures::HEADER[..7];
         for c in &self.commits {
             for part in preferred_parts(c, FAILURES_TABLE) {
-                self.rows(part, &columns, |cells| {
+                self.rows(part, columns, |cells| {
                     let Some(row) = failure_row(cells) else {
                         return Ok(());
                     };
                     let key = (row.reference.clone(), row.kind);
+                    let row = Recorded {
+                        row,
+                        run: c.run.clone(),
+                    };
                     match at.get(&key) {
                         Some(&i) => rows[i] = row,
                         None => {
@@ -129,11 +134,11 @@ impl Catalogue {
 
     /// The dataset's open follow-ups: the latest failure of every (reference, kind) that no
     /// commit exported, in the order first seen.
-    pub fn open_failures(&self) -> Result<Vec<FailureRow>, CatalogueError> {
+    pub fn open_failures(&self) -> Result<Vec<Recorded>, CatalogueError> {
         let rows = self.latest_failures()?;
         let mut open: HashMap<(String, Kind), bool> = rows
             .iter()
-            .map(|r| ((r.reference.clone(), r.kind), true))
+            .map(|r| ((r.row.reference.clone(), r.row.kind), true))
             .collect();
         self.for_each_exported(|reference, kind| {
             if let Some(flag) = open.get_mut(&(reference.to_string(), kind)) {
@@ -143,7 +148,7 @@ impl Catalogue {
         })?;
         Ok(rows
             .into_iter()
-            .filter(|r| open[&(r.reference.clone(), r.kind)])
+            .filter(|r| open[&(r.row.reference.clone(), r.row.kind)])
             .collect())
     }
 
@@ -213,4 +218,160 @@ fn failure_row(cells: &[Option<String>]) -> Option<FailureRow> {
             .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
             .map(|t| t.with_timezone(&Utc)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset::commit::{ArchivesRecord, COMMIT_FORMAT};
+    use crate::dataset::parts::{PART_BYTES, PartOptions, PartWriter};
+    use crate::dataset::{FAILURES_TABLE, RunId};
+    use crate::flatten::{self, ArchiveSummary, FailureRecord};
+    use crate::output::fsmode::Modes;
+
+    /// Commits one run with `exported` netverify rows and `failed` (reference, error) rows.
+    fn commit(root: &Path, run: &str, exported: &[&str], failed: &[(&str, &str)], csv_only: bool) {
+        let opts = PartOptions {
+            root: root.to_path_buf(),
+            run: RunId::parse(run).unwrap(),
+            csv: true,
+            parquet: !csv_only,
+            modes: Modes::default(),
+            max_rows: 2,
+            max_bytes: PART_BYTES,
+        };
+        let mut table = PartWriter::new(
+            "netverify",
+            flatten::table_columns(Kind::Netverify),
+            opts.clone(),
+        );
+        for r in exported {
+            let summary = ArchiveSummary {
+                image_count: 0,
+                archive: format!("archives/{r}.zip"),
+                archive_sha256: "00".repeat(32),
+                run: run.into(),
+            };
+            table
+                .write(&flatten::flatten(
+                    Kind::Netverify,
+                    r,
+                    &serde_json::json!({}),
+                    &summary,
+                ))
+                .unwrap();
+        }
+        let mut failures = PartWriter::new(FAILURES_TABLE, flatten::failures_columns(), opts);
+        for (r, e) in failed {
+            let record = FailureRecord {
+                reference: r,
+                kind: Kind::Netverify,
+                stage: "status",
+                http_status: None,
+                error: e,
+                attempts: 10,
+                next_attempt_after: Some("2026-12-07T07:45:00Z".into()),
+                run,
+            };
+            failures.write(&flatten::failure_row(&record)).unwrap();
+        }
+        let mut parts = table.finish().unwrap();
+        parts.extend(failures.finish().unwrap());
+        Commit {
+            format: COMMIT_FORMAT.into(),
+            run: run.into(),
+            report: serde_json::json!({}),
+            parts,
+            archives: ArchivesRecord {
+                count: 0,
+                root_hash: String::new(),
+                root_hash_method: String::new(),
+            },
+        }
+        .write(root, Modes::default())
+        .unwrap();
+    }
+
+    fn exported(c: &Catalogue) -> Vec<String> {
+        let mut out = Vec::new();
+        c.for_each_exported(|r, k| {
+            out.push(format!("{r}/{k}"));
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn exported_references_and_open_follow_ups_come_from_every_commit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let first = "20261201T000000Z-0001";
+        let second = "20261202T000000Z-0002";
+        commit(
+            root,
+            first,
+            &["a", "b", "c"],
+            &[("p", "PENDING"), ("n", "NETWORK"), ("x", "NOT_FOUND")],
+            false,
+        );
+        // The second run exports `n`, fails `p` again (later row wins), and is CSV only.
+        commit(root, second, &["n"], &[("p", "NOT_FOUND")], true);
+        let c = Catalogue::read(root).unwrap();
+        assert_eq!(c.commits().len(), 2);
+        assert_eq!(
+            exported(&c),
+            ["a/netverify", "b/netverify", "c/netverify", "n/netverify"]
+        );
+        let latest: Vec<(String, String)> = c
+            .latest_failures()
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.row.reference, r.row.error.to_string()))
+            .collect();
+        assert_eq!(
+            latest,
+            [
+                ("p".into(), "NOT_FOUND".into()),
+                ("n".into(), "NETWORK".into()),
+                ("x".into(), "NOT_FOUND".into())
+            ]
+        );
+        let open: Vec<(String, String)> = c
+            .open_failures()
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.row.reference, r.run))
+            .collect();
+        assert_eq!(
+            open,
+            [("p".into(), second.into()), ("x".into(), first.into())],
+            "n was exported by a later commit; each row names the run that recorded it"
+        );
+        let first_open = &c.open_failures().unwrap()[1].row;
+        assert_eq!(
+            first_open.next_attempt_after.map(|t| t.to_rfc3339()),
+            Some("2026-12-07T07:45:00+00:00".into())
+        );
+    }
+
+    #[test]
+    fn a_commit_whose_part_is_missing_or_resized_is_not_built_on() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let run = "20261201T000000Z-0001";
+        commit(root, run, &["a"], &[], false);
+        let part = root.join(format!("tables/netverify/{run}-0.parquet"));
+        let bytes = std::fs::read(&part).unwrap();
+        std::fs::write(&part, &bytes[..bytes.len() - 1]).unwrap();
+        let e = Catalogue::read(root).unwrap_err();
+        assert!(
+            e.to_string().contains(run) && e.to_string().contains("bytes"),
+            "{e}"
+        );
+        std::fs::remove_file(&part).unwrap();
+        let e = Catalogue::read(root).unwrap_err();
+        assert!(e.to_string().contains("missing"), "{e}");
+        assert!(e.to_string().contains("verify"), "{e}");
+    }
 }

@@ -1,4 +1,5 @@
-//! Run ids: `YYYYMMDDTHHMMSSZ[-sKKofNN]-xxxx`. They sort by start time, are unique across
+//! Run ids: `YYYYMMDDTHHMMSSmmmZ[-sKKofNN]-xxxx`. They sort by start time (to the millisecond,
+//! so "the latest commit" is the run that started last), are unique across
 //! concurrent shards (a random suffix, and the run's lock file is created exclusively, so two
 //! runs never hold one id), and are safe in any file name or object key.
 
@@ -21,7 +22,7 @@ impl RunId {
 
     /// [`RunId::new`] with a chosen suffix (tests).
     pub fn with_suffix(start: DateTime<Utc>, shard: Option<&Shard>, suffix: u16) -> Self {
-        let mut id = start.format("%Y%m%dT%H%M%SZ").to_string();
+        let mut id = start.format("%Y%m%dT%H%M%S%3fZ").to_string();
         if let Some(s) = shard {
             id.push_str(&format!("-s{:02}of{:02}", s.index, s.count));
         }
@@ -58,15 +59,16 @@ mod tests {
 
     #[test]
     fn ids_sort_by_start_and_name_their_shard() {
-        let t = Utc.with_ymd_and_hms(2026, 12, 2, 7, 45, 9).unwrap();
+        let t = Utc.with_ymd_and_hms(2026, 12, 2, 7, 45, 9).unwrap()
+            + chrono::Duration::milliseconds(7);
         let shard = Shard {
             index: 3,
             count: 16,
         };
         let a = RunId::with_suffix(t, Some(&shard), 0x7f2a);
-        assert_eq!(a.as_str(), "20261202T074509Z-s03of16-7f2a");
-        let b = RunId::with_suffix(t + chrono::Duration::seconds(1), None, 0);
-        assert_eq!(b.as_str(), "20261202T074510Z-0000");
+        assert_eq!(a.as_str(), "20261202T074509007Z-s03of16-7f2a");
+        let b = RunId::with_suffix(t + chrono::Duration::milliseconds(1), None, 0);
+        assert_eq!(b.as_str(), "20261202T074509008Z-0000");
         assert!(a < b);
         assert_eq!(RunId::parse(a.as_str()), Some(a));
         assert_eq!(RunId::parse("../etc/passwd"), None);

@@ -215,29 +215,37 @@ static NETVERIFY_COLUMNS: LazyLock<Vec<Column>> = LazyLock::new(|| build_table(K
 static DOCUMENT_COLUMNS: LazyLock<Vec<Column>> = LazyLock::new(|| build_table(Kind::Document));
 static AUTHENTICATION_COLUMNS: LazyLock<Vec<Column>> =
     LazyLock::new(|| build_table(Kind::Authentication));
+/// A table of the program's own columns, then `run`.
+fn program_table(columns: &[(&str, ColumnType)]) -> Vec<Column> {
+    columns
+        .iter()
+        .map(|(name, ty)| program_column(name, ty.clone()))
+        .chain([program_column(RUN, ColumnType::Utf8)])
+        .collect()
+}
+
 static FILES_COLUMNS: LazyLock<Vec<Column>> = LazyLock::new(|| {
-    vec![
-        program_column("reference", ColumnType::Utf8),
-        program_column("kind", ColumnType::Utf8),
-        program_column("entry", ColumnType::Utf8),
-        program_column("classifier", ColumnType::Utf8),
-        program_column("content_type", ColumnType::Utf8),
-        program_column("bytes", ColumnType::Int64),
-        program_column("sha256", ColumnType::Utf8),
-        program_column(RUN, ColumnType::Utf8),
-    ]
+    use ColumnType::{Int64, Utf8};
+    program_table(&[
+        ("reference", Utf8),
+        ("kind", Utf8),
+        ("entry", Utf8),
+        ("classifier", Utf8),
+        ("content_type", Utf8),
+        ("bytes", Int64),
+        ("sha256", Utf8),
+    ])
 });
 static FAILURES_COLUMNS: LazyLock<Vec<Column>> = LazyLock::new(|| {
-    vec![
-        program_column("reference", ColumnType::Utf8),
-        program_column("kind", ColumnType::Utf8),
-        program_column("stage", ColumnType::Utf8),
-        program_column("http_status", ColumnType::Int64),
-        program_column("error", ColumnType::Utf8),
-        program_column("attempts", ColumnType::Int64),
-        program_column("next_attempt_after", ColumnType::TimestampMs),
-        program_column(RUN, ColumnType::Utf8),
-    ]
+    use ColumnType::{Int64, TimestampMs, Utf8};
+    // `failures.csv`'s header, typed, then `run`.
+    let types = [Utf8, Utf8, Utf8, Int64, Utf8, Int64, TimestampMs];
+    let columns: Vec<(&str, ColumnType)> = crate::output::failures::HEADER[..types.len()]
+        .iter()
+        .copied()
+        .zip(types)
+        .collect();
+    program_table(&columns)
 });
 
 /// Every column of the table of `kind`, in order: `reference`, the documented fields,

@@ -11,8 +11,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use crate::Kind;
 use crate::outcome::{ErrorCode, Stage};
 
-/// The header, in SPEC order.
-pub const HEADER: [&str; 7] = [
+/// The header, in SPEC order: the row, then the run (commit) that recorded it.
+pub const HEADER: [&str; 8] = [
     "reference",
     "kind",
     "stage",
@@ -20,6 +20,7 @@ pub const HEADER: [&str; 7] = [
     "error",
     "attempts",
     "next_attempt_after",
+    "run",
 ];
 
 /// One row of `failures.csv`.
@@ -66,8 +67,8 @@ impl FailuresWriter {
         })
     }
 
-    /// Appends one row.
-    pub fn write(&mut self, row: &FailureRow) -> std::io::Result<()> {
+    /// Appends one row, recorded by `run`.
+    pub fn write(&mut self, row: &FailureRow, run: &str) -> std::io::Result<()> {
         let status = row.http_status.map(|s| s.to_string()).unwrap_or_default();
         let attempts = row.attempts.to_string();
         let next = row
@@ -82,6 +83,7 @@ impl FailuresWriter {
             row.error.as_str(),
             attempts.as_str(),
             next.as_str(),
+            run,
         ])?;
         self.rows += 1;
         Ok(())
@@ -156,13 +158,13 @@ mod tests {
                     .with_timezone(&Utc),
             ),
         };
-        w.write(&row).unwrap();
+        w.write(&row, "20261206T074501Z-7f2a").unwrap();
         assert!(!dir.path().join("failures.csv").exists());
         assert_eq!(w.finish().unwrap(), 1);
         let text = std::fs::read_to_string(dir.path().join("failures.csv")).unwrap();
         assert_eq!(
             text,
-            "reference,kind,stage,http_status,error,attempts,next_attempt_after\nabc-1,netverify,status,200,PENDING,11,2026-01-02T03:04:05Z\n"
+            "reference,kind,stage,http_status,error,attempts,next_attempt_after,run\nabc-1,netverify,status,200,PENDING,11,2026-01-02T03:04:05Z,20261206T074501Z-7f2a\n"
         );
         assert_eq!(read(&dir.path().join("failures.csv")).unwrap(), vec![row]);
     }
@@ -172,9 +174,9 @@ mod tests {
     #[test]
     fn unknown_stage_and_error_words_survive_a_read_and_rewrite() {
         let dir = tempfile::tempdir().unwrap();
-        let text = "reference,kind,stage,http_status,error,attempts,next_attempt_after\n\
-                    abc-1,netverify,thumbnail,401,DENIED,1,\n\
-                    abc-2,document,page,404,NOT_FOUND,1,\n";
+        let text = "reference,kind,stage,http_status,error,attempts,next_attempt_after,run\n\
+                    abc-1,netverify,thumbnail,401,DENIED,1,,r1\n\
+                    abc-2,document,page,404,NOT_FOUND,1,,r1\n";
         std::fs::write(dir.path().join("failures.csv"), text).unwrap();
         let rows = read(&dir.path().join("failures.csv")).unwrap();
         assert_eq!(rows[0].stage, Stage::Other("thumbnail".into()));
@@ -186,7 +188,7 @@ mod tests {
         let out = tempfile::tempdir().unwrap();
         let mut w = FailuresWriter::create(out.path(), Default::default()).unwrap();
         for row in &rows {
-            w.write(row).unwrap();
+            w.write(row, "r1").unwrap();
         }
         w.finish().unwrap();
         assert_eq!(

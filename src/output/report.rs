@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::spill::{self, ExternalSort};
 
-/// The whole report, serialised as `report.json`.
+/// The whole report, serialised as `report.json` (and as the `report` of the run's commit).
 #[derive(Debug, Serialize)]
 pub struct Report {
     /// Always `jumio-export`.
@@ -21,26 +21,9 @@ pub struct Report {
     pub started_at: String,
     /// When the run ended.
     pub finished_at: String,
-    /// sha256 of the job file's bytes.
-    pub job_sha256: String,
-    /// sha256 of the input list's bytes.
-    pub input_sha256: String,
-    /// `K/N` when sharded.
-    pub shard: Option<String>,
-    /// The run id: its commit is `commits/{run}.json`.
-    pub run: String,
-    /// Whether the run was interrupted (Ctrl-C) or stopped by refused credentials.
-    pub interrupted: bool,
-    /// Counts per outcome.
-    pub outcomes: Outcomes,
-    /// Requests sent, per endpoint and status.
-    pub requests: Requests,
-    /// Bytes of archives and tables written by this run.
-    pub bytes_written: u64,
-    /// Archives in the export (this run's and earlier runs').
-    pub archives: u64,
-    /// sha256 over `"<reference>  <archive sha256>\n"` lines sorted by reference.
-    pub root_hash: String,
+    /// What the run did, as its fields (the JSON object is flat).
+    #[serde(flatten)]
+    pub facts: RunFacts,
     /// How `root_hash` is computed, for the auditor.
     pub root_hash_method: &'static str,
 }
@@ -101,53 +84,45 @@ impl Requests {
     }
 }
 
-/// What a run knows about itself when it ends: the parts of a [`Report`].
-#[derive(Debug)]
+/// What a run knows about itself when it ends: the body of its [`Report`].
+#[derive(Debug, Serialize)]
 pub struct RunFacts {
-    /// When the run started.
-    pub started_at: DateTime<Utc>,
-    /// When it ended.
-    pub finished_at: DateTime<Utc>,
-    /// sha256 of the job file.
+    /// sha256 of the job file's bytes.
     pub job_sha256: String,
-    /// sha256 of the input list.
+    /// sha256 of the input list's bytes.
     pub input_sha256: String,
     /// `K/N` when sharded.
     pub shard: Option<String>,
-    /// The run id.
+    /// The run id: its commit is `commits/{run}.json`.
     pub run: String,
     /// Stopped before its input was done (Ctrl-C, refused credentials, a fatal error).
     pub interrupted: bool,
     /// Counts per outcome.
     pub outcomes: Outcomes,
-    /// Requests sent.
+    /// Requests sent, per endpoint and status.
     pub requests: Requests,
-    /// Bytes of archives and tables written.
+    /// Bytes of archives fetched and parts written by this run.
     pub bytes_written: u64,
-    /// Archives in the tables.
+    /// Archives this run's commit lists.
     pub archives: u64,
-    /// The root hash over them.
+    /// sha256 over `"<reference>  <archive sha256>\n"` lines of those archives, sorted by
+    /// reference.
     pub root_hash: String,
 }
 
 impl Report {
-    /// The report of a run.
-    pub fn assemble(f: RunFacts) -> Self {
+    /// The report of a run that started at `started_at` and ended at `finished_at`.
+    pub fn assemble(
+        started_at: DateTime<Utc>,
+        finished_at: DateTime<Utc>,
+        facts: RunFacts,
+    ) -> Self {
         Report {
             tool: TOOL,
             tool_version: crate::VERSION,
-            started_at: timestamp(f.started_at),
-            finished_at: timestamp(f.finished_at),
-            job_sha256: f.job_sha256,
-            input_sha256: f.input_sha256,
-            shard: f.shard,
-            run: f.run,
-            interrupted: f.interrupted,
-            outcomes: f.outcomes,
-            requests: f.requests,
-            bytes_written: f.bytes_written,
-            archives: f.archives,
-            root_hash: f.root_hash,
+            started_at: timestamp(started_at),
+            finished_at: timestamp(finished_at),
+            facts,
             root_hash_method: ROOT_HASH_METHOD,
         }
     }

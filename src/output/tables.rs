@@ -4,7 +4,8 @@
 //! they become an Arrow record batch, and Parquet row groups are closed at [`ROW_GROUP_ROWS`]
 //! rows or [`ROW_GROUP_BYTES`] of writer memory, so memory stays bounded however many
 //! references a job exports.
-//! Files are written under `<name>.csv.tmp` / `<name>.parquet.tmp` and renamed into place
+//! Files are written under `.<name>.csv.tmp` / `.<name>.parquet.tmp` (hidden: no reader that
+//! lists the directory takes them for a table) and renamed into place
 //! only by [`TableWriter::finish`], after the Parquet footer is written and both files are
 //! fsynced: a table under its final name is always complete.
 //!
@@ -132,7 +133,7 @@ pub struct TableWriter {
 }
 
 impl TableWriter {
-    /// Creates `<dir>/<name>.csv.tmp` and/or `<dir>/<name>.parquet.tmp` (truncating any
+    /// Creates `<dir>/.<name>.csv.tmp` and/or `<dir>/.<name>.parquet.tmp` (truncating any
     /// left from an earlier run) and writes the CSV header.
     pub fn create(
         dir: &Path,
@@ -145,7 +146,7 @@ impl TableWriter {
         let schema = arrow_schema(columns);
         let csv = if csv {
             let path = dir.join(format!("{name}.csv"));
-            let tmp = dir.join(format!("{name}.csv.tmp"));
+            let tmp = dir.join(format!(".{name}.csv.tmp"));
             let file = modes.create_file(&tmp).map_err(|source| TableError::Io {
                 path: tmp.clone(),
                 source,
@@ -163,7 +164,7 @@ impl TableWriter {
         };
         let parquet = if parquet {
             let path = dir.join(format!("{name}.parquet"));
-            let tmp = dir.join(format!("{name}.parquet.tmp"));
+            let tmp = dir.join(format!(".{name}.parquet.tmp"));
             let file = modes.create_file(&tmp).map_err(|source| TableError::Io {
                 path: tmp.clone(),
                 source,

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 
 use super::RunError;
 use crate::Kind;
-use crate::dataset::catalogue::Catalogue;
+use crate::dataset::catalogue::{Catalogue, Recorded};
 use crate::dataset::commit::Commit;
 use crate::dataset::parts::{PART_BYTES, PART_ROWS, PartOptions};
 use crate::dataset::publish::Published;
@@ -21,7 +21,7 @@ use crate::job::Shard;
 use crate::output::archive::{
     self, ArchiveEntry, ArchiveKey, CheckedArchive, ProvenanceMeta, WrittenArchive,
 };
-use crate::output::failures::{FailureRow, FailuresWriter};
+use crate::output::failures::FailuresWriter;
 use crate::output::fsmode::Modes;
 use crate::output::report::RootHash;
 
@@ -244,14 +244,14 @@ impl OutputLocation {
     }
 
     /// Rewrites `failures.csv` (temporary name, rename) with the dataset's open follow-ups.
-    pub fn write_failures(&self, rows: &[FailureRow]) -> Result<(), RunError> {
+    pub fn write_failures(&self, rows: &[Recorded]) -> Result<(), RunError> {
         let output = |e: io::Error| RunError::Output {
             what: dataset::FAILURES_CSV.into(),
             message: e.to_string(),
         };
         let mut w = FailuresWriter::create(&self.root, self.modes).map_err(output)?;
-        for row in rows {
-            w.write(row).map_err(output)?;
+        for r in rows {
+            w.write(&r.row, &r.run).map_err(output)?;
         }
         w.finish().map_err(output)?;
         Ok(())
@@ -267,43 +267,46 @@ impl OutputLocation {
         })
     }
 
-    /// Removes temporaries whose run is not live: archives and claims being written, table
-    /// parts, commit records. A live run's temporaries are in flight and left alone.
+    /// Removes what dead runs left that no commit lists: temporaries of archives, claims, parts
+    /// and commit records, and finished parts of a run that died before its commit (they were
+    /// never part of the dataset, and would otherwise show up in every glob of its tables). A
+    /// live run's files are in flight and left alone; a committed run's parts are the dataset.
     fn remove_dead_temporaries(&self) -> io::Result<()> {
-        let live = |run: &str| self.is_live(run);
-        archive::remove_dead_temps(&self.root, live)?;
+        archive::remove_dead_temps(&self.root, |run| self.is_live(run))?;
         for table in dataset::TABLES {
-            remove_temps_in(
-                &dataset::table_dir(&self.root, table),
-                |name| {
-                    // `{run}-{n}.{ext}.tmp`
-                    let stem = name.strip_suffix(".tmp")?;
-                    let stem = stem.rsplit_once('.')?.0;
-                    Some(stem.rsplit_once('-')?.0.to_string())
-                },
-                live,
-            )?;
+            remove_files_in(&dataset::table_dir(&self.root, table), |name| {
+                part_run(name).is_some_and(|(run, finished)| {
+                    let committed = finished && self.has_commit(run);
+                    !committed && !self.is_live(run)
+                })
+            })?;
         }
-        remove_temps_in(
-            &self.root.join(dataset::COMMITS_DIR),
-            |name| {
-                Some(
-                    name.strip_prefix('.')?
-                        .strip_suffix(".json.tmp")?
-                        .to_string(),
-                )
-            },
-            live,
-        )
+        remove_files_in(&self.root.join(dataset::COMMITS_DIR), |name| {
+            name.strip_prefix('.')
+                .and_then(|n| n.strip_suffix(".json.tmp"))
+                .is_some_and(|run| !self.is_live(run))
+        })
     }
 }
 
-/// Removes the `*.tmp` files of `dir` whose run (`run_of(name)`) is not live.
-fn remove_temps_in(
-    dir: &Path,
-    run_of: impl Fn(&str) -> Option<String>,
-    live: impl Fn(&str) -> bool,
-) -> io::Result<()> {
+/// The run a part file belongs to, and whether the part is finished: `{run}-{n}.{ext}`
+/// (finished) or `.{run}-{n}.{ext}.tmp` (being written). `None` for any other name.
+fn part_run(name: &str) -> Option<(&str, bool)> {
+    let (stem, finished) = match name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) {
+        Some(inner) => (inner, false),
+        None => (name, true),
+    };
+    let stem = stem
+        .strip_suffix(".csv")
+        .or_else(|| stem.strip_suffix(".parquet"))?;
+    let (run, n) = stem.rsplit_once('-')?;
+    n.parse::<u32>().ok()?;
+    RunId::parse(run)?;
+    Some((run, finished))
+}
+
+/// Removes the regular files of `dir` for which `dead(name)` holds.
+fn remove_files_in(dir: &Path, dead: impl Fn(&str) -> bool) -> io::Result<()> {
     let listing = match std::fs::read_dir(dir) {
         Ok(l) => l,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -313,10 +316,7 @@ fn remove_temps_in(
         let entry = entry?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if name.ends_with(".tmp")
-            && entry.file_type()?.is_file()
-            && !run_of(name).is_some_and(|run| live(&run))
-        {
+        if dead(name) && entry.file_type()?.is_file() {
             std::fs::remove_file(entry.path())?;
         }
     }
@@ -431,22 +431,49 @@ mod tests {
             .join("archives/.r2.20200101T000000Z-0000.zip.tmp");
         let dead_part = tmp
             .path()
-            .join("tables/netverify/20200101T000000Z-0000-0.parquet.tmp");
+            .join("tables/netverify/.20200101T000000Z-0000-0.parquet.tmp");
         let live_part = tmp
             .path()
-            .join(format!("tables/netverify/{}-3.csv.tmp", live.run()));
+            .join(format!("tables/netverify/.{}-3.csv.tmp", live.run()));
+        let live_finished = tmp
+            .path()
+            .join(format!("tables/netverify/{}-2.csv", live.run()));
+        // Finished parts of a dead run: removed unless its commit lists them.
+        let orphan = tmp
+            .path()
+            .join("tables/netverify/20200101T000000Z-0000-0.csv");
+        let committed = tmp
+            .path()
+            .join("tables/netverify/20200101T000000Z-c0c0-0.csv");
+        std::fs::write(tmp.path().join("commits/20200101T000000Z-c0c0.json"), b"{}").unwrap();
+        let foreign = tmp.path().join("tables/netverify/notes.csv");
         std::fs::create_dir_all(tmp.path().join("tables/netverify")).unwrap();
-        for p in [&live_tmp, &dead_tmp, &dead_part, &live_part] {
+        let all = [
+            &live_tmp,
+            &dead_tmp,
+            &dead_part,
+            &live_part,
+            &live_finished,
+            &orphan,
+            &committed,
+            &foreign,
+        ];
+        for p in all {
             std::fs::write(p, b"x").unwrap();
         }
         let _second = open(tmp.path());
         assert!(
-            live_tmp.exists() && live_part.exists(),
-            "a live run's temporaries stay"
+            live_tmp.exists() && live_part.exists() && live_finished.exists(),
+            "a live run's files stay"
         );
         assert!(
             !dead_tmp.exists() && !dead_part.exists(),
-            "a dead run's are removed"
+            "a dead run's temporaries are removed"
+        );
+        assert!(!orphan.exists(), "a dead run's uncommitted part is removed");
+        assert!(
+            committed.exists() && foreign.exists(),
+            "committed parts and other files stay"
         );
     }
 
@@ -456,6 +483,99 @@ mod tests {
         std::fs::write(tmp.path().join("netverify.csv"), b"reference\n").unwrap();
         let e = OutputLocation::open(tmp.path(), Modes::default(), Utc::now(), None).unwrap_err();
         assert!(matches!(e, RunError::LegacyLayout { .. }), "{e}");
+    }
+
+    /// A Netverify archive of `reference` written by `owner` (None: before datasets).
+    fn archive_by(root: &Path, reference: &str, owner: Option<&str>) {
+        use crate::output::archive::EntryKind;
+        let entry = |kind, body: &[u8]| ArchiveEntry {
+            kind,
+            content_type: "application/json".into(),
+            body: bytes::Bytes::copy_from_slice(body),
+            api_path: format!("/api/netverify/v2/scans/{reference}"),
+            http_status: 200,
+            retrieved_at: Utc::now(),
+        };
+        let entries = [
+            entry(EntryKind::Status, br#"{"status":"DONE"}"#),
+            entry(
+                EntryKind::Data,
+                br#"{"document":{"status":"APPROVED_VERIFIED"}}"#,
+            ),
+            entry(EntryKind::Images, br#"{"images":[]}"#),
+        ];
+        let meta = ProvenanceMeta {
+            tool_version: "test".into(),
+            job_sha256: "0".repeat(64),
+            run: owner.map(str::to_string),
+        };
+        archive::write_archive_with_key(root, reference, &entries, &meta, None, Modes::default())
+            .unwrap();
+    }
+
+    #[test]
+    fn an_archive_is_taken_over_only_from_a_dead_uncommitted_owner_and_only_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let live = open(root);
+        let dead = "20200101T000000Z-dead";
+        let committed = "20200101T000000Z-c0c0";
+        std::fs::write(root.join(format!("commits/{committed}.json")), b"{}").unwrap();
+        archive_by(root, "by-live", Some(live.run().as_str()));
+        archive_by(root, "by-committed", Some(committed));
+        archive_by(root, "by-dead", Some(dead));
+        archive_by(root, "by-legacy", None);
+        let taker = open(root);
+        let outcome = |r: &str| taker.existing_archive(r, Kind::Netverify, None);
+        assert!(matches!(outcome("by-live"), Existing::OtherRun(o) if o == live.run().as_str()));
+        assert!(matches!(outcome("by-committed"), Existing::OtherRun(o) if o == committed));
+        assert!(matches!(outcome("by-dead"), Existing::Ours(_)));
+        assert!(matches!(outcome("by-legacy"), Existing::Ours(_)));
+        assert_eq!(
+            std::fs::read_to_string(root.join(format!("archives/.claims/by-dead/{dead}"))).unwrap(),
+            taker.run().as_str()
+        );
+        // Asked again by the same run: still its own (the claim names it).
+        assert!(matches!(outcome("by-dead"), Existing::Ours(_)));
+        // A second run while the taker lives: the claim names a live run.
+        let other = open(root);
+        assert!(matches!(
+            other.existing_archive("by-dead", Kind::Netverify, None),
+            Existing::OtherRun(o) if o == taker.run().as_str()
+        ));
+        // The taker dies without committing: the next run claims it from the taker.
+        let gone = taker.run().to_string();
+        drop(taker);
+        assert!(matches!(
+            other.existing_archive("by-dead", Kind::Netverify, None),
+            Existing::Ours(_)
+        ));
+        assert!(
+            root.join(format!("archives/.claims/by-dead/{gone}"))
+                .exists()
+        );
+    }
+
+    #[test]
+    fn an_archive_that_does_not_check_out_is_damaged_and_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let loc = open(tmp.path());
+        archive_by(tmp.path(), "r1", Some("20200101T000000Z-dead"));
+        let path = loc.archive_path("r1");
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.truncate(bytes.len() - 10);
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(
+            loc.existing_archive("r1", Kind::Netverify, None),
+            Existing::Damaged(_)
+        ));
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+        // Of another kind: damaged for this kind, not taken.
+        archive_by(tmp.path(), "r2", Some("20200101T000000Z-dead"));
+        assert!(matches!(
+            loc.existing_archive("r2", Kind::Authentication, None),
+            Existing::Damaged(_)
+        ));
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! - [`task`]: one reference — take over its archive or fetch and archive it;
 //! - [`sink`]: the writer thread that owns the run's table parts and the root hash;
 //! - [`commit`]: the commit record (the publish step), then `failures.csv` and `report.json`;
-//! - [`progress`]: the bar or log lines for people.
+//! - [`progress`]: the bar or log lines for people;
+//! - [`upgrade`]: `jumio-export upgrade`, a directory of the layout before datasets listed in a
+//!   first commit by the same sink and commit.
 //!
 //! The report is assembled by [`crate::output::report`]. Memory stays bounded: at most
 //! [`schedule::max_live`] references are in flight and nothing per reference is kept.
@@ -21,6 +23,7 @@ pub mod schedule;
 pub mod shutdown;
 pub mod sink;
 pub mod task;
+pub mod upgrade;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -101,6 +104,9 @@ pub struct Summary {
     pub failed: u64,
     /// Not reached (interrupted).
     pub not_started: u64,
+    /// Left to another run that owns their archive (a concurrent run exports them; they are not
+    /// failures of this run and do not change its exit code).
+    pub other_run: u64,
     /// Requests sent.
     pub requests: u64,
     /// Retries among them.
@@ -151,6 +157,9 @@ impl Summary {
         }
         if self.not_started > 0 {
             s.push_str(&format!("not started       {}\n", self.not_started));
+        }
+        if self.other_run > 0 {
+            s.push_str(&format!("left to other run {}\n", self.other_run));
         }
         s.push_str(&format!(
             "requests          {} ({} retries, {} answered 429)\n",
@@ -241,9 +250,7 @@ pub async fn run(
         message: "the writer thread panicked".into(),
     })??;
     written.not_started += unread;
-    let report = Report::assemble(RunFacts {
-        started_at,
-        finished_at: (opts.clock)(),
+    let facts = RunFacts {
         job_sha256: job.sha256.clone(),
         input_sha256: input.sha256.clone(),
         shard: job
@@ -257,7 +264,8 @@ pub async fn run(
         bytes_written: written.bytes_written,
         archives: written.archives,
         root_hash: written.root_hash.clone(),
-    });
+    };
+    let report = Report::assemble(started_at, (opts.clock)(), facts);
     commit::publish(&location, &report, &written).await?;
     summary(
         &location,
@@ -394,10 +402,11 @@ fn summary(
         exported: written.exported,
         already_exported: written.already + already,
         failed: written.failed,
-        not_started: written.not_started + written.other_run,
-        requests: report.requests.total,
-        retries: report.requests.retries,
-        too_many_requests: report.requests.too_many_requests,
+        not_started: written.not_started,
+        other_run: written.other_run,
+        requests: report.facts.requests.total,
+        retries: report.facts.requests.retries,
+        too_many_requests: report.facts.requests.too_many_requests,
         denied: shutdown.reason() == Some(&StopReason::CredentialsRefused),
         interrupted: shutdown.reason() == Some(&StopReason::Interrupted),
         failures_by_error: written.by_error,

@@ -104,7 +104,7 @@ impl Progress {
     pub fn record(&self, done: &Done) {
         match done {
             Done::Exported { .. } => self.exported(),
-            Done::Failed(_) => self.failed(),
+            Done::Failed(_) | Done::Carried(_) => self.failed(),
             Done::NotStarted | Done::OtherRun => {}
         }
     }

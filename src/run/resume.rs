@@ -30,9 +30,12 @@ pub async fn from_catalogue(
     let location = location.clone();
     tokio::task::spawn_blocking(move || {
         let catalogue = location.catalogue()?;
-        let mut failures = catalogue
+        let mut failures: Vec<FailureRow> = catalogue
             .latest_failures()
-            .map_err(|e| RunError::Dataset(e.to_string()))?;
+            .map_err(|e| RunError::Dataset(e.to_string()))?
+            .into_iter()
+            .map(|r| r.row)
+            .collect();
         let mut failed: HashMap<(String, Kind), bool> = failures
             .iter()
             .map(|r| ((r.reference.clone(), r.kind), true))

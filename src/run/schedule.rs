@@ -60,7 +60,7 @@ pub async fn drive(
             let poll_once = match plan.step(&item) {
                 Step::Carry(row) => {
                     progress.failed();
-                    let _ = tx.send(Done::Failed(row)).await;
+                    let _ = tx.send(Done::Carried(row)).await;
                     continue;
                 }
                 Step::PollOnce => true,

@@ -36,6 +36,8 @@ pub enum Done {
     },
     /// Not exported: its `failures.csv` row.
     Failed(FailureRow),
+    /// Not attempted: an earlier commit's failure that is not due (its row stays that commit's).
+    Carried(FailureRow),
     /// Not reached before the run stopped.
     NotStarted,
     /// Its archive belongs to another run (live, or committed meanwhile): not this run's.

@@ -6,13 +6,14 @@
 //! ([`tables::record_batch`]). The writers' own functions give the expected cells, so verify
 //! cannot drift from them.
 //!
-//! Memory stays flat: while a table is read, each row leaves a [`RowDigest`] (sha256 over its
+//! Memory stays flat: while a part is read, each row leaves a [`RowDigest`] (sha256 over its
 //! cells); while archives are checked one at a time, each is re-flattened and its expected
 //! digest compared; only references whose digests differ are kept, and a second pass over
-//! their table re-reads their archives to name each column that differs — never its value.
+//! their part re-reads their archives to name each column that differs — never its value.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use arrow_schema::DataType;
 use sha2::{Digest, Sha256};
@@ -20,6 +21,7 @@ use sha2::{Digest, Sha256};
 use super::scan::{self, ArrowCells, Cells, Header, encode_text};
 use super::{Loc, Verifier, VerifyReport};
 use crate::Kind;
+use crate::dataset::Format;
 use crate::flatten::{self, ArchiveSummary, Column, Row};
 use crate::output::archive::{self, CheckedArchive, layout, relative_path};
 use crate::output::tables;
@@ -27,21 +29,21 @@ use crate::output::tables;
 /// sha256 over a row's compared cells.
 pub(super) type RowDigest = [u8; 32];
 
-/// The bookkeeping columns every table file must have; checked on their own, with their own
-/// messages, and left out of the digest.
-pub(super) const KEY_COLUMNS: [&str; 4] = ["reference", "archive", "archive_sha256", "image_count"];
+/// The bookkeeping columns every kind-table part must have; checked on their own, with their
+/// own messages, and left out of the digest.
+pub(super) const KEY_COLUMNS: [&str; 5] = [
+    "reference",
+    "archive",
+    "archive_sha256",
+    "image_count",
+    "run",
+];
 
-/// The storage format of a table file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
-    Csv,
-    Parquet,
-}
-
-/// One transaction-table file and how its columns line up with its kind's schema.
+/// One kind-table part and how its columns line up with its kind's schema.
 pub(super) struct TableFile {
     pub kind: Kind,
-    pub name: &'static str,
+    /// The part's path relative to the location.
+    pub name: Arc<str>,
     pub path: PathBuf,
     format: Format,
     /// The file positions a scan asks for: every schema column the file has, in schema order.
@@ -53,43 +55,32 @@ pub(super) struct TableFile {
 }
 
 impl TableFile {
-    /// Reads the file's header and lines it up with the schema of `kind`. Missing columns,
+    /// Reads the part's header and lines it up with the schema of `kind`. Missing columns,
     /// columns the schema does not have, columns of another type and columns out of order are
     /// findings; the columns that are there are compared all the same. `None`, with a finding,
     /// when the header cannot be read or a key column is missing or not text or integer.
     pub fn open(
         kind: Kind,
-        dir: &Path,
-        name: &'static str,
+        root: &Path,
+        name: &Arc<str>,
+        format: Format,
         report: &mut VerifyReport,
     ) -> Option<TableFile> {
-        let path = dir.join(name);
+        let path = root.join(&**name);
         let header = scan::header(&path, name, report)?;
-        let format = if name.ends_with(".csv") {
-            Format::Csv
-        } else {
-            Format::Parquet
-        };
+        let schema = flatten::table_columns(kind);
+        let (request, cell_of, compared) = line_up(schema, &header, name, report);
         for key in KEY_COLUMNS {
-            let Some(at) = header.position(key) else {
-                report.finding(name, format!("has no column {key}"));
-                return None;
-            };
+            let at = header.position(key)?;
             if let Some(ty) = &header.columns[at].1
                 && !matches!(ty, DataType::Utf8 | DataType::Int64)
             {
-                report.finding(
-                    name,
-                    format!("column {key} has type {ty}, not Utf8 or Int64"),
-                );
                 return None;
             }
         }
-        let schema = flatten::table_columns(kind);
-        let (request, cell_of, compared) = line_up(schema, &header, name, report);
         Some(TableFile {
             kind,
-            name,
+            name: name.clone(),
             path,
             format,
             request,
@@ -156,12 +147,13 @@ impl TableFile {
     }
 }
 
-/// Which schema columns the file has (the scan request and each column's cell index), and which
-/// of them are compared; reports what does not line up.
-fn line_up(
+/// Which schema columns the part has (the scan request and each column's cell index), and
+/// which of them come from the archive's data; reports every column missing, extra, of
+/// another type (Parquet) or out of order: a part's columns and types are its table's schema.
+pub(super) fn line_up(
     schema: &'static [Column],
     header: &Header,
-    name: &'static str,
+    name: &str,
     report: &mut VerifyReport,
 ) -> (Vec<usize>, Vec<Option<usize>>, Vec<usize>) {
     let types = tables::arrow_schema(schema);
@@ -176,7 +168,7 @@ fn line_up(
         request.push(at);
         let expected = types.field(c).data_type();
         match &header.columns[at].1 {
-            Some(ty) if ty != expected => report.finding(
+            Some(ty) if !same_type(ty, expected) => report.finding(
                 name,
                 format!(
                     "column {} has type {ty}, the schema's is {expected}",
@@ -199,6 +191,21 @@ fn line_up(
         }
     }
     (request, cell_of, compared)
+}
+
+/// Equal types, ignoring the names and nullability of list items and struct fields' metadata
+/// that writers may spell differently.
+fn same_type(found: &DataType, expected: &DataType) -> bool {
+    match (found, expected) {
+        (DataType::List(a), DataType::List(b)) => same_type(a.data_type(), b.data_type()),
+        (DataType::Struct(a), DataType::Struct(b)) => {
+            a.len() == b.len()
+                && a.iter()
+                    .zip(b.iter())
+                    .all(|(x, y)| x.name() == y.name() && same_type(x.data_type(), y.data_type()))
+        }
+        _ => found == expected,
+    }
 }
 
 /// True for the columns whose cells come from the archive's data entry: the documented fields
@@ -245,46 +252,48 @@ fn expected_row(kind: Kind, checked: &CheckedArchive) -> Row {
 }
 
 impl Verifier<'_> {
-    /// Compares the digests of `reference`'s rows (its table, and the Parquet twin) with its
-    /// checked archive's re-flattened data; a reference whose rows differ is kept for
-    /// [`Verifier::explain_rows`].
-    pub(super) fn compare_content(&mut self, checked: &CheckedArchive) {
-        let Some(row) = self.rows.get(&checked.reference) else {
-            return;
-        };
-        let Some(tables) = self.tables.get(&row.kind) else {
-            return;
-        };
-        let expected = expected_row(row.kind, checked);
-        let mut differ = Vec::new();
-        if tables.primary.expected_digest(&expected) != row.digest {
-            differ.push(tables.primary.name);
+    /// Compares a row's digests (its part's and the Parquet twin's) with its checked
+    /// archive's re-flattened data; a row that differs is kept for [`Verifier::explain_rows`].
+    pub(super) fn compare_content(
+        &mut self,
+        kind: Kind,
+        pair_id: u32,
+        digest: RowDigest,
+        twin_digest: Option<RowDigest>,
+        checked: &CheckedArchive,
+    ) {
+        let pair = &self.pairs[pair_id as usize];
+        let expected = expected_row(kind, checked);
+        if pair.primary.expected_digest(&expected) != digest {
+            self.differ
+                .entry((pair_id, false))
+                .or_default()
+                .insert(checked.reference.clone());
         }
-        if let (Some(twin), Some(found)) = (&tables.twin, row.twin_digest)
+        if let (Some(twin), Some(found)) = (&pair.twin, twin_digest)
             && twin.expected_digest(&expected) != found
         {
-            differ.push(twin.name);
-        }
-        for name in differ {
-            let set = self.differ.entry(name).or_default();
-            set.insert(checked.reference.clone());
+            self.differ
+                .entry((pair_id, true))
+                .or_default()
+                .insert(checked.reference.clone());
         }
     }
 
-    /// Second pass over each table file with rows that differ from their archive: names every
+    /// Second pass over each part with rows that differ from their archive: names every
     /// column that differs, row by row. Only those rows' archives are read again.
     pub(super) fn explain_rows(&mut self, report: &mut VerifyReport) {
         let differ = std::mem::take(&mut self.differ);
-        for (name, references) in differ {
-            let Some(file) = self
-                .tables
-                .values()
-                .flat_map(|t| std::iter::once(&t.primary).chain(&t.twin))
-                .find(|f| f.name == name)
-            else {
-                continue;
+        for ((pair, twin), references) in differ {
+            let pair = &self.pairs[pair as usize];
+            let file = if twin {
+                pair.twin.as_ref()
+            } else {
+                Some(&pair.primary)
             };
-            self.explain_file(file, &references, report);
+            if let Some(file) = file {
+                self.explain_file(file, &references, report);
+            }
         }
     }
 
@@ -299,7 +308,7 @@ impl Verifier<'_> {
         let mut ignore = VerifyReport::default();
         scan::scan_cells(
             &file.path,
-            file.name,
+            &file.name,
             &file.request,
             &mut ignore,
             |_, loc, cells| {
@@ -318,7 +327,7 @@ impl Verifier<'_> {
         &self,
         file: &TableFile,
         reference: &str,
-        loc: Loc,
+        loc: &Loc,
         cells: &dyn Cells,
         report: &mut VerifyReport,
     ) {

@@ -1,40 +1,56 @@
-//! `jumio-export verify DIR`: checks an export without trusting any part of it.
+//! `jumio-export verify LOCATION [--since RUN]`: checks a dataset without trusting any part of it.
 //!
-//! Every `archives/*.zip` is checked without trust ([`archive::check`]: every entry against its
-//! manifest and provenance, its reference, its family, its data); every row of the transaction
-//! tables must point at its archive with the archive's sha256 and image count, and every other
-//! cell must equal what `flatten` makes of the archive's data, in CSV as the CSV writer writes
-//! it and in Parquet as typed values; the `files` table must list exactly the archives'
-//! entries; every reference must be in exactly one place (one table row, or one `failures.csv`
-//! row); `report.json`'s root hash must equal the one recomputed over the archives on disk. All
-//! findings are collected, none stops the check.
+//! What holds when verify says OK (`docs/dataset.md` is the layout):
+//! - every `commits/*.json` parses and names its run; every part it lists is there, a regular
+//!   file of the recorded size, sha256 and row count, named `{run}-{n}.{ext}`, with the columns
+//!   and types of its table's schema; the CSV and Parquet parts of one `{run}-{n}` hold the
+//!   same rows; every row's `run` is the commit that lists its part;
+//! - every kind-table row points at `archives/{reference}.zip`, which passes
+//!   [`archive::check`] (manifest, provenance, reference, family, data), has the row's
+//!   `archive_sha256` and `image_count`, and whose data re-flattened by `flatten` gives every
+//!   documented cell of the row (CSV as the CSV writer writes it, Parquet as typed values);
+//! - the `files` rows of a commit are exactly the archive entries of the references its kind
+//!   tables list; no (reference, kind) has two rows across all commits;
+//! - each commit's root hash and archive count are those of its kind-table rows;
+//!   `report.json` is the latest commit's report; `failures.csv` is the latest failure row of
+//!   every reference no commit exported, recomputed from the failures parts here.
 //!
-//! The pieces, in the order they run: `tables` (failures.csv, the transaction tables and their
-//! Parquet twins, exported-and-failed), `files` (the files table), `archives` (each archive,
-//! and the rows and files rows it must match), `content` (cells against the re-flattened
-//! archive data), `root` (report.json's root hash). `scan` streams a table in either format.
+//! Warnings, not damage: archives and parts no commit lists (a run stopped before its
+//! commit), temporaries, a `failures.csv` or `report.json` a stopped run did not rewrite.
 //!
-//! Memory: tables are streamed, archives read one at a time. What is kept is one small record
-//! per table row (its location, archive hash, image count and a sha256 over its other cells)
-//! and one checksum per reference of the `files` table, never archive contents or cells. Rows
-//! whose digest differs are explained by a second pass over their table that re-reads only
-//! their archives. Messages name files, lines, references, columns, entries, sizes and hashes
-//! only: never a field value, which may be personal data. This module is blocking and sends
-//! nothing.
+//! With `--since RUN` only the commits after RUN are checked as above; earlier commits give
+//! only the `reference` column of their kind-table parts (for the duplicate check and to tell
+//! listed from unlisted archives) and their failures parts (for `failures.csv`).
+//!
+//! All findings are collected, none stops the check. Memory: parts are streamed and archives
+//! read one at a time; what is kept is one small record per table row (where it is, its
+//! archive hash, image count and a sha256 over its other cells) and one checksum per
+//! reference of the `files` table, never archive contents or cells. Rows whose digest differs
+//! are explained by a second pass over their part that re-reads only their archives. Messages
+//! name files, lines, references, columns, entries, sizes and hashes only: never a field
+//! value, which may be personal data. This module is blocking and sends nothing.
+//!
+//! The pieces: `commits` (commit records, part files, root hashes, report.json), `tables` (the
+//! rows of every part), `content` (cells against the re-flattened archive data), `archives`
+//! (each archive and the rows and files rows it must match; unlisted files), `files` (the
+//! files rows), `failures` (`failures.csv` recomputed), `scan` (a part in either format).
 
 mod archives;
+mod commits;
 mod content;
+mod failures;
 mod files;
-mod root;
 mod scan;
 mod tables;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::Kind;
+use crate::dataset::commit::Commit;
 use crate::output::archive;
 
 use content::{RowDigest, TableFile};
@@ -43,8 +59,9 @@ use files::FileSetSum;
 /// One thing that does not hold, named by where it was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
-    /// What the finding is about: an archive path (`archives/X.zip`), a table row
-    /// (`netverify.csv line 4`), a file (`report.json`) or a reference (`reference X`).
+    /// What the finding is about: a commit (`commits/R.json`), a part
+    /// (`tables/netverify/R-0.csv`), a row (`tables/netverify/R-0.csv line 4`), an archive
+    /// (`archives/X.zip`), a file (`report.json`) or a reference (`reference X`).
     pub subject: String,
     /// What is wrong, with expected and found values (hashes, sizes, counts, entry names).
     pub problem: String,
@@ -56,19 +73,25 @@ impl fmt::Display for Finding {
     }
 }
 
-/// What `verify` found in an output directory.
+/// What `verify` found in a dataset.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VerifyReport {
-    /// Everything that does not hold. Any finding makes the export untrustworthy.
+    /// Everything that does not hold. Any finding makes the dataset untrustworthy.
     pub findings: Vec<Finding>,
-    /// What a crashed or interrupted run leaves behind (`*.tmp` files): not a failure of the
-    /// export, but a sign that the job should be run again.
+    /// What a stopped or concurrent run leaves behind (unlisted archives and parts,
+    /// temporaries, a stale `failures.csv`): not damage; each says what to do.
     pub warnings: Vec<Finding>,
-    /// `archives/*.zip` files examined.
+    /// `--since RUN`: only the commits after RUN were checked.
+    pub since: Option<String>,
+    /// Commit records checked.
+    pub commits: u64,
+    /// Parts those commits list.
+    pub parts: u64,
+    /// Archives checked (one per kind-table row of the checked commits).
     pub archives: u64,
-    /// Rows of the three transaction tables (CSV, or Parquet when there is no CSV).
+    /// Rows of the three kind tables in the checked commits (CSV, or Parquet without CSV).
     pub rows: u64,
-    /// Rows of the `files` table.
+    /// Rows of the `files` table in the checked commits.
     pub files: u64,
     /// Rows of `failures.csv`.
     pub failures: u64,
@@ -86,6 +109,13 @@ impl VerifyReport {
             problem: problem.into(),
         });
     }
+
+    fn warning(&mut self, subject: impl Into<String>, problem: impl Into<String>) {
+        self.warnings.push(Finding {
+            subject: subject.into(),
+            problem: problem.into(),
+        });
+    }
 }
 
 impl fmt::Display for VerifyReport {
@@ -97,32 +127,38 @@ impl fmt::Display for VerifyReport {
         for warning in &self.warnings {
             writeln!(f, "warning  {warning}")?;
         }
+        let plural = |n: u64| if n == 1 { "" } else { "s" };
+        write!(f, "verified ")?;
+        if let Some(since) = &self.since {
+            write!(f, "the commits after {since}: ")?;
+        }
         write!(
             f,
-            "verified {} archives, {} table rows, {} files rows, {} failures.csv rows: ",
-            self.archives, self.rows, self.files, self.failures
+            "{} commit{} ({} parts), {} archives, {} table rows, {} files rows, {} failures.csv rows: ",
+            self.commits,
+            plural(self.commits),
+            self.parts,
+            self.archives,
+            self.rows,
+            self.files,
+            self.failures
         )?;
-        let plural = |n: usize| if n == 1 { "" } else { "s" };
         if self.is_ok() {
             write!(f, "OK")?;
         } else {
-            let n = self.findings.len();
+            let n = self.findings.len() as u64;
             write!(f, "{n} problem{}", plural(n))?;
         }
         if !self.warnings.is_empty() {
-            let n = self.warnings.len();
-            write!(
-                f,
-                ", {n} warning{} (left by an interrupted run: run the same job again)",
-                plural(n)
-            )?;
+            let n = self.warnings.len() as u64;
+            write!(f, ", {n} warning{}", plural(n))?;
         }
         writeln!(f)
     }
 }
 
-/// Why an output directory could not be verified at all. Anything wrong *inside* the
-/// directory is a [`Finding`], not an error.
+/// Why a location could not be verified at all (exit 2). Anything wrong *inside* the dataset
+/// is a [`Finding`], not an error.
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
     /// The directory does not exist.
@@ -145,18 +181,54 @@ pub enum VerifyError {
         /// The underlying error.
         source: io::Error,
     },
+    /// The directory holds tables of the layout before datasets: the same advice `run` gives.
+    #[error("{}", crate::run::RunError::LegacyLayout { path: path.clone() })]
+    LegacyLayout {
+        /// The directory given.
+        path: PathBuf,
+    },
+    /// `--since RUN` names no commit of the dataset.
+    #[error(
+        "--since {run}: {path} has no commit {run} (commits/{run}.json); give the run id of one of its commits"
+    )]
+    UnknownSince {
+        /// The run given.
+        run: String,
+        /// The directory given.
+        path: PathBuf,
+    },
 }
 
-/// Verifies the export in `dir`; see the module documentation for every check. Blocking.
+/// What to verify beyond the location.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VerifyOptions<'a> {
+    /// The key of encrypted archives.
+    pub key: Option<&'a archive::ArchiveKey>,
+    /// Check only the commits whose run id sorts after this one.
+    pub since: Option<&'a str>,
+}
+
+/// Verifies the whole dataset in `dir`; see the module documentation for every check. Blocking.
 pub fn verify(dir: &Path) -> Result<VerifyReport, VerifyError> {
-    verify_with_key(dir, None)
+    verify_with(dir, VerifyOptions::default())
 }
 
-/// [`verify`] for an export whose archives are encrypted under `key`.
+/// [`verify`] for a dataset whose archives are encrypted under `key`.
 pub fn verify_with_key(
     dir: &Path,
     key: Option<&archive::ArchiveKey>,
 ) -> Result<VerifyReport, VerifyError> {
+    verify_with(
+        dir,
+        VerifyOptions {
+            key,
+            ..VerifyOptions::default()
+        },
+    )
+}
+
+/// [`verify`] with a key and `--since`.
+pub fn verify_with(dir: &Path, opts: VerifyOptions<'_>) -> Result<VerifyReport, VerifyError> {
     match std::fs::metadata(dir) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(VerifyError::Missing {
@@ -180,28 +252,61 @@ pub fn verify_with_key(
         path: dir.to_path_buf(),
         source,
     })?;
+    if crate::dataset::has_legacy_tables(dir) {
+        return Err(VerifyError::LegacyLayout {
+            path: dir.to_path_buf(),
+        });
+    }
 
-    let mut report = VerifyReport::default();
-    let mut v = Verifier {
-        dir,
-        key,
-        rows: HashMap::new(),
-        failures: HashMap::new(),
-        files: HashMap::new(),
-        tables: BTreeMap::new(),
-        differ: BTreeMap::new(),
+    let mut report = VerifyReport {
+        since: opts.since.map(str::to_owned),
+        ..VerifyReport::default()
     };
     let top: Vec<_> = top.filter_map(Result::ok).collect();
     stray_temps(&top, "", &mut report);
-    v.read_failures(&mut report);
-    for kind in Kind::ALL {
-        v.read_table(kind, &mut report);
+    let runs = commits::list(dir, &mut report);
+    let first_in_scope = match opts.since {
+        None => 0,
+        Some(since) if runs.iter().any(|r| r == since) => {
+            runs.partition_point(|r| r.as_str() <= since)
+        }
+        Some(since) => {
+            return Err(VerifyError::UnknownSince {
+                run: since.to_owned(),
+                path: dir.to_path_buf(),
+            });
+        }
+    };
+    let mut v = Verifier {
+        dir,
+        key: opts.key,
+        commits: Vec::new(),
+        first_in_scope,
+        rows: HashMap::new(),
+        earlier: HashMap::new(),
+        dup_rows: HashSet::new(),
+        dup_commits: HashMap::new(),
+        pairs: Vec::new(),
+        files: HashMap::new(),
+        files_parts: BTreeMap::new(),
+        differ: BTreeMap::new(),
+        ledger: failures::Ledger::default(),
+    };
+    v.read_commits(runs, &mut report);
+    v.start_ledger();
+    for i in 0..v.commits.len() {
+        if i < first_in_scope {
+            v.read_earlier(i, &mut report);
+        } else {
+            v.check_commit(i, &mut report);
+        }
     }
-    v.cross_check_failures(&mut report);
-    v.read_files_table(&mut report);
-    let pairs = v.check_archives(&mut report);
+    v.check_archives(&mut report);
     v.explain_rows(&mut report);
-    v.check_report_json(pairs, &mut report);
+    v.unlisted_archives(&mut report);
+    v.unlisted_parts(&mut report);
+    v.check_report_json(&mut report);
+    v.check_failures_csv(&mut report);
     Ok(report)
 }
 
@@ -214,26 +319,28 @@ fn stray_temps(listing: &[std::fs::DirEntry], prefix: &str, report: &mut VerifyR
         .collect();
     names.sort();
     for name in names {
-        report.warnings.push(Finding {
-            subject: format!("{prefix}{name}"),
-            problem: "temporary file left by an interrupted run; run the same job again \
-                      (it removes or finishes it)"
-                .into(),
-        });
+        report.warning(
+            format!("{prefix}{name}"),
+            "temporary file left by an interrupted run; run the same job again \
+             (it removes or finishes it)",
+        );
     }
 }
 
-/// Where a row was read: `netverify.csv line 4` or `netverify.parquet row 3`.
-#[derive(Debug, Clone, Copy)]
+/// Where a row was read: `tables/netverify/R-0.csv line 4` or `… .parquet row 3`.
+#[derive(Debug, Clone)]
 struct Loc {
-    file: &'static str,
+    file: Arc<str>,
     /// CSV: the line number (header is line 1). Parquet: the 1-based data row.
     n: u64,
 }
 
 impl Loc {
-    fn new(file: &'static str, n: u64) -> Self {
-        Loc { file, n }
+    fn new(file: &Arc<str>, n: u64) -> Self {
+        Loc {
+            file: file.clone(),
+            n,
+        }
     }
 }
 
@@ -247,41 +354,38 @@ impl fmt::Display for Loc {
     }
 }
 
-/// File names of each table: CSV, Parquet.
-fn table_files(kind: Kind) -> (&'static str, &'static str) {
-    match kind {
-        Kind::Netverify => ("netverify.csv", "netverify.parquet"),
-        Kind::Document => ("documents.csv", "documents.parquet"),
-        Kind::Authentication => ("authentications.csv", "authentications.parquet"),
-    }
+/// One commit record of the dataset.
+struct CommitInfo {
+    /// The run id (the file name).
+    run: String,
+    /// `commits/{run}.json`.
+    subject: String,
+    /// The record, when it reads.
+    commit: Option<Commit>,
 }
 
-const FILES_CSV: &str = "files.csv";
-const FILES_PARQUET: &str = "files.parquet";
-const FAILURES_CSV: &str = "failures.csv";
-const REPORT_JSON: &str = "report.json";
-
-/// What is kept of one transaction-table row: small, so millions of rows fit.
+/// What is kept of one kind-table row: small, so millions of rows fit.
 struct RowInfo {
-    kind: Kind,
+    /// The commit that lists its part.
+    commit: u32,
+    /// Its part pair (index into `Verifier::pairs`).
+    pair: u32,
     loc: Loc,
     /// The row's `archive_sha256`, when it is 64 hex digits.
     sha256: Option<[u8; 32]>,
     /// The row's `image_count`, when it is an integer.
     image_count: Option<i64>,
-    /// Digest of the row's other cells, compared with the archive's re-flattened data.
+    /// Digest of the row's cells that come from the archive's data.
     digest: RowDigest,
-    /// Digest of the same reference's row in the Parquet twin, when there is one.
+    /// Digest of the same row in the other format's part of the pair, when there is one.
     twin_digest: Option<RowDigest>,
-    /// Set when `archives/{reference}.zip` was found.
-    archive_seen: bool,
-    /// Rows of the Parquet twin seen for this reference (only counted when both exist).
-    parquet_rows: u32,
+    /// Rows of the other format's part seen for this reference.
+    twin_rows: u32,
 }
 
-/// The table files of one kind: the one rows are read from (CSV when present, else Parquet),
-/// and the Parquet twin of a CSV table.
-struct Tables {
+/// The parts `{run}-{n}` of one kind table in one commit: the one rows are read from (CSV
+/// when listed, else Parquet) and the Parquet twin of a CSV part.
+struct KindPair {
     primary: TableFile,
     twin: Option<TableFile>,
 }
@@ -289,17 +393,41 @@ struct Tables {
 struct Verifier<'a> {
     dir: &'a Path,
     key: Option<&'a archive::ArchiveKey>,
-    /// Transaction-table rows by reference (the first row; duplicates are findings).
-    rows: HashMap<String, RowInfo>,
-    /// `failures.csv` rows by reference (the first row).
-    failures: HashMap<String, Loc>,
-    /// `files` table checksums by reference.
-    files: HashMap<String, FileSetSum>,
-    /// The transaction table files whose rows were read, by kind.
-    tables: BTreeMap<Kind, Tables>,
-    /// References whose row in a table file (by file name) differs from its archive's data:
-    /// explained column by column once every archive is checked.
-    differ: BTreeMap<&'static str, std::collections::BTreeSet<String>>,
+    /// Every commit, in run order.
+    commits: Vec<CommitInfo>,
+    /// Commits before this index are earlier than `--since`.
+    first_in_scope: usize,
+    /// Kind-table rows of the checked commits: the first row of each (reference, kind).
+    rows: HashMap<(String, Kind), RowInfo>,
+    /// (reference, kind) of the earlier commits' rows → the commit.
+    earlier: HashMap<(String, Kind), u32>,
+    /// Rows that repeat a (reference, kind): (pair, reference), so their twin is not blamed.
+    dup_rows: HashSet<(u32, String)>,
+    /// References whose row is repeated → the commits of the repeats (their files rows are
+    /// compared with the archive too).
+    dup_commits: HashMap<String, Vec<u32>>,
+    /// The kind-table part pairs of the checked commits.
+    pairs: Vec<KindPair>,
+    /// `files` rows of the checked commits: checksum per (commit, reference).
+    files: HashMap<(u32, String), FileSetSum>,
+    /// The `files` parts rows were read from, per commit: (name, path).
+    files_parts: BTreeMap<u32, Vec<(Arc<str>, PathBuf)>>,
+    /// Rows that differ from their archive's data, per (pair, twin?): explained column by
+    /// column once every archive is checked.
+    differ: BTreeMap<(u32, bool), BTreeSet<String>>,
+    /// The failures rows of every commit, for `failures.csv`.
+    ledger: failures::Ledger,
+}
+
+impl Verifier<'_> {
+    /// The commit, if any, that exported (reference, kind): a checked or an earlier one.
+    fn exported_by(&self, reference: &str, kind: Kind) -> Option<u32> {
+        let key = (reference.to_owned(), kind);
+        self.rows
+            .get(&key)
+            .map(|r| r.commit)
+            .or_else(|| self.earlier.get(&key).copied())
+    }
 }
 
 fn parse_sha256(text: &str) -> Option<[u8; 32]> {
@@ -317,24 +445,24 @@ mod tests {
     fn file_set_sum_ignores_order_and_sees_duplicates_and_changes() {
         use super::files::FileSetSum;
         let mut a = FileSetSum::default();
-        a.add("data.json", "10", "aa");
-        a.add("images/front.jpg", "20", "bb");
+        a.add(&["data.json", "10", "aa"]);
+        a.add(&["images/front.jpg", "20", "bb"]);
         let mut b = FileSetSum::default();
-        b.add("images/front.jpg", "20", "bb");
-        b.add("data.json", "10", "aa");
+        b.add(&["images/front.jpg", "20", "bb"]);
+        b.add(&["data.json", "10", "aa"]);
         assert_eq!(a, b);
         let mut dup = b;
-        dup.add("data.json", "10", "aa");
+        dup.add(&["data.json", "10", "aa"]);
         assert_ne!(a, dup);
         let mut changed = FileSetSum::default();
-        changed.add("data.json", "11", "aa");
-        changed.add("images/front.jpg", "20", "bb");
+        changed.add(&["data.json", "11", "aa"]);
+        changed.add(&["images/front.jpg", "20", "bb"]);
         assert_ne!(a, changed);
         // Field boundaries count: ("ab", "1") is not ("a", "b1").
         let mut x = FileSetSum::default();
-        x.add("ab", "1", "c");
+        x.add(&["ab", "1", "c"]);
         let mut y = FileSetSum::default();
-        y.add("a", "b1", "c");
+        y.add(&["a", "b1", "c"]);
         assert_ne!(x, y);
     }
 
@@ -350,6 +478,8 @@ mod tests {
     #[test]
     fn display_lists_findings_then_warnings_then_one_summary_line() {
         let mut report = VerifyReport {
+            commits: 1,
+            parts: 10,
             archives: 2,
             rows: 2,
             files: 30,
@@ -359,21 +489,19 @@ mod tests {
         assert!(report.is_ok());
         assert_eq!(
             report.to_string(),
-            "verified 2 archives, 2 table rows, 30 files rows, 1 failures.csv rows: OK\n"
+            "verified 1 commit (10 parts), 2 archives, 2 table rows, 30 files rows, 1 failures.csv rows: OK\n"
         );
-        report.warnings.push(Finding {
-            subject: "archives/.x.zip.tmp".into(),
-            problem: "temporary".into(),
-        });
+        report.warning("archives/.x.zip.tmp", "temporary");
         assert!(report.is_ok(), "a warning is not a failure");
         report.finding("archives/x.zip", "broken");
         assert!(!report.is_ok());
+        report.since = Some("20261206T074501Z-7f2a".into());
         assert_eq!(
             report.to_string(),
             "problem  archives/x.zip: broken\n\
              warning  archives/.x.zip.tmp: temporary\n\
-             verified 2 archives, 2 table rows, 30 files rows, 1 failures.csv rows: 1 problem, \
-             1 warning (left by an interrupted run: run the same job again)\n"
+             verified the commits after 20261206T074501Z-7f2a: 1 commit (10 parts), 2 archives, \
+             2 table rows, 30 files rows, 1 failures.csv rows: 1 problem, 1 warning\n"
         );
     }
 
@@ -391,5 +519,19 @@ mod tests {
             verify(&file),
             Err(VerifyError::NotADirectory { .. })
         ));
+    }
+
+    #[test]
+    fn a_directory_of_the_old_layout_gets_the_upgrade_advice() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("netverify.csv"), b"reference\n").unwrap();
+        let err = verify(dir.path()).unwrap_err();
+        assert!(matches!(err, VerifyError::LegacyLayout { .. }), "{err}");
+        let advice = crate::run::RunError::LegacyLayout {
+            path: dir.path().to_path_buf(),
+        }
+        .to_string();
+        assert_eq!(err.to_string(), advice);
+        assert!(advice.contains("jumio-export upgrade"), "{advice}");
     }
 }

@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::path::Path;
+use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Date32Type, Int64Type, TimestampMillisecondType};
@@ -16,7 +17,8 @@ use super::{Loc, VerifyReport};
 
 /// One row of a table file: the columns a scan asked for, by their position in that request.
 pub(super) trait Cells {
-    /// Column `i` as text: Utf8 as it is, Int64 in decimal; `None` for null or another type.
+    /// Column `i` as text: Utf8 as it is, Int64 in decimal, Timestamp(ms) in RFC 3339; `None`
+    /// for null or another type.
     fn text(&self, i: usize) -> Option<String>;
     /// Appends canonical bytes of column `i` to `out`: equal values give equal bytes, and the
     /// encoding is self-delimiting, so consecutive columns cannot run into each other.
@@ -37,7 +39,7 @@ impl Header {
 
 /// Reads the header (CSV) or schema (Parquet) of a table file; `None`, with a finding, when it
 /// cannot be read.
-pub(super) fn header(path: &Path, name: &'static str, report: &mut VerifyReport) -> Option<Header> {
+pub(super) fn header(path: &Path, name: &str, report: &mut VerifyReport) -> Option<Header> {
     if is_csv(name) {
         let mut reader = match csv::Reader::from_path(path) {
             Ok(reader) => reader,
@@ -83,14 +85,15 @@ fn parquet_builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>,
         .and_then(|f| ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| e.to_string()))
 }
 
-/// Streams the named `columns` of every row to `on_row`, as text (integers in decimal, nulls
-/// as `None`). Every column must exist and, in Parquet, be Utf8 or Int64.
+/// Streams the named `columns` of every row to `on_row`, as text (integers in decimal,
+/// timestamps in RFC 3339, nulls as `None`). Every column must exist and, in Parquet, be Utf8,
+/// Int64 or Timestamp(ms).
 pub(super) fn scan(
     path: &Path,
-    name: &'static str,
+    name: &Arc<str>,
     columns: &[&str],
     report: &mut VerifyReport,
-    mut on_row: impl FnMut(&mut VerifyReport, Loc, Vec<Option<String>>),
+    mut on_row: impl FnMut(&mut VerifyReport, &Loc, Vec<Option<String>>),
 ) {
     let Some(header) = header(path, name, report) else {
         return;
@@ -98,15 +101,18 @@ pub(super) fn scan(
     let mut positions = Vec::with_capacity(columns.len());
     for column in columns {
         let Some(at) = header.position(column) else {
-            report.finding(name, format!("has no column {column}"));
+            report.finding(&**name, format!("has no column {column}"));
             return;
         };
         if let Some(ty) = &header.columns[at].1
-            && !matches!(ty, DataType::Utf8 | DataType::Int64)
+            && !matches!(
+                ty,
+                DataType::Utf8 | DataType::Int64 | DataType::Timestamp(TimeUnit::Millisecond, _)
+            )
         {
             report.finding(
-                name,
-                format!("column {column} has type {ty}, not Utf8 or Int64"),
+                &**name,
+                format!("column {column} has type {ty}, not Utf8, Int64 or Timestamp"),
             );
             return;
         }
@@ -122,10 +128,10 @@ pub(super) fn scan(
 /// `i` of a row is the column at `positions[i]`.
 pub(super) fn scan_cells(
     path: &Path,
-    name: &'static str,
+    name: &Arc<str>,
     positions: &[usize],
     report: &mut VerifyReport,
-    on_row: impl FnMut(&mut VerifyReport, Loc, &dyn Cells),
+    on_row: impl FnMut(&mut VerifyReport, &Loc, &dyn Cells),
 ) {
     if is_csv(name) {
         scan_csv(path, name, positions, report, on_row);
@@ -163,15 +169,15 @@ pub(super) fn encode_text(text: Option<&str>, out: &mut Vec<u8>) {
 
 fn scan_csv(
     path: &Path,
-    name: &'static str,
+    name: &Arc<str>,
     positions: &[usize],
     report: &mut VerifyReport,
-    mut on_row: impl FnMut(&mut VerifyReport, Loc, &dyn Cells),
+    mut on_row: impl FnMut(&mut VerifyReport, &Loc, &dyn Cells),
 ) {
     let mut reader = match csv::Reader::from_path(path) {
         Ok(reader) => reader,
         Err(e) => {
-            report.finding(name, format!("cannot be read: {e}"));
+            report.finding(&**name, format!("cannot be read: {e}"));
             return;
         }
     };
@@ -185,7 +191,7 @@ fn scan_csv(
                     record: &record,
                     positions,
                 };
-                on_row(report, Loc::new(name, line), &cells);
+                on_row(report, &Loc::new(name, line), &cells);
             }
             Err(e) => {
                 // The error names the position and the kind of damage, never the content.
@@ -239,6 +245,13 @@ impl Cells for ArrowCells<'_> {
                     .value(self.row)
                     .to_string(),
             ),
+            DataType::Timestamp(TimeUnit::Millisecond, _) => {
+                let ms = array
+                    .as_primitive::<TimestampMillisecondType>()
+                    .value(self.row);
+                chrono::DateTime::from_timestamp_millis(ms)
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            }
             _ => None,
         }
     }
@@ -291,15 +304,15 @@ fn encode_value(array: &ArrayRef, row: usize, out: &mut Vec<u8>) {
 
 fn scan_parquet(
     path: &Path,
-    name: &'static str,
+    name: &Arc<str>,
     positions: &[usize],
     report: &mut VerifyReport,
-    mut on_row: impl FnMut(&mut VerifyReport, Loc, &dyn Cells),
+    mut on_row: impl FnMut(&mut VerifyReport, &Loc, &dyn Cells),
 ) {
     let builder = match parquet_builder(path) {
         Ok(builder) => builder,
         Err(e) => {
-            report.finding(name, format!("not a readable Parquet file: {e}"));
+            report.finding(&**name, format!("not a readable Parquet file: {e}"));
             return;
         }
     };
@@ -315,7 +328,7 @@ fn scan_parquet(
     let reader = match builder.with_projection(mask).build() {
         Ok(reader) => reader,
         Err(e) => {
-            report.finding(name, format!("not a readable Parquet file: {e}"));
+            report.finding(&**name, format!("not a readable Parquet file: {e}"));
             return;
         }
     };
@@ -324,7 +337,7 @@ fn scan_parquet(
         let batch = match batch {
             Ok(batch) => batch,
             Err(e) => {
-                report.finding(name, format!("unreadable after row {row}: {e}"));
+                report.finding(&**name, format!("unreadable after row {row}: {e}"));
                 return;
             }
         };
@@ -335,7 +348,7 @@ fn scan_parquet(
                 arrays: &arrays,
                 row: i,
             };
-            on_row(report, Loc::new(name, row), &cells);
+            on_row(report, &Loc::new(name, row), &cells);
         }
     }
 }
