@@ -1338,7 +1338,7 @@ impl DatasetCheck {
         check.exported = seen.len() as u64;
         for row in catalogue.open_failures()? {
             check.open_failures += 1;
-            seen.insert((row.reference, row.kind));
+            seen.insert((row.row.reference, row.row.kind));
         }
         let wanted: HashSet<(String, Kind)> = input.iter().cloned().collect();
         check.missing = wanted.difference(&seen).count() as u64;
