@@ -322,6 +322,8 @@ pub struct ReportFigures {
     pub exported: u64,
     /// `outcomes.failed`.
     pub failed: u64,
+    /// `outcomes.already_exported`: exported by an earlier run, neither fetched nor read.
+    pub already_exported: u64,
     /// `requests.total`.
     pub requests: u64,
     /// `requests.retries`.
@@ -343,15 +345,21 @@ impl ReportFigures {
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let v: serde_json::Value =
             serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        Self::from_value(&v).with_context(|| format!("{}", path.display()))
+    }
+
+    /// The figures of a report object (`report.json`, or a commit record's `report`).
+    pub fn from_value(v: &serde_json::Value) -> Result<Self> {
         let n = |ptr: &str| -> Result<u64> {
             v.pointer(ptr)
                 .and_then(serde_json::Value::as_u64)
-                .with_context(|| format!("{}: no number at {ptr}", path.display()))
+                .with_context(|| format!("no number at {ptr}"))
         };
         Ok(ReportFigures {
             references: n("/outcomes/references")?,
             exported: n("/outcomes/exported")?,
             failed: n("/outcomes/failed")?,
+            already_exported: n("/outcomes/already_exported").unwrap_or(0),
             requests: n("/requests/total")?,
             retries: n("/requests/retries")?,
             too_many_requests: n("/requests/too_many_requests")?,
@@ -464,10 +472,19 @@ fn proc_hwm_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
-/// The first child of `pid` (the job under `/usr/bin/time`).
+/// The first child of `pid`.
 fn child_of(pid: u32) -> Option<u32> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
     text.split_whitespace().next()?.parse().ok()
+}
+
+/// The last of the chain of first children from `pid` (the job under `sh`, `strace`, `time`).
+fn descendant(pid: u32) -> u32 {
+    let mut pid = pid;
+    while let Some(child) = child_of(pid) {
+        pid = child;
+    }
+    pid
 }
 
 fn signal(pid: u32, sig: &str) {
@@ -526,7 +543,8 @@ pub fn read_log(path: &Path) -> Result<Vec<Req>> {
     Ok(out)
 }
 
-fn read_refs(path: &Path) -> Result<Vec<(String, Kind)>> {
+/// Reads a `reference,kind` CSV (the simulator's `--references-out`).
+pub fn read_refs(path: &Path) -> Result<Vec<(String, Kind)>> {
     let mut r = csv::Reader::from_path(path).with_context(|| format!("{}", path.display()))?;
     let mut out = Vec::new();
     for rec in r.records() {
@@ -541,7 +559,8 @@ fn read_refs(path: &Path) -> Result<Vec<(String, Kind)>> {
     Ok(out)
 }
 
-fn dir_bytes(dir: &Path) -> u64 {
+/// Bytes of every file under `dir`.
+pub fn dir_bytes(dir: &Path) -> u64 {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return 0;
     };
@@ -572,176 +591,520 @@ impl Drop for SimProcess {
     }
 }
 
-/// Runs one measurement: simulator and job as separate processes, in `env.work/name`.
-pub fn run(env: &Env, name: &str, sim: &SimSpec, job: &JobSpec, stop: Stop) -> Result<Run> {
-    let dir = env.work.join(name);
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
-    }
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let log_path = dir.join("requests.jsonl");
-    let refs_path = dir.join("refs.csv");
-    let out = dir.join("out");
-    let job_path = dir.join("job.toml");
-    let port = free_port()?;
-    let mut commands = Vec::new();
+/// A simulator serving one population on a free loopback port until dropped. Several jobs can
+/// run against it, one after the other or at once (resume, batches, shards).
+pub struct Simulator {
+    proc: SimProcess,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// The population it lists, as written to `refs.csv`.
+    pub refs: Vec<(String, Kind)>,
+    /// `refs.csv`: `reference,kind`.
+    pub refs_path: PathBuf,
+    /// Its JSONL request log.
+    pub log_path: PathBuf,
+    /// Its command line.
+    pub command: String,
+}
 
-    // The simulator.
-    let (sim_program, sim_args) = on_cpu(env, 1, &env.bin, sim.args(port, &log_path, &refs_path));
-    commands.push(format!("{} &", shell_line(&[], &sim_program, &sim_args)));
-    if env.echo {
-        println!("$ {}", commands.last().expect("just pushed"));
-    }
-    let sim_err = std::fs::File::create(dir.join("simulator.stderr"))?;
-    let sim_child = Command::new(&sim_program)
-        .args(&sim_args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(sim_err)
-        .spawn()
-        .with_context(|| format!("starting {}", env.bin.display()))?;
-    let mut sim_proc = SimProcess(sim_child);
-    let ready_by = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Some(status) = sim_proc.0.try_wait()? {
-            bail!(
-                "the simulator exited ({status}) before listening: see {}",
-                dir.join("simulator.stderr").display()
-            );
+impl Simulator {
+    /// Starts `jumio-export simulate` with `spec`, its files in `dir`, and waits until it listens.
+    pub fn start(env: &Env, dir: &Path, spec: &SimSpec) -> Result<Simulator> {
+        let log_path = dir.join("requests.jsonl");
+        let refs_path = dir.join("refs.csv");
+        let port = free_port()?;
+        let (program, args) = on_cpu(env, 1, &env.bin, spec.args(port, &log_path, &refs_path));
+        let command = format!("{} &", shell_line(&[], &program, &args));
+        if env.echo {
+            println!("$ {command}");
         }
-        if Instant::now() > ready_by {
-            bail!("the simulator did not listen on 127.0.0.1:{port} within 60 s");
+        let err_path = dir.join("simulator.stderr");
+        let child = Command::new(&program)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&err_path)?)
+            .spawn()
+            .with_context(|| format!("starting {}", env.bin.display()))?;
+        let mut proc = SimProcess(child);
+        let ready_by = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = proc.0.try_wait()? {
+                bail!(
+                    "the simulator exited ({status}) before listening: see {}",
+                    err_path.display()
+                );
+            }
+            if Instant::now() > ready_by {
+                bail!("the simulator did not listen on 127.0.0.1:{port} within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        std::thread::sleep(Duration::from_millis(20));
+        let refs = read_refs(&refs_path)?;
+        Ok(Simulator {
+            proc,
+            port,
+            refs,
+            refs_path,
+            log_path,
+            command,
+        })
     }
-    let refs = read_refs(&refs_path)?;
 
-    // The job.
-    std::fs::write(&job_path, job.toml(port))?;
-    let mut job_args = vec![
+    /// CPU seconds the simulator has used so far.
+    pub fn cpu_s(&self) -> f64 {
+        proc_cpu_s(self.proc.0.id())
+    }
+}
+
+/// What one job run reads and writes, from `/proc/<pid>/io` of a shell that ran it and reaped
+/// it (a reaped child's counts are added to its parent's): `rchar` counts every byte passed to
+/// `read`/`pread` (page cache included), `read_bytes` what had to come from the device.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct IoCounts {
+    /// Bytes read by `read`-like calls.
+    pub rchar: u64,
+    /// Bytes written by `write`-like calls.
+    pub wchar: u64,
+    /// `read`-like calls.
+    pub syscr: u64,
+    /// Bytes fetched from the storage device.
+    pub read_bytes: u64,
+}
+
+impl IoCounts {
+    /// Parses `/proc/<pid>/io`.
+    pub fn parse(text: &str) -> Result<Self> {
+        let field = |name: &str| -> Result<u64> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .with_context(|| format!("/proc/PID/io has no {name}"))?
+                .trim()
+                .parse()
+                .with_context(|| format!("/proc/PID/io: {name}"))
+        };
+        Ok(IoCounts {
+            rchar: field("rchar")?,
+            wchar: field("wchar")?,
+            syscr: field("syscr")?,
+            read_bytes: field("read_bytes")?,
+        })
+    }
+}
+
+/// What a job did under `archives/`, from `strace -ff -y` of every thread.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ArchiveAccess {
+    /// Files under `archives/` opened (successfully).
+    pub opened: u64,
+    /// Bytes read from files under `archives/`.
+    pub bytes_read: u64,
+    /// Bytes of directory entries read from `archives/` itself (listing it).
+    pub listing_bytes: u64,
+    /// Bytes read from anything else that is a file of the output location (commits, parts).
+    pub other_out_bytes: u64,
+}
+
+impl ArchiveAccess {
+    /// Sums the trace files `prefix.*` of `strace -ff -y -e trace=openat,read,pread64,getdents64
+    /// -o prefix`, for the output location `out`.
+    pub fn from_trace(prefix: &Path, out: &Path) -> Result<Self> {
+        let dir = prefix.parent().context("trace prefix has no directory")?;
+        let stem = prefix
+            .file_name()
+            .and_then(|s| s.to_str())
+            .context("trace prefix")?
+            .to_string();
+        let archives = format!("{}/archives", out.display());
+        let out_s = format!("{}/", out.display());
+        let mut a = ArchiveAccess::default();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            if !name
+                .to_str()
+                .is_some_and(|n| n.starts_with(&format!("{stem}.")))
+            {
+                continue;
+            }
+            let text = std::fs::read_to_string(entry.path())?;
+            for line in text.lines() {
+                a.add_line(line, &archives, &out_s);
+            }
+        }
+        Ok(a)
+    }
+
+    fn add_line(&mut self, line: &str, archives: &str, out: &str) {
+        let Some((call, ret)) = line.rsplit_once(") = ") else {
+            return;
+        };
+        let n: i64 = ret
+            .split(|c: char| !(c.is_ascii_digit() || c == '-'))
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(-1);
+        if n < 0 {
+            return;
+        }
+        // The path of the first fd argument (`read(7</x/archives/r.zip>, …`), or of the returned
+        // fd for `openat` (`= 7</x/archives/r.zip>`).
+        let fd_path = |s: &str| -> Option<String> {
+            let start = s.find('<')? + 1;
+            let end = start + s[start..].find('>')?;
+            Some(s[start..end].to_string())
+        };
+        let under = |p: &str, dir: &str| p.starts_with(&format!("{dir}/"));
+        if call.starts_with("openat(") {
+            if let Some(p) = fd_path(ret)
+                && under(&p, archives)
+            {
+                self.opened += 1;
+            }
+        } else if call.starts_with("read(") || call.starts_with("pread64(") {
+            let Some(p) = fd_path(call) else { return };
+            if under(&p, archives) {
+                self.bytes_read += n as u64;
+            } else if p.starts_with(out) {
+                self.other_out_bytes += n as u64;
+            }
+        } else if call.starts_with("getdents64(")
+            && let Some(p) = fd_path(call)
+            && (p == archives || under(&p, archives))
+        {
+            self.listing_bytes += n as u64;
+        }
+    }
+}
+
+/// How one job is run: its input, output location and any extra arguments.
+#[derive(Debug, Clone)]
+pub struct JobInvocation {
+    /// Label of the run: its files are `dir/{label}.*` (see [`JobInvocation::file`]).
+    pub label: String,
+    /// Where its job file, `time -v` output and logs go.
+    pub dir: PathBuf,
+    /// `--input`.
+    pub input: PathBuf,
+    /// `--out`.
+    pub out: PathBuf,
+    /// More arguments of `run` (e.g. `--shard 0/4`).
+    pub extra: Vec<String>,
+    /// Record `/proc/<pid>/io` of the job ([`IoCounts`]).
+    pub io: bool,
+    /// Trace the job's file access with `strace` ([`ArchiveAccess`]); slows it down, so its
+    /// times are not figures.
+    pub strace: bool,
+}
+
+impl JobInvocation {
+    /// A run of `input` into `out`, its files in `dir`.
+    pub fn new(label: &str, dir: &Path, input: &Path, out: &Path) -> Self {
+        JobInvocation {
+            label: label.to_string(),
+            dir: dir.to_path_buf(),
+            input: input.to_path_buf(),
+            out: out.to_path_buf(),
+            extra: Vec::new(),
+            io: false,
+            strace: false,
+        }
+    }
+
+    /// `dir/{label}.{suffix}`; with an empty label (one job per directory) `job.toml`,
+    /// `time.txt`, `job.stderr` … as the issue 5 runs always named them.
+    fn file(&self, suffix: &str) -> PathBuf {
+        match (self.label.as_str(), suffix) {
+            ("", "stderr") => self.dir.join("job.stderr"),
+            ("", _) => self.dir.join(suffix),
+            (label, _) => self.dir.join(format!("{label}.{suffix}")),
+        }
+    }
+}
+
+/// A started job process.
+pub struct JobProcess {
+    child: Child,
+    started: Instant,
+    inv: JobInvocation,
+    /// The command line, as a shell would take it.
+    pub command: String,
+}
+
+/// What one job run produced.
+#[derive(Debug, Clone)]
+pub struct JobRun {
+    /// The command line.
+    pub command: String,
+    /// The job's exit code (`None`: killed by a signal).
+    pub exit_code: Option<i32>,
+    /// Wall seconds from spawning the job to its exit.
+    pub wall_s: f64,
+    /// The job's CPU and memory.
+    pub usage: Usage,
+    /// `report.json` after the run (absent when the job wrote none; for runs at the same time,
+    /// read the commits instead).
+    pub report: Option<ReportFigures>,
+    /// Its I/O counts, when asked for.
+    pub io: Option<IoCounts>,
+    /// What it did under `archives/`, when traced.
+    pub archives: Option<ArchiveAccess>,
+}
+
+/// Starts `jumio-export run` against `sim` as `inv` says, with the job file of `job`.
+pub fn spawn_job(
+    env: &Env,
+    sim: &Simulator,
+    job: &JobSpec,
+    inv: &JobInvocation,
+) -> Result<JobProcess> {
+    let job_path = inv.file("job.toml");
+    std::fs::write(&job_path, job.toml(sim.port))?;
+    let mut args = vec![
         "run".to_string(),
         job_path.display().to_string(),
         "--input".into(),
-        refs_path.display().to_string(),
+        inv.input.display().to_string(),
         "--out".into(),
-        out.display().to_string(),
+        inv.out.display().to_string(),
         "--quiet".into(),
     ];
-    let time_path = dir.join("time.txt");
-    let program = if env.time_v {
+    args.extend(inv.extra.iter().cloned());
+    spawn_measured(env, inv, &env.bin, args)
+}
+
+/// Runs any `program args` measured like a job (`time -v`, `/proc/PID/io`, `strace` as `inv`
+/// asks), to its end; `inv.out` is where a `report.json` would be.
+pub fn run_measured(
+    env: &Env,
+    inv: &JobInvocation,
+    program: &Path,
+    args: Vec<String>,
+) -> Result<JobRun> {
+    spawn_measured(env, inv, program, args)?.wait(env, Stop::Complete)
+}
+
+/// Starts `program args` under the wrappers `inv` asks for.
+fn spawn_measured(
+    env: &Env,
+    inv: &JobInvocation,
+    program: &Path,
+    mut args: Vec<String>,
+) -> Result<JobProcess> {
+    let mut program = program.to_path_buf();
+    if env.time_v {
         let mut a = vec![
             "-v".to_string(),
             "-o".into(),
-            time_path.display().to_string(),
-            env.bin.display().to_string(),
+            inv.file("time.txt").display().to_string(),
+            program.display().to_string(),
         ];
-        a.append(&mut job_args);
-        job_args = a;
-        PathBuf::from("/usr/bin/time")
-    } else {
-        env.bin.clone()
-    };
-    let (program, job_args) = on_cpu(env, 0, &program, job_args);
-    let vars = [("JUMIO_API_TOKEN", TOKEN), ("JUMIO_API_SECRET", SECRET)];
-    commands.push(shell_line(&vars, &program, &job_args));
-    if env.echo {
-        println!("$ {}", commands.last().expect("just pushed"));
+        a.append(&mut args);
+        args = a;
+        program = PathBuf::from("/usr/bin/time");
     }
-    let sim_cpu_before = proc_cpu_s(sim_proc.0.id());
-    let job_err = std::fs::File::create(dir.join("job.stderr"))?;
-    let started = Instant::now();
-    let mut child = Command::new(&program)
-        .args(&job_args)
-        .envs(vars)
+    if inv.strace {
+        let mut a = vec![
+            "-ff".to_string(),
+            "-y".into(),
+            "-qq".into(),
+            "-s".into(),
+            "0".into(),
+            "-e".into(),
+            "trace=openat,read,pread64,getdents64".into(),
+            "-o".into(),
+            inv.file("strace").display().to_string(),
+            program.display().to_string(),
+        ];
+        a.append(&mut args);
+        args = a;
+        program = PathBuf::from("strace");
+    }
+    let (mut program, mut args) = on_cpu(env, 0, &program, args);
+    if inv.io {
+        // The shell reaps the job and then prints its own /proc/PID/io, which now includes the
+        // job's (the kernel adds a reaped child's counts to its parent's).
+        let mut a = vec![
+            "-c".to_string(),
+            r#""$0" "$@"; rc=$?; cat /proc/$$/io > "$IO_OUT"; exit $rc"#.into(),
+            program.display().to_string(),
+        ];
+        a.append(&mut args);
+        args = a;
+        program = PathBuf::from("sh");
+    }
+    let io_out = inv.file("io.txt").display().to_string();
+    let mut vars = vec![("JUMIO_API_TOKEN", TOKEN), ("JUMIO_API_SECRET", SECRET)];
+    if inv.io {
+        vars.push(("IO_OUT", &io_out));
+    }
+    let command = shell_line(&vars, &program, &args);
+    if env.echo {
+        println!("$ {command}");
+    }
+    let child = Command::new(&program)
+        .args(&args)
+        .envs(vars.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(job_err)
+        .stderr(std::fs::File::create(inv.file("stderr"))?)
         .spawn()
         .with_context(|| format!("starting {}", program.display()))?;
-    let interrupt_at = match stop {
-        Stop::Complete => env.max_run,
-        Stop::InterruptAfter(d) => d.min(env.max_run),
-    };
-    let mut interrupted_at: Option<Instant> = None;
-    let mut polled = Usage {
-        source: "/proc polling",
-        ..Usage::default()
-    };
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        // The job itself: the child of `time`, or the child we spawned.
-        let job_pid = if env.time_v {
-            child_of(child.id())
-        } else {
-            Some(child.id())
-        };
-        if !env.time_v
-            && let Some(pid) = job_pid
-        {
-            // Without `time -v`: VmHWM only grows, so the last sample is the peak to within
-            // one polling interval; CPU is likewise the last sample.
-            if let Some(hwm) = proc_hwm_kib(pid) {
-                polled.max_rss_kib = polled.max_rss_kib.max(hwm);
-            }
-            let cpu = proc_cpu_s(pid);
-            if cpu > 0.0 {
-                polled.user_s = cpu;
-            }
-        }
-        let elapsed = started.elapsed();
-        match interrupted_at {
-            None if elapsed >= interrupt_at => {
-                if let Some(pid) = job_pid {
-                    signal(pid, "-INT");
-                }
-                interrupted_at = Some(Instant::now());
-            }
-            // The job drains in-flight work on SIGINT; a minute is far more than enough.
-            Some(at) if at.elapsed() > Duration::from_secs(60) => {
-                let _ = child.kill();
-            }
-            _ => {}
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let wall_s = started.elapsed().as_secs_f64();
-    let sim_cpu_s = proc_cpu_s(sim_proc.0.id()) - sim_cpu_before;
-    drop(sim_proc);
+    Ok(JobProcess {
+        child,
+        started: Instant::now(),
+        inv: inv.clone(),
+        command,
+    })
+}
 
-    let usage = if env.time_v {
-        let text = std::fs::read_to_string(&time_path)
-            .with_context(|| format!("reading {}", time_path.display()))?;
-        parse_time_v(&text)?
-    } else {
-        polled
-    };
-    let report_path = out.join("report.json");
-    let report = if report_path.exists() {
-        Some(ReportFigures::read(&report_path)?)
-    } else {
-        None
-    };
+impl JobProcess {
+    /// Waits for the job (interrupting it when `stop` says so) and collects its figures.
+    pub fn wait(mut self, env: &Env, stop: Stop) -> Result<JobRun> {
+        let interrupt_at = match stop {
+            Stop::Complete => env.max_run,
+            Stop::InterruptAfter(d) => d.min(env.max_run),
+        };
+        let mut interrupted_at: Option<Instant> = None;
+        let mut polled = Usage {
+            source: "/proc polling",
+            ..Usage::default()
+        };
+        let status = loop {
+            if let Some(status) = self.child.try_wait()? {
+                break status;
+            }
+            // The job itself: the last of the chain sh → strace → time → job.
+            let job_pid = descendant(self.child.id());
+            if !env.time_v {
+                // Without `time -v`: VmHWM only grows, so the last sample is the peak to within
+                // one polling interval; CPU is likewise the last sample.
+                if let Some(hwm) = proc_hwm_kib(job_pid) {
+                    polled.max_rss_kib = polled.max_rss_kib.max(hwm);
+                }
+                let cpu = proc_cpu_s(job_pid);
+                if cpu > 0.0 {
+                    polled.user_s = cpu;
+                }
+            }
+            match interrupted_at {
+                None if self.started.elapsed() >= interrupt_at => {
+                    signal(job_pid, "-INT");
+                    interrupted_at = Some(Instant::now());
+                }
+                // The job drains in-flight work on SIGINT; a minute is far more than enough.
+                Some(at) if at.elapsed() > Duration::from_secs(60) => {
+                    let _ = self.child.kill();
+                }
+                _ => {}
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let wall_s = self.started.elapsed().as_secs_f64();
+        let inv = &self.inv;
+        let usage = if env.time_v {
+            let path = inv.file("time.txt");
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            parse_time_v(&text)?
+        } else {
+            polled
+        };
+        let report_path = inv.out.join("report.json");
+        let report = if report_path.exists() {
+            Some(ReportFigures::read(&report_path)?)
+        } else {
+            None
+        };
+        let io = if inv.io {
+            let path = inv.file("io.txt");
+            Some(IoCounts::parse(
+                &std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?,
+            )?)
+        } else {
+            None
+        };
+        let archives = if inv.strace {
+            Some(ArchiveAccess::from_trace(&inv.file("strace"), &inv.out)?)
+        } else {
+            None
+        };
+        Ok(JobRun {
+            command: self.command,
+            // `time` and the shell exit with the job's own code (128 + n after a signal).
+            exit_code: status.code(),
+            wall_s,
+            usage,
+            report,
+            io,
+            archives,
+        })
+    }
+}
+
+/// Runs one job to its end (or `stop`): [`spawn_job`] then [`JobProcess::wait`].
+pub fn run_job(
+    env: &Env,
+    sim: &Simulator,
+    job: &JobSpec,
+    inv: &JobInvocation,
+    stop: Stop,
+) -> Result<JobRun> {
+    spawn_job(env, sim, job, inv)?.wait(env, stop)
+}
+
+/// Runs one measurement: simulator and job as separate processes, in `env.work/name`.
+pub fn run(env: &Env, name: &str, sim: &SimSpec, job: &JobSpec, stop: Stop) -> Result<Run> {
+    let dir = fresh_dir(env, name)?;
+    let simulator = Simulator::start(env, &dir, sim)?;
+    let out = dir.join("out");
+    let inv = JobInvocation::new("", &dir, &simulator.refs_path, &out);
+    let sim_cpu_before = simulator.cpu_s();
+    let job_run = run_job(env, &simulator, job, &inv, stop)?;
+    let sim_cpu_s = simulator.cpu_s() - sim_cpu_before;
+    let commands = vec![simulator.command.clone(), job_run.command.clone()];
+    let log_path = simulator.log_path.clone();
+    let refs = simulator.refs.clone();
+    drop(simulator);
     let requests = read_log(&log_path)?;
     let out_bytes = dir_bytes(&out);
-    // `time` exits with the job's own code (128 + n when a signal killed it).
-    let exit_code = status.code();
     if !env.keep {
         let _ = std::fs::remove_dir_all(&dir);
     }
     Ok(Run {
         commands,
-        exit_code,
-        wall_s,
-        usage,
+        exit_code: job_run.exit_code,
+        wall_s: job_run.wall_s,
+        usage: job_run.usage,
         sim_cpu_s,
-        report,
+        report: job_run.report,
         requests,
         refs,
         seed: sim.seed,
         out_bytes,
     })
+}
+
+/// `env.work/name`, emptied and created.
+pub fn fresh_dir(env: &Env, name: &str) -> Result<PathBuf> {
+    let dir = env.work.join(name);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Writes `refs` as a `reference,kind` CSV input file.
+pub fn write_refs(path: &Path, refs: &[(String, Kind)]) -> Result<()> {
+    let mut w = csv::Writer::from_path(path).with_context(|| format!("{}", path.display()))?;
+    w.write_record(["reference", "kind"])?;
+    for (reference, kind) in refs {
+        w.write_record([reference.as_str(), kind.to_string().as_str()])?;
+    }
+    w.flush()?;
+    Ok(())
 }
 
 /// The fewest requests per category the guide's flow needs for `refs` (population of `seed`),
@@ -933,4 +1296,77 @@ pub fn dd_write(dir: &Path, mib: u32) -> Result<(f64, String)> {
         bail!("dd failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok((f64::from(mib) * 1_048_576.0 / secs / 1e6, line))
+}
+
+/// What the commits of a dataset say, against the references that went in.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DatasetCheck {
+    /// Commit records.
+    pub commits: usize,
+    /// Rows of the kind tables (netverify, documents, authentications) over all commits.
+    pub rows: u64,
+    /// Distinct (reference, kind) among them.
+    pub exported: u64,
+    /// Rows beyond the first of a (reference, kind): 0 when every export is exactly once.
+    pub duplicates: u64,
+    /// Open follow-ups: latest failures of what no commit exported.
+    pub open_failures: u64,
+    /// Input references neither exported nor an open follow-up.
+    pub missing: u64,
+    /// Exported or followed-up references that were not in the input.
+    pub extra: u64,
+}
+
+impl DatasetCheck {
+    /// Reads the commits of `out` (the library's catalogue reader: the commits and the
+    /// `reference` column of the parts they list) and compares them with `input`.
+    pub fn read(out: &Path, input: &[(String, Kind)]) -> Result<Self> {
+        use std::collections::HashSet;
+        let catalogue = jumio_export::dataset::catalogue::Catalogue::read(out)?;
+        let mut seen: HashSet<(String, Kind)> = HashSet::new();
+        let mut check = DatasetCheck {
+            commits: catalogue.commits().len(),
+            ..DatasetCheck::default()
+        };
+        catalogue.for_each_exported(|reference, kind| {
+            check.rows += 1;
+            if !seen.insert((reference.to_string(), kind)) {
+                check.duplicates += 1;
+            }
+            Ok(())
+        })?;
+        check.exported = seen.len() as u64;
+        for row in catalogue.open_failures()? {
+            check.open_failures += 1;
+            seen.insert((row.row.reference, row.row.kind));
+        }
+        let wanted: HashSet<(String, Kind)> = input.iter().cloned().collect();
+        check.missing = wanted.difference(&seen).count() as u64;
+        check.extra = seen.difference(&wanted).count() as u64;
+        Ok(check)
+    }
+}
+
+/// Runs `jumio-export verify OUT` and returns its exit code and the last line it printed.
+pub fn verify(env: &Env, out: &Path) -> Result<(Option<i32>, String, String)> {
+    let args = vec!["verify".to_string(), out.display().to_string()];
+    let line = shell_line(&[], &env.bin, &args);
+    if env.echo {
+        println!("$ {line}");
+    }
+    let o = Command::new(&env.bin)
+        .args(&args)
+        .output()
+        .with_context(|| format!("running {line}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    Ok((o.status.code(), last.to_string(), line))
 }
