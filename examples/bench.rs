@@ -1,11 +1,15 @@
-//! Benchmark harness (issue 5): rate fidelity, request efficiency, adaptive 429 behaviour,
-//! throughput and memory scaling of `jumio-export run`, measured from outside.
+//! Benchmark harness. Issue 5: rate fidelity, request efficiency, adaptive 429 behaviour,
+//! throughput and memory scaling of `jumio-export run`, measured from outside. Issue 11: the
+//! dataset — the cost of resuming a completed export, batches into one dataset, shards at once.
+//! Issue 10: `--vs OLD` runs every scenario with a second binary in turn and compares them.
 //!
 //! ```text
 //! cargo build --release && cargo run --release --example bench -- all
 //! cargo run --release --example bench -- rate --seconds 20
 //! cargo run --release --example bench -- scale --counts 1000,10000,30000
 //! cargo run --release --example bench -- all --tiny          # seconds, for checking the harness
+//! cargo run --release --example bench -- dataset --tiny      # resume, batches, shards
+//! cargo run --release --example bench -- throughput --vs ../old/target/release/jumio-export --repeat 3
 //! ```
 //! Every run starts the simulator (`jumio-export simulate …`) and the job (`jumio-export run …`)
 //! as separate processes of the release binary, the job under `/usr/bin/time -v` when it is
