@@ -572,53 +572,12 @@ fn read_archive_errors_on_a_truncated_file_naming_it() {
     }
 }
 
-/// A tmpfs of `size` mounted on a fresh directory, unmounted when dropped; `None` (skipped off CI,
-/// a failure under CI) where this machine cannot mount one.
-#[cfg(target_os = "linux")]
-struct Tmpfs {
-    path: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-#[cfg(target_os = "linux")]
-impl Tmpfs {
-    fn mount(size: &str) -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("disk");
-        fs::create_dir(&path).unwrap();
-        match Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&path)
-            .output()
-        {
-            Ok(o) if o.status.success() => Some(Tmpfs { path, _dir: dir }),
-            Ok(o) => crate::peers::unavailable(
-                "a tmpfs mount",
-                &format!(
-                    "mount -t tmpfs failed ({})",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                ),
-            ),
-            Err(e) => {
-                crate::peers::unavailable("a tmpfs mount", &format!("mount does not run: {e}"))
-            }
-        }
-    }
-}
-
-#[cfg(target_os = "linux")]
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.path).status();
-    }
-}
-
 #[test]
 fn failed_write_leaves_no_temp_and_no_archive() {
     // A disk that fills up while the temporary archive is written: an I/O error naming it, the
     // temporary removed, no archive.
     #[cfg(target_os = "linux")]
-    if let Some(disk) = Tmpfs::mount("64k") {
+    if let Some(disk) = crate::peers::Tmpfs::mount("64k") {
         let mut entries = netverify_entries();
         // 1 MiB that does not compress: more than the disk holds.
         let mut x = 0x2545_f491_4f6c_dd1du64;

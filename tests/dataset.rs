@@ -309,46 +309,6 @@ fn assert_kind_tables_hold_exactly(out: &Path, exported: &[(String, Kind)]) {
     }
 }
 
-/// The `files` table (CSV and Parquet) holds one row per entry of the archives of `exported`,
-/// with the entry's sha256, each once.
-fn assert_files_table_matches_archives(out: &Path, exported: &[(String, Kind)]) {
-    let mut from_archives = BTreeSet::new();
-    for (r, _) in exported {
-        for (name, body) in zip_entries(&out.join(format!("archives/{r}.zip"))) {
-            from_archives.insert((r.clone(), name, sha256_hex(&body)));
-        }
-    }
-    let (_, rows) = dataset_csv(out, "files");
-    let csv: BTreeSet<(String, String, String)> = rows
-        .iter()
-        .map(|r| {
-            (
-                r["reference"].clone(),
-                r["entry"].clone(),
-                r["sha256"].clone(),
-            )
-        })
-        .collect();
-    assert_eq!(rows.len(), csv.len(), "files: a duplicate row");
-    assert!(
-        csv == from_archives,
-        "files disagrees with the archives: missing {:?}, extra {:?}",
-        from_archives.difference(&csv).take(5).collect::<Vec<_>>(),
-        csv.difference(&from_archives).take(5).collect::<Vec<_>>()
-    );
-    let parquet: Vec<(String, String, String)> = dataset_parquet_strings(out, "files", "reference")
-        .into_iter()
-        .zip(dataset_parquet_strings(out, "files", "entry"))
-        .zip(dataset_parquet_strings(out, "files", "sha256"))
-        .map(|((r, e), s)| (r.unwrap(), e.unwrap(), s.unwrap()))
-        .collect();
-    assert_eq!(parquet.len(), from_archives.len(), "files.parquet: rows");
-    assert!(
-        parquet.into_iter().collect::<BTreeSet<_>>() == from_archives,
-        "files.parquet disagrees with the archives"
-    );
-}
-
 /// `failures.csv` as reference → row.
 fn failures_csv(out: &Path) -> BTreeMap<String, BTreeMap<String, String>> {
     let (_, rows) = csv_table(&out.join("failures.csv"));
@@ -519,7 +479,7 @@ fn two_batches_into_one_location_cover_both() {
             .collect();
         assert_eq!(failures, want, "run {}: its failures part", c.run);
     }
-    assert_files_table_matches_archives(out, &exported);
+    crate::support::assert_files_table_matches_archives(out, &exported);
     let want_archives: BTreeSet<String> =
         exported.iter().map(|(r, _)| format!("{r}.zip")).collect();
     assert_eq!(
@@ -836,7 +796,7 @@ fn a_failure_a_later_run_exports_leaves_failures_csv() {
         failures_csv(&out).keys().collect::<Vec<_>>()
     );
     assert_kind_tables_hold_exactly(&out, &refs);
-    assert_files_table_matches_archives(&out, &refs);
+    crate::support::assert_files_table_matches_archives(&out, &refs);
     assert_parts_well_formed(&out);
     assert_verify_ok(&out);
 }
@@ -909,7 +869,7 @@ fn four_shards_at_once_into_one_location_export_each_reference_once() {
         assert_eq!(got, want, "shard {k}/4 holds exactly its references");
     }
     assert_kind_tables_hold_exactly(&out, &refs);
-    assert_files_table_matches_archives(&out, &refs);
+    crate::support::assert_files_table_matches_archives(&out, &refs);
     assert!(failures_csv(&out).is_empty());
     assert_parts_well_formed(&out);
     assert_verify_ok(&out);
@@ -987,7 +947,7 @@ fn two_overlapping_runs_export_each_reference_once() {
         );
     }
     assert_kind_tables_hold_exactly(&out, &refs);
-    assert_files_table_matches_archives(&out, &refs);
+    crate::support::assert_files_table_matches_archives(&out, &refs);
     // Each archive is listed by the run that created it.
     for c in &cs {
         for kind in Kind::ALL {

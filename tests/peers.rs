@@ -110,3 +110,55 @@ fn a_missing_peer_skips_off_ci_and_fails_under_ci() {
     let sh = on_path("sh").expect("sh on PATH");
     assert!(sh.is_absolute() && sh.ends_with("sh"));
 }
+
+/// A tmpfs of `size` mounted on a fresh directory (`path`), unmounted when dropped: the disk that
+/// fills up in the disk-full tests. `None` off CI where this machine cannot mount one (the reason
+/// printed); under CI that is a failure.
+#[cfg(target_os = "linux")]
+pub struct Tmpfs {
+    /// The mount point.
+    pub path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+#[cfg(target_os = "linux")]
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (mount's syntax: `64k`, `1m`).
+    pub fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk");
+        std::fs::create_dir(&path).unwrap();
+        match Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .output()
+        {
+            Ok(o) if o.status.success() => Some(Tmpfs { path, _dir: dir }),
+            Ok(o) => unavailable(
+                "a tmpfs mount",
+                &format!(
+                    "mount -t tmpfs failed ({})",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ),
+            ),
+            Err(e) => unavailable("a tmpfs mount", &format!("mount does not run: {e}")),
+        }
+    }
+
+    /// Changes the size of the mounted tmpfs (a full disk made roomy again, or the other way).
+    pub fn resize(&self, size: &str) {
+        let st = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.path)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.path).status();
+    }
+}

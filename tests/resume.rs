@@ -1365,57 +1365,6 @@ async fn not_found_is_retried_only_with_retry_failed() {
     api.shutdown().await;
 }
 
-/// A small tmpfs for the disk-full test; `None` (with the reason printed) where the test may not
-/// mount one (not root, no tmpfs, a sandbox without mount rights).
-#[cfg(target_os = "linux")]
-struct Tmpfs {
-    path: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-#[cfg(target_os = "linux")]
-impl Tmpfs {
-    fn mount(size: &str) -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().ok()?;
-        let path = dir.path().join("disk");
-        std::fs::create_dir(&path).ok()?;
-        let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&path)
-            .stderr(Stdio::piped())
-            .output();
-        match st {
-            Ok(o) if o.status.success() => Some(Tmpfs { path, _dir: dir }),
-            Ok(o) => crate::peers::unavailable(
-                "a tmpfs mount",
-                &format!(
-                    "mount -t tmpfs failed ({})",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                ),
-            ),
-            Err(e) => {
-                crate::peers::unavailable("a tmpfs mount", &format!("mount does not run: {e}"))
-            }
-        }
-    }
-
-    fn resize(&self, size: &str) {
-        let st = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.path)
-            .status()
-            .unwrap();
-        assert!(st.success());
-    }
-}
-
-#[cfg(target_os = "linux")]
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.path).status();
-    }
-}
-
 /// An output directory that cannot be created or written is fatal (exit 3), named, and costs no
 /// request. Root ignores permission bits, so "unwritable" is a path under a regular file and,
 /// where a tmpfs can be mounted, a read-only filesystem.
@@ -1428,7 +1377,7 @@ async fn an_unwritable_output_directory_exits_3_before_any_request() {
     std::fs::write(&blocker, b"not a directory").unwrap();
     let mut outs = vec![blocker.join("out")];
     #[cfg(target_os = "linux")]
-    let ro = Tmpfs::mount("1m");
+    let ro = crate::peers::Tmpfs::mount("1m");
     #[cfg(target_os = "linux")]
     if let Some(disk) = &ro {
         let st = Command::new("mount")
@@ -1476,7 +1425,7 @@ async fn an_unwritable_output_directory_exits_3_before_any_request() {
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_stops_cleanly_and_the_next_run_completes() {
-    let Some(disk) = Tmpfs::mount("400k") else {
+    let Some(disk) = crate::peers::Tmpfs::mount("400k") else {
         return;
     };
     let opts = SimOptions {

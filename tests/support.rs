@@ -231,6 +231,49 @@ pub fn dataset_parquet_rows(out: &std::path::Path, table: &str) -> usize {
         .sum()
 }
 
+/// The `files` table (CSV and Parquet) holds one row per entry of the archives of `exported`,
+/// with the entry's sha256, each once.
+pub fn assert_files_table_matches_archives(out: &std::path::Path, exported: &[(String, Kind)]) {
+    let mut from_archives = std::collections::BTreeSet::new();
+    for (r, _) in exported {
+        for (name, body) in zip_entries(&out.join(format!("archives/{r}.zip"))) {
+            from_archives.insert((r.clone(), name, sha256_hex(&body)));
+        }
+    }
+    let (_, rows) = dataset_csv(out, "files");
+    let csv: std::collections::BTreeSet<(String, String, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["reference"].clone(),
+                r["entry"].clone(),
+                r["sha256"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(rows.len(), csv.len(), "files: a duplicate row");
+    assert!(
+        csv == from_archives,
+        "files disagrees with the archives: missing {:?}, extra {:?}",
+        from_archives.difference(&csv).take(5).collect::<Vec<_>>(),
+        csv.difference(&from_archives).take(5).collect::<Vec<_>>()
+    );
+    let parquet: Vec<(String, String, String)> = dataset_parquet_strings(out, "files", "reference")
+        .into_iter()
+        .zip(dataset_parquet_strings(out, "files", "entry"))
+        .zip(dataset_parquet_strings(out, "files", "sha256"))
+        .map(|((r, e), s)| (r.unwrap(), e.unwrap(), s.unwrap()))
+        .collect();
+    assert_eq!(parquet.len(), from_archives.len(), "files.parquet: rows");
+    assert!(
+        parquet
+            .into_iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            == from_archives,
+        "files.parquet disagrees with the archives"
+    );
+}
+
 /// Hex sha256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
@@ -658,7 +701,7 @@ pub fn latest_report(out: &std::path::Path) -> serde_json::Value {
 /// row per archived entry with the entry's sha256; each commit's archive count and root hash are
 /// those of the archives its rows name.
 pub fn assert_dataset_matches_archives(out: &std::path::Path, exported: &[(String, Kind)]) {
-    use std::collections::{BTreeMap, BTreeSet};
+    use std::collections::BTreeMap;
     assert_committed_parts_complete(out);
     for kind in Kind::ALL {
         let mut expected: Vec<String> = exported
@@ -675,63 +718,15 @@ pub fn assert_dataset_matches_archives(out: &std::path::Path, exported: &[(Strin
         );
     }
     let mut sha_of = BTreeMap::new();
-    let mut from_archives = BTreeSet::new();
     for (r, _) in exported {
         let path = out.join(format!("archives/{r}.zip"));
-        for (name, body) in zip_entries(&path) {
-            from_archives.insert((r.clone(), name, sha256_hex(&body)));
-        }
         sha_of.insert(
             r.clone(),
             sha256_hex(&std::fs::read(&path).expect("archive readable")),
         );
     }
     // files: one row per archived entry, with the entry's own hash, once across the commits.
-    let refs = dataset_parquet_strings(out, "files", "reference");
-    let parquet_files: BTreeSet<(String, String, String)> = refs
-        .iter()
-        .cloned()
-        .zip(dataset_parquet_strings(out, "files", "entry"))
-        .zip(dataset_parquet_strings(out, "files", "sha256"))
-        .map(|((r, e), s)| (r.unwrap(), e.unwrap(), s.unwrap()))
-        .collect();
-    assert_eq!(
-        refs.len(),
-        from_archives.len(),
-        "files (Parquet): one row per archived entry"
-    );
-    assert!(
-        parquet_files == from_archives,
-        "files (Parquet) disagrees with the archives: missing {:?}, extra {:?}",
-        from_archives
-            .difference(&parquet_files)
-            .take(5)
-            .collect::<Vec<_>>(),
-        parquet_files
-            .difference(&from_archives)
-            .take(5)
-            .collect::<Vec<_>>()
-    );
-    let (_, rows) = dataset_csv(out, "files");
-    let csv_files: BTreeSet<(String, String, String)> = rows
-        .iter()
-        .map(|r| {
-            (
-                r["reference"].clone(),
-                r["entry"].clone(),
-                r["sha256"].clone(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        rows.len(),
-        from_archives.len(),
-        "files (CSV): one row per archived entry"
-    );
-    assert!(
-        csv_files == from_archives,
-        "files (CSV) disagrees with the archives"
-    );
+    assert_files_table_matches_archives(out, exported);
     // Each commit: the archives its rows name, with their sha256, and its root hash over them.
     for c in commits(out) {
         let mut lines = Vec::new();

@@ -135,20 +135,29 @@ impl Catalogue {
     /// The dataset's open follow-ups: the latest failure of every (reference, kind) that no
     /// commit exported, in the order first seen.
     pub fn open_failures(&self) -> Result<Vec<Recorded>, CatalogueError> {
+        self.open_failures_seeing(|_, _| Ok(()))
+    }
+
+    /// [`Catalogue::open_failures`], handing every exported (reference, kind) to `seen` on the
+    /// way: one pass over the commits' reference columns serves both.
+    pub fn open_failures_seeing(
+        &self,
+        mut seen: impl FnMut(&str, Kind) -> io::Result<()>,
+    ) -> Result<Vec<Recorded>, CatalogueError> {
+        let bit = |kind: Kind| 1u8 << Kind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
         let rows = self.latest_failures()?;
-        let mut open: HashMap<(String, Kind), bool> = rows
-            .iter()
-            .map(|r| ((r.row.reference.clone(), r.row.kind), true))
-            .collect();
+        // Per failed reference, the kinds some commit exported (looked up without allocating).
+        let mut exported: HashMap<String, u8> =
+            rows.iter().map(|r| (r.row.reference.clone(), 0)).collect();
         self.for_each_exported(|reference, kind| {
-            if let Some(flag) = open.get_mut(&(reference.to_string(), kind)) {
-                *flag = false;
+            if let Some(kinds) = exported.get_mut(reference) {
+                *kinds |= bit(kind);
             }
-            Ok(())
+            seen(reference, kind)
         })?;
         Ok(rows
             .into_iter()
-            .filter(|r| open[&(r.row.reference.clone(), r.row.kind)])
+            .filter(|r| exported[&r.row.reference] & bit(r.row.kind) == 0)
             .collect())
     }
 

@@ -197,13 +197,6 @@ pub fn timestamp(t: DateTime<Utc>) -> String {
 pub const ROOT_HASH_METHOD: &str =
     "sha256 over one line per archive, \"<reference>  <archive sha256>\\n\", sorted by reference";
 
-impl Report {
-    /// Writes `report.json` atomically (temporary name, fsync, rename).
-    pub fn write(&self, dir: &Path, modes: super::fsmode::Modes) -> std::io::Result<()> {
-        write_json(dir, modes, self)
-    }
-}
-
 /// Writes `value` as `dir/report.json` atomically: a temporary name of this process (shards
 /// writing one location at once never share one), fsync, rename, directory fsync.
 pub fn write_json(

@@ -103,11 +103,6 @@ impl OutputLocation {
         &self.run
     }
 
-    /// The modes new files and directories get.
-    pub fn modes(&self) -> Modes {
-        self.modes
-    }
-
     /// Where the archive of `reference` lives, whether or not it exists.
     pub fn archive_path(&self, reference: &str) -> PathBuf {
         archive::archive_path(&self.root, reference)

@@ -225,7 +225,7 @@ pub async fn run(
         file: job.output.file_mode,
         dir: job.output.dir_mode,
     };
-    let location = OutputLocation::open(&job.output.dir, modes, started_at, job.shard.as_ref())?;
+    let location = open_location(job, modes, started_at).await?;
     let (input, already, follow_ups) = resume::from_catalogue(&location, input).await?;
     let shutdown = Shutdown::new();
     let signals = shutdown.on_signals(opts.grace);
@@ -290,6 +290,24 @@ fn run_facts(
         archives: written.archives,
         root_hash: written.root_hash.clone(),
     }
+}
+
+/// Opens the output location off the async threads: it creates directories, takes the run's
+/// lock and sweeps dead runs' temporaries, all blocking file-system work.
+async fn open_location(
+    job: &Job,
+    modes: Modes,
+    started_at: DateTime<Utc>,
+) -> Result<Arc<OutputLocation>, RunError> {
+    let (dir, shard) = (job.output.dir.clone(), job.shard);
+    tokio::task::spawn_blocking(move || {
+        OutputLocation::open(&dir, modes, started_at, shard.as_ref())
+    })
+    .await
+    .map_err(|e| RunError::OutputDir {
+        path: job.output.dir.clone(),
+        source: std::io::Error::other(e),
+    })?
 }
 
 /// Keeps only this shard's references (rewrites the spooled list: file I/O, off the async threads).

@@ -30,26 +30,13 @@ pub async fn from_catalogue(
     let location = location.clone();
     tokio::task::spawn_blocking(move || {
         let catalogue = location.catalogue()?;
-        let mut failures: Vec<FailureRow> = catalogue
-            .latest_failures()
+        let mut exported = ExternalSort::new(location.root(), spill::DEFAULT_BUDGET);
+        let failures: Vec<FailureRow> = catalogue
+            .open_failures_seeing(|reference, kind| exported.push(&catalogue_key(reference, kind)))
             .map_err(|e| RunError::Dataset(e.to_string()))?
             .into_iter()
             .map(|r| r.row)
             .collect();
-        let mut failed: HashMap<(String, Kind), bool> = failures
-            .iter()
-            .map(|r| ((r.reference.clone(), r.kind), true))
-            .collect();
-        let mut exported = ExternalSort::new(location.root(), spill::DEFAULT_BUDGET);
-        catalogue
-            .for_each_exported(|reference, kind| {
-                if let Some(open) = failed.get_mut(&(reference.to_string(), kind)) {
-                    *open = false;
-                }
-                exported.push(&catalogue_key(reference, kind))
-            })
-            .map_err(|e| RunError::Dataset(e.to_string()))?;
-        failures.retain(|r| failed[&(r.reference.clone(), r.kind)]);
         let spool = |e: std::io::Error| RunError::Input(e);
         let already = input
             .exclude(exported.finish().map_err(spool)?, spill::DEFAULT_BUDGET)
