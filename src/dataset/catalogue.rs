@@ -3,7 +3,7 @@
 //! commit records and the `reference` column of the parts they list — never from the archives,
 //! so the cost of resuming grows with the commits' tables, not with the archived bytes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -64,8 +64,17 @@ impl Catalogue {
     /// Reads every commit under `root` and checks that each part it lists is there with the
     /// size it recorded (hashes are `verify`'s job: reading them is proportional to the data).
     pub fn read(root: &Path) -> Result<Self, CatalogueError> {
+        Self::read_except(root, &BTreeSet::new())
+    }
+
+    /// [`Catalogue::read`] of only the commits whose run is not in `known`: what was published
+    /// since a catalogue of `known` was read (this run's commit, and concurrent runs').
+    pub fn read_except(root: &Path, known: &BTreeSet<String>) -> Result<Self, CatalogueError> {
         let mut commits = Vec::new();
-        for run in commit::list(root)? {
+        for run in commit::list(root)?
+            .into_iter()
+            .filter(|r| !known.contains(r))
+        {
             let c = Commit::read(&commit::path(root, &run))?;
             for part in &c.parts {
                 check_part(root, &c.run, part)?;
@@ -161,6 +170,60 @@ impl Catalogue {
             .collect())
     }
 
+    /// The open follow-ups after these commits, given `open`, the open follow-ups of the
+    /// commits read before them ([`Catalogue::open_failures`] of an earlier catalogue): the same
+    /// rows as reading every commit again, at the cost of reading only these. Per (reference,
+    /// kind) the row of the latest run wins; whatever these commits exported is closed.
+    pub fn open_failures_after(
+        &self,
+        open: Vec<Recorded>,
+    ) -> Result<Vec<Recorded>, CatalogueError> {
+        let mut rows = open;
+        let mut at: HashMap<(String, Kind), usize> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| ((r.row.reference.clone(), r.row.kind), i))
+            .collect();
+        for r in self.latest_failures()? {
+            let key = (r.row.reference.clone(), r.row.kind);
+            match at.get(&key) {
+                Some(&i) if rows[i].run <= r.run => rows[i] = r,
+                Some(_) => {}
+                None => {
+                    at.insert(key, rows.len());
+                    rows.push(r);
+                }
+            }
+        }
+        drop(at);
+        // By reference, so an exported row is looked up without allocating a key.
+        let mut by_reference: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, r) in rows.iter().enumerate() {
+            by_reference.entry(&r.row.reference).or_default().push(i);
+        }
+        let mut closed = vec![false; rows.len()];
+        self.for_each_exported(|reference, kind| {
+            for &i in by_reference.get(reference).into_iter().flatten() {
+                closed[i] |= rows[i].row.kind == kind;
+            }
+            Ok(())
+        })?;
+        drop(by_reference);
+        Ok(rows
+            .into_iter()
+            .zip(closed)
+            .filter_map(|(r, closed)| (!closed).then_some(r))
+            .collect())
+    }
+
+    /// The tables of which these commits list at least one part.
+    pub fn tables_with_parts(&self) -> BTreeSet<String> {
+        self.commits
+            .iter()
+            .flat_map(|c| c.parts.iter().map(|p| p.table.clone()))
+            .collect()
+    }
+
     fn rows(
         &self,
         part: &PartRecord,
@@ -248,6 +311,7 @@ mod tests {
             modes: Modes::default(),
             max_rows: 2,
             max_bytes: PART_BYTES,
+            skip_empty: BTreeSet::new(),
         };
         let mut table = PartWriter::new(
             "netverify",
@@ -361,6 +425,54 @@ mod tests {
         assert_eq!(
             first_open.next_attempt_after.map(|t| t.to_rfc3339()),
             Some("2026-12-07T07:45:00+00:00".into())
+        );
+    }
+
+    /// (reference, kind, error, run) of each row, sorted: the open follow-ups as a set.
+    fn rows_of(rows: Vec<Recorded>) -> Vec<(String, Kind, String, String)> {
+        let mut v: Vec<_> = rows
+            .into_iter()
+            .map(|r| (r.row.reference, r.row.kind, r.row.error.to_string(), r.run))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn open_follow_ups_updated_by_later_commits_equal_reading_every_commit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let (first, middle, last) = (
+            "20261201T000000Z-0001",
+            "20261201T120000Z-0002",
+            "20261202T000000Z-0003",
+        );
+        commit(
+            root,
+            first,
+            &["a"],
+            &[("p", "PENDING"), ("n", "NETWORK"), ("x", "NOT_FOUND")],
+            false,
+        );
+        commit(root, last, &[], &[("p", "NOT_FOUND")], false);
+        let start = Catalogue::read(root).unwrap();
+        let runs: BTreeSet<String> = start.commits().iter().map(|c| c.run.clone()).collect();
+        let open = start.open_failures().unwrap();
+        // Published after the start by a run that started between the two: exports `n`, fails
+        // `p` (older than `last`'s row, which stays) and a new `z`.
+        commit(root, middle, &["n"], &[("p", "NETWORK"), ("z", "PENDING")], true);
+        let since = Catalogue::read_except(root, &runs).unwrap();
+        assert_eq!(since.commits().len(), 1);
+        let incremental = rows_of(since.open_failures_after(open).unwrap());
+        let full = rows_of(Catalogue::read(root).unwrap().open_failures().unwrap());
+        assert_eq!(incremental, full);
+        assert_eq!(
+            incremental,
+            [
+                ("p".into(), Kind::Netverify, "NOT_FOUND".into(), last.into()),
+                ("x".into(), Kind::Netverify, "NOT_FOUND".into(), first.into()),
+                ("z".into(), Kind::Netverify, "PENDING".into(), middle.into()),
+            ]
         );
     }
 

@@ -3,9 +3,11 @@
 //! (arrow-rs keeps every row group's metadata until a file closes; a bounded part bounds it).
 //! Each finished part is complete under its final name (`tables/{table}/{run}-{n}.{ext}`, the
 //! CSV and Parquet of one `n` holding the same rows) and described by a [`PartRecord`] for the
-//! commit. A table that gets no row still gets part 0, empty but with its schema, so every
-//! table of a dataset can be read by glob from its first commit on.
+//! commit. A table that gets no row still gets part 0, empty but with its schema, unless the
+//! dataset already has a part of it: every table of a dataset can be read by glob from its
+//! first commit on, and a run with nothing to add writes no table file.
 
+use std::collections::BTreeSet;
 use std::io::{self, Read};
 use std::path::Path;
 
@@ -39,6 +41,9 @@ pub struct PartOptions {
     pub max_rows: u64,
     /// Parquet bytes per part at most.
     pub max_bytes: u64,
+    /// Tables that already have a part in the dataset: a run that writes no row of one of them
+    /// writes no empty part of it (a no-op rerun adds a commit and nothing else).
+    pub skip_empty: BTreeSet<String>,
 }
 
 /// The parts of one table written by one run.
@@ -135,10 +140,10 @@ impl PartWriter {
         Ok(())
     }
 
-    /// Closes the open part (or writes an empty part 0 when the run wrote no row) and returns
-    /// every part written, in order.
+    /// Closes the open part (or writes an empty part 0 when the run wrote no row and the
+    /// dataset has no part of the table yet) and returns every part written, in order.
     pub fn finish(mut self) -> Result<Vec<PartRecord>, TableError> {
-        if self.open.is_none() && self.next == 0 {
+        if self.open.is_none() && self.next == 0 && !self.opts.skip_empty.contains(self.table) {
             self.open_part()?;
         }
         self.close_part()?;
@@ -177,6 +182,7 @@ mod tests {
             modes: Modes::default(),
             max_rows,
             max_bytes: PART_BYTES,
+            skip_empty: BTreeSet::new(),
         }
     }
 

@@ -1,12 +1,15 @@
 //! The run's last stage: the commit record (the publish step: parts the commit does not list are
-//! not part of the dataset), then the dataset's `failures.csv` rebuilt from every commit, and
+//! not part of the dataset), then the dataset's `failures.csv` (the open follow-ups of the
+//! run's start, updated by the commits published since), and
 //! `report.json` for the latest run.
 
 use std::sync::Arc;
 
 use super::RunError;
 use super::location::OutputLocation;
+use super::resume::AtStart;
 use super::sink::Written;
+use crate::dataset::catalogue::Catalogue;
 use crate::dataset::commit::{ArchivesRecord, COMMIT_FORMAT, Commit};
 use crate::output::report::{ROOT_HASH_METHOD, Report};
 
@@ -16,6 +19,7 @@ pub async fn publish(
     location: &Arc<OutputLocation>,
     report: &Report,
     written: &Written,
+    start: AtStart,
 ) -> Result<(), RunError> {
     let commit = Commit {
         format: COMMIT_FORMAT.to_string(),
@@ -35,10 +39,12 @@ pub async fn publish(
     let report_json = report_value(report)?;
     tokio::task::spawn_blocking(move || {
         location.write_commit(&commit)?;
-        // Every commit, this one and any a concurrent shard published meanwhile.
-        let follow_ups = location
-            .catalogue()?
-            .open_failures()
+        // The open follow-ups at the start, updated by the commits published since: this one
+        // and any a concurrent shard published meanwhile (the dataset is not read again).
+        let since = Catalogue::read_except(location.root(), &start.runs)
+            .map_err(|e| RunError::Dataset(e.to_string()))?;
+        let follow_ups = since
+            .open_failures_after(start.open)
             .map_err(|e| RunError::Dataset(e.to_string()))?;
         location.write_failures(&follow_ups)?;
         location.write_report_value(&report_json)

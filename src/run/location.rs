@@ -217,6 +217,7 @@ impl OutputLocation {
             modes: self.modes,
             max_rows: PART_ROWS,
             max_bytes: PART_BYTES,
+            skip_empty: Default::default(),
         }
     }
 

@@ -226,15 +226,20 @@ pub async fn run(
         dir: job.output.dir_mode,
     };
     let location = open_location(job, modes, started_at).await?;
-    let (input, already, follow_ups) = resume::from_catalogue(&location, input).await?;
+    let (input, start) = resume::from_catalogue(&location, input).await?;
     let shutdown = Shutdown::new();
     let signals = shutdown.on_signals(opts.grace);
     let client = api_client(job, credentials)?;
-    let plan = ResumePlan::new(follow_ups, (opts.clock)(), opts.retry_failed);
+    let plan = ResumePlan::new(
+        start.open.iter().map(|r| r.row.clone()),
+        (opts.clock)(),
+        opts.retry_failed,
+    );
     let (sink, tx) = Sink::spawn(
         location.clone(),
         job.output.csv,
         job.output.parquet,
+        start.tables_with_parts.clone(),
         shutdown.clone(),
     );
     let progress = Progress::new(input.items.len() + input.rejected.len() as u64, opts.quiet);
@@ -250,11 +255,12 @@ pub async fn run(
         message: "the writer thread panicked".into(),
     })??;
     written.not_started += unread;
+    let already = start.already;
     let facts = run_facts(
         job, &input, &location, &shutdown, &client, &written, already,
     );
     let report = Report::assemble(started_at, (opts.clock)(), facts);
-    commit::publish(&location, &report, &written).await?;
+    commit::publish(&location, &report, &written, start).await?;
     summary(
         &location,
         written,

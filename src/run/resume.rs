@@ -7,7 +7,7 @@
 //! is unit-tested here. Whether an archive no commit lists can be taken over is the location's
 //! question, asked by the task when it starts a reference.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
@@ -16,32 +16,51 @@ use std::sync::Arc;
 use super::RunError;
 use super::location::OutputLocation;
 use crate::Kind;
+use crate::dataset::catalogue::Recorded;
 use crate::input::{InputList, Item, catalogue_key};
 use crate::outcome::ErrorCode;
 use crate::output::failures::FailureRow;
 use crate::spill::{self, ExternalSort};
 
+/// What the dataset's commits held when the run started.
+#[derive(Debug, Default)]
+pub struct AtStart {
+    /// The runs of the commits read.
+    pub runs: BTreeSet<String>,
+    /// The tables of which those commits list a part (a run that writes no row of them writes
+    /// no empty part: the tables can already be read by glob).
+    pub tables_with_parts: BTreeSet<String>,
+    /// Their open follow-ups, each with the run that recorded it: with the commits published
+    /// after the start, all that `failures.csv` is rebuilt from at the end of the run.
+    pub open: Vec<Recorded>,
+    /// References of the input some commit exported (removed from the input).
+    pub already: u64,
+}
+
 /// Reads the dataset's commits: removes from `input` every (reference, kind) some commit
-/// exported and returns the input, how many were removed, and the open follow-ups.
+/// exported and returns the input and what the commits held.
 pub async fn from_catalogue(
     location: &Arc<OutputLocation>,
     mut input: InputList,
-) -> Result<(InputList, u64, Vec<FailureRow>), RunError> {
+) -> Result<(InputList, AtStart), RunError> {
     let location = location.clone();
     tokio::task::spawn_blocking(move || {
         let catalogue = location.catalogue()?;
         let mut exported = ExternalSort::new(location.root(), spill::DEFAULT_BUDGET);
-        let failures: Vec<FailureRow> = catalogue
+        let open = catalogue
             .open_failures_seeing(|reference, kind| exported.push(&catalogue_key(reference, kind)))
-            .map_err(|e| RunError::Dataset(e.to_string()))?
-            .into_iter()
-            .map(|r| r.row)
-            .collect();
+            .map_err(|e| RunError::Dataset(e.to_string()))?;
         let spool = |e: std::io::Error| RunError::Input(e);
         let already = input
             .exclude(exported.finish().map_err(spool)?, spill::DEFAULT_BUDGET)
             .map_err(spool)?;
-        Ok((input, already, failures))
+        let start = AtStart {
+            runs: catalogue.commits().iter().map(|c| c.run.clone()).collect(),
+            tables_with_parts: catalogue.tables_with_parts(),
+            open,
+            already,
+        };
+        Ok((input, start))
     })
     .await
     .map_err(|e| RunError::Input(std::io::Error::other(e)))?
@@ -69,7 +88,11 @@ pub struct ResumePlan {
 impl ResumePlan {
     /// The plan from the rows of the existing `failures.csv`, at `now`. `retry_failed` also asks
     /// again for references an earlier run found missing (`NOT_FOUND`).
-    pub fn new(earlier: Vec<FailureRow>, now: DateTime<Utc>, retry_failed: bool) -> Self {
+    pub fn new(
+        earlier: impl IntoIterator<Item = FailureRow>,
+        now: DateTime<Utc>,
+        retry_failed: bool,
+    ) -> Self {
         let mut plan = ResumePlan::default();
         for row in earlier {
             let key = (row.reference.clone(), row.kind);

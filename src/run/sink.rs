@@ -3,7 +3,7 @@
 //! writer (so each Parquet file has its footer) before the root hash is finished. A write that
 //! fails stops the run: nothing fetched afterwards could be recorded.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -92,6 +92,7 @@ impl Sink {
         location: Arc<OutputLocation>,
         csv: bool,
         parquet: bool,
+        has_parts: BTreeSet<String>,
         shutdown: Shutdown,
     ) -> (
         std::thread::JoinHandle<Result<Written, RunError>>,
@@ -99,7 +100,11 @@ impl Sink {
     ) {
         let (tx, mut rx) = mpsc::channel::<Done>(256);
         let handle = std::thread::spawn(move || {
-            let mut sink = Sink::open(&location, location.part_options(csv, parquet));
+            let opts = PartOptions {
+                skip_empty: has_parts,
+                ..location.part_options(csv, parquet)
+            };
+            let mut sink = Sink::open(&location, opts);
             let mut result = Ok(());
             while let Some(done) = rx.blocking_recv() {
                 result = sink.accept(done);
@@ -381,7 +386,7 @@ mod tests {
         // A file where the failures table's directory must go: creating its part fails.
         std::fs::write(tmp.path().join("tables/failures"), b"").unwrap();
         let shutdown = Shutdown::new();
-        let (handle, tx) = Sink::spawn(location, true, false, shutdown.clone());
+        let (handle, tx) = Sink::spawn(location, true, false, BTreeSet::new(), shutdown.clone());
         drop(tx);
         assert!(handle.join().unwrap().is_err());
         assert!(matches!(shutdown.reason(), Some(StopReason::Fatal(_))));

@@ -24,6 +24,7 @@ use chrono::{DateTime, Utc};
 use super::RunError;
 use super::commit;
 use super::location::{LEGACY_OWNER, OutputLocation};
+use super::resume::AtStart;
 use super::sink::{Sink, Written};
 use super::task::Done;
 use crate::Kind;
@@ -232,7 +233,7 @@ pub async fn upgrade(
         root_hash: written.root_hash.clone(),
     };
     let report = Report::assemble(started, Utc::now(), facts);
-    commit::publish(&location, &report, &written).await?;
+    commit::publish(&location, &report, &written, AtStart::default()).await?;
     upgraded.run = location.run().to_string();
     upgraded.root_hash = written.root_hash;
     Ok(Upgrade::Upgraded(upgraded))
