@@ -175,10 +175,21 @@ fn names_in(dir: &Path) -> Vec<String> {
 fn temporaries(out: &Path) -> Temps {
     let tmp = |n: &String| n.ends_with(".tmp");
     Temps {
+        // Archive temporaries: in `archives/` (the layout before run scratch directories) and
+        // in the runs' scratch directories `runs/{run}/`.
         archives: names_in(&out.join("archives"))
             .iter()
             .filter(|n| tmp(n))
-            .count(),
+            .count()
+            + names_in(&out.join("runs"))
+                .iter()
+                .map(|run| {
+                    names_in(&out.join("runs").join(run))
+                        .iter()
+                        .filter(|n| tmp(n))
+                        .count()
+                })
+                .sum::<usize>(),
         parts: TABLES
             .iter()
             .map(|t| {
@@ -1088,13 +1099,14 @@ fn temporaries_of_dead_runs_are_removed_those_of_live_runs_kept_and_modes_kept()
     let (dead, live) = ("20200101T000000Z-dead", "20200101T000001Z-beef");
     let temporaries_of = |run: &str| {
         vec![
-            d.out.join(format!("archives/.ok-n9.{run}.zip.tmp")),
+            d.out.join(format!("runs/{run}/ok-n9.zip.tmp")),
             d.out.join(format!("tables/netverify/.{run}-0.csv.tmp")),
             d.out.join(format!("tables/files/.{run}-2.parquet.tmp")),
             d.out.join(format!("commits/.{run}.json.tmp")),
         ]
     };
     for run in [dead, live] {
+        std::fs::create_dir_all(d.out.join(format!("runs/{run}"))).unwrap();
         for p in temporaries_of(run) {
             std::fs::write(&p, format!("left by {run}")).unwrap();
         }

@@ -748,11 +748,9 @@ fn a_stale_failures_csv_is_a_warning_and_an_edited_one_a_finding() {
 fn stray_temporary_files_are_warnings_not_failures() {
     let (_dir, out) = copy(false);
     let run = &commits(&out)[0].0;
-    std::fs::write(
-        out.join(format!("archives/.abc-1.{run}.zip.tmp")),
-        b"partial",
-    )
-    .unwrap();
+    let dead = "20200101T000000Z-dead";
+    std::fs::create_dir_all(out.join(format!("runs/{dead}"))).unwrap();
+    std::fs::write(out.join(format!("runs/{dead}/abc-1.zip.tmp")), b"partial").unwrap();
     let temp = format!("tables/netverify/{run}-1.parquet.tmp");
     std::fs::write(out.join(&temp), b"partial").unwrap();
     let report = run_verify(&out);
@@ -760,7 +758,7 @@ fn stray_temporary_files_are_warnings_not_failures() {
     let subjects: Vec<&str> = report.warnings.iter().map(|w| w.subject.as_str()).collect();
     assert_eq!(
         subjects,
-        [format!("archives/.abc-1.{run}.zip.tmp"), temp],
+        [format!("runs/{dead}/abc-1.zip.tmp"), temp],
         "{report}"
     );
     assert!(

@@ -83,6 +83,10 @@ impl OutputLocation {
         std::fs::write(&probe, b"").map_err(err)?;
         std::fs::remove_file(&probe).map_err(err)?;
         let (run, lock) = RunLock::take(root, modes, started, shard).map_err(err)?;
+        // After the lock: a sweeping run takes the directory of an unlocked run for a dead one.
+        modes
+            .create_dir_all(&archive::layout::run_scratch_dir(root, run.as_str()))
+            .map_err(err)?;
         let location = OutputLocation {
             root: root.to_path_buf(),
             modes,
@@ -268,7 +272,7 @@ impl OutputLocation {
     /// never part of the dataset, and would otherwise show up in every glob of its tables). A
     /// live run's files are in flight and left alone; a committed run's parts are the dataset.
     fn remove_dead_temporaries(&self) -> io::Result<()> {
-        archive::remove_dead_temps(&self.root, |run| self.is_live(run))?;
+        self.remove_dead_scratch_dirs()?;
         for table in dataset::TABLES {
             remove_files_in(&dataset::table_dir(&self.root, table), |name| {
                 part_run(name).is_some_and(|(run, finished)| {
@@ -282,6 +286,27 @@ impl OutputLocation {
                 .and_then(|n| n.strip_suffix(".json.tmp"))
                 .is_some_and(|run| !self.is_live(run))
         })
+    }
+}
+
+impl OutputLocation {
+    /// Removes the scratch directories (`runs/{run}/`: archive temporaries) of runs that are not
+    /// live. Lists `runs/` — the live and dead runs' locks and directories — never `archives/`,
+    /// so the sweep costs the same at any number of archives.
+    fn remove_dead_scratch_dirs(&self) -> io::Result<()> {
+        let dir = self.root.join(dataset::RUNS_DIR);
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(run) = name.to_str().filter(|n| RunId::parse(n).is_some()) else {
+                continue;
+            };
+            // `file_type` does not follow a link: a link named like a run is left alone.
+            if entry.file_type()?.is_dir() && !self.is_live(run) {
+                std::fs::remove_dir_all(entry.path())?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -383,6 +408,15 @@ impl RunLock {
 
 impl Drop for RunLock {
     fn drop(&mut self) {
+        // The run's scratch directory first, while the lock still says the run is live.
+        if let Some(dir) = self
+            .path
+            .to_str()
+            .and_then(|p| p.strip_suffix(".lock"))
+            .map(PathBuf::from)
+        {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         let _ = std::fs::remove_file(&self.path);
         let _ = self.file.unlock();
     }
@@ -421,10 +455,18 @@ mod tests {
         let live = open(tmp.path());
         let live_tmp = tmp
             .path()
-            .join(format!("archives/.r1.{}.zip.tmp", live.run()));
-        let dead_tmp = tmp
-            .path()
-            .join("archives/.r2.20200101T000000Z-0000.zip.tmp");
+            .join(format!("runs/{}/r1.zip.tmp", live.run()));
+        let dead_tmp = tmp.path().join("runs/20200101T000000Z-0000/r2.zip.tmp");
+        std::fs::create_dir_all(dead_tmp.parent().unwrap()).unwrap();
+        // A link named like a dead run is not followed (nor removed with what it points at).
+        let elsewhere = tempfile::tempdir().unwrap();
+        let kept = elsewhere.path().join("kept");
+        std::fs::write(&kept, b"x").unwrap();
+        std::os::unix::fs::symlink(
+            elsewhere.path(),
+            tmp.path().join("runs/20200101T000000Z-1111"),
+        )
+        .unwrap();
         let dead_part = tmp
             .path()
             .join("tables/netverify/.20200101T000000Z-0000-0.parquet.tmp");
@@ -467,6 +509,17 @@ mod tests {
             "a dead run's temporaries are removed"
         );
         assert!(!orphan.exists(), "a dead run's uncommitted part is removed");
+        assert!(kept.exists(), "a link in runs/ is not followed");
+        drop(_second);
+        drop(live);
+        assert_eq!(
+            std::fs::read_dir(tmp.path().join("runs"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect::<Vec<_>>(),
+            ["20200101T000000Z-1111"],
+            "a run that ends removes its lock and scratch directory"
+        );
         assert!(
             committed.exists() && foreign.exists(),
             "committed parts and other files stay"

@@ -236,6 +236,7 @@ pub fn verify_with(dir: &Path, opts: VerifyOptions<'_>) -> Result<VerifyReport, 
     };
     let top: Vec<_> = top.filter_map(Result::ok).collect();
     stray_temps(&top, "", &mut report);
+    scratch_temps(dir, &mut report);
     let runs = commits::list(dir, &mut report);
     let first_in_scope = first_in_scope(dir, &runs, opts.since)?;
     let mut v = Verifier {
@@ -334,6 +335,28 @@ fn stray_temps(listing: &[std::fs::DirEntry], prefix: &str, report: &mut VerifyR
             "temporary file left by an interrupted run; run the same job again \
              (it removes or finishes it)",
         );
+    }
+}
+
+/// `*.tmp` files in the runs' scratch directories (`runs/{run}/`): archives a run was writing.
+fn scratch_temps(dir: &Path, report: &mut VerifyReport) {
+    let runs = dir.join(crate::dataset::RUNS_DIR);
+    let Ok(listing) = std::fs::read_dir(&runs) else {
+        return;
+    };
+    let mut scratch: Vec<String> = listing
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .collect();
+    scratch.sort();
+    for run in scratch {
+        let Ok(listing) = std::fs::read_dir(runs.join(&run)) else {
+            continue;
+        };
+        let listing: Vec<_> = listing.filter_map(Result::ok).collect();
+        let prefix = format!("{}/{run}/", crate::dataset::RUNS_DIR);
+        stray_temps(&listing, &prefix, report);
     }
 }
 

@@ -48,16 +48,24 @@ pub fn archive_path(out_dir: &Path, reference: &str) -> PathBuf {
     out_dir.join(relative_path(reference))
 }
 
-/// `archives/.{reference}.{run}.zip.tmp` under `out_dir` (`.{reference}.zip.tmp` outside a
-/// dataset run): where the writer assembles an archive before publishing it at
-/// [`archive_path`]. Hidden, so no listing takes it for an archive; named by its run, so only
-/// temporaries of runs that are no longer live are removed.
+/// Where the writer assembles an archive before publishing it at [`archive_path`]: in a
+/// dataset run, `runs/{run}/{reference}.zip.tmp` (the run's own scratch directory: a run
+/// sweeps dead runs' temporaries by listing `runs/`, never the archives); outside one,
+/// `archives/.{reference}.zip.tmp` (hidden, so no listing takes it for an archive).
 pub fn temp_path(out_dir: &Path, reference: &str, run: Option<&str>) -> PathBuf {
-    let name = match run {
-        Some(run) => format!(".{reference}.{run}.zip.tmp"),
-        None => format!(".{reference}.zip.tmp"),
-    };
-    out_dir.join(ARCHIVES_DIR).join(name)
+    match run {
+        Some(run) => run_scratch_dir(out_dir, run).join(format!("{reference}.zip.tmp")),
+        None => out_dir
+            .join(ARCHIVES_DIR)
+            .join(format!(".{reference}.zip.tmp")),
+    }
+}
+
+/// `runs/{run}/` under `out_dir`: the scratch directory of a run, for files it writes before
+/// publishing them under a final name elsewhere in the location (same file system, so the
+/// publish is a rename). Removed when the run ends; a dead run's by the next run.
+pub fn run_scratch_dir(out_dir: &Path, run: &str) -> PathBuf {
+    out_dir.join(crate::dataset::RUNS_DIR).join(run)
 }
 
 /// The run named in a temporary archive's file name (`None` for one written outside a run).
@@ -313,7 +321,7 @@ mod tests {
         );
         assert_eq!(
             temp_path(out, "abc-1", Some("20261206T074501Z-7f2a")),
-            Path::new("/x/out/archives/.abc-1.20261206T074501Z-7f2a.zip.tmp")
+            Path::new("/x/out/runs/20261206T074501Z-7f2a/abc-1.zip.tmp")
         );
         let tmp = temp_path(out, "abc-1", None);
         assert_eq!(tmp, Path::new("/x/out/archives/.abc-1.zip.tmp"));

@@ -62,6 +62,11 @@ pub fn write_archive_with_key(
         .create_dir_all(&dir)
         .map_err(io_err("creating directory", &dir))?;
     let tmp_path = layout::temp_path(out_dir, reference, meta.run.as_deref());
+    if let Some(scratch) = tmp_path.parent().filter(|p| *p != dir) {
+        modes
+            .create_dir_all(scratch)
+            .map_err(io_err("creating directory", scratch))?;
+    }
     let final_path = layout::archive_path(out_dir, reference);
 
     let mut zip = Assembler::new(entries, &tmp_path, key);
