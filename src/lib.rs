@@ -39,3 +39,11 @@ pub use kind::Kind;
 
 /// The tool's version, recorded in reports and provenance.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Threads of the async runtime's blocking pool at least (archive writes, file-system work):
+/// twice the cores when that is more. Tokio's default, 512, let a run at concurrency 32 keep
+/// one thread per archive in flight, each with its own allocator arena holding freed memory:
+/// peak RSS grew with the run's length (54 MiB at 100,000 references, 77 MiB at 1,000,000,
+/// over 100 MiB on a loaded machine) while the heap in use stayed under 20 MiB. Eight
+/// threads write archives as fast on 2 cores.
+pub const BLOCKING_THREADS: usize = 8;

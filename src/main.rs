@@ -23,6 +23,9 @@ fn main() {
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(jumio_export::BLOCKING_THREADS.max(
+            2 * std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        ))
         .build()
     {
         Ok(r) => r,
