@@ -16,6 +16,11 @@ use std::path::{Path, PathBuf};
 /// root-hash lines or 20,000 input keys.
 pub const DEFAULT_BUDGET: usize = 1 << 20;
 
+/// Memory of each sort a run does before it starts fetching (the input's keys against the
+/// commits' exported keys): 8 MiB, so a rerun of 100,000 references sorts in memory, and all of
+/// it is free again before the first request (the fetching holds more at its peak).
+pub const START_BUDGET: usize = 8 << 20;
+
 /// Sorts byte records lexicographically with about `budget` bytes of memory, whatever their
 /// number: records are gathered up to the budget, sorted and written out as a run; the runs
 /// are merged when read back. Fewer records than the budget never touch the disk.

@@ -46,13 +46,13 @@ pub async fn from_catalogue(
     let location = location.clone();
     tokio::task::spawn_blocking(move || {
         let catalogue = location.catalogue()?;
-        let mut exported = ExternalSort::new(location.root(), spill::DEFAULT_BUDGET);
+        let mut exported = ExternalSort::new(location.root(), spill::START_BUDGET);
         let open = catalogue
             .open_failures_seeing(|reference, kind| exported.push(&catalogue_key(reference, kind)))
             .map_err(|e| RunError::Dataset(e.to_string()))?;
         let spool = |e: std::io::Error| RunError::Input(e);
         let already = input
-            .exclude(exported.finish().map_err(spool)?, spill::DEFAULT_BUDGET)
+            .exclude(exported.finish().map_err(spool)?, spill::START_BUDGET)
             .map_err(spool)?;
         let start = AtStart {
             runs: catalogue.commits().iter().map(|c| c.run.clone()).collect(),
