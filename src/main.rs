@@ -21,19 +21,20 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .max_blocking_threads(jumio_export::BLOCKING_THREADS.max(
-            2 * std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
-        ))
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            std::process::exit(jumio_export::exit::ExitCode::Fatal.code());
-        }
-    };
+    let runtime =
+        match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .max_blocking_threads(jumio_export::BLOCKING_THREADS.max(
+                2 * std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            ))
+            .build()
+        {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: cannot start the async runtime: {e}");
+                std::process::exit(jumio_export::exit::ExitCode::Fatal.code());
+            }
+        };
     let code = runtime.block_on(jumio_export::commands::execute(cli.command));
     std::process::exit(code.code());
 }

@@ -719,7 +719,12 @@ fn a_rerun_with_the_union_fetches_and_reads_nothing_exported() {
         .iter()
         .map(|p| p["table"].as_str().unwrap())
         .collect();
-    assert_eq!(tables, BTreeSet::from(["failures"]), "{:?}", third_commit.parts);
+    assert_eq!(
+        tables,
+        BTreeSet::from(["failures"]),
+        "{:?}",
+        third_commit.parts
+    );
     assert_kind_tables_hold_exactly(out, &exported);
     assert_parts_well_formed(out);
     assert_verify_ok(out);

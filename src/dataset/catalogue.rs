@@ -460,7 +460,13 @@ mod tests {
         let open = start.open_failures().unwrap();
         // Published after the start by a run that started between the two: exports `n`, fails
         // `p` (older than `last`'s row, which stays) and a new `z`.
-        commit(root, middle, &["n"], &[("p", "NETWORK"), ("z", "PENDING")], true);
+        commit(
+            root,
+            middle,
+            &["n"],
+            &[("p", "NETWORK"), ("z", "PENDING")],
+            true,
+        );
         let since = Catalogue::read_except(root, &runs).unwrap();
         assert_eq!(since.commits().len(), 1);
         let incremental = rows_of(since.open_failures_after(open).unwrap());
@@ -470,7 +476,12 @@ mod tests {
             incremental,
             [
                 ("p".into(), Kind::Netverify, "NOT_FOUND".into(), last.into()),
-                ("x".into(), Kind::Netverify, "NOT_FOUND".into(), first.into()),
+                (
+                    "x".into(),
+                    Kind::Netverify,
+                    "NOT_FOUND".into(),
+                    first.into()
+                ),
                 ("z".into(), Kind::Netverify, "PENDING".into(), middle.into()),
             ]
         );

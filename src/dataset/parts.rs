@@ -115,26 +115,16 @@ impl PartWriter {
         let stats = w.finish()?;
         let n = self.next;
         self.next += 1;
-        for (enabled, format) in [
-            (self.opts.parquet, Format::Parquet),
-            (self.opts.csv, Format::Csv),
-        ] {
-            if !enabled {
-                continue;
-            }
-            let relative = part_relative(self.table, &self.opts.run, n, format);
-            let path = self.opts.root.join(&relative);
-            let (sha256, bytes) = hash_file(&path).map_err(|source| TableError::Io {
-                path: path.clone(),
-                source,
-            })?;
+        for (digest, format) in [(stats.parquet, Format::Parquet), (stats.csv, Format::Csv)] {
+            // Hashed as written: the part is not read back.
+            let Some(digest) = digest else { continue };
             self.written.push(PartRecord {
                 table: self.table.to_string(),
-                path: relative,
+                path: part_relative(self.table, &self.opts.run, n, format),
                 format,
                 rows: stats.rows,
-                bytes,
-                sha256,
+                bytes: digest.bytes,
+                sha256: digest.sha256,
             });
         }
         Ok(())

@@ -29,6 +29,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use super::fsmode::Modes;
 use crate::flatten::{Cell, Column, ColumnType, ListItem, Row, StructField};
@@ -99,22 +100,74 @@ pub enum TableError {
 }
 
 /// What [`TableWriter::finish`] wrote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableStats {
     /// Data rows written (the CSV header is not counted).
     pub rows: u64,
+    /// The CSV file's sha256 and size, when CSV was written.
+    pub csv: Option<FileDigest>,
+    /// The Parquet file's sha256 and size, when Parquet was written.
+    pub parquet: Option<FileDigest>,
+}
+
+/// A file's sha256 (hex) and size, taken from the bytes as they were written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileDigest {
+    /// Lower-case hex.
+    pub sha256: String,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// A file that hashes what is written to it: a part's digest for its commit without reading
+/// the part back.
+struct HashedFile {
+    file: File,
+    hash: Sha256,
+    bytes: u64,
+}
+
+impl HashedFile {
+    fn new(file: File) -> Self {
+        HashedFile {
+            file,
+            hash: Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    fn finish(self) -> (File, FileDigest) {
+        let digest = FileDigest {
+            sha256: hex::encode(self.hash.finalize()),
+            bytes: self.bytes,
+        };
+        (self.file, digest)
+    }
+}
+
+impl Write for HashedFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
 }
 
 struct CsvPart {
     tmp: PathBuf,
     path: PathBuf,
-    writer: csv::Writer<BufWriter<File>>,
+    writer: csv::Writer<BufWriter<HashedFile>>,
 }
 
 struct ParquetPart {
     tmp: PathBuf,
     path: PathBuf,
-    writer: ArrowWriter<File>,
+    writer: ArrowWriter<HashedFile>,
 }
 
 /// Writes one table to CSV and/or Parquet, incrementally.
@@ -151,7 +204,7 @@ impl TableWriter {
                 path: tmp.clone(),
                 source,
             })?;
-            let mut writer = csv::Writer::from_writer(BufWriter::new(file));
+            let mut writer = csv::Writer::from_writer(BufWriter::new(HashedFile::new(file)));
             writer
                 .write_record(columns.iter().map(|c| c.name.as_str()))
                 .map_err(|source| TableError::Csv {
@@ -181,13 +234,11 @@ impl TableWriter {
                 .set_statistics_enabled(EnabledStatistics::Chunk)
                 .set_offset_index_disabled(true)
                 .build();
-            let writer =
-                ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(|source| {
-                    TableError::Parquet {
-                        path: tmp.clone(),
-                        source,
-                    }
-                })?;
+            let writer = ArrowWriter::try_new(HashedFile::new(file), schema.clone(), Some(props))
+                .map_err(|source| TableError::Parquet {
+                path: tmp.clone(),
+                source,
+            })?;
             Some(ParquetPart { tmp, path, writer })
         } else {
             None
@@ -275,6 +326,11 @@ impl TableWriter {
     /// fsyncs the directory.
     pub fn finish(mut self) -> Result<TableStats, TableError> {
         self.flush_batch()?;
+        let mut stats = TableStats {
+            rows: self.rows,
+            csv: None,
+            parquet: None,
+        };
         if let Some(part) = self.csv.take() {
             let CsvPart { tmp, path, writer } = part;
             let buffered = writer.into_inner().map_err(|e| TableError::Io {
@@ -285,7 +341,9 @@ impl TableWriter {
                 path: tmp.clone(),
                 source: e.into_error(),
             })?;
+            let (file, digest) = file.finish();
             sync_and_rename(file, &tmp, &path)?;
+            stats.csv = Some(digest);
         }
         if let Some(part) = self.parquet.take() {
             let ParquetPart { tmp, path, writer } = part;
@@ -294,13 +352,15 @@ impl TableWriter {
                 path: tmp.clone(),
                 source,
             })?;
+            let (file, digest) = file.finish();
             sync_and_rename(file, &tmp, &path)?;
+            stats.parquet = Some(digest);
         }
         super::fsmode::sync_dir(&self.dir).map_err(|source| TableError::Io {
             path: self.dir.clone(),
             source,
         })?;
-        Ok(TableStats { rows: self.rows })
+        Ok(stats)
     }
 }
 

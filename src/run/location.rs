@@ -453,9 +453,7 @@ mod tests {
     fn only_temporaries_of_dead_runs_are_removed() {
         let tmp = tempfile::tempdir().unwrap();
         let live = open(tmp.path());
-        let live_tmp = tmp
-            .path()
-            .join(format!("runs/{}/r1.zip.tmp", live.run()));
+        let live_tmp = tmp.path().join(format!("runs/{}/r1.zip.tmp", live.run()));
         let dead_tmp = tmp.path().join("runs/20200101T000000Z-0000/r2.zip.tmp");
         std::fs::create_dir_all(dead_tmp.parent().unwrap()).unwrap();
         // A link named like a dead run is not followed (nor removed with what it points at).
