@@ -29,6 +29,8 @@ mod secrets;
 mod sim;
 // upgrade: an old-layout directory built by hand, upgraded in place, then run against.
 mod upgrade;
+// Warehouse loads: schema DDL in PostgreSQL, DuckDB and sqlglot; load into a throw-away PostgreSQL.
+mod warehouse;
 // verify: a real export checked clean, then each kind of damage found and named.
 mod verify;
 // Property tests: enclosed entry names, origin check, fixed flatten schema.

@@ -265,9 +265,21 @@ static FILES_COLUMNS: LazyLock<Vec<Column>> = LazyLock::new(|| {
     use ColumnType::{Int64, Utf8};
     program_table(&[
         ("reference", Utf8, "the transaction reference"),
-        ("kind", Utf8, "the API family: netverify, document or authentication"),
-        ("entry", Utf8, "the entry name inside the archive (images/front.jpg)"),
-        ("classifier", Utf8, "the image classifier or page number, when the file has one"),
+        (
+            "kind",
+            Utf8,
+            "the API family: netverify, document or authentication",
+        ),
+        (
+            "entry",
+            Utf8,
+            "the entry name inside the archive (images/front.jpg)",
+        ),
+        (
+            "classifier",
+            Utf8,
+            "the image classifier or page number, when the file has one",
+        ),
         ("content_type", Utf8, "the Content-Type the API sent"),
         ("bytes", Int64, "size of the file in bytes"),
         ("sha256", Utf8, "sha256 of the file, lowercase hex"),
@@ -277,8 +289,14 @@ static FAILURES_COLUMNS: LazyLock<Vec<Column>> = LazyLock::new(|| {
     use ColumnType::{Int64, TimestampMs, Utf8};
     // `failures.csv`'s header, typed, then `run`.
     let typed = [
-        (Utf8, "the reference as given (an invalid one escaped and cut)"),
-        (Utf8, "the API family: netverify, document or authentication"),
+        (
+            Utf8,
+            "the reference as given (an invalid one escaped and cut)",
+        ),
+        (
+            Utf8,
+            "the API family: netverify, document or authentication",
+        ),
         (Utf8, "the step that failed"),
         (Int64, "the last HTTP status, if any"),
         (

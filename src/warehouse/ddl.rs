@@ -352,14 +352,19 @@ mod tests {
         ] {
             let ddl = create_table(dialect, None, &table("netverify").unwrap());
             assert!(
-                ddl.contains("API field document.firstName of GET /api/netverify/v2/scans/{reference}/data"),
+                ddl.contains(
+                    "API field document.firstName of GET /api/netverify/v2/scans/{reference}/data"
+                ),
                 "{ddl}"
             );
         }
         let pg = create_table(Dialect::Postgres, None, &table("netverify").unwrap());
         assert!(pg.contains("\"document_dob\" date,"), "{pg}");
         assert!(pg.contains("\"timestamp\" timestamptz,"), "{pg}");
-        assert!(pg.contains("\"verification_reject_reason_reject_reason_details\" jsonb,"), "{pg}");
+        assert!(
+            pg.contains("\"verification_reject_reason_reject_reason_details\" jsonb,"),
+            "{pg}"
+        );
         assert!(pg.contains("\"unmapped_json\" jsonb,"), "{pg}");
         assert!(pg.contains("\"image_count\" bigint,"), "{pg}");
         assert!(pg.contains("PRIMARY KEY (\"reference\")"), "{pg}");

@@ -384,9 +384,11 @@ fn ledger_columns() -> Vec<(String, &'static str, &'static str)> {
     cols
 }
 
-/// The advisory lock key of a schema: every `load` into it serialises on this key.
-fn lock_key(schema: &str) -> i64 {
-    let digest = Sha256::digest(format!("jumio-export load {schema}").as_bytes());
+/// The advisory lock key of a schema: every `load` into it serialises its commits on the
+/// `commit` key, and its CREATE statements on the `ddl` key (so a `load` that finds the tables
+/// there goes on to read the ledger while another is loading a commit).
+fn lock_key(schema: &str, purpose: &str) -> i64 {
+    let digest = Sha256::digest(format!("jumio-export load {purpose} {schema}").as_bytes());
     i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
 }
 
@@ -484,7 +486,7 @@ async fn load_with(
         }
         pending.push((commit, hex::encode(Sha256::digest(&bytes))));
     }
-    let key = lock_key(&schema);
+    let key = lock_key(&schema, "commit");
     for (commit, sha256) in pending {
         let rows = load_commit(root, &mut client, target, &schema, key, &commit, &sha256).await?;
         summary.loaded.push(LoadedCommit {
@@ -540,9 +542,12 @@ async fn prepare(client: &mut Client, target: &Target, schema: &str) -> Result<(
         .transaction()
         .await
         .map_err(err("starting a transaction"))?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key(schema)])
-        .await
-        .map_err(err("taking the load lock"))?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1)",
+        &[&lock_key(schema, "ddl")],
+    )
+    .await
+    .map_err(err("taking the load lock"))?;
     tx.batch_execute(&format!(
         "CREATE SCHEMA IF NOT EXISTS {}",
         ddl::ident(Dialect::Postgres, schema)
@@ -556,12 +561,7 @@ async fn prepare(client: &mut Client, target: &Target, schema: &str) -> Result<(
                 t.name.to_string(),
                 t.columns
                     .iter()
-                    .map(|c| {
-                        (
-                            c.name.clone(),
-                            ddl::postgres_information_schema_type(c),
-                        )
-                    })
+                    .map(|c| (c.name.clone(), ddl::postgres_information_schema_type(c)))
                     .collect(),
             )
         })
@@ -634,7 +634,15 @@ async fn prepare(client: &mut Client, target: &Target, schema: &str) -> Result<(
         )
         .unwrap();
     }
-    ddl_text.push_str(&ddl::open_failures_view(Dialect::Postgres, Some(schema)));
+    let view = ddl::qualified(Dialect::Postgres, Some(schema), ddl::OPEN_FAILURES_VIEW);
+    let has_view: bool = tx
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&view])
+        .await
+        .map_err(err("reading the tables' columns"))?
+        .get(0);
+    if !has_view {
+        ddl_text.push_str(&ddl::open_failures_view(Dialect::Postgres, Some(schema)));
+    }
     tx.batch_execute(&ddl_text)
         .await
         .map_err(err("creating the tables"))?;
@@ -683,10 +691,7 @@ async fn load_commit(
             if n != part.rows {
                 return Err(LoadError::Part {
                     path: part.path.clone(),
-                    reason: format!(
-                        "{n} rows read, commit {run} records {}",
-                        part.rows
-                    ),
+                    reason: format!("{n} rows read, commit {run} records {}", part.rows),
                 });
             }
             rows[i] += n;
