@@ -702,6 +702,9 @@ fn the_postgres_password_appears_nowhere_in_load_output() {
         for secret in [password, refused] {
             assert!(!all.contains(secret), "{what}: the password in {all}");
         }
-        assert!(all.contains("127.0.0.1:"), "{what}: the host is not named: {all}");
+        assert!(
+            all.contains("127.0.0.1:"),
+            "{what}: the host is not named: {all}"
+        );
     }
 }

@@ -82,6 +82,10 @@ pub struct LoadSummary {
     pub already_loaded: usize,
     /// The commits handled now, in commit order.
     pub loaded: Vec<LoadedCommit>,
+    /// Time spent checking the new commits with `verify`.
+    pub verify_time: Duration,
+    /// Time spent loading them (reading the parts, COPY, commit).
+    pub load_time: Duration,
 }
 
 impl LoadSummary {
@@ -108,12 +112,23 @@ impl LoadSummary {
             .filter_map(|c| c.rows)
             .flat_map(|r| r.into_iter())
             .sum();
-        writeln!(
+        write!(
             out,
             "{} schema {}: {} commits in the dataset, {} loaded before, {} loaded now ({} rows)",
             self.target, self.schema, self.commits, self.already_loaded, now, rows
         )
         .unwrap();
+        if now > 0 {
+            let secs = self.load_time.as_secs_f64();
+            write!(
+                out,
+                "; verify {:.1} s, load {secs:.1} s ({:.0} rows/s)",
+                self.verify_time.as_secs_f64(),
+                rows as f64 / secs.max(1e-9)
+            )
+            .unwrap();
+        }
+        out.push('\n');
         out
     }
 }
@@ -465,11 +480,14 @@ async fn load_with(
         commits: runs.len(),
         already_loaded: runs.iter().filter(|r| loaded.contains(*r)).count(),
         loaded: Vec::new(),
+        ..LoadSummary::default()
     };
     let Some(first) = runs.iter().position(|r| !loaded.contains(r)) else {
         return Ok(summary);
     };
+    let started = std::time::Instant::now();
     check_with_verify(root, opts, first.checked_sub(1).map(|i| runs[i].clone())).await?;
+    summary.verify_time = started.elapsed();
     let mut pending = Vec::new();
     for run in runs.iter().skip(first).filter(|r| !loaded.contains(*r)) {
         let path = commit::path(root, run);
@@ -487,6 +505,7 @@ async fn load_with(
         pending.push((commit, hex::encode(Sha256::digest(&bytes))));
     }
     let key = lock_key(&schema, "commit");
+    let started = std::time::Instant::now();
     for (commit, sha256) in pending {
         let rows = load_commit(root, &mut client, target, &schema, key, &commit, &sha256).await?;
         summary.loaded.push(LoadedCommit {
@@ -494,6 +513,7 @@ async fn load_with(
             rows,
         });
     }
+    summary.load_time = started.elapsed();
     Ok(summary)
 }
 
