@@ -822,7 +822,8 @@ fn nothing_loaded(server: &PgServer, database: &str) {
 }
 
 #[test]
-fn a_killed_load_a_crashed_server_and_two_loads_at_once_each_load_every_commit_once() {
+fn a_killed_or_interrupted_load_a_crashed_server_and_two_loads_at_once_each_load_every_commit_once()
+{
     let Some(server) = PgServer::start() else {
         return;
     };
@@ -872,6 +873,34 @@ fn a_killed_load_a_crashed_server_and_two_loads_at_once_each_load_every_commit_o
     load_ok(&out, &server, &db);
     assert_loaded_exactly_once(&server, &db, &out);
     assert_postgres_equals_parquet(&server, &db, &out);
+
+    // SIGTERM in the middle of a commit: exit 130 saying so, the commit rolled back.
+    let db = server.create_database("terminated");
+    tables(&db);
+    let lock = TableLock::hold(&server, &db, "files");
+    let child = load(&out, &server, &db, &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(
+        "the load to wait inside its first commit",
+        Duration::from_secs(60),
+        || waiting(&server, &db, "COPY", "relation") == 1,
+    );
+    signal(child.id(), libc::SIGTERM);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", text(&o));
+    assert!(text(&o).contains("rolled back"), "{}", text(&o));
+    lock.release();
+    wait_for(
+        "the interrupted load's backend to end",
+        Duration::from_secs(30),
+        || copies(&server, &db) == 0,
+    );
+    nothing_loaded(&server, &db);
+    load_ok(&out, &server, &db);
+    assert_loaded_exactly_once(&server, &db, &out);
 
     // The server crashes in the middle of a commit: exit 3 naming the host; after a restart the
     // next load completes.
