@@ -642,7 +642,9 @@ fn the_postgres_password_appears_nowhere_in_load_output() {
         .port();
     let host = format!("127.0.0.1:{}", server.port);
     let with = |user_info: &str, db: &str| format!("postgresql://{user_info}@{host}/{db}");
-    let cases: Vec<(&str, String, Vec<(&str, &str)>, i32)> = vec![
+    /// What the case is, the URL, extra environment, the expected exit code.
+    type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, i32);
+    let cases: Vec<Case> = vec![
         (
             "password in the URL",
             with(&format!("jumio:{password}"), &server.create_database("url")),
