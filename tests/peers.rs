@@ -1,5 +1,6 @@
 //! Peers: the programs and system capabilities some tests check the export against — `unzip`,
-//! 7-Zip, `sha256sum`, DuckDB (a Python module), a tmpfs mount for the disk-full tests.
+//! 7-Zip, `sha256sum`, DuckDB and sqlglot (Python modules), a tmpfs mount for the disk-full tests,
+//! and throw-away PostgreSQL clusters for the warehouse tests ([`PgServer`]).
 //!
 //! On a developer machine a missing peer skips that check, with a line on stderr saying so.
 //! With `CI` set, a missing peer fails the test: CI never reports a check as passed that did not
