@@ -70,6 +70,29 @@ pub enum Command {
         #[arg(long, default_value = crate::job::defaults::ARCHIVE_KEY_ENV)]
         key_env: String,
     },
+    /// Print the CREATE TABLE statements of every table for a warehouse, from the one schema.
+    Schema {
+        /// The SQL dialect.
+        #[arg(long, value_enum)]
+        dialect: crate::warehouse::ddl::Dialect,
+        /// Only this table (netverify, documents, authentications, files, failures).
+        #[arg(long, value_name = "TABLE")]
+        table: Option<String>,
+    },
+    /// Load every commit of the dataset not loaded yet into PostgreSQL, one transaction each.
+    Load {
+        /// The dataset (the `[output] dir` of its runs).
+        location: PathBuf,
+        /// postgresql://USER@HOST:PORT/DATABASE; the password from PGPASSWORD or ~/.pgpass.
+        #[arg(long, value_name = "URL")]
+        postgres: String,
+        /// The PostgreSQL schema to load into (created when missing); default the current one.
+        #[arg(long, value_name = "NAME")]
+        schema: Option<String>,
+        /// Environment variable holding the key of encrypted archives (for the verify check).
+        #[arg(long, default_value = crate::job::defaults::ARCHIVE_KEY_ENV)]
+        key_env: String,
+    },
     /// Validate the job and input and print the request budget; sends nothing.
     Plan {
         /// The job file.

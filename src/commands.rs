@@ -30,7 +30,81 @@ pub async fn execute(command: Command) -> ExitCode {
             key_env,
         } => verify(&dir, since.as_deref(), &key_env),
         Command::Upgrade { location, key_env } => upgrade(&location, &key_env).await,
+        Command::Schema { dialect, table } => schema(dialect, table.as_deref()),
+        Command::Load {
+            location,
+            postgres,
+            schema,
+            key_env,
+        } => load_postgres(&location, postgres, schema, &key_env).await,
     }
+}
+
+/// `schema`: the DDL on stdout; 2 for an unknown table.
+fn schema(dialect: crate::warehouse::ddl::Dialect, table: Option<&str>) -> ExitCode {
+    use crate::warehouse::ddl;
+    let only = match table {
+        None => None,
+        Some(name) => match ddl::table(name) {
+            Some(t) => Some(t),
+            None => {
+                eprintln!(
+                    "error: --table {name:?}: no such table; the tables are {}",
+                    crate::dataset::TABLES.join(", ")
+                );
+                return ExitCode::Usage;
+            }
+        },
+    };
+    print!("{}", ddl::script(dialect, None, only.as_ref()));
+    ExitCode::Success
+}
+
+/// `load`: 0 loaded (or nothing to load), 1 verify rejects a commit, 2 usage or a table with
+/// other columns, 3 the database or the location failed, 130 interrupted. Whatever the code, no
+/// commit is half-loaded.
+async fn load_postgres(
+    location: &Path,
+    url: String,
+    schema: Option<String>,
+    key_env: &str,
+) -> ExitCode {
+    use crate::warehouse::postgres;
+    let key = match optional_key(key_env) {
+        Ok(k) => k,
+        Err(code) => return code,
+    };
+    let opts = postgres::LoadOptions { url, schema, key };
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: cannot watch for SIGTERM: {e}");
+                return ExitCode::Fatal;
+            }
+        };
+    tokio::select! {
+        result = postgres::load(location, &opts) => match result {
+            Ok(summary) => {
+                print!("{}", summary.table());
+                ExitCode::Success
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                e.exit_code()
+            }
+        },
+        // Dropping the load closes the connection: the server rolls the open commit back.
+        _ = tokio::signal::ctrl_c() => interrupted_load(),
+        _ = terminate.recv() => interrupted_load(),
+    }
+}
+
+fn interrupted_load() -> ExitCode {
+    eprintln!(
+        "interrupted: the commit being loaded was rolled back; run the same command again to load the rest"
+    );
+    ExitCode::Interrupted
 }
 
 fn load(path: &Path, overrides: &Overrides) -> Result<(Job, input::InputList), ExitCode> {

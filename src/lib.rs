@@ -14,6 +14,7 @@
 //!   `simulator`, on by default; off for a production build);
 //! - [`spill`]: lists that grow with the export (input, root hash) kept on disk, not in memory;
 //! - [`verify`]: `jumio-export verify DIR`, the integrity check of an export;
+//! - [`warehouse`]: `schema` (DDL for five SQL dialects) and `load` (exactly-once into PostgreSQL);
 //! - [`exit`]: the process exit codes of every command.
 
 pub mod api;
@@ -34,6 +35,7 @@ pub mod run;
 pub mod simulator;
 pub mod spill;
 pub mod verify;
+pub mod warehouse;
 
 pub use kind::Kind;
 

@@ -1,5 +1,6 @@
 //! Peers: the programs and system capabilities some tests check the export against — `unzip`,
-//! 7-Zip, `sha256sum`, DuckDB (a Python module), a tmpfs mount for the disk-full tests.
+//! 7-Zip, `sha256sum`, DuckDB and sqlglot (Python modules), a tmpfs mount for the disk-full tests,
+//! and throw-away PostgreSQL clusters for the warehouse tests ([`PgServer`]).
 //!
 //! On a developer machine a missing peer skips that check, with a line on stderr saying so.
 //! With `CI` set, a missing peer fails the test: CI never reports a check as passed that did not
@@ -160,5 +161,220 @@ impl Tmpfs {
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.path).status();
+    }
+}
+
+/// The variable naming the directory of PostgreSQL's server programs (`initdb`, `pg_ctl`);
+/// without it the newest `/usr/lib/postgresql/*/bin` (Debian's layout) or `pg_config --bindir`.
+pub const PG_BIN_VAR: &str = "JUMIO_TEST_PG_BIN";
+
+/// A throw-away PostgreSQL cluster: `initdb` in a temporary directory, `pg_ctl start` on a free
+/// loopback port (TCP on 127.0.0.1 only, password authentication with SCRAM), stopped and
+/// removed when dropped. Under root the server programs run as the `postgres` user, since
+/// `initdb` refuses root.
+pub struct PgServer {
+    /// The port on 127.0.0.1.
+    pub port: u16,
+    /// The superuser, whose password is [`PgServer::PASSWORD`].
+    pub user: &'static str,
+    bin: PathBuf,
+    data: PathBuf,
+    as_postgres: bool,
+    _dir: tempfile::TempDir,
+}
+
+impl PgServer {
+    /// The superuser's password (a test cluster on loopback only).
+    pub const PASSWORD: &'static str = "pg-test-password-4e1f";
+
+    fn bin_dir() -> Option<PathBuf> {
+        if let Some(dir) = std::env::var_os(PG_BIN_VAR) {
+            return Some(PathBuf::from(dir));
+        }
+        let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let v = e.file_name().to_str()?.parse().ok()?;
+                let bin = e.path().join("bin");
+                bin.join("initdb").exists().then_some((v, bin))
+            })
+            .collect();
+        versions.sort();
+        if let Some((_, bin)) = versions.pop() {
+            return Some(bin);
+        }
+        let o = Command::new("pg_config").arg("--bindir").output().ok()?;
+        let dir = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+        dir.join("initdb").exists().then_some(dir)
+    }
+
+    fn program(&self, name: &str) -> Command {
+        let path = self.bin.join(name);
+        if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(path);
+            c
+        } else {
+            Command::new(path)
+        }
+    }
+
+    /// Starts a fresh cluster. `None` (skip) when PostgreSQL is not installed or does not
+    /// start, a panic under CI.
+    pub fn start() -> Option<PgServer> {
+        let Some(bin) = Self::bin_dir() else {
+            return unavailable(
+                "PostgreSQL",
+                &format!("no initdb under /usr/lib/postgresql/*/bin, {PG_BIN_VAR} or pg_config"),
+            );
+        };
+        // SAFETY: geteuid has no preconditions.
+        let as_postgres = unsafe { libc::geteuid() } == 0;
+        let dir = tempfile::Builder::new()
+            .prefix("jumio-pg")
+            .tempdir()
+            .unwrap();
+        let pwfile = dir.path().join("pw");
+        std::fs::write(&pwfile, Self::PASSWORD).unwrap();
+        if as_postgres {
+            let owner = |p: &Path| {
+                let st = Command::new("chown")
+                    .args(["-R", "postgres:"])
+                    .arg(p)
+                    .status()
+                    .unwrap();
+                assert!(st.success(), "chown postgres {}", p.display());
+            };
+            owner(dir.path());
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = PgServer {
+            port,
+            user: "jumio",
+            bin,
+            data: dir.path().join("data"),
+            as_postgres,
+            _dir: dir,
+        };
+        let o = server
+            .program("initdb")
+            .arg("-D")
+            .arg(&server.data)
+            .args(["-U", server.user, "-E", "UTF8", "--locale=C.UTF-8"])
+            .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .output()
+            .unwrap();
+        if !o.status.success() {
+            let why = format!("initdb failed: {}", String::from_utf8_lossy(&o.stderr));
+            return unavailable("PostgreSQL", why.trim());
+        }
+        if !server.pg_ctl_start() {
+            return unavailable("PostgreSQL", "pg_ctl start failed (see the log above)");
+        }
+        Some(server)
+    }
+
+    /// `pg_ctl start` on the cluster; true when it is up.
+    fn pg_ctl_start(&self) -> bool {
+        let socket_dir = self.data.parent().unwrap();
+        let o = self
+            .program("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-o")
+            .arg(format!(
+                "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
+                self.port,
+                socket_dir.display()
+            ))
+            .arg("-l")
+            .arg(socket_dir.join("server.log"))
+            .args(["-w", "-t", "60", "start"])
+            .output()
+            .unwrap();
+        if !o.status.success() {
+            let log = std::fs::read_to_string(socket_dir.join("server.log")).unwrap_or_default();
+            eprintln!(
+                "pg_ctl start: {}{}\n{log}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        o.status.success()
+    }
+
+    /// Stops the server at once, as a crash would (`pg_ctl stop -m immediate`: no checkpoint,
+    /// open transactions lost).
+    pub fn crash(&self) {
+        let st = self
+            .program("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "-w", "stop"])
+            .output()
+            .unwrap();
+        assert!(st.status.success(), "pg_ctl stop: {st:?}");
+    }
+
+    /// Starts the server again after [`PgServer::crash`] (it recovers from its WAL).
+    pub fn restart(&self) {
+        assert!(self.pg_ctl_start(), "the server restarts");
+    }
+
+    /// `postgresql://USER@127.0.0.1:PORT/DATABASE`, without the password.
+    pub fn url(&self, database: &str) -> String {
+        format!(
+            "postgresql://{}@127.0.0.1:{}/{database}",
+            self.user, self.port
+        )
+    }
+
+    /// `psql` against `database` with the password in its environment.
+    pub fn psql(&self, database: &str) -> Command {
+        let mut c = Command::new(self.bin.join("psql"));
+        if !self.bin.join("psql").exists() {
+            c = Command::new("psql");
+        }
+        c.env("PGPASSWORD", Self::PASSWORD)
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-At"])
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", self.user, "-d", database]);
+        c
+    }
+
+    /// Runs `sql` (one or more statements) in `database`; the unaligned output, trimmed. Panics
+    /// with psql's message when it fails.
+    pub fn sql(&self, database: &str, sql: &str) -> String {
+        let o = self.psql(database).arg("-c").arg(sql).output().unwrap();
+        assert!(
+            o.status.success(),
+            "psql: {}\n{sql}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap().trim().to_string()
+    }
+
+    /// Creates a database and returns its name.
+    pub fn create_database(&self, name: &str) -> String {
+        self.sql("postgres", &format!("CREATE DATABASE {name}"));
+        name.to_string()
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let _ = self
+            .program("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
     }
 }

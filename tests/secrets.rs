@@ -608,3 +608,105 @@ fn unmasked_card_images_log_a_pci_dss_warning() {
     assert!(err.contains("PCI DSS"), "no PCI DSS warning: {err}");
     assert_eq!(o.status.code(), Some(0), "{err}");
 }
+
+/// `load` at trace level never shows the PostgreSQL password: not the real one (in the URL, in
+/// `PGPASSWORD`, in a password file), not a refused one, not one sent to a port where nothing
+/// listens; the connection is still named by host and port.
+#[test]
+fn the_postgres_password_appears_nowhere_in_load_output() {
+    use crate::peers::PgServer;
+    let Some(server) = PgServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("export");
+    let demo = Command::new(env!("CARGO_BIN_EXE_jumio-export"))
+        .args(["demo", "--count", "8", "--quiet", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(matches!(demo.status.code(), Some(0 | 1)));
+    let refused = "canary-refused-pg-password-83b1";
+    let password = PgServer::PASSWORD;
+    let pgpass = dir.path().join("pgpass");
+    std::fs::write(&pgpass, format!("*:*:*:*:{password}\n")).unwrap();
+    std::fs::set_permissions(
+        &pgpass,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+    )
+    .unwrap();
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let host = format!("127.0.0.1:{}", server.port);
+    let with = |user_info: &str, db: &str| format!("postgresql://{user_info}@{host}/{db}");
+    /// What the case is, the URL, extra environment, the expected exit code.
+    type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, i32);
+    let cases: Vec<Case> = vec![
+        (
+            "password in the URL",
+            with(&format!("jumio:{password}"), &server.create_database("url")),
+            vec![],
+            0,
+        ),
+        (
+            "PGPASSWORD",
+            with("jumio", &server.create_database("env")),
+            vec![("PGPASSWORD", password)],
+            0,
+        ),
+        (
+            "password file",
+            with("jumio", &server.create_database("file")),
+            vec![("PGPASSFILE", pgpass.to_str().unwrap())],
+            0,
+        ),
+        (
+            "refused password",
+            with(&format!("jumio:{refused}"), "postgres"),
+            vec![],
+            3,
+        ),
+        (
+            "refused PGPASSWORD",
+            with("jumio", "postgres"),
+            vec![("PGPASSWORD", refused)],
+            3,
+        ),
+        (
+            "unreachable",
+            format!("postgresql://jumio:{refused}@127.0.0.1:{free}/postgres"),
+            vec![],
+            3,
+        ),
+    ];
+    for (what, url, env, code) in cases {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_jumio-export"));
+        c.arg("load")
+            .arg(&out)
+            .arg("--postgres")
+            .arg(&url)
+            .env("RUST_LOG", "trace")
+            .env_remove("PGPASSWORD")
+            .env("PGPASSFILE", dir.path().join("none"));
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let o = c.output().unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(o.status.code(), Some(code), "{what}: {all}");
+        for secret in [password, refused] {
+            assert!(!all.contains(secret), "{what}: the password in {all}");
+        }
+        assert!(
+            all.contains("127.0.0.1:"),
+            "{what}: the host is not named: {all}"
+        );
+    }
+}

@@ -21,7 +21,7 @@ mod resume;
 // The simulator: documented shapes, auth rules, determinism, faults, request log.
 // Shared helpers: the binary with credentials, exportable simulator references.
 mod support;
-// Peers (unzip, 7-Zip, sha256sum, DuckDB, a tmpfs mount): found on PATH; a missing one skips with
+// Peers (unzip, 7-Zip, sha256sum, DuckDB, sqlglot, PostgreSQL, a tmpfs mount): found on PATH; a missing one skips with
 // a message on a developer machine and fails the test when CI is set.
 mod peers;
 // Canary credentials searched for in every log line, error, table, report and archive.
@@ -29,6 +29,8 @@ mod secrets;
 mod sim;
 // upgrade: an old-layout directory built by hand, upgraded in place, then run against.
 mod upgrade;
+// Warehouse loads: schema DDL in PostgreSQL, DuckDB and sqlglot; load into a throw-away PostgreSQL.
+mod warehouse;
 // verify: a real export checked clean, then each kind of damage found and named.
 mod verify;
 // Property tests: enclosed entry names, origin check, fixed flatten schema.

@@ -67,6 +67,9 @@ pub struct Column {
     /// The documented JSON path it comes from (`document.firstName`); `None` for the
     /// columns the program adds (`reference`, `unmapped_json`, `image_count`, …).
     pub doc_path: Option<String>,
+    /// What the program puts in a column it adds (warehouse column comments); empty for a
+    /// documented column, which [`Column::doc_path`] and [`source_endpoint`] describe.
+    pub about: &'static str,
 }
 
 /// One value of a row, as received from the API (the writers convert it per column type).
@@ -157,13 +160,26 @@ fn documented_tree(kind: Kind) -> &'static [Node] {
     }
 }
 
-fn program_column(name: &str, ty: ColumnType) -> Column {
+fn program_column(name: &str, ty: ColumnType, about: &'static str) -> Column {
     Column {
         name: name.to_string(),
         ty,
         doc_path: None,
+        about,
     }
 }
+
+/// The request whose response the documented columns of the table of `kind` come from.
+pub fn source_endpoint(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Netverify => "GET /api/netverify/v2/scans/{reference}/data",
+        Kind::Document => "GET /api/netverify/v2/documents/{reference}/data (retrieval host)",
+        Kind::Authentication => "GET /api/netverify/v2/authentications/{reference}",
+    }
+}
+
+/// `about` of the `run` column, the last of every table.
+const RUN_ABOUT: &str = "the run (commit, commits/{run}.json) that added the row";
 
 fn push_columns(nodes: &[Node], name_prefix: &str, path_prefix: &str, out: &mut Vec<Column>) {
     for node in nodes {
@@ -177,6 +193,7 @@ fn push_columns(nodes: &[Node], name_prefix: &str, path_prefix: &str, out: &mut 
                 name,
                 ty: column_type(*ty),
                 doc_path: Some(path),
+                about: "",
             }),
         }
     }
@@ -201,13 +218,33 @@ fn column_type(leaf: Leaf) -> ColumnType {
 }
 
 fn build_table(kind: Kind) -> Vec<Column> {
-    let mut cols = vec![program_column("reference", ColumnType::Utf8)];
+    let mut cols = vec![program_column(
+        "reference",
+        ColumnType::Utf8,
+        "the transaction reference the export was asked for",
+    )];
     push_columns(documented_tree(kind), "", "", &mut cols);
-    cols.push(program_column(UNMAPPED_JSON, ColumnType::Utf8));
-    cols.push(program_column("image_count", ColumnType::Int64));
-    cols.push(program_column("archive", ColumnType::Utf8));
-    cols.push(program_column("archive_sha256", ColumnType::Utf8));
-    cols.push(program_column(RUN, ColumnType::Utf8));
+    cols.push(program_column(
+        UNMAPPED_JSON,
+        ColumnType::Utf8,
+        "fields the API returned that the guide does not document, as a JSON object",
+    ));
+    cols.push(program_column(
+        "image_count",
+        ColumnType::Int64,
+        "image, liveness, page and PDF files in the archive",
+    ));
+    cols.push(program_column(
+        "archive",
+        ColumnType::Utf8,
+        "the archive path relative to the export location",
+    ));
+    cols.push(program_column(
+        "archive_sha256",
+        ColumnType::Utf8,
+        "sha256 of the archive file, lowercase hex",
+    ));
+    cols.push(program_column(RUN, ColumnType::Utf8, RUN_ABOUT));
     cols
 }
 
@@ -216,34 +253,68 @@ static DOCUMENT_COLUMNS: LazyLock<Vec<Column>> = LazyLock::new(|| build_table(Ki
 static AUTHENTICATION_COLUMNS: LazyLock<Vec<Column>> =
     LazyLock::new(|| build_table(Kind::Authentication));
 /// A table of the program's own columns, then `run`.
-fn program_table(columns: &[(&str, ColumnType)]) -> Vec<Column> {
+fn program_table(columns: &[(&str, ColumnType, &'static str)]) -> Vec<Column> {
     columns
         .iter()
-        .map(|(name, ty)| program_column(name, ty.clone()))
-        .chain([program_column(RUN, ColumnType::Utf8)])
+        .map(|(name, ty, about)| program_column(name, ty.clone(), about))
+        .chain([program_column(RUN, ColumnType::Utf8, RUN_ABOUT)])
         .collect()
 }
 
 static FILES_COLUMNS: LazyLock<Vec<Column>> = LazyLock::new(|| {
     use ColumnType::{Int64, Utf8};
     program_table(&[
-        ("reference", Utf8),
-        ("kind", Utf8),
-        ("entry", Utf8),
-        ("classifier", Utf8),
-        ("content_type", Utf8),
-        ("bytes", Int64),
-        ("sha256", Utf8),
+        ("reference", Utf8, "the transaction reference"),
+        (
+            "kind",
+            Utf8,
+            "the API family: netverify, document or authentication",
+        ),
+        (
+            "entry",
+            Utf8,
+            "the entry name inside the archive (images/front.jpg)",
+        ),
+        (
+            "classifier",
+            Utf8,
+            "the image classifier or page number, when the file has one",
+        ),
+        ("content_type", Utf8, "the Content-Type the API sent"),
+        ("bytes", Int64, "size of the file in bytes"),
+        ("sha256", Utf8, "sha256 of the file, lowercase hex"),
     ])
 });
 static FAILURES_COLUMNS: LazyLock<Vec<Column>> = LazyLock::new(|| {
     use ColumnType::{Int64, TimestampMs, Utf8};
     // `failures.csv`'s header, typed, then `run`.
-    let types = [Utf8, Utf8, Utf8, Int64, Utf8, Int64, TimestampMs];
-    let columns: Vec<(&str, ColumnType)> = crate::output::failures::HEADER[..types.len()]
+    let typed = [
+        (
+            Utf8,
+            "the reference as given (an invalid one escaped and cut)",
+        ),
+        (
+            Utf8,
+            "the API family: netverify, document or authentication",
+        ),
+        (Utf8, "the step that failed"),
+        (Int64, "the last HTTP status, if any"),
+        (
+            Utf8,
+            "INVALID_REFERENCE, NOT_FOUND, PENDING, FOREIGN_URL, TOO_LARGE, HTTP_ERROR, NETWORK or BAD_RESPONSE",
+        ),
+        (Int64, "requests made for the failing step"),
+        (
+            TimestampMs,
+            "no status call before this instant (PENDING); one day after the last poll",
+        ),
+    ];
+    let columns: Vec<(&str, ColumnType, &'static str)> = crate::output::failures::HEADER
+        [..typed.len()]
         .iter()
         .copied()
-        .zip(types)
+        .zip(typed)
+        .map(|(name, (ty, about))| (name, ty, about))
         .collect();
     program_table(&columns)
 });
