@@ -37,7 +37,9 @@ pub use layout::{
     file_extension, image_count, kinds_of, relative_path,
 };
 pub use read::{read_archive, read_archive_with_key};
-pub use write::{remove_dead_temps, remove_stale_temps, write_archive, write_archive_with_key};
+pub use write::{
+    ArchiveWriter, remove_dead_temps, remove_stale_temps, write_archive, write_archive_with_key,
+};
 
 /// The `tool` value recorded in `provenance.json`.
 pub const TOOL_NAME: &str = "jumio-export";
