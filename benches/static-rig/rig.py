@@ -6,11 +6,16 @@ benchmark can show; nginx serving files does not. Public tools only: nginx (Debi
 `nginx-light`), `perf stat` (page faults, user and system time of the job alone) and
 `/usr/bin/time -v` (peak RSS).
 
-    rig.py layout  --bin BIN --dir DIR [--count N] [--sizes realistic|small]
+    rig.py layout  --bin BIN --dir DIR [--count N] [--sizes realistic|small] [--kinds K,...]
         Runs the simulator and one export of BIN into DIR/seed, then copies every response the
         archives hold (by the api_path their provenance.json records) into DIR/www, with the
         simulator's origin replaced by the rig's, and writes DIR/refs.csv (the exported
-        references) and DIR/nginx.conf.
+        references, of the kinds given: `netverify` alone gives issue 15's full-size mix, about
+        11 requests and 1.1 MB a transaction) and DIR/nginx.conf.
+    rig.py replicate --dir DIR --from LAYOUT [--count N] [--min-responses M]
+        DIR/www: N Netverify transactions copied (under new references, files hard-linked) from
+        the LAYOUT transactions that have at least M responses: issue 15's full-size mix (about
+        11 requests and 1.1 MB a transaction) without a seed export of 10,000 references.
     rig.py big     --dir DIR --from LAYOUT
         DIR/www: two transactions built from one of LAYOUT's: `big-200m` with a 200 MiB front
         image, `many-50x20m` with 50 images of 20 MiB.
@@ -167,6 +172,9 @@ def layout(args):
         if not name.endswith(".zip") or name.startswith("."):
             continue
         reference = name[:-4]
+        kind = kinds.get(reference, "netverify")
+        if args.kinds and kind not in args.kinds.split(","):
+            continue
         with zipfile.ZipFile(os.path.join(seed, "archives", name)) as z:
             prov = json.loads(z.read("provenance.json"))
             for e in prov["entries"]:
@@ -182,7 +190,7 @@ def layout(args):
                     out.write(body)
                 files += 1
                 nbytes += len(body)
-        exported.append((reference, kinds.get(reference, "netverify")))
+        exported.append((reference, kind))
     with open(os.path.join(d, "refs.csv"), "w") as f:
         f.write("reference,kind\n")
         for r, k in exported:
@@ -197,6 +205,52 @@ def write_nginx(d):
     os.makedirs(os.path.join(d, "tmp"), exist_ok=True)
     with open(os.path.join(d, "nginx.conf"), "w") as f:
         f.write(NGINX.format(dir=d, port=PORT))
+
+
+def replicate(args):
+    d = os.path.abspath(args.dir)
+    src = os.path.abspath(args.__dict__["from"])
+    scans = "/api/netverify/v2/scans"
+    src_scans = os.path.join(src, "www" + scans)
+    www = os.path.join(d, "www")
+    shutil.rmtree(www, ignore_errors=True)
+    with open(os.path.join(src, "refs.csv")) as f:
+        refs = [line.split(",")[0] for line in f if line.strip().endswith(",netverify")]
+
+    def bodies(ref):
+        root = os.path.join(src_scans, ref)
+        return [os.path.join(dp, n) for dp, _, ns in os.walk(root) for n in ns if n.startswith("_.")]
+
+    full = [r for r in refs if len(bodies(r)) >= args.min_responses]
+    if not full:
+        sys.exit(f"no transaction of {src} has {args.min_responses} responses")
+    made, files, nbytes = [], 0, 0
+    for i in range(args.count):
+        ref = full[i % len(full)]
+        new = f"{ref[:-6]}{i:06d}"
+        for path in bodies(ref):
+            rel = os.path.relpath(path, os.path.join(src_scans, ref))
+            target = os.path.join(www + scans, new, rel)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            if path.endswith(".json"):
+                with open(path, "rb") as f:
+                    body = f.read().replace(ref.encode(), new.encode())
+                with open(target, "wb") as f:
+                    f.write(body)
+                nbytes += len(body)
+            else:
+                os.link(path, target)
+                nbytes += os.path.getsize(path)
+            files += 1
+        made.append(new)
+    with open(os.path.join(d, "refs.csv"), "w") as f:
+        f.write("reference,kind\n")
+        for r in made:
+            f.write(f"{r},netverify\n")
+    write_nginx(d)
+    print(f"{d}: {len(made)} transactions from {len(full)} distinct ones, {files} responses, "
+          f"{nbytes / 1e6:.1f} MB ({files / len(made):.1f} requests and "
+          f"{nbytes / 1e6 / len(made):.3f} MB per transaction)")
 
 
 def big(args):
@@ -364,6 +418,12 @@ def main():
     a.add_argument("--dir", required=True)
     a.add_argument("--count", type=int, default=2000)
     a.add_argument("--sizes", choices=["realistic", "small"], default="realistic")
+    a.add_argument("--kinds", help="comma-separated kinds to keep (default: all)")
+    a = sub.add_parser("replicate")
+    a.add_argument("--dir", required=True)
+    a.add_argument("--from", required=True)
+    a.add_argument("--count", type=int, default=2000)
+    a.add_argument("--min-responses", type=int, default=10)
     a = sub.add_parser("big")
     a.add_argument("--dir", required=True)
     a.add_argument("--from", required=True)
@@ -379,7 +439,7 @@ def main():
     a.add_argument("--max-file-bytes", type=int, default=52428800)
     a.add_argument("--keep", action="store_true", help="keep the last output of each binary")
     args = p.parse_args()
-    {"layout": layout, "big": big, "serve": serve, "stop": stop, "run": run}[args.cmd](args)
+    {"layout": layout, "replicate": replicate, "big": big, "serve": serve, "stop": stop, "run": run}[args.cmd](args)
 
 
 if __name__ == "__main__":
