@@ -4,7 +4,7 @@ use clap::Parser;
 
 fn main() {
     // Bodies stream through hyper's read buffers (up to ~400 KiB each, one or two per
-    // connection); nothing the size of an archive is allocated any more. Below 1 MiB blocks come
+    // connection); nothing the size of an archive is allocated any more. Below 512 KiB blocks come
     // from the heap, so a freed read buffer is reused by the next read instead of being
     // unmapped and faulted in again (issue 15 measured about two page faults per 4 KiB
     // received with a 128 KiB threshold); the trim threshold and the arena cap keep what the
@@ -12,7 +12,7 @@ fn main() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only adjusts allocator parameters; called before any other thread starts.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 512 << 10);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 2 << 20);
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }

@@ -8,7 +8,7 @@
 //! body is ever held whole in memory. [`write_archive`] feeds it entries already in memory.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -32,6 +32,9 @@ const ENTRY_MODE: u32 = 0o600;
 
 /// Bytes of a body's start that decide its file extension (the longest magic, PNG's).
 const MAGIC_LEN: usize = 8;
+
+/// The write buffer of an archive being written.
+const WRITE_BUFFER: usize = 32 * 1024;
 
 /// Writes `archives/{reference}.zip` under `out_dir` from `entries`.
 ///
@@ -87,7 +90,10 @@ pub struct ArchiveWriter {
     final_path: PathBuf,
     /// The temporary archive; removed on drop unless published.
     guard: TempGuard,
-    zip: ZipWriter<File>,
+    /// Buffered so that the zip writer's small writes (headers, the CRC and sizes patched after
+    /// each body) are not a system call each; a chunk larger than the buffer goes straight
+    /// through.
+    zip: ZipWriter<BufWriter<File>>,
     key: Option<ArchiveKey>,
     meta: ProvenanceMeta,
     namer: Namer,
@@ -153,7 +159,7 @@ impl ArchiveWriter {
                 path: tmp_path,
                 armed: true,
             },
-            zip: ZipWriter::new(file),
+            zip: ZipWriter::new(BufWriter::with_capacity(WRITE_BUFFER, file)),
             key,
             meta: meta.clone(),
             namer: Namer::default(),
@@ -374,10 +380,13 @@ impl ArchiveWriter {
             ..
         } = self;
         let tmp_path = guard.path.clone();
-        let mut file = zip.finish().map_err(|source| ArchiveError::Write {
+        let file = zip.finish().map_err(|source| ArchiveError::Write {
             path: tmp_path.clone(),
             source,
         })?;
+        let mut file = file
+            .into_inner()
+            .map_err(|e| io_err("writing", &tmp_path)(e.into_error()))?;
         // An entry abandoned near the end may have left bytes past the central directory.
         let bytes = file
             .stream_position()
