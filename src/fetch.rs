@@ -68,7 +68,7 @@ pub struct Fetched {
     pub responses: usize,
     /// Every response written, in archive order, not yet finished (`provenance.json`, the
     /// manifest, fsync, final name); `None` when the job writes no archives.
-    pub archive: Option<ArchiveWriter>,
+    pub archive: Option<Box<ArchiveWriter>>,
     /// The parsed `/data` (Authentication: the details response), for the table row.
     pub data: Value,
     /// The concurrency slot, held until the caller has finished the archive, so at most
@@ -136,7 +136,8 @@ impl From<ArchiveError> for FlowError {
 /// Where the flow's responses go: the transaction's archive, or nowhere when the job writes
 /// none (streamed bodies are then only counted).
 struct Collect {
-    archive: Option<ArchiveWriter>,
+    /// Boxed: the writer is several KB, and the flow's futures move it.
+    archive: Option<Box<ArchiveWriter>>,
     /// The kind of the body being streamed.
     next: EntryKind,
     /// What the archive writer refused, for the flow to act on.
@@ -321,7 +322,7 @@ impl Fetcher {
             Err(StatusError::Failed(f)) => return FetchOutcome::Failed(f),
         };
         let archive = match open.map(|open| open()).transpose() {
-            Ok(archive) => archive,
+            Ok(archive) => archive.map(Box::new),
             Err(e) => return FetchOutcome::Archive(e),
         };
         let mut out = Collect {
@@ -797,7 +798,7 @@ fn truncate(s: &str) -> String {
     s.chars().take(40).collect()
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "simulator"))]
 mod tests {
     use std::path::Path;
 
