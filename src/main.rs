@@ -13,7 +13,7 @@ fn main() {
     // SAFETY: mallopt only adjusts allocator parameters; called before any other thread starts.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 512 << 10);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 2 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 10);
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
     let cli = jumio_export::cli::Cli::parse();
