@@ -2,8 +2,10 @@
 //!
 //! For one reference: the status call, polled on the job's schedule while the transaction is not
 //! final (PENDING; CREATED/STARTED for Authentication), then the data, the image list and every
-//! image once. The result is plain data ([`Fetched`] or [`FetchFailure`]); this stage writes no
-//! file. Waiting for the next poll does not hold a concurrency slot: the slot is a semaphore permit
+//! image once. Every response goes, as it arrives, into the transaction's archive writer (when
+//! the job writes archives): JSON responses once parsed, files streamed chunk by chunk, so no
+//! image is ever held whole in memory. The result is the written-so-far archive ([`Fetched`]) or
+//! a [`FetchFailure`]. Waiting for the next poll does not hold a concurrency slot: the slot is a semaphore permit
 //! taken for each burst of requests and dropped while sleeping.
 
 use std::collections::BTreeSet;
@@ -19,12 +21,12 @@ use tokio_util::sync::CancellationToken;
 use crate::Kind;
 use crate::api::ApiClient;
 use crate::api::client::{
-    ApiError, ApiResponse, CredentialsRefused, Family, any_body, json_object,
+    ApiError, ApiResponse, BodySink, CredentialsRefused, Family, SinkError, Target,
 };
 use crate::api::endpoints::{self, Endpoint, KindFlow, Role, State, Switches};
 use crate::api::origin;
 use crate::outcome::{ErrorCode, Stage};
-use crate::output::archive::{ArchiveEntry, EntryKind};
+use crate::output::archive::{self, ArchiveError, ArchiveWriter, EntryKind};
 
 /// What the flow fetches, from the job's `[fetch]` and `[polling]` sections.
 #[derive(Debug, Clone)]
@@ -39,6 +41,8 @@ pub struct FetchOptions {
     pub original_documents: bool,
     /// Ask for unmasked card pages (`maskhint=unmasked`), falling back to masked on 403.
     pub unmasked_card_images: bool,
+    /// Longest `images`, `livenessImages` or `pages` list taken; a longer one is a bad response.
+    pub max_list_items: usize,
 }
 
 impl FetchOptions {
@@ -60,12 +64,15 @@ pub struct Fetched {
     pub reference: String,
     /// Its family.
     pub kind: Kind,
-    /// Every response, in flow order.
-    pub entries: Vec<ArchiveEntry>,
+    /// Responses received (and archived, when there is an archive).
+    pub responses: usize,
+    /// Every response written, in archive order, not yet finished (`provenance.json`, the
+    /// manifest, fsync, final name); `None` when the job writes no archives.
+    pub archive: Option<Box<ArchiveWriter>>,
     /// The parsed `/data` (Authentication: the details response), for the table row.
     pub data: Value,
-    /// The concurrency slot, held until the caller has written the archive: fetched bodies are
-    /// in memory, so at most `concurrency` transactions' files are.
+    /// The concurrency slot, held until the caller has finished the archive, so at most
+    /// `concurrency` archives are being written at once.
     pub slot: OwnedSemaphorePermit,
 }
 
@@ -97,6 +104,101 @@ pub enum FetchOutcome {
     Denied(CredentialsRefused),
     /// The run was cancelled before this reference finished; it is neither exported nor failed.
     Cancelled,
+    /// The archive writer refused a response: the disk (which stops the run), or an entry the
+    /// archive cannot hold as given (two images claiming one name).
+    Archive(ArchiveError),
+}
+
+/// Opens the archive writer of a reference once its status is final.
+pub type OpenArchive<'a> = &'a (dyn Fn() -> Result<ArchiveWriter, ArchiveError> + Send + Sync);
+
+/// Why the flow after the final status stopped.
+#[derive(Debug)]
+enum FlowError {
+    /// This reference failed.
+    Failed(FetchFailure),
+    /// The archive writer refused a response.
+    Archive(ArchiveError),
+}
+
+impl From<FetchFailure> for FlowError {
+    fn from(f: FetchFailure) -> Self {
+        FlowError::Failed(f)
+    }
+}
+
+impl From<ArchiveError> for FlowError {
+    fn from(e: ArchiveError) -> Self {
+        FlowError::Archive(e)
+    }
+}
+
+/// Where the flow's responses go: the transaction's archive, or nowhere when the job writes
+/// none (streamed bodies are then only counted).
+struct Collect {
+    /// Boxed: the writer is several KB, and the flow's futures move it.
+    archive: Option<Box<ArchiveWriter>>,
+    /// The kind of the body being streamed.
+    next: EntryKind,
+    /// What the archive writer refused, for the flow to act on.
+    error: Option<ArchiveError>,
+    responses: usize,
+}
+
+impl Collect {
+    /// Archives a whole (JSON) response.
+    fn whole(&mut self, kind: EntryKind, r: &ApiResponse) -> Result<(), ArchiveError> {
+        self.responses += 1;
+        let Some(w) = self.archive.as_mut() else {
+            return Ok(());
+        };
+        w.begin(kind, &r.content_type)?;
+        w.write(&r.body)?;
+        w.end(&r.api_path, r.status, r.retrieved_at).map(drop)
+    }
+
+    /// Closes the entry of a streamed response.
+    fn streamed(&mut self, r: &ApiResponse) -> Result<(), ArchiveError> {
+        self.responses += 1;
+        match self.archive.as_mut() {
+            Some(w) => w.end(&r.api_path, r.status, r.retrieved_at).map(drop),
+            None => Ok(()),
+        }
+    }
+
+    fn keep<T>(&mut self, r: Result<T, ArchiveError>) -> Result<T, SinkError> {
+        r.map_err(|e| {
+            let message: SinkError = e.to_string().into();
+            self.error = Some(e);
+            message
+        })
+    }
+}
+
+impl BodySink for Collect {
+    fn begin(&mut self, content_type: &str) -> Result<(), SinkError> {
+        let r = match self.archive.as_mut() {
+            Some(w) => w.begin(self.next.clone(), content_type),
+            None => Ok(()),
+        };
+        self.keep(r)
+    }
+
+    fn chunk(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
+        let r = match self.archive.as_mut() {
+            Some(w) => w.write(bytes),
+            None => Ok(()),
+        };
+        self.keep(r)
+    }
+
+    fn abandon(&mut self) -> Result<(), SinkError> {
+        let r = match self.archive.as_mut() {
+            Some(w) => w.abandon(),
+            None => Ok(()),
+        };
+        self.keep(r)
+    }
 }
 
 impl FetchFailure {
@@ -159,6 +261,7 @@ pub struct Fetcher {
 }
 
 type Step<T> = Result<T, FetchFailure>;
+type Flow<T> = Result<T, FlowError>;
 
 /// A final status response and the concurrency slot its call held.
 type FinalStatus = (ApiResponse, OwnedSemaphorePermit);
@@ -187,9 +290,15 @@ impl Fetcher {
         &self.client
     }
 
-    /// Runs the whole flow for one reference.
-    pub async fn fetch(&self, reference: &str, kind: Kind) -> FetchOutcome {
-        self.fetch_with_polls(reference, kind, self.opts.schedule.len())
+    /// Runs the whole flow for one reference; `open` gives its archive writer (none: the
+    /// responses are only checked and counted).
+    pub async fn fetch(
+        &self,
+        reference: &str,
+        kind: Kind,
+        open: Option<OpenArchive<'_>>,
+    ) -> FetchOutcome {
+        self.fetch_with_polls(reference, kind, self.opts.schedule.len(), open)
             .await
     }
 
@@ -200,6 +309,7 @@ impl Fetcher {
         reference: &str,
         kind: Kind,
         polls: usize,
+        open: Option<OpenArchive<'_>>,
     ) -> FetchOutcome {
         let flow = endpoints::flow(kind);
         // The slot of the final status call is kept for the rest of the flow, so a transaction
@@ -211,19 +321,33 @@ impl Fetcher {
             Err(StatusError::Refused(refused)) => return FetchOutcome::Denied(refused),
             Err(StatusError::Failed(f)) => return FetchOutcome::Failed(f),
         };
+        let archive = match open.map(|open| open()).transpose() {
+            Ok(archive) => archive.map(Box::new),
+            Err(e) => return FetchOutcome::Archive(e),
+        };
+        let mut out = Collect {
+            archive,
+            next: EntryKind::Status,
+            error: None,
+            responses: 0,
+        };
+        // Cancelled or failed, `out` is dropped with its archive writer, which removes its
+        // temporary file.
         let result = tokio::select! {
-            r = self.rest_of_flow(flow, reference, status) => r,
+            r = self.rest_of_flow(flow, reference, status, &mut out) => r,
             () = self.cancel.cancelled() => return FetchOutcome::Cancelled,
         };
         match result {
-            Ok((entries, data)) => FetchOutcome::Fetched(Fetched {
+            Ok(data) => FetchOutcome::Fetched(Fetched {
                 reference: reference.to_string(),
                 kind,
-                entries,
+                responses: out.responses,
+                archive: out.archive,
                 data,
                 slot,
             }),
-            Err(f) => FetchOutcome::Failed(f),
+            Err(FlowError::Failed(f)) => FetchOutcome::Failed(f),
+            Err(FlowError::Archive(e)) => FetchOutcome::Archive(e),
         }
     }
 
@@ -273,7 +397,7 @@ impl Fetcher {
             return Ok(None);
         };
         let response = tokio::select! {
-            r = self.client.get(flow.family, &flow.status, url, json_object) => r,
+            r = self.client.get(flow.family, &flow.status, url, Target::Json) => r,
             () = self.cancel.cancelled() => return Ok(None),
         };
         match response {
@@ -283,77 +407,115 @@ impl Fetcher {
         }
     }
 
-    /// Everything after the final status, as the kind's table lists it.
+    /// Everything after the final status, as the kind's table lists it, into `out` as it
+    /// arrives. Returns the data for the table row.
     async fn rest_of_flow(
         &self,
         flow: &KindFlow,
         reference: &str,
         status: ApiResponse,
-    ) -> Step<(Vec<ArchiveEntry>, Value)> {
-        let mut entries = Vec::new();
+        out: &mut Collect,
+    ) -> Flow<Value> {
         let Some(data_step) = flow.step(Role::Data) else {
             // Authentication: the status response is the details, images listed in it.
-            let details = parse_object(&status, Stage::Status)?;
-            entries.push(entry(EntryKind::Authentication, &status));
-            self.images_and_liveness(flow, &details, &status.api_path, &mut entries)
+            let details = object(status.json.clone(), &status, Stage::Status)?;
+            out.whole(EntryKind::Authentication, &status)?;
+            self.images_and_liveness(flow, &details, &status.api_path, out)
                 .await?;
-            return Ok((entries, details));
+            return Ok(details);
         };
-        entries.push(entry(EntryKind::Status, &status));
-        let (data, data_value) = self.get_json(flow, data_step, reference).await?;
-        entries.push(entry(EntryKind::Data, &data));
+        out.whole(EntryKind::Status, &status)?;
+        drop(status);
+        let data = self.get_json(flow, data_step, reference).await?;
+        out.whole(EntryKind::Data, &data)?;
         let switches = self.opts.switches();
         if let Some(step) = flow.wanted(Role::ImageList, &switches) {
-            let (list, value) = self.get_json(flow, step, reference).await?;
-            entries.push(entry(EntryKind::Images, &list));
-            self.images_and_liveness(flow, &value, &list.api_path, &mut entries)
+            let list = self.get_json(flow, step, reference).await?;
+            out.whole(EntryKind::Images, &list)?;
+            self.images_and_liveness(flow, &list.json, &list.api_path, out)
                 .await?;
         }
         if let Some(step) = flow.wanted(Role::PageList, &switches) {
-            let (list, value) = self.get_json(flow, step, reference).await?;
-            entries.push(entry(EntryKind::Pages, &list));
-            self.pages(flow, &value, &list.api_path, &mut entries)
-                .await?;
+            let list = self.get_json(flow, step, reference).await?;
+            out.whole(EntryKind::Pages, &list)?;
+            self.pages(flow, &list.json, &list.api_path, out).await?;
         }
         if let Some(step) = flow.wanted(Role::Original, &switches) {
-            let href = data_value
+            let href = data
+                .json
                 .get("document")
                 .and_then(|d| d.get("originalDocument"))
                 .and_then(Value::as_str);
             if let Some(href) = href {
                 let url = self.href(flow.family, href, Stage::Original, &data.api_path)?;
-                let pdf = self.file(flow.family, &step.endpoint, &url).await?;
-                entries.push(entry(EntryKind::OriginalPdf, &pdf));
+                self.file(
+                    flow.family,
+                    &step.endpoint,
+                    &url,
+                    EntryKind::OriginalPdf,
+                    out,
+                )
+                .await?;
             }
         }
-        Ok((entries, data_value))
+        Ok(data.json)
     }
 
-    /// A JSON step the flow builds the path of (`/data`, `/images`, `/pages`), parsed.
+    /// A JSON step the flow builds the path of (`/data`, `/images`, `/pages`), parsed once (by
+    /// the client, which refuses anything but an object).
     async fn get_json(
         &self,
         flow: &KindFlow,
         step: &endpoints::Step,
         reference: &str,
-    ) -> Step<(ApiResponse, Value)> {
+    ) -> Step<ApiResponse> {
         let stage = step.endpoint.stage.clone();
         let path = flow.path(step, reference).unwrap_or_default();
         let url = self.client.url(flow.family, &path);
-        let response = self
-            .client
-            .get(flow.family, &step.endpoint, &url, json_object)
+        self.client
+            .get(flow.family, &step.endpoint, &url, Target::Json)
             .await
-            .map_err(|e| FetchFailure::from_api(stage.clone(), &e))?;
-        let value = parse_object(&response, stage)?;
-        Ok((response, value))
+            .map_err(|e| FetchFailure::from_api(stage, &e))
     }
 
-    /// One file at an href already checked against the family's origin.
-    async fn file(&self, family: Family, endpoint: &Endpoint, url: &Url) -> Step<ApiResponse> {
-        self.client
-            .get(family, endpoint, url, any_body)
-            .await
-            .map_err(|e| FetchFailure::from_api(endpoint.stage.clone(), &e))
+    /// One file at an href already checked against the family's origin, streamed into `out`
+    /// as the entry `kind`.
+    async fn file(
+        &self,
+        family: Family,
+        endpoint: &Endpoint,
+        url: &Url,
+        kind: EntryKind,
+        out: &mut Collect,
+    ) -> Flow<()> {
+        out.next = kind;
+        let response = self
+            .client
+            .get(family, endpoint, url, Target::Stream(out))
+            .await;
+        self.streamed(endpoint, response, out)
+    }
+
+    /// What a streamed response means for the flow.
+    fn streamed(
+        &self,
+        endpoint: &Endpoint,
+        response: Result<ApiResponse, ApiError>,
+        out: &mut Collect,
+    ) -> Flow<()> {
+        match response {
+            Ok(r) => Ok(out.streamed(&r)?),
+            Err(ApiError::Store { path, message }) => {
+                Err(FlowError::Archive(out.error.take().unwrap_or_else(|| {
+                    ArchiveError::Io {
+                        action: "storing",
+                        path: path.into(),
+                        source: std::io::Error::other(message),
+                    }
+                })))
+            }
+            Err(e) => Err(FetchFailure::from_api(endpoint.stage.clone(), &e).into()),
+        }
     }
 
     fn href(&self, family: Family, href: &str, stage: Stage, listed_in: &str) -> Step<Url> {
@@ -375,8 +537,8 @@ impl Fetcher {
         flow: &KindFlow,
         list: &Value,
         listed_in: &str,
-        entries: &mut Vec<ArchiveEntry>,
-    ) -> Step<()> {
+        out: &mut Collect,
+    ) -> Flow<()> {
         let switches = self.opts.switches();
         let image_step = flow.wanted(Role::Image, &switches);
         let liveness_step = flow.wanted(Role::Liveness, &switches);
@@ -390,20 +552,45 @@ impl Fetcher {
         };
         if let Some(step) = image_step {
             for (classifier, url) in images {
-                let r = self.file(flow.family, &step.endpoint, &url).await?;
-                entries.push(entry(EntryKind::Image { classifier }, &r));
+                let kind = EntryKind::Image { classifier };
+                self.file(flow.family, &step.endpoint, &url, kind, out)
+                    .await?;
             }
         }
         if let Some(step) = liveness_step {
             for (number, url) in liveness {
-                let r = self.file(flow.family, &step.endpoint, &url).await?;
-                entries.push(entry(EntryKind::Liveness { number }, &r));
+                let kind = EntryKind::Liveness { number };
+                self.file(flow.family, &step.endpoint, &url, kind, out)
+                    .await?;
             }
         }
         Ok(())
     }
 
-    /// The `images` of a list: classifier and checked URL, each URL once, in listed order.
+    /// The list `key` of `list` (an array, or a single object), refused when longer than
+    /// `[limits] max_list_items`.
+    fn capped<'v>(
+        &self,
+        list: &'v Value,
+        key: &str,
+        stage: Stage,
+        listed_in: &str,
+    ) -> Step<Vec<&'v Value>> {
+        let items = as_list(list.get(key));
+        if items.len() > self.opts.max_list_items {
+            let why = format!(
+                "`{key}` lists {} items, more than the {} of [limits] max_list_items",
+                items.len(),
+                self.opts.max_list_items
+            );
+            return Err(FetchFailure::bad(stage, listed_in, why));
+        }
+        Ok(items)
+    }
+
+    /// The `images` of a list: classifier and checked URL, each URL once, in the order they are
+    /// archived (`front`, `back`, `face`, then the others as listed) so that each body can be
+    /// streamed into the archive as it arrives.
     fn listed_images(
         &self,
         family: Family,
@@ -412,7 +599,7 @@ impl Fetcher {
     ) -> Step<Vec<(String, Url)>> {
         let mut seen = BTreeSet::new();
         let mut images = Vec::new();
-        for image in as_list(list.get("images")) {
+        for image in self.capped(list, "images", Stage::Images, listed_in)? {
             let classifier = match image.get("classifier") {
                 Some(Value::String(s)) => s.clone(),
                 Some(Value::Number(n)) => n.to_string(),
@@ -430,6 +617,7 @@ impl Fetcher {
                 images.push((classifier, url));
             }
         }
+        images.sort_by_key(|(classifier, _)| archive::layout::image_fetch_rank(classifier));
         Ok(images)
     }
 
@@ -443,7 +631,7 @@ impl Fetcher {
     ) -> Step<Vec<(u32, Url)>> {
         let mut numbers = BTreeSet::new();
         let mut liveness = Vec::new();
-        for href in as_list(list.get("livenessImages")) {
+        for href in self.capped(list, "livenessImages", Stage::Liveness, listed_in)? {
             let Some(href) = href.as_str() else {
                 let why = "a liveness image href is not a string";
                 return Err(FetchFailure::bad(Stage::Liveness, listed_in, why));
@@ -471,8 +659,8 @@ impl Fetcher {
         flow: &KindFlow,
         list: &Value,
         listed_in: &str,
-        entries: &mut Vec<ArchiveEntry>,
-    ) -> Step<()> {
+        out: &mut Collect,
+    ) -> Flow<()> {
         let switches = self.opts.switches();
         let (Some(masked), unmasked) = (
             flow.wanted(Role::Page, &switches),
@@ -481,15 +669,21 @@ impl Fetcher {
             return Ok(());
         };
         for (number, url) in self.listed_pages(flow.family, list, listed_in)? {
-            let response = match unmasked {
-                Some(unmasked) => self.unmasked_page(flow.family, unmasked, &url).await,
+            let kind = EntryKind::Page { number };
+            let done = match unmasked {
+                Some(unmasked) => {
+                    self.unmasked_page(flow.family, unmasked, &url, kind.clone(), out)
+                        .await
+                }
                 None => None,
             };
-            let response = match response {
+            match done {
                 Some(r) => r?,
-                None => self.file(flow.family, &masked.endpoint, &url).await?,
-            };
-            entries.push(entry(EntryKind::Page { number }, &response));
+                None => {
+                    self.file(flow.family, &masked.endpoint, &url, kind, out)
+                        .await?;
+                }
+            }
         }
         Ok(())
     }
@@ -501,19 +695,20 @@ impl Fetcher {
         family: Family,
         step: &endpoints::Step,
         url: &Url,
-    ) -> Option<Step<ApiResponse>> {
+        kind: EntryKind,
+        out: &mut Collect,
+    ) -> Option<Flow<()>> {
         let mut unmasked = url.clone();
         let (key, value) = endpoints::UNMASKED_QUERY;
         unmasked.query_pairs_mut().append_pair(key, value);
+        out.next = kind;
         match self
             .client
-            .get(family, &step.endpoint, &unmasked, any_body)
+            .get(family, &step.endpoint, &unmasked, Target::Stream(out))
             .await
         {
             Err(ApiError::Http { status: 403, .. }) => None,
-            other => {
-                Some(other.map_err(|e| FetchFailure::from_api(step.endpoint.stage.clone(), &e)))
-            }
+            other => Some(self.streamed(&step.endpoint, other, out)),
         }
     }
 
@@ -521,7 +716,7 @@ impl Fetcher {
     fn listed_pages(&self, family: Family, list: &Value, listed_in: &str) -> Step<Vec<(u32, Url)>> {
         let mut pages = Vec::new();
         let mut numbers = BTreeSet::new();
-        for page in as_list(list.get("images")) {
+        for page in self.capped(list, "images", Stage::Pages, listed_in)? {
             let number = match page.get("classifier") {
                 Some(Value::Number(n)) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
                 Some(Value::String(s)) => s.trim().parse::<u32>().ok(),
@@ -551,8 +746,7 @@ impl Fetcher {
 /// Whether a status response is final; a state the guide does not list for the kind (a
 /// Document Verification `PENDING` among them) is a bad response.
 fn is_final(flow: &KindFlow, response: &ApiResponse) -> Step<bool> {
-    let body: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
-    match flow.state(&body) {
+    match flow.state(&response.json) {
         State::Final => Ok(true),
         State::Pending => Ok(false),
         State::Unknown(word) => Err(FetchFailure::bad(
@@ -569,8 +763,7 @@ fn is_final(flow: &KindFlow, response: &ApiResponse) -> Step<bool> {
 
 /// `PENDING` after the round's last status call: no status call again for a day.
 fn pending(flow: &KindFlow, response: &ApiResponse, calls: u32) -> FetchFailure {
-    let body: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
-    let state = flow.state_word(&body);
+    let state = flow.state_word(&response.json);
     FetchFailure {
         stage: Stage::Status,
         http_status: Some(200),
@@ -584,20 +777,10 @@ fn pending(flow: &KindFlow, response: &ApiResponse, calls: u32) -> FetchFailure 
     }
 }
 
-fn entry(kind: EntryKind, r: &ApiResponse) -> ArchiveEntry {
-    ArchiveEntry {
-        kind,
-        body: r.body.clone(),
-        content_type: r.content_type.clone(),
-        api_path: r.api_path.clone(),
-        http_status: r.status,
-        retrieved_at: r.retrieved_at,
-    }
-}
-
-fn parse_object(r: &ApiResponse, stage: Stage) -> Step<Value> {
-    match serde_json::from_slice::<Value>(&r.body) {
-        Ok(v @ Value::Object(_)) => Ok(v),
+/// `value` when it is a JSON object (the client parsed it so), else a bad response.
+fn object(value: Value, r: &ApiResponse, stage: Stage) -> Step<Value> {
+    match value {
+        v @ Value::Object(_) => Ok(v),
         _ => Err(FetchFailure::bad(stage, &r.api_path, "not a JSON object")),
     }
 }
@@ -615,7 +798,7 @@ fn truncate(s: &str) -> String {
     s.chars().take(40).collect()
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "simulator"))]
 mod tests {
     use std::path::Path;
 
@@ -663,6 +846,7 @@ mod tests {
             liveness_images: s.liveness_images,
             original_documents: s.original_documents,
             unmasked_card_images: s.unmasked_card_images,
+            max_list_items: 100,
         };
         let token = CancellationToken::new();
         Fetcher::new(client, opts, 4, token.clone(), token)
@@ -738,7 +922,7 @@ mod tests {
                 let reference = reference.as_str();
                 let sc = simulator::scenario(SimOptions::default().seed, reference).unwrap();
                 let fetcher = fetcher(&sim.base_url(), &s);
-                let outcome = fetcher.fetch(reference, sc.kind).await;
+                let outcome = fetcher.fetch(reference, sc.kind, None).await;
                 let stats = fetcher.client().stats();
                 let status_label = flow(sc.kind).status.label;
                 let status_calls: u64 = stats
@@ -750,7 +934,7 @@ mod tests {
                 let made = (status_calls, stats.requests());
                 let (calls, requests, beyond) = modelled(&sc, &s);
                 let what = match &outcome {
-                    FetchOutcome::Fetched(f) => format!("fetched {} files", f.entries.len()),
+                    FetchOutcome::Fetched(f) => format!("fetched {} files", f.responses),
                     FetchOutcome::Failed(f) => format!("failed: {}", f.message),
                     other => format!("{other:?}"),
                 };
@@ -787,6 +971,8 @@ mod tests {
             status: 200,
             content_type: "application/json".into(),
             body: bytes::Bytes::from(body.to_string()),
+            json: serde_json::from_str(body).unwrap(),
+            bytes: body.len() as u64,
             retrieved_at: Utc::now(),
             attempts: 1,
         };

@@ -83,6 +83,9 @@ pub mod defaults {
     pub const TIMEOUT: Duration = Duration::from_secs(60);
     /// `[limits] max_file_bytes` (50 MiB).
     pub const MAX_FILE_BYTES: u64 = 52_428_800;
+    /// `[limits] max_list_items`: longest `images`, `livenessImages` or `pages` list taken.
+    /// The guide's samples list 3 images, 7 liveness images, 2 pages.
+    pub const MAX_LIST_ITEMS: usize = 100;
     /// `[polling] schedule_seconds`: the guide's request timings.
     pub const SCHEDULE_SECONDS: [u64; 10] = [40, 60, 100, 160, 240, 340, 460, 600, 760, 940];
     /// `[polling] daily_retry`.
@@ -317,6 +320,9 @@ pub struct Limits {
     pub timeout: Duration,
     /// Larger response bodies are refused (`TOO_LARGE`), not buffered.
     pub max_file_bytes: u64,
+    /// Longer `images`, `livenessImages` or `pages` lists are refused (`BAD_RESPONSE`) before
+    /// any file of them is fetched.
+    pub max_list_items: usize,
 }
 
 /// The status polling schedule of pending transactions.
@@ -805,6 +811,15 @@ fn limits(ctx: &Ctx<'_>, l: &RawLimits, overrides: &Overrides) -> Result<Limits,
         )
         .check(ctx, at_least_one)?
         .value;
+    let max_list_items = ctx
+        .setting(
+            "[limits] max_list_items",
+            &l.max_list_items,
+            None,
+            defaults::MAX_LIST_ITEMS,
+        )
+        .check(ctx, at_least_one)?
+        .value;
     let max_retries = ctx.setting(
         "[limits] max_retries",
         &l.max_retries,
@@ -818,6 +833,7 @@ fn limits(ctx: &Ctx<'_>, l: &RawLimits, overrides: &Overrides) -> Result<Limits,
         max_retries: max_retries.value,
         timeout,
         max_file_bytes,
+        max_list_items,
     })
 }
 
@@ -1191,6 +1207,7 @@ raw_table! {
         max_retries: Option<Spanned<u32>>,
         timeout_seconds: Option<Spanned<f64>>,
         max_file_bytes: Option<Spanned<u64>>,
+        max_list_items: Option<Spanned<usize>>,
     }
 }
 
@@ -1439,6 +1456,7 @@ mod tests {
         assert_eq!(job.limits.max_retries, 6);
         assert_eq!(job.limits.timeout, Duration::from_secs(60));
         assert_eq!(job.limits.max_file_bytes, 52_428_800);
+        assert_eq!(job.limits.max_list_items, 100);
         let secs: Vec<u64> = job.polling.schedule.iter().map(Duration::as_secs).collect();
         assert_eq!(secs, [40, 60, 100, 160, 240, 340, 460, 600, 760, 940]);
         assert!(job.polling.daily_retry);

@@ -75,6 +75,9 @@
 //! | 59 | missing and blank User-Agent | exit 2 | pass |
 //! | 60 | a credential key in the job file | exit 2 (unknown key) | pass |
 //! | on disk |||
+//! | 62 | `images` or `livenessImages` longer than `[limits] max_list_items` | BAD_RESPONSE at stage `images` / `liveness`, no file of the list requested | pass |
+//! | 63 | an image reset after 1 MiB of its body, whole on the retry (issue 15: bodies stream into the archive) | exported, the image stored once and whole, the partial entry gone | pass |
+//! | 64 | `kill -9` while an 8 MiB image is half received (the binary) | the body was on disk as it arrived, under a hidden temporary name only; no archive under a final name; the next run removes the temporary, exports, `verify` exit 0 | pass |
 //! | 61 | `archives/bad-n1.zip` that no commit lists and that does not check out: not a zip, another reference's archive, a flipped byte | never replaced: BAD_RESPONSE at stage `archive`, nothing fetched for it, the file kept byte for byte | pass |
 //!
 //! Every binary run also asserts that neither canary credential appears on stdout or stderr.
@@ -181,6 +184,7 @@ struct Limits {
     timeout_seconds: f64,
     max_retries: u32,
     max_file_bytes: u64,
+    max_list_items: usize,
 }
 
 impl Default for Limits {
@@ -189,6 +193,7 @@ impl Default for Limits {
             timeout_seconds: 2.0,
             max_retries: 1,
             max_file_bytes: LIMIT,
+            max_list_items: 100,
         }
     }
 }
@@ -206,11 +211,12 @@ concurrency = 4
 max_retries = {}
 timeout_seconds = {}
 max_file_bytes = {}
+max_list_items = {}
 
 [polling]
 schedule_seconds = [0.05]
 "#,
-        l.max_retries, l.timeout_seconds, l.max_file_bytes
+        l.max_retries, l.timeout_seconds, l.max_file_bytes, l.max_list_items
     )
 }
 
@@ -1615,4 +1621,228 @@ async fn an_unlisted_archive_that_does_not_check_out_is_never_replaced() {
         exported(&o, OK);
         assert_eq!(o.summary.exit_code(), 1, "{case}: {:?}", o.summary);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_longer_than_max_list_items_is_bad_response_before_any_file_is_fetched() {
+    for (key, stage) in [("images", "images"), ("livenessImages", "liveness")] {
+        let s = origin().await;
+        let base = s.base();
+        let mut list = images_body(&base, BAD);
+        let four: Vec<serde_json::Value> = (1..=4)
+            .map(|n| match key {
+                "images" => j!({"classifier": format!("extra-{n}"),
+                                "href": format!("{base}{}/images/x{n}", scan(BAD))}),
+                _ => j!(format!("{base}{}/images/liveness/{n}", scan(BAD))),
+            })
+            .collect();
+        list[key] = serde_json::Value::Array(four);
+        s.set(&format!("{}/images", scan(BAD)), json(&list));
+        let limits = Limits {
+            max_list_items: 3,
+            ..Limits::default()
+        };
+        let o = run_with(&base, format!("{OK}\n{BAD}\n").as_bytes(), &limits).await;
+        let row = failed(&o, BAD, "BAD_RESPONSE", stage);
+        assert_eq!(row["http_status"], "200", "{key}: {row:?}");
+        let files = s
+            .requests()
+            .iter()
+            .filter(|r| r.target.starts_with(&format!("{}/images/", scan(BAD))))
+            .count();
+        assert_eq!(files, 0, "{key}: a file of the refused list was requested");
+    }
+}
+
+/// 3 MiB of image: a JPEG start, then zeros (what `Reply::Stream` and `Reply::Stall` send).
+fn big_jpeg(len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    v[..JPEG.len()].copy_from_slice(JPEG);
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_reset_mid_body_and_whole_on_the_retry_is_stored_once_and_whole() {
+    let s = origin().await;
+    let front = format!("{}/images/front", scan(BAD));
+    let len = 3 << 20;
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: {len}\r\nConnection: close\r\n"
+    );
+    let mut partial = format!("{head}\r\n").into_bytes();
+    partial.extend_from_slice(&big_jpeg(len)[..1 << 20]);
+    s.set(
+        &front,
+        Reply::Sequence(
+            Default::default(),
+            vec![
+                Reply::Reset(partial),
+                Reply::Stream {
+                    head,
+                    prefix: JPEG.to_vec(),
+                    len,
+                    chunked: false,
+                },
+            ],
+        ),
+    );
+    let limits = Limits {
+        max_file_bytes: 4 << 20,
+        ..Limits::default()
+    };
+    let o = run_with(&s.base(), format!("{OK}\n{BAD}\n").as_bytes(), &limits).await;
+    assert_eq!(s.hits(&front), 2);
+    let entries = exported(&o, BAD);
+    let names: Vec<&str> = entries.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "data.json",
+            "images.json",
+            "images/front.jpg",
+            "images/liveness-1.png",
+            "manifest-sha256.txt",
+            "provenance.json",
+            "status.json"
+        ]
+    );
+    assert!(
+        entries["images/front.jpg"] == big_jpeg(len),
+        "the front image is not what was served"
+    );
+    let manifest = String::from_utf8(entries["manifest-sha256.txt"].clone()).unwrap();
+    let line = format!(
+        "{}  images/front.jpg",
+        crate::support::sha256_hex(&big_jpeg(len))
+    );
+    assert!(manifest.contains(&line), "{manifest}");
+    let status = crate::support::bin()
+        .args(["verify", o.out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{}", crate::support::text(&status));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_a_body_streams_leaves_only_a_hidden_temporary_and_the_next_run_exports_it() {
+    let s = origin().await;
+    let front = format!("{}/images/front", scan(BAD));
+    let len = 8 << 20;
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: {len}\r\nConnection: close\r\n"
+    );
+    // Half the body, then nothing: the transfer is in flight when the kill comes.
+    s.set(
+        &front,
+        Reply::Stall {
+            head: head.clone(),
+            prefix: JPEG.to_vec(),
+            sent: len / 2,
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        timeout_seconds: 60.0,
+        max_file_bytes: 16 << 20,
+        ..Limits::default()
+    };
+    let (job, refs) = crate::support::job_files(
+        dir.path(),
+        &job_text(&limits),
+        "refs.txt",
+        &format!("{OK}\n{BAD}\n"),
+    );
+    let out = dir.path().join("out");
+    let run = || {
+        let mut c = crate::support::bin();
+        c.args([
+            "run",
+            job.to_str().unwrap(),
+            "--input",
+            refs.to_str().unwrap(),
+        ])
+        .args([
+            "--out",
+            out.to_str().unwrap(),
+            "--base-url",
+            &s.base(),
+            "--quiet",
+        ]);
+        c
+    };
+    let archives = out.join("archives");
+    let listing = || -> Vec<(String, u64)> {
+        std::fs::read_dir(&archives)
+            .map(|d| {
+                d.map(|e| {
+                    let e = e.unwrap();
+                    let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+                    (e.file_name().to_string_lossy().into_owned(), len)
+                })
+                .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut child = run().spawn().unwrap();
+    let start = Instant::now();
+    // The half body reaches the disk while the transfer is still open: it streams.
+    let need = len_half(len) as u64;
+    let streamed = loop {
+        let temp = listing()
+            .into_iter()
+            .find(|(n, size)| n.starts_with(&format!(".{BAD}.")) && *size >= need);
+        if temp.is_some() || start.elapsed() > Duration::from_secs(30) {
+            break temp;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let (temp, _) = streamed.expect("no temporary archive held the half-received body");
+    assert!(temp.ends_with(".zip.tmp"), "{temp}");
+    let finals: Vec<String> = listing()
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert!(
+        !finals.contains(&format!("{BAD}.zip")),
+        "an archive of the half-received transaction under its final name: {finals:?}"
+    );
+    // The next run: the body is served whole; the dead run's temporary is removed.
+    s.set(
+        &front,
+        Reply::Stream {
+            head,
+            prefix: JPEG.to_vec(),
+            len,
+            chunked: false,
+        },
+    );
+    let second = run().output().unwrap();
+    assert_eq!(
+        second.status.code(),
+        Some(0),
+        "{}",
+        crate::support::text(&second)
+    );
+    let left: Vec<String> = listing()
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "temporaries left: {left:?}");
+    let entries = zip_entries(&archives.join(format!("{BAD}.zip")));
+    assert!(entries["images/front.jpg"] == big_jpeg(len));
+    let verify = crate::support::bin()
+        .args(["verify", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{}", crate::support::text(&verify));
+}
+
+/// The bytes of the half body that must be on disk before the kill: most of it (the zip's
+/// local header comes first, and the last socket reads may still be in flight).
+fn len_half(len: usize) -> usize {
+    len / 2 - (256 << 10)
 }

@@ -157,6 +157,11 @@ fn each_validation_error_names_file_line_and_key() {
             "[limits] max_file_bytes: must be at least 1",
         ),
         (
+            "[limits]\nmax_list_items = 0\n",
+            4,
+            "[limits] max_list_items: must be at least 1",
+        ),
+        (
             "[limits]\nmax_retries = true\n",
             4,
             "[limits] max_retries: invalid type",

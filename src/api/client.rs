@@ -76,8 +76,12 @@ pub struct ApiResponse {
     pub status: u16,
     /// The `Content-Type` header, or empty.
     pub content_type: String,
-    /// The body as received.
+    /// The body as received, for [`Target::Json`]; empty when it was streamed to a sink.
     pub body: Bytes,
+    /// The body parsed, for [`Target::Json`] (always an object); `Null` when streamed.
+    pub json: serde_json::Value,
+    /// Bytes of the body.
+    pub bytes: u64,
     /// When the body was complete.
     pub retrieved_at: DateTime<Utc>,
     /// Attempts this response took (1 = no retry).
@@ -128,6 +132,10 @@ pub enum ApiError {
         status: u16,
         attempts: u32,
     },
+    /// The sink a streamed body went to refused it (the disk, or the archive's own checks):
+    /// not the API's failure, and not retried. The sink knows the details.
+    #[error("{path}: storing the body: {message}")]
+    Store { path: String, message: String },
     /// Timeouts, resets, truncated bodies, after retries.
     #[error("{path}: network error after {attempts} attempt(s): {message}")]
     Network {
@@ -152,7 +160,7 @@ impl ApiError {
             ApiError::Denied(_) | ApiError::Http { .. } => ErrorCode::HttpError,
             ApiError::ForeignUrl { .. } => ErrorCode::ForeignUrl,
             ApiError::TooLarge { .. } => ErrorCode::TooLarge,
-            ApiError::Network { .. } => ErrorCode::Network,
+            ApiError::Network { .. } | ApiError::Store { .. } => ErrorCode::Network,
             ApiError::BadResponse { .. } => ErrorCode::BadResponse,
         }
     }
@@ -178,6 +186,7 @@ impl ApiError {
             | ApiError::Http { attempts, .. }
             | ApiError::Network { attempts, .. }
             | ApiError::BadResponse { attempts, .. } => *attempts,
+            ApiError::Store { .. } => 1,
         }
     }
 
@@ -240,21 +249,53 @@ pub struct ApiClient {
     user_agent: HeaderValue,
 }
 
-/// How a body is checked before it counts as received; a failure is retried like a reset.
-pub type Validate = fn(&[u8]) -> Result<(), String>;
+/// Why a [`BodySink`] refused a body; the sink keeps whatever the caller needs to know more.
+pub type SinkError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Accepts any body.
-pub fn any_body(_: &[u8]) -> Result<(), String> {
-    Ok(())
+/// Where a streamed body goes as it arrives: chunk by chunk, straight from the connection's
+/// buffers, never gathered in memory.
+pub trait BodySink {
+    /// A 200 arrived with this `Content-Type`; its body follows.
+    fn begin(&mut self, content_type: &str) -> Result<(), SinkError>;
+    /// The next bytes of the body.
+    fn chunk(&mut self, bytes: &[u8]) -> Result<(), SinkError>;
+    /// The transfer begun last failed (and may be tried again): drop what it delivered.
+    fn abandon(&mut self) -> Result<(), SinkError>;
 }
 
-/// Accepts a body that parses as a JSON object.
-pub fn json_object(body: &[u8]) -> Result<(), String> {
+/// What [`ApiClient::get`] does with a 200's body.
+pub enum Target<'a> {
+    /// Read whole (the JSON responses: a few KB) and parsed once, as a JSON object; a body
+    /// that is not one is retried like a reset, then `BAD_RESPONSE`.
+    Json,
+    /// Streamed to the sink as it arrives (images, pages, PDFs), within `max_file_bytes`.
+    Stream(&'a mut (dyn BodySink + Send)),
+}
+
+impl Target<'_> {
+    fn reborrow(&mut self) -> Target<'_> {
+        match self {
+            Target::Json => Target::Json,
+            Target::Stream(sink) => Target::Stream(&mut **sink),
+        }
+    }
+}
+
+/// A body that parses as a JSON object, parsed.
+pub fn json_object(body: &[u8]) -> Result<serde_json::Value, String> {
     match serde_json::from_slice::<serde_json::Value>(body) {
-        Ok(serde_json::Value::Object(_)) => Ok(()),
+        Ok(v @ serde_json::Value::Object(_)) => Ok(v),
         Ok(_) => Err("JSON is not an object".into()),
         Err(e) => Err(format!("invalid JSON: {e}")),
     }
+}
+
+/// How one attempt ended when it produced no response.
+enum Attempt {
+    /// What [`decide`] rules on.
+    Failed(Failure),
+    /// The sink refused the body: given up at once.
+    Store(String),
 }
 
 /// What went wrong with one attempt: the input of [`decide`].
@@ -439,14 +480,14 @@ impl ApiClient {
 
     /// GET with retries. `endpoint` labels the request in the statistics, names its `Accept` and
     /// tells whether it is a status call; `url` must be on the family's origin (checked before
-    /// anything is sent); `validate` decides whether a 200 body is usable (a failure is retried,
-    /// then reported as `BAD_RESPONSE`).
+    /// anything is sent); `target` says whether a 200 body is parsed as JSON (a body that does
+    /// not parse is retried, then reported as `BAD_RESPONSE`) or streamed to a sink.
     pub async fn get(
         &self,
         family: Family,
         endpoint: &Endpoint,
         url: &Url,
-        validate: Validate,
+        mut target: Target<'_>,
     ) -> Result<ApiResponse, ApiError> {
         let api_path = match url.query() {
             Some(q) => format!("{}?{}", url.path(), q),
@@ -469,11 +510,17 @@ impl ApiClient {
             }
             self.limiter.acquire().await;
             let failure = match self
-                .attempt(endpoint, url, &api_path, validate, attempt)
+                .attempt(endpoint, url, &api_path, target.reborrow(), attempt)
                 .await
             {
                 Ok(response) => return Ok(response),
-                Err(failure) => failure,
+                Err(Attempt::Failed(failure)) => failure,
+                Err(Attempt::Store(message)) => {
+                    return Err(ApiError::Store {
+                        path: api_path,
+                        message,
+                    });
+                }
             };
             let decision = decide(&failure, endpoint.is_status_call(), attempt, max_attempts);
             let after = match decision {
@@ -500,15 +547,16 @@ impl ApiClient {
         }
     }
 
-    /// One request: sent, its status classified, its body read within the cap and validated.
+    /// One request: sent, its status classified, its body read within the cap and parsed, or
+    /// streamed to the sink.
     async fn attempt(
         &self,
         endpoint: &Endpoint,
         url: &Url,
         api_path: &str,
-        validate: Validate,
+        target: Target<'_>,
         attempts: u32,
-    ) -> Result<ApiResponse, Failure> {
+    ) -> Result<ApiResponse, Attempt> {
         let sent = self
             .http
             .get(url.clone())
@@ -519,25 +567,77 @@ impl ApiClient {
             .await;
         let resp = sent.map_err(|e| {
             self.stats.record(endpoint.label, 0);
-            Failure::Network(describe(&e))
+            Attempt::Failed(Failure::Network(describe(&e)))
         })?;
         self.stats.record(endpoint.label, resp.status().as_u16());
         if resp.status() != StatusCode::OK {
-            return Err(self.status_failure(&resp, url));
+            return Err(Attempt::Failed(self.status_failure(&resp, url)));
         }
-        let (content_type, body) = self.read_body(resp).await?;
-        validate(&body).map_err(Failure::BadBody)?;
-        self.stats
-            .bytes
-            .fetch_add(body.len() as u64, Ordering::Relaxed);
+        let limit = self.opts.max_file_bytes;
+        if resp.content_length().is_some_and(|n| n > limit) {
+            return Err(Attempt::Failed(Failure::TooLarge));
+        }
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let (body, json, bytes) = match target {
+            Target::Json => {
+                let body = self.read_body(resp).await.map_err(Attempt::Failed)?;
+                let json = json_object(&body).map_err(|m| Attempt::Failed(Failure::BadBody(m)))?;
+                let n = body.len() as u64;
+                (body, json, n)
+            }
+            Target::Stream(sink) => {
+                let n = self.stream_body(resp, &content_type, sink).await?;
+                (Bytes::new(), serde_json::Value::Null, n)
+            }
+        };
+        self.stats.bytes.fetch_add(bytes, Ordering::Relaxed);
         Ok(ApiResponse {
             api_path: api_path.to_string(),
             status: 200,
             content_type,
             body,
+            json,
+            bytes,
             retrieved_at: Utc::now(),
             attempts,
         })
+    }
+
+    /// The body of a 200, chunk by chunk into `sink` as it arrives, refused as soon as it passes
+    /// `max_file_bytes`; on any failure the sink drops what it received. Returns its size.
+    async fn stream_body(
+        &self,
+        mut resp: reqwest::Response,
+        content_type: &str,
+        sink: &mut (dyn BodySink + Send),
+    ) -> Result<u64, Attempt> {
+        let limit = self.opts.max_file_bytes;
+        let store = |e: SinkError| Attempt::Store(e.to_string());
+        sink.begin(content_type).map_err(store)?;
+        let mut received = 0u64;
+        let failed = loop {
+            let chunk = match resp.chunk().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => return Ok(received),
+                Err(e) => break Attempt::Failed(Failure::Network(describe(&e))),
+            };
+            received += chunk.len() as u64;
+            if received > limit {
+                break Attempt::Failed(Failure::TooLarge);
+            }
+            // The chunk is the connection's own buffer: written (and hashed) from there, then
+            // dropped, so the buffer is reused for the next read.
+            if let Err(e) = sink.chunk(&chunk) {
+                break store(e);
+            }
+        };
+        sink.abandon().map_err(store)?;
+        Err(failed)
     }
 
     /// A status other than 200, with the job-wide effects of 429 and `Retry-After`.
@@ -575,18 +675,9 @@ impl ApiClient {
         Failure::Status { code, retry_after }
     }
 
-    /// The body of a 200 and its `Content-Type`, refused as soon as it passes `max_file_bytes`.
-    async fn read_body(&self, mut resp: reqwest::Response) -> Result<(String, Bytes), Failure> {
+    /// The whole body of a 200, refused as soon as it passes `max_file_bytes`.
+    async fn read_body(&self, mut resp: reqwest::Response) -> Result<Bytes, Failure> {
         let limit = self.opts.max_file_bytes;
-        if resp.content_length().is_some_and(|n| n > limit) {
-            return Err(Failure::TooLarge);
-        }
-        let content_type = resp
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
         let mut body =
             BytesMut::with_capacity(resp.content_length().unwrap_or(8192).min(limit) as usize);
         while let Some(chunk) = resp
@@ -599,7 +690,7 @@ impl ApiClient {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok((content_type, body.freeze()))
+        Ok(body.freeze())
     }
 }
 

@@ -143,6 +143,21 @@ impl OutputLocation {
         archive::write_archive_with_key(&self.root, reference, entries, &meta, key, self.modes)
     }
 
+    /// The writer of the archive of `reference`, recording this run as its creator: a
+    /// temporary file named by this run until it is finished.
+    pub fn open_archive(
+        &self,
+        reference: &str,
+        meta: &ProvenanceMeta,
+        key: Option<ArchiveKey>,
+    ) -> Result<archive::ArchiveWriter, archive::ArchiveError> {
+        let meta = ProvenanceMeta {
+            run: Some(self.run.to_string()),
+            ..meta.clone()
+        };
+        archive::ArchiveWriter::create(&self.root, reference, &meta, key, self.modes)
+    }
+
     /// What the archive of `reference` already under its final name means for this run
     /// (blocking). An archive is listed by the run that created it; one whose creator died
     /// without committing is claimed (`archives/.claims/{reference}/{owner}`, create-if-absent)

@@ -363,6 +363,7 @@ fn task_context(
         liveness_images: job.fetch.liveness_images,
         original_documents: job.fetch.original_documents,
         unmasked_card_images: job.fetch.unmasked_card_images,
+        max_list_items: job.limits.max_list_items,
     };
     TaskContext {
         fetcher: Fetcher::new(

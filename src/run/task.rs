@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::Kind;
-use crate::fetch::{FetchFailure, FetchOutcome, Fetched, Fetcher};
+use crate::fetch::{FetchFailure, FetchOutcome, Fetched, Fetcher, OpenArchive};
 use crate::input::Item;
 use crate::outcome::{ErrorCode, Stage};
 use crate::output::archive::{self, ArchiveKey, ArchivedFile, ProvenanceMeta, WrittenArchive};
@@ -74,13 +74,25 @@ pub async fn one_reference(ctx: &Arc<TaskContext>, item: Item, poll_once: bool) 
         return Done::NotStarted;
     }
     let Item { reference, kind } = item;
+    // The archive is written as the responses arrive, into a temporary file that only
+    // `finish` puts under the final name.
+    let open = || {
+        let key = ctx.archive_key.clone();
+        ctx.location.open_archive(&reference, &ctx.meta, key)
+    };
+    let open: Option<OpenArchive<'_>> = ctx.write_archives.then_some(&open);
     let outcome = if poll_once {
-        ctx.fetcher.fetch_with_polls(&reference, kind, 0).await
+        ctx.fetcher
+            .fetch_with_polls(&reference, kind, 0, open)
+            .await
     } else {
-        ctx.fetcher.fetch(&reference, kind).await
+        ctx.fetcher.fetch(&reference, kind, open).await
     };
     match outcome {
         FetchOutcome::Fetched(f) => archive_fetched(ctx, f).await,
+        FetchOutcome::Archive(e) => {
+            archived(ctx, reference, kind, serde_json::Value::Null, Err(e)).await
+        }
         FetchOutcome::Failed(f) => {
             tracing::info!(reference = %reference, stage = %f.stage, error = %f.error, "not exported: {}", f.message);
             let mut row = failure_row(&reference, kind, &f);
@@ -154,17 +166,19 @@ async fn existing(ctx: &Arc<TaskContext>, item: &Item) -> Option<Done> {
     }
 }
 
-/// Writes the archive of a fetched transaction; its concurrency slot is held until the archive
-/// is on disk, so at most `concurrency` transactions' bodies are in memory.
+/// Finishes the archive of a fetched transaction (its responses are in it already):
+/// `provenance.json`, the manifest, fsync, final name. The concurrency slot is held until the
+/// archive is on disk, so at most `concurrency` archives are being finished at once.
 async fn archive_fetched(ctx: &Arc<TaskContext>, f: Fetched) -> Done {
     let Fetched {
         reference,
         kind,
-        entries,
+        archive,
         data,
         slot,
+        ..
     } = f;
-    if !ctx.write_archives {
+    let Some(archive) = archive else {
         return Done::Exported {
             reference,
             kind,
@@ -173,16 +187,8 @@ async fn archive_fetched(ctx: &Arc<TaskContext>, f: Fetched) -> Done {
             files: Vec::new(),
             fresh: true,
         };
-    }
-    let task_ctx = ctx.clone();
-    let r = reference.clone();
-    let written = tokio::task::spawn_blocking(move || {
-        let key = task_ctx.archive_key.as_ref();
-        task_ctx
-            .location
-            .write_archive(&r, &entries, &task_ctx.meta, key)
-    })
-    .await;
+    };
+    let written = tokio::task::spawn_blocking(move || archive.finish()).await;
     drop(slot);
     match written {
         Ok(result) => archived(ctx, reference, kind, data, result).await,

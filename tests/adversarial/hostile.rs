@@ -33,6 +33,15 @@ pub enum Reply {
         len: usize,
         chunked: bool,
     },
+    /// `head`, then `sent` bytes of body (`prefix`, padded with zeros), then silence with the
+    /// connection open: a body stalled in mid-transfer.
+    Stall {
+        head: String,
+        prefix: Vec<u8>,
+        sent: usize,
+    },
+    /// The n-th request for the target gets the n-th reply; every later one the last.
+    Sequence(Arc<AtomicUsize>, Vec<Reply>),
 }
 
 /// One request as the server saw it.
@@ -163,6 +172,13 @@ async fn serve(
         .get(&target)
         .cloned()
         .unwrap_or_else(|| Reply::Raw(status_only(404, "Not Found")));
+    let reply = match reply {
+        Reply::Sequence(n, replies) => {
+            let i = n.fetch_add(1, Ordering::SeqCst).min(replies.len() - 1);
+            replies[i].clone()
+        }
+        other => other,
+    };
     match reply {
         Reply::Raw(bytes) => {
             let _ = stream.write_all(&bytes).await;
@@ -192,6 +208,13 @@ async fn serve(
             let _ = stream_body(&mut stream, &head, &prefix, len, chunked).await;
             let _ = stream.shutdown().await;
         }
+        Reply::Stall { head, prefix, sent } => {
+            let _ = stream_body(&mut stream, &head, &prefix, sent, false).await;
+            let _ = stream.flush().await;
+            tokio::time::sleep(Duration::from_secs(300)).await;
+            drop(stream);
+        }
+        Reply::Sequence(..) => unreachable!("resolved above"),
     }
 }
 

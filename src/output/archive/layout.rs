@@ -126,46 +126,102 @@ pub fn file_extension(content_type: &str, body: &[u8]) -> &'static str {
 /// `images/liveness-{n}.{ext}`, `pages/{n}.{ext}`, `original.pdf`. Fails when two entries
 /// would share a name.
 pub fn entry_names(reference: &str, entries: &[ArchiveEntry]) -> Result<Vec<String>, ArchiveError> {
-    let mut other = 0u32;
-    let mut seen = HashSet::new();
+    let mut namer = Namer::default();
     let mut names = Vec::with_capacity(entries.len());
     for entry in entries {
-        let ext = || file_extension(&entry.content_type, &entry.body);
-        let name = match &entry.kind {
+        let name = namer.name(
+            &entry.kind,
+            file_extension(&entry.content_type, &entry.body),
+        );
+        namer.add(reference, &entry.kind, &name)?;
+        names.push(name);
+    }
+    Ok(names)
+}
+
+/// [`entry_names`] one entry at a time, for a writer that names each body as it arrives: the
+/// same allowlist, the same numbering of other classifiers, the same duplicate check.
+#[derive(Debug, Default)]
+pub struct Namer {
+    /// Other classifiers named so far.
+    other: u32,
+    /// Identities (names without the extension of files) named so far.
+    seen: HashSet<String>,
+}
+
+impl Namer {
+    /// The name the next entry gets, of `kind` with extension `ext` (only files use it).
+    pub fn name(&self, kind: &EntryKind, ext: &str) -> String {
+        match kind {
             EntryKind::Status => STATUS_ENTRY.to_owned(),
             EntryKind::Data => DATA_ENTRY.to_owned(),
             EntryKind::Images => IMAGES_ENTRY.to_owned(),
             EntryKind::Pages => PAGES_ENTRY.to_owned(),
             EntryKind::Authentication => AUTHENTICATION_ENTRY.to_owned(),
-            EntryKind::Image { classifier } => {
-                match KNOWN_CLASSIFIERS.iter().find(|c| **c == classifier) {
-                    Some(known) => format!("images/{known}.{}", ext()),
-                    None => {
-                        other += 1;
-                        format!("images/other-{other}.{}", ext())
-                    }
-                }
-            }
-            EntryKind::Liveness { number } => format!("images/liveness-{number}.{}", ext()),
-            EntryKind::Page { number } => format!("pages/{number}.{}", ext()),
+            EntryKind::Image { classifier } => match known_position(classifier) {
+                Some(known) => format!("images/{}.{ext}", KNOWN_CLASSIFIERS[known]),
+                None => format!("images/other-{}.{ext}", self.other + 1),
+            },
+            EntryKind::Liveness { number } => format!("images/liveness-{number}.{ext}"),
+            EntryKind::Page { number } => format!("pages/{number}.{ext}"),
             EntryKind::OriginalPdf => ORIGINAL_PDF_ENTRY.to_owned(),
-        };
-        // Same kind with another extension would still be the same file to a user.
-        let identity = match &entry.kind {
-            EntryKind::Image { .. } | EntryKind::Liveness { .. } | EntryKind::Page { .. } => name
-                .rsplit_once('.')
-                .map_or(name.clone(), |(stem, _)| stem.to_owned()),
-            _ => name.clone(),
-        };
-        if !seen.insert(identity) {
+        }
+    }
+
+    /// Records the entry `name` of `kind` (as [`Namer::name`] gave it); fails when an earlier
+    /// entry has the same identity.
+    pub fn add(
+        &mut self,
+        reference: &str,
+        kind: &EntryKind,
+        name: &str,
+    ) -> Result<(), ArchiveError> {
+        if !self.seen.insert(identity(kind, name).to_owned()) {
             return Err(ArchiveError::DuplicateEntry {
                 reference: reference.to_owned(),
-                entry: name,
+                entry: name.to_owned(),
             });
         }
-        names.push(name);
+        if let EntryKind::Image { classifier } = kind
+            && known_position(classifier).is_none()
+        {
+            self.other += 1;
+        }
+        Ok(())
     }
-    Ok(names)
+
+    /// Takes back the last [`Namer::add`] (an entry whose transfer failed and is tried again).
+    pub fn undo(&mut self, kind: &EntryKind, name: &str) {
+        let identity = identity(kind, name);
+        self.seen.remove(identity);
+        if let EntryKind::Image { classifier } = kind
+            && known_position(classifier).is_none()
+        {
+            self.other -= 1;
+        }
+    }
+}
+
+/// What makes two entries the same file to a user: the name, without the extension of a file
+/// (same kind with another extension would still be the same file).
+fn identity<'a>(kind: &EntryKind, name: &'a str) -> &'a str {
+    match kind {
+        EntryKind::Image { .. } | EntryKind::Liveness { .. } | EntryKind::Page { .. } => {
+            name.rsplit_once('.').map_or(name, |(stem, _)| stem)
+        }
+        _ => name,
+    }
+}
+
+/// Where a classifier stands among the ones that name an image file directly.
+fn known_position(classifier: &str) -> Option<usize> {
+    KNOWN_CLASSIFIERS.iter().position(|c| *c == classifier)
+}
+
+/// The order in which the images of a list are fetched, so that they arrive in archive order:
+/// `front`, `back`, `face`, then every other classifier as listed (a stable sort key).
+pub fn image_fetch_rank(classifier: &str) -> usize {
+    known_position(classifier).unwrap_or(KNOWN_CLASSIFIERS.len())
 }
 
 /// Position of an entry in the archive's fixed order; `provenance.json` and

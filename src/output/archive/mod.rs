@@ -4,7 +4,8 @@
 //! - [`layout`]: where an archive lives ([`relative_path`], [`archive_path`]), its entry
 //!   names (an allowlist: nothing from API data, a classifier or an href, ever becomes part of
 //!   a path), their fixed order, and which family a set of entries belongs to ([`kinds_of`]).
-//! - [`write`](write_archive): entries in the fixed order with fixed timestamps and
+//! - [`write`](write_archive) and [`ArchiveWriter`] (the same archive, streamed as the
+//!   bodies arrive): entries in the fixed order with fixed timestamps and
 //!   permissions, so the same responses give the same bytes apart from `provenance.json`;
 //!   `manifest-sha256.txt` closes every archive and can be checked with `sha256sum -c`. An
 //!   archive appears under its final name only when complete (temporary file, fsync, rename,
@@ -15,7 +16,10 @@
 //!   data": what resume and `verify` both ask, answered once, with typed [`ArchiveFinding`]s.
 //!
 //! This module is blocking code: call it from `spawn_blocking`, never on the async
-//! runtime's threads. It does no network I/O and logs nothing (archives hold personal data).
+//! runtime's threads — with one exception: [`ArchiveWriter`]'s `begin`, `write`, `end` and
+//! `abandon` take each body as it arrives from the connection, on the task that receives it
+//! (a write to the page cache, no fsync, no read); its `finish` is blocking like the rest. It
+//! does no network I/O and logs nothing (archives hold personal data).
 
 mod check;
 pub mod layout;
@@ -37,7 +41,9 @@ pub use layout::{
     file_extension, image_count, kinds_of, relative_path,
 };
 pub use read::{read_archive, read_archive_with_key};
-pub use write::{remove_dead_temps, remove_stale_temps, write_archive, write_archive_with_key};
+pub use write::{
+    ArchiveWriter, remove_dead_temps, remove_stale_temps, write_archive, write_archive_with_key,
+};
 
 /// The `tool` value recorded in `provenance.json`.
 pub const TOOL_NAME: &str = "jumio-export";

@@ -1,32 +1,44 @@
 //! Writing an archive: the entries in their fixed order, `provenance.json`, then
-//! `manifest-sha256.txt`, assembled in memory and put in place atomically (temporary file,
-//! fsync, rename, directory fsync). Also the removal of temporaries an interrupted run left.
+//! `manifest-sha256.txt`, streamed into a temporary file as the bodies arrive and put in place
+//! atomically (fsync, rename, directory fsync). Also the removal of temporaries an interrupted
+//! run left.
+//!
+//! [`ArchiveWriter`] takes each body chunk by chunk: it hashes the chunk (sha256 here, the ZIP
+//! CRC-32 in the zip writer) and writes it to the temporary archive in the same pass, so no
+//! body is ever held whole in memory. [`write_archive`] feeds it entries already in memory.
 
-use std::fs;
-use std::io::{self, Write};
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
-use chrono::SecondsFormat;
+use chrono::{DateTime, SecondsFormat, Utc};
+use sha2::{Digest, Sha256};
 use zip::result::ZipError;
-use zip::write::{FileOptions, SimpleFileOptions};
+use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, System, ZipWriter};
 
 use super::super::fsmode::Modes;
 use crate::dataset::publish::{Published, publish_no_replace};
 
-use super::layout::{self, ARCHIVES_DIR, MANIFEST_ENTRY, PROVENANCE_ENTRY};
+use super::layout::{self, ARCHIVES_DIR, MANIFEST_ENTRY, Namer, PROVENANCE_ENTRY};
 use super::{
     ArchiveEntry, ArchiveError, ArchiveKey, ArchivedFile, EntryKind, MANIFEST_CONTENT_TYPE,
     PROVENANCE_CONTENT_TYPE, Provenance, ProvenanceEntry, ProvenanceMeta, TOOL_NAME,
-    WrittenArchive, io_err, sha256_hex,
+    WrittenArchive, io_err,
 };
 
 /// Permissions of every entry: the archive holds personal data.
 const ENTRY_MODE: u32 = 0o600;
 
+/// Bytes of a body's start that decide its file extension (the longest magic, PNG's).
+const MAGIC_LEN: usize = 8;
+
+/// The write buffer of an archive being written.
+const WRITE_BUFFER: usize = 32 * 1024;
+
 /// Writes `archives/{reference}.zip` under `out_dir` from `entries`.
 ///
-/// The archive is written to a temporary file in `archives/`, fsync'd, moved to its final name
+/// The archive is written to a temporary file (in the run's scratch directory), fsync'd, moved to its final name
 /// only if nothing is there (create-if-absent: an existing archive is never replaced, and
 /// [`ArchiveError::AlreadyExists`] says so) and the directory fsync'd; on any error the temporary
 /// file is removed and no archive appears. Blocking.
@@ -51,210 +63,382 @@ pub fn write_archive_with_key(
     key: Option<&ArchiveKey>,
     modes: Modes,
 ) -> Result<WrittenArchive, ArchiveError> {
-    if !layout::valid_reference(reference) {
-        return Err(ArchiveError::InvalidReference {
-            reference: reference.to_owned(),
-        });
-    }
+    // Names first, in the order given (it numbers other classifiers), then the archive order.
     let names = layout::entry_names(reference, entries)?;
-    let dir = out_dir.join(ARCHIVES_DIR);
-    modes
-        .create_dir_all(&dir)
-        .map_err(io_err("creating directory", &dir))?;
-    let tmp_path = layout::temp_path(out_dir, reference, meta.run.as_deref());
-    if let Some(scratch) = tmp_path.parent().filter(|p| *p != dir) {
-        modes
-            .create_dir_all(scratch)
-            .map_err(io_err("creating directory", scratch))?;
-    }
-    let final_path = layout::archive_path(out_dir, reference);
-
-    let mut zip = Assembler::new(entries, &tmp_path, key);
     let mut order: Vec<usize> = (0..entries.len()).collect();
     order.sort_by_key(|&i| layout::order_key(&entries[i].kind, &names[i]));
-    let mut provenance_entries = Vec::with_capacity(entries.len());
+    let mut writer = ArchiveWriter::create(out_dir, reference, meta, key.cloned(), modes)?;
     for &i in &order {
-        let file = zip.put_response(&names[i], &entries[i])?;
-        provenance_entries.push(provenance_entry(&entries[i], &file));
+        let e = &entries[i];
+        writer.begin(e.kind.clone(), &e.content_type)?;
+        writer.write(&e.body)?;
+        writer.end(&e.api_path, e.http_status, e.retrieved_at)?;
     }
-    let provenance = Provenance {
-        tool: TOOL_NAME.to_owned(),
-        tool_version: meta.tool_version.clone(),
-        job_sha256: meta.job_sha256.clone(),
-        reference: reference.to_owned(),
-        run: meta.run.clone(),
-        entries: provenance_entries,
-    };
-    let mut provenance_json =
-        serde_json::to_vec_pretty(&provenance).expect("provenance is plain strings and numbers");
-    provenance_json.push(b'\n');
-    zip.put_own(PROVENANCE_ENTRY, PROVENANCE_CONTENT_TYPE, &provenance_json)?;
-    let manifest: String = zip
-        .files
-        .iter()
-        .map(|f| format!("{}  {}\n", f.sha256, f.entry))
-        .collect();
-    zip.put_own(MANIFEST_ENTRY, MANIFEST_CONTENT_TYPE, manifest.as_bytes())?;
-
-    let (archive_bytes, files) = zip.finish()?;
-    let sha256 = sha256_hex(&archive_bytes);
-    let bytes = archive_bytes.len() as u64;
-    install(archive_bytes, &tmp_path, &final_path, modes)?;
-    Ok(WrittenArchive {
-        path: final_path,
-        relative: layout::relative_path(reference),
-        sha256,
-        bytes,
-        files,
-    })
+    writer.finish()
 }
 
-/// The `provenance.json` record of one API entry, stored as `file`.
-fn provenance_entry(entry: &ArchiveEntry, file: &ArchivedFile) -> ProvenanceEntry {
-    ProvenanceEntry {
-        entry: file.entry.clone(),
-        api_path: entry.api_path.clone(),
-        http_status: entry.http_status,
-        content_type: entry.content_type.clone(),
-        retrieved_at: entry
-            .retrieved_at
-            .to_rfc3339_opts(SecondsFormat::Millis, true),
-        bytes: file.bytes,
-        sha256: file.sha256.clone(),
-        classifier: file.classifier.clone(),
-    }
-}
-
-/// The archive being assembled in memory (the bodies are in memory already), so it is hashed
-/// once and written and fsynced in one go: no re-read of the file to hash it.
-struct Assembler<'a> {
-    zip: ZipWriter<io::Cursor<Vec<u8>>>,
-    /// Entry options; they borrow the key's bytes when encrypting.
-    options: FileOptions<'a, 'static, ()>,
-    /// The temporary file, named in errors.
-    tmp_path: &'a Path,
-    /// Every entry written so far, in archive order.
+/// An archive written as its bodies arrive, in archive order: [`ArchiveWriter::begin`] an
+/// entry, [`ArchiveWriter::write`] its body in chunks, [`ArchiveWriter::end`] it (or
+/// [`ArchiveWriter::abandon`] it when the transfer failed and will be tried again), then
+/// [`ArchiveWriter::finish`]. Dropped unfinished, it removes its temporary file: no error path
+/// and no cancelled transfer leaves one behind, and only `finish` gives the final name.
+///
+/// `begin`, `write`, `end` and `abandon` write to the page cache and never fsync; `finish`
+/// does (blocking).
+pub struct ArchiveWriter {
+    reference: String,
+    final_path: PathBuf,
+    /// The temporary archive; removed on drop unless published.
+    guard: TempGuard,
+    /// Buffered so that the zip writer's small writes (headers, the CRC and sizes patched after
+    /// each body) are not a system call each; a chunk larger than the buffer goes straight
+    /// through.
+    zip: ZipWriter<BufWriter<File>>,
+    key: Option<ArchiveKey>,
+    meta: ProvenanceMeta,
+    namer: Namer,
+    /// Order key of the last entry, to keep the archive order.
+    last: Option<(u8, u64)>,
+    /// The entry being received.
+    open: Option<OpenEntry>,
+    /// Every entry so far, in archive order, with its provenance.
     files: Vec<ArchivedFile>,
+    provenance: Vec<ProvenanceEntry>,
 }
 
-impl<'a> Assembler<'a> {
-    fn new(entries: &[ArchiveEntry], tmp_path: &'a Path, key: Option<&'a ArchiveKey>) -> Self {
-        let base = SimpleFileOptions::default()
-            .last_modified_time(zip::DateTime::DEFAULT)
-            .unix_permissions(ENTRY_MODE)
-            .system(System::Unix);
-        let base = match key {
-            Some(k) => base.with_aes_encryption_bytes(zip::AesMode::Aes256, k.bytes()),
-            None => base,
-        };
-        let capacity = entries.iter().map(|e| e.body.len() + 256).sum::<usize>() + 16 * 1024;
-        Assembler {
-            zip: ZipWriter::new(io::Cursor::new(Vec::with_capacity(capacity))),
-            // Every entry is stored: images and PDFs are compressed already, and JSON responses
-            // are a few KB, where a fresh deflate state per entry cost more CPU than it saved.
-            options: base.compression_method(CompressionMethod::Stored),
-            tmp_path,
-            files: Vec::with_capacity(entries.len() + 2),
+/// An entry whose body is arriving.
+struct OpenEntry {
+    kind: EntryKind,
+    content_type: String,
+    /// The body's first bytes, held until [`MAGIC_LEN`] are known and the name with them.
+    head: Vec<u8>,
+    /// The entry's name, once it was started in the zip.
+    name: Option<String>,
+    sha256: Sha256,
+    bytes: u64,
+    /// The writer's order key before this entry (restored when it is abandoned).
+    last: Option<(u8, u64)>,
+}
+
+impl std::fmt::Debug for ArchiveWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArchiveWriter")
+            .field("path", &self.guard.path)
+            .field("entries", &self.files.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ArchiveWriter {
+    /// Creates the temporary archive of `reference` under `out_dir` (`archives/` with `modes`
+    /// where missing). `meta.run` names the temporary, so a live run's is never removed.
+    pub fn create(
+        out_dir: &Path,
+        reference: &str,
+        meta: &ProvenanceMeta,
+        key: Option<ArchiveKey>,
+        modes: Modes,
+    ) -> Result<Self, ArchiveError> {
+        if !layout::valid_reference(reference) {
+            return Err(ArchiveError::InvalidReference {
+                reference: reference.to_owned(),
+            });
         }
+        let dir = out_dir.join(ARCHIVES_DIR);
+        modes
+            .create_dir_all(&dir)
+            .map_err(io_err("creating directory", &dir))?;
+        let tmp_path = layout::temp_path(out_dir, reference, meta.run.as_deref());
+        if let Some(scratch) = tmp_path.parent().filter(|p| *p != dir) {
+            modes
+                .create_dir_all(scratch)
+                .map_err(io_err("creating directory", scratch))?;
+        }
+        let file = modes
+            .create_file(&tmp_path)
+            .map_err(io_err("creating", &tmp_path))?;
+        Ok(ArchiveWriter {
+            reference: reference.to_owned(),
+            final_path: layout::archive_path(out_dir, reference),
+            guard: TempGuard {
+                path: tmp_path,
+                armed: true,
+            },
+            zip: ZipWriter::new(BufWriter::with_capacity(WRITE_BUFFER, file)),
+            key,
+            meta: meta.clone(),
+            namer: Namer::default(),
+            last: None,
+            open: None,
+            files: Vec::with_capacity(16),
+            provenance: Vec::with_capacity(16),
+        })
+    }
+
+    /// The temporary file, as errors name it.
+    fn tmp(&self) -> &Path {
+        &self.guard.path
     }
 
     fn zip_err(&self, source: ZipError) -> ArchiveError {
         ArchiveError::Write {
-            path: self.tmp_path.to_path_buf(),
+            path: self.tmp().to_path_buf(),
             source,
         }
     }
 
-    /// Stores `body` as `name`; returns its sha256.
-    fn put(&mut self, name: &str, body: &[u8]) -> Result<String, ArchiveError> {
-        if let Err(e) = self.zip.start_file(name, self.options) {
-            return Err(self.zip_err(e));
-        }
-        self.zip
-            .write_all(body)
-            .map_err(io_err("writing", self.tmp_path))?;
-        Ok(sha256_hex(body))
+    /// Starts an entry of `kind` whose body has this Content-Type. An entry still open is
+    /// abandoned.
+    pub fn begin(&mut self, kind: EntryKind, content_type: &str) -> Result<(), ArchiveError> {
+        self.abandon()?;
+        self.open = Some(OpenEntry {
+            kind,
+            content_type: content_type.to_owned(),
+            head: Vec::new(),
+            name: None,
+            sha256: Sha256::new(),
+            bytes: 0,
+            last: self.last,
+        });
+        Ok(())
     }
 
-    /// Stores one API response under `name`.
-    fn put_response(
+    /// The next bytes of the open entry's body: hashed and written in one pass.
+    pub fn write(&mut self, chunk: &[u8]) -> Result<(), ArchiveError> {
+        let Some(open) = self.open.as_mut() else {
+            return Err(self.no_entry());
+        };
+        open.sha256.update(chunk);
+        open.bytes += chunk.len() as u64;
+        if open.name.is_some() {
+            return self.put(chunk);
+        }
+        if open.head.len() + chunk.len() < MAGIC_LEN {
+            open.head.extend_from_slice(chunk);
+            return Ok(());
+        }
+        let take = MAGIC_LEN - open.head.len();
+        let mut magic = [0u8; MAGIC_LEN];
+        magic[..open.head.len()].copy_from_slice(&open.head);
+        magic[open.head.len()..].copy_from_slice(&chunk[..take]);
+        let head = std::mem::take(&mut open.head);
+        self.start(&magic)?;
+        self.put(&head)?;
+        self.put(chunk)
+    }
+
+    /// Closes the open entry: its body was received whole, from `api_path` with
+    /// `http_status` at `retrieved_at`.
+    pub fn end(
         &mut self,
-        name: &str,
-        entry: &ArchiveEntry,
+        api_path: &str,
+        http_status: u16,
+        retrieved_at: DateTime<Utc>,
     ) -> Result<ArchivedFile, ArchiveError> {
-        let sha256 = self.put(name, &entry.body)?;
-        let classifier = match &entry.kind {
-            EntryKind::Image { classifier } => Some(classifier.clone()),
-            _ => None,
+        let Some(open) = self.open.as_mut() else {
+            return Err(self.no_entry());
         };
+        if open.name.is_none() {
+            let head = std::mem::take(&mut open.head);
+            self.start(&head)?;
+            self.put(&head)?;
+        }
+        let open = self.open.take().expect("checked above");
         let file = ArchivedFile {
-            entry: name.to_owned(),
-            classifier,
-            content_type: entry.content_type.clone(),
-            bytes: entry.body.len() as u64,
-            sha256,
+            entry: open.name.expect("started above"),
+            classifier: match open.kind {
+                EntryKind::Image { classifier } => Some(classifier),
+                _ => None,
+            },
+            content_type: open.content_type,
+            bytes: open.bytes,
+            sha256: hex::encode(open.sha256.finalize()),
         };
+        self.provenance.push(ProvenanceEntry {
+            entry: file.entry.clone(),
+            api_path: api_path.to_owned(),
+            http_status,
+            content_type: file.content_type.clone(),
+            retrieved_at: retrieved_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            bytes: file.bytes,
+            sha256: file.sha256.clone(),
+            classifier: file.classifier.clone(),
+        });
         self.files.push(file.clone());
         Ok(file)
     }
 
+    /// Drops the open entry and whatever of its body was written (a transfer that failed and
+    /// is tried again); nothing when no entry is open.
+    pub fn abandon(&mut self) -> Result<(), ArchiveError> {
+        match self.open.take() {
+            Some(OpenEntry {
+                name: Some(name),
+                kind,
+                last,
+                ..
+            }) => {
+                self.namer.undo(&kind, &name);
+                self.last = last;
+                self.zip.abort_file().map_err(|e| self.zip_err(e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Names the open entry from its first bytes and starts it in the zip.
+    fn start(&mut self, magic: &[u8]) -> Result<(), ArchiveError> {
+        let open = self.open.as_mut().expect("an open entry");
+        let ext = layout::file_extension(&open.content_type, magic);
+        let name = self.namer.name(&open.kind, ext);
+        let order = layout::order_key(&open.kind, &name);
+        if self.last.is_some_and(|last| order < last) {
+            // The flow fetches in archive order; anything else is a bug, never a reordered zip.
+            return Err(ArchiveError::Io {
+                action: "adding an entry out of archive order to",
+                path: self.guard.path.clone(),
+                source: io::Error::other(name),
+            });
+        }
+        self.namer.add(&self.reference, &open.kind, &name)?;
+        self.last = Some(order);
+        open.name = Some(name.clone());
+        self.start_file(&name)
+    }
+
+    fn start_file(&mut self, name: &str) -> Result<(), ArchiveError> {
+        let base = SimpleFileOptions::default()
+            .last_modified_time(zip::DateTime::DEFAULT)
+            .unix_permissions(ENTRY_MODE)
+            .system(System::Unix)
+            // Every entry is stored: images and PDFs are compressed already, and JSON
+            // responses are a few KB, where a deflate state per entry cost more CPU than it
+            // saved.
+            .compression_method(CompressionMethod::Stored);
+        let started = match &self.key {
+            Some(k) => self.zip.start_file(
+                name,
+                base.with_aes_encryption_bytes(zip::AesMode::Aes256, k.bytes()),
+            ),
+            None => self.zip.start_file(name, base),
+        };
+        started.map_err(|e| self.zip_err(e))
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> Result<(), ArchiveError> {
+        let tmp = self.guard.path.clone();
+        self.zip.write_all(bytes).map_err(io_err("writing", &tmp))
+    }
+
+    fn no_entry(&self) -> ArchiveError {
+        ArchiveError::Io {
+            action: "writing a body with no entry begun to",
+            path: self.guard.path.clone(),
+            source: io::Error::other("no entry begun"),
+        }
+    }
+
     /// Stores one of the program's own entries (`provenance.json`, the manifest).
     fn put_own(&mut self, name: &str, content_type: &str, body: &[u8]) -> Result<(), ArchiveError> {
-        let sha256 = self.put(name, body)?;
+        self.start_file(name)?;
+        self.put(body)?;
         self.files.push(ArchivedFile {
             entry: name.to_owned(),
             classifier: None,
             content_type: content_type.to_owned(),
             bytes: body.len() as u64,
-            sha256,
+            sha256: hex::encode(Sha256::digest(body)),
         });
         Ok(())
     }
 
-    /// The zip file's bytes and its entries.
-    fn finish(self) -> Result<(Vec<u8>, Vec<ArchivedFile>), ArchiveError> {
-        let path = self.tmp_path.to_path_buf();
-        let cursor = self
-            .zip
-            .finish()
-            .map_err(|source| ArchiveError::Write { path, source })?;
-        Ok((cursor.into_inner(), self.files))
+    /// Adds `provenance.json` and the manifest, closes the zip, fsyncs it and publishes it at
+    /// `archives/{reference}.zip` only if nothing is there. Blocking. An entry still open is
+    /// abandoned (it was not received whole).
+    pub fn finish(mut self) -> Result<WrittenArchive, ArchiveError> {
+        self.abandon()?;
+        let provenance = Provenance {
+            tool: TOOL_NAME.to_owned(),
+            tool_version: self.meta.tool_version.clone(),
+            job_sha256: self.meta.job_sha256.clone(),
+            reference: self.reference.clone(),
+            run: self.meta.run.clone(),
+            entries: std::mem::take(&mut self.provenance),
+        };
+        let mut provenance_json = serde_json::to_vec_pretty(&provenance)
+            .expect("provenance is plain strings and numbers");
+        provenance_json.push(b'\n');
+        self.put_own(PROVENANCE_ENTRY, PROVENANCE_CONTENT_TYPE, &provenance_json)?;
+        let manifest: String = self
+            .files
+            .iter()
+            .map(|f| format!("{}  {}\n", f.sha256, f.entry))
+            .collect();
+        self.put_own(MANIFEST_ENTRY, MANIFEST_CONTENT_TYPE, manifest.as_bytes())?;
+
+        let ArchiveWriter {
+            reference,
+            final_path,
+            mut guard,
+            zip,
+            files,
+            ..
+        } = self;
+        let tmp_path = guard.path.clone();
+        let file = zip.finish().map_err(|source| ArchiveError::Write {
+            path: tmp_path.clone(),
+            source,
+        })?;
+        let mut file = file
+            .into_inner()
+            .map_err(|e| io_err("writing", &tmp_path)(e.into_error()))?;
+        // An entry abandoned near the end may have left bytes past the central directory.
+        let bytes = file
+            .stream_position()
+            .map_err(io_err("writing", &tmp_path))?;
+        file.set_len(bytes).map_err(io_err("writing", &tmp_path))?;
+        let sha256 = file_sha256(&mut file).map_err(io_err("reading back", &tmp_path))?;
+        // A failed fsync is never retried: the temporary file is removed (by the guard) and the
+        // reference is fetched again by a later run.
+        file.sync_all().map_err(io_err("syncing", &tmp_path))?;
+        drop(file);
+        guard.armed = false;
+        match publish_no_replace(&tmp_path, &final_path) {
+            Ok(Published::Created) => {}
+            Ok(Published::AlreadyThere) => {
+                return Err(ArchiveError::AlreadyExists { path: final_path });
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&tmp_path);
+                return Err(io_err("publishing", &final_path)(e));
+            }
+        }
+        Ok(WrittenArchive {
+            path: final_path,
+            relative: layout::relative_path(&reference),
+            sha256,
+            bytes,
+            files,
+        })
     }
 }
 
-/// Writes `archive_bytes` to `tmp_path` (created with `modes`), fsyncs, and publishes it at
-/// `final_path` only if nothing is there. On any error the temporary file is removed.
-fn install(
-    archive_bytes: Vec<u8>,
-    tmp_path: &Path,
-    final_path: &Path,
-    modes: Modes,
-) -> Result<(), ArchiveError> {
-    let mut guard = TempGuard {
-        path: tmp_path.to_path_buf(),
-        armed: true,
-    };
-    let mut file = modes
-        .create_file(tmp_path)
-        .map_err(io_err("creating", tmp_path))?;
-    file.write_all(&archive_bytes)
-        .map_err(io_err("writing", tmp_path))?;
-    drop(archive_bytes);
-    // A failed fsync is never retried: the temporary file is removed (by the guard) and the
-    // reference is fetched again by a later run.
-    file.sync_all().map_err(io_err("syncing", tmp_path))?;
-    drop(file);
-    guard.armed = false;
-    match publish_no_replace(tmp_path, final_path) {
-        Ok(Published::Created) => Ok(()),
-        Ok(Published::AlreadyThere) => Err(ArchiveError::AlreadyExists {
-            path: final_path.to_path_buf(),
-        }),
-        Err(e) => {
-            let _ = fs::remove_file(tmp_path);
-            Err(io_err("publishing", final_path)(e))
+/// sha256 of a whole file, read from its start through one stack buffer: the archive's own
+/// hash needs its final bytes, and the zip writer patches each local header (CRC-32, sizes)
+/// after that entry's body, so it is read back once from the page cache.
+fn file_sha256(file: &mut File) -> io::Result<String> {
+    file.seek(io::SeekFrom::Start(0))?;
+    let mut hasher = Sha256::new();
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
+    Ok(hex::encode(hasher.finalize()))
 }
 
 /// Removes the temporary archive unless disarmed, so no error path leaves a `.tmp` behind.
