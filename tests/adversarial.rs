@@ -1783,14 +1783,31 @@ async fn kill_9_while_a_body_streams_leaves_only_a_hidden_temporary_and_the_next
             })
             .unwrap_or_default()
     };
+    // Archive temporaries: in the runs' scratch directories, `runs/{run}/{reference}.zip.tmp`.
+    let scratch = || -> Vec<(String, u64)> {
+        let runs = out.join("runs");
+        std::fs::read_dir(&runs)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .flat_map(|e| std::fs::read_dir(e.path()).into_iter().flatten())
+                    .filter_map(|e| e.ok())
+                    .map(|e| {
+                        let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+                        (e.file_name().to_string_lossy().into_owned(), len)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
     let mut child = run().spawn().unwrap();
     let start = Instant::now();
     // The half body reaches the disk while the transfer is still open: it streams.
     let need = len_half(len) as u64;
     let streamed = loop {
-        let temp = listing()
+        let temp = scratch()
             .into_iter()
-            .find(|(n, size)| n.starts_with(&format!(".{BAD}.")) && *size >= need);
+            .find(|(n, size)| *n == format!("{BAD}.zip.tmp") && *size >= need);
         if temp.is_some() || start.elapsed() > Duration::from_secs(30) {
             break temp;
         }
@@ -1828,6 +1845,7 @@ async fn kill_9_while_a_body_streams_leaves_only_a_hidden_temporary_and_the_next
     );
     let left: Vec<String> = listing()
         .into_iter()
+        .chain(scratch())
         .map(|(n, _)| n)
         .filter(|n| n.ends_with(".tmp"))
         .collect();
