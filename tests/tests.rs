@@ -27,6 +27,10 @@ mod peers;
 // Canary credentials searched for in every log line, error, table, report and archive.
 mod secrets;
 mod sim;
+// Politeness that converges: the adaptive rate against Jumio-like ceilings (sliding window, refused
+// requests counted, a ceiling that changes, two processes sharing one), 429s and the retry budget.
+// Long: 30–50 s each, judged from the simulator's request log.
+mod throttle;
 // upgrade: an old-layout directory built by hand, upgraded in place, then run against.
 mod upgrade;
 // verify: a real export checked clean, then each kind of damage found and named.

@@ -10,6 +10,8 @@
 //!    - estimates the server's ceiling for this job as the requests it sent in the second before
 //!      the refused one, less those refused (the server let exactly that many through);
 //!    - lowers the rate to [`CUT`] of that estimate (by at least 5 %, to no less than a quarter);
+//!      a 429 soon after another means the last cut was not enough (the ceiling fell, or another
+//!      process shares it), and the rate comes down by a fraction ([`REPEAT_CUT`]) instead;
 //!    - pauses every request until enough of the last second's requests have aged out of the
 //!      server's window for the next one to fit (at most one second);
 //!    - counts every later 429 of a request sent before that decision as part of the same
@@ -39,7 +41,10 @@ use tokio::time::Instant;
 use crate::job::defaults;
 
 /// After a 429 the rate drops to this share of the estimated server ceiling.
-const CUT: f64 = 0.9;
+const CUT: f64 = 0.93;
+/// A 429 that follows another within the server's window means the last cut was not enough
+/// (the ceiling fell, or another process shares it): the rate comes down to this share of itself.
+const REPEAT_CUT: f64 = 0.75;
 /// A 429 lowers the rate by at least this share of it…
 const LEAST_CUT: f64 = 0.05;
 /// …and never below this share of it: one 429 seen after a quiet spell (few recent requests to
@@ -48,11 +53,11 @@ const MOST_CUT: f64 = 0.25;
 /// The climb back to the estimate takes as long as this many requests at the estimated rate
 /// (clamped to [`MIN_CLIMB`]..[`MAX_CLIMB`]): probing costs about one 429 per probe, so spacing
 /// probes by requests rather than seconds keeps the share of 429s the same at any ceiling.
-const PROBE_REQUESTS: f64 = 60.0;
+const PROBE_REQUESTS: f64 = 75.0;
 /// Shortest climb back to the estimate.
 const MIN_CLIMB: Duration = Duration::from_secs(2);
 /// Longest climb back to the estimate.
-const MAX_CLIMB: Duration = Duration::from_secs(10);
+const MAX_CLIMB: Duration = Duration::from_secs(6);
 /// First step of the probe above the estimate, as a share of it.
 const PROBE_STEP: f64 = 0.02;
 /// The probe's step doubles this often.
@@ -160,9 +165,10 @@ impl RateLimiter {
                 let now = Instant::now();
                 let rate = self.rate_at(&s, now);
                 let mut at = now.max(s.hold_until);
+                let interval = Duration::from_secs_f64(1.0 / rate);
                 if rate < self.configured {
                     at = at.max(s.next_slot);
-                    s.next_slot = at + Duration::from_secs_f64(1.0 / rate);
+                    s.next_slot = at + interval;
                 } else {
                     s.next_slot = at;
                 }
@@ -205,12 +211,25 @@ impl RateLimiter {
         let in_window =
             |q: &VecDeque<Instant>| q.iter().filter(|t| (since..=sent).contains(*t)).count();
         let let_through = in_window(&s.sent).saturating_sub(in_window(&s.refused)) as f64;
-        let estimate = let_through.max(1.0);
-        let from = (CUT * estimate)
-            .min(rate * (1.0 - LEAST_CUT))
-            .max(rate * MOST_CUT)
-            .max(self.configured * FLOOR);
-        let estimate = estimate.max(from);
+        // The server's window held exactly `let_through` when it refused the first request after
+        // a calm second. A refusal before this one in that second means the last cut was not
+        // enough (the ceiling fell, or another process takes part of it), and `let_through` is
+        // only a lower bound, refused requests having taken places in the window: then the rate
+        // comes down by a fraction (and climbs back to just under where it was), and the pause
+        // below lasts a whole window, so that the server has forgotten every earlier request
+        // and the next 429, if any, measures its ceiling.
+        let repeated = in_window(&s.refused) > 1;
+        let (from, estimate) = if repeated {
+            let from = (REPEAT_CUT * rate).max(self.configured * FLOOR);
+            (from, (CUT * rate).max(from))
+        } else {
+            let estimate = let_through.max(1.0);
+            let from = (CUT * estimate)
+                .min(rate * (1.0 - LEAST_CUT))
+                .max(rate * MOST_CUT)
+                .max(self.configured * FLOOR);
+            (from, estimate.max(from))
+        };
         let climb = Duration::from_secs_f64(PROBE_REQUESTS / estimate).clamp(MIN_CLIMB, MAX_CLIMB);
         s.episode = Some(Episode {
             at: now,
@@ -224,9 +243,15 @@ impl RateLimiter {
         // emptying faster than it fills.
         let window_start = now.checked_sub(WINDOW).unwrap_or(now);
         let recent: Vec<Instant> = s.sent.iter().copied().filter(|t| *t > window_start).collect();
+        // One interval more than that: the server sees the requests a little later, and not
+        // quite as evenly, as they left.
         let room = (estimate.floor() as usize).saturating_sub(1);
+        let margin = Duration::from_secs_f64(1.0 / estimate);
         let resume = match recent.len().checked_sub(room) {
-            Some(excess) if excess > 0 => (recent[excess - 1] + WINDOW).min(now + MAX_PAUSE),
+            _ if repeated => now + WINDOW,
+            Some(excess) if excess > 0 => {
+                (recent[excess - 1] + WINDOW + margin).min(now + MAX_PAUSE)
+            }
             _ => now,
         };
         s.hold_until = s.hold_until.max(resume);
@@ -336,10 +361,15 @@ mod tests {
         let sent = send(&l, 20, AT_30).await;
         l.on_429(sent[15]);
         // 20 sent in the last second, room for 14 besides the next one: the 6 oldest must age
-        // out of the server's window first.
+        // out of the server's window first, and one interval at the estimated 15/s more.
         let next = l.acquire().await;
-        assert!(next >= sent[5] + WINDOW, "{:?}", next - sent[5]);
-        assert!(next < sent[6] + WINDOW, "{:?}", next - sent[6]);
+        let margin = Duration::from_secs_f64(1.0 / 15.0);
+        assert!(next >= sent[5] + WINDOW + margin, "{:?}", next - sent[5]);
+        assert!(
+            next <= sent[5] + WINDOW + margin + Duration::from_millis(5),
+            "{:?}",
+            next - sent[5]
+        );
     }
 
     #[tokio::test(start_paused = true)]
