@@ -733,7 +733,9 @@ fn adaptive(env: &Env, args: &Args, tag: &str) -> Result<Outcome> {
         ],
     );
     for th in &THROTTLES {
-        let count = ((skip_s + args.seconds + 3.0) * ceiling * 1.5 / 10.0).ceil() as usize;
+        // Three times what the window can take (about ten requests a reference), so no process
+        // runs dry before it is interrupted: each shard keeps only its part.
+        let count = ((skip_s + args.seconds + 3.0) * ceiling * 3.0 / 10.0).ceil() as usize;
         let mut sim = SimSpec::realistic(count);
         sim.seed = args.seed;
         sim.ceiling_rps = Some(ceiling);
