@@ -768,7 +768,11 @@ fn adaptive(env: &Env, args: &Args, tag: &str) -> Result<Outcome> {
                 inv.extra = vec!["--shard".into(), format!("{k}/{}", th.processes)];
             }
             let p = harness::spawn_job(env, &simulator, &job, &inv)?;
-            commands.push(format!("{}{}", p.command, if th.processes > 1 { " &" } else { "" }));
+            commands.push(format!(
+                "{}{}",
+                p.command,
+                if th.processes > 1 { " &" } else { "" }
+            ));
             started.push(p);
         }
         let mut exits = Vec::new();
@@ -814,7 +818,10 @@ fn adaptive(env: &Env, args: &Args, tag: &str) -> Result<Outcome> {
             ],
         );
         command_block(&mut cmds, &label, &commands);
-        o.figure(format!("429 share after {skip_s:.0} s, %: {}", th.name), share);
+        o.figure(
+            format!("429 share after {skip_s:.0} s, %: {}", th.name),
+            share,
+        );
         o.figure(format!("served ÷ ceiling: {}", th.name), served / allowed);
     }
     let _ = writeln!(

@@ -186,7 +186,11 @@ impl Figures {
 /// `ceiling(t)` requests per second `t` seconds after the first request.
 fn figures(log: &[RequestRecord], seconds: f64, ceiling: impl Fn(f64) -> f64) -> Figures {
     let reqs = reqs(log);
-    let first = reqs.iter().map(|r| r.t_us).min().expect("requests were made");
+    let first = reqs
+        .iter()
+        .map(|r| r.t_us)
+        .min()
+        .expect("requests were made");
     let from = first + (SKIP * 1e6) as i64;
     let to = from + (seconds * 1e6) as i64;
     let inside: Vec<Req> = reqs
@@ -321,7 +325,10 @@ fn without_throttling_the_configured_rate_holds_and_requests_are_the_minimum() {
     let steady = harness::count_between(&log, from, to, |_| true) as f64;
     assert!(seconds > 5.0, "{seconds} s");
     let fidelity = steady / seconds / RATE;
-    assert!(fidelity >= 0.97, "achieved {fidelity:.3} of the configured rate");
+    assert!(
+        fidelity >= 0.97,
+        "achieved {fidelity:.3} of the configured rate"
+    );
 }
 
 /// 429s are the server pacing the job, not a fault of the request: with `max_retries = 1` and a

@@ -144,7 +144,11 @@ impl SimSpec {
         let steps = ((to - from) * 1000.0).round().max(0.0) as u64;
         Some(
             (0..steps)
-                .map(|i| self.ceiling_at(from + (i as f64 + 0.5) / 1000.0).unwrap_or(0.0) / 1000.0)
+                .map(|i| {
+                    self.ceiling_at(from + (i as f64 + 0.5) / 1000.0)
+                        .unwrap_or(0.0)
+                        / 1000.0
+                })
                 .sum(),
         )
     }

@@ -788,7 +788,11 @@ mod tests {
     #[test]
     fn server_errors_are_retried_with_their_retry_after() {
         for code in [500, 502, 503, 504, 599] {
-            assert_eq!(decide(&status(code), false, &at(1, MAX)), retry(None), "{code}");
+            assert_eq!(
+                decide(&status(code), false, &at(1, MAX)),
+                retry(None),
+                "{code}"
+            );
         }
         let failure = Failure::Status {
             code: 503,

@@ -242,7 +242,12 @@ impl RateLimiter {
         // them have aged out. Afterwards the rate is below what filled the window, so it keeps
         // emptying faster than it fills.
         let window_start = now.checked_sub(WINDOW).unwrap_or(now);
-        let recent: Vec<Instant> = s.sent.iter().copied().filter(|t| *t > window_start).collect();
+        let recent: Vec<Instant> = s
+            .sent
+            .iter()
+            .copied()
+            .filter(|t| *t > window_start)
+            .collect();
         // One interval more than that: the server sees the requests a little later, and not
         // quite as evenly, as they left.
         let room = (estimate.floor() as usize).saturating_sub(1);
@@ -314,7 +319,10 @@ impl RateLimiter {
 /// Drops instants older than two windows (the estimate looks one window back from a request
 /// that may have been sent up to a window ago).
 fn prune(q: &mut VecDeque<Instant>, now: Instant) {
-    while q.front().is_some_and(|t| now.duration_since(*t) > 2 * WINDOW) {
+    while q
+        .front()
+        .is_some_and(|t| now.duration_since(*t) > 2 * WINDOW)
+    {
         q.pop_front();
     }
 }
@@ -347,7 +355,11 @@ mod tests {
         }
         assert_eq!(l.decreases(), 1);
         assert_eq!(l.estimated_ceiling(), Some(15.0));
-        assert!((l.current_rate() - CUT * 15.0).abs() < 1e-9, "{}", l.current_rate());
+        assert!(
+            (l.current_rate() - CUT * 15.0).abs() < 1e-9,
+            "{}",
+            l.current_rate()
+        );
         // A request let through after that decision and refused again is a new overshoot.
         let later = l.acquire().await;
         tokio::time::advance(AT_30).await;
@@ -409,7 +421,10 @@ mod tests {
         let paced = send(&l, 11, Duration::ZERO).await;
         // Ten intervals at no more than the lowered rate (it climbs a little meanwhile).
         let took = (paced[10] - paced[0]).as_secs_f64();
-        assert!(took >= 10.0 / 100.0 && took >= 10.0 / (rate * 1.05), "{took}");
+        assert!(
+            took >= 10.0 / 100.0 && took >= 10.0 / (rate * 1.05),
+            "{took}"
+        );
     }
 
     #[test]

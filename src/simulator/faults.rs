@@ -19,8 +19,8 @@ use axum::serve::{IncomingStream, Listener};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{CeilingWindow, Faults};
 use super::data::{hash, unit};
+use super::{CeilingWindow, Faults};
 
 /// What the fault knobs decided for one request, before it reaches the routes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
