@@ -155,6 +155,14 @@ pub struct SimulateArgs {
     /// Server-side ceiling of requests per second, answered with 429 above it.
     #[arg(long)]
     pub ceiling_rps: Option<f64>,
+    /// How the ceiling counts requests: a token bucket holding a second's worth, at most
+    /// `--ceiling-rps` in any sliding second, or that with refused requests counted too (Jumio's).
+    #[arg(long, value_enum, default_value_t = CeilingWindowArg::Bucket)]
+    pub ceiling_window: CeilingWindowArg,
+    /// `SECS=RPS`: from SECS seconds after the first request the ceiling is RPS; repeatable,
+    /// e.g. `--ceiling-change 20=8 --ceiling-change 40=15`.
+    #[arg(long, value_name = "SECS=RPS", value_parser = parse_ceiling_change)]
+    pub ceiling_change: Vec<(f64, f64)>,
     /// Fraction of responses whose body is cut short.
     #[arg(long, default_value_t = 0.0)]
     pub truncate_rate: f64,
@@ -170,4 +178,31 @@ pub struct SimulateArgs {
     /// Append one JSON line per request to this file.
     #[arg(long)]
     pub request_log: Option<PathBuf>,
+}
+
+/// `simulate --ceiling-window`.
+#[cfg(feature = "simulator")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CeilingWindowArg {
+    /// A token bucket holding one second's worth.
+    Bucket,
+    /// At most the ceiling in any sliding one-second window; refused requests do not count.
+    Sliding,
+    /// At most the ceiling in any sliding one-second window, refused requests included.
+    SlidingRefused,
+}
+
+#[cfg(feature = "simulator")]
+fn parse_ceiling_change(s: &str) -> Result<(f64, f64), String> {
+    let (secs, rps) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected SECS=RPS, e.g. 20=8"))?;
+    let number = |t: &str| {
+        t.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|x| x.is_finite() && *x >= 0.0)
+            .ok_or_else(|| format!("{s:?}: {t:?} is not a non-negative number"))
+    };
+    Ok((number(secs)?, number(rps)?))
 }

@@ -370,11 +370,11 @@ mod simulated {
     use std::path::Path;
 
     use super::{execute_job, read_job_input};
-    use crate::cli::SimulateArgs;
+    use crate::cli::{CeilingWindowArg, SimulateArgs};
     use crate::exit::ExitCode;
     use crate::job::{self, Credentials, Overrides};
     use crate::output::fsmode;
-    use crate::simulator::{self, Faults, SimOptions};
+    use crate::simulator::{self, CeilingWindow, Faults, SimOptions};
 
     /// Readable simulator references the demo adds so every outcome shows: not found (retention),
     /// pending forever, pending then done, failed, foreign hrefs, `images` as a single object.
@@ -491,6 +491,20 @@ mod simulated {
                 rate_429: a.rate_429,
                 retry_after_429: a.retry_after,
                 ceiling_rps: a.ceiling_rps,
+                ceiling_window: match a.ceiling_window {
+                    CeilingWindowArg::Bucket => CeilingWindow::Bucket,
+                    CeilingWindowArg::Sliding => CeilingWindow::Sliding {
+                        count_refused: false,
+                    },
+                    CeilingWindowArg::SlidingRefused => CeilingWindow::Sliding {
+                        count_refused: true,
+                    },
+                },
+                ceiling_changes: {
+                    let mut changes = a.ceiling_change;
+                    changes.sort_by(|x, y| x.0.total_cmp(&y.0));
+                    changes
+                },
                 truncate_rate: a.truncate_rate,
                 reset_rate: a.reset_rate,
                 foreign_href_rate: a.foreign_href_rate,

@@ -81,6 +81,10 @@ pub mod defaults {
     pub const MAX_RETRIES: u32 = 6;
     /// `[limits] timeout_seconds`.
     pub const TIMEOUT: Duration = Duration::from_secs(60);
+    /// `[limits] max_throttle_seconds`: how long one request may wait after 429s in all before
+    /// it fails as `THROTTLED` (ten minutes: longer than any throttling the adaptive rate
+    /// should meet, short enough that a tenant whose limit something else takes up shows).
+    pub const MAX_THROTTLE: Duration = Duration::from_secs(600);
     /// `[limits] max_file_bytes` (50 MiB).
     pub const MAX_FILE_BYTES: u64 = 52_428_800;
     /// `[limits] max_list_items`: longest `images`, `livenessImages` or `pages` list taken.
@@ -314,8 +318,10 @@ pub struct Limits {
     pub burst: u32,
     /// Requests in flight at once.
     pub concurrency: usize,
-    /// Retries of one request after 429, 5xx or a network error.
+    /// Retries of one request after 5xx or a network error (429s do not count).
     pub max_retries: u32,
+    /// The longest one request may wait after 429s in all (then `THROTTLED`).
+    pub max_throttle: Duration,
     /// Timeout of one request.
     pub timeout: Duration,
     /// Larger response bodies are refused (`TOO_LARGE`), not buffered.
@@ -802,6 +808,12 @@ fn limits(ctx: &Ctx<'_>, l: &RawLimits, overrides: &Overrides) -> Result<Limits,
         .check(ctx, at_least_one)?
         .value;
     let timeout = timeout(ctx, l)?;
+    let max_throttle = seconds(
+        ctx,
+        "[limits] max_throttle_seconds",
+        &l.max_throttle_seconds,
+        defaults::MAX_THROTTLE,
+    )?;
     let max_file_bytes = ctx
         .setting(
             "[limits] max_file_bytes",
@@ -831,6 +843,7 @@ fn limits(ctx: &Ctx<'_>, l: &RawLimits, overrides: &Overrides) -> Result<Limits,
         burst: burst.div_ceil(shard_count).max(1),
         concurrency,
         max_retries: max_retries.value,
+        max_throttle,
         timeout,
         max_file_bytes,
         max_list_items,
@@ -914,8 +927,23 @@ fn per_shard_rate(ctx: &Ctx<'_>, rate: Setting<f64>, shard_count: u32) -> Result
 
 /// `[limits] timeout_seconds`.
 fn timeout(ctx: &Ctx<'_>, l: &RawLimits) -> Result<Duration, JobError> {
-    let Some(t) = ctx.optional("[limits] timeout_seconds", &l.timeout_seconds, None) else {
-        return Ok(defaults::TIMEOUT);
+    seconds(
+        ctx,
+        "[limits] timeout_seconds",
+        &l.timeout_seconds,
+        defaults::TIMEOUT,
+    )
+}
+
+/// A duration in seconds, greater than 0 and at most [`defaults::MAX_TIMEOUT_SECONDS`].
+fn seconds(
+    ctx: &Ctx<'_>,
+    key: &'static str,
+    value: &Option<Spanned<f64>>,
+    default: Duration,
+) -> Result<Duration, JobError> {
+    let Some(t) = ctx.optional(key, value, None) else {
+        return Ok(default);
     };
     let t = t.check(ctx, |v| {
         // Duration::from_secs_f64 panics on huge values. A value under a nanosecond becomes a
@@ -1205,6 +1233,7 @@ raw_table! {
         burst: Option<Spanned<u32>>,
         concurrency: Option<Spanned<usize>>,
         max_retries: Option<Spanned<u32>>,
+        max_throttle_seconds: Option<Spanned<f64>>,
         timeout_seconds: Option<Spanned<f64>>,
         max_file_bytes: Option<Spanned<u64>>,
         max_list_items: Option<Spanned<usize>>,
@@ -1454,6 +1483,7 @@ mod tests {
         assert_eq!(job.limits.burst, 10);
         assert_eq!(job.limits.concurrency, 16);
         assert_eq!(job.limits.max_retries, 6);
+        assert_eq!(job.limits.max_throttle, Duration::from_secs(600));
         assert_eq!(job.limits.timeout, Duration::from_secs(60));
         assert_eq!(job.limits.max_file_bytes, 52_428_800);
         assert_eq!(job.limits.max_list_items, 100);
@@ -1697,6 +1727,11 @@ mod tests {
         assert_eq!(
             crate::api::retry::RetryPolicy::default().max_retries,
             defaults::MAX_RETRIES
+        );
+        assert_eq!(job.limits.max_throttle, defaults::MAX_THROTTLE);
+        assert_eq!(
+            crate::api::retry::RetryPolicy::default().max_throttle,
+            defaults::MAX_THROTTLE
         );
         let slowest = crate::api::RateLimiter::new(defaults::MIN_RATE / 10.0, u32::MAX);
         assert_eq!(slowest.configured_rate(), defaults::MIN_RATE);

@@ -4,10 +4,10 @@
 //! checked only for plausibility, and the pure parts (path categories, the minimum the flow
 //! needs, windows, `time -v` parsing) against hand-made inputs.
 
-// The example uses every item; this test only some of them.
+// The example uses every item; this test (and tests/throttle.rs) only some of them.
 #[allow(dead_code)]
 #[path = "../examples/bench/harness.rs"]
-mod harness;
+pub(crate) mod harness;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -152,6 +152,16 @@ fn each_validation_error_names_file_line_and_key() {
             "[limits] timeout_seconds: must be greater than 0",
         ),
         (
+            "[limits]\nmax_throttle_seconds = 0\n",
+            4,
+            "[limits] max_throttle_seconds: must be greater than 0",
+        ),
+        (
+            "[limits]\nmax_throttle_seconds = -60\n",
+            4,
+            "[limits] max_throttle_seconds: must be greater than 0",
+        ),
+        (
             "[limits]\nmax_file_bytes = 0\n",
             4,
             "[limits] max_file_bytes: must be at least 1",

@@ -27,6 +27,10 @@ mod peers;
 // Canary credentials searched for in every log line, error, table, report and archive.
 mod secrets;
 mod sim;
+// Politeness that converges: the adaptive rate against Jumio-like ceilings (sliding window, refused
+// requests counted, a ceiling that changes, two processes sharing one), 429s and the retry budget.
+// Long: 26–37 s per scenario, one at a time (about 2.5 minutes), judged from the simulator's request log.
+mod throttle;
 // upgrade: an old-layout directory built by hand, upgraded in place, then run against.
 mod upgrade;
 // Warehouse loads: schema DDL in PostgreSQL, DuckDB and sqlglot; load into a throw-away PostgreSQL.

@@ -27,6 +27,9 @@ const SECRET: &str = "demo-secret";
 pub struct Env {
     /// The `jumio-export` binary (release for measurements, debug in the smoke test).
     pub bin: PathBuf,
+    /// The binary whose `simulate` serves the runs (default: `bin`). With `--vs OLD` both
+    /// binaries' jobs face the same simulator, including knobs the old one lacks.
+    pub sim_bin: Option<PathBuf>,
     /// Every run gets a subdirectory here.
     pub work: PathBuf,
     /// Keep each run's directory (outputs, logs) instead of removing it after analysis.
@@ -67,6 +70,7 @@ impl Env {
             .is_ok_and(|s| s.success());
         Env {
             bin,
+            sim_bin: None,
             work,
             keep: false,
             time_v,
@@ -96,6 +100,10 @@ pub struct SimSpec {
     pub error_rate: f64,
     /// Server-side ceiling of requests per second.
     pub ceiling_rps: Option<f64>,
+    /// `simulate --ceiling-window`: `bucket`, `sliding` or `sliding-refused`.
+    pub ceiling_window: &'static str,
+    /// `simulate --ceiling-change SECS=RPS`, in order.
+    pub ceiling_changes: Vec<(f64, f64)>,
 }
 
 impl SimSpec {
@@ -111,7 +119,38 @@ impl SimSpec {
             pdf_bytes: 500_000,
             error_rate: 0.0,
             ceiling_rps: None,
+            ceiling_window: "bucket",
+            ceiling_changes: Vec::new(),
         }
+    }
+
+    /// The ceiling at `secs` after the first request: the last change passed, else the ceiling.
+    pub fn ceiling_at(&self, secs: f64) -> Option<f64> {
+        let base = self.ceiling_rps?;
+        Some(
+            self.ceiling_changes
+                .iter()
+                .filter(|(at, _)| *at <= secs)
+                .map(|(_, rps)| *rps)
+                .next_back()
+                .unwrap_or(base),
+        )
+    }
+
+    /// Requests the ceiling allows in `[from, to)` seconds after the first request (integrated
+    /// over its changes, in 1 ms steps).
+    pub fn ceiling_requests(&self, from: f64, to: f64) -> Option<f64> {
+        self.ceiling_rps?;
+        let steps = ((to - from) * 1000.0).round().max(0.0) as u64;
+        Some(
+            (0..steps)
+                .map(|i| {
+                    self.ceiling_at(from + (i as f64 + 0.5) / 1000.0)
+                        .unwrap_or(0.0)
+                        / 1000.0
+                })
+                .sum(),
+        )
     }
 
     /// Small files, for the scaling runs where the per-transaction overhead is the subject.
@@ -152,6 +191,12 @@ impl SimSpec {
         }
         if let Some(c) = self.ceiling_rps {
             a.extend(["--ceiling-rps".into(), c.to_string()]);
+            if self.ceiling_window != "bucket" {
+                a.extend(["--ceiling-window".into(), self.ceiling_window.to_string()]);
+            }
+            for (at, rps) in &self.ceiling_changes {
+                a.extend(["--ceiling-change".into(), format!("{at}={rps}")]);
+            }
         }
         a
     }
@@ -613,7 +658,8 @@ impl Simulator {
         let log_path = dir.join("requests.jsonl");
         let refs_path = dir.join("refs.csv");
         let port = free_port()?;
-        let (program, args) = on_cpu(env, 1, &env.bin, spec.args(port, &log_path, &refs_path));
+        let bin = env.sim_bin.as_ref().unwrap_or(&env.bin);
+        let (program, args) = on_cpu(env, 1, bin, spec.args(port, &log_path, &refs_path));
         let command = format!("{} &", shell_line(&[], &program, &args));
         if env.echo {
             println!("$ {command}");
@@ -625,7 +671,7 @@ impl Simulator {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&err_path)?)
             .spawn()
-            .with_context(|| format!("starting {}", env.bin.display()))?;
+            .with_context(|| format!("starting {}", bin.display()))?;
         let mut proc = SimProcess(child);
         let ready_by = Instant::now() + Duration::from_secs(60);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {

@@ -7,7 +7,9 @@
 //!
 //! Whether a failed attempt is retried, given up with which `failures.csv` code, or is a refusal
 //! of the credentials is decided in one pure function, [`decide`]; the rest of this module does
-//! the I/O around it.
+//! the I/O around it. A 429 is the server pacing the whole job, not a fault of the request: it
+//! slows the shared limiter down and does not use up the request's `max_retries`; the time a
+//! request waits after 429s is bounded instead (`[limits] max_throttle_seconds`, `THROTTLED`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -125,6 +127,13 @@ pub enum ApiError {
         limit: u64,
         attempts: u32,
     },
+    /// 429s kept coming for longer than the request may wait after them.
+    #[error("{path}: still answered 429 after {waited_s:.0} s of waiting ({attempts} attempt(s))")]
+    Throttled {
+        path: String,
+        waited_s: f64,
+        attempts: u32,
+    },
     /// Any other status, after retries where retrying made sense.
     #[error("{path}: HTTP {status} after {attempts} attempt(s)")]
     Http {
@@ -158,6 +167,7 @@ impl ApiError {
         match self {
             ApiError::NotFound { .. } => ErrorCode::NotFound,
             ApiError::Denied(_) | ApiError::Http { .. } => ErrorCode::HttpError,
+            ApiError::Throttled { .. } => ErrorCode::Throttled,
             ApiError::ForeignUrl { .. } => ErrorCode::ForeignUrl,
             ApiError::TooLarge { .. } => ErrorCode::TooLarge,
             ApiError::Network { .. } | ApiError::Store { .. } => ErrorCode::Network,
@@ -169,6 +179,7 @@ impl ApiError {
     pub fn http_status(&self) -> Option<u16> {
         match self {
             ApiError::NotFound { .. } => Some(404),
+            ApiError::Throttled { .. } => Some(429),
             ApiError::Denied(CredentialsRefused { status, .. }) | ApiError::Http { status, .. } => {
                 Some(*status)
             }
@@ -184,6 +195,7 @@ impl ApiError {
             | ApiError::ForeignUrl { attempts, .. }
             | ApiError::TooLarge { attempts, .. }
             | ApiError::Http { attempts, .. }
+            | ApiError::Throttled { attempts, .. }
             | ApiError::Network { attempts, .. }
             | ApiError::BadResponse { attempts, .. } => *attempts,
             ApiError::Store { .. } => 1,
@@ -203,6 +215,7 @@ pub struct RequestStats {
     requests: AtomicU64,
     retries: AtomicU64,
     too_many: AtomicU64,
+    throttled_us: AtomicU64,
     bytes: AtomicU64,
 }
 
@@ -227,6 +240,11 @@ impl RequestStats {
     /// 429 answers received.
     pub fn too_many_requests(&self) -> u64 {
         self.too_many.load(Ordering::Relaxed)
+    }
+    /// Time requests spent waiting after a 429 before they were sent again, summed over
+    /// requests (two requests waiting one second at once count two).
+    pub fn throttled_wait(&self) -> Duration {
+        Duration::from_micros(self.throttled_us.load(Ordering::Relaxed))
     }
     /// Body bytes received with a 200.
     pub fn bytes_received(&self) -> u64 {
@@ -333,26 +351,55 @@ pub enum Decision {
     Denied,
 }
 
+/// How much of its budget a request has used when an attempt fails: the input of [`decide`]
+/// beside the failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tries {
+    /// Failed attempts that count against `max_retries`, this one included: every one but 429s.
+    pub counted: u32,
+    /// `max_retries + 1`.
+    pub max_attempts: u32,
+    /// How long the request has waited after 429s so far (from each 429 until it was let
+    /// through again).
+    pub throttled: Duration,
+    /// The most it may wait after 429s in all (`[limits] max_throttle_seconds`).
+    pub max_throttled: Duration,
+}
+
 /// Whether a status asks to be retried (429 and 5xx). Only these honour `Retry-After`: on a
 /// 200, 404 or redirect it would let one hostile header stall every request of the job.
 pub fn is_retryable_status(code: u16) -> bool {
     code == 429 || (500..=599).contains(&code)
 }
 
-/// The retry decision, in one place: 429, 5xx, network errors and unusable bodies are retried
-/// until `attempt` (1 for the first) reaches `max_attempts`; 404, 401/403, other statuses,
-/// foreign redirects and oversized bodies are not. A 401 or 403 is a refusal of the
-/// credentials only on a status call (`status_call`); elsewhere it is that file's HTTP error
-/// (a 403 on an unmasked page, for one, means unmasked retrieval is not enabled).
-pub fn decide(failure: &Failure, status_call: bool, attempt: u32, max_attempts: u32) -> Decision {
+/// The retry decision, in one place: 5xx, network errors and unusable bodies are retried until
+/// `tries.counted` reaches `tries.max_attempts`; a 429 is retried for as long as the request has
+/// waited less than `tries.max_throttled` after 429s (then `THROTTLED`), and does not count
+/// against the attempts; 404, 401/403, other statuses, foreign redirects and oversized bodies are
+/// not retried. A 401 or 403 is a refusal of the credentials only on a status call
+/// (`status_call`); elsewhere it is that file's HTTP error (a 403 on an unmasked page, for one,
+/// means unmasked retrieval is not enabled).
+pub fn decide(failure: &Failure, status_call: bool, tries: &Tries) -> Decision {
     let retry = |after: Option<Duration>, code: ErrorCode| {
-        if attempt < max_attempts {
+        if tries.counted < tries.max_attempts {
             Decision::Retry { after }
         } else {
             Decision::GiveUp(code)
         }
     };
     match failure {
+        Failure::Status {
+            code: 429,
+            retry_after,
+        } => {
+            if tries.throttled < tries.max_throttled {
+                Decision::Retry {
+                    after: *retry_after,
+                }
+            } else {
+                Decision::GiveUp(ErrorCode::Throttled)
+            }
+        }
         Failure::Status { code, retry_after } if is_retryable_status(*code) => {
             retry(*retry_after, ErrorCode::HttpError)
         }
@@ -500,15 +547,30 @@ impl ApiClient {
                 attempts: 0,
             });
         }
-        let max_attempts = self.opts.retry.max_retries + 1;
         let limit = self.opts.max_file_bytes;
+        let mut tries = Tries {
+            counted: 0,
+            max_attempts: self.opts.retry.max_retries + 1,
+            throttled: Duration::ZERO,
+            max_throttled: self.opts.retry.max_throttle,
+        };
         let mut attempt = 0u32;
+        // When the last attempt was answered 429: the wait from then until the next one is let
+        // through is throttled time.
+        let mut refused_at: Option<tokio::time::Instant> = None;
         loop {
             attempt += 1;
             if attempt > 1 {
                 self.stats.retries.fetch_add(1, Ordering::Relaxed);
             }
-            self.limiter.acquire().await;
+            let sent = self.limiter.acquire().await;
+            if let Some(at) = refused_at.take() {
+                let waited = sent.saturating_duration_since(at);
+                tries.throttled += waited;
+                self.stats
+                    .throttled_us
+                    .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+            }
             let failure = match self
                 .attempt(endpoint, url, &api_path, target.reborrow(), attempt)
                 .await
@@ -522,9 +584,21 @@ impl ApiClient {
                     });
                 }
             };
-            let decision = decide(&failure, endpoint.is_status_call(), attempt, max_attempts);
-            let after = match decision {
+            let throttled = matches!(failure, Failure::Status { code: 429, .. });
+            if throttled {
+                self.limiter.on_429(sent);
+            } else {
+                tries.counted += 1;
+            }
+            let after = match decide(&failure, endpoint.is_status_call(), &tries) {
                 Decision::Retry { after } => after,
+                Decision::GiveUp(ErrorCode::Throttled) => {
+                    return Err(ApiError::Throttled {
+                        path: api_path,
+                        waited_s: tries.throttled.as_secs_f64(),
+                        attempts: attempt,
+                    });
+                }
                 Decision::GiveUp(code) => {
                     let error = failure.into_error(false, &api_path, attempt, limit);
                     debug_assert_eq!(error.code(), code);
@@ -534,8 +608,14 @@ impl ApiClient {
                     return Err(failure.into_error(true, &api_path, attempt, limit));
                 }
             };
-            let backoff = self.opts.retry.backoff(attempt - 1);
-            let wait = after.map_or(backoff, |ra| ra.max(backoff));
+            // After a 429 the shared limiter paces the retry with every other request (and holds
+            // them all for a Retry-After); other failures back off on their own.
+            let wait = if throttled {
+                Duration::ZERO
+            } else {
+                let backoff = self.opts.retry.backoff(tries.counted - 1);
+                after.map_or(backoff, |ra| ra.max(backoff))
+            };
             tracing::debug!(
                 endpoint = endpoint.label,
                 attempt,
@@ -543,6 +623,9 @@ impl ApiClient {
                 "retrying: {}",
                 failure.into_error(false, &api_path, attempt, limit)
             );
+            if throttled {
+                refused_at = Some(tokio::time::Instant::now());
+            }
             tokio::time::sleep(wait).await;
         }
     }
@@ -654,8 +737,8 @@ impl ApiClient {
             self.limiter.hold_for(delay);
         }
         if code == 429 {
+            // The limiter hears of it from the retry loop, which knows when the request left.
             self.stats.too_many.fetch_add(1, Ordering::Relaxed);
-            self.limiter.on_429();
         }
         if resp.status().is_redirection() {
             // A redirect the policy refused to follow: it leaves the origin, or it stays within
@@ -727,6 +810,16 @@ mod tests {
 
     const MAX: u32 = 7;
 
+    /// A request's budget after `attempt` counted attempts (and no 429 waiting).
+    fn at(attempt: u32, max_attempts: u32) -> Tries {
+        Tries {
+            counted: attempt,
+            max_attempts,
+            throttled: Duration::ZERO,
+            max_throttled: Duration::from_secs(600),
+        }
+    }
+
     fn status(code: u16) -> Failure {
         Failure::Status {
             code,
@@ -739,9 +832,31 @@ mod tests {
     }
 
     #[test]
-    fn a_429_without_retry_after_is_retried_on_the_backoff_alone() {
-        assert_eq!(decide(&status(429), false, 1, MAX), retry(None));
-        assert_eq!(decide(&status(429), true, 6, MAX), retry(None));
+    fn a_429_does_not_use_up_the_attempts_but_the_throttle_budget() {
+        assert_eq!(decide(&status(429), false, &at(1, MAX)), retry(None));
+        // However many attempts other failures used: a 429 is the server pacing the job.
+        assert_eq!(decide(&status(429), true, &at(MAX, MAX)), retry(None));
+        assert_eq!(decide(&status(429), false, &at(MAX + 5, MAX)), retry(None));
+        let waited = |secs| Tries {
+            throttled: Duration::from_secs(secs),
+            ..at(1, MAX)
+        };
+        assert_eq!(decide(&status(429), false, &waited(599)), retry(None));
+        assert_eq!(
+            decide(&status(429), false, &waited(600)),
+            Decision::GiveUp(ErrorCode::Throttled)
+        );
+        // The throttle budget is the 429's alone.
+        assert_eq!(decide(&status(503), false, &waited(600)), retry(None));
+        let error = ApiError::Throttled {
+            path: "/p".into(),
+            waited_s: 600.0,
+            attempts: 40,
+        };
+        assert_eq!(
+            (error.code(), error.http_status(), error.attempts()),
+            (ErrorCode::Throttled, Some(429), 40)
+        );
     }
 
     #[test]
@@ -754,7 +869,7 @@ mod tests {
                 retry_after: parse_retry_after(header, now),
             };
             assert_eq!(
-                decide(&failure, false, 1, MAX),
+                decide(&failure, false, &at(1, MAX)),
                 retry(Some(Duration::from_secs(wait))),
                 "{header}"
             );
@@ -764,14 +879,18 @@ mod tests {
     #[test]
     fn server_errors_are_retried_with_their_retry_after() {
         for code in [500, 502, 503, 504, 599] {
-            assert_eq!(decide(&status(code), false, 1, MAX), retry(None), "{code}");
+            assert_eq!(
+                decide(&status(code), false, &at(1, MAX)),
+                retry(None),
+                "{code}"
+            );
         }
         let failure = Failure::Status {
             code: 503,
             retry_after: Some(Duration::from_secs(5)),
         };
         assert_eq!(
-            decide(&failure, true, 2, MAX),
+            decide(&failure, true, &at(2, MAX)),
             retry(Some(Duration::from_secs(5)))
         );
     }
@@ -779,18 +898,18 @@ mod tests {
     #[test]
     fn timeouts_resets_and_unusable_bodies_are_retried() {
         let reset = Failure::Network("connection failed: reset".into());
-        assert_eq!(decide(&reset, false, 1, MAX), retry(None));
+        assert_eq!(decide(&reset, false, &at(1, MAX)), retry(None));
         let timeout = Failure::Network("timed out".into());
-        assert_eq!(decide(&timeout, true, 3, MAX), retry(None));
+        assert_eq!(decide(&timeout, true, &at(3, MAX)), retry(None));
         let body = Failure::BadBody("invalid JSON".into());
-        assert_eq!(decide(&body, false, 1, MAX), retry(None));
+        assert_eq!(decide(&body, false, &at(1, MAX)), retry(None));
     }
 
     #[test]
     fn a_404_is_final_not_found() {
         for status_call in [true, false] {
             assert_eq!(
-                decide(&status(404), status_call, 1, MAX),
+                decide(&status(404), status_call, &at(1, MAX)),
                 Decision::GiveUp(ErrorCode::NotFound)
             );
         }
@@ -799,9 +918,9 @@ mod tests {
     #[test]
     fn a_401_or_403_refuses_the_credentials_only_on_a_status_call() {
         for code in [401, 403] {
-            assert_eq!(decide(&status(code), true, 1, MAX), Decision::Denied);
+            assert_eq!(decide(&status(code), true, &at(1, MAX)), Decision::Denied);
             assert_eq!(
-                decide(&status(code), false, 1, MAX),
+                decide(&status(code), false, &at(1, MAX)),
                 Decision::GiveUp(ErrorCode::HttpError),
                 "{code} on an image or an unmasked page is that file's error"
             );
@@ -823,14 +942,14 @@ mod tests {
                 retry_after: Some(Duration::from_secs(60)),
             };
             assert_eq!(
-                decide(&failure, true, 1, MAX),
+                decide(&failure, true, &at(1, MAX)),
                 Decision::GiveUp(ErrorCode::HttpError),
                 "{code}"
             );
         }
         let foreign = Failure::ForeignRedirect(OriginError::Unparseable);
         assert_eq!(
-            decide(&foreign, false, 1, MAX),
+            decide(&foreign, false, &at(1, MAX)),
             Decision::GiveUp(ErrorCode::ForeignUrl)
         );
     }
@@ -838,7 +957,6 @@ mod tests {
     #[test]
     fn the_last_attempt_gives_up_with_the_code_of_what_went_wrong() {
         let cases = [
-            (status(429), ErrorCode::HttpError),
             (status(503), ErrorCode::HttpError),
             (Failure::Network("timed out".into()), ErrorCode::Network),
             (
@@ -847,9 +965,9 @@ mod tests {
             ),
         ];
         for (failure, code) in cases {
-            assert_eq!(decide(&failure, false, MAX - 1, MAX), retry(None));
+            assert_eq!(decide(&failure, false, &at(MAX - 1, MAX)), retry(None));
             assert_eq!(
-                decide(&failure, false, MAX, MAX),
+                decide(&failure, false, &at(MAX, MAX)),
                 Decision::GiveUp(code.clone())
             );
             let error = failure.into_error(false, "/p", MAX, 0);
@@ -857,7 +975,7 @@ mod tests {
         }
         // max_retries = 0: one attempt, no retry.
         assert_eq!(
-            decide(&status(500), false, 1, 1),
+            decide(&status(500), false, &at(1, 1)),
             Decision::GiveUp(ErrorCode::HttpError)
         );
     }
@@ -865,7 +983,7 @@ mod tests {
     #[test]
     fn a_body_over_the_limit_is_too_large_at_once() {
         assert_eq!(
-            decide(&Failure::TooLarge, false, 1, MAX),
+            decide(&Failure::TooLarge, false, &at(1, MAX)),
             Decision::GiveUp(ErrorCode::TooLarge)
         );
         let error = Failure::TooLarge.into_error(false, "/p", 1, 52_428_800);

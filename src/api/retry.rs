@@ -15,6 +15,9 @@ pub struct RetryPolicy {
     pub base: Duration,
     /// The largest backoff ceiling.
     pub cap: Duration,
+    /// The longest a request may wait after 429s in all before it fails as `THROTTLED`
+    /// (429s do not count against `max_retries`).
+    pub max_throttle: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -23,6 +26,7 @@ impl Default for RetryPolicy {
             max_retries: defaults::MAX_RETRIES,
             base: defaults::RETRY_BASE,
             cap: defaults::RETRY_CAP,
+            max_throttle: defaults::MAX_THROTTLE,
         }
     }
 }
@@ -91,6 +95,7 @@ mod tests {
             max_retries: 6,
             base: Duration::from_millis(100),
             cap: Duration::from_secs(1),
+            max_throttle: Duration::from_secs(1),
         };
         for attempt in 0..40 {
             let ceiling = Duration::from_millis(100)

@@ -58,6 +58,8 @@ pub struct Requests {
     pub retries: u64,
     /// 429 answers.
     pub too_many_requests: u64,
+    /// Seconds requests waited after 429s before they were sent again, summed over requests.
+    pub throttled_seconds: f64,
     /// Body bytes received.
     pub bytes_received: u64,
     /// `{endpoint: {status: count}}`; status 0 = no response (network error).
@@ -78,6 +80,7 @@ impl Requests {
             total: stats.requests(),
             retries: stats.retries(),
             too_many_requests: stats.too_many_requests(),
+            throttled_seconds: stats.throttled_wait().as_secs_f64(),
             bytes_received: stats.bytes_received(),
             by_endpoint,
         }

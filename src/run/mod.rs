@@ -343,6 +343,7 @@ fn api_client(job: &Job, credentials: &Credentials) -> Result<ApiClient, RunErro
         max_file_bytes: job.limits.max_file_bytes,
         retry: RetryPolicy {
             max_retries: job.limits.max_retries,
+            max_throttle: job.limits.max_throttle,
             ..RetryPolicy::default()
         },
     };

@@ -4,6 +4,7 @@
 //! Decisions depend only on the seed and the request's arrival number, so a sequential client
 //! sees the same faults on every run. Nothing here builds responses.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -11,15 +12,15 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::Faults;
 use super::data::{hash, unit};
+use super::{CeilingWindow, Faults};
 
 /// What the fault knobs decided for one request, before it reaches the routes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,13 +35,25 @@ pub(crate) enum Injected {
     Reset,
 }
 
-/// Shared fault state: the request counter and the ceiling's token bucket.
+/// Shared fault state: the request counter and the ceiling's state.
 #[derive(Debug)]
 pub(crate) struct FaultState {
     seed: u64,
     faults: Faults,
     counter: AtomicU64,
-    bucket: Mutex<(f64, Instant)>,
+    ceiling: Mutex<Ceiling>,
+}
+
+/// The server-side ceiling: a token bucket, or the arrivals of the last second.
+#[derive(Debug)]
+struct Ceiling {
+    /// Tokens in the bucket and when it was last filled.
+    tokens: f64,
+    filled: Instant,
+    /// Arrivals the sliding window counts, oldest first, none older than one second.
+    window: VecDeque<Instant>,
+    /// The first request the ceiling judged: [`Faults::ceiling_changes`] count from here.
+    first: Option<Instant>,
 }
 
 impl FaultState {
@@ -50,7 +63,12 @@ impl FaultState {
             seed,
             faults,
             counter: AtomicU64::new(0),
-            bucket: Mutex::new((capacity, Instant::now())),
+            ceiling: Mutex::new(Ceiling {
+                tokens: capacity,
+                filled: Instant::now(),
+                window: VecDeque::new(),
+                first: None,
+            }),
         }
     }
 
@@ -58,21 +76,51 @@ impl FaultState {
         &self.faults
     }
 
-    /// Takes a token from the ceiling's bucket; false when the ceiling is exceeded.
+    /// Whether a request arriving now is within the ceiling; refused ones are answered 429.
     fn within_ceiling(&self) -> bool {
-        let Some(rate) = self.faults.ceiling_rps else {
+        let Some(base) = self.faults.ceiling_rps else {
             return true;
         };
-        let capacity = rate.max(1.0);
-        let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        let mut c = self.ceiling.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        b.0 = (b.0 + now.duration_since(b.1).as_secs_f64() * rate).min(capacity);
-        b.1 = now;
-        if b.0 >= 1.0 {
-            b.0 -= 1.0;
-            true
-        } else {
-            false
+        let first = *c.first.get_or_insert(now);
+        let since = now.duration_since(first).as_secs_f64();
+        let rate = self
+            .faults
+            .ceiling_changes
+            .iter()
+            .filter(|(at, _)| *at <= since)
+            .map(|(_, rps)| *rps)
+            .next_back()
+            .unwrap_or(base);
+        let capacity = rate.max(1.0);
+        match self.faults.ceiling_window {
+            CeilingWindow::Bucket => {
+                c.tokens =
+                    (c.tokens + now.duration_since(c.filled).as_secs_f64() * rate).min(capacity);
+                c.filled = now;
+                if c.tokens >= 1.0 {
+                    c.tokens -= 1.0;
+                    true
+                } else {
+                    false
+                }
+            }
+            CeilingWindow::Sliding { count_refused } => {
+                while c
+                    .window
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+                {
+                    c.window.pop_front();
+                }
+                // At most `floor(rate)` counted arrivals in any one second.
+                let within = (c.window.len() as f64) + 1.0 <= capacity;
+                if within || count_refused {
+                    c.window.push_back(now);
+                }
+                within
+            }
         }
     }
 
@@ -296,5 +344,52 @@ mod tests {
         // Back to back, far faster than 5 per second: the bucket holds 5 tokens.
         let passed = (0..50).filter(|_| s.decide().1.is_none()).count();
         assert!((5..=7).contains(&passed), "{passed}");
+    }
+
+    /// Sends `n` requests evenly over `secs` seconds (real time) and returns how many passed.
+    fn paced(s: &FaultState, n: u32, secs: f64) -> usize {
+        let gap = Duration::from_secs_f64(secs / f64::from(n));
+        (0..n)
+            .filter(|_| {
+                let ok = s.decide().1.is_none();
+                std::thread::sleep(gap);
+                ok
+            })
+            .count()
+    }
+
+    #[test]
+    fn a_sliding_window_that_counts_refusals_locks_out_a_client_that_keeps_overshooting() {
+        let window = |count_refused| {
+            state(Faults {
+                ceiling_rps: Some(10.0),
+                ceiling_window: CeilingWindow::Sliding { count_refused },
+                ..Faults::default()
+            })
+        };
+        // 20 per second for 1.5 s: the window lets the first 10 through; from 1 s on it frees a
+        // place for each accepted request that ages out (10 more), unless refusals count too,
+        // in which case it stays full for as long as the client keeps sending.
+        let counted = paced(&window(true), 30, 1.5);
+        let not_counted = paced(&window(false), 30, 1.5);
+        assert!((10..=12).contains(&counted), "{counted}");
+        assert!((17..=21).contains(&not_counted), "{not_counted}");
+    }
+
+    #[test]
+    fn the_ceiling_changes_at_its_offsets_from_the_first_request() {
+        let s = state(Faults {
+            ceiling_rps: Some(10.0),
+            ceiling_window: CeilingWindow::Sliding {
+                count_refused: false,
+            },
+            ceiling_changes: vec![(0.5, 3.0)],
+            ..Faults::default()
+        });
+        assert!(s.decide().1.is_none());
+        std::thread::sleep(Duration::from_millis(1100));
+        // Half a second in the ceiling is 3: a burst gets 3 through.
+        let passed = (0..20).filter(|_| s.decide().1.is_none()).count();
+        assert_eq!(passed, 3);
     }
 }

@@ -66,9 +66,14 @@ pub struct Faults {
     pub rate_429: f64,
     /// `Retry-After` seconds on 429 answers; `None` sends none, as Jumio really does.
     pub retry_after_429: Option<u64>,
-    /// Server-side ceiling of requests per second (token bucket holding one second's worth);
-    /// requests beyond it are answered 429.
+    /// Server-side ceiling of requests per second; requests beyond it are answered 429 (with
+    /// `retry_after_429`, none by default), counted as [`Faults::ceiling_window`] says.
     pub ceiling_rps: Option<f64>,
+    /// How the ceiling counts requests.
+    pub ceiling_window: CeilingWindow,
+    /// `(seconds, rps)`: from that many seconds after the first request the ceiling judged, the
+    /// ceiling is `rps` (sorted by time; the last one passed applies), e.g. 15 → 8 → 15.
+    pub ceiling_changes: Vec<(f64, f64)>,
     /// Fraction of 200 answers whose body stops halfway (Content-Length promises the whole
     /// body), after which the connection closes.
     pub truncate_rate: f64,
@@ -88,12 +93,31 @@ impl Default for Faults {
             rate_429: 0.0,
             retry_after_429: None,
             ceiling_rps: None,
+            ceiling_window: CeilingWindow::Bucket,
+            ceiling_changes: Vec::new(),
             truncate_rate: 0.0,
             reset_rate: 0.0,
             foreign_href_rate: 0.0,
             foreign_origin: "http://127.0.0.2:9".to_string(),
         }
     }
+}
+
+/// How the server-side ceiling ([`Faults::ceiling_rps`]) counts requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CeilingWindow {
+    /// A token bucket holding one second's worth, refilled continuously: a burst of a second's
+    /// worth passes, then one request per `1/rps`.
+    #[default]
+    Bucket,
+    /// At most `floor(rps)` requests in any sliding one-second window, as Jumio enforces its
+    /// tenant limit (429 without `Retry-After`). With `count_refused`, refused requests take a
+    /// place in the window too, so a client that keeps sending above the ceiling is refused
+    /// until it pauses or slows below it.
+    Sliding {
+        /// Refused requests count in the window.
+        count_refused: bool,
+    },
 }
 
 /// Everything the simulator can be told.
