@@ -481,10 +481,8 @@ fn parse_lines<B: std::io::BufRead>(
         let (first, lines_before) = (lines.number, held.lines_before);
         let mut start = held.bytes;
         start.extend_from_slice(&lines.raw);
-        let records = stream::CsvRecords::new(
-            std::io::Cursor::new(start).chain(lines.src),
-            lines_before,
-        );
+        let records =
+            stream::CsvRecords::new(std::io::Cursor::new(start).chain(lines.src), lines_before);
         parse_csv(records, name, first, default_kind, &mut list)?;
     } else if header.contains(',') {
         return Err(InputError::NoReferenceColumn {

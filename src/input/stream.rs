@@ -184,12 +184,8 @@ impl<'a, B: BufRead> Lines<'a, B> {
     pub(super) fn text(&self) -> io::Result<&str> {
         let line = self.raw.strip_suffix(b"\n").unwrap_or(&self.raw);
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        std::str::from_utf8(line).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                NotUtf8 { line: self.number },
-            )
-        })
+        std::str::from_utf8(line)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, NotUtf8 { line: self.number }))
     }
 }
 
