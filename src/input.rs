@@ -908,6 +908,55 @@ mod tests {
         assert_eq!(iter.unread(), 60);
     }
 
+    /// Standard input arrives in pieces of any size: a character split between two reads is
+    /// checked whole, and the list and errors are those of the input read at once.
+    #[test]
+    fn reads_of_one_byte_give_the_list_and_errors_of_one_read() {
+        struct OneByte<'a>(&'a [u8]);
+        impl std::io::Read for OneByte<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let Some((&first, rest)) = self.0.split_first() else {
+                    return Ok(0);
+                };
+                buf[0] = first;
+                self.0 = rest;
+                Ok(1)
+            }
+        }
+        let show = |list: Result<InputList, InputError>| match list {
+            Ok(l) => format!("{:?} {:?} {}", refs(&l), l.rejected, l.sha256),
+            Err(e) => e.to_string(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        for bytes in [
+            &b"\xEF\xBB\xBF# \xC3\xA4 \xE2\x82\xAC\r\nr\xC3\xA9f\nok-1\r\n\xF0\x9F\x98\x80\n"[..],
+            b"reference,kind\n\xE2\x82\xAC,document\n\"a\nb\",\n",
+            b"ok-1\n\xC3\xA4\n\xC3(\n",
+            b"ok-1\n\xE2\x82",
+            b"\xEF\xBB",
+        ] {
+            let whole = parse_input(bytes, "in", Kind::Netverify);
+            let pieces = parse_stream(OneByte(bytes), "in", Kind::Netverify, dir.path(), 64);
+            assert_eq!(show(pieces), show(whole), "{bytes:?}");
+        }
+        let err = parse_stream(
+            OneByte(b"ok-1\n\xE2\x82"),
+            "in",
+            Kind::Netverify,
+            dir.path(),
+            64,
+        );
+        assert_eq!(show(err), "in:2: input is not UTF-8 text");
+        let err = parse_stream(
+            OneByte(b"a\n\nb\xC3("),
+            "in",
+            Kind::Netverify,
+            dir.path(),
+            64,
+        );
+        assert_eq!(show(err), "in:3: input is not UTF-8 text");
+    }
+
     #[test]
     fn shard_of_treats_zero_as_one() {
         assert_eq!(shard_of("abc", 0), 0);
