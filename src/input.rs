@@ -21,6 +21,8 @@ use sha2::{Digest, Sha256};
 
 use crate::Kind;
 
+mod stream;
+
 /// One transaction to export.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Item {
@@ -366,34 +368,21 @@ pub fn read_input(source: &str, default_kind: Kind) -> Result<InputList, InputEr
 /// [`read_input`] keeping the references in unnamed files in `spool_dir` (`run` uses the output
 /// directory's file system: `$TMPDIR` is often memory, and another volume than the one chosen
 /// for the export's data).
+///
+/// The input is read as a stream, never whole: memory holds one line (one CSV record) of it at
+/// a time, whatever its number of lines.
 pub fn read_input_in(
     source: &str,
     default_kind: Kind,
     spool_dir: &Path,
 ) -> Result<InputList, InputError> {
+    let budget = spill::DEFAULT_BUDGET;
     if source == "-" {
-        let name = "<stdin>";
-        let mut bytes = Vec::new();
-        std::io::stdin()
-            .lock()
-            .read_to_end(&mut bytes)
-            .map_err(|source| InputError::Read {
-                name: name.to_string(),
-                source,
-            })?;
-        parse_with_budget(&bytes, name, default_kind, spool_dir, spill::DEFAULT_BUDGET)
+        let stdin = std::io::stdin().lock();
+        parse_stream(stdin, "<stdin>", default_kind, spool_dir, budget)
     } else {
-        let bytes = std::fs::read(Path::new(source)).map_err(|e| InputError::Read {
-            name: source.to_string(),
-            source: e,
-        })?;
-        parse_with_budget(
-            &bytes,
-            source,
-            default_kind,
-            spool_dir,
-            spill::DEFAULT_BUDGET,
-        )
+        let file = File::open(Path::new(source)).map_err(|e| read_error(source, e))?;
+        parse_stream(file, source, default_kind, spool_dir, budget)
     }
 }
 
@@ -423,27 +412,65 @@ fn parse_with_budget(
     spool_dir: &Path,
     budget: usize,
 ) -> Result<InputList, InputError> {
-    let sha256 = hex::encode(Sha256::digest(bytes));
-    let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    let text = std::str::from_utf8(body).map_err(|e| InputError::NotUtf8 {
-        name: name.to_string(),
-        line: body[..e.valid_up_to()]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count()
-            + 1,
-    })?;
-    let spool_error = |source| InputError::spool(name, spool_dir, source);
-    let mut list = Collector::new(spool_dir, budget).map_err(spool_error)?;
+    parse_stream(bytes, name, default_kind, spool_dir, budget)
+}
 
-    let first = text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| (i + 1, l.trim()))
-        .find(|(_, l)| !l.is_empty() && !l.starts_with('#'));
-    let Some((first_line, header)) = first else {
-        return list.finish(sha256).map_err(spool_error);
+/// The bytes of the input read from the source at once.
+const READ_BUFFER: usize = 64 * 1024;
+
+/// [`parse_with_budget`] over a stream. A read error or a byte that is not UTF-8 anywhere in the
+/// input wins over a bad line before it, as if the input had been read whole first: after a
+/// parse error the rest is read (not kept) to look for one.
+fn parse_stream(
+    source: impl std::io::Read,
+    name: &str,
+    default_kind: Kind,
+    spool_dir: &Path,
+    budget: usize,
+) -> Result<InputList, InputError> {
+    let mut src = BufReader::with_capacity(READ_BUFFER, stream::Checked::new(source));
+    let parsed = parse_lines(&mut src, name, default_kind, spool_dir, budget);
+    if let Err(e @ (InputError::Read { .. } | InputError::NotUtf8 { .. })) = parsed {
+        return Err(e);
+    }
+    std::io::copy(&mut src, &mut std::io::sink()).map_err(|e| read_error(name, e))?;
+    let sha256 = src.into_inner().sha256();
+    parsed?
+        .finish(sha256)
+        .map_err(|e| InputError::spool(name, spool_dir, e))
+}
+
+/// An error reading the input: [`InputError::NotUtf8`] for the [`stream::Checked`] reader's.
+fn read_error(name: &str, source: std::io::Error) -> InputError {
+    match stream::not_utf8_line(&source) {
+        Some(line) => InputError::NotUtf8 {
+            name: name.to_string(),
+            line,
+        },
+        None => InputError::Read {
+            name: name.to_string(),
+            source,
+        },
+    }
+}
+
+/// Reads every line of `src` into a [`Collector`], in text or CSV mode as the first line that is
+/// neither blank nor a comment says.
+fn parse_lines<B: std::io::BufRead>(
+    src: &mut B,
+    name: &str,
+    default_kind: Kind,
+    spool_dir: &Path,
+    budget: usize,
+) -> Result<Collector, InputError> {
+    let spool_error = |source| InputError::spool(name, spool_dir, source);
+    let read = |e| read_error(name, e);
+    let mut list = Collector::new(spool_dir, budget).map_err(spool_error)?;
+    let mut lines = stream::Lines::new(src);
+    let Some(held) = first_line(&mut lines).map_err(read)? else {
+        return Ok(list);
     };
+    let header = lines.text().map_err(read)?.trim();
     let is_csv_header = header.split(',').any(|f| {
         f.trim()
             .trim_matches('"')
@@ -451,55 +478,106 @@ fn parse_with_budget(
             .eq_ignore_ascii_case("reference")
     });
     if is_csv_header {
-        parse_csv(text, name, first_line, default_kind, &mut list)?;
+        let (first, lines_before) = (lines.number, held.lines_before);
+        let mut start = held.bytes;
+        start.extend_from_slice(&lines.raw);
+        let records =
+            stream::CsvRecords::new(std::io::Cursor::new(start).chain(lines.src), lines_before);
+        parse_csv(records, name, first, default_kind, &mut list)?;
     } else if header.contains(',') {
         return Err(InputError::NoReferenceColumn {
             name: name.to_string(),
-            line: first_line,
+            line: lines.number,
         });
     } else {
-        for (i, line) in text.lines().enumerate() {
-            let line_text = line.trim();
-            if line_text.is_empty() || line_text.starts_with('#') {
-                continue;
-            }
-            list.add(line_text, default_kind, i + 1)
-                .map_err(spool_error)?;
-        }
+        parse_text(&mut lines, default_kind, &mut list).map_err(|e| match e {
+            Fault::Read(e) => read(e),
+            Fault::Spool(e) => spool_error(e),
+        })?;
     }
-    list.finish(sha256).map_err(spool_error)
+    Ok(list)
 }
 
-fn parse_csv(
-    text: &str,
+/// What a CSV reader must still see of the lines before the first line that is neither blank nor
+/// a comment: the lines it skips (empty, or `#` in column 1) before any it would not (` #x`,
+/// spaces) are only counted; from the first it would not, they are kept as read.
+struct Held {
+    lines_before: usize,
+    bytes: Vec<u8>,
+}
+
+/// Reads up to the first line that is neither blank nor a comment; `None` when there is none.
+fn first_line<B: std::io::BufRead>(
+    lines: &mut stream::Lines<'_, B>,
+) -> std::io::Result<Option<Held>> {
+    let mut held = Held {
+        lines_before: 0,
+        bytes: Vec::new(),
+    };
+    while lines.advance()? {
+        let text = lines.text()?.trim();
+        if !text.is_empty() && !text.starts_with('#') {
+            return Ok(Some(held));
+        }
+        let csv_skips = {
+            let rest: &[u8] = &lines.raw;
+            let rest = &rest[rest.iter().take_while(|&&b| b == b'\r').count()..];
+            rest.is_empty() || rest == b"\n" || rest.starts_with(b"#")
+        };
+        if held.bytes.is_empty() && csv_skips {
+            held.lines_before += 1;
+        } else {
+            held.bytes.extend_from_slice(&lines.raw);
+        }
+    }
+    Ok(None)
+}
+
+/// Why a line could not be taken: the input or the spool failed.
+enum Fault {
+    Read(std::io::Error),
+    Spool(std::io::Error),
+}
+
+/// Text mode: the current line of `lines` and every one after it, blank and `#` lines skipped.
+fn parse_text<B: std::io::BufRead>(
+    lines: &mut stream::Lines<'_, B>,
+    default_kind: Kind,
+    list: &mut Collector,
+) -> Result<(), Fault> {
+    loop {
+        let text = lines.text().map_err(Fault::Read)?.trim();
+        if !text.is_empty() && !text.starts_with('#') {
+            list.add(text, default_kind, lines.number)
+                .map_err(Fault::Spool)?;
+        }
+        if !lines.advance().map_err(Fault::Read)? {
+            return Ok(());
+        }
+    }
+}
+
+fn parse_csv<B: std::io::BufRead>(
+    mut records: stream::CsvRecords<B>,
     name: &str,
     header_line: usize,
     default_kind: Kind,
     list: &mut Collector,
 ) -> Result<(), InputError> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .comment(Some(b'#'))
-        .from_reader(text.as_bytes());
-    let csv_error = |e: csv::Error| InputError::Csv {
+    let not_utf8 = |line| InputError::Csv {
         name: name.to_string(),
-        line: e.position().map_or(0, |p| {
-            LineCounter::default().line_at(text, p.byte() as usize)
-        }),
-        message: match e.kind() {
-            csv::ErrorKind::Utf8 { .. } => "not UTF-8".to_string(),
-            _ => e.to_string(),
-        },
+        line,
+        message: "not UTF-8".to_string(),
     };
-    let headers = reader.headers().map_err(csv_error)?.clone();
-    let column = |wanted: &str| {
-        headers
-            .iter()
-            .position(|h| h.trim().eq_ignore_ascii_case(wanted))
-    };
-    // The quick look in `parse_input` splits on commas; the CSV reader honours quotes and
+    let headers: Vec<String> = match records.advance().map_err(|e| read_error(name, e))? {
+        Some(line) => records.fields().map_err(|_| not_utf8(line))?,
+        None => Vec::new(),
+    }
+    .into_iter()
+    .map(str::to_string)
+    .collect();
+    let column = |wanted: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(wanted));
+    // The quick look in `parse_lines` splits on commas; the CSV reader honours quotes and
     // only skips `#` lines that start in column 1, so it may see no `reference` after all
     // (`"reference` unterminated, `a,"b,reference"`, ` #c` before the header).
     let reference_col = column("reference").ok_or_else(|| InputError::Csv {
@@ -509,17 +587,12 @@ fn parse_csv(
             .to_string(),
     })?;
     let kind_col = column("kind");
-
-    let mut record = csv::StringRecord::new();
-    let mut lines = LineCounter::default();
-    while reader.read_record(&mut record).map_err(csv_error)? {
-        let line = record
-            .position()
-            .map_or(0, |p| lines.line_at(text, p.byte() as usize));
-        if record.iter().all(str::is_empty) {
+    while let Some(line) = records.advance().map_err(|e| read_error(name, e))? {
+        let record = records.fields().map_err(|_| not_utf8(line))?;
+        if record.iter().all(|f| f.is_empty()) {
             continue;
         }
-        let kind = match kind_col.and_then(|c| record.get(c)) {
+        let kind = match kind_col.and_then(|c| record.get(c).copied()) {
             None | Some("") => default_kind,
             Some(k) => k.parse::<Kind>().map_err(|_| InputError::UnknownKind {
                 name: name.to_string(),
@@ -527,46 +600,10 @@ fn parse_csv(
                 kind: printable(k),
             })?,
         };
-        list.add(record.get(reference_col).unwrap_or(""), kind, line)
+        list.add(record.get(reference_col).copied().unwrap_or(""), kind, line)
             .map_err(|source| InputError::spool(name, &list.dir, source))?;
     }
     Ok(())
-}
-
-/// Line numbers of CSV records. The csv crate's own line count is wrong after CRLF line
-/// ends, and its byte position points at the end of the previous record (or at blank and
-/// comment lines it skipped), so the record's line is found from the byte position,
-/// counting newlines incrementally to stay linear on inputs of millions of lines.
-#[derive(Default)]
-struct LineCounter {
-    byte: usize,
-    line: usize,
-}
-
-impl LineCounter {
-    fn line_at(&mut self, text: &str, record_byte: usize) -> usize {
-        let bytes = text.as_bytes();
-        let mut i = record_byte.min(bytes.len());
-        loop {
-            while i < bytes.len() && (bytes[i] == b'\r' || bytes[i] == b'\n') {
-                i += 1;
-            }
-            if i < bytes.len() && bytes[i] == b'#' {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
-                continue;
-            }
-            break;
-        }
-        if i < self.byte {
-            // Positions only move forward while reading; restart if asked otherwise.
-            *self = LineCounter::default();
-        }
-        self.line += bytes[self.byte..i].iter().filter(|&&b| b == b'\n').count();
-        self.byte = i;
-        self.line + 1
-    }
 }
 
 /// Gathers the lines: every valid one goes to a spool file in input order and, as a key
@@ -869,6 +906,55 @@ mod tests {
         assert_eq!(read.len(), 40);
         assert!(iter.next().is_none(), "the iteration ends at the error");
         assert_eq!(iter.unread(), 60);
+    }
+
+    /// Standard input arrives in pieces of any size: a character split between two reads is
+    /// checked whole, and the list and errors are those of the input read at once.
+    #[test]
+    fn reads_of_one_byte_give_the_list_and_errors_of_one_read() {
+        struct OneByte<'a>(&'a [u8]);
+        impl std::io::Read for OneByte<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let Some((&first, rest)) = self.0.split_first() else {
+                    return Ok(0);
+                };
+                buf[0] = first;
+                self.0 = rest;
+                Ok(1)
+            }
+        }
+        let show = |list: Result<InputList, InputError>| match list {
+            Ok(l) => format!("{:?} {:?} {}", refs(&l), l.rejected, l.sha256),
+            Err(e) => e.to_string(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        for bytes in [
+            &b"\xEF\xBB\xBF# \xC3\xA4 \xE2\x82\xAC\r\nr\xC3\xA9f\nok-1\r\n\xF0\x9F\x98\x80\n"[..],
+            b"reference,kind\n\xE2\x82\xAC,document\n\"a\nb\",\n",
+            b"ok-1\n\xC3\xA4\n\xC3(\n",
+            b"ok-1\n\xE2\x82",
+            b"\xEF\xBB",
+        ] {
+            let whole = parse_input(bytes, "in", Kind::Netverify);
+            let pieces = parse_stream(OneByte(bytes), "in", Kind::Netverify, dir.path(), 64);
+            assert_eq!(show(pieces), show(whole), "{bytes:?}");
+        }
+        let err = parse_stream(
+            OneByte(b"ok-1\n\xE2\x82"),
+            "in",
+            Kind::Netverify,
+            dir.path(),
+            64,
+        );
+        assert_eq!(show(err), "in:2: input is not UTF-8 text");
+        let err = parse_stream(
+            OneByte(b"a\n\nb\xC3("),
+            "in",
+            Kind::Netverify,
+            dir.path(),
+            64,
+        );
+        assert_eq!(show(err), "in:3: input is not UTF-8 text");
     }
 
     #[test]

@@ -796,3 +796,74 @@ fn budget_counts_only_this_shards_references_at_its_share_of_the_rate() {
     assert_eq!(refs_total, 6);
     assert_eq!(min_total, 22);
 }
+
+/// `plan` on a list of 500,000 references (18.5 MB) under an address-space cap for data
+/// (RLIMIT_DATA: heap and anonymous mappings) of 16 MiB: the input is read as a stream, so the
+/// list's size never has to fit in memory. The cap holds about twice what the command needs
+/// (two runtime threads, the 1 MiB de-duplication sort); reading the whole file first needs the
+/// file's size on top and fails. A one-line list under the same cap shows the cap itself is
+/// not what fails.
+#[test]
+fn plan_reads_a_list_larger_than_its_memory_cap() {
+    use std::io::Write as _;
+    use std::os::unix::process::CommandExt as _;
+    const CAP: u64 = 16 << 20;
+    const REFERENCES: u32 = 500_000;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("job.toml"), HEAD).unwrap();
+    let mut big =
+        std::io::BufWriter::new(std::fs::File::create(dir.path().join("big.txt")).unwrap());
+    for i in 0..REFERENCES {
+        writeln!(big, "{:08x}-0000-4000-8000-{:012x}", i, u64::from(i) * 7919).unwrap();
+    }
+    big.into_inner().unwrap().sync_all().unwrap();
+    assert!(std::fs::metadata(dir.path().join("big.txt")).unwrap().len() > CAP);
+    std::fs::write(
+        dir.path().join("small.txt"),
+        "00000000-0000-4000-8000-000000000000\n",
+    )
+    .unwrap();
+    let plan = |input: &str| {
+        let mut c = crate::support::bin();
+        c.args(["plan", "job.toml", "--input", input, "--out", "out"])
+            .current_dir(dir.path())
+            // One runtime thread per core would make the cap depend on the machine.
+            .env("TOKIO_WORKER_THREADS", "2");
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            c.pre_exec(|| {
+                let cap = libc::rlimit {
+                    rlim_cur: CAP,
+                    rlim_max: CAP,
+                };
+                if libc::setrlimit(libc::RLIMIT_DATA, &cap) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = c
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // An allocation failure can wedge a thread; never let that hang the suite.
+        let deadline = std::time::Instant::now() + Duration::from_secs(300);
+        while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        child.wait_with_output().unwrap()
+    };
+    let small = plan("small.txt");
+    assert_eq!(
+        small.status.code(),
+        Some(0),
+        "{}",
+        crate::support::text(&small)
+    );
+    let o = plan("big.txt");
+    let out = crate::support::text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("netverify             500,000"), "{out}");
+}
