@@ -82,7 +82,7 @@ pub mod defaults {
     /// `[limits] timeout_seconds`.
     pub const TIMEOUT: Duration = Duration::from_secs(60);
     /// `[limits] max_throttle_seconds`: how long one request may wait after 429s in all before
-    /// it fails as `THROTTLED` (ten minutes: longer than any throttling the adaptive rate
+    /// it fails (`HTTP_ERROR`, status 429) (ten minutes: longer than any throttling the adaptive rate
     /// should meet, short enough that a tenant whose limit something else takes up shows).
     pub const MAX_THROTTLE: Duration = Duration::from_secs(600);
     /// `[limits] max_file_bytes` (50 MiB).
@@ -320,7 +320,7 @@ pub struct Limits {
     pub concurrency: usize,
     /// Retries of one request after 5xx or a network error (429s do not count).
     pub max_retries: u32,
-    /// The longest one request may wait after 429s in all (then `THROTTLED`).
+    /// The longest one request may wait after 429s in all (then `HTTP_ERROR`, status 429).
     pub max_throttle: Duration,
     /// Timeout of one request.
     pub timeout: Duration,

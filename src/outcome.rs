@@ -30,15 +30,13 @@ pub enum ErrorCode {
     Network,
     /// `BAD_RESPONSE`: a body that does not parse or lacks what the flow needs.
     BadResponse,
-    /// `THROTTLED`: still answered 429 after `[limits] max_throttle_seconds` of waiting.
-    Throttled,
     /// A word this version does not know, read from an existing `failures.csv`.
     Other(String),
 }
 
 impl ErrorCode {
     /// Every code this version writes, in SPEC order.
-    pub const KNOWN: [ErrorCode; 9] = [
+    pub const KNOWN: [ErrorCode; 8] = [
         ErrorCode::InvalidReference,
         ErrorCode::NotFound,
         ErrorCode::Pending,
@@ -47,7 +45,6 @@ impl ErrorCode {
         ErrorCode::HttpError,
         ErrorCode::Network,
         ErrorCode::BadResponse,
-        ErrorCode::Throttled,
     ];
 
     /// The word in `failures.csv`.
@@ -61,7 +58,6 @@ impl ErrorCode {
             ErrorCode::HttpError => "HTTP_ERROR",
             ErrorCode::Network => "NETWORK",
             ErrorCode::BadResponse => "BAD_RESPONSE",
-            ErrorCode::Throttled => "THROTTLED",
             ErrorCode::Other(word) => word,
         }
     }
@@ -196,8 +192,7 @@ mod tests {
                 "TOO_LARGE",
                 "HTTP_ERROR",
                 "NETWORK",
-                "BAD_RESPONSE",
-                "THROTTLED"
+                "BAD_RESPONSE"
             ]
         );
         for code in ErrorCode::KNOWN {

@@ -9,7 +9,8 @@
 //! of the credentials is decided in one pure function, [`decide`]; the rest of this module does
 //! the I/O around it. A 429 is the server pacing the whole job, not a fault of the request: it
 //! slows the shared limiter down and does not use up the request's `max_retries`; the time a
-//! request waits after 429s is bounded instead (`[limits] max_throttle_seconds`, `THROTTLED`).
+//! request waits after 429s is bounded instead (`[limits] max_throttle_seconds`; then `HTTP_ERROR`
+//! with status 429).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -167,7 +168,7 @@ impl ApiError {
         match self {
             ApiError::NotFound { .. } => ErrorCode::NotFound,
             ApiError::Denied(_) | ApiError::Http { .. } => ErrorCode::HttpError,
-            ApiError::Throttled { .. } => ErrorCode::Throttled,
+            ApiError::Throttled { .. } => ErrorCode::HttpError,
             ApiError::ForeignUrl { .. } => ErrorCode::ForeignUrl,
             ApiError::TooLarge { .. } => ErrorCode::TooLarge,
             ApiError::Network { .. } | ApiError::Store { .. } => ErrorCode::Network,
@@ -347,6 +348,9 @@ pub enum Decision {
     },
     /// The request failed for good, with this `failures.csv` code.
     GiveUp(ErrorCode),
+    /// Still answered 429 after the request's throttle budget: `HTTP_ERROR` with status 429 in
+    /// `failures.csv` (SPEC's codes), told apart here for the message.
+    Throttled,
     /// The credentials were refused on a status call: the run must stop.
     Denied,
 }
@@ -374,7 +378,7 @@ pub fn is_retryable_status(code: u16) -> bool {
 
 /// The retry decision, in one place: 5xx, network errors and unusable bodies are retried until
 /// `tries.counted` reaches `tries.max_attempts`; a 429 is retried for as long as the request has
-/// waited less than `tries.max_throttled` after 429s (then `THROTTLED`), and does not count
+/// waited less than `tries.max_throttled` after 429s (then `HTTP_ERROR`, status 429), and does not count
 /// against the attempts; 404, 401/403, other statuses, foreign redirects and oversized bodies are
 /// not retried. A 401 or 403 is a refusal of the credentials only on a status call
 /// (`status_call`); elsewhere it is that file's HTTP error (a 403 on an unmasked page, for one,
@@ -397,7 +401,7 @@ pub fn decide(failure: &Failure, status_call: bool, tries: &Tries) -> Decision {
                     after: *retry_after,
                 }
             } else {
-                Decision::GiveUp(ErrorCode::Throttled)
+                Decision::Throttled
             }
         }
         Failure::Status { code, retry_after } if is_retryable_status(*code) => {
@@ -592,7 +596,7 @@ impl ApiClient {
             }
             let after = match decide(&failure, endpoint.is_status_call(), &tries) {
                 Decision::Retry { after } => after,
-                Decision::GiveUp(ErrorCode::Throttled) => {
+                Decision::Throttled => {
                     return Err(ApiError::Throttled {
                         path: api_path,
                         waited_s: tries.throttled.as_secs_f64(),
@@ -844,7 +848,7 @@ mod tests {
         assert_eq!(decide(&status(429), false, &waited(599)), retry(None));
         assert_eq!(
             decide(&status(429), false, &waited(600)),
-            Decision::GiveUp(ErrorCode::Throttled)
+            Decision::Throttled
         );
         // The throttle budget is the 429's alone.
         assert_eq!(decide(&status(503), false, &waited(600)), retry(None));
@@ -855,7 +859,7 @@ mod tests {
         };
         assert_eq!(
             (error.code(), error.http_status(), error.attempts()),
-            (ErrorCode::Throttled, Some(429), 40)
+            (ErrorCode::HttpError, Some(429), 40)
         );
     }
 

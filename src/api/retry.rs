@@ -15,7 +15,7 @@ pub struct RetryPolicy {
     pub base: Duration,
     /// The largest backoff ceiling.
     pub cap: Duration,
-    /// The longest a request may wait after 429s in all before it fails as `THROTTLED`
+    /// The longest a request may wait after 429s in all before it fails (`HTTP_ERROR`, status 429)
     /// (429s do not count against `max_retries`).
     pub max_throttle: Duration,
 }
