@@ -574,6 +574,45 @@ async fn prepare(client: &mut Client, target: &Target, schema: &str) -> Result<(
     ))
     .await
     .map_err(err("creating the schema"))?;
+    let mut missing = Vec::new();
+    for (table, columns) in &expected_tables() {
+        let found: Vec<(String, String)> = tx
+            .query(
+                "SELECT column_name::text, data_type::text FROM information_schema.columns \
+                 WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
+                &[&schema, table],
+            )
+            .await
+            .map_err(err("reading the tables' columns"))?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        if found.is_empty() {
+            missing.push(table.clone());
+        } else {
+            compare_columns(target, schema, table, columns, &found)?;
+        }
+    }
+    let mut ddl_text = ddl_for_missing(schema, &missing);
+    let view = ddl::qualified(Dialect::Postgres, Some(schema), ddl::OPEN_FAILURES_VIEW);
+    let has_view: bool = tx
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&view])
+        .await
+        .map_err(err("reading the tables' columns"))?
+        .get(0);
+    if !has_view {
+        ddl_text.push_str(&ddl::open_failures_view(Dialect::Postgres, Some(schema)));
+    }
+    tx.batch_execute(&ddl_text)
+        .await
+        .map_err(err("creating the tables"))?;
+    tx.commit().await.map_err(err("creating the tables"))?;
+    Ok(())
+}
+
+/// Every table `load` writes (the dataset's tables and the ledger) with its columns and their
+/// `information_schema` types.
+fn expected_tables() -> Vec<(String, Vec<(String, &'static str)>)> {
     let mut expected: Vec<(String, Vec<(String, &'static str)>)> = ddl::tables()
         .iter()
         .map(|t| {
@@ -593,48 +632,47 @@ async fn prepare(client: &mut Client, target: &Target, schema: &str) -> Result<(
             .map(|(n, ty, _)| (n, ty))
             .collect(),
     ));
-    let mut missing = Vec::new();
-    for (table, columns) in &expected {
-        let found: Vec<(String, String)> = tx
-            .query(
-                "SELECT column_name::text, data_type::text FROM information_schema.columns \
-                 WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
-                &[&schema, table],
-            )
-            .await
-            .map_err(err("reading the tables' columns"))?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
-        if found.is_empty() {
-            missing.push(table.clone());
-            continue;
-        }
-        let mismatch = |column: &str, problem: String| LoadError::Mismatch {
-            target: target.label.clone(),
-            table: format!("{schema}.{table}"),
-            column: column.to_string(),
-            problem,
-        };
-        for (name, ty) in columns {
-            match found.iter().find(|(n, _)| n == name) {
-                None => return Err(mismatch(name, "is missing".to_string())),
-                Some((_, found_ty)) if found_ty != ty => {
-                    return Err(mismatch(name, format!("is {found_ty}, not {ty}")));
-                }
-                Some(_) => {}
+    expected
+}
+
+/// An existing table's columns (`found`: name, type) against the expected ones: the first
+/// missing, retyped or extra column is the error.
+fn compare_columns(
+    target: &Target,
+    schema: &str,
+    table: &str,
+    columns: &[(String, &'static str)],
+    found: &[(String, String)],
+) -> Result<(), LoadError> {
+    let mismatch = |column: &str, problem: String| LoadError::Mismatch {
+        target: target.label.clone(),
+        table: format!("{schema}.{table}"),
+        column: column.to_string(),
+        problem,
+    };
+    for (name, ty) in columns {
+        match found.iter().find(|(n, _)| n == name) {
+            None => return Err(mismatch(name, "is missing".to_string())),
+            Some((_, found_ty)) if found_ty != ty => {
+                return Err(mismatch(name, format!("is {found_ty}, not {ty}")));
             }
-        }
-        if let Some((extra, _)) = found
-            .iter()
-            .find(|(n, _)| !columns.iter().any(|(c, _)| c == n))
-        {
-            return Err(mismatch(
-                extra,
-                "is not a column of this table in jumio-export".to_string(),
-            ));
+            Some(_) => {}
         }
     }
+    if let Some((extra, _)) = found
+        .iter()
+        .find(|(n, _)| !columns.iter().any(|(c, _)| c == n))
+    {
+        return Err(mismatch(
+            extra,
+            "is not a column of this table in jumio-export".to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// CREATE TABLE statements for the `missing` tables (the dataset's and the ledger).
+fn ddl_for_missing(schema: &str, missing: &[String]) -> String {
     let mut ddl_text = String::new();
     for table in ddl::tables() {
         if missing.iter().any(|m| m == table.name) {
@@ -654,20 +692,7 @@ async fn prepare(client: &mut Client, target: &Target, schema: &str) -> Result<(
         )
         .unwrap();
     }
-    let view = ddl::qualified(Dialect::Postgres, Some(schema), ddl::OPEN_FAILURES_VIEW);
-    let has_view: bool = tx
-        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&view])
-        .await
-        .map_err(err("reading the tables' columns"))?
-        .get(0);
-    if !has_view {
-        ddl_text.push_str(&ddl::open_failures_view(Dialect::Postgres, Some(schema)));
-    }
-    tx.batch_execute(&ddl_text)
-        .await
-        .map_err(err("creating the tables"))?;
-    tx.commit().await.map_err(err("creating the tables"))?;
-    Ok(())
+    ddl_text
 }
 
 /// Loads one commit in one transaction; `None` when the ledger already has it (a concurrent
