@@ -835,6 +835,7 @@ mod tests {
                 connect_timeout: Duration::from_secs(5),
                 max_file_bytes: 1 << 20,
                 retry: RetryPolicy::default(),
+                breaker: Default::default(),
             },
             Arc::new(RateLimiter::new(10_000.0, 10_000)),
         )

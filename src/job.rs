@@ -85,6 +85,9 @@ pub mod defaults {
     /// it fails (`HTTP_ERROR`, status 429) (ten minutes: longer than any throttling the adaptive rate
     /// should meet, short enough that a tenant whose limit something else takes up shows).
     pub const MAX_THROTTLE: Duration = Duration::from_secs(600);
+    /// `[limits] max_outage_seconds`: how long the job pauses for one outage of the API (every
+    /// request failing) before failing requests use up their retries again.
+    pub const MAX_OUTAGE: Duration = Duration::from_secs(3600);
     /// `[limits] max_file_bytes` (50 MiB).
     pub const MAX_FILE_BYTES: u64 = 52_428_800;
     /// `[limits] max_list_items`: longest `images`, `livenessImages` or `pages` list taken.
@@ -322,6 +325,8 @@ pub struct Limits {
     pub max_retries: u32,
     /// The longest one request may wait after 429s in all (then `HTTP_ERROR`, status 429).
     pub max_throttle: Duration,
+    /// The longest the job pauses for one outage of the API (see [`crate::api::breaker`]).
+    pub max_outage: Duration,
     /// Timeout of one request.
     pub timeout: Duration,
     /// Larger response bodies are refused (`TOO_LARGE`), not buffered.
@@ -814,6 +819,12 @@ fn limits(ctx: &Ctx<'_>, l: &RawLimits, overrides: &Overrides) -> Result<Limits,
         &l.max_throttle_seconds,
         defaults::MAX_THROTTLE,
     )?;
+    let max_outage = seconds(
+        ctx,
+        "[limits] max_outage_seconds",
+        &l.max_outage_seconds,
+        defaults::MAX_OUTAGE,
+    )?;
     let max_file_bytes = ctx
         .setting(
             "[limits] max_file_bytes",
@@ -844,6 +855,7 @@ fn limits(ctx: &Ctx<'_>, l: &RawLimits, overrides: &Overrides) -> Result<Limits,
         concurrency,
         max_retries: max_retries.value,
         max_throttle,
+        max_outage,
         timeout,
         max_file_bytes,
         max_list_items,
@@ -1234,6 +1246,7 @@ raw_table! {
         concurrency: Option<Spanned<usize>>,
         max_retries: Option<Spanned<u32>>,
         max_throttle_seconds: Option<Spanned<f64>>,
+        max_outage_seconds: Option<Spanned<f64>>,
         timeout_seconds: Option<Spanned<f64>>,
         max_file_bytes: Option<Spanned<u64>>,
         max_list_items: Option<Spanned<usize>>,

@@ -59,6 +59,9 @@ pub fn exportable(n: usize) -> Vec<(String, Kind)> {
 pub struct BlockingSim {
     rt: tokio::runtime::Runtime,
     api: Option<simulator::SimHandle>,
+    /// What it was started with, and where: [`BlockingSim::restart`] serves the same again.
+    opts: SimOptions,
+    addr: std::net::SocketAddr,
 }
 
 impl BlockingSim {
@@ -67,11 +70,34 @@ impl BlockingSim {
         let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
         let api = rt
             .block_on(simulator::start(
-                opts,
+                opts.clone(),
                 "127.0.0.1:0".parse().expect("loopback"),
             ))
             .expect("the simulator starts on loopback");
-        BlockingSim { rt, api: Some(api) }
+        let addr = api.addr();
+        BlockingSim {
+            rt,
+            api: Some(api),
+            opts,
+            addr,
+        }
+    }
+
+    /// Stops it, as an outage would: the port refuses connections until [`BlockingSim::restart`].
+    pub fn stop(&mut self) {
+        if let Some(api) = self.api.take() {
+            self.rt.block_on(api.shutdown());
+        }
+    }
+
+    /// Starts it again on the same port with the same options (the request log starts empty).
+    pub fn restart(&mut self) {
+        assert!(self.api.is_none(), "stop it first");
+        let api = self
+            .rt
+            .block_on(simulator::start(self.opts.clone(), self.addr))
+            .expect("the simulator restarts on its port");
+        self.api = Some(api);
     }
 
     /// Its handle (base URL, request log).

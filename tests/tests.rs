@@ -12,6 +12,8 @@ mod cli;
 mod config;
 // JSON → rows, the committed table schemas, CSV and Parquet read back.
 mod flatten;
+// Outages pause instead of failing: the simulator stopped for 30 s mid-run and restarted.
+mod outage;
 // The export job end to end against the simulator over real HTTP.
 mod pipeline;
 // The location as a dataset: batches, reruns that fetch and read nothing, shards and overlapping runs.

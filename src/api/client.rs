@@ -23,6 +23,7 @@ use chrono::{DateTime, Utc};
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue, RETRY_AFTER, USER_AGENT};
 use reqwest::{StatusCode, Url};
 
+use super::breaker::{Admission, Breaker, BreakerOptions, Outcome};
 use super::endpoints::Endpoint;
 use super::limiter::RateLimiter;
 use super::origin::{self, OriginError};
@@ -57,6 +58,8 @@ pub struct ClientOptions {
     pub max_file_bytes: u64,
     /// Backoff settings.
     pub retry: RetryPolicy,
+    /// The job-wide pause when the API fails across the board.
+    pub breaker: BreakerOptions,
 }
 
 impl std::fmt::Debug for ClientOptions {
@@ -262,6 +265,7 @@ impl RequestStats {
 pub struct ApiClient {
     http: reqwest::Client,
     limiter: Arc<RateLimiter>,
+    breaker: Arc<Breaker>,
     stats: Arc<RequestStats>,
     opts: Arc<ClientOptions>,
     authorization: HeaderValue,
@@ -420,6 +424,16 @@ pub fn decide(failure: &Failure, status_call: bool, tries: &Tries) -> Decision {
 }
 
 impl Failure {
+    /// Whether this failure looks like the API being down rather than answering: no complete
+    /// answer (refused, reset, timed out, interrupted) or a 5xx.
+    pub fn is_outage_like(&self) -> bool {
+        match self {
+            Failure::Network(_) => true,
+            Failure::Status { code, .. } => (500..=599).contains(code),
+            _ => false,
+        }
+    }
+
     /// The error reported for this failure after `attempts` attempts; `denied` as [`decide`] said.
     fn into_error(self, denied: bool, path: &str, attempts: u32, limit: u64) -> ApiError {
         let path = path.to_string();
@@ -496,6 +510,7 @@ impl ApiClient {
         Ok(ApiClient {
             http,
             limiter,
+            breaker: Arc::new(Breaker::new(opts.breaker)),
             stats: Arc::new(RequestStats::default()),
             opts: Arc::new(opts),
             authorization,
@@ -511,6 +526,11 @@ impl ApiClient {
     /// The shared limiter.
     pub fn limiter(&self) -> &Arc<RateLimiter> {
         &self.limiter
+    }
+
+    /// The job-wide circuit breaker.
+    pub fn breaker(&self) -> &Arc<Breaker> {
+        &self.breaker
     }
 
     /// The configured base URL of a family.
@@ -567,6 +587,13 @@ impl ApiClient {
             if attempt > 1 {
                 self.stats.retries.fetch_add(1, Ordering::Relaxed);
             }
+            // An outage pauses every request here; a request dropped while it is the probe
+            // hands the probe to another.
+            let admission = self.breaker.admit().await;
+            let probe = ProbeGuard {
+                breaker: &self.breaker,
+                armed: admission == Admission::Probe,
+            };
             let sent = self.limiter.acquire().await;
             if let Some(at) = refused_at.take() {
                 let waited = sent.saturating_duration_since(at);
@@ -579,19 +606,33 @@ impl ApiClient {
                 .attempt(endpoint, url, &api_path, target.reborrow(), attempt)
                 .await
             {
-                Ok(response) => return Ok(response),
+                Ok(response) => {
+                    probe.settle(Outcome::Answered);
+                    return Ok(response);
+                }
                 Err(Attempt::Failed(failure)) => failure,
                 Err(Attempt::Store(message)) => {
+                    probe.settle(Outcome::Answered);
                     return Err(ApiError::Store {
                         path: api_path,
                         message,
                     });
                 }
             };
+            let outcome = if failure.is_outage_like() {
+                Outcome::Failed {
+                    path: path_hash(&api_path),
+                }
+            } else {
+                Outcome::Answered
+            };
+            // A failure during an outage is the job's, not the request's: it does not use up
+            // the request's retries.
+            let counts = probe.settle(outcome);
             let throttled = matches!(failure, Failure::Status { code: 429, .. });
             if throttled {
                 self.limiter.on_429(sent);
-            } else {
+            } else if counts {
                 tries.counted += 1;
             }
             let after = match decide(&failure, endpoint.is_status_call(), &tries) {
@@ -614,7 +655,7 @@ impl ApiClient {
             };
             // After a 429 the shared limiter paces the retry with every other request (and holds
             // them all for a Retry-After); other failures back off on their own.
-            let wait = if throttled {
+            let wait = if throttled || !counts || tries.counted == 0 {
                 Duration::ZERO
             } else {
                 let backoff = self.opts.retry.backoff(tries.counted - 1);
@@ -779,6 +820,41 @@ impl ApiClient {
         }
         Ok(body.freeze())
     }
+}
+
+/// Holds the breaker's probe for one attempt: recorded once with [`ProbeGuard::settle`], or, if the
+/// attempt is dropped first (the run is stopping), handed back so another request may probe.
+struct ProbeGuard<'a> {
+    breaker: &'a Breaker,
+    armed: bool,
+}
+
+impl ProbeGuard<'_> {
+    /// Records the attempt's outcome; returns whether a failure counts against the retries.
+    fn settle(mut self, outcome: Outcome) -> bool {
+        let admission = if std::mem::take(&mut self.armed) {
+            Admission::Probe
+        } else {
+            Admission::Normal
+        };
+        self.breaker.record(admission, outcome)
+    }
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.breaker.abandon_probe();
+        }
+    }
+}
+
+/// A stable hash of a request path, so the breaker can tell one failing reference from an outage.
+fn path_hash(path: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    path.hash(&mut h);
+    h.finish()
 }
 
 /// A reqwest error without its URL (URLs never carry credentials here, but paths carry references,

@@ -62,6 +62,10 @@ pub struct Requests {
     pub throttled_seconds: f64,
     /// Body bytes received.
     pub bytes_received: u64,
+    /// Outages of the API the job paused for (every request failing: see `api::breaker`).
+    pub outage_pauses: u64,
+    /// Seconds the job spent paused for outages, in all.
+    pub outage_paused_seconds: f64,
     /// `{endpoint: {status: count}}`; status 0 = no response (network error).
     pub by_endpoint: BTreeMap<String, BTreeMap<String, u64>>,
 }
@@ -82,6 +86,8 @@ impl Requests {
             too_many_requests: stats.too_many_requests(),
             throttled_seconds: stats.throttled_wait().as_secs_f64(),
             bytes_received: stats.bytes_received(),
+            outage_pauses: 0,
+            outage_paused_seconds: 0.0,
             by_endpoint,
         }
     }

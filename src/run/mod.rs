@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+use crate::api::breaker::BreakerOptions;
 use crate::api::client::ClientOptions;
 use crate::api::retry::RetryPolicy;
 use crate::api::{ApiClient, RateLimiter};
@@ -291,7 +292,11 @@ fn run_facts(
         run: location.run().to_string(),
         interrupted: shutdown.reason().is_some(),
         outcomes: outcomes(written, already, input.duplicates as u64),
-        requests: Requests::from_stats(client.stats()),
+        requests: Requests {
+            outage_pauses: client.breaker().pauses(),
+            outage_paused_seconds: client.breaker().paused().as_secs_f64(),
+            ..Requests::from_stats(client.stats())
+        },
         bytes_written: written.bytes_written,
         archives: written.archives,
         root_hash: written.root_hash.clone(),
@@ -345,6 +350,10 @@ fn api_client(job: &Job, credentials: &Credentials) -> Result<ApiClient, RunErro
             max_retries: job.limits.max_retries,
             max_throttle: job.limits.max_throttle,
             ..RetryPolicy::default()
+        },
+        breaker: BreakerOptions {
+            max_outage: job.limits.max_outage,
+            ..BreakerOptions::default()
         },
     };
     ApiClient::new(options, limiter).map_err(RunError::Client)

@@ -14,7 +14,9 @@ use super::progress::Progress;
 use super::resume::{ResumePlan, Step};
 use super::shutdown::StopReason;
 use super::task::{Done, TaskContext, one_reference};
-use crate::input::Items;
+use crate::input::{Item, Items};
+use crate::outcome::ErrorCode;
+use crate::output::failures::FailureRow;
 
 /// At most this many references are in flight per concurrency slot (waiting for a poll holds no
 /// slot, so more references than slots are live), and never fewer than [`MIN_LIVE`].
@@ -30,6 +32,11 @@ pub fn max_live(concurrency: usize) -> usize {
 /// Drives every item of `items` to a [`Done`] sent on `tx`. Returns how many items could not be
 /// read back from the input's temporary file (the run is then stopped as fatal): they are
 /// counted as not started, never dropped.
+///
+/// A reference that failed for a transient reason ([`is_transient`]: a network failure or a 5xx,
+/// after its retries) is held back and tried once more after the input is done, before the run
+/// ends: an outage that outlasted its retries does not leave it to the next run. Its row is
+/// the second try's; if the run stops first, the first try's.
 pub async fn drive(
     ctx: Arc<TaskContext>,
     items: &Items,
@@ -41,43 +48,102 @@ pub async fn drive(
     let mut iter = items.iter();
     let mut exhausted = false;
     let mut tasks = JoinSet::new();
+    // Transient failures of the first round, with their rows; tried again once the input is done.
+    let mut held: Vec<(Item, bool, FailureRow)> = Vec::new();
+    let mut again: Option<std::vec::IntoIter<(Item, bool, FailureRow)>> = None;
     loop {
-        while !exhausted && tasks.len() < max_live {
-            let item = match iter.next() {
-                None => {
-                    exhausted = true;
+        while tasks.len() < max_live {
+            let (item, poll_once, first_try) = if let Some(again) = again.as_mut() {
+                if ctx.shutdown.is_stopping() {
                     break;
                 }
-                Some(Ok(item)) => item,
-                Some(Err(e)) => {
-                    // The spool cannot be read back: stop like a full disk, reading no further.
-                    ctx.shutdown
-                        .abort(StopReason::Fatal(RunError::Input(e).to_string()));
-                    exhausted = true;
-                    break;
+                match again.next() {
+                    Some((item, poll_once, row)) => (item, poll_once, Some(row)),
+                    None => break,
                 }
+            } else if exhausted {
+                break;
+            } else {
+                let item = match iter.next() {
+                    None => {
+                        exhausted = true;
+                        break;
+                    }
+                    Some(Ok(item)) => item,
+                    Some(Err(e)) => {
+                        // The spool cannot be read back: stop like a full disk, reading no further.
+                        ctx.shutdown
+                            .abort(StopReason::Fatal(RunError::Input(e).to_string()));
+                        exhausted = true;
+                        break;
+                    }
+                };
+                let poll_once = match plan.step(&item) {
+                    Step::Carry(row) => {
+                        progress.failed();
+                        let _ = tx.send(Done::Carried(row)).await;
+                        continue;
+                    }
+                    Step::PollOnce => true,
+                    Step::Fetch => false,
+                };
+                (item, poll_once, None)
             };
-            let poll_once = match plan.step(&item) {
-                Step::Carry(row) => {
-                    progress.failed();
-                    let _ = tx.send(Done::Carried(row)).await;
-                    continue;
-                }
-                Step::PollOnce => true,
-                Step::Fetch => false,
-            };
-            let (ctx, tx, progress) = (ctx.clone(), tx.clone(), progress.clone());
+            let ctx = ctx.clone();
             tasks.spawn(async move {
-                let done = one_reference(&ctx, item, poll_once).await;
-                progress.record(&done);
-                let _ = tx.send(done).await;
+                let done = one_reference(&ctx, item.clone(), poll_once).await;
+                (item, poll_once, first_try, done)
             });
         }
-        if tasks.join_next().await.is_none() {
-            break;
+        match tasks.join_next().await {
+            Some(Ok((item, poll_once, first_try, done))) => match (done, first_try) {
+                (Done::Failed(row), None) if is_transient(&row) && !ctx.shutdown.is_stopping() => {
+                    held.push((item, poll_once, row));
+                }
+                // The run stopped before the second try got anywhere: the first try's row stands.
+                (Done::NotStarted, Some(row)) => {
+                    let done = Done::Failed(row);
+                    progress.record(&done);
+                    let _ = tx.send(done).await;
+                }
+                (done, _) => {
+                    progress.record(&done);
+                    let _ = tx.send(done).await;
+                }
+            },
+            Some(Err(_)) => {}
+            None if again.is_none() && !held.is_empty() && !ctx.shutdown.is_stopping() => {
+                tracing::info!(
+                    references = held.len(),
+                    "trying again the references that failed for a transient reason (network \
+                     failures, 5xx)"
+                );
+                again = Some(std::mem::take(&mut held).into_iter());
+            }
+            None => break,
         }
     }
+    // Stopped before their second try: the first try's rows stand.
+    let unsent = held
+        .into_iter()
+        .chain(again.into_iter().flatten())
+        .map(|(_, _, row)| row);
+    for row in unsent {
+        let done = Done::Failed(row);
+        progress.record(&done);
+        let _ = tx.send(done).await;
+    }
     iter.unread()
+}
+
+/// A failure that says more about the API at that moment than about the reference: a network
+/// failure or a 5xx, after the request's retries.
+pub fn is_transient(row: &FailureRow) -> bool {
+    match row.error {
+        ErrorCode::Network => true,
+        ErrorCode::HttpError => row.http_status.is_some_and(|s| (500..=599).contains(&s)),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
