@@ -25,12 +25,9 @@ pub enum Command {
         /// Overrides of the job file.
         #[command(flatten)]
         overrides: Overrides,
-        /// No progress output.
-        #[arg(long, short)]
-        quiet: bool,
-        /// Also retry references an earlier run found missing (NOT_FOUND).
-        #[arg(long)]
-        retry_failed: bool,
+        /// How the run behaves beyond the job file.
+        #[command(flatten)]
+        flags: RunFlags,
     },
     #[cfg(feature = "simulator")]
     /// Start the built-in simulator on a free loopback port and run jobs/demo.toml against it.
@@ -101,6 +98,57 @@ pub enum Command {
         #[command(flatten)]
         overrides: Overrides,
     },
+}
+
+/// `run` options that are not job settings: progress, follow-ups, the exit code for a scheduler.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RunFlags {
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Also retry references an earlier run found missing (NOT_FOUND).
+    #[arg(long)]
+    pub retry_failed: bool,
+    /// Progress: a bar (the default on a terminal), one JSON line per interval on stderr (for
+    /// log shippers and orchestrators), log lines (the default otherwise), or none.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub progress: Option<crate::run::progress::ProgressMode>,
+    /// Seconds between two progress lines (log and JSON progress).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0, value_parser = parse_interval)]
+    pub progress_interval: f64,
+    /// Exit 0 even when these failures remain (comma-separated: pending, not_found): references
+    /// Jumio has not finished or does not have are a success for a scheduler that would otherwise
+    /// retry the whole shard on exit 1. They stay in failures.csv for a later run.
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "ERRORS")]
+    pub exit_zero_on: Vec<ExpectedFailure>,
+}
+
+/// `--exit-zero-on`: failures a scheduler should not retry a shard for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExpectedFailure {
+    /// `PENDING`: Jumio has not finished the transaction; a later run polls it again.
+    Pending,
+    /// `NOT_FOUND`: Jumio does not have it (for historic records, usually retention).
+    NotFound,
+}
+
+impl ExpectedFailure {
+    /// The `failures.csv` error code.
+    pub fn code(self) -> crate::outcome::ErrorCode {
+        match self {
+            ExpectedFailure::Pending => crate::outcome::ErrorCode::Pending,
+            ExpectedFailure::NotFound => crate::outcome::ErrorCode::NotFound,
+        }
+    }
+}
+
+fn parse_interval(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.01..=86_400.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "{s:?}: expected seconds between 0.01 and 86400"
+        )),
+    }
 }
 
 /// `jumio-export simulate` options.

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::cli::Command;
+use crate::cli::{Command, RunFlags};
 use crate::exit::ExitCode;
 use crate::input;
 use crate::job::{self, Credentials, Job, Overrides};
@@ -16,9 +16,8 @@ pub async fn execute(command: Command) -> ExitCode {
         Command::Run {
             job,
             overrides,
-            quiet,
-            retry_failed,
-        } => run_job(&job, &overrides, quiet, retry_failed).await,
+            flags,
+        } => run_job(&job, &overrides, &flags).await,
         #[cfg(feature = "simulator")]
         Command::Demo { out, count, quiet } => simulated::demo(&out, count, quiet).await,
         #[cfg(feature = "simulator")]
@@ -156,7 +155,7 @@ fn spool_dir(out: &Path) -> std::path::PathBuf {
     }
 }
 
-async fn run_job(path: &Path, overrides: &Overrides, quiet: bool, retry_failed: bool) -> ExitCode {
+async fn run_job(path: &Path, overrides: &Overrides, flags: &RunFlags) -> ExitCode {
     let (job, list) = match load(path, overrides) {
         Ok(x) => x,
         Err(code) => return code,
@@ -168,15 +167,14 @@ async fn run_job(path: &Path, overrides: &Overrides, quiet: bool, retry_failed: 
             return ExitCode::Usage;
         }
     };
-    execute_job(&job, list, &credentials, quiet, retry_failed).await
+    execute_job(&job, list, &credentials, flags).await
 }
 
 async fn execute_job(
     job: &Job,
     list: input::InputList,
     credentials: &Credentials,
-    quiet: bool,
-    retry_failed: bool,
+    flags: &RunFlags,
 ) -> ExitCode {
     let archive_key = match archive_key(job) {
         Ok(k) => k,
@@ -192,8 +190,10 @@ async fn execute_job(
         list,
         credentials,
         RunOptions {
-            quiet,
-            retry_failed,
+            quiet: flags.quiet,
+            progress: flags.progress,
+            progress_interval: std::time::Duration::from_secs_f64(flags.progress_interval),
+            retry_failed: flags.retry_failed,
             archive_key,
             ..RunOptions::default()
         },
@@ -212,8 +212,9 @@ async fn execute_job(
                     "interrupted: run the same command again to resume; completed archives are kept"
                 );
             }
+            let expected: Vec<_> = flags.exit_zero_on.iter().map(|e| e.code()).collect();
             // Summary speaks in numbers for now; anything undocumented is treated as fatal.
-            ExitCode::try_from(summary.exit_code()).unwrap_or(ExitCode::Fatal)
+            ExitCode::try_from(summary.exit_code_allowing(&expected)).unwrap_or(ExitCode::Fatal)
         }
         Err(e @ run::RunError::LegacyLayout { .. }) => {
             eprintln!("error: {e}");
@@ -443,7 +444,12 @@ mod simulated {
             list.items.len() + list.rejected.len() as u64,
             out.display()
         );
-        let code = execute_job(&job, list, &credentials, quiet, false).await;
+        let flags = crate::cli::RunFlags {
+            quiet,
+            progress_interval: 10.0,
+            ..Default::default()
+        };
+        let code = execute_job(&job, list, &credentials, &flags).await;
         sim.shutdown().await;
         println!(
             "demo: outputs in {} (archives/, tables/, commits/, failures.csv, report.json)",

@@ -258,6 +258,56 @@ pub struct Fetcher {
     stop: CancellationToken,
     /// Abandon requests in flight (fired a grace period after `stop`).
     cancel: CancellationToken,
+    /// References waiting for their next poll, for progress.
+    polls: Arc<PollWaits>,
+    /// The number of slots.
+    concurrency: usize,
+}
+
+/// The references waiting for their next status call and when each is due: progress shows how
+/// many there are, and its ETA is never earlier than the last of them.
+#[derive(Debug, Default)]
+pub struct PollWaits {
+    /// Due instant → references due then.
+    due: std::sync::Mutex<std::collections::BTreeMap<tokio::time::Instant, u32>>,
+}
+
+impl PollWaits {
+    /// Counts a reference waiting until `due`, until the returned guard is dropped.
+    fn wait(&self, due: tokio::time::Instant) -> PollWait<'_> {
+        *self
+            .due
+            .lock()
+            .expect("poll waits lock")
+            .entry(due)
+            .or_default() += 1;
+        PollWait { waits: self, due }
+    }
+
+    /// How many references are waiting for a poll, and when the last of them is due.
+    pub fn snapshot(&self) -> (u64, Option<tokio::time::Instant>) {
+        let due = self.due.lock().expect("poll waits lock");
+        let n = due.values().map(|n| u64::from(*n)).sum();
+        (n, due.keys().next_back().copied())
+    }
+}
+
+/// One reference waiting for its next poll; counted until dropped.
+struct PollWait<'a> {
+    waits: &'a PollWaits,
+    due: tokio::time::Instant,
+}
+
+impl Drop for PollWait<'_> {
+    fn drop(&mut self) {
+        let mut due = self.waits.due.lock().expect("poll waits lock");
+        if let Some(n) = due.get_mut(&self.due) {
+            *n -= 1;
+            if *n == 0 {
+                due.remove(&self.due);
+            }
+        }
+    }
 }
 
 type Step<T> = Result<T, FetchFailure>;
@@ -282,7 +332,19 @@ impl Fetcher {
             slots: Arc::new(Semaphore::new(concurrency.max(1))),
             stop,
             cancel,
+            polls: Arc::default(),
+            concurrency: concurrency.max(1),
         }
+    }
+
+    /// The references waiting for their next poll.
+    pub fn poll_waits(&self) -> &Arc<PollWaits> {
+        &self.polls
+    }
+
+    /// References holding a concurrency slot now: being fetched or archived.
+    pub fn busy_slots(&self) -> usize {
+        self.concurrency - self.slots.available_permits()
     }
 
     /// The client (for statistics).
@@ -377,6 +439,7 @@ impl Fetcher {
             let Some(offset) = schedule.get(calls as usize - 1) else {
                 return Err(pending(flow, &response, calls).into());
             };
+            let _waiting = self.polls.wait(first + *offset);
             tokio::select! {
                 () = tokio::time::sleep_until(first + *offset) => {}
                 () = self.stop.cancelled() => return Ok(None),

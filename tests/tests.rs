@@ -14,6 +14,8 @@ mod config;
 mod flatten;
 // Outages pause instead of failing: the simulator stopped for 30 s mid-run and restarted.
 mod outage;
+// --progress json: lines parse, counters grow, the last line agrees with report.json.
+mod progress;
 // The export job end to end against the simulator over real HTTP.
 mod pipeline;
 // The location as a dataset: batches, reruns that fetch and read nothing, shards and overlapping runs.

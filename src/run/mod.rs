@@ -58,8 +58,12 @@ pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 /// How the run behaves beyond what the job file says.
 #[derive(Clone)]
 pub struct RunOptions {
-    /// No progress output at all.
+    /// No progress output at all (overrides `progress`).
     pub quiet: bool,
+    /// How progress is shown; `None`: a bar on a terminal, log lines otherwise.
+    pub progress: Option<progress::ProgressMode>,
+    /// How often a progress line is written (log and JSON progress).
+    pub progress_interval: Duration,
     /// Also retry references that failed with `NOT_FOUND` in an earlier run.
     pub retry_failed: bool,
     /// Grace period for transfers in flight after Ctrl-C or SIGTERM.
@@ -74,6 +78,8 @@ impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
             quiet: false,
+            progress: None,
+            progress_interval: Duration::from_secs(10),
             retry_failed: false,
             grace: Duration::from_secs(5),
             clock: Arc::new(Utc::now),
@@ -138,6 +144,21 @@ impl Summary {
         } else {
             0
         }
+    }
+
+    /// The exit code when failures with the `expected` codes (`--exit-zero-on`) count as a
+    /// success: 0 when every failure of the run is one of them and nothing was left unstarted.
+    pub fn exit_code_allowing(&self, expected: &[ErrorCode]) -> i32 {
+        let code = self.exit_code();
+        if code != 1 || self.not_started > 0 {
+            return code;
+        }
+        let codes: std::collections::BTreeSet<&str> = expected.iter().map(|e| e.as_str()).collect();
+        let allowed: u64 = codes
+            .iter()
+            .filter_map(|c| self.failures_by_error.get(*c))
+            .sum();
+        if allowed >= self.failed { 0 } else { 1 }
     }
 
     /// The human summary printed on stdout.
@@ -243,9 +264,22 @@ pub async fn run(
         start.tables_with_parts.clone(),
         shutdown.clone(),
     );
-    let progress = Progress::new(input.items.len() + input.rejected.len() as u64, opts.quiet);
-    reject_invalid(&input, &tx, &progress).await;
     let ctx = Arc::new(task_context(job, &client, &location, &shutdown, &opts));
+    let mode = match (opts.quiet, opts.progress) {
+        (true, _) => progress::ProgressMode::None,
+        (false, Some(mode)) => mode,
+        (false, None) => progress::ProgressMode::default_for_stderr(),
+    };
+    let progress = Progress::new(
+        input.items.len() + input.rejected.len() as u64,
+        mode,
+        opts.progress_interval,
+        progress::Sources {
+            client: client.clone(),
+            fetcher: ctx.fetcher.clone(),
+        },
+    );
+    reject_invalid(&input, &tx, &progress).await;
     let max_live = schedule::max_live(job.limits.concurrency);
     let unread = schedule::drive(ctx, &input.items, &plan, &tx, &progress, max_live).await;
     drop(tx);

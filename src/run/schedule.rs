@@ -90,12 +90,17 @@ pub async fn drive(
                 (item, poll_once, None)
             };
             let ctx = ctx.clone();
+            progress.started();
             tasks.spawn(async move {
                 let done = one_reference(&ctx, item.clone(), poll_once).await;
                 (item, poll_once, first_try, done)
             });
         }
-        match tasks.join_next().await {
+        let joined = tasks.join_next().await;
+        if joined.is_some() {
+            progress.settled();
+        }
+        match joined {
             Some(Ok((item, poll_once, first_try, done))) => match (done, first_try) {
                 (Done::Failed(row), None) if is_transient(&row) && !ctx.shutdown.is_stopping() => {
                     held.push((item, poll_once, row));
