@@ -129,6 +129,7 @@ pub enum ExpectedFailure {
     /// `PENDING`: Jumio has not finished the transaction; a later run polls it again.
     Pending,
     /// `NOT_FOUND`: Jumio does not have it (for historic records, usually retention).
+    #[value(name = "not_found", alias = "not-found")]
     NotFound,
 }
 

@@ -49,9 +49,71 @@ pub struct Overrides {
     /// References worked on at once.
     #[arg(long)]
     pub concurrency: Option<usize>,
-    /// Export only shard K of N (K from 0 to N-1), at 1/N of the rate.
-    #[arg(long, value_name = "K/N")]
-    pub shard: Option<Shard>,
+    /// Export only shard K of N (K from 0 to N-1), at 1/N of the rate; `auto` reads K and N from
+    /// the array job's scheduler (Kubernetes Indexed Job, AWS Batch, Slurm, Cloud Run).
+    #[arg(long, value_name = "K/N|auto")]
+    pub shard: Option<ShardArg>,
+    /// N for `--shard auto` where the scheduler does not say it (a Kubernetes Indexed Job's
+    /// `completions`); checked against it where it does.
+    #[arg(long, value_name = "N")]
+    pub shard_count: Option<u32>,
+}
+
+/// `--shard`: `K/N`, or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardArg {
+    /// `K/N`.
+    Fixed(Shard),
+    /// Read from the scheduler's variables ([`crate::scheduler`]).
+    Auto,
+}
+
+impl From<Shard> for ShardArg {
+    fn from(shard: Shard) -> Self {
+        ShardArg::Fixed(shard)
+    }
+}
+
+impl FromStr for ShardArg {
+    type Err = ShardError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim() == "auto" {
+            return Ok(ShardArg::Auto);
+        }
+        s.parse().map(ShardArg::Fixed).map_err(|e: ShardError| ShardError {
+            problem: format!("{} (or `auto`)", e.problem),
+            ..e
+        })
+    }
+}
+
+/// The shard the overrides name: `--shard K/N` as given, `--shard auto` from the scheduler's
+/// variables in the environment.
+pub fn resolve_shard(overrides: &Overrides) -> Result<Option<Shard>, JobError> {
+    let count = overrides.shard_count;
+    match overrides.shard {
+        None if count.is_some() => Err(JobError::Override {
+            flag: "--shard-count",
+            message: "only with --shard auto".into(),
+        }),
+        None => Ok(None),
+        Some(ShardArg::Fixed(shard)) => match count {
+            Some(n) if n != shard.count => Err(JobError::Override {
+                flag: "--shard-count",
+                message: format!("{n} disagrees with --shard {shard}"),
+            }),
+            _ => Ok(Some(shard)),
+        },
+        Some(ShardArg::Auto) => {
+            let env = |name: &str| std::env::var(name).ok();
+            crate::scheduler::detect(&env, count)
+                .map(|d| Some(d.shard))
+                .map_err(|e| JobError::Override {
+                    flag: "--shard auto",
+                    message: e.trim_start_matches("--shard auto: ").to_string(),
+                })
+        }
+    }
 }
 
 /// Every default and limit of the job file's settings, in one place: the validation below, the
@@ -569,7 +631,7 @@ pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> Result<Job, JobE
         polling: polling(&ctx, &raw.polling)?,
         fetch: fetch_settings(&raw.fetch),
         output: output_settings(&ctx, &raw.output, overrides)?,
-        shard: overrides.shard,
+        shard: resolve_shard(overrides)?,
     })
 }
 
@@ -903,7 +965,7 @@ fn at_least_one<T: PartialEq + From<u8>>(n: T) -> Result<T, String> {
 /// N of `--shard K/N`, 1 without it. A `Shard` built in code rather than parsed from
 /// `--shard` may be out of range.
 fn shard_count(overrides: &Overrides) -> Result<u32, JobError> {
-    match overrides.shard {
+    match resolve_shard(overrides)? {
         Some(shard) if shard.count == 0 || shard.index >= shard.count => Err(JobError::Override {
             flag: "--shard",
             message: format!("{shard}: expected K/N with 0 <= K < N (K is 0-based)"),
@@ -1699,7 +1761,7 @@ mod tests {
     fn the_rate_blames_the_flag_the_line_or_the_shard_count() {
         let flagged = |rate: f64, count: u32| Overrides {
             rate: Some(rate),
-            shard: Some(Shard { index: 0, count }),
+            shard: Some(Shard { index: 0, count }.into()),
             ..Overrides::default()
         };
         let err = |text: &str, o: &Overrides| {
@@ -1721,10 +1783,13 @@ mod tests {
                 .starts_with("--rate: must be at least 0.001 per shard")
         );
         let by_shard = Overrides {
-            shard: Some(Shard {
-                index: 0,
-                count: 100_000,
-            }),
+            shard: Some(
+                Shard {
+                    index: 0,
+                    count: 100_000,
+                }
+                .into(),
+            ),
             ..Overrides::default()
         };
         assert_eq!(

@@ -31,6 +31,7 @@ pub mod outcome;
 pub mod output;
 pub mod plan;
 pub mod run;
+pub mod scheduler;
 #[cfg(feature = "simulator")]
 pub mod simulator;
 pub mod spill;

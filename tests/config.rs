@@ -333,6 +333,7 @@ fn overrides_replace_job_values() {
         rate: Some(40.0),
         concurrency: Some(5),
         shard: Some("1/4".parse().unwrap()),
+        shard_count: None,
     };
     let job = parse_with(&text, &o);
     assert_eq!(job.input.path.as_deref(), Some("-"));
@@ -773,7 +774,7 @@ fn budget_counts_only_this_shards_references_at_its_share_of_the_rate() {
     let mut min_total = 0;
     for k in 0..3 {
         let o = Overrides {
-            shard: Some(Shard { index: k, count: 3 }),
+            shard: Some(Shard { index: k, count: 3 }.into()),
             ..Overrides::default()
         };
         let job = parse_with(HEAD, &o);

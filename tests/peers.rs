@@ -1,5 +1,5 @@
 //! Peers: the programs and system capabilities some tests check the export against — `unzip`,
-//! 7-Zip, `sha256sum`, DuckDB and sqlglot (Python modules), a tmpfs mount for the disk-full tests,
+//! 7-Zip, `sha256sum`, DuckDB, sqlglot and PyYAML (Python modules), a tmpfs mount for the disk-full tests,
 //! and throw-away PostgreSQL clusters for the warehouse tests ([`PgServer`]).
 //!
 //! On a developer machine a missing peer skips that check, with a line on stderr saying so.
@@ -88,6 +88,41 @@ pub fn require_python_duckdb() -> Option<PathBuf> {
         ),
         Err(e) => unavailable(
             "Python with DuckDB",
+            &format!("{} does not run: {e}", python.display()),
+        ),
+    }
+}
+
+/// A Python interpreter that can `import yaml` (PyYAML), for the example manifests: chosen like
+/// [`require_python_duckdb`] (`.ci/run` installs PyYAML into the same virtual environment).
+/// `None` (skip) when none can, a panic under CI.
+pub fn require_python_yaml() -> Option<PathBuf> {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/venv/bin/python3");
+    let python = match std::env::var_os(PYTHON_VAR) {
+        Some(p) => PathBuf::from(p),
+        None if venv.exists() => venv,
+        None => match on_path("python3") {
+            Some(p) => p,
+            None => {
+                return unavailable(
+                    "Python with PyYAML",
+                    &format!("{PYTHON_VAR} is not set and no python3 is on PATH"),
+                );
+            }
+        },
+    };
+    match Command::new(&python).args(["-c", "import yaml"]).output() {
+        Ok(o) if o.status.success() => Some(python),
+        Ok(o) => unavailable(
+            "Python with PyYAML",
+            &format!(
+                "{} cannot import yaml ({}); set {PYTHON_VAR} to a Python that has it",
+                python.display(),
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+        ),
+        Err(e) => unavailable(
+            "Python with PyYAML",
             &format!("{} does not run: {e}", python.display()),
         ),
     }

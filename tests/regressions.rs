@@ -156,10 +156,13 @@ fn subnormal_rate_is_refused_before_the_rate_limiter_panics() {
     let err = job_error(
         minimal,
         &Overrides {
-            shard: Some(Shard {
-                index: 0,
-                count: u32::MAX,
-            }),
+            shard: Some(
+                Shard {
+                    index: 0,
+                    count: u32::MAX,
+                }
+                .into(),
+            ),
             ..Overrides::default()
         },
     );

@@ -16,6 +16,8 @@ mod flatten;
 mod outage;
 // --progress json: lines parse, counters grow, the last line agrees with report.json.
 mod progress;
+// Array jobs on real schedulers: --shard auto per scheduler, --exit-zero-on, the examples.
+mod schedulers;
 // The export job end to end against the simulator over real HTTP.
 mod pipeline;
 // The location as a dataset: batches, reruns that fetch and read nothing, shards and overlapping runs.
