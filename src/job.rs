@@ -147,6 +147,9 @@ pub mod defaults {
     /// it fails (`HTTP_ERROR`, status 429) (ten minutes: longer than any throttling the adaptive rate
     /// should meet, short enough that a tenant whose limit something else takes up shows).
     pub const MAX_THROTTLE: Duration = Duration::from_secs(600);
+    /// Jumio's published default for retrieval: about 15 requests per second per tenant, shared
+    /// by every machine using the tenant's credentials (`plan` states the time at it).
+    pub const TENANT_REQUESTS_PER_SECOND: f64 = 15.0;
     /// `[limits] max_outage_seconds`: how long the job pauses for one outage of the API (every
     /// request failing) before failing requests use up their retries again.
     pub const MAX_OUTAGE: Duration = Duration::from_secs(3600);

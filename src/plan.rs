@@ -22,6 +22,10 @@
 //!
 //! Retries (429, 5xx, network errors) are not included: each request may be repeated
 //! up to `max_retries` times.
+//!
+//! Beside the time at the job's rate, the time at Jumio's limit per tenant (about 15 requests per
+//! second, [`defaults::TENANT_REQUESTS_PER_SECOND`]): with `--shard K/N` at this shard's share of
+//! it, since the shards share the tenant's limit and more machines do not finish sooner.
 
 use std::fmt;
 
@@ -29,7 +33,7 @@ use crate::Kind;
 use crate::api::endpoints::{self, Switches};
 pub use crate::api::endpoints::{MAX_DOCUMENT_PAGES, MAX_LIVENESS_IMAGES, MAX_NETVERIFY_IMAGES};
 use crate::input::{InputList, shard_of};
-use crate::job::{Job, Shard};
+use crate::job::{Job, Shard, defaults};
 
 /// The request budget of a job over its input (this shard's references only).
 #[derive(Debug, Clone, PartialEq)]
@@ -50,6 +54,12 @@ pub struct Budget {
     pub duplicates: usize,
     /// The job's rate, already divided by the shard count.
     pub requests_per_second: f64,
+    /// Jumio's limit per tenant, shared by every shard ([`defaults::TENANT_REQUESTS_PER_SECOND`]).
+    pub tenant_requests_per_second: f64,
+    /// `total_min` at this shard's share of the tenant's limit (or the job's rate, if lower).
+    pub tenant_seconds_min: f64,
+    /// `total_max` likewise.
+    pub tenant_seconds_max: f64,
     /// The last polling offset: a reference still pending is polled for this long after
     /// its first status call before the run gives it up, whatever the rate.
     pub polling_window_seconds: f64,
@@ -158,6 +168,11 @@ pub fn budget(job: &Job, input: &InputList) -> std::io::Result<Budget> {
     let total_min = per_kind.iter().map(|k| k.min_requests).sum();
     let total_max = per_kind.iter().map(|k| k.max_requests).sum();
     let rps = job.limits.requests_per_second;
+    let shards = job.shard.map_or(1, |s| s.count);
+    let tenant = defaults::TENANT_REQUESTS_PER_SECOND;
+    // What the API lets this shard do: its share of the tenant's limit, or less if the job asks
+    // for less.
+    let tenant_share = (tenant / f64::from(shards)).min(rps);
     Ok(Budget {
         per_kind,
         total_min,
@@ -167,6 +182,9 @@ pub fn budget(job: &Job, input: &InputList) -> std::io::Result<Budget> {
         rejected: input.rejected.len(),
         duplicates: input.duplicates,
         requests_per_second: rps,
+        tenant_requests_per_second: tenant,
+        tenant_seconds_min: total_min as f64 / tenant_share,
+        tenant_seconds_max: total_max as f64 / tenant_share,
         polling_window_seconds: job.polling.schedule.last().map_or(0.0, |d| d.as_secs_f64()),
         max_retries: job.limits.max_retries,
         shard: job.shard,
@@ -238,6 +256,7 @@ impl Budget {
             human_seconds(self.seconds_min),
             human_seconds(self.seconds_max)
         )?;
+        self.fmt_tenant(f)?;
         writeln!(
             f,
             "polling alone can keep a pending reference for {} after its first status call",
@@ -257,6 +276,53 @@ impl Budget {
             f,
             "  retries (429, 5xx, network errors; up to {} per request) are not included",
             self.max_retries
+        )
+    }
+}
+
+impl Budget {
+    /// The time at the tenant's limit, and that shards share it.
+    fn fmt_tenant(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tenant = trim_float(self.tenant_requests_per_second);
+        let times = format!(
+            "{} (fewest) to {} (most)",
+            human_seconds(self.tenant_seconds_min),
+            human_seconds(self.tenant_seconds_max)
+        );
+        let shards = self.shard.map_or(1, |s| s.count);
+        let share = self.tenant_requests_per_second / f64::from(shards);
+        if shards > 1 {
+            writeln!(
+                f,
+                "time at this shard's share of the tenant's limit ({tenant} requests/s ÷ {shards} \
+                 shards = {} requests/s): {times}",
+                trim_float(share)
+            )?;
+        } else {
+            writeln!(
+                f,
+                "time at the tenant's limit ({tenant} requests/s, Jumio's default for retrieval): \
+                 {times}"
+            )?;
+        }
+        if self.requests_per_second > share + 1e-9 {
+            writeln!(
+                f,
+                "the job's rate ({} requests/s) is above {}: Jumio answers 429 beyond it and the \
+                 job slows down to what it allows, so the time at the limit is the one to expect",
+                trim_float(self.requests_per_second),
+                if shards > 1 {
+                    "this shard's share of the tenant's limit"
+                } else {
+                    "the tenant's limit"
+                }
+            )?;
+        }
+        writeln!(
+            f,
+            "shards share the tenant's limit: Jumio counts requests per tenant, not per machine, \
+             so N shards together still get about {tenant} requests/s and do not finish sooner \
+             than one; they bring storage, isolation and separate regional tenants"
         )
     }
 }

@@ -402,3 +402,98 @@ fn the_sbatch_script_runs_each_array_task_as_its_shard_against_the_simulator() {
     let want: BTreeSet<String> = refs.iter().map(|(r, _)| format!("{r}.zip")).collect();
     assert_eq!(exported, want, "the two tasks together export every reference once");
 }
+
+/// `plan` with `rate` and `shard` over `n` Netverify references: the budget and its text.
+fn plan_text(rate: f64, shard: Option<&str>, n: usize) -> (jumio_export::plan::Budget, String) {
+    let text = format!(
+        "[api]\nregion = \"us\"\nuser_agent = \"Plan Tests/1.0\"\n\n[limits]\nrequests_per_second = {rate}\n"
+    );
+    let overrides = jumio_export::job::Overrides {
+        shard: shard.map(|s| s.parse().unwrap()),
+        ..Default::default()
+    };
+    let job = jumio_export::job::parse(&text, Path::new("jobs/plan.toml"), &overrides).unwrap();
+    let refs: String = (0..n).map(|i| format!("n-{i}\n")).collect();
+    let input =
+        jumio_export::input::parse_input(refs.as_bytes(), "refs.txt", Kind::Netverify).unwrap();
+    let b = jumio_export::plan::budget(&job, &input).unwrap();
+    let shown = b.to_string();
+    (b, shown)
+}
+
+#[test]
+fn plan_states_the_time_at_the_tenants_limit_and_that_shards_share_it() {
+    let (fewest, most) = jumio_export::plan::requests_per_reference(
+        Kind::Netverify,
+        &jumio_export::job::parse(
+            "[api]\nregion = \"us\"\nuser_agent = \"Plan Tests/1.0\"\n",
+            Path::new("x.toml"),
+            &Default::default(),
+        )
+        .unwrap(),
+    );
+    // One machine, the job below the limit: at 10/s and at the tenant's 15/s.
+    let (b, shown) = plan_text(10.0, None, 6);
+    assert_eq!((b.total_min, b.total_max), (6 * fewest, 6 * most));
+    let line = format!(
+        "time at the tenant's limit (15 requests/s, Jumio's default for retrieval): {:.1} s (fewest) to {:.1} s (most)",
+        (6 * fewest) as f64 / 10.0,
+        (6 * most) as f64 / 10.0
+    );
+    // Below the limit the job's own rate is what bounds it.
+    assert!(shown.lines().any(|l| l == line), "missing {line:?} in\n{shown}");
+    assert!(!shown.contains("is above"), "{shown}");
+    assert!(shown.contains("shards share the tenant's limit"), "{shown}");
+    assert!(shown.contains("do not finish sooner than one"), "{shown}");
+
+    // Above the limit: the time at 15/s, and a warning.
+    let (b, shown) = plan_text(30.0, None, 6);
+    let line = format!(
+        "time at the tenant's limit (15 requests/s, Jumio's default for retrieval): {:.1} s (fewest) to {:.1} s (most)",
+        b.total_min as f64 / 15.0,
+        b.total_max as f64 / 15.0
+    );
+    assert!(shown.lines().any(|l| l == line), "missing {line:?} in\n{shown}");
+    assert!(
+        shown.contains("the job's rate (30 requests/s) is above the tenant's limit"),
+        "{shown}"
+    );
+
+    // Four shards of a 30/s job: each runs at 7.5/s, and so does its share of the tenant's 15/s
+    // — 3.75/s: four machines take as long as one at the limit.
+    let mut shard_times = Vec::new();
+    for k in 0..4 {
+        let (b, shown) = plan_text(30.0, Some(&format!("{k}/4")), 40);
+        let line = format!(
+            "time at this shard's share of the tenant's limit (15 requests/s ÷ 4 shards = 3.75 requests/s): {} (fewest) to {} (most)",
+            human(b.total_min as f64 / 3.75),
+            human(b.total_max as f64 / 3.75)
+        );
+        assert!(shown.lines().any(|l| l == line), "missing {line:?} in\n{shown}");
+        assert!(
+            shown.contains("the job's rate (7.5 requests/s) is above this shard's share"),
+            "{shown}"
+        );
+        assert!((b.tenant_seconds_max - b.total_max as f64 / 3.75).abs() < 1e-9);
+        shard_times.push(b.tenant_seconds_max);
+    }
+    // Four shards at their shares of the limit take, on average, exactly as long as one machine
+    // at the whole limit: more machines do not finish sooner against Jumio.
+    let (one, _) = plan_text(30.0, None, 40);
+    let mean = shard_times.iter().sum::<f64>() / 4.0;
+    assert!(
+        (mean - one.tenant_seconds_max).abs() < 1e-9,
+        "shards {shard_times:?}, one machine {}",
+        one.tenant_seconds_max
+    );
+}
+
+/// `plan`'s duration format: seconds with one decimal under a minute, else `Xm YYs`.
+fn human(secs: f64) -> String {
+    if secs < 60.0 {
+        return format!("{secs:.1} s");
+    }
+    let t = secs.round() as u64;
+    assert!(t < 3600, "the test keeps under an hour");
+    format!("{}m {:02}s", t / 60, t % 60)
+}
