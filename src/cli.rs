@@ -146,9 +146,7 @@ impl ExpectedFailure {
 fn parse_interval(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && (0.01..=86_400.0).contains(&v) => Ok(v),
-        _ => Err(format!(
-            "{s:?}: expected seconds between 0.01 and 86400"
-        )),
+        _ => Err(format!("{s:?}: expected seconds between 0.01 and 86400")),
     }
 }
 

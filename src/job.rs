@@ -80,10 +80,12 @@ impl FromStr for ShardArg {
         if s.trim() == "auto" {
             return Ok(ShardArg::Auto);
         }
-        s.parse().map(ShardArg::Fixed).map_err(|e: ShardError| ShardError {
-            problem: format!("{} (or `auto`)", e.problem),
-            ..e
-        })
+        s.parse()
+            .map(ShardArg::Fixed)
+            .map_err(|e: ShardError| ShardError {
+                problem: format!("{} (or `auto`)", e.problem),
+                ..e
+            })
     }
 }
 

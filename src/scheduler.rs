@@ -35,7 +35,10 @@ const INDEX_VARS: [(&str, &str); 4] = [
 
 /// Reads this copy's shard from `env` (a variable's value, `None` when unset); `count` is
 /// `--shard-count`. The error says what is missing or wrong, naming the variables.
-pub fn detect(env: &dyn Fn(&str) -> Option<String>, count: Option<u32>) -> Result<Detected, String> {
+pub fn detect(
+    env: &dyn Fn(&str) -> Option<String>,
+    count: Option<u32>,
+) -> Result<Detected, String> {
     let set: Vec<(&str, &str)> = INDEX_VARS
         .iter()
         .copied()
@@ -55,18 +58,22 @@ pub fn detect(env: &dyn Fn(&str) -> Option<String>, count: Option<u32>) -> Resul
             return Err(format!(
                 "--shard auto: ambiguous: {} are all set; the index must come from one scheduler: \
                  unset the others or give --shard K/N",
-                many.iter().map(|(_, v)| *v).collect::<Vec<_>>().join(" and ")
+                many.iter()
+                    .map(|(_, v)| *v)
+                    .collect::<Vec<_>>()
+                    .join(" and ")
             ));
         }
     };
-    let number = |var: &str| -> Result<Option<u32>, String> {
-        match env(var) {
-            None => Ok(None),
-            Some(v) => v.trim().parse::<u32>().map(Some).map_err(|_| {
-                format!("--shard auto: {var}={v:?} is not a non-negative integer")
-            }),
-        }
-    };
+    let number =
+        |var: &str| -> Result<Option<u32>, String> {
+            match env(var) {
+                None => Ok(None),
+                Some(v) => v.trim().parse::<u32>().map(Some).map_err(|_| {
+                    format!("--shard auto: {var}={v:?} is not a non-negative integer")
+                }),
+            }
+        };
     let required = |var: &str| -> Result<u32, String> {
         number(var)?.ok_or_else(|| format!("--shard auto: {var} is not set"))
     };
@@ -151,7 +158,10 @@ mod tests {
         }
     }
 
-    fn shard(vars: &[(&str, &str)], count: Option<u32>) -> Result<(u32, u32, &'static str), String> {
+    fn shard(
+        vars: &[(&str, &str)],
+        count: Option<u32>,
+    ) -> Result<(u32, u32, &'static str), String> {
         detect(&env(vars), count).map(|d| (d.shard.index, d.shard.count, d.scheduler))
     }
 
@@ -198,21 +208,46 @@ mod tests {
         );
     }
 
+    /// Variables a test sets: name, value.
+    type Vars<'a> = &'a [(&'a str, &'a str)];
+
     #[test]
     fn absent_inconsistent_or_ambiguous_variables_are_errors_naming_them() {
-        let cases: [(&[(&str, &str)], Option<u32>, &str); 10] = [
-            (&[], Some(4), "none of JOB_COMPLETION_INDEX, AWS_BATCH_JOB_ARRAY_INDEX"),
-            (&[("JOB_COMPLETION_INDEX", "1")], None, "give --shard-count"),
-            (&[("JOB_COMPLETION_INDEX", "4")], Some(4), "index 4 (from JOB_COMPLETION_INDEX)"),
-            (&[("JOB_COMPLETION_INDEX", "x")], Some(4), "JOB_COMPLETION_INDEX=\"x\""),
-            (&[("AWS_BATCH_JOB_ARRAY_INDEX", "1")], None, "AWS_BATCH_JOB_ARRAY_SIZE or --shard-count"),
+        let cases: [(Vars, Option<u32>, &str); 10] = [
             (
-                &[("AWS_BATCH_JOB_ARRAY_INDEX", "1"), ("AWS_BATCH_JOB_ARRAY_SIZE", "4")],
+                &[],
+                Some(4),
+                "none of JOB_COMPLETION_INDEX, AWS_BATCH_JOB_ARRAY_INDEX",
+            ),
+            (&[("JOB_COMPLETION_INDEX", "1")], None, "give --shard-count"),
+            (
+                &[("JOB_COMPLETION_INDEX", "4")],
+                Some(4),
+                "index 4 (from JOB_COMPLETION_INDEX)",
+            ),
+            (
+                &[("JOB_COMPLETION_INDEX", "x")],
+                Some(4),
+                "JOB_COMPLETION_INDEX=\"x\"",
+            ),
+            (
+                &[("AWS_BATCH_JOB_ARRAY_INDEX", "1")],
+                None,
+                "AWS_BATCH_JOB_ARRAY_SIZE or --shard-count",
+            ),
+            (
+                &[
+                    ("AWS_BATCH_JOB_ARRAY_INDEX", "1"),
+                    ("AWS_BATCH_JOB_ARRAY_SIZE", "4"),
+                ],
                 Some(5),
                 "AWS_BATCH_JOB_ARRAY_SIZE=4 disagrees with --shard-count 5",
             ),
             (
-                &[("SLURM_ARRAY_TASK_ID", "3"), ("SLURM_ARRAY_TASK_COUNT", "4")],
+                &[
+                    ("SLURM_ARRAY_TASK_ID", "3"),
+                    ("SLURM_ARRAY_TASK_COUNT", "4"),
+                ],
                 None,
                 "SLURM_ARRAY_TASK_MIN is not set",
             ),
@@ -226,7 +261,11 @@ mod tests {
                 None,
                 "SLURM_ARRAY_TASK_STEP=2",
             ),
-            (&[("CLOUD_RUN_TASK_INDEX", "0")], None, "CLOUD_RUN_TASK_COUNT is not set"),
+            (
+                &[("CLOUD_RUN_TASK_INDEX", "0")],
+                None,
+                "CLOUD_RUN_TASK_COUNT is not set",
+            ),
             (
                 &[("JOB_COMPLETION_INDEX", "0"), ("CLOUD_RUN_TASK_INDEX", "0")],
                 Some(2),
@@ -248,6 +287,9 @@ mod tests {
             None,
         )
         .unwrap_err();
-        assert!(err.contains("index 6 (from SLURM_ARRAY_TASK_ID) is not below the count 3"), "{err}");
+        assert!(
+            err.contains("index 6 (from SLURM_ARRAY_TASK_ID) is not below the count 3"),
+            "{err}"
+        );
     }
 }

@@ -609,7 +609,11 @@ async fn a_content_length_longer_than_the_body_is_network_after_retries() {
     let o = run_pair(&s).await;
     let row = failed(&o, BAD, "NETWORK", "image");
     assert_eq!(row["attempts"], "2");
-    assert_eq!(s.hits(&front), 4, "max_retries = 1: two attempts, and two more in the second round a transient failure gets before the run ends");
+    assert_eq!(
+        s.hits(&front),
+        4,
+        "max_retries = 1: two attempts, and two more in the second round a transient failure gets before the run ends"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -733,7 +737,11 @@ async fn a_reset_mid_body_is_network_after_retries() {
     let o = run_pair(&s).await;
     let row = failed(&o, BAD, "NETWORK", "image");
     assert_eq!(row["attempts"], "2");
-    assert_eq!(s.hits(&front), 4, "max_retries = 1: two attempts, and two more in the second round a transient failure gets before the run ends");
+    assert_eq!(
+        s.hits(&front),
+        4,
+        "max_retries = 1: two attempts, and two more in the second round a transient failure gets before the run ends"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -747,7 +755,11 @@ async fn a_server_that_never_answers_is_network_in_bounded_time() {
     let o = run_with(&s.base(), format!("{OK}\n{BAD}\n").as_bytes(), &limits).await;
     let row = failed(&o, BAD, "NETWORK", "status");
     assert_eq!(row["attempts"], "2");
-    assert_eq!(s.hits(&scan(BAD)), 4, "max_retries = 1: two attempts, and two more in the second round a transient failure gets before the run ends");
+    assert_eq!(
+        s.hits(&scan(BAD)),
+        4,
+        "max_retries = 1: two attempts, and two more in the second round a transient failure gets before the run ends"
+    );
     // Two rounds of two 1 s timeouts and one backoff of at most 0.5 s, plus slack for a loaded
     // machine.
     assert!(o.elapsed < Duration::from_secs(10), "took {:?}", o.elapsed);
@@ -809,7 +821,11 @@ async fn a_500_forever_is_http_error_after_retries() {
     let o = run_pair(&s).await;
     let row = failed(&o, BAD, "HTTP_ERROR", "images");
     assert_eq!(row["http_status"], "500");
-    assert_eq!(s.hits(&images), 4, "max_retries = 1: two attempts, and two more in the second round a transient failure gets before the run ends");
+    assert_eq!(
+        s.hits(&images),
+        4,
+        "max_retries = 1: two attempts, and two more in the second round a transient failure gets before the run ends"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

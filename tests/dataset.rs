@@ -741,7 +741,8 @@ fn a_failure_a_later_run_exports_leaves_failures_csv() {
     let dir = tempfile::tempdir().unwrap();
     // An API answering nothing but 5xx is an outage: the job would pause for it (up to
     // max_outage_seconds) before the failures count; here it stops pausing after a second.
-    let job_text = job_toml(4, "").replace("max_retries = 2", "max_retries = 2\nmax_outage_seconds = 1");
+    let job_text =
+        job_toml(4, "").replace("max_retries = 2", "max_retries = 2\nmax_outage_seconds = 1");
     let (job, all) = job_files(dir.path(), &job_text, "all.csv", &refs_csv(&refs));
     let out = dir.path().join("out");
 

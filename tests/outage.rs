@@ -92,7 +92,11 @@ fn the_api_gone_for_30_seconds_mid_run_pauses_the_job_and_every_reference_is_exp
         "the outage was mid-run: {before} requests before it, {after} after"
     );
     let report = read_json(&out.join("report.json"));
-    assert_eq!(report["outcomes"]["exported"], refs.len() as u64, "{report}");
+    assert_eq!(
+        report["outcomes"]["exported"],
+        refs.len() as u64,
+        "{report}"
+    );
     assert_eq!(report["outcomes"]["failed"], 0, "{report}");
     let failures = std::fs::read_to_string(out.join("failures.csv")).unwrap_or_default();
     assert!(
@@ -101,7 +105,10 @@ fn the_api_gone_for_30_seconds_mid_run_pauses_the_job_and_every_reference_is_exp
     );
     // The pause is in the report and in the log, without a path or a reference.
     let requests = &report["requests"];
-    assert!(requests["outage_pauses"].as_u64().unwrap() >= 1, "{requests}");
+    assert!(
+        requests["outage_pauses"].as_u64().unwrap() >= 1,
+        "{requests}"
+    );
     let paused = requests["outage_paused_seconds"].as_f64().unwrap();
     let down = outage().as_secs_f64();
     assert!(

@@ -153,8 +153,14 @@ fn progress_json_lines_parse_grow_and_end_agreeing_with_the_report() {
         last["throttled"], requests["too_many_requests"],
         "{last} vs {report}"
     );
-    assert_eq!(last["bytes"], requests["bytes_received"], "{last} vs {report}");
+    assert_eq!(
+        last["bytes"], requests["bytes_received"],
+        "{last} vs {report}"
+    );
     assert_eq!(last["outage_pauses"], requests["outage_pauses"]);
-    assert!(requests["too_many_requests"].as_u64().unwrap() > 0, "no 429 seen");
+    assert!(
+        requests["too_many_requests"].as_u64().unwrap() > 0,
+        "no 429 seen"
+    );
     assert!(outcomes["failed"].as_u64().unwrap() > 0 && outcomes["exported"].as_u64().unwrap() > 0);
 }

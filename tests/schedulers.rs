@@ -42,6 +42,9 @@ const SCHEDULER_VARS: &[&str] = &[
     "CLOUD_RUN_TASK_COUNT",
 ];
 
+/// Variables a case sets: name, value.
+type Vars<'a> = &'a [(&'a str, &'a str)];
+
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
 }
@@ -74,7 +77,7 @@ fn plan_auto(dir: &Path, vars: &[(&str, &str)], extra: &[&str]) -> Output {
 #[test]
 fn shard_auto_takes_the_shard_from_each_schedulers_variables() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, &[(&str, &str)], &[&str], &str); 5] = [
+    let cases: [(&str, Vars, &[&str], &str); 5] = [
         (
             "kubernetes",
             &[("JOB_COMPLETION_INDEX", "2")],
@@ -125,13 +128,13 @@ fn shard_auto_takes_the_shard_from_each_schedulers_variables() {
 #[test]
 fn shard_auto_exits_2_naming_the_variables_when_absent_inconsistent_or_ambiguous() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&[(&str, &str)], &[&str], &str); 5] = [
-        (&[], &[], "none of JOB_COMPLETION_INDEX, AWS_BATCH_JOB_ARRAY_INDEX"),
+    let cases: [(Vars, &[&str], &str); 5] = [
         (
-            &[("JOB_COMPLETION_INDEX", "0")],
             &[],
-            "give --shard-count",
+            &[],
+            "none of JOB_COMPLETION_INDEX, AWS_BATCH_JOB_ARRAY_INDEX",
         ),
+        (&[("JOB_COMPLETION_INDEX", "0")], &[], "give --shard-count"),
         (
             &[("CLOUD_RUN_TASK_INDEX", "2"), ("CLOUD_RUN_TASK_COUNT", "2")],
             &[],
@@ -190,7 +193,12 @@ fn exit_zero_on_makes_expected_failures_a_success_for_the_scheduler() {
     let o = run("plain", &[]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let o = run("pending-only", &["--exit-zero-on", "pending"]);
-    assert_eq!(o.status.code(), Some(1), "a NOT_FOUND remains: {}", text(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a NOT_FOUND remains: {}",
+        text(&o)
+    );
     let o = run("both", &["--exit-zero-on", "pending,not_found"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     // They are still follow-ups of the dataset.
@@ -250,11 +258,17 @@ fn the_kubernetes_indexed_job_holds_the_settings_the_docs_name() {
         .iter()
         .filter_map(|v| v.as_u64())
         .collect();
-    assert_eq!(codes, BTreeSet::from([2, 3]), "usage and fatal stop the Job");
-    assert!(rules.iter().any(|r| r["action"] == "Ignore"
-        && strings(&r["onPodConditions"])
-            .iter()
-            .any(|c| c["type"] == "DisruptionTarget")));
+    assert_eq!(
+        codes,
+        BTreeSet::from([2, 3]),
+        "usage and fatal stop the Job"
+    );
+    assert!(rules.iter().any(|r| {
+        r["action"] == "Ignore"
+            && strings(&r["onPodConditions"])
+                .iter()
+                .any(|c| c["type"] == "DisruptionTarget")
+    }));
     let container = &spec["template"]["spec"]["containers"][0];
     let args = strings(&container["args"]);
     assert_eq!(arg_after(&args, "--shard"), Some("auto"));
@@ -263,7 +277,10 @@ fn the_kubernetes_indexed_job_holds_the_settings_the_docs_name() {
         spec["completions"].as_u64(),
         "--shard-count must equal completions"
     );
-    assert_eq!(arg_after(&args, "--exit-zero-on"), Some("pending,not_found"));
+    assert_eq!(
+        arg_after(&args, "--exit-zero-on"),
+        Some("pending,not_found")
+    );
     let fail_codes = container["name"].clone();
     assert_eq!(fail_job["onExitCodes"]["containerName"], fail_codes);
     let env: BTreeSet<&str> = container["env"]
@@ -300,7 +317,10 @@ fn the_cloud_run_job_holds_the_settings_the_docs_name() {
     assert!(task["maxRetries"].as_u64().is_some());
     let args = strings(&task["containers"][0]["args"]);
     assert_eq!(arg_after(&args, "--shard"), Some("auto"));
-    assert_eq!(arg_after(&args, "--exit-zero-on"), Some("pending,not_found"));
+    assert_eq!(
+        arg_after(&args, "--exit-zero-on"),
+        Some("pending,not_found")
+    );
 }
 
 #[test]
@@ -311,7 +331,10 @@ fn the_aws_batch_job_definition_holds_the_settings_the_docs_name() {
     let container = &def["containerProperties"];
     let command = strings(&container["command"]);
     assert_eq!(arg_after(&command, "--shard"), Some("auto"));
-    assert_eq!(arg_after(&command, "--exit-zero-on"), Some("pending,not_found"));
+    assert_eq!(
+        arg_after(&command, "--exit-zero-on"),
+        Some("pending,not_found")
+    );
     // Batch sets only the index: the size comes from the definition's environment.
     let size = strings(&container["environment"])
         .into_iter()
@@ -388,7 +411,9 @@ fn the_sbatch_script_runs_each_array_task_as_its_shard_against_the_simulator() {
         // The script asks for JSON progress: its last line is on stderr.
         let stderr = String::from_utf8_lossy(&o.stderr);
         assert!(
-            stderr.lines().any(|l| l.starts_with("{\"event\":\"progress\"")),
+            stderr
+                .lines()
+                .any(|l| l.starts_with("{\"event\":\"progress\"")),
             "{stderr}"
         );
         let n = report["outcomes"]["exported"].as_u64().unwrap();
@@ -400,7 +425,10 @@ fn the_sbatch_script_runs_each_array_task_as_its_shard_against_the_simulator() {
         exported = archives;
     }
     let want: BTreeSet<String> = refs.iter().map(|(r, _)| format!("{r}.zip")).collect();
-    assert_eq!(exported, want, "the two tasks together export every reference once");
+    assert_eq!(
+        exported, want,
+        "the two tasks together export every reference once"
+    );
 }
 
 /// `plan` with `rate` and `shard` over `n` Netverify references: the budget and its text.
@@ -441,7 +469,10 @@ fn plan_states_the_time_at_the_tenants_limit_and_that_shards_share_it() {
         (6 * most) as f64 / 10.0
     );
     // Below the limit the job's own rate is what bounds it.
-    assert!(shown.lines().any(|l| l == line), "missing {line:?} in\n{shown}");
+    assert!(
+        shown.lines().any(|l| l == line),
+        "missing {line:?} in\n{shown}"
+    );
     assert!(!shown.contains("is above"), "{shown}");
     assert!(shown.contains("shards share the tenant's limit"), "{shown}");
     assert!(shown.contains("do not finish sooner than one"), "{shown}");
@@ -453,7 +484,10 @@ fn plan_states_the_time_at_the_tenants_limit_and_that_shards_share_it() {
         b.total_min as f64 / 15.0,
         b.total_max as f64 / 15.0
     );
-    assert!(shown.lines().any(|l| l == line), "missing {line:?} in\n{shown}");
+    assert!(
+        shown.lines().any(|l| l == line),
+        "missing {line:?} in\n{shown}"
+    );
     assert!(
         shown.contains("the job's rate (30 requests/s) is above the tenant's limit"),
         "{shown}"
@@ -469,7 +503,10 @@ fn plan_states_the_time_at_the_tenants_limit_and_that_shards_share_it() {
             human(b.total_min as f64 / 3.75),
             human(b.total_max as f64 / 3.75)
         );
-        assert!(shown.lines().any(|l| l == line), "missing {line:?} in\n{shown}");
+        assert!(
+            shown.lines().any(|l| l == line),
+            "missing {line:?} in\n{shown}"
+        );
         assert!(
             shown.contains("the job's rate (7.5 requests/s) is above this shard's share"),
             "{shown}"

@@ -368,7 +368,11 @@ mod tests {
     async fn scattered_failures_among_answers_never_open_it() {
         let b = Breaker::new(opts());
         for i in 0..200u64 {
-            let outcome = if i % 4 == 0 { fail(i) } else { Outcome::Answered };
+            let outcome = if i % 4 == 0 {
+                fail(i)
+            } else {
+                Outcome::Answered
+            };
             assert!(b.record(Admission::Normal, outcome));
         }
         assert_eq!(b.state(), State::Closed);
@@ -389,7 +393,10 @@ mod tests {
             tokio::spawn(async move { (b.admit().await, Instant::now()) })
         };
         tokio::time::sleep(Duration::from_secs(5)).await;
-        assert!(!other.is_finished(), "a second request went out while probing");
+        assert!(
+            !other.is_finished(),
+            "a second request went out while probing"
+        );
         // The probe fails: open again for twice as long; its failure does not count.
         assert!(!b.record(Admission::Probe, fail(1)));
         assert_eq!(b.state(), State::Open);
