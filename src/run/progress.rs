@@ -169,11 +169,6 @@ impl Progress {
         Progress { inner: Some(inner) }
     }
 
-    /// Nothing shown (tests, library callers).
-    pub fn none() -> Self {
-        Progress { inner: None }
-    }
-
     fn bump(&self, exported: bool) {
         if let Some(i) = &self.inner {
             let (e, f) = if exported {
