@@ -11,6 +11,10 @@
 //! slows the shared limiter down and does not use up the request's `max_retries`; the time a
 //! request waits after 429s is bounded instead (`[limits] max_throttle_seconds`; then `HTTP_ERROR`
 //! with status 429).
+//!
+//! Before every attempt the job-wide circuit breaker ([`super::breaker`]) is asked too: while the
+//! API fails across the board every request waits there, one probe at a time goes out, and a
+//! failure during the outage does not use up the request's `max_retries`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
