@@ -89,33 +89,32 @@ pub async fn drive(
                 };
                 (item, poll_once, None)
             };
-            let ctx = ctx.clone();
+            let (ctx, tx, progress) = (ctx.clone(), tx.clone(), progress.clone());
             progress.started();
+            // Each task hands its result to the sink itself, as it finishes (nothing waits in
+            // the task set); only a first try's transient failure comes back here, to be held.
             tasks.spawn(async move {
                 let done = one_reference(&ctx, item.clone(), poll_once).await;
-                (item, poll_once, first_try, done)
+                progress.settled();
+                let done = match (done, first_try) {
+                    (Done::Failed(row), None)
+                        if is_transient(&row) && !ctx.shutdown.is_stopping() =>
+                    {
+                        return Some((item, poll_once, row));
+                    }
+                    // The run stopped before the second try got anywhere: the first try's row
+                    // stands.
+                    (Done::NotStarted, Some(row)) => Done::Failed(row),
+                    (done, _) => done,
+                };
+                progress.record(&done);
+                let _ = tx.send(done).await;
+                None
             });
         }
-        let joined = tasks.join_next().await;
-        if joined.is_some() {
-            progress.settled();
-        }
-        match joined {
-            Some(Ok((item, poll_once, first_try, done))) => match (done, first_try) {
-                (Done::Failed(row), None) if is_transient(&row) && !ctx.shutdown.is_stopping() => {
-                    held.push((item, poll_once, row));
-                }
-                // The run stopped before the second try got anywhere: the first try's row stands.
-                (Done::NotStarted, Some(row)) => {
-                    let done = Done::Failed(row);
-                    progress.record(&done);
-                    let _ = tx.send(done).await;
-                }
-                (done, _) => {
-                    progress.record(&done);
-                    let _ = tx.send(done).await;
-                }
-            },
+        match tasks.join_next().await {
+            Some(Ok(Some(first_try))) => held.push(first_try),
+            Some(Ok(None)) => {}
             Some(Err(_)) => {}
             None if again.is_none() && !held.is_empty() && !ctx.shutdown.is_stopping() => {
                 tracing::info!(
