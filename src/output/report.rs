@@ -8,6 +8,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::api::timeline::{LatencySummary, Timeline};
 use crate::spill::{self, ExternalSort};
 
 /// The whole report, serialised as `report.json` (and as the `report` of the run's commit).
@@ -64,6 +65,48 @@ pub struct Requests {
     pub bytes_received: u64,
     /// `{endpoint: {status: count}}`; status 0 = no response (network error).
     pub by_endpoint: BTreeMap<String, BTreeMap<String, u64>>,
+    /// The rate limiter's configured ceiling for this run (after `--rate` and the shard's
+    /// share), in requests per second; `None` when the run sent nothing through a limiter.
+    pub limit_per_second: Option<f64>,
+    /// Requests, 429s, retries and failures per time bucket since the run started.
+    pub timeline: TimelineReport,
+    /// Latency from sending a request to its response headers (or its failure), per endpoint.
+    pub latency_ms: BTreeMap<String, LatencySummary>,
+}
+
+/// [`crate::api::timeline::Timeline`] as the report stores it: one array per series, element
+/// `i` covering seconds `[i × bucket_seconds, (i + 1) × bucket_seconds)` after the start.
+#[derive(Debug, Default, Serialize, PartialEq)]
+pub struct TimelineReport {
+    /// Seconds each element spans (1, doubled whenever a long run needs more than 600).
+    pub bucket_seconds: u64,
+    /// Requests sent (each attempt), by the time they were answered or failed.
+    pub requests: Vec<u64>,
+    /// Of them, answered 429.
+    pub too_many_requests: Vec<u64>,
+    /// Retries decided.
+    pub retries: Vec<u64>,
+    /// Requests without a response (refused, reset, timed out).
+    pub network_errors: Vec<u64>,
+    /// Requests answered 5xx.
+    pub server_errors: Vec<u64>,
+}
+
+impl TimelineReport {
+    /// The series of a timeline.
+    pub fn of(t: &Timeline) -> Self {
+        let series = |f: fn(&crate::api::timeline::Bucket) -> u64| -> Vec<u64> {
+            t.buckets().iter().map(f).collect()
+        };
+        TimelineReport {
+            bucket_seconds: t.bucket_seconds(),
+            requests: series(|b| b.requests),
+            too_many_requests: series(|b| b.too_many_requests),
+            retries: series(|b| b.retries),
+            network_errors: series(|b| b.network_errors),
+            server_errors: series(|b| b.server_errors),
+        }
+    }
 }
 
 impl Requests {
@@ -83,6 +126,13 @@ impl Requests {
             throttled_seconds: stats.throttled_wait().as_secs_f64(),
             bytes_received: stats.bytes_received(),
             by_endpoint,
+            limit_per_second: None,
+            timeline: TimelineReport::of(&stats.timeline()),
+            latency_ms: stats
+                .latencies()
+                .iter()
+                .map(|(endpoint, h)| (endpoint.to_string(), LatencySummary::of(h)))
+                .collect(),
         }
     }
 }
@@ -200,23 +250,34 @@ pub fn timestamp(t: DateTime<Utc>) -> String {
 pub const ROOT_HASH_METHOD: &str =
     "sha256 over one line per archive, \"<reference>  <archive sha256>\\n\", sorted by reference";
 
-/// Writes `value` as `dir/report.json` atomically: a temporary name of this process (shards
-/// writing one location at once never share one), fsync, rename, directory fsync.
+/// Writes `value` as `dir/report.json` atomically (see [`write_atomic`]).
 pub fn write_json(
     dir: &Path,
     modes: super::fsmode::Modes,
     value: &impl Serialize,
 ) -> std::io::Result<()> {
-    let tmp = dir.join(format!(".report.json.{}.tmp", std::process::id()));
     let mut text = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
     text.push(b'\n');
+    write_atomic(dir, modes, "report.json", &text)
+}
+
+/// Writes `bytes` as `dir/{name}` atomically: a temporary name of this process
+/// (`.{name}.{pid}.tmp`, so shards writing one location at once never share one), fsync,
+/// rename, directory fsync.
+pub fn write_atomic(
+    dir: &Path,
+    modes: super::fsmode::Modes,
+    name: &str,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     {
         use std::io::Write;
         let mut f = modes.create_file(&tmp)?;
-        f.write_all(&text)?;
+        f.write_all(bytes)?;
         f.sync_all()?;
     }
-    std::fs::rename(&tmp, dir.join("report.json"))?;
+    std::fs::rename(&tmp, dir.join(name))?;
     super::fsmode::sync_dir(dir)?;
     Ok(())
 }

@@ -282,6 +282,20 @@ impl OutputLocation {
         })
     }
 
+    /// Writes `report.html` (temporary name, fsync, rename), like `report.json`.
+    pub fn write_report_html(&self, html: &str) -> Result<(), RunError> {
+        crate::output::report::write_atomic(
+            &self.root,
+            self.modes,
+            dataset::REPORT_HTML,
+            html.as_bytes(),
+        )
+        .map_err(|e| RunError::Output {
+            what: dataset::REPORT_HTML.into(),
+            message: e.to_string(),
+        })
+    }
+
     /// Removes what dead runs left that no commit lists: temporaries of archives, claims, parts
     /// and commit records, and finished parts of a run that died before its commit (they were
     /// never part of the dataset, and would otherwise show up in every glob of its tables). A

@@ -291,7 +291,10 @@ fn run_facts(
         run: location.run().to_string(),
         interrupted: shutdown.reason().is_some(),
         outcomes: outcomes(written, already, input.duplicates as u64),
-        requests: Requests::from_stats(client.stats()),
+        requests: Requests {
+            limit_per_second: Some(client.limiter().configured_rate()),
+            ..Requests::from_stats(client.stats())
+        },
         bytes_written: written.bytes_written,
         archives: written.archives,
         root_hash: written.root_hash.clone(),
