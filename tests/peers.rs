@@ -1,5 +1,6 @@
 //! Peers: the programs and system capabilities some tests check the export against — `unzip`,
-//! 7-Zip, `sha256sum`, DuckDB and sqlglot (Python modules), a tmpfs mount for the disk-full tests,
+//! 7-Zip, `sha256sum`, DuckDB and sqlglot (Python modules), headless Chromium for `report.html`,
+//! a tmpfs mount for the disk-full tests,
 //! and throw-away PostgreSQL clusters for the warehouse tests ([`PgServer`]).
 //!
 //! On a developer machine a missing peer skips that check, with a line on stderr saying so.
@@ -55,6 +56,35 @@ pub fn require(name: &str) -> Option<PathBuf> {
     match on_path(name) {
         Some(p) => Some(p),
         None => unavailable(&format!("`{name}`"), "it is not on PATH"),
+    }
+}
+
+/// The variable naming a Chromium (or Chrome) binary for the report tests; else `chromium`,
+/// `chromium-browser` or `google-chrome` on `PATH` (`.ci/run` installs Debian's `chromium`).
+pub const CHROMIUM_VAR: &str = "JUMIO_TEST_CHROMIUM";
+
+/// A headless-capable Chromium: [`CHROMIUM_VAR`] when set (and then it must exist), else the
+/// first of `chromium`, `chromium-browser`, `google-chrome` on `PATH`. `None` (skip) when none
+/// is, a panic under CI.
+pub fn require_chromium() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(CHROMIUM_VAR) {
+        let p = PathBuf::from(p);
+        assert!(
+            is_executable(&p),
+            "{CHROMIUM_VAR}={} is not an executable",
+            p.display()
+        );
+        return Some(p);
+    }
+    match ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .find_map(|name| on_path(name))
+    {
+        Some(p) => Some(p),
+        None => unavailable(
+            "Chromium",
+            &format!("{CHROMIUM_VAR} is not set and no chromium is on PATH"),
+        ),
     }
 }
 

@@ -16,6 +16,8 @@ mod flatten;
 mod pipeline;
 // The location as a dataset: batches, reruns that fetch and read nothing, shards and overlapping runs.
 mod dataset;
+// report.html rendered by headless Chromium (DOM, screenshot, PDF) and checked against report.json.
+mod report_html;
 // Resuming after kill -9 and Ctrl-C, stale temporaries, the once-a-day rule, the directory lock.
 mod resume;
 // The simulator: documented shapes, auth rules, determinism, faults, request log.

@@ -218,7 +218,10 @@ fn run_section(h: &mut String, r: &Value) {
     let q = |k: &str| num(r, &["requests", k]);
     let interrupted = r.get("interrupted").and_then(Value::as_bool) == Some(true);
     let (class, status) = if interrupted {
-        ("bad", "interrupted: run the same command again to resume".to_string())
+        (
+            "bad",
+            "interrupted: run the same command again to resume".to_string(),
+        )
     } else if o("failed") + o("not_started") > 0 {
         (
             "warn",
@@ -254,7 +257,12 @@ fn run_section(h: &mut String, r: &Value) {
     );
     card(h, "run-failed", &grouped(o("failed")), "not exported");
     card(h, "run-requests", &grouped(q("total")), "requests");
-    card(h, "run-429", &grouped(q("too_many_requests")), "answered 429");
+    card(
+        h,
+        "run-429",
+        &grouped(q("too_many_requests")),
+        "answered 429",
+    );
     card(h, "run-retries", &grouped(q("retries")), "retries");
     card(
         h,
@@ -311,15 +319,56 @@ fn run_section(h: &mut String, r: &Value) {
     // Identity of the run.
     h.push_str("<h3>Run identity</h3><table>");
     let rows: [(&str, &str, String); 9] = [
-        ("tool", "tool", format!("{} {}", str_at(r, &["tool"]), str_at(r, &["tool_version"]))),
-        ("run", "run id (commit)", format!("commits/{}.json", str_at(r, &["run"]))),
-        ("job-sha256", "job file sha256", str_at(r, &["job_sha256"]).into()),
-        ("input-sha256", "input list sha256", str_at(r, &["input_sha256"]).into()),
-        ("archives", "archives listed by its commit", grouped(num(r, &["archives"]))),
+        (
+            "tool",
+            "tool",
+            format!("{} {}", str_at(r, &["tool"]), str_at(r, &["tool_version"])),
+        ),
+        (
+            "run",
+            "run id (commit)",
+            format!("commits/{}.json", str_at(r, &["run"])),
+        ),
+        (
+            "job-sha256",
+            "job file sha256",
+            str_at(r, &["job_sha256"]).into(),
+        ),
+        (
+            "input-sha256",
+            "input list sha256",
+            str_at(r, &["input_sha256"]).into(),
+        ),
+        (
+            "archives",
+            "archives listed by its commit",
+            grouped(num(r, &["archives"])),
+        ),
         ("root-hash", "root hash", str_at(r, &["root_hash"]).into()),
-        ("root-hash-method", "root hash method", str_at(r, &["root_hash_method"]).into()),
-        ("bytes-written", "bytes written (archives and parts)", format!("{} ({} bytes)", human_bytes(num(r, &["bytes_written"])), grouped(num(r, &["bytes_written"])))),
-        ("throttled", "seconds requests waited after 429s (summed)", format!("{:.1}", at(r, &["requests", "throttled_seconds"]).and_then(Value::as_f64).unwrap_or(0.0))),
+        (
+            "root-hash-method",
+            "root hash method",
+            str_at(r, &["root_hash_method"]).into(),
+        ),
+        (
+            "bytes-written",
+            "bytes written (archives and parts)",
+            format!(
+                "{} ({} bytes)",
+                human_bytes(num(r, &["bytes_written"])),
+                grouped(num(r, &["bytes_written"]))
+            ),
+        ),
+        (
+            "throttled",
+            "seconds requests waited after 429s (summed)",
+            format!(
+                "{:.1}",
+                at(r, &["requests", "throttled_seconds"])
+                    .and_then(Value::as_f64)
+                    .unwrap_or(0.0)
+            ),
+        ),
     ];
     for (id, label, value) in rows {
         let _ = write!(
@@ -357,10 +406,13 @@ fn charts(h: &mut String, r: &Value, secs: Option<f64>) {
         "<p>Requests per second, each point the average over {} s{}; peak <span id=\"rate-peak\">{:.1}</span>/s{}.</p>",
         width,
         limit
-            .map(|l| format!(", against the configured limit of <span id=\"rate-limit\">{l:.1}</span>/s (dashed)"))
+            .map(|l| format!(
+                ", against the configured limit of <span id=\"rate-limit\">{l:.1}</span>/s (dashed)"
+            ))
             .unwrap_or_default(),
         peak,
-        mean.map(|m| format!(", mean over the run {m:.1}/s")).unwrap_or_default()
+        mean.map(|m| format!(", mean over the run {m:.1}/s"))
+            .unwrap_or_default()
     );
     let limit_line = limit.map(|l| (l, "#cf222e"));
     h.push_str("<section class=\"chart\">");
@@ -418,7 +470,12 @@ fn line_chart(
     const B: f64 = 28.0; // bottom margin for the x labels
     const T: f64 = 10.0;
     const R: f64 = 12.0;
-    let n = series.iter().map(|(s, _)| s.len()).max().unwrap_or(0).max(1);
+    let n = series
+        .iter()
+        .map(|(s, _)| s.len())
+        .max()
+        .unwrap_or(0)
+        .max(1);
     let top = series
         .iter()
         .flat_map(|(s, _)| s.iter().cloned())
@@ -488,10 +545,10 @@ fn line_chart(
     s
 }
 
-/// The smallest 1, 2 or 5 × 10^k at or above `v`.
+/// The smallest 1, 2, 4 or 8 × 10^k at or above `v` (a quarter of it, the grid step, stays short).
 fn nice_ceiling(v: f64) -> f64 {
     let mag = 10f64.powf(v.log10().floor());
-    [1.0, 2.0, 5.0, 10.0]
+    [1.0, 2.0, 4.0, 8.0, 10.0]
         .iter()
         .map(|m| m * mag)
         .find(|c| *c >= v - 1e-9)
@@ -550,13 +607,7 @@ fn endpoint_table(h: &mut String, r: &Value) {
             .as_object()
             .into_iter()
             .flatten()
-            .map(|(status, n)| {
-                format!(
-                    "{}: {}",
-                    escape(status),
-                    grouped(n.as_u64().unwrap_or(0))
-                )
-            })
+            .map(|(status, n)| format!("{}: {}", escape(status), grouped(n.as_u64().unwrap_or(0))))
             .collect();
         let _ = write!(
             h,
@@ -571,17 +622,42 @@ fn endpoint_table(h: &mut String, r: &Value) {
 fn dataset_section(h: &mut String, commits: &[CommitSummary], follow_ups: &[Recorded]) {
     let sum = |f: fn(&CommitSummary) -> u64| commits.iter().map(f).sum::<u64>();
     h.push_str("<h2>The dataset</h2><p>Every commit of this output location (<code>commits/*.json</code>); what no commit lists is not part of the dataset.</p><div class=\"cards\">");
-    card(h, "dataset-commits", &grouped(commits.len() as u64), "commits");
-    card(h, "dataset-archives", &grouped(sum(|c| c.archives)), "archives listed");
-    card(h, "dataset-exported", &grouped(sum(|c| c.exported)), "exported by runs");
+    card(
+        h,
+        "dataset-commits",
+        &grouped(commits.len() as u64),
+        "commits",
+    );
+    card(
+        h,
+        "dataset-archives",
+        &grouped(sum(|c| c.archives)),
+        "archives listed",
+    );
+    card(
+        h,
+        "dataset-exported",
+        &grouped(sum(|c| c.exported)),
+        "exported by runs",
+    );
     card(
         h,
         "dataset-open",
         &grouped(follow_ups.len() as u64),
         "open follow-ups",
     );
-    card(h, "dataset-requests", &grouped(sum(|c| c.requests)), "requests");
-    card(h, "dataset-429", &grouped(sum(|c| c.too_many_requests)), "answered 429");
+    card(
+        h,
+        "dataset-requests",
+        &grouped(sum(|c| c.requests)),
+        "requests",
+    );
+    card(
+        h,
+        "dataset-429",
+        &grouped(sum(|c| c.too_many_requests)),
+        "answered 429",
+    );
     card(
         h,
         "dataset-bytes-received",
@@ -626,7 +702,9 @@ fn dataset_section(h: &mut String, commits: &[CommitSummary], follow_ups: &[Reco
 
     h.push_str("<h3>Open follow-ups</h3>");
     if follow_ups.is_empty() {
-        h.push_str("<p id=\"follow-ups-none\">None: every reference some run tried was exported.</p>\n");
+        h.push_str(
+            "<p id=\"follow-ups-none\">None: every reference some run tried was exported.</p>\n",
+        );
         return;
     }
     let mut by_error: BTreeMap<&str, Vec<&Recorded>> = BTreeMap::new();
@@ -705,11 +783,15 @@ mod tests {
             ..Default::default()
         }];
         let html = render(&report, &commits, &[follow_up("ref-1", ErrorCode::Pending)]);
-        for raw in ["<script", "<b>", "<v>", "<hash>", "st<atus", "c<1>", "a&b", "'h'"] {
+        for raw in [
+            "<script", "<b>", "<v>", "<hash>", "st<atus", "c<1>", "a&b", "'h'",
+        ] {
             assert!(!html.contains(raw), "{raw} unescaped");
         }
         assert!(html.contains("r&quot;1&lt;script&gt;"));
-        for fetch in ["<script", "src=", "@import", "url(", "<link", "http://", "https://"] {
+        for fetch in [
+            "<script", "src=", "@import", "url(", "<link", "http://", "https://",
+        ] {
             // The SVG namespace is the one URL, an identifier never fetched.
             let n = html.matches(fetch).count();
             let allowed = usize::from(fetch == "http://") * html.matches("<svg").count();
@@ -743,6 +825,7 @@ mod tests {
         assert_eq!(nice_ceiling(11.0), 20.0);
         assert_eq!(nice_ceiling(15.0), 20.0);
         assert_eq!(nice_ceiling(10.0), 10.0);
-        assert_eq!(nice_ceiling(0.3), 0.5);
+        assert_eq!(nice_ceiling(0.3), 0.4);
+        assert_eq!(nice_ceiling(4.0), 4.0);
     }
 }

@@ -11,8 +11,8 @@ use super::resume::AtStart;
 use super::sink::Written;
 use crate::dataset::catalogue::Catalogue;
 use crate::dataset::commit::{self as commit_record, ArchivesRecord, COMMIT_FORMAT, Commit};
-use crate::output::report_html::{self, CommitSummary};
 use crate::output::report::{ROOT_HASH_METHOD, Report};
+use crate::output::report_html::{self, CommitSummary};
 
 /// Publishes the run: commit, then `failures.csv`, then `report.json` and `report.html`
 /// (blocking work off the async threads).
