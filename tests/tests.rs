@@ -8,6 +8,9 @@ mod bench_smoke;
 mod archive;
 // The binary as users call it: demo, plan, run --shard; Parquet read back by DuckDB.
 mod cli;
+// docs/: columns generated from the schema, the job file reference checked against the parser,
+// links that stay in the repository or go to public sites.
+mod docs;
 // Job files, reference input, sharding and the request budget.
 mod config;
 // JSON → rows, the committed table schemas, CSV and Parquet read back.
