@@ -446,7 +446,7 @@ mod simulated {
         let code = execute_job(&job, list, &credentials, quiet, false).await;
         sim.shutdown().await;
         println!(
-            "demo: outputs in {} (archives/, tables/, commits/, failures.csv, report.json)",
+            "demo: outputs in {} (archives/, tables/, commits/, failures.csv, report.json, report.html)",
             out.display()
         );
         // The demo includes failures on purpose; it succeeded if the run itself finished.
