@@ -110,7 +110,7 @@ fn grouped(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -184,9 +184,9 @@ pub fn render(report: &Value, commits: &[CommitSummary], follow_ups: &[Recorded]
     let run = str_at(report, &["run"]);
     h.push_str("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">");
     h.push_str("<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">");
-    let _ = write!(
+    let _ = writeln!(
         h,
-        "<title>jumio-export report: {}</title><style>{STYLE}</style></head><body>\n",
+        "<title>jumio-export report: {}</title><style>{STYLE}</style></head><body>",
         escape(run)
     );
     run_section(&mut h, report);
@@ -233,10 +233,10 @@ fn run_section(h: &mut String, r: &Value) {
     } else {
         ("ok", "finished: every reference exported".to_string())
     };
-    let _ = write!(
+    let _ = writeln!(
         h,
         "<header><h1>Export report</h1><p class=\"sub\">Run <code id=\"run-id\">{}</code>{} · \
-         {} → {}</p><p><span class=\"status {class}\" id=\"run-status\">{}</span></p></header>\n",
+         {} → {}</p><p><span class=\"status {class}\" id=\"run-status\">{}</span></p></header>",
         escape(str_at(r, &["run"])),
         r.get("shard")
             .and_then(Value::as_str)
