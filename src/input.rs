@@ -714,6 +714,10 @@ fn invalid_reason(s: &str) -> Option<String> {
     if s.is_empty() {
         return Some("empty reference".into());
     }
+    // The common case in one pass over the bytes; the reasons below only for a bad one.
+    if s.len() <= MAX_REFERENCE_LEN && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return None;
+    }
     let chars = s.chars().count();
     if chars > MAX_REFERENCE_LEN {
         return Some(format!(
