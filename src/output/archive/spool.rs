@@ -9,8 +9,10 @@
 //! file in one write.
 //!
 //! An entry longer than the buffer (a large image) is written through as it arrives instead of
-//! being held whole, and its bytes are read back once, for the archive's hash, after its header
-//! was patched: the read covers that entry alone, never the whole archive.
+//! being held whole, and the archive's bytes from that entry on are read back once, for the
+//! archive's hash, when the archive is finished (on the blocking pool; the async tasks that
+//! receive the bodies never read): the read starts at the first such entry, and an archive of
+//! entries that all fit the buffer is never read.
 //!
 //! Buffers come from a small pool and go back to it when the archive is finished, so their pages
 //! are faulted in once per process rather than once per archive (an archive dropped on an error
@@ -150,8 +152,9 @@ impl Spool {
         Ok(())
     }
 
-    /// Reads back and hashes the bytes `[hashed, upto)` already in the file: a written-through
-    /// entry, now that its header is final.
+    /// Reads back and hashes the bytes `[hashed, upto)` already in the file: from the first
+    /// written-through entry on, once every header is final (in [`Spool::finish`], on the
+    /// blocking pool).
     fn catch_up(&mut self, upto: u64) -> io::Result<()> {
         let mut scratch = [0u8; 64 * 1024];
         while self.hashed < upto {
@@ -163,24 +166,24 @@ impl Spool {
         Ok(())
     }
 
-    /// Makes room in the buffer: the final bytes before the held entry go to the hash and the
-    /// file; if the held entry alone is longer than the buffer, it is written through unhashed
-    /// (hashed by [`Spool::catch_up`] once its header is final).
+    /// Makes room in the buffer: the final bytes before the held entry go to the file, and to
+    /// the hash unless an entry before them was written through (then [`Spool::finish`] reads
+    /// them back); if the held entry alone is longer than the buffer, it is written through.
+    /// Never reads: this runs on the task that receives the body.
     fn drain(&mut self) -> io::Result<()> {
         let hold = self.hold();
-        if self.hashed < self.written && self.hashed < hold {
-            self.catch_up(hold.min(self.written))?;
-        }
-        if self.hashed == self.written && hold > self.written {
+        if hold > self.written {
             let n = ((hold - self.written) as usize).min(self.buf.len());
-            self.hasher.update(&self.buf[..n]);
+            if self.hashed == self.written {
+                self.hasher.update(&self.buf[..n]);
+                self.hashed += n as u64;
+            }
             let buf = std::mem::take(&mut self.buf);
             let result = self.write_at(&buf[..n], self.written);
             self.buf = buf;
             result?;
             self.buf.drain(..n);
             self.written += n as u64;
-            self.hashed = self.written;
         }
         if self.buf.len() > self.limit() {
             let buf = std::mem::take(&mut self.buf);
