@@ -1165,7 +1165,29 @@ fn check_url(text: &str) -> Result<Url, String> {
     if url.fragment().is_some() {
         return Err("must not contain a fragment (`#…`)".into());
     }
+    if url.scheme() == "http" && !is_loopback(&url) {
+        return Err(
+            "plain http sends the API credentials in cleartext: use https \
+             (http is accepted only for a loopback address such as the simulator's 127.0.0.1)"
+                .into(),
+        );
+    }
     Ok(url)
+}
+
+/// Whether `url`'s host is a loopback address (`127.0.0.0/8`, `::1`) or `localhost`: the only
+/// hosts plain HTTP may carry credentials to (the simulator), since the traffic never leaves
+/// the machine.
+fn is_loopback(url: &Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    // The parser has normalised IPv4 forms (`127.1`, `0x7f.1`) and brackets IPv6.
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
 }
 
 // ---- raw file structure -------------------------------------------------------------
