@@ -107,6 +107,8 @@ pub mod defaults {
     pub const WRITE_TABLES_AND_ARCHIVES: bool = true;
     /// `[output] encrypt_archives`.
     pub const ENCRYPT_ARCHIVES: bool = false;
+    /// `[output] csv_neutralise_formulas`: CSV files are opened in spreadsheets.
+    pub const CSV_NEUTRALISE_FORMULAS: bool = true;
     /// `[output] archive_key_env`, and `verify --key-env`.
     pub const ARCHIVE_KEY_ENV: &str = "JUMIO_EXPORT_ARCHIVE_KEY";
     /// `[output] file_mode`: personal data, readable by the owner only.
@@ -376,6 +378,9 @@ pub struct OutputSettings {
     pub file_mode: u32,
     /// Permissions of every directory created, whatever the umask (default `0700`).
     pub dir_mode: u32,
+    /// Prefix CSV cells a spreadsheet would run as a formula with `'` (default on; Parquet
+    /// always keeps the exact text).
+    pub csv_neutralise_formulas: bool,
 }
 
 /// Where in a job file a problem is.
@@ -1029,6 +1034,9 @@ fn output_settings(
             defaults::DIR_MODE,
             0o700,
         )?,
+        csv_neutralise_formulas: o
+            .csv_neutralise_formulas
+            .unwrap_or(defaults::CSV_NEUTRALISE_FORMULAS),
     })
 }
 
@@ -1291,6 +1299,7 @@ raw_table! {
         archive_key_env: Option<Spanned<String>>,
         file_mode: Option<Spanned<String>>,
         dir_mode: Option<Spanned<String>>,
+        csv_neutralise_formulas: Option<bool>,
     }
 }
 

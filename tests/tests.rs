@@ -1,8 +1,5 @@
 //! Integration tests: one binary, one submodule per area.
 
-// Issue 14: no cleartext credentials, no formula in CSV, the guide's limits, no symlink followed,
-// signed commits, PII profiles.
-mod hardening;
 // Hostile responses, hrefs, redirects, names, input and job files: a numbered catalogue.
 mod adversarial;
 // The benchmark harness's core on a tiny population (nothing timed is asserted).

@@ -27,6 +27,30 @@ pub struct Commit {
     pub parts: Vec<PartRecord>,
     /// The archives the run lists (exported or taken over).
     pub archives: ArchivesRecord,
+    /// How the run's output protects personal data (absent from commits of earlier versions,
+    /// which wrote CSV verbatim).
+    #[serde(default)]
+    pub output: OutputRecord,
+}
+
+/// The personal-data settings a commit's files were written with: what `verify` needs to
+/// recompute them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OutputRecord {
+    /// Whether CSV cells a spreadsheet would run as a formula were neutralised.
+    #[serde(default)]
+    pub csv_formulas: CsvFormulas,
+}
+
+/// `[output] csv_neutralise_formulas` as the commit records it.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CsvFormulas {
+    /// The API's text as received (versions before the setting, or the setting off).
+    #[default]
+    Verbatim,
+    /// Formula cells prefixed with `'` ([`crate::output::tables::neutralise_formula`]).
+    Neutralised,
 }
 
 /// One part of a table.
@@ -199,6 +223,7 @@ mod tests {
                 root_hash: "11".repeat(32),
                 root_hash_method: "m".into(),
             },
+            output: OutputRecord::default(),
         }
     }
 

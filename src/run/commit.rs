@@ -10,7 +10,7 @@ use super::location::OutputLocation;
 use super::resume::AtStart;
 use super::sink::Written;
 use crate::dataset::catalogue::Catalogue;
-use crate::dataset::commit::{ArchivesRecord, COMMIT_FORMAT, Commit};
+use crate::dataset::commit::{ArchivesRecord, COMMIT_FORMAT, Commit, CsvFormulas, OutputRecord};
 use crate::output::report::{ROOT_HASH_METHOD, Report};
 
 /// Publishes the run: commit, then `failures.csv`, then `report.json` (blocking work off the
@@ -33,6 +33,13 @@ pub async fn publish(
             count: written.archives,
             root_hash: written.root_hash.clone(),
             root_hash_method: ROOT_HASH_METHOD.to_string(),
+        },
+        output: OutputRecord {
+            csv_formulas: if written.csv_neutralise_formulas {
+                CsvFormulas::Neutralised
+            } else {
+                CsvFormulas::Verbatim
+            },
         },
     };
     let location = location.clone();

@@ -233,6 +233,7 @@ impl OutputLocation {
             run: self.run.clone(),
             csv,
             parquet,
+            csv_neutralise_formulas: true,
             modes: self.modes,
             max_rows: PART_ROWS,
             max_bytes: PART_BYTES,

@@ -239,6 +239,7 @@ pub async fn run(
         location.clone(),
         job.output.csv,
         job.output.parquet,
+        job.output.csv_neutralise_formulas,
         start.tables_with_parts.clone(),
         shutdown.clone(),
     );

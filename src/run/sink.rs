@@ -44,6 +44,8 @@ pub struct Written {
     pub bytes_written: u64,
     /// Every part written, in order.
     pub parts: Vec<PartRecord>,
+    /// Whether the CSV parts neutralise formula cells (recorded in the commit for `verify`).
+    pub csv_neutralise_formulas: bool,
 }
 
 /// The open writers: one part writer per table.
@@ -81,9 +83,12 @@ impl Sink {
             run: location.run().to_string(),
             tables,
             files: PartWriter::new(FILES_TABLE, flatten::files_columns(), opts.clone()),
-            failures: PartWriter::new(FAILURES_TABLE, flatten::failures_columns(), opts),
+            failures: PartWriter::new(FAILURES_TABLE, flatten::failures_columns(), opts.clone()),
             root: location.root_hash(),
-            written: Written::default(),
+            written: Written {
+                csv_neutralise_formulas: opts.csv_neutralise_formulas,
+                ..Written::default()
+            },
         }
     }
 
@@ -92,6 +97,7 @@ impl Sink {
         location: Arc<OutputLocation>,
         csv: bool,
         parquet: bool,
+        csv_neutralise_formulas: bool,
         has_parts: BTreeSet<String>,
         shutdown: Shutdown,
     ) -> (
@@ -102,6 +108,7 @@ impl Sink {
         let handle = std::thread::spawn(move || {
             let opts = PartOptions {
                 skip_empty: has_parts,
+                csv_neutralise_formulas,
                 ..location.part_options(csv, parquet)
             };
             let mut sink = Sink::open(&location, opts);
@@ -386,7 +393,7 @@ mod tests {
         // A file where the failures table's directory must go: creating its part fails.
         std::fs::write(tmp.path().join("tables/failures"), b"").unwrap();
         let shutdown = Shutdown::new();
-        let (handle, tx) = Sink::spawn(location, true, false, BTreeSet::new(), shutdown.clone());
+        let (handle, tx) = Sink::spawn(location, true, false, true, BTreeSet::new(), shutdown.clone());
         drop(tx);
         assert!(handle.join().unwrap().is_err());
         assert!(matches!(shutdown.reason(), Some(StopReason::Fatal(_))));

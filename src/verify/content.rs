@@ -2,7 +2,7 @@
 //! archive's data entry (the documented fields and `unmapped_json`; the bookkeeping columns
 //! `reference`, `image_count`, `archive`, `archive_sha256` are checked on their own) must equal
 //! what [`flatten`] makes of that entry — in CSV as the CSV writer writes it
-//! ([`tables::csv_text`]), in Parquet as the typed value the Parquet writer writes
+//! ([`tables::csv_cell`], formula cells neutralised when the part's commit says so), in Parquet as the typed value the Parquet writer writes
 //! ([`tables::record_batch`]). The writers' own functions give the expected cells, so verify
 //! cannot drift from them.
 //!
@@ -52,6 +52,8 @@ pub(super) struct TableFile {
     cell_of: Vec<Option<usize>>,
     /// Schema indices of the columns whose cells are compared with the archive.
     compared: Vec<usize>,
+    /// A CSV part whose commit records formula cells as neutralised.
+    neutralised: bool,
 }
 
 impl TableFile {
@@ -64,6 +66,7 @@ impl TableFile {
         root: &Path,
         name: &Arc<str>,
         format: Format,
+        neutralised: bool,
         report: &mut VerifyReport,
     ) -> Option<TableFile> {
         let path = root.join(&**name);
@@ -86,6 +89,7 @@ impl TableFile {
             request,
             cell_of,
             compared,
+            neutralised,
         })
     }
 
@@ -105,11 +109,17 @@ impl TableFile {
         })
     }
 
+    /// Cell `c` of `row` as the CSV writer wrote it under this part's commit.
+    fn csv_cell(&self, row: &Row, c: usize) -> String {
+        let column = &flatten::table_columns(self.kind)[c];
+        tables::csv_cell(&row.0[c], column, self.neutralised)
+    }
+
     /// Digest of the row the writer of this file's format writes for `row`.
     fn expected_digest(&self, row: &Row) -> RowDigest {
         match self.format {
             Format::Csv => digest(&self.compared, |c, out| {
-                encode_text(Some(&tables::csv_text(&row.0[c])), out)
+                encode_text(Some(&self.csv_cell(row, c)), out)
             }),
             Format::Parquet => {
                 let arrays = expected_arrays(self.kind, row);
@@ -136,7 +146,7 @@ impl TableFile {
                 &mut found,
             );
             match &arrays {
-                None => encode_text(Some(&tables::csv_text(&row.0[c])), &mut expected),
+                None => encode_text(Some(&self.csv_cell(row, c)), &mut expected),
                 Some(arrays) => ArrowCells { arrays, row: 0 }.encode(c, &mut expected),
             }
             if found != expected {

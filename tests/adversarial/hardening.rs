@@ -1,0 +1,242 @@
+//! Issue 14, personal data and hostile conditions: one test (or a few) per point, each named
+//! after the path it closes. The job-file checks parse text; the rest run the binary against
+//! the simulator on 127.0.0.1.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jumio_export::job::{self, Credentials, JobError, Overrides};
+use jumio_export::run::{self, RunOptions, Summary};
+use jumio_export::{Kind, input};
+use serde_json::json as j;
+
+use super::hostile::{Server, json};
+use super::{BAD, Limits, OK, SECRET, TOKEN, data_body, job_text, origin, rows_for, scan};
+use crate::support::committed_parts;
+
+const HEAD: &str = "[api]\nuser_agent = \"Test Corp Export/1.0\"\n";
+
+fn parse(text: &str) -> Result<job::Job, JobError> {
+    job::parse(text, Path::new("jobs/x.toml"), &Overrides::default())
+}
+
+fn parse_err(text: &str) -> String {
+    match parse(text) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+// ---- point 2: credentials travel only over HTTPS, except to loopback -----------------
+
+#[test]
+fn plain_http_to_a_remote_host_is_refused_naming_the_key() {
+    for (key, host) in [
+        ("netverify_url", "netverify.com"),
+        ("retrieval_url", "10.0.0.7:8080"),
+        ("netverify_url", "128.0.0.1"),
+        ("retrieval_url", "[2001:db8::1]"),
+        ("netverify_url", "localhost.example.com"),
+    ] {
+        let e = parse_err(&format!("{HEAD}{key} = \"http://{host}\"\n"));
+        assert!(
+            e.contains(&format!("[api] {key}: plain http")),
+            "{key} = http://{host}: {e}"
+        );
+    }
+    let e = job::parse(
+        HEAD,
+        Path::new("jobs/x.toml"),
+        &Overrides {
+            base_url: Some("http://retrieval.netverify.com".into()),
+            ..Default::default()
+        },
+    )
+    .err()
+    .expect("--base-url http://remote refused")
+    .to_string();
+    assert!(e.starts_with("--base-url: plain http"), "{e}");
+}
+
+#[test]
+fn plain_http_to_loopback_and_https_anywhere_are_accepted() {
+    for url in [
+        "http://127.0.0.1:8080",
+        "http://127.3.4.5",
+        "http://[::1]:9000",
+        "http://localhost:1234",
+        "http://LOCALHOST",
+        "https://netverify.com",
+        "https://10.0.0.7:8443",
+    ] {
+        let job = parse(&format!(
+            "{HEAD}netverify_url = \"{url}\"\nretrieval_url = \"{url}\"\n"
+        ))
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert_eq!(job.api.netverify_url.scheme(), &url[..url.find(':').unwrap()]);
+    }
+}
+
+#[test]
+fn plain_http_refusal_is_exit_2_from_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let (job_path, refs) = crate::support::job_files(
+        dir.path(),
+        &format!("{HEAD}netverify_url = \"http://netverify.com\"\n"),
+        "refs.txt",
+        "abc\n",
+    );
+    let out = crate::support::bin()
+        .args(["run"])
+        .arg(&job_path)
+        .arg("--input")
+        .arg(&refs)
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .output()
+        .unwrap();
+    let text = crate::support::text(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("[api] netverify_url: plain http"), "{text}");
+    assert!(!dir.path().join("out").exists(), "{text}");
+}
+
+// ---- running a job with extra settings ------------------------------------------------
+
+/// A finished run of the control and the bad reference with `extra` appended to the
+/// adversarial job file (a `[output]` or `[fetch]` table).
+struct Ran {
+    _dir: tempfile::TempDir,
+    out: PathBuf,
+    summary: Summary,
+}
+
+async fn run_extra(base: &str, extra: &str) -> Ran {
+    let dir = tempfile::tempdir().unwrap();
+    let job_path = dir.path().join("job.toml");
+    std::fs::write(&job_path, format!("{}{extra}", job_text(&Limits::default()))).unwrap();
+    let refs = dir.path().join("refs.txt");
+    std::fs::write(&refs, format!("{OK}\n{BAD}\n")).unwrap();
+    let out = dir.path().join("out");
+    let o = Overrides {
+        input: Some(refs.display().to_string()),
+        out: Some(out.clone()),
+        base_url: Some(base.to_string()),
+        ..Overrides::default()
+    };
+    let job = job::load(&job_path, &o).unwrap();
+    let list = input::read_input(&refs.display().to_string(), Kind::Netverify).unwrap();
+    let summary = tokio::time::timeout(
+        Duration::from_secs(60),
+        run::run(
+            &job,
+            list,
+            &Credentials::new(TOKEN, SECRET),
+            RunOptions {
+                quiet: true,
+                ..RunOptions::default()
+            },
+        ),
+    )
+    .await
+    .expect("the run hung")
+    .expect("the run failed as a whole");
+    Ran {
+        _dir: dir,
+        out,
+        summary,
+    }
+}
+
+/// The Parquet text of `column` in the row of `reference` of the netverify table.
+fn parquet_text(out: &Path, reference: &str, column: &str) -> Option<String> {
+    use arrow_array::Array as _;
+    for part in committed_parts(out, "netverify", "parquet") {
+        let file = std::fs::File::open(part).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let strings = |name: &str| {
+                batch
+                    .column_by_name(name)
+                    .unwrap()
+                    .as_any()
+                    .downcast_ref::<arrow_array::StringArray>()
+                    .unwrap()
+                    .clone()
+            };
+            let (refs, values) = (strings("reference"), strings(column));
+            for i in 0..batch.num_rows() {
+                if refs.value(i) == reference {
+                    return (!values.is_null(i)).then(|| values.value(i).to_string());
+                }
+            }
+        }
+    }
+    panic!("{reference} has no Parquet row");
+}
+
+fn verify_clean(out: &Path) {
+    let report = jumio_export::verify::verify(out).unwrap();
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+}
+
+// ---- point 3: CSV formula injection -----------------------------------------------------
+
+/// Names and addresses a spreadsheet would run, and values that only look like it.
+const FORMULAS: [(&str, &str, &str); 5] = [
+    ("first_name", "=HYPERLINK(\"http://evil.example\",\"ok\")", "'=HYPERLINK(\"http://evil.example\",\"ok\")"),
+    ("last_name", "+1-2", "'+1-2"),
+    ("address_line1", "-2+3+cmd|' /C calc'!A0", "'-2+3+cmd|' /C calc'!A0"),
+    ("address_city", "@SUM(A1:A9)", "'@SUM(A1:A9)"),
+    ("address_postal_code", "-1234", "-1234"),
+];
+
+fn formula_data() -> serde_json::Value {
+    let mut data = data_body(BAD);
+    data["document"]["firstName"] = j!(FORMULAS[0].1);
+    data["document"]["lastName"] = j!(FORMULAS[1].1);
+    data["document"]["address"] = j!({
+        "line1": FORMULAS[2].1, "city": FORMULAS[3].1, "postalCode": FORMULAS[4].1
+    });
+    data
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn formula_cells_are_neutralised_in_csv_by_default_and_parquet_keeps_the_text() {
+    let s: Server = origin().await;
+    s.set(&format!("{}/data", scan(BAD)), json(&formula_data()));
+    let ran = run_extra(&s.base(), "").await;
+    assert_eq!(ran.summary.exit_code(), 0);
+    let row = &rows_for(&ran.out, "netverify", BAD)[0];
+    for (column, sent, csv) in FORMULAS {
+        let column = format!("document_{column}");
+        assert_eq!(row[&column], csv, "CSV {column}");
+        assert_eq!(
+            parquet_text(&ran.out, BAD, &column).as_deref(),
+            Some(sent),
+            "Parquet {column}"
+        );
+    }
+    let commit = &crate::support::commits(&ran.out)[0];
+    assert_eq!(commit["output"]["csv_formulas"], "neutralised");
+    verify_clean(&ran.out);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn formula_neutralisation_can_be_switched_off_and_verify_follows_the_commit() {
+    let s: Server = origin().await;
+    s.set(&format!("{}/data", scan(BAD)), json(&formula_data()));
+    let ran = run_extra(&s.base(), "\n[output]\ncsv_neutralise_formulas = false\n").await;
+    assert_eq!(ran.summary.exit_code(), 0);
+    let row = &rows_for(&ran.out, "netverify", BAD)[0];
+    for (column, sent, _) in FORMULAS {
+        assert_eq!(row[&format!("document_{column}")], sent, "CSV {column}");
+    }
+    let commit = &crate::support::commits(&ran.out)[0];
+    assert_eq!(commit["output"]["csv_formulas"], "verbatim");
+    verify_clean(&ran.out);
+}
