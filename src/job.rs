@@ -129,6 +129,9 @@ pub mod defaults {
     /// The longest `[limits] timeout_seconds`: a day is far beyond any sensible request
     /// timeout, and keeps `Duration::from_secs_f64` in range.
     pub const MAX_TIMEOUT_SECONDS: f64 = 86_400.0;
+    /// The most `[polling] schedule_seconds` entries: the guide's "maximum of 10 consecutive
+    /// retrieval attempts", each entry one status call.
+    pub const MAX_SCHEDULE_ENTRIES: usize = 10;
     /// The largest `[polling] schedule_seconds` offset: ten years, far beyond the guide's
     /// schedule, and keeps `Duration::from_secs_f64` in range.
     pub const MAX_SCHEDULE_SECONDS: f64 = 315_360_000.0;
@@ -1104,6 +1107,18 @@ fn check_schedule(
             format!(
                 "must list at least one offset (the guide recommends {:?})",
                 defaults::SCHEDULE_SECONDS
+            ),
+        ));
+    }
+    if s.get_ref().len() > defaults::MAX_SCHEDULE_ENTRIES {
+        return Err(ctx.invalid(
+            s.span(),
+            KEY,
+            format!(
+                "lists {} offsets: the guide allows at most {} consecutive retrieval attempts \
+                 (one status call per offset, the first included), then one a day",
+                s.get_ref().len(),
+                defaults::MAX_SCHEDULE_ENTRIES
             ),
         ));
     }

@@ -390,7 +390,7 @@ fn plan_sends_nothing_and_prints_the_budget() {
     );
 
     // The figures, computed independently.
-    let polls = 1 + schedule.len() as u64;
+    let polls = schedule.len() as u64;
     let out = String::from_utf8_lossy(&o.stdout);
     let row = |name: &str| -> Vec<u64> {
         let line = out

@@ -35,7 +35,7 @@ max_retries = 4
 timeout_seconds = 10
 
 [polling]
-schedule_seconds = [0.05, 0.1, 0.15, 0.2]
+schedule_seconds = [0.05, 0.1, 0.15, 0.2, 0.25]
 "#
     )
 }
@@ -742,14 +742,14 @@ async fn references_in_flight_never_exceed_max_8_x_concurrency_or_256() {
             .map(|i| (format!("pf-n{i}"), Kind::Netverify))
             .collect();
         let job = job_text(1500.0, 100, concurrency).replace(
-            "schedule_seconds = [0.05, 0.1, 0.15, 0.2]",
+            "schedule_seconds = [0.05, 0.1, 0.15, 0.2, 0.25]",
             "schedule_seconds = [1.0, 1.5]",
         );
         let s = setup(&job, &refs, &[]);
         let summary = run_job(&s, &api.base_url(), SECRET).await;
         assert_eq!(summary.failures_by_error.get("PENDING"), Some(&600));
         let log = api.requests();
-        assert_eq!(log.len(), 600 * 3, "a first call and two polls each");
+        assert_eq!(log.len(), 600 * 2, "a first call and one poll each");
         let bound = (8 * concurrency).max(256);
         let peak = peak_in_flight(&log);
         eprintln!("concurrency {concurrency}: at most {peak} references in flight (bound {bound})");

@@ -68,9 +68,36 @@ pub struct Finding {
 }
 
 impl fmt::Display for Finding {
+    /// Subject and problem carry values read from the files checked (references, entry names,
+    /// file names): control characters are escaped, so a hostile value cannot move the cursor,
+    /// retitle the terminal or forge a line of the report.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.subject, self.problem)
+        write!(
+            f,
+            "{}: {}",
+            escape_controls(&self.subject),
+            escape_controls(&self.problem)
+        )
     }
+}
+
+/// `text` with every control character (C0, DEL, C1: newlines and escape sequences included)
+/// and every bidirectional override written as `\u{…}`; anything else as it is.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char =
+        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// What `verify` found in a dataset.

@@ -11,7 +11,10 @@ use jumio_export::{Kind, input};
 use serde_json::json as j;
 
 use super::hostile::{Server, json};
-use super::{BAD, Limits, OK, SECRET, TOKEN, data_body, job_text, origin, rows_for, scan};
+use super::{
+    BAD, Limits, OK, SECRET, TOKEN, data_body, images_body, job_text, origin, rows_for, scan,
+    status_body,
+};
 use crate::support::committed_parts;
 
 const HEAD: &str = "[api]\nuser_agent = \"Test Corp Export/1.0\"\n";
@@ -112,9 +115,14 @@ struct Ran {
 }
 
 async fn run_extra(base: &str, extra: &str) -> Ran {
+    run_job(base, &format!("{}{extra}", job_text(&Limits::default()))).await
+}
+
+/// [`run_extra`] with a whole job file.
+async fn run_job(base: &str, job_text: &str) -> Ran {
     let dir = tempfile::tempdir().unwrap();
     let job_path = dir.path().join("job.toml");
-    std::fs::write(&job_path, format!("{}{extra}", job_text(&Limits::default()))).unwrap();
+    std::fs::write(&job_path, job_text).unwrap();
     let refs = dir.path().join("refs.txt");
     std::fs::write(&refs, format!("{OK}\n{BAD}\n")).unwrap();
     let out = dir.path().join("out");
@@ -239,4 +247,178 @@ async fn formula_neutralisation_can_be_switched_off_and_verify_follows_the_commi
     let commit = &crate::support::commits(&ran.out)[0];
     assert_eq!(commit["output"]["csv_formulas"], "verbatim");
     verify_clean(&ran.out);
+}
+
+// ---- point 8: the guide's limits ------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_makes_as_many_status_calls_as_the_schedule_has_entries_the_first_included() {
+    let s: Server = origin().await;
+    let mut pending = status_body(BAD);
+    pending["status"] = j!("PENDING");
+    s.set(&scan(BAD), json(&pending));
+    let job = job_text(&Limits::default()).replace(
+        "schedule_seconds = [0.05]",
+        "schedule_seconds = [0.02, 0.04, 0.06]",
+    );
+    let ran = run_job(&s.base(), &job).await;
+    assert_eq!(s.hits(&scan(BAD)), 3, "three entries, three status calls");
+    let row = &rows_for(&ran.out, "failures", BAD)[0];
+    assert_eq!((row["error"].as_str(), row["attempts"].as_str()), ("PENDING", "3"));
+    assert_eq!(s.hits(&scan(OK)), 1);
+}
+
+#[test]
+fn a_schedule_longer_than_the_guides_ten_attempts_is_refused_naming_the_key() {
+    let offsets = |n: usize| {
+        (1..=n)
+            .map(|i| (i * 10).to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let ten = parse(&format!("{HEAD}[polling]\nschedule_seconds = [{}]\n", offsets(10))).unwrap();
+    assert_eq!(ten.polling.schedule.len(), 10);
+    let e = parse_err(&format!("{HEAD}[polling]\nschedule_seconds = [{}]\n", offsets(11)));
+    assert!(
+        e.contains("jobs/x.toml:4") && e.contains("[polling] schedule_seconds: lists 11 offsets"),
+        "{e}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_href_into_another_transaction_on_the_origin_is_foreign() {
+    let s: Server = origin().await;
+    let mut list = images_body(&s.base(), BAD);
+    // The origin, the right shape, another transaction's image: someone else's passport.
+    list["images"][0]["href"] = j!(format!("{}{}/images/front", s.base(), scan(OK)));
+    s.set(&format!("{}/images", scan(BAD)), json(&list));
+    let o = super::run_pair(&s).await;
+    let row = super::failed(&o, BAD, "FOREIGN_URL", "image");
+    assert_eq!(row["http_status"], "");
+    assert_eq!(s.hits(&format!("{}/images/front", scan(OK))), 1, "only OK's own fetch");
+    // The same with a dot segment that climbs out of the transaction's path.
+    let s: Server = origin().await;
+    let mut list = images_body(&s.base(), BAD);
+    list["images"][0]["href"] = j!(format!("{}{}/../{OK}/images/front", s.base(), scan(BAD)));
+    s.set(&format!("{}/images", scan(BAD)), json(&list));
+    let o = super::run_pair(&s).await;
+    super::failed(&o, BAD, "FOREIGN_URL", "image");
+}
+
+/// A Document Verification reference of the simulator's population with pages, exportable,
+/// of a credit card (`true`) or of another document type.
+fn document(card: bool) -> String {
+    use jumio_export::simulator::{self, Polls, SimOptions};
+    let seed = SimOptions::default().seed;
+    simulator::population(seed, 400)
+        .into_iter()
+        .find(|(r, k)| {
+            let sc = simulator::scenario(seed, r).unwrap();
+            *k == Kind::Document
+                && !sc.retention_404
+                && !sc.foreign_hrefs
+                && sc.polls == Polls::Ready
+                && !sc.classifiers.is_empty()
+                && (sc.document_type == Some("CC")) == card
+        })
+        .expect("the population has such a document")
+        .0
+}
+
+#[test]
+fn maskhint_unmasked_is_asked_only_when_enabled_and_only_for_credit_cards() {
+    use jumio_export::simulator::SimOptions;
+    let (card, other) = (document(true), document(false));
+    for enabled in [true, false] {
+        let sim = crate::support::BlockingSim::start(SimOptions {
+            allow_unmasked: true,
+            ..SimOptions::default()
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let (job, refs) = crate::support::job_files(
+            dir.path(),
+            &format!(
+                "{HEAD}[polling]\nschedule_seconds = [0.05]\n[fetch]\nunmasked_card_images = {enabled}\n"
+            ),
+            "refs.csv",
+            &format!("reference,kind\n{card},document\n{other},document\n"),
+        );
+        let out = crate::support::bin()
+            .arg("run")
+            .arg(&job)
+            .arg("--input")
+            .arg(&refs)
+            .arg("--out")
+            .arg(dir.path().join("out"))
+            .args(["--base-url", &sim.api().base_url(), "--quiet"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", crate::support::text(&out));
+        let pages = |reference: &str| -> Vec<Option<String>> {
+            sim.api()
+                .requests()
+                .into_iter()
+                .filter(|r| r.path.contains(&format!("/documents/{reference}/pages/")))
+                .map(|r| r.query)
+                .collect()
+        };
+        let (card_pages, other_pages) = (pages(&card), pages(&other));
+        assert!(!card_pages.is_empty() && !other_pages.is_empty());
+        assert!(other_pages.iter().all(Option::is_none), "{other}: {other_pages:?}");
+        let unmasked = Some("maskhint=unmasked".to_string());
+        assert!(
+            card_pages.iter().all(|q| *q == if enabled { unmasked.clone() } else { None }),
+            "{card} (unmasked_card_images = {enabled}): {card_pages:?}"
+        );
+    }
+}
+
+#[test]
+fn verify_escapes_control_characters_of_values_it_prints_from_the_files() {
+    use jumio_export::simulator::SimOptions;
+    let sim = crate::support::BlockingSim::start(SimOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let (job, refs) = crate::support::job_files(
+        dir.path(),
+        &format!("{HEAD}[polling]\nschedule_seconds = [0.05]\n"),
+        "refs.txt",
+        "ok-n1\n",
+    );
+    let out = dir.path().join("out");
+    let run = crate::support::bin()
+        .arg("run")
+        .arg(&job)
+        .arg("--input")
+        .arg(&refs)
+        .arg("--out")
+        .arg(&out)
+        .args(["--base-url", &sim.api().base_url(), "--quiet"])
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(0), "{}", crate::support::text(&run));
+    // A follow-up row no commit records, whose reference would clear the screen, retitle the
+    // terminal and forge a report line.
+    let hostile = "x\u{1b}[2J\u{1b}]0;pwned\u{7}\nproblem  none\u{202e}";
+    let mut w = csv::Writer::from_writer(
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(out.join("failures.csv"))
+            .unwrap(),
+    );
+    w.write_record([hostile, "netverify", "status", "", "NOT_FOUND", "1", "", ""])
+        .unwrap();
+    w.flush().unwrap();
+    drop(w);
+    let v = crate::support::bin().arg("verify").arg(&out).output().unwrap();
+    let stdout = String::from_utf8(v.stdout.clone()).unwrap();
+    assert_eq!(v.status.code(), Some(1), "{}", crate::support::text(&v));
+    assert!(
+        !stdout.chars().any(|c| (c.is_control() && c != '\n') || c == '\u{202e}'),
+        "{stdout:?}"
+    );
+    assert!(stdout.contains(r"x\u{1b}[2J\u{1b}]0;pwned\u{7}\u{a}problem  none\u{202e}"), "{stdout}");
+    assert!(
+        !stdout.lines().any(|l| l.starts_with("problem  none")),
+        "a forged line: {stdout}"
+    );
 }
