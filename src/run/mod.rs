@@ -296,6 +296,7 @@ fn run_facts(
         bytes_written: written.bytes_written,
         archives: written.archives,
         root_hash: written.root_hash.clone(),
+        unparsed_values: written.unparsed_values.clone(),
     }
 }
 

@@ -46,6 +46,9 @@ pub struct Written {
     pub parts: Vec<PartRecord>,
     /// Whether the CSV parts neutralise formula cells (recorded in the commit for `verify`).
     pub csv_neutralise_formulas: bool,
+    /// Documented dates, timestamps and booleans that did not parse as their type, per
+    /// `{table}.{column}` (NULL in Parquet, kept in `unmapped_json`).
+    pub unparsed_values: BTreeMap<String, u64>,
 }
 
 /// The open writers: one part writer per table.
@@ -184,6 +187,13 @@ impl Sink {
             run: self.run.clone(),
         };
         let row = flatten::flatten(kind, reference, data, &summary);
+        for column in flatten::unparsed_columns(kind, &row) {
+            *self
+                .written
+                .unparsed_values
+                .entry(format!("{}.{column}", kind.table_name()))
+                .or_default() += 1;
+        }
         self.tables
             .get_mut(&kind)
             .expect("a writer per kind")

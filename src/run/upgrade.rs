@@ -231,6 +231,7 @@ pub async fn upgrade(
         bytes_written: written.bytes_written,
         archives: written.archives,
         root_hash: written.root_hash.clone(),
+        unparsed_values: written.unparsed_values.clone(),
     };
     let report = Report::assemble(started, Utc::now(), facts);
     commit::publish(&location, &report, &written, AtStart::default()).await?;

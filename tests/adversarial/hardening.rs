@@ -422,3 +422,37 @@ fn verify_escapes_control_characters_of_values_it_prints_from_the_files() {
         "a forged line: {stdout}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typed_value_that_does_not_parse_is_kept_verbatim_in_the_row_and_counted() {
+    let s: Server = origin().await;
+    let mut data = data_body(BAD);
+    data["document"]["dob"] = j!("31/12/1990");
+    data["document"]["expiry"] = j!("2030-02-30");
+    data["timestamp"] = j!("yesterday");
+    s.set(&format!("{}/data", scan(BAD)), json(&data));
+    let ran = run_extra(&s.base(), "").await;
+    assert_eq!(ran.summary.exit_code(), 0);
+    // Parquet: the typed columns are NULL (adversarial case 10 checks that), and the row still
+    // holds every text, verbatim, in `unmapped_json` under its path.
+    let unmapped = parquet_text(&ran.out, BAD, "unmapped_json").expect("unmapped_json is set");
+    let unmapped: serde_json::Value = serde_json::from_str(&unmapped).unwrap();
+    assert_eq!(unmapped["document"]["dob"], "31/12/1990", "{unmapped}");
+    assert_eq!(unmapped["document"]["expiry"], "2030-02-30", "{unmapped}");
+    assert_eq!(unmapped["timestamp"], "yesterday", "{unmapped}");
+    assert_eq!(parquet_text(&ran.out, OK, "unmapped_json"), None);
+    // CSV: the column keeps the API's text, and `unmapped_json` is the same as in Parquet.
+    let row = &rows_for(&ran.out, "netverify", BAD)[0];
+    assert_eq!(row["document_dob"], "31/12/1990");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&row["unmapped_json"]).unwrap(),
+        unmapped
+    );
+    // Counted per column in the report (and so in the commit).
+    let report = crate::support::report_json(&ran.out);
+    assert_eq!(
+        report["unparsed_values"],
+        j!({"netverify.document_dob": 1, "netverify.document_expiry": 1, "netverify.timestamp": 1})
+    );
+    verify_clean(&ran.out);
+}
