@@ -679,11 +679,42 @@ mod tests {
         assert_eq!(
             u,
             json!({
-                "document": {"firstName": {"given": "A"}, "address": "flat 3"},
+                // A date that does not parse: its text in the column and, since Parquet's
+                // Date32 column is NULL, the value as received here.
+                "document": {"firstName": {"given": "A"}, "dob": 19900101, "address": "flat 3"},
                 "verification": "weird",
                 "extra": [1, 2]
             })
         );
+        assert_eq!(
+            unparsed_columns(Kind::Netverify, &row).collect::<Vec<_>>(),
+            ["document_dob"]
+        );
+    }
+
+    #[test]
+    fn unparsed_booleans_dates_and_timestamps_are_kept_and_named_parsed_ones_not() {
+        let data = json!({
+            "timestamp": "2019-01-01T15:42:31.858Z",
+            "document": {"extractedData": {"signatureAvailable": "yes"}}
+        });
+        let row = flatten(Kind::Document, "r", &data, &summary());
+        let Cell::Text(u) = cell(Kind::Document, &row, "unmapped_json") else {
+            panic!("unmapped_json is null")
+        };
+        let u: Value = serde_json::from_str(u).unwrap();
+        assert_eq!(
+            u,
+            json!({"document": {"extractedData": {"signatureAvailable": "yes"}}})
+        );
+        assert_eq!(
+            unparsed_columns(Kind::Document, &row).collect::<Vec<_>>(),
+            ["document_extracted_data_signature_available"]
+        );
+        let data = json!({"document": {"extractedData": {"signatureAvailable": "TRUE"}}});
+        let row = flatten(Kind::Document, "r", &data, &summary());
+        assert_eq!(cell(Kind::Document, &row, "unmapped_json"), &Cell::Null);
+        assert_eq!(unparsed_columns(Kind::Document, &row).count(), 0);
     }
 
     #[test]
