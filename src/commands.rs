@@ -425,7 +425,7 @@ mod simulated {
             file: job.output.file_mode,
             dir: job.output.dir_mode,
         };
-        if let Err(e) = modes.create_dir_all(out) {
+        if let Err(e) = modes.create_root_dir(out) {
             eprintln!("error: output directory {}: {e}", out.display());
             return ExitCode::Fatal;
         }

@@ -1084,6 +1084,10 @@ fn mode(
             .ok()
             .filter(|m| *m <= 0o777);
         match parsed {
+            Some(m) if m & 0o022 != 0 => Err(format!(
+                "{text:?} lets group or others write: whoever could write the export's files \
+                 could replace personal data or plant links (use e.g. \"0640\" or \"0750\")"
+            )),
             Some(m) if m & owner == owner => Ok(m),
             Some(_) => Err(
                 "must keep the owner's permissions (the tool reads back what it wrote)".to_string(),

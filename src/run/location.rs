@@ -65,7 +65,7 @@ impl OutputLocation {
             path: root.to_path_buf(),
             source,
         };
-        modes.create_dir_all(root).map_err(err)?;
+        modes.create_root_dir(root).map_err(err)?;
         if dataset::has_legacy_tables(root) {
             return Err(RunError::LegacyLayout {
                 path: root.to_path_buf(),
@@ -80,7 +80,7 @@ impl OutputLocation {
             modes.create_dir_all(&root.join(dir)).map_err(err)?;
         }
         let probe = root.join(format!(".write-probe-{}.tmp", std::process::id()));
-        std::fs::write(&probe, b"").map_err(err)?;
+        drop(modes.create_file(&probe).map_err(err)?);
         std::fs::remove_file(&probe).map_err(err)?;
         let (run, lock) = RunLock::take(root, modes, started, shard).map_err(err)?;
         // After the lock: a sweeping run takes the directory of an unlocked run for a dead one.

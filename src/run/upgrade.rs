@@ -362,7 +362,7 @@ impl Locks {
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
-            o.mode(modes.file);
+            o.mode(modes.file).custom_flags(libc::O_NOFOLLOW);
         }
         let legacy = o.open(&legacy_path).map_err(io_at(&legacy_path))?;
         match legacy.try_lock() {

@@ -120,12 +120,18 @@ async fn run_extra(base: &str, extra: &str) -> Ran {
 
 /// [`run_extra`] with a whole job file.
 async fn run_job(base: &str, job_text: &str) -> Ran {
+    run_prepared(base, job_text, |_| {}).await
+}
+
+/// [`run_job`], after `prepare` has put what it likes into the output location.
+async fn run_prepared(base: &str, job_text: &str, prepare: impl FnOnce(&Path)) -> Ran {
     let dir = tempfile::tempdir().unwrap();
     let job_path = dir.path().join("job.toml");
     std::fs::write(&job_path, job_text).unwrap();
     let refs = dir.path().join("refs.txt");
     std::fs::write(&refs, format!("{OK}\n{BAD}\n")).unwrap();
     let out = dir.path().join("out");
+    prepare(&out);
     let o = Overrides {
         input: Some(refs.display().to_string()),
         out: Some(out.clone()),
@@ -455,4 +461,116 @@ async fn a_typed_value_that_does_not_parse_is_kept_verbatim_in_the_row_and_count
         j!({"netverify.document_dob": 1, "netverify.document_expiry": 1, "netverify.timestamp": 1})
     );
     verify_clean(&ran.out);
+}
+
+// ---- point 1: no symlink followed, no group- or world-writable mode ---------------------------
+
+#[test]
+fn modes_that_let_group_or_others_write_are_refused_naming_the_key() {
+    for (key, value) in [
+        ("file_mode", "0666"),
+        ("file_mode", "0620"),
+        ("file_mode", "0602"),
+        ("dir_mode", "0770"),
+        ("dir_mode", "0707"),
+    ] {
+        let e = parse_err(&format!("{HEAD}[output]\n{key} = \"{value}\"\n"));
+        assert!(
+            e.contains(&format!("[output] {key}: \"{value}\" lets group or others write")),
+            "{key} = {value}: {e}"
+        );
+    }
+    let job = parse(&format!(
+        "{HEAD}[output]\nfile_mode = \"0640\"\ndir_mode = \"0750\"\n"
+    ))
+    .unwrap();
+    assert_eq!((job.output.file_mode, job.output.dir_mode), (0o640, 0o750));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_planted_at_the_predictable_temporary_names_are_never_written_through() {
+    use std::os::unix::fs::PermissionsExt;
+    let s: Server = origin().await;
+    let victims = tempfile::tempdir().unwrap();
+    // The names this process's run uses: its pid is no secret.
+    let pid = std::process::id();
+    let names = [
+        format!(".write-probe-{pid}.tmp"),
+        format!(".failures.csv.{pid}.tmp"),
+        format!(".report.json.{pid}.tmp"),
+    ];
+    let targets: Vec<PathBuf> = names
+        .iter()
+        .map(|n| {
+            let t = victims.path().join(n.trim_start_matches('.'));
+            std::fs::write(&t, b"the victim's file").unwrap();
+            std::fs::set_permissions(&t, std::fs::Permissions::from_mode(0o644)).unwrap();
+            t
+        })
+        .collect();
+    let dangling = victims.path().join("created-through-a-link");
+    let ran = run_prepared(&s.base(), &job_text(&Limits::default()), |out| {
+        std::fs::create_dir_all(out).unwrap();
+        for (name, target) in names.iter().zip(&targets) {
+            std::os::unix::fs::symlink(target, out.join(name)).unwrap();
+        }
+        std::os::unix::fs::symlink(&dangling, out.join(".failures.csv.tmp")).unwrap();
+    })
+    .await;
+    assert_eq!(ran.summary.exit_code(), 0);
+    for target in &targets {
+        assert_eq!(std::fs::read(target).unwrap(), b"the victim's file", "{target:?}");
+        let mode = std::fs::metadata(target).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644, "{target:?} chmod'ed");
+    }
+    assert!(!dangling.exists());
+    assert_eq!(std::fs::read_dir(victims.path()).unwrap().count(), 3);
+    // The run's own files are regular files of its own.
+    for name in ["failures.csv", "report.json"] {
+        let m = std::fs::symlink_metadata(ran.out.join(name)).unwrap();
+        assert!(m.file_type().is_file(), "{name}");
+    }
+    verify_clean(&ran.out);
+}
+
+#[test]
+fn a_linked_archives_or_tables_directory_stops_the_run_with_exit_3_and_nothing_written_there() {
+    use jumio_export::simulator::SimOptions;
+    let sim = crate::support::BlockingSim::start(SimOptions::default());
+    for linked in ["archives", "tables"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (job, refs) = crate::support::job_files(
+            dir.path(),
+            &format!("{HEAD}[polling]\nschedule_seconds = [0.05]\n"),
+            "refs.txt",
+            "ok-n1\n",
+        );
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, out.join(linked)).unwrap();
+        let o = crate::support::bin()
+            .arg("run")
+            .arg(&job)
+            .arg("--input")
+            .arg(&refs)
+            .arg("--out")
+            .arg(&out)
+            .args(["--base-url", &sim.api().base_url(), "--quiet"])
+            .output()
+            .unwrap();
+        let text = crate::support::text(&o);
+        assert_eq!(o.status.code(), Some(3), "{linked}: {text}");
+        assert!(
+            text.contains(&format!("{linked} is a symbolic link")),
+            "{linked}: {text}"
+        );
+        assert_eq!(
+            std::fs::read_dir(&elsewhere).unwrap().count(),
+            0,
+            "{linked}: written through the link"
+        );
+        assert!(sim.api().requests().is_empty(), "no request before the location is usable");
+    }
 }
