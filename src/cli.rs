@@ -60,6 +60,10 @@ pub enum Command {
         /// Environment variable holding the key of encrypted archives.
         #[arg(long, default_value = crate::job::defaults::ARCHIVE_KEY_ENV)]
         key_env: String,
+        /// Check every commit's signature (`commits/{run}.json.sig`) against this OpenSSH
+        /// public key (`key.pub`, or an allowed_signers line); a commit without one fails.
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
     },
     /// Upgrade a directory written before datasets (top-level netverify.csv …) in place:
     /// old files into legacy/, its archives listed in a first commit; fetches nothing.

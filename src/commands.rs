@@ -28,7 +28,8 @@ pub async fn execute(command: Command) -> ExitCode {
             dir,
             since,
             key_env,
-        } => verify(&dir, since.as_deref(), &key_env),
+            public_key,
+        } => verify(&dir, since.as_deref(), &key_env, public_key.as_deref()),
         Command::Upgrade { location, key_env } => upgrade(&location, &key_env).await,
         Command::Schema { dialect, table } => schema(dialect, table.as_deref()),
         Command::Load {
@@ -182,6 +183,19 @@ async fn execute_job(
         Ok(k) => k,
         Err(code) => return code,
     };
+    let commit_signer = match &job.output.signing_key_env {
+        None => None,
+        Some(var) => match crate::output::signing::CommitSigner::from_env(var) {
+            Ok(s) => Some(std::sync::Arc::new(s)),
+            Err(e) => {
+                eprintln!(
+                    "error: {}: [output] signing_key_env: {e}",
+                    job.path.display()
+                );
+                return ExitCode::Usage;
+            }
+        },
+    };
     if job.fetch.unmasked_card_images {
         tracing::warn!(
             "unmasked_card_images = true: unmasked card images are cardholder data; storing them brings this export into PCI DSS scope"
@@ -195,6 +209,7 @@ async fn execute_job(
             quiet,
             retry_failed,
             archive_key,
+            commit_signer,
             ..RunOptions::default()
         },
     )
@@ -252,7 +267,15 @@ fn archive_key(job: &Job) -> Result<Option<ArchiveKey>, ExitCode> {
     }
 }
 
-fn verify(dir: &Path, since: Option<&str>, key_env: &str) -> ExitCode {
+fn verify(dir: &Path, since: Option<&str>, key_env: &str, public_key: Option<&Path>) -> ExitCode {
+    let public_key = match public_key.map(crate::output::signing::CommitPublicKey::read) {
+        None => None,
+        Some(Ok(k)) => Some(k),
+        Some(Err(e)) => {
+            eprintln!("error: --public-key: {e}");
+            return ExitCode::Usage;
+        }
+    };
     // The key is optional here: without it, encrypted entries are reported as unreadable.
     let key = match std::env::var_os(key_env) {
         Some(v) => match ArchiveKey::new(v.as_encoded_bytes()) {
@@ -270,6 +293,7 @@ fn verify(dir: &Path, since: Option<&str>, key_env: &str) -> ExitCode {
     let opts = crate::verify::VerifyOptions {
         key: key.as_ref(),
         since,
+        public_key: public_key.as_ref(),
     };
     match crate::verify::verify_with(dir, opts) {
         Ok(report) => {

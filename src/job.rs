@@ -384,6 +384,9 @@ pub struct OutputSettings {
     /// Prefix CSV cells a spreadsheet would run as a formula with `'` (default on; Parquet
     /// always keeps the exact text).
     pub csv_neutralise_formulas: bool,
+    /// The environment variable holding the OpenSSH Ed25519 private key that signs each
+    /// commit record (`commits/{run}.json.sig`); `None`: commits are not signed.
+    pub signing_key_env: Option<String>,
 }
 
 /// Where in a job file a problem is.
@@ -1040,7 +1043,21 @@ fn output_settings(
         csv_neutralise_formulas: o
             .csv_neutralise_formulas
             .unwrap_or(defaults::CSV_NEUTRALISE_FORMULAS),
+        signing_key_env: ctx
+            .optional("[output] signing_key_env", &o.signing_key_env, None)
+            .map(|v| v.check(ctx, env_var_name))
+            .transpose()?
+            .map(|s| s.value),
     })
+}
+
+/// An environment variable's name: letters, digits, `_`.
+fn env_var_name(name: String) -> Result<String, &'static str> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        Err("must be an environment variable name (letters, digits, _)")
+    } else {
+        Ok(name)
+    }
 }
 
 /// `[output] dir` or `--out`.
@@ -1319,6 +1336,7 @@ raw_table! {
         file_mode: Option<Spanned<String>>,
         dir_mode: Option<Spanned<String>>,
         csv_neutralise_formulas: Option<bool>,
+        signing_key_env: Option<Spanned<String>>,
     }
 }
 

@@ -103,12 +103,18 @@ pub enum CommitError {
 }
 
 impl Commit {
+    /// The bytes of `commits/{run}.json` (what a signature covers).
+    pub fn bytes(&self) -> io::Result<Vec<u8>> {
+        let mut bytes = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
+        bytes.push(b'\n');
+        Ok(bytes)
+    }
+
     /// Writes `commits/{run}.json` under `root` only if it does not exist.
     pub fn write(&self, root: &Path, modes: Modes) -> io::Result<Published> {
         let dir = root.join(COMMITS_DIR);
         modes.create_dir_all(&dir)?;
-        let mut bytes = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
-        bytes.push(b'\n');
+        let bytes = self.bytes()?;
         let tmp = dir.join(format!(".{}.json.tmp", self.run));
         let dest = dir.join(format!("{}.json", self.run));
         write_no_replace(&tmp, &dest, &bytes, modes)

@@ -4,4 +4,5 @@ pub mod archive;
 pub mod failures;
 pub mod fsmode;
 pub mod report;
+pub mod signing;
 pub mod tables;

@@ -12,6 +12,7 @@ use super::sink::Written;
 use crate::dataset::catalogue::Catalogue;
 use crate::dataset::commit::{ArchivesRecord, COMMIT_FORMAT, Commit, CsvFormulas, OutputRecord};
 use crate::output::report::{ROOT_HASH_METHOD, Report};
+use crate::output::signing::{self, CommitSigner};
 
 /// Publishes the run: commit, then `failures.csv`, then `report.json` (blocking work off the
 /// async threads).
@@ -20,6 +21,7 @@ pub async fn publish(
     report: &Report,
     written: &Written,
     start: AtStart,
+    signer: Option<Arc<CommitSigner>>,
 ) -> Result<(), RunError> {
     let commit = Commit {
         format: COMMIT_FORMAT.to_string(),
@@ -45,6 +47,15 @@ pub async fn publish(
     let location = location.clone();
     let report_json = report_value(report)?;
     tokio::task::spawn_blocking(move || {
+        if let Some(signer) = signer {
+            let output = |e: std::io::Error| RunError::Output {
+                what: format!("commits/{}.json.sig", commit.run),
+                message: e.to_string(),
+            };
+            let signature = signer.sign(&commit.bytes().map_err(output)?);
+            signing::write_signature(location.root(), &commit.run, &signature, location.modes())
+                .map_err(output)?;
+        }
         location.write_commit(&commit)?;
         // The open follow-ups at the start, updated by the commits published since: this one
         // and any a concurrent shard published meanwhile (the dataset is not read again).

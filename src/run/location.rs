@@ -97,6 +97,11 @@ impl OutputLocation {
         Ok(Arc::new(location))
     }
 
+    /// The modes of the files and directories it creates.
+    pub fn modes(&self) -> Modes {
+        self.modes
+    }
+
     /// The directory.
     pub fn root(&self) -> &Path {
         &self.root

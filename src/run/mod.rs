@@ -67,6 +67,8 @@ pub struct RunOptions {
     pub clock: Clock,
     /// Encrypts archive entries (and opens them on resume) when set.
     pub archive_key: Option<ArchiveKey>,
+    /// Signs the commit record (`[output] signing_key_env`) when set.
+    pub commit_signer: Option<Arc<crate::output::signing::CommitSigner>>,
 }
 
 impl Default for RunOptions {
@@ -77,6 +79,7 @@ impl Default for RunOptions {
             grace: Duration::from_secs(5),
             clock: Arc::new(Utc::now),
             archive_key: None,
+            commit_signer: None,
         }
     }
 }
@@ -261,7 +264,14 @@ pub async fn run(
         job, &input, &location, &shutdown, &client, &written, already,
     );
     let report = Report::assemble(started_at, (opts.clock)(), facts);
-    commit::publish(&location, &report, &written, start).await?;
+    commit::publish(
+        &location,
+        &report,
+        &written,
+        start,
+        opts.commit_signer.clone(),
+    )
+    .await?;
     summary(
         &location,
         written,

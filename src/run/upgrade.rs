@@ -234,7 +234,7 @@ pub async fn upgrade(
         unparsed_values: written.unparsed_values.clone(),
     };
     let report = Report::assemble(started, Utc::now(), facts);
-    commit::publish(&location, &report, &written, AtStart::default()).await?;
+    commit::publish(&location, &report, &written, AtStart::default(), None).await?;
     upgraded.run = location.run().to_string();
     upgraded.root_hash = written.root_hash;
     Ok(Upgrade::Upgraded(upgraded))

@@ -233,6 +233,8 @@ pub struct VerifyOptions<'a> {
     pub key: Option<&'a archive::ArchiveKey>,
     /// Check only the commits whose run id sorts after this one.
     pub since: Option<&'a str>,
+    /// Check every commit's signature (`commits/{run}.json.sig`) against this key.
+    pub public_key: Option<&'a crate::output::signing::CommitPublicKey>,
 }
 
 /// Verifies the whole dataset in `dir`; see the module documentation for every check. Blocking.
@@ -266,6 +268,9 @@ pub fn verify_with(dir: &Path, opts: VerifyOptions<'_>) -> Result<VerifyReport, 
     scratch_temps(dir, &mut report);
     let runs = commits::list(dir, &mut report);
     let first_in_scope = first_in_scope(dir, &runs, opts.since)?;
+    if let Some(key) = opts.public_key {
+        check_signatures(dir, &runs[first_in_scope.min(runs.len())..], key, &mut report);
+    }
     let mut v = Verifier {
         dir,
         key: opts.key,
@@ -297,6 +302,39 @@ pub fn verify_with(dir: &Path, opts: VerifyOptions<'_>) -> Result<VerifyReport, 
     v.check_report_json(&mut report);
     v.check_failures_csv(&mut report);
     Ok(report)
+}
+
+/// With `--public-key`: every commit in scope has `commits/{run}.json.sig`, an SSHSIG signature
+/// of the commit's bytes as they are on disk by that key. A commit rewritten with its hashes
+/// recomputed checks out everywhere else; only this catches it.
+fn check_signatures(
+    dir: &Path,
+    runs: &[String],
+    key: &crate::output::signing::CommitPublicKey,
+    report: &mut VerifyReport,
+) {
+    use crate::output::signing::signature_path;
+    for run in runs {
+        let subject = format!("{}/{run}.json", crate::dataset::COMMITS_DIR);
+        let commit = match std::fs::read(dir.join(&subject)) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                report.finding(&subject, format!("cannot be read to check its signature: {e}"));
+                continue;
+            }
+        };
+        match std::fs::read_to_string(signature_path(dir, run)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                report.finding(&subject, "not signed: commits/{run}.json.sig is missing".replace("{run}", run));
+            }
+            Err(e) => report.finding(&subject, format!("its signature cannot be read: {e}")),
+            Ok(signature) => {
+                if let Err(e) = key.verify(&commit, &signature) {
+                    report.finding(&subject, format!("signature: {e}"));
+                }
+            }
+        }
+    }
 }
 
 /// The listing of `dir`, when it is a readable directory that holds no tables of the layout

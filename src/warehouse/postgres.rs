@@ -531,6 +531,7 @@ async fn check_with_verify(
             crate::verify::VerifyOptions {
                 key: key.as_ref(),
                 since: since.as_deref(),
+                ..Default::default()
             },
         )
     })

@@ -574,3 +574,171 @@ fn a_linked_archives_or_tables_directory_stops_the_run_with_exit_3_and_nothing_w
         assert!(sim.api().requests().is_empty(), "no request before the location is usable");
     }
 }
+
+// ---- point 7: signed commits -------------------------------------------------------------------
+
+/// Runs `ok-n1` into `out` with `[output] signing_key_env = "TEST_COMMIT_KEY"` and `key` in it.
+fn signed_run(sim: &crate::support::BlockingSim, dir: &Path, out: &Path, key: &str, refs: &str) {
+    let (job, refs) = crate::support::job_files(
+        dir,
+        &format!(
+            "{HEAD}[polling]\nschedule_seconds = [0.05]\n[output]\nsigning_key_env = \"TEST_COMMIT_KEY\"\n"
+        ),
+        "refs.txt",
+        refs,
+    );
+    let o = crate::support::bin()
+        .env("TEST_COMMIT_KEY", key)
+        .arg("run")
+        .arg(&job)
+        .arg("--input")
+        .arg(&refs)
+        .arg("--out")
+        .arg(out)
+        .args(["--base-url", &sim.api().base_url(), "--quiet"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", crate::support::text(&o));
+}
+
+#[test]
+fn commits_are_signed_so_that_ssh_keygen_verifies_them_and_a_rewrite_is_caught() {
+    use jumio_export::simulator::SimOptions;
+    let Some(ssh_keygen) = crate::peers::require("ssh-keygen") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let key_path = dir.path().join("commit-key");
+    let made = std::process::Command::new(&ssh_keygen)
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "exporter", "-f"])
+        .arg(&key_path)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let key = std::fs::read_to_string(&key_path).unwrap();
+    let public = std::fs::read_to_string(key_path.with_extension("pub")).unwrap();
+    let sim = crate::support::BlockingSim::start(SimOptions::default());
+    let out = dir.path().join("out");
+    signed_run(&sim, dir.path(), &out, &key, "ok-n1\n");
+    signed_run(&sim, dir.path(), &out, &key, "ok-n2\n");
+    let runs = crate::support::commit_runs(&out);
+    assert_eq!(runs.len(), 2);
+
+    // The standard verifier accepts each signature for its commit, and not for the other.
+    let allowed = dir.path().join("allowed_signers");
+    std::fs::write(&allowed, format!("exporter {public}")).unwrap();
+    let ssh_verify = |commit: &str, sig: &str| {
+        std::process::Command::new(&ssh_keygen)
+            .args(["-Y", "verify", "-n", "jumio-export", "-I", "exporter", "-f"])
+            .arg(&allowed)
+            .arg("-s")
+            .arg(out.join(format!("commits/{sig}.json.sig")))
+            .stdin(std::fs::File::open(out.join(format!("commits/{commit}.json"))).unwrap())
+            .output()
+            .unwrap()
+    };
+    for run in &runs {
+        let o = ssh_verify(run, run);
+        assert!(o.status.success(), "{run}: {}", crate::support::text(&o));
+    }
+    assert!(!ssh_verify(&runs[0], &runs[1]).status.success());
+
+    // verify --public-key checks every signature (key.pub or the allowed_signers line).
+    let verify = |key_file: &Path| {
+        crate::support::bin()
+            .arg("verify")
+            .arg(&out)
+            .arg("--public-key")
+            .arg(key_file)
+            .output()
+            .unwrap()
+    };
+    for key_file in [key_path.with_extension("pub"), allowed.clone()] {
+        let o = verify(&key_file);
+        assert_eq!(o.status.code(), Some(0), "{}", crate::support::text(&o));
+    }
+
+    // An auditor's nightmare: the first commit rewritten (here its report's job hash), every
+    // hash in it still consistent. Without the key verify cannot tell; with it, it does.
+    let first = out.join(format!("commits/{}.json", runs[0]));
+    let mut commit: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&first).unwrap()).unwrap();
+    commit["report"]["job_sha256"] = serde_json::json!("0".repeat(64));
+    let mut bytes = serde_json::to_vec_pretty(&commit).unwrap();
+    bytes.push(b'\n');
+    std::fs::write(&first, bytes).unwrap();
+    let unsigned_check = crate::support::bin().arg("verify").arg(&out).output().unwrap();
+    let text = crate::support::text(&unsigned_check);
+    assert!(!text.contains("signature"), "{text}");
+    let o = verify(&key_path.with_extension("pub"));
+    let text = crate::support::text(&o);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!("commits/{}.json: signature: does not match", runs[0])),
+        "{text}"
+    );
+    assert!(!ssh_verify(&runs[0], &runs[0]).status.success());
+    // A commit whose signature is gone is not signed.
+    std::fs::remove_file(out.join(format!("commits/{}.json.sig", runs[1]))).unwrap();
+    let text = crate::support::text(&verify(&key_path.with_extension("pub")));
+    assert!(
+        text.contains(&format!("commits/{}.json: not signed", runs[1])),
+        "{text}"
+    );
+    // Nothing the run wrote or printed holds the private key.
+    let secret_body: String = key.lines().filter(|l| !l.starts_with("-----")).collect();
+    for entry in walk(&out) {
+        let bytes = std::fs::read(&entry).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains(&secret_body[..40]), "{entry:?}");
+    }
+}
+
+#[test]
+fn a_signing_key_that_is_missing_or_not_a_key_is_exit_2_naming_the_setting_not_the_value() {
+    use jumio_export::simulator::SimOptions;
+    let sim = crate::support::BlockingSim::start(SimOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let (job, refs) = crate::support::job_files(
+        dir.path(),
+        &format!("{HEAD}[output]\nsigning_key_env = \"TEST_COMMIT_KEY\"\n"),
+        "refs.txt",
+        "ok-n1\n",
+    );
+    for value in [None, Some("not-a-key-canary-8f3e")] {
+        let mut c = crate::support::bin();
+        c.env_remove("TEST_COMMIT_KEY");
+        if let Some(v) = value {
+            c.env("TEST_COMMIT_KEY", v);
+        }
+        let o = c
+            .arg("run")
+            .arg(&job)
+            .arg("--input")
+            .arg(&refs)
+            .arg("--out")
+            .arg(dir.path().join("out"))
+            .args(["--base-url", &sim.api().base_url()])
+            .output()
+            .unwrap();
+        let text = crate::support::text(&o);
+        assert_eq!(o.status.code(), Some(2), "{text}");
+        assert!(text.contains("[output] signing_key_env: TEST_COMMIT_KEY"), "{text}");
+        assert!(!text.contains("canary"), "{text}");
+        assert!(sim.api().requests().is_empty());
+    }
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
