@@ -439,7 +439,9 @@ impl Fetcher {
             family: flow.family,
             prefix: format!(
                 "{}/",
-                self.client.url(flow.family, &flow.status_path(reference)).path()
+                self.client
+                    .url(flow.family, &flow.status_path(reference))
+                    .path()
             ),
         };
         let Some(data_step) = flow.step(Role::Data) else {

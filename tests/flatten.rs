@@ -825,7 +825,9 @@ fn wrong_typed_and_unparseable_values_are_null_in_parquet_and_text_in_csv() {
     );
     assert_eq!(
         unmapped(k, &rows[1]),
-        Some(json!({"document": {"extractedData": {"signatureAvailable": "maybe", "extractedData": 7}}}))
+        Some(
+            json!({"document": {"extractedData": {"signatureAvailable": "maybe", "extractedData": 7}}})
+        )
     );
 
     let k = Kind::Authentication;

@@ -43,7 +43,11 @@ fn needles() -> Vec<(String, Vec<u8>)> {
         ("archive key in base64".into(), b64(KEY)),
     ];
     // Every line of the signing key's body (its private half spans the middle ones).
-    for (i, line) in SIGNING_KEY.lines().filter(|l| !l.starts_with("-----")).enumerate() {
+    for (i, line) in SIGNING_KEY
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .enumerate()
+    {
         v.push((format!("signing key line {}", i + 1), line.into()));
     }
     for (user, password) in [
@@ -386,7 +390,11 @@ fn canary_credentials_appear_nowhere_even_at_trace_level() {
     // The signing key was used: the encrypted runs' commits are signed.
     for out in [&encrypted, &refused] {
         let run = &crate::support::commit_runs(out)[0];
-        assert!(out.join(format!("commits/{run}.json.sig")).exists(), "{}", out.display());
+        assert!(
+            out.join(format!("commits/{run}.json.sig")).exists(),
+            "{}",
+            out.display()
+        );
     }
     // The simulator did see the credentials: the test would notice a leak.
     assert!(api.requests().iter().any(|r| r.status == 200));

@@ -211,7 +211,11 @@ impl KindFlow {
     /// the first call included (the guide's "maximum of 10 consecutive retrieval attempts"), for a
     /// kind that can be pending; one for the others.
     pub fn max_status_calls(&self, entries: usize) -> u64 {
-        if self.polls() { entries.max(1) as u64 } else { 1 }
+        if self.polls() {
+            entries.max(1) as u64
+        } else {
+            1
+        }
     }
 
     /// The state word of a status response body, empty when absent.

@@ -81,9 +81,10 @@ impl Modes {
             Ok(m) if m.is_dir() => return Ok(()),
             _ => {}
         }
-        if let Some(parent) = path.parent().filter(|p| {
-            !p.as_os_str().is_empty() && std::fs::symlink_metadata(p).is_err()
-        }) {
+        if let Some(parent) = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty() && std::fs::symlink_metadata(p).is_err())
+        {
             self.create_dir_all(parent)?;
         }
         match std::fs::create_dir(path) {
@@ -171,7 +172,12 @@ mod tests {
         std::io::Write::write_all(&mut f, b"personal data").unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
         assert_eq!(mode(&target), 0o644, "the target was not chmod'ed");
-        assert!(!std::fs::symlink_metadata(&at).unwrap().file_type().is_symlink());
+        assert!(
+            !std::fs::symlink_metadata(&at)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
         assert_eq!(std::fs::read(&at).unwrap(), b"personal data");
         // A dangling link: nothing is created at its target either.
         let nowhere = tmp.path().join("created-through-the-link");

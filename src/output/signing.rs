@@ -76,7 +76,8 @@ impl CommitSigner {
     /// Parses an unencrypted OpenSSH Ed25519 private key (`-----BEGIN OPENSSH PRIVATE KEY-----`,
     /// what `ssh-keygen -t ed25519 -N ''` writes).
     pub fn from_openssh(text: &str) -> Result<Self, SigningError> {
-        let bad = |why: &str| SigningError::Key(format!("not an OpenSSH Ed25519 private key: {why}"));
+        let bad =
+            |why: &str| SigningError::Key(format!("not an OpenSSH Ed25519 private key: {why}"));
         let body: String = text
             .trim()
             .strip_prefix("-----BEGIN OPENSSH PRIVATE KEY-----")
@@ -111,8 +112,14 @@ impl CommitSigner {
         if p.string() != Some(KEY_TYPE.as_bytes()) {
             return Err(bad("only ssh-ed25519 keys are supported"));
         }
-        let public = p.string().filter(|k| k.len() == 32).ok_or_else(|| bad("truncated"))?;
-        let secret = p.string().filter(|k| k.len() == 64).ok_or_else(|| bad("truncated"))?;
+        let public = p
+            .string()
+            .filter(|k| k.len() == 32)
+            .ok_or_else(|| bad("truncated"))?;
+        let secret = p
+            .string()
+            .filter(|k| k.len() == 64)
+            .ok_or_else(|| bad("truncated"))?;
         let pair = Ed25519KeyPair::from_seed_and_public_key(&secret[..32], public)
             .map_err(|_| bad("its private and public halves do not match"))?;
         Ok(CommitSigner { pair })
@@ -169,7 +176,9 @@ impl CommitPublicKey {
         let mut words = text.split_whitespace();
         let b64 = loop {
             match words.next() {
-                Some(KEY_TYPE) => break words.next().ok_or_else(|| bad("no key after its type"))?,
+                Some(KEY_TYPE) => {
+                    break words.next().ok_or_else(|| bad("no key after its type"))?;
+                }
                 Some(_) => continue,
                 None => return Err(bad("no ssh-ed25519 key on the line")),
             }
@@ -188,8 +197,7 @@ impl CommitPublicKey {
             .lines()
             .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
             .unwrap_or("");
-        Self::from_openssh(line)
-            .map_err(|e| SigningError::Key(format!("{}: {e}", path.display())))
+        Self::from_openssh(line).map_err(|e| SigningError::Key(format!("{}: {e}", path.display())))
     }
 
     /// Checks an armoured SSHSIG `signature` of `message` in [`NAMESPACE`] by this key.
@@ -255,7 +263,12 @@ pub fn write_signature(
     let dir = root.join(crate::dataset::COMMITS_DIR);
     modes.create_dir_all(&dir)?;
     let tmp = dir.join(format!(".{run}.json.sig.tmp"));
-    match write_no_replace(&tmp, &signature_path(root, run), signature.as_bytes(), modes)? {
+    match write_no_replace(
+        &tmp,
+        &signature_path(root, run),
+        signature.as_bytes(),
+        modes,
+    )? {
         Published::Created => Ok(()),
         Published::AlreadyThere => Err(std::io::Error::other(format!(
             "commits/{run}.json.sig already exists"
@@ -336,7 +349,8 @@ AAAEChrG8qXRHMFLW1pmegXL+itJ2gh+Rp1r0AsAWObi68AG9gKCcwcV0jcF2gAfMJmtgn
 FaXcMOrcIC+qML7s+KvmAAAABHRlc3QB
 -----END OPENSSH PRIVATE KEY-----";
     /// Its `.pub`.
-    const PUB: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG9gKCcwcV0jcF2gAfMJmtgnFaXcMOrcIC+qML7s+Kvm test";
+    const PUB: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG9gKCcwcV0jcF2gAfMJmtgnFaXcMOrcIC+qML7s+Kvm test";
 
     #[test]
     fn a_signature_verifies_with_the_public_key_and_not_after_a_change() {
@@ -362,7 +376,11 @@ FaXcMOrcIC+qML7s+KvmAAAABHRlc3QB
 
     #[test]
     fn keys_that_are_not_unencrypted_ed25519_are_refused_without_echoing_them() {
-        for text in ["", "ssh-ed25519 AAAA", "-----BEGIN OPENSSH PRIVATE KEY-----\nQUJD\n-----END OPENSSH PRIVATE KEY-----"] {
+        for text in [
+            "",
+            "ssh-ed25519 AAAA",
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nQUJD\n-----END OPENSSH PRIVATE KEY-----",
+        ] {
             let e = CommitSigner::from_openssh(text).unwrap_err().to_string();
             assert!(e.starts_with("not an OpenSSH Ed25519 private key"), "{e}");
             assert!(text.is_empty() || !e.contains(text), "{e}");

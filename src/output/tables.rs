@@ -286,7 +286,8 @@ impl TableWriter {
             let on = self.neutralise_formulas;
             part.writer
                 .write_record(
-                    (self.columns.iter().zip(&row.0)).map(|(column, cell)| csv_cell(cell, column, on)),
+                    (self.columns.iter().zip(&row.0))
+                        .map(|(column, cell)| csv_cell(cell, column, on)),
                 )
                 .map_err(|source| TableError::Csv {
                     path: part.tmp.clone(),
@@ -665,7 +666,10 @@ mod tests {
     #[test]
     fn formula_cells_are_neutralised_and_numbers_and_plain_text_are_not() {
         for (text, expected) in [
-            ("=HYPERLINK(\"http://x\",\"y\")", "'=HYPERLINK(\"http://x\",\"y\")"),
+            (
+                "=HYPERLINK(\"http://x\",\"y\")",
+                "'=HYPERLINK(\"http://x\",\"y\")",
+            ),
             ("+1-2", "'+1-2"),
             ("-2+3+cmd|' /C calc'!A0", "'-2+3+cmd|' /C calc'!A0"),
             ("@SUM(A1)", "'@SUM(A1)"),

@@ -403,7 +403,14 @@ mod tests {
         // A file where the failures table's directory must go: creating its part fails.
         std::fs::write(tmp.path().join("tables/failures"), b"").unwrap();
         let shutdown = Shutdown::new();
-        let (handle, tx) = Sink::spawn(location, true, false, true, BTreeSet::new(), shutdown.clone());
+        let (handle, tx) = Sink::spawn(
+            location,
+            true,
+            false,
+            true,
+            BTreeSet::new(),
+            shutdown.clone(),
+        );
         drop(tx);
         assert!(handle.join().unwrap().is_err());
         assert!(matches!(shutdown.reason(), Some(StopReason::Fatal(_))));

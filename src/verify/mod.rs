@@ -269,7 +269,12 @@ pub fn verify_with(dir: &Path, opts: VerifyOptions<'_>) -> Result<VerifyReport, 
     let runs = commits::list(dir, &mut report);
     let first_in_scope = first_in_scope(dir, &runs, opts.since)?;
     if let Some(key) = opts.public_key {
-        check_signatures(dir, &runs[first_in_scope.min(runs.len())..], key, &mut report);
+        check_signatures(
+            dir,
+            &runs[first_in_scope.min(runs.len())..],
+            key,
+            &mut report,
+        );
     }
     let mut v = Verifier {
         dir,
@@ -319,13 +324,19 @@ fn check_signatures(
         let commit = match std::fs::read(dir.join(&subject)) {
             Ok(bytes) => bytes,
             Err(e) => {
-                report.finding(&subject, format!("cannot be read to check its signature: {e}"));
+                report.finding(
+                    &subject,
+                    format!("cannot be read to check its signature: {e}"),
+                );
                 continue;
             }
         };
         match std::fs::read_to_string(signature_path(dir, run)) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                report.finding(&subject, "not signed: commits/{run}.json.sig is missing".replace("{run}", run));
+                report.finding(
+                    &subject,
+                    "not signed: commits/{run}.json.sig is missing".replace("{run}", run),
+                );
             }
             Err(e) => report.finding(&subject, format!("its signature cannot be read: {e}")),
             Ok(signature) => {

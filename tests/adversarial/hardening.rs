@@ -55,8 +55,7 @@ fn plain_http_to_a_remote_host_is_refused_naming_the_key() {
             ..Default::default()
         },
     )
-    .err()
-    .expect("--base-url http://remote refused")
+    .expect_err("--base-url http://remote refused")
     .to_string();
     assert!(e.starts_with("--base-url: plain http"), "{e}");
 }
@@ -76,7 +75,10 @@ fn plain_http_to_loopback_and_https_anywhere_are_accepted() {
             "{HEAD}netverify_url = \"{url}\"\nretrieval_url = \"{url}\"\n"
         ))
         .unwrap_or_else(|e| panic!("{url}: {e}"));
-        assert_eq!(job.api.netverify_url.scheme(), &url[..url.find(':').unwrap()]);
+        assert_eq!(
+            job.api.netverify_url.scheme(),
+            &url[..url.find(':').unwrap()]
+        );
     }
 }
 
@@ -202,9 +204,17 @@ fn verify_clean(out: &Path) {
 
 /// Names and addresses a spreadsheet would run, and values that only look like it.
 const FORMULAS: [(&str, &str, &str); 5] = [
-    ("first_name", "=HYPERLINK(\"http://evil.example\",\"ok\")", "'=HYPERLINK(\"http://evil.example\",\"ok\")"),
+    (
+        "first_name",
+        "=HYPERLINK(\"http://evil.example\",\"ok\")",
+        "'=HYPERLINK(\"http://evil.example\",\"ok\")",
+    ),
     ("last_name", "+1-2", "'+1-2"),
-    ("address_line1", "-2+3+cmd|' /C calc'!A0", "'-2+3+cmd|' /C calc'!A0"),
+    (
+        "address_line1",
+        "-2+3+cmd|' /C calc'!A0",
+        "'-2+3+cmd|' /C calc'!A0",
+    ),
     ("address_city", "@SUM(A1:A9)", "'@SUM(A1:A9)"),
     ("address_postal_code", "-1234", "-1234"),
 ];
@@ -270,7 +280,10 @@ async fn a_round_makes_as_many_status_calls_as_the_schedule_has_entries_the_firs
     let ran = run_job(&s.base(), &job).await;
     assert_eq!(s.hits(&scan(BAD)), 3, "three entries, three status calls");
     let row = &rows_for(&ran.out, "failures", BAD)[0];
-    assert_eq!((row["error"].as_str(), row["attempts"].as_str()), ("PENDING", "3"));
+    assert_eq!(
+        (row["error"].as_str(), row["attempts"].as_str()),
+        ("PENDING", "3")
+    );
     assert_eq!(s.hits(&scan(OK)), 1);
 }
 
@@ -282,9 +295,16 @@ fn a_schedule_longer_than_the_guides_ten_attempts_is_refused_naming_the_key() {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let ten = parse(&format!("{HEAD}[polling]\nschedule_seconds = [{}]\n", offsets(10))).unwrap();
+    let ten = parse(&format!(
+        "{HEAD}[polling]\nschedule_seconds = [{}]\n",
+        offsets(10)
+    ))
+    .unwrap();
     assert_eq!(ten.polling.schedule.len(), 10);
-    let e = parse_err(&format!("{HEAD}[polling]\nschedule_seconds = [{}]\n", offsets(11)));
+    let e = parse_err(&format!(
+        "{HEAD}[polling]\nschedule_seconds = [{}]\n",
+        offsets(11)
+    ));
     assert!(
         e.contains("jobs/x.toml:4") && e.contains("[polling] schedule_seconds: lists 11 offsets"),
         "{e}"
@@ -301,7 +321,11 @@ async fn an_href_into_another_transaction_on_the_origin_is_foreign() {
     let o = super::run_pair(&s).await;
     let row = super::failed(&o, BAD, "FOREIGN_URL", "image");
     assert_eq!(row["http_status"], "");
-    assert_eq!(s.hits(&format!("{}/images/front", scan(OK))), 1, "only OK's own fetch");
+    assert_eq!(
+        s.hits(&format!("{}/images/front", scan(OK))),
+        1,
+        "only OK's own fetch"
+    );
     // The same with a dot segment that climbs out of the transaction's path.
     let s: Server = origin().await;
     let mut list = images_body(&s.base(), BAD);
@@ -370,10 +394,15 @@ fn maskhint_unmasked_is_asked_only_when_enabled_and_only_for_credit_cards() {
         };
         let (card_pages, other_pages) = (pages(&card), pages(&other));
         assert!(!card_pages.is_empty() && !other_pages.is_empty());
-        assert!(other_pages.iter().all(Option::is_none), "{other}: {other_pages:?}");
+        assert!(
+            other_pages.iter().all(Option::is_none),
+            "{other}: {other_pages:?}"
+        );
         let unmasked = Some("maskhint=unmasked".to_string());
         assert!(
-            card_pages.iter().all(|q| *q == if enabled { unmasked.clone() } else { None }),
+            card_pages
+                .iter()
+                .all(|q| *q == if enabled { unmasked.clone() } else { None }),
             "{card} (unmasked_card_images = {enabled}): {card_pages:?}"
         );
     }
@@ -415,14 +444,23 @@ fn verify_escapes_control_characters_of_values_it_prints_from_the_files() {
         .unwrap();
     w.flush().unwrap();
     drop(w);
-    let v = crate::support::bin().arg("verify").arg(&out).output().unwrap();
+    let v = crate::support::bin()
+        .arg("verify")
+        .arg(&out)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8(v.stdout.clone()).unwrap();
     assert_eq!(v.status.code(), Some(1), "{}", crate::support::text(&v));
     assert!(
-        !stdout.chars().any(|c| (c.is_control() && c != '\n') || c == '\u{202e}'),
+        !stdout
+            .chars()
+            .any(|c| (c.is_control() && c != '\n') || c == '\u{202e}'),
         "{stdout:?}"
     );
-    assert!(stdout.contains(r"x\u{1b}[2J\u{1b}]0;pwned\u{7}\u{a}problem  none\u{202e}"), "{stdout}");
+    assert!(
+        stdout.contains(r"x\u{1b}[2J\u{1b}]0;pwned\u{7}\u{a}problem  none\u{202e}"),
+        "{stdout}"
+    );
     assert!(
         !stdout.lines().any(|l| l.starts_with("problem  none")),
         "a forged line: {stdout}"
@@ -476,7 +514,9 @@ fn modes_that_let_group_or_others_write_are_refused_naming_the_key() {
     ] {
         let e = parse_err(&format!("{HEAD}[output]\n{key} = \"{value}\"\n"));
         assert!(
-            e.contains(&format!("[output] {key}: \"{value}\" lets group or others write")),
+            e.contains(&format!(
+                "[output] {key}: \"{value}\" lets group or others write"
+            )),
             "{key} = {value}: {e}"
         );
     }
@@ -519,7 +559,11 @@ async fn links_planted_at_the_predictable_temporary_names_are_never_written_thro
     .await;
     assert_eq!(ran.summary.exit_code(), 0);
     for target in &targets {
-        assert_eq!(std::fs::read(target).unwrap(), b"the victim's file", "{target:?}");
+        assert_eq!(
+            std::fs::read(target).unwrap(),
+            b"the victim's file",
+            "{target:?}"
+        );
         let mode = std::fs::metadata(target).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o644, "{target:?} chmod'ed");
     }
@@ -571,7 +615,10 @@ fn a_linked_archives_or_tables_directory_stops_the_run_with_exit_3_and_nothing_w
             0,
             "{linked}: written through the link"
         );
-        assert!(sim.api().requests().is_empty(), "no request before the location is usable");
+        assert!(
+            sim.api().requests().is_empty(),
+            "no request before the location is usable"
+        );
     }
 }
 
@@ -667,14 +714,21 @@ fn commits_are_signed_so_that_ssh_keygen_verifies_them_and_a_rewrite_is_caught()
     let mut bytes = serde_json::to_vec_pretty(&commit).unwrap();
     bytes.push(b'\n');
     std::fs::write(&first, bytes).unwrap();
-    let unsigned_check = crate::support::bin().arg("verify").arg(&out).output().unwrap();
+    let unsigned_check = crate::support::bin()
+        .arg("verify")
+        .arg(&out)
+        .output()
+        .unwrap();
     let text = crate::support::text(&unsigned_check);
     assert!(!text.contains("signature"), "{text}");
     let o = verify(&key_path.with_extension("pub"));
     let text = crate::support::text(&o);
     assert_eq!(o.status.code(), Some(1), "{text}");
     assert!(
-        text.contains(&format!("commits/{}.json: signature: does not match", runs[0])),
+        text.contains(&format!(
+            "commits/{}.json: signature: does not match",
+            runs[0]
+        )),
         "{text}"
     );
     assert!(!ssh_verify(&runs[0], &runs[0]).status.success());
@@ -723,7 +777,10 @@ fn a_signing_key_that_is_missing_or_not_a_key_is_exit_2_naming_the_setting_not_t
             .unwrap();
         let text = crate::support::text(&o);
         assert_eq!(o.status.code(), Some(2), "{text}");
-        assert!(text.contains("[output] signing_key_env: TEST_COMMIT_KEY"), "{text}");
+        assert!(
+            text.contains("[output] signing_key_env: TEST_COMMIT_KEY"),
+            "{text}"
+        );
         assert!(!text.contains("canary"), "{text}");
         assert!(sim.api().requests().is_empty());
     }
