@@ -205,11 +205,11 @@ impl OutputLocation {
     /// Creates `archives/.claims/{reference}/{owner}` naming this run. `Ok(None)`: claimed;
     /// `Ok(Some(run))`: another run claimed it first.
     fn claim(&self, reference: &str, owner: &str) -> io::Result<Option<String>> {
-        let dir = self
-            .root
-            .join(archive::ARCHIVES_DIR)
-            .join(".claims")
-            .join(reference);
+        let claims = self.root.join(archive::ARCHIVES_DIR).join(".claims");
+        // One level at a time: `.claims` itself must not be a link (archives/ was checked when
+        // the location was opened).
+        self.modes.create_dir_all(&claims)?;
+        let dir = claims.join(reference);
         self.modes.create_dir_all(&dir)?;
         let dest = dir.join(owner);
         let tmp = dir.join(format!(".{owner}.{}.tmp", self.run));

@@ -799,3 +799,51 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+#[test]
+fn a_linked_claims_directory_is_never_written_through_when_an_archive_is_taken_over() {
+    use jumio_export::simulator::SimOptions;
+    let sim = crate::support::BlockingSim::start(SimOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let (job, refs) = crate::support::job_files(
+        dir.path(),
+        &format!("{HEAD}[polling]\nschedule_seconds = [0.05]\n"),
+        "refs.txt",
+        "ok-n1\n",
+    );
+    let out = dir.path().join("out");
+    let run = || {
+        crate::support::bin()
+            .arg("run")
+            .arg(&job)
+            .arg("--input")
+            .arg(&refs)
+            .arg("--out")
+            .arg(&out)
+            .args(["--base-url", &sim.api().base_url(), "--quiet"])
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{}",
+        crate::support::text(&first)
+    );
+    // The run "died before its commit": its archive is left for the next run to take over, by a
+    // claim under archives/.claims/, which someone turned into a link.
+    let runs = crate::support::commit_runs(&out);
+    std::fs::remove_file(out.join(format!("commits/{}.json", runs[0]))).unwrap();
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, out.join("archives/.claims")).unwrap();
+    let second = run();
+    let text = crate::support::text(&second);
+    assert_ne!(second.status.code(), Some(0), "{text}");
+    assert_eq!(
+        std::fs::read_dir(&elsewhere).unwrap().count(),
+        0,
+        "written through the link: {text}"
+    );
+}
