@@ -387,6 +387,10 @@ pub struct OutputSettings {
     /// The environment variable holding the OpenSSH Ed25519 private key that signs each
     /// commit record (`commits/{run}.json.sig`); `None`: commits are not signed.
     pub signing_key_env: Option<String>,
+    /// The PII profile of the transaction tables (default `full`).
+    pub pii: crate::flatten::pii::Pii,
+    /// The environment variable holding the key of `pii = "pseudonymised"` (required then).
+    pub pii_key_env: Option<String>,
 }
 
 /// Where in a job file a problem is.
@@ -1018,6 +1022,21 @@ fn output_settings(
             v => Ok(v.to_string()),
         })?
         .value;
+    let pii = ctx
+        .setting("[output] pii", &o.pii, None, "full".to_string())
+        .check(ctx, |p| p.parse::<crate::flatten::pii::Pii>())?;
+    let pii_key_env = ctx
+        .optional("[output] pii_key_env", &o.pii_key_env, None)
+        .map(|v| v.check(ctx, env_var_name))
+        .transpose()?
+        .map(|s| s.value);
+    if pii.value == crate::flatten::pii::Pii::Pseudonymised && pii_key_env.is_none() {
+        return Err(ctx.blame(
+            &pii.origin,
+            "\"pseudonymised\" needs [output] pii_key_env, the environment variable holding its HMAC key",
+        ));
+    }
+    let pii = pii.value;
     let write = defaults::WRITE_TABLES_AND_ARCHIVES;
     Ok(OutputSettings {
         dir,
@@ -1048,6 +1067,8 @@ fn output_settings(
             .map(|v| v.check(ctx, env_var_name))
             .transpose()?
             .map(|s| s.value),
+        pii,
+        pii_key_env,
     })
 }
 
@@ -1337,6 +1358,8 @@ raw_table! {
         dir_mode: Option<Spanned<String>>,
         csv_neutralise_formulas: Option<bool>,
         signing_key_env: Option<Spanned<String>>,
+        pii: Option<Spanned<String>>,
+        pii_key_env: Option<Spanned<String>>,
     }
 }
 

@@ -497,6 +497,31 @@ fn check_committed_schema(table: &str, schema: &arrow_schema::Schema) {
     );
 }
 
+/// Each PII profile's transaction tables, written by the table writer from profiled rows, have
+/// the committed schema of `tests/schemas/{profile}/{table}.txt`: the schema of a profile never
+/// depends on the data either.
+#[test]
+fn pii_profile_schemas_equal_the_committed_ones() {
+    use jumio_export::flatten::pii::{self, Pii, Pseudonymiser};
+    let key = Pseudonymiser::new(b"schema-test-key-0123").unwrap();
+    for profile in [Pii::Pseudonymised, Pii::Minimal] {
+        for ((kind, max), (_, min)) in MAXIMAL.into_iter().zip(MINIMAL) {
+            let rows: Vec<_> = [
+                flatten(kind, "a", &fixture(max), &summary(1)),
+                flatten(kind, "b", &fixture(min), &summary(0)),
+            ]
+            .into_iter()
+            .map(|row| pii::apply(kind, profile, Some(&key), row))
+            .collect();
+            let columns = pii::table_columns_for(kind, profile);
+            let written = write_table(kind.table_name(), columns, &rows);
+            let (schema, batch) = read_parquet(&written.parquet);
+            assert_eq!(batch.num_rows(), 2);
+            check_committed_schema(&format!("{profile}/{}", kind.table_name()), &schema);
+        }
+    }
+}
+
 #[test]
 fn parquet_schemas_equal_the_committed_ones() {
     for ((kind, max), (_, min)) in MAXIMAL.into_iter().zip(MINIMAL) {

@@ -309,6 +309,8 @@ mod tests {
             csv: true,
             parquet: !csv_only,
             csv_neutralise_formulas: true,
+            pii: Default::default(),
+            pseudonymiser: None,
             modes: Modes::default(),
             max_rows: 2,
             max_bytes: PART_BYTES,

@@ -40,6 +40,10 @@ pub struct OutputRecord {
     /// Whether CSV cells a spreadsheet would run as a formula were neutralised.
     #[serde(default)]
     pub csv_formulas: CsvFormulas,
+    /// The PII profile of the transaction tables (`full` in commits of earlier versions). A
+    /// dataset holds one profile: a run with another is refused.
+    #[serde(default)]
+    pub pii: crate::flatten::pii::Pii,
 }
 
 /// `[output] csv_neutralise_formulas` as the commit records it.

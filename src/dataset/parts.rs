@@ -38,6 +38,10 @@ pub struct PartOptions {
     /// Neutralise CSV cells a spreadsheet would run as a formula (`[output]
     /// csv_neutralise_formulas`; [`crate::output::tables::csv_cell`]).
     pub csv_neutralise_formulas: bool,
+    /// The PII profile of the transaction tables and, for `pseudonymised`, its key.
+    pub pii: crate::flatten::pii::Pii,
+    /// The keyed HMAC of `pseudonymised`.
+    pub pseudonymiser: Option<crate::flatten::pii::Pseudonymiser>,
     /// Modes of new files and directories.
     pub modes: Modes,
     /// Rows per part at most.
@@ -174,6 +178,8 @@ mod tests {
             csv: true,
             parquet: true,
             csv_neutralise_formulas: true,
+            pii: Default::default(),
+            pseudonymiser: None,
             modes: Modes::default(),
             max_rows,
             max_bytes: PART_BYTES,

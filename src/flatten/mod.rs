@@ -16,6 +16,7 @@
 //! NULL in the typed Parquet column, so it is also kept, verbatim, in `unmapped_json` under its
 //! path (the CSV column keeps the API's text as well); [`unparsed_columns`] names such cells.
 
+pub mod pii;
 mod schema;
 
 use std::sync::LazyLock;

@@ -42,6 +42,7 @@ pub async fn publish(
             } else {
                 CsvFormulas::Verbatim
             },
+            pii: written.pii,
         },
     };
     let location = location.clone();

@@ -239,6 +239,8 @@ impl OutputLocation {
             csv,
             parquet,
             csv_neutralise_formulas: true,
+            pii: Default::default(),
+            pseudonymiser: None,
             modes: self.modes,
             max_rows: PART_ROWS,
             max_bytes: PART_BYTES,

@@ -49,6 +49,8 @@ pub struct Written {
     /// Documented dates, timestamps and booleans that did not parse as their type, per
     /// `{table}.{column}` (NULL in Parquet, kept in `unmapped_json`).
     pub unparsed_values: BTreeMap<String, u64>,
+    /// The PII profile of the transaction tables (recorded in the commit).
+    pub pii: flatten::pii::Pii,
 }
 
 /// The open writers: one part writer per table.
@@ -59,6 +61,8 @@ pub struct Sink {
     failures: PartWriter,
     root: RootHash,
     written: Written,
+    pii: flatten::pii::Pii,
+    pseudonymiser: Option<flatten::pii::Pseudonymiser>,
 }
 
 fn output_err(what: &str, e: &dyn std::fmt::Display) -> RunError {
@@ -76,7 +80,7 @@ impl Sink {
             .map(|kind| {
                 let w = PartWriter::new(
                     kind.table_name(),
-                    flatten::table_columns(kind),
+                    flatten::pii::table_columns_for(kind, opts.pii),
                     opts.clone(),
                 );
                 (kind, w)
@@ -90,8 +94,11 @@ impl Sink {
             root: location.root_hash(),
             written: Written {
                 csv_neutralise_formulas: opts.csv_neutralise_formulas,
+                pii: opts.pii,
                 ..Written::default()
             },
+            pii: opts.pii,
+            pseudonymiser: opts.pseudonymiser.clone(),
         }
     }
 
@@ -101,6 +108,7 @@ impl Sink {
         csv: bool,
         parquet: bool,
         csv_neutralise_formulas: bool,
+        pii: (flatten::pii::Pii, Option<flatten::pii::Pseudonymiser>),
         has_parts: BTreeSet<String>,
         shutdown: Shutdown,
     ) -> (
@@ -112,6 +120,8 @@ impl Sink {
             let opts = PartOptions {
                 skip_empty: has_parts,
                 csv_neutralise_formulas,
+                pii: pii.0,
+                pseudonymiser: pii.1,
                 ..location.part_options(csv, parquet)
             };
             let mut sink = Sink::open(&location, opts);
@@ -194,6 +204,7 @@ impl Sink {
                 .entry(format!("{}.{column}", kind.table_name()))
                 .or_default() += 1;
         }
+        let row = flatten::pii::apply(kind, self.pii, self.pseudonymiser.as_ref(), row);
         self.tables
             .get_mut(&kind)
             .expect("a writer per kind")
@@ -408,6 +419,7 @@ mod tests {
             true,
             false,
             true,
+            Default::default(),
             BTreeSet::new(),
             shutdown.clone(),
         );

@@ -235,6 +235,8 @@ pub struct VerifyOptions<'a> {
     pub since: Option<&'a str>,
     /// Check every commit's signature (`commits/{run}.json.sig`) against this key.
     pub public_key: Option<&'a crate::output::signing::CommitPublicKey>,
+    /// The key of a `pii = "pseudonymised"` dataset: without it, its tokens are not compared.
+    pub pseudonymiser: Option<&'a crate::flatten::pii::Pseudonymiser>,
 }
 
 /// Verifies the whole dataset in `dir`; see the module documentation for every check. Blocking.
@@ -279,6 +281,7 @@ pub fn verify_with(dir: &Path, opts: VerifyOptions<'_>) -> Result<VerifyReport, 
     let mut v = Verifier {
         dir,
         key: opts.key,
+        pseudonymiser: opts.pseudonymiser,
         commits: Vec::new(),
         first_in_scope,
         rows: HashMap::new(),
@@ -502,6 +505,8 @@ struct KindPair {
 struct Verifier<'a> {
     dir: &'a Path,
     key: Option<&'a archive::ArchiveKey>,
+    /// The key of pseudonymised tables.
+    pseudonymiser: Option<&'a crate::flatten::pii::Pseudonymiser>,
     /// Every commit, in run order.
     commits: Vec<CommitInfo>,
     /// Commits before this index are earlier than `--since`.

@@ -222,12 +222,15 @@ impl Verifier<'_> {
         kind_rows: &mut u64,
         report: &mut VerifyReport,
     ) -> bool {
-        let neutralised = self.commits[commit as usize]
+        let output = self.commits[commit as usize]
             .commit
             .as_ref()
-            .is_some_and(|c| c.output.csv_formulas == CsvFormulas::Neutralised);
+            .map(|c| c.output.clone())
+            .unwrap_or_default();
+        let neutralised = output.csv_formulas == CsvFormulas::Neutralised;
+        let pii = output.pii;
         let Some(((primary_rec, primary), twin)) =
-            self.open_kind_pair(kind, slot, neutralised, report)
+            self.open_kind_pair(kind, slot, (neutralised, pii), report)
         else {
             return false;
         };
@@ -284,13 +287,14 @@ impl Verifier<'_> {
         &self,
         kind: Kind,
         slot: &'s Slot,
-        neutralised: bool,
+        (neutralised, pii): (bool, crate::flatten::pii::Pii),
         report: &mut VerifyReport,
     ) -> Option<(OpenPart<'s>, Option<OpenPart<'s>>)> {
         let (primary_rec, twin_rec) = slot.primary_and_twin()?;
         let name: Arc<str> = primary_rec.path.as_str().into();
         let open = |name: &Arc<str>, format, report: &mut VerifyReport| {
-            TableFile::open(kind, self.dir, name, format, neutralised, report)
+            let profile = (pii, self.pseudonymiser);
+            TableFile::open(kind, self.dir, name, format, neutralised, profile, report)
         };
         let primary = open(&name, primary_rec.format, report)?;
         let twin = twin_rec.and_then(|t| {

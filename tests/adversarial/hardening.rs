@@ -127,6 +127,16 @@ async fn run_job(base: &str, job_text: &str) -> Ran {
 
 /// [`run_job`], after `prepare` has put what it likes into the output location.
 async fn run_prepared(base: &str, job_text: &str, prepare: impl FnOnce(&Path)) -> Ran {
+    run_full(base, job_text, prepare, RunOptions::default()).await
+}
+
+/// [`run_prepared`] with `opts` (quiet is set here).
+async fn run_full(
+    base: &str,
+    job_text: &str,
+    prepare: impl FnOnce(&Path),
+    opts: RunOptions,
+) -> Ran {
     let dir = tempfile::tempdir().unwrap();
     let job_path = dir.path().join("job.toml");
     std::fs::write(&job_path, job_text).unwrap();
@@ -150,7 +160,7 @@ async fn run_prepared(base: &str, job_text: &str, prepare: impl FnOnce(&Path)) -
             &Credentials::new(TOKEN, SECRET),
             RunOptions {
                 quiet: true,
-                ..RunOptions::default()
+                ..opts
             },
         ),
     )
@@ -846,4 +856,193 @@ fn a_linked_claims_directory_is_never_written_through_when_an_archive_is_taken_o
         0,
         "written through the link: {text}"
     );
+}
+
+// ---- point 6: PII profiles ----------------------------------------------------------------------
+
+const PII_KEY: &[u8] = b"pii-key-canary-5d1e9a7c";
+
+async fn pii_run(s: &Server, profile: &str, key: Option<&[u8]>) -> Ran {
+    use jumio_export::flatten::pii::Pseudonymiser;
+    let job = format!(
+        "{}\n[output]\npii = \"{profile}\"\npii_key_env = \"TEST_PII_KEY\"\n",
+        job_text(&Limits::default())
+    );
+    let opts = RunOptions {
+        pseudonymiser: key.map(|k| Pseudonymiser::new(k).unwrap()),
+        ..RunOptions::default()
+    };
+    run_full(&s.base(), &job, |_| {}, opts).await
+}
+
+/// Every byte of every committed CSV part of the netverify table.
+fn netverify_csv_text(out: &Path) -> String {
+    committed_parts(out, "netverify", "csv")
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pseudonymised_tables_hold_keyed_tokens_stable_across_runs_and_verify_recomputes_them() {
+    use jumio_export::flatten::pii::Pseudonymiser;
+    let s: Server = origin().await;
+    let ran = pii_run(&s, "pseudonymised", Some(PII_KEY)).await;
+    assert_eq!(ran.summary.exit_code(), 0);
+    let (ok, bad) = (
+        &rows_for(&ran.out, "netverify", OK)[0],
+        &rows_for(&ran.out, "netverify", BAD)[0],
+    );
+    let token = Pseudonymiser::new(PII_KEY).unwrap().token("ADA");
+    // Same person (both are ADA), same token; the date of birth is a token in a text column.
+    assert_eq!(ok["document_first_name"], token);
+    assert_eq!(bad["document_first_name"], token);
+    assert!(ok["document_dob"].starts_with("hmac-sha256:"), "{ok:?}");
+    assert_eq!(
+        parquet_text(&ran.out, OK, "document_first_name").as_deref(),
+        Some(token.as_str())
+    );
+    // Not a direct identifier: kept.
+    assert_eq!(ok["document_type"], "PASSPORT");
+    let csv = netverify_csv_text(&ran.out);
+    assert!(!csv.contains("ADA") && !csv.contains("1990-12-31"), "{csv}");
+    assert_eq!(
+        crate::support::commits(&ran.out)[0]["output"]["pii"],
+        "pseudonymised"
+    );
+    // verify recomputes the tokens with the key, and leaves them out without it.
+    let key = Pseudonymiser::new(PII_KEY).unwrap();
+    let with_key = jumio_export::verify::verify_with(
+        &ran.out,
+        jumio_export::verify::VerifyOptions {
+            pseudonymiser: Some(&key),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(with_key.findings.is_empty(), "{:?}", with_key.findings);
+    verify_clean(&ran.out);
+    let wrong = Pseudonymiser::new(b"another-key-of-16-bytes").unwrap();
+    let with_wrong = jumio_export::verify::verify_with(
+        &ran.out,
+        jumio_export::verify::VerifyOptions {
+            pseudonymiser: Some(&wrong),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(
+        !with_wrong.findings.is_empty(),
+        "a wrong key must not check out"
+    );
+
+    // Another run, another dataset, the same key: the same token.
+    let again = pii_run(&s, "pseudonymised", Some(PII_KEY)).await;
+    assert_eq!(
+        rows_for(&again.out, "netverify", OK)[0]["document_first_name"],
+        token
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minimal_tables_have_no_direct_identifier_columns_and_verify_checks_the_rest() {
+    let s: Server = origin().await;
+    let mut data = data_body(BAD);
+    // A date of birth that does not parse would land in unmapped_json: not in this profile.
+    data["document"]["dob"] = j!("31/12/1990");
+    s.set(&format!("{}/data", scan(BAD)), json(&data));
+    let ran = pii_run(&s, "minimal", None).await;
+    assert_eq!(ran.summary.exit_code(), 0);
+    let csv = netverify_csv_text(&ran.out);
+    let header = csv.lines().next().unwrap();
+    for column in [
+        "document_first_name",
+        "document_dob",
+        "document_address_city",
+    ] {
+        assert!(
+            !header.split(',').any(|c| c == column),
+            "{column} in {header}"
+        );
+    }
+    assert!(header.contains("document_type"));
+    assert!(!csv.contains("ADA") && !csv.contains("31/12/1990"), "{csv}");
+    assert_eq!(
+        crate::support::commits(&ran.out)[0]["output"]["pii"],
+        "minimal"
+    );
+    verify_clean(&ran.out);
+}
+
+#[test]
+fn a_dataset_holds_one_profile_and_full_warns_of_card_numbers_in_clear() {
+    use jumio_export::simulator::SimOptions;
+    let sim = crate::support::BlockingSim::start(SimOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let run = |profile: &str| {
+        let (job, refs) = crate::support::job_files(
+            dir.path(),
+            &format!("{HEAD}[polling]\nschedule_seconds = [0.05]\n[output]\npii = \"{profile}\"\n"),
+            "refs.txt",
+            "ok-n1\n",
+        );
+        crate::support::bin()
+            .arg("run")
+            .arg(&job)
+            .arg("--input")
+            .arg(&refs)
+            .arg("--out")
+            .arg(&out)
+            .args(["--base-url", &sim.api().base_url(), "--quiet"])
+            .output()
+            .unwrap()
+    };
+    let full = run("full");
+    let text = crate::support::text(&full);
+    assert_eq!(full.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("pan column") && text.contains("PCI DSS"),
+        "{text}"
+    );
+    let before = sim.api().requests().len();
+    let minimal = run("minimal");
+    let text = crate::support::text(&minimal);
+    assert_eq!(minimal.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains(
+            "[output] pii = \"minimal\", but the dataset was written with pii = \"full\""
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("PCI DSS"), "{text}");
+    assert_eq!(sim.api().requests().len(), before, "nothing fetched");
+    // The DDL follows the profile.
+    let ddl = |profile: &str| {
+        let o = crate::support::bin()
+            .args(["schema", "--dialect", "postgres", "--pii", profile])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    assert!(ddl("full").contains("document_first_name"));
+    assert!(!ddl("minimal").contains("document_first_name"));
+    let pseudonymised = ddl("pseudonymised");
+    let dob = pseudonymised
+        .lines()
+        .find(|l| l.contains("document_dob"))
+        .unwrap();
+    assert!(!dob.contains("DATE"), "{dob}");
+}
+
+#[test]
+fn pseudonymised_without_a_key_variable_is_refused_naming_the_key() {
+    let e = parse_err(&format!("{HEAD}[output]\npii = \"pseudonymised\"\n"));
+    assert!(
+        e.contains("[output] pii: \"pseudonymised\" needs [output] pii_key_env"),
+        "{e}"
+    );
+    let e = parse_err(&format!("{HEAD}[output]\npii = \"anonymous\"\n"));
+    assert!(e.contains("[output] pii: unknown profile"), "{e}");
 }
