@@ -19,6 +19,8 @@ const SECRET: &str = "canary-secret-b52d80e4";
 const WRONG_SECRET: &str = "canary-wrong-secret-91c4e7aa";
 /// The archive key, in the environment of every command.
 const KEY: &str = "canary-archive-key-3e8d1f07c6a2";
+/// The HMAC key of `pii = "pseudonymised"` (the encrypted runs), in every command's environment.
+const PII_KEY: &str = "canary-pii-key-0c7b2e95d4";
 /// The commit-signing key (`[output] signing_key_env`), in the environment of every command: a
 /// throw-away key made for this test.
 const SIGNING_KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----
@@ -41,6 +43,8 @@ fn needles() -> Vec<(String, Vec<u8>)> {
         ("archive key".into(), KEY.into()),
         ("secret in base64".into(), b64(SECRET)),
         ("archive key in base64".into(), b64(KEY)),
+        ("pseudonymisation key".into(), PII_KEY.into()),
+        ("pseudonymisation key in base64".into(), b64(PII_KEY)),
     ];
     // Every line of the signing key's body (its private half spans the middle ones).
     for (i, line) in SIGNING_KEY
@@ -257,7 +261,8 @@ fn canary_credentials_appear_nowhere_even_at_trace_level() {
         &encrypted_job,
         format!(
             "{job_text}[output]\nencrypt_archives = true\narchive_key_env = \"TEST_ARCHIVE_KEY\"\n\
-             signing_key_env = \"TEST_COMMIT_KEY\"\n"
+             signing_key_env = \"TEST_COMMIT_KEY\"\npii = \"pseudonymised\"\n\
+             pii_key_env = \"TEST_PII_KEY\"\n"
         ),
     )
     .unwrap();
@@ -269,6 +274,7 @@ fn canary_credentials_appear_nowhere_even_at_trace_level() {
             .env("TEST_ARCHIVE_KEY", KEY)
             .env("JUMIO_EXPORT_ARCHIVE_KEY", KEY)
             .env("TEST_COMMIT_KEY", SIGNING_KEY)
+            .env("TEST_PII_KEY", PII_KEY)
             .env("RUST_LOG", "trace");
         c
     };
@@ -387,11 +393,18 @@ fn canary_credentials_appear_nowhere_even_at_trace_level() {
             out.display()
         );
     }
-    // The signing key was used: the encrypted runs' commits are signed.
+    // The signing key was used: the encrypted runs' commits are signed; and the HMAC key: their
+    // tables are pseudonymised.
     for out in [&encrypted, &refused] {
         let run = &crate::support::commit_runs(out)[0];
         assert!(
             out.join(format!("commits/{run}.json.sig")).exists(),
+            "{}",
+            out.display()
+        );
+        assert_eq!(
+            crate::support::commits(out)[0]["output"]["pii"],
+            "pseudonymised",
             "{}",
             out.display()
         );
