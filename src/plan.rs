@@ -50,8 +50,9 @@ pub struct Budget {
     pub duplicates: usize,
     /// The job's rate, already divided by the shard count.
     pub requests_per_second: f64,
-    /// The last polling offset: a reference still pending is polled for this long after
-    /// its first status call before the run gives it up, whatever the rate.
+    /// The offset of the last status call of a round (the schedule's next-to-last entry: n
+    /// entries are the first call and n - 1 polls): a reference still pending is polled for
+    /// this long after its first status call before the run gives it up, whatever the rate.
     pub polling_window_seconds: f64,
     /// Retries allowed per request (not included in the numbers).
     pub max_retries: u32,
@@ -167,7 +168,10 @@ pub fn budget(job: &Job, input: &InputList) -> std::io::Result<Budget> {
         rejected: input.rejected.len(),
         duplicates: input.duplicates,
         requests_per_second: rps,
-        polling_window_seconds: job.polling.schedule.last().map_or(0.0, |d| d.as_secs_f64()),
+        // n entries are n status calls: the first at once, then one per offset but the last.
+        polling_window_seconds: (job.polling.schedule.len().checked_sub(2))
+            .and_then(|i| job.polling.schedule.get(i))
+            .map_or(0.0, |d| d.as_secs_f64()),
         max_retries: job.limits.max_retries,
         shard: job.shard,
         assumptions,

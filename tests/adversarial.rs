@@ -84,6 +84,8 @@
 //! Every binary run also asserts that neither canary credential appears on stdout or stderr.
 
 mod hostile;
+// Issue 14: no cleartext credentials, no formula in CSV, the guide's limits, no symlink followed.
+mod hardening;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

@@ -38,12 +38,13 @@ max_retries = 3
 timeout_seconds = 10
 
 [polling]
-schedule_seconds = [0.05, 0.1, 0.15]
+schedule_seconds = [0.05, 0.1, 0.15, 0.2]
 "#
     )
 }
 
-/// Status calls a round makes with [`job_text`]'s schedule: the first call and three polls.
+/// Status calls a round makes with [`job_text`]'s schedule: one per entry, the first call and
+/// three polls.
 const STATUS_CALLS: u32 = 4;
 
 struct Dir {

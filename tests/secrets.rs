@@ -19,6 +19,17 @@ const SECRET: &str = "canary-secret-b52d80e4";
 const WRONG_SECRET: &str = "canary-wrong-secret-91c4e7aa";
 /// The archive key, in the environment of every command.
 const KEY: &str = "canary-archive-key-3e8d1f07c6a2";
+/// The HMAC key of `pii = "pseudonymised"` (the encrypted runs), in every command's environment.
+const PII_KEY: &str = "canary-pii-key-0c7b2e95d4";
+/// The commit-signing key (`[output] signing_key_env`), in the environment of every command: a
+/// throw-away key made for this test.
+const SIGNING_KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----
+b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW
+QyNTUxOQAAACAfhhlNFPFRPvVX+GtqZqRqjWjSC28ynkjWvEi1+pQ1sAAAAJjaEGRA2hBk
+QAAAAAtzc2gtZWQyNTUxOQAAACAfhhlNFPFRPvVX+GtqZqRqjWjSC28ynkjWvEi1+pQ1sA
+AAAEByzmvkhn5xwmVJpwjNnDrMzj3ys1nnUzaZGmcGt4mRTh+GGU0U8VE+9Vf4a2pmpGqN
+aNILbzKeSNa8SLX6lDWwAAAAEWNhbmFyeS1jb21taXQta2V5AQIDBA==
+-----END OPENSSH PRIVATE KEY-----";
 
 /// Every string that must not appear: each credential, the Basic encoding of every pair actually
 /// sent (the simulator's, the refused one, the pair the demo's own simulator uses), and the key.
@@ -32,7 +43,17 @@ fn needles() -> Vec<(String, Vec<u8>)> {
         ("archive key".into(), KEY.into()),
         ("secret in base64".into(), b64(SECRET)),
         ("archive key in base64".into(), b64(KEY)),
+        ("pseudonymisation key".into(), PII_KEY.into()),
+        ("pseudonymisation key in base64".into(), b64(PII_KEY)),
     ];
+    // Every line of the signing key's body (its private half spans the middle ones).
+    for (i, line) in SIGNING_KEY
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .enumerate()
+    {
+        v.push((format!("signing key line {}", i + 1), line.into()));
+    }
     for (user, password) in [
         (TOKEN, SECRET),
         (TOKEN, WRONG_SECRET),
@@ -239,17 +260,21 @@ fn canary_credentials_appear_nowhere_even_at_trace_level() {
     std::fs::write(
         &encrypted_job,
         format!(
-            "{job_text}[output]\nencrypt_archives = true\narchive_key_env = \"TEST_ARCHIVE_KEY\"\n"
+            "{job_text}[output]\nencrypt_archives = true\narchive_key_env = \"TEST_ARCHIVE_KEY\"\n\
+             signing_key_env = \"TEST_COMMIT_KEY\"\npii = \"pseudonymised\"\n\
+             pii_key_env = \"TEST_PII_KEY\"\n"
         ),
     )
     .unwrap();
-    // Every credential and the key in every command's environment, at the most verbose level.
+    // Every credential and key in every command's environment, at the most verbose level.
     let command = |secret: &str| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_jumio-export"));
         c.env("JUMIO_API_TOKEN", TOKEN)
             .env("JUMIO_API_SECRET", secret)
             .env("TEST_ARCHIVE_KEY", KEY)
             .env("JUMIO_EXPORT_ARCHIVE_KEY", KEY)
+            .env("TEST_COMMIT_KEY", SIGNING_KEY)
+            .env("TEST_PII_KEY", PII_KEY)
             .env("RUST_LOG", "trace");
         c
     };
@@ -365,6 +390,22 @@ fn canary_credentials_appear_nowhere_even_at_trace_level() {
             crate::support::commit_runs(out).len(),
             1,
             "{}: one commit, scanned with the rest",
+            out.display()
+        );
+    }
+    // The signing key was used: the encrypted runs' commits are signed; and the HMAC key: their
+    // tables are pseudonymised.
+    for out in [&encrypted, &refused] {
+        let run = &crate::support::commit_runs(out)[0];
+        assert!(
+            out.join(format!("commits/{run}.json.sig")).exists(),
+            "{}",
+            out.display()
+        );
+        assert_eq!(
+            crate::support::commits(out)[0]["output"]["pii"],
+            "pseudonymised",
+            "{}",
             out.display()
         );
     }

@@ -5,4 +5,5 @@ pub mod failures;
 pub mod fsmode;
 pub mod report;
 pub mod report_html;
+pub mod signing;
 pub mod tables;

@@ -161,6 +161,10 @@ pub struct RunFacts {
     /// sha256 over `"<reference>  <archive sha256>\n"` lines of those archives, sorted by
     /// reference.
     pub root_hash: String,
+    /// Documented dates, timestamps and booleans whose text did not parse as their type, per
+    /// `{table}.{column}`: NULL in the typed Parquet column, kept verbatim in `unmapped_json`
+    /// (and in the CSV column).
+    pub unparsed_values: BTreeMap<String, u64>,
 }
 
 impl Report {

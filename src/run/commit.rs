@@ -10,9 +10,12 @@ use super::location::OutputLocation;
 use super::resume::AtStart;
 use super::sink::Written;
 use crate::dataset::catalogue::Catalogue;
-use crate::dataset::commit::{self as commit_record, ArchivesRecord, COMMIT_FORMAT, Commit};
+use crate::dataset::commit::{
+    self as commit_record, ArchivesRecord, COMMIT_FORMAT, Commit, CsvFormulas, OutputRecord,
+};
 use crate::output::report::{ROOT_HASH_METHOD, Report};
 use crate::output::report_html::{self, CommitSummary};
+use crate::output::signing::{self, CommitSigner};
 
 /// Publishes the run: commit, then `failures.csv`, then `report.json` and `report.html`
 /// (blocking work off the async threads).
@@ -21,6 +24,7 @@ pub async fn publish(
     report: &Report,
     written: &Written,
     start: AtStart,
+    signer: Option<Arc<CommitSigner>>,
 ) -> Result<(), RunError> {
     let commit = Commit {
         format: COMMIT_FORMAT.to_string(),
@@ -35,10 +39,27 @@ pub async fn publish(
             root_hash: written.root_hash.clone(),
             root_hash_method: ROOT_HASH_METHOD.to_string(),
         },
+        output: OutputRecord {
+            csv_formulas: if written.csv_neutralise_formulas {
+                CsvFormulas::Neutralised
+            } else {
+                CsvFormulas::Verbatim
+            },
+            pii: written.pii,
+        },
     };
     let location = location.clone();
     let report_json = report_value(report)?;
     tokio::task::spawn_blocking(move || {
+        if let Some(signer) = signer {
+            let output = |e: std::io::Error| RunError::Output {
+                what: format!("commits/{}.json.sig", commit.run),
+                message: e.to_string(),
+            };
+            let signature = signer.sign(&commit.bytes().map_err(output)?);
+            signing::write_signature(location.root(), &commit.run, &signature, location.modes())
+                .map_err(output)?;
+        }
         location.write_commit(&commit)?;
         // The open follow-ups at the start, updated by the commits published since: this one
         // and any a concurrent shard published meanwhile (the dataset is not read again).

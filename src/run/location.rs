@@ -65,7 +65,7 @@ impl OutputLocation {
             path: root.to_path_buf(),
             source,
         };
-        modes.create_dir_all(root).map_err(err)?;
+        modes.create_root_dir(root).map_err(err)?;
         if dataset::has_legacy_tables(root) {
             return Err(RunError::LegacyLayout {
                 path: root.to_path_buf(),
@@ -80,7 +80,7 @@ impl OutputLocation {
             modes.create_dir_all(&root.join(dir)).map_err(err)?;
         }
         let probe = root.join(format!(".write-probe-{}.tmp", std::process::id()));
-        std::fs::write(&probe, b"").map_err(err)?;
+        drop(modes.create_file(&probe).map_err(err)?);
         std::fs::remove_file(&probe).map_err(err)?;
         let (run, lock) = RunLock::take(root, modes, started, shard).map_err(err)?;
         // After the lock: a sweeping run takes the directory of an unlocked run for a dead one.
@@ -95,6 +95,11 @@ impl OutputLocation {
         };
         location.remove_dead_temporaries().map_err(err)?;
         Ok(Arc::new(location))
+    }
+
+    /// The modes of the files and directories it creates.
+    pub fn modes(&self) -> Modes {
+        self.modes
     }
 
     /// The directory.
@@ -200,11 +205,11 @@ impl OutputLocation {
     /// Creates `archives/.claims/{reference}/{owner}` naming this run. `Ok(None)`: claimed;
     /// `Ok(Some(run))`: another run claimed it first.
     fn claim(&self, reference: &str, owner: &str) -> io::Result<Option<String>> {
-        let dir = self
-            .root
-            .join(archive::ARCHIVES_DIR)
-            .join(".claims")
-            .join(reference);
+        let claims = self.root.join(archive::ARCHIVES_DIR).join(".claims");
+        // One level at a time: `.claims` itself must not be a link (archives/ was checked when
+        // the location was opened).
+        self.modes.create_dir_all(&claims)?;
+        let dir = claims.join(reference);
         self.modes.create_dir_all(&dir)?;
         let dest = dir.join(owner);
         let tmp = dir.join(format!(".{owner}.{}.tmp", self.run));
@@ -233,6 +238,9 @@ impl OutputLocation {
             run: self.run.clone(),
             csv,
             parquet,
+            csv_neutralise_formulas: true,
+            pii: Default::default(),
+            pseudonymiser: None,
             modes: self.modes,
             max_rows: PART_ROWS,
             max_bytes: PART_BYTES,

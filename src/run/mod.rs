@@ -67,6 +67,10 @@ pub struct RunOptions {
     pub clock: Clock,
     /// Encrypts archive entries (and opens them on resume) when set.
     pub archive_key: Option<ArchiveKey>,
+    /// Signs the commit record (`[output] signing_key_env`) when set.
+    pub commit_signer: Option<Arc<crate::output::signing::CommitSigner>>,
+    /// The keyed HMAC of `[output] pii = "pseudonymised"` (required for that profile).
+    pub pseudonymiser: Option<crate::flatten::pii::Pseudonymiser>,
 }
 
 impl Default for RunOptions {
@@ -77,6 +81,8 @@ impl Default for RunOptions {
             grace: Duration::from_secs(5),
             clock: Arc::new(Utc::now),
             archive_key: None,
+            commit_signer: None,
+            pseudonymiser: None,
         }
     }
 }
@@ -201,6 +207,21 @@ pub enum RunError {
     /// The dataset's commits cannot be read or one is damaged: no run builds on it.
     #[error("{0}")]
     Dataset(String),
+    /// The job's PII profile is not the dataset's (exit 2).
+    #[error(
+        "{}: [output] pii = \"{wanted}\", but the dataset was written with pii = \"{found}\" (commit {run}): a dataset holds one profile; export into another location, or use \"{found}\"",
+        job.display()
+    )]
+    PiiProfile {
+        /// The job file.
+        job: PathBuf,
+        /// The job's profile.
+        wanted: crate::flatten::pii::Pii,
+        /// A commit of another profile.
+        run: String,
+        /// Its profile.
+        found: crate::flatten::pii::Pii,
+    },
     /// The directory holds tables of the layout before datasets (exit 2: a usage matter).
     #[error(
         "{path} holds tables written by an earlier jumio-export (netverify.csv and others at its top level), not a dataset (tables/, commits/). Upgrade it in place with `jumio-export upgrade {path}` (lists its archives in a first commit, nothing is fetched), or export into a new directory"
@@ -226,6 +247,7 @@ pub async fn run(
         dir: job.output.dir_mode,
     };
     let location = open_location(job, modes, started_at).await?;
+    same_pii_profile(job, &location)?;
     let (input, start) = resume::from_catalogue(&location, input).await?;
     let shutdown = Shutdown::new();
     let signals = shutdown.on_signals(opts.grace);
@@ -239,6 +261,8 @@ pub async fn run(
         location.clone(),
         job.output.csv,
         job.output.parquet,
+        job.output.csv_neutralise_formulas,
+        (job.output.pii, opts.pseudonymiser.clone()),
         start.tables_with_parts.clone(),
         shutdown.clone(),
     );
@@ -260,7 +284,14 @@ pub async fn run(
         job, &input, &location, &shutdown, &client, &written, already,
     );
     let report = Report::assemble(started_at, (opts.clock)(), facts);
-    commit::publish(&location, &report, &written, start).await?;
+    commit::publish(
+        &location,
+        &report,
+        &written,
+        start,
+        opts.commit_signer.clone(),
+    )
+    .await?;
     summary(
         &location,
         written,
@@ -269,6 +300,27 @@ pub async fn run(
         &shutdown,
         started.elapsed(),
     )
+}
+
+/// A dataset holds one PII profile: a run whose `[output] pii` differs from a commit's is
+/// refused before anything is fetched (exit 2).
+fn same_pii_profile(job: &Job, location: &OutputLocation) -> Result<(), RunError> {
+    use crate::dataset::commit::{self, Commit};
+    let root = location.root();
+    let runs = commit::list(root).map_err(|e| RunError::Dataset(e.to_string()))?;
+    for run in runs {
+        let c = Commit::read(&commit::path(root, &run))
+            .map_err(|e| RunError::Dataset(e.to_string()))?;
+        if c.output.pii != job.output.pii {
+            return Err(RunError::PiiProfile {
+                job: job.path.clone(),
+                wanted: job.output.pii,
+                run,
+                found: c.output.pii,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// What the run did, for its report and commit.
@@ -298,6 +350,7 @@ fn run_facts(
         bytes_written: written.bytes_written,
         archives: written.archives,
         root_hash: written.root_hash.clone(),
+        unparsed_values: written.unparsed_values.clone(),
     }
 }
 
