@@ -401,8 +401,7 @@ pub fn read_input_in(
     default_kind: Kind,
     spool_dir: &Path,
 ) -> Result<InputList, InputError> {
-    // Before the first request: the start-up budget, freed before fetching.
-    let budget = spill::START_BUDGET;
+    let budget = spill::DEFAULT_BUDGET;
     if source == "-" {
         let stdin = std::io::stdin().lock();
         parse_stream(stdin, "<stdin>", default_kind, spool_dir, budget)

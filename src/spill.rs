@@ -337,14 +337,23 @@ impl Sorted {
             buf.extend_from_slice(&bytes[s as usize..(s + l) as usize]);
             return Ok(true);
         }
-        match self.next() {
-            Some(Ok(record)) => {
-                *buf = record;
-                Ok(true)
+        let Inner::Merge { sources, heap } = &mut self.0 else {
+            unreachable!("the memory case returned above")
+        };
+        let Some(Reverse((record, i))) = heap.pop() else {
+            return Ok(false);
+        };
+        // The caller's previous record's allocation takes the source's next record.
+        let mut spare = std::mem::replace(buf, record);
+        match sources[i].next_into(&mut spare) {
+            Ok(true) => heap.push(Reverse((spare, i))),
+            Ok(false) => {}
+            Err(e) => {
+                heap.clear();
+                return Err(e);
             }
-            Some(Err(e)) => Err(e),
-            None => Ok(false),
         }
+        Ok(true)
     }
 }
 
