@@ -376,6 +376,9 @@ pub struct OutputSettings {
     pub file_mode: u32,
     /// Permissions of every directory created, whatever the umask (default `0700`).
     pub dir_mode: u32,
+    /// For a bucket (`s3://…`): endpoint, region, plain HTTP to a loopback endpoint, SSE.
+    /// Credentials are never job keys: they come from the cloud's environment chain.
+    pub store: crate::store::StoreSettings,
 }
 
 /// Where in a job file a problem is.
@@ -1029,6 +1032,13 @@ fn output_settings(
             defaults::DIR_MODE,
             0o700,
         )?,
+        store: crate::store::StoreSettings {
+            endpoint: o.endpoint.clone(),
+            region: o.region.clone(),
+            allow_http: o.allow_http.unwrap_or(false),
+            sse: o.sse.clone(),
+            sse_kms_key_id: o.sse_kms_key_id.clone(),
+        },
     })
 }
 
@@ -1269,6 +1279,11 @@ raw_table! {
         archive_key_env: Option<Spanned<String>>,
         file_mode: Option<Spanned<String>>,
         dir_mode: Option<Spanned<String>>,
+        endpoint: Option<String>,
+        region: Option<String>,
+        allow_http: Option<bool>,
+        sse: Option<String>,
+        sse_kms_key_id: Option<String>,
     }
 }
 

@@ -201,6 +201,9 @@ pub enum RunError {
     /// The dataset's commits cannot be read or one is damaged: no run builds on it.
     #[error("{0}")]
     Dataset(String),
+    /// A bucket location or its store settings cannot make a client (exit 2: a usage matter).
+    #[error("{0}")]
+    StoreSettings(String),
     /// The directory holds tables of the layout before datasets (exit 2: a usage matter).
     #[error(
         "{path} holds tables written by an earlier jumio-export (netverify.csv and others at its top level), not a dataset (tables/, commits/). Upgrade it in place with `jumio-export upgrade {path}` (lists its archives in a first commit, nothing is fetched), or export into a new directory"
@@ -292,6 +295,9 @@ fn run_facts(
         interrupted: shutdown.reason().is_some(),
         outcomes: outcomes(written, already, input.duplicates as u64),
         requests: Requests::from_stats(client.stats()),
+        store_requests: location
+            .store_requests()
+            .map(|(total, retries)| crate::output::report::StoreRequests { total, retries }),
         bytes_written: written.bytes_written,
         archives: written.archives,
         root_hash: written.root_hash.clone(),
@@ -305,9 +311,9 @@ async fn open_location(
     modes: Modes,
     started_at: DateTime<Utc>,
 ) -> Result<Arc<OutputLocation>, RunError> {
-    let (dir, shard) = (job.output.dir.clone(), job.shard);
+    let (dir, shard, store) = (job.output.dir.clone(), job.shard, job.output.store.clone());
     tokio::task::spawn_blocking(move || {
-        OutputLocation::open(&dir, modes, started_at, shard.as_ref())
+        OutputLocation::open_with(&dir, modes, started_at, shard.as_ref(), &store)
     })
     .await
     .map_err(|e| RunError::OutputDir {
@@ -439,7 +445,7 @@ fn summary(
         });
     }
     Ok(Summary {
-        out_dir: location.root().to_path_buf(),
+        out_dir: location.name(),
         exported: written.exported,
         already_exported: written.already + already,
         failed: written.failed,
