@@ -508,6 +508,9 @@ impl S3Server {
                         "-filer.localSocket={}",
                         self.dir.path().join("filer.sock").display()
                     ))
+                    // Its other listeners (Iceberg, Lance, IAM) have fixed default ports
+                    // that two servers at once would share: off.
+                    .args(["-s3.port.iceberg=0", "-s3.port.lance=0", "-iam=false"])
                     .args(["-master.volumeSizeLimitMB=64", "-volume.max=8"]);
             }
         }

@@ -218,7 +218,8 @@ impl Remote {
         let task = self.handle.spawn(fut);
         match futures::executor::block_on(task) {
             Ok(v) => v,
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => panic!("the runtime shut down under a store request"),
         }
     }
 
@@ -539,10 +540,12 @@ impl Drop for Heartbeat {
         self.task.abort();
         let r = self.remote.share();
         let key = self.relative.clone();
-        // A thread of its own: the drop may happen on an async worker.
+        // A thread of its own: the drop may happen on an async worker. Best effort: a heartbeat
+        // left behind goes stale and the next run removes it.
         let _ = std::thread::spawn(move || {
-            let deleting = r.share();
-            r.block_on(async move { deleting.delete(&key).await })
+            let handle = r.handle.clone();
+            let task = handle.spawn(async move { r.delete(&key).await });
+            let _ = futures::executor::block_on(task);
         })
         .join();
     }
