@@ -114,6 +114,31 @@ fn download(server: &S3Server, url: &str) -> tempfile::TempDir {
     dest
 }
 
+/// The keys under `url`, relative to it (a listing only).
+fn keys(server: &S3Server, url: &str) -> Vec<String> {
+    use futures::TryStreamExt;
+    use object_store::ObjectStore;
+    let url = BucketUrl::parse(Path::new(url)).unwrap().unwrap();
+    let s3 = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(server.endpoint())
+        .with_allow_http(true)
+        .with_region("us-east-1")
+        .with_bucket_name(&url.bucket)
+        .with_access_key_id(S3Server::ACCESS_KEY)
+        .with_secret_access_key(S3Server::SECRET_KEY)
+        .build()
+        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let prefix = object_store::path::Path::from(url.prefix.as_str());
+        let listed: Vec<_> = s3.list(Some(&prefix)).try_collect().await.unwrap();
+        listed
+            .iter()
+            .filter_map(|m| url.relative(m.location.as_ref()).map(str::to_string))
+            .collect()
+    })
+}
+
 /// Rows of `table` in `dir` (every Parquet part) as sorted CSV lines read by DuckDB: every
 /// column but those two exports of the same transactions cannot share — `run`, the status
 /// call's `timestamp` (the API's time of the answer), `archive_sha256` (the archive's
@@ -322,8 +347,11 @@ fn an_export_into_seaweedfs_matches_a_local_export_and_verifies() {
 /// to Jumio, a message naming the location and never the secret.
 #[test]
 fn a_missing_bucket_or_refused_credentials_stop_before_any_api_request() {
+    let Some(open) = S3Server::start(S3Kind::Moto, BUCKET) else {
+        return;
+    };
     // moto checks signatures once its first (here: the bucket's) request is done.
-    let Some(server) = S3Server::start_with(
+    let Some(refusing) = S3Server::start_with(
         S3Kind::Moto,
         BUCKET,
         &[("INITIAL_NO_AUTH_ACTION_COUNT", "1")],
@@ -334,15 +362,29 @@ fn a_missing_bucket_or_refused_credentials_stop_before_any_api_request() {
     let refs = exportable(2);
     let dir = tempfile::tempdir().unwrap();
     let (job, list) = job_files(dir.path(), &job_toml(), "refs.csv", &refs_csv(&refs));
-    for (url, why) in [
-        ("s3://no-such-bucket-1234/p", "missing bucket"),
-        (&*format!("s3://{BUCKET}/p"), "refused credentials"),
+    for (url, server, why, code) in [
+        (
+            "s3://no-such-bucket-1234/p",
+            &open,
+            "missing bucket",
+            "NoSuchBucket",
+        ),
+        (
+            &*format!("s3://{BUCKET}/p"),
+            &refusing,
+            "refused credentials",
+            "InvalidAccessKeyId",
+        ),
     ] {
-        let o = run_command(&job, &list, url, &sim, Some(&server), &[])
+        let o = run_command(&job, &list, url, &sim, Some(server), &[])
             .output()
             .unwrap();
         let t = text(&o);
         assert_eq!(o.status.code(), Some(3), "{why}: {t}");
+        assert!(
+            t.contains(code),
+            "{why}: the store's answer {code} is shown: {t}"
+        );
         assert!(t.contains(url), "{why}: the message names {url}: {t}");
         assert!(
             !t.contains(S3Server::SECRET_KEY),
@@ -397,9 +439,11 @@ fn a_store_killed_mid_run_commits_nothing_and_the_next_run_completes() {
         run_command(&job, &list, &url, &sim, Some(&server), &[])
             .env("JUMIO_EXPORT_STORE_STALE_SECS", "2"),
     );
-    // Some transactions through, most not.
-    wait_until(60, "a few transactions fetched", || {
-        sim.api().requests().len() >= 12
+    // Some archives in the bucket, most not.
+    wait_until(60, "a first archive uploaded", || {
+        keys(&server, &url)
+            .iter()
+            .any(|k| k.starts_with("archives/"))
     });
     server.kill();
     let o = child.wait_with_output().unwrap();
@@ -412,6 +456,15 @@ fn a_store_killed_mid_run_commits_nothing_and_the_next_run_completes() {
     server.restart(BUCKET);
     let got = download(&server, &url);
     assert!(commits(got.path()).is_empty(), "nothing committed");
+    // What the next run must take over: archives no commit lists, by a run whose heartbeat
+    // stayed (the store was gone when it ended).
+    assert!(!zips(got.path()).is_empty());
+    assert!(
+        keys(&server, &url)
+            .iter()
+            .any(|k| k.starts_with("runs/") && k.ends_with(".lock")),
+        "the dead run's heartbeat is there"
+    );
     std::thread::sleep(Duration::from_secs(3));
     let o = run_command(&job, &list, &url, &sim, Some(&server), &[])
         .env("JUMIO_EXPORT_STORE_STALE_SECS", "2")
@@ -455,6 +508,10 @@ fn kill_9_during_multipart_uploads_leaves_no_partial_archive_and_the_next_run_co
     wait_until(60, "uploads under way", || sim.api().requests().len() >= 24);
     crate::support::signal(child.id(), libc::SIGKILL);
     let _ = child.wait();
+    assert!(
+        server.log().contains(".zip.upload?uploads"),
+        "archives went up in multipart uploads"
+    );
     let got = download(&server, &url);
     assert!(commits(got.path()).is_empty(), "nothing committed");
     for name in zips(got.path()) {
