@@ -60,7 +60,8 @@ run() { # name endpoint out
   local name=$1 endpoint=$2 out=$3
   AWS_ENDPOINT_URL=$endpoint /usr/bin/time -f "$name %e s wall %U s user %S s sys %M KiB peak RSS" \
     "$BIN" run "$work/job.toml" --input "$work/refs.csv" --out "$out" \
-    --base-url "http://127.0.0.1:$BASE" --quiet >/dev/null || true
+    --base-url "http://127.0.0.1:$BASE" --quiet >"$work/summary" || true
+  grep -E '^(exported|already exported|failed|store)' "$work/summary" | tr -s ' ' | paste -sd';' | sed "s/^/$name: /"
 }
 echo "$N references; $(nproc) CPUs; load $(cut -d' ' -f1-3 /proc/loadavg)"
 for i in $(seq 1 "$R"); do
