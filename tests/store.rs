@@ -577,3 +577,32 @@ fn two_shards_into_one_prefix_at_once_export_each_reference_exactly_once() {
     let v = verify_bucket(&server, &url);
     assert_eq!(v.status.code(), Some(0), "verify: {}", text(&v));
 }
+
+/// `plan` for a bucket prints what the bucket costs in requests (README "Object storage"),
+/// without any request; for a directory it prints nothing of the kind.
+#[test]
+fn plan_prints_the_store_requests_per_transaction_of_a_bucket() {
+    let refs = exportable(4);
+    let dir = tempfile::tempdir().unwrap();
+    let (job, list) = job_files(dir.path(), &job_toml(), "refs.csv", &refs_csv(&refs));
+    let plan = |out: &str| {
+        let o = bin()
+            .arg("plan")
+            .arg(&job)
+            .arg("--input")
+            .arg(&list)
+            .args(["--out", out])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let bucket = plan("s3://plan-bucket/p");
+    assert!(
+        bucket.contains("store requests into s3://plan-bucket/p")
+            && bucket.contains("per exported transaction: 1 PUT"),
+        "{bucket}"
+    );
+    let local = plan(dir.path().join("out").to_str().unwrap());
+    assert!(!local.contains("store requests"), "{local}");
+}
