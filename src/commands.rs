@@ -30,13 +30,25 @@ pub async fn execute(command: Command) -> ExitCode {
             key_env,
             public_key,
             pii_key_env,
-        } => verify(
-            &dir,
-            since.as_deref(),
-            &key_env,
-            public_key.as_deref(),
-            pii_key_env.as_deref(),
-        ),
+        } => match crate::store::BucketUrl::parse(&dir) {
+            None => verify(
+                &dir,
+                since.as_deref(),
+                &key_env,
+                public_key.as_deref(),
+                pii_key_env.as_deref(),
+            ),
+            Some(url) => {
+                verify_bucket(
+                    url,
+                    since.as_deref(),
+                    &key_env,
+                    public_key,
+                    pii_key_env,
+                )
+                .await
+            }
+        },
         Command::Upgrade { location, key_env } => upgrade(&location, &key_env).await,
         Command::Schema {
             dialect,
@@ -160,6 +172,9 @@ fn read_job_input(job: &Job) -> Result<input::InputList, ExitCode> {
 /// existing parent (nothing is created before the input is known to be good), so it lives on the
 /// file system chosen for the export's data.
 fn spool_dir(out: &Path) -> std::path::PathBuf {
+    if crate::store::BucketUrl::parse(out).is_some() {
+        return std::env::temp_dir();
+    }
     let mut dir = out;
     loop {
         if dir.is_dir() {
@@ -255,7 +270,11 @@ async fn execute_job(
             // Summary speaks in numbers for now; anything undocumented is treated as fatal.
             ExitCode::try_from(summary.exit_code()).unwrap_or(ExitCode::Fatal)
         }
-        Err(e @ (run::RunError::LegacyLayout { .. } | run::RunError::PiiProfile { .. })) => {
+        Err(
+            e @ (run::RunError::LegacyLayout { .. }
+            | run::RunError::PiiProfile { .. }
+            | run::RunError::StoreSettings(_)),
+        ) => {
             eprintln!("error: {e}");
             ExitCode::Usage
         }
@@ -317,6 +336,62 @@ fn archive_key(job: &Job) -> Result<Option<ArchiveKey>, ExitCode> {
             Err(ExitCode::Usage)
         }
     }
+}
+
+/// `verify s3://…`: the dataset copied into a local scratch directory (commits, parts,
+/// archives; store settings from the environment: `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP` for a
+/// loopback endpoint), then verified there.
+async fn verify_bucket(
+    url: Result<crate::store::BucketUrl, String>,
+    since: Option<&str>,
+    key_env: &str,
+    public_key: Option<std::path::PathBuf>,
+    pii_key_env: Option<String>,
+) -> ExitCode {
+    let url = match url {
+        Ok(u) => u,
+        Err(why) => {
+            eprintln!("error: {why}");
+            return ExitCode::Usage;
+        }
+    };
+    let scratch = match tempfile::Builder::new()
+        .prefix("jumio-export-verify-")
+        .tempdir()
+    {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: creating a scratch directory (under TMPDIR) to verify {url} in: {e}");
+            return ExitCode::Fatal;
+        }
+    };
+    let settings = crate::store::StoreSettings::default();
+    match crate::store::mirror(&url, &settings, scratch.path()).await {
+        Ok(n) => eprintln!(
+            "verify: {url}: {n} objects read into {} (removed after)",
+            scratch.path().display()
+        ),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::Fatal;
+        }
+    }
+    let (dir, since, key_env) = (
+        scratch.path().to_path_buf(),
+        since.map(str::to_string),
+        key_env.to_string(),
+    );
+    tokio::task::spawn_blocking(move || {
+        verify(
+            &dir,
+            since.as_deref(),
+            &key_env,
+            public_key.as_deref(),
+            pii_key_env.as_deref(),
+        )
+    })
+        .await
+        .unwrap_or(ExitCode::Fatal)
 }
 
 fn verify(

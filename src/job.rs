@@ -391,6 +391,9 @@ pub struct OutputSettings {
     pub pii: crate::flatten::pii::Pii,
     /// The environment variable holding the key of `pii = "pseudonymised"` (required then).
     pub pii_key_env: Option<String>,
+    /// For a bucket (`s3://…`): endpoint, region, plain HTTP to a loopback endpoint, SSE.
+    /// Credentials are never job keys: they come from the cloud's environment chain.
+    pub store: crate::store::StoreSettings,
 }
 
 /// Where in a job file a problem is.
@@ -1069,6 +1072,13 @@ fn output_settings(
             .map(|s| s.value),
         pii,
         pii_key_env,
+        store: crate::store::StoreSettings {
+            endpoint: o.endpoint.clone(),
+            region: o.region.clone(),
+            allow_http: o.allow_http.unwrap_or(false),
+            sse: o.sse.clone(),
+            sse_kms_key_id: o.sse_kms_key_id.clone(),
+        },
     })
 }
 
@@ -1360,6 +1370,11 @@ raw_table! {
         signing_key_env: Option<Spanned<String>>,
         pii: Option<Spanned<String>>,
         pii_key_env: Option<Spanned<String>>,
+        endpoint: Option<String>,
+        region: Option<String>,
+        allow_http: Option<bool>,
+        sse: Option<String>,
+        sse_kms_key_id: Option<String>,
     }
 }
 

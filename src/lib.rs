@@ -34,6 +34,7 @@ pub mod run;
 #[cfg(feature = "simulator")]
 pub mod simulator;
 pub mod spill;
+pub mod store;
 pub mod verify;
 pub mod warehouse;
 

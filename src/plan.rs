@@ -60,6 +60,9 @@ pub struct Budget {
     pub shard: Option<Shard>,
     /// How each kind's numbers are made up, one line per kind, for the printed table.
     pub assumptions: Vec<String>,
+    /// The output location when it is a bucket (`s3://…`): the plan adds what it costs in
+    /// store requests.
+    pub bucket: Option<String>,
 }
 
 /// The budget of one kind.
@@ -175,6 +178,9 @@ pub fn budget(job: &Job, input: &InputList) -> std::io::Result<Budget> {
         max_retries: job.limits.max_retries,
         shard: job.shard,
         assumptions,
+        bucket: crate::store::BucketUrl::parse(&job.output.dir)
+            .and_then(Result::ok)
+            .map(|u| u.to_string()),
     })
 }
 
@@ -261,6 +267,36 @@ impl Budget {
             f,
             "  retries (429, 5xx, network errors; up to {} per request) are not included",
             self.max_retries
+        )?;
+        if let Some(bucket) = &self.bucket {
+            writeln!(f)?;
+            self.fmt_bucket(f, bucket)?;
+        }
+        Ok(())
+    }
+
+    /// What a bucket costs in store requests (README "Object storage").
+    fn fmt_bucket(&self, f: &mut fmt::Formatter<'_>, bucket: &str) -> fmt::Result {
+        let mib = crate::store::PART_SIZE / (1024 * 1024);
+        writeln!(f)?;
+        writeln!(f, "store requests into {bucket}:")?;
+        writeln!(
+            f,
+            "  per exported transaction: 1 PUT (its archive, create-if-absent) up to {mib} MiB; \
+             a larger archive: 1 multipart upload (2 + one PUT per {mib} MiB part), 1 multipart \
+             copy (3 requests) and 1 DELETE"
+        )?;
+        writeln!(
+            f,
+            "  per run: 1 PUT per table part (at least one CSV and one Parquet part per table \
+             that gets rows), 1 commit PUT, 2 PUTs (failures.csv, report.json), 1 heartbeat PUT \
+             every {} s, and at its start 3 LISTs plus 1 GET per commit and per Parquet part \
+             it has not read",
+            crate::store::stale_after().as_secs() / 5
+        )?;
+        write!(
+            f,
+            "  an archive already in the bucket that no commit lists: 1 HEAD, 1 GET, 1 claim PUT"
         )
     }
 }

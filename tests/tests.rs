@@ -32,6 +32,9 @@ mod peers;
 // Canary credentials searched for in every log line, error, table, report and archive.
 mod secrets;
 mod sim;
+// Object storage: exports into moto and SeaweedFS on loopback, read back from the bucket, and
+// the store's faults (missing bucket, refused credentials, a killed store, a killed exporter).
+mod store;
 // Politeness that converges: the adaptive rate against Jumio-like ceilings (sliding window, refused
 // requests counted, a ceiling that changes, two processes sharing one), 429s and the retry budget.
 // Long: 26–37 s per scenario, one at a time (about 2.5 minutes), judged from the simulator's request log.

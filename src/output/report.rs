@@ -50,6 +50,16 @@ pub struct Outcomes {
     pub failures_by_error: BTreeMap<String, u64>,
 }
 
+/// Requests to a bucket.
+#[derive(Debug, Default, Serialize)]
+pub struct StoreRequests {
+    /// Every attempt sent, retries included.
+    pub total: u64,
+    /// Attempts that failed transiently (no answer, 5xx, 429): each was retried, or was the
+    /// last of its bounded retries.
+    pub retries: u64,
+}
+
 /// Request statistics.
 #[derive(Debug, Default, Serialize)]
 pub struct Requests {
@@ -154,6 +164,10 @@ pub struct RunFacts {
     pub outcomes: Outcomes,
     /// Requests sent, per endpoint and status.
     pub requests: Requests,
+    /// Requests to the bucket (a bucket location only), apart from the API's: up to the
+    /// report (the commit's own uploads follow it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_requests: Option<StoreRequests>,
     /// Bytes of archives fetched and parts written by this run.
     pub bytes_written: u64,
     /// Archives this run's commit lists.

@@ -222,6 +222,9 @@ pub enum RunError {
         /// Its profile.
         found: crate::flatten::pii::Pii,
     },
+    /// A bucket location or its store settings cannot make a client (exit 2: a usage matter).
+    #[error("{0}")]
+    StoreSettings(String),
     /// The directory holds tables of the layout before datasets (exit 2: a usage matter).
     #[error(
         "{path} holds tables written by an earlier jumio-export (netverify.csv and others at its top level), not a dataset (tables/, commits/). Upgrade it in place with `jumio-export upgrade {path}` (lists its archives in a first commit, nothing is fetched), or export into a new directory"
@@ -347,6 +350,9 @@ fn run_facts(
             limit_per_second: Some(client.limiter().configured_rate()),
             ..Requests::from_stats(client.stats())
         },
+        store_requests: location
+            .store_requests()
+            .map(|(total, retries)| crate::output::report::StoreRequests { total, retries }),
         bytes_written: written.bytes_written,
         archives: written.archives,
         root_hash: written.root_hash.clone(),
@@ -361,9 +367,9 @@ async fn open_location(
     modes: Modes,
     started_at: DateTime<Utc>,
 ) -> Result<Arc<OutputLocation>, RunError> {
-    let (dir, shard) = (job.output.dir.clone(), job.shard);
+    let (dir, shard, store) = (job.output.dir.clone(), job.shard, job.output.store.clone());
     tokio::task::spawn_blocking(move || {
-        OutputLocation::open(&dir, modes, started_at, shard.as_ref())
+        OutputLocation::open_with(&dir, modes, started_at, shard.as_ref(), &store)
     })
     .await
     .map_err(|e| RunError::OutputDir {
@@ -495,7 +501,7 @@ fn summary(
         });
     }
     Ok(Summary {
-        out_dir: location.root().to_path_buf(),
+        out_dir: location.name(),
         exported: written.exported,
         already_exported: written.already + already,
         failed: written.failed,

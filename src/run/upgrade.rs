@@ -228,6 +228,7 @@ pub async fn upgrade(
             failures_by_error: written.by_error.clone(),
         },
         requests: Requests::default(),
+        store_requests: None,
         bytes_written: written.bytes_written,
         archives: written.archives,
         root_hash: written.root_hash.clone(),
