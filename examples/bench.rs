@@ -103,6 +103,10 @@ struct Args {
     /// Runs of each scenario per binary (min, median and max in the summary).
     #[arg(long, default_value_t = 1)]
     repeat: usize,
+    /// Only these ceilings of the adaptive scenario (`sliding`, `refused`, `bucket`, `change`,
+    /// `two`; default: every one).
+    #[arg(long, value_delimiter = ',')]
+    throttles: Vec<String>,
     /// Length of the measured rate window (rate, adaptive), seconds.
     #[arg(long, default_value_t = 60.0)]
     seconds: f64,
@@ -664,6 +668,8 @@ fn efficiency(env: &Env, args: &Args, tag: &str) -> Result<Outcome> {
 struct Throttle {
     /// Row label and figure suffix.
     name: &'static str,
+    /// What `--throttles` selects it by.
+    key: &'static str,
     /// `simulate --ceiling-window`.
     window: &'static str,
     /// `(fraction of the measured window, rps)`: ceiling changes, at `skip + fraction × seconds`.
@@ -678,30 +684,35 @@ struct Throttle {
 const THROTTLES: [Throttle; 5] = [
     Throttle {
         name: "sliding window",
+        key: "sliding",
         window: "sliding",
         changes: &[],
         processes: 1,
     },
     Throttle {
         name: "sliding, refused count",
+        key: "refused",
         window: "sliding-refused",
         changes: &[],
         processes: 1,
     },
     Throttle {
         name: "token bucket",
+        key: "bucket",
         window: "bucket",
         changes: &[],
         processes: 1,
     },
     Throttle {
         name: "15 → 8 → 15, refused count",
+        key: "change",
         window: "sliding-refused",
         changes: &[(1.0 / 3.0, 8.0), (2.0 / 3.0, 15.0)],
         processes: 1,
     },
     Throttle {
         name: "two processes, refused count",
+        key: "two",
         window: "sliding-refused",
         changes: &[],
         processes: 2,
@@ -732,7 +743,10 @@ fn adaptive(env: &Env, args: &Args, tag: &str) -> Result<Outcome> {
             "exit",
         ],
     );
-    for th in &THROTTLES {
+    let chosen = THROTTLES
+        .iter()
+        .filter(|th| args.throttles.is_empty() || args.throttles.iter().any(|k| k == th.key));
+    for th in chosen {
         // Three times what the window can take (about ten requests a reference), so no process
         // runs dry before it is interrupted: each shard keeps only its part.
         let count = ((skip_s + args.seconds + 3.0) * ceiling * 3.0 / 10.0).ceil() as usize;

@@ -57,6 +57,14 @@ pub enum Command {
         /// Environment variable holding the key of encrypted archives.
         #[arg(long, default_value = crate::job::defaults::ARCHIVE_KEY_ENV)]
         key_env: String,
+        /// Check every commit's signature (`commits/{run}.json.sig`) against this OpenSSH
+        /// public key (`key.pub`, or an allowed_signers line); a commit without one fails.
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+        /// Environment variable holding the HMAC key of a `pii = "pseudonymised"` dataset;
+        /// without it the pseudonymised columns are not compared with the archives.
+        #[arg(long, value_name = "VAR")]
+        pii_key_env: Option<String>,
     },
     /// Upgrade a directory written before datasets (top-level netverify.csv …) in place:
     /// old files into legacy/, its archives listed in a first commit; fetches nothing.
@@ -75,6 +83,9 @@ pub enum Command {
         /// Only this table (netverify, documents, authentications, files, failures).
         #[arg(long, value_name = "TABLE")]
         table: Option<String>,
+        /// The PII profile of the tables (`[output] pii`): full, pseudonymised or minimal.
+        #[arg(long, value_name = "PROFILE", default_value = "full")]
+        pii: crate::flatten::pii::Pii,
     },
     /// Load every commit of the dataset not loaded yet into PostgreSQL, one transaction each.
     Load {

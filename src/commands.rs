@@ -27,9 +27,33 @@ pub async fn execute(command: Command) -> ExitCode {
             dir,
             since,
             key_env,
-        } => verify(&dir, since.as_deref(), &key_env),
+            public_key,
+            pii_key_env,
+        } => match crate::store::BucketUrl::parse(&dir) {
+            None => verify(
+                &dir,
+                since.as_deref(),
+                &key_env,
+                public_key.as_deref(),
+                pii_key_env.as_deref(),
+            ),
+            Some(url) => {
+                verify_bucket(
+                    url,
+                    since.as_deref(),
+                    &key_env,
+                    public_key,
+                    pii_key_env,
+                )
+                .await
+            }
+        },
         Command::Upgrade { location, key_env } => upgrade(&location, &key_env).await,
-        Command::Schema { dialect, table } => schema(dialect, table.as_deref()),
+        Command::Schema {
+            dialect,
+            table,
+            pii,
+        } => schema(dialect, table.as_deref(), pii),
         Command::Load {
             location,
             postgres,
@@ -40,11 +64,15 @@ pub async fn execute(command: Command) -> ExitCode {
 }
 
 /// `schema`: the DDL on stdout; 2 for an unknown table.
-fn schema(dialect: crate::warehouse::ddl::Dialect, table: Option<&str>) -> ExitCode {
+fn schema(
+    dialect: crate::warehouse::ddl::Dialect,
+    table: Option<&str>,
+    pii: crate::flatten::pii::Pii,
+) -> ExitCode {
     use crate::warehouse::ddl;
     let only = match table {
         None => None,
-        Some(name) => match ddl::table(name) {
+        Some(name) => match ddl::tables_for(pii).into_iter().find(|t| t.name == name) {
             Some(t) => Some(t),
             None => {
                 eprintln!(
@@ -55,7 +83,7 @@ fn schema(dialect: crate::warehouse::ddl::Dialect, table: Option<&str>) -> ExitC
             }
         },
     };
-    print!("{}", ddl::script(dialect, None, only.as_ref()));
+    print!("{}", ddl::script_for(dialect, None, only.as_ref(), pii));
     ExitCode::Success
 }
 
@@ -143,6 +171,9 @@ fn read_job_input(job: &Job) -> Result<input::InputList, ExitCode> {
 /// existing parent (nothing is created before the input is known to be good), so it lives on the
 /// file system chosen for the export's data.
 fn spool_dir(out: &Path) -> std::path::PathBuf {
+    if crate::store::BucketUrl::parse(out).is_some() {
+        return std::env::temp_dir();
+    }
     let mut dir = out;
     loop {
         if dir.is_dir() {
@@ -180,6 +211,28 @@ async fn execute_job(
         Ok(k) => k,
         Err(code) => return code,
     };
+    let commit_signer = match &job.output.signing_key_env {
+        None => None,
+        Some(var) => match crate::output::signing::CommitSigner::from_env(var) {
+            Ok(s) => Some(std::sync::Arc::new(s)),
+            Err(e) => {
+                eprintln!(
+                    "error: {}: [output] signing_key_env: {e}",
+                    job.path.display()
+                );
+                return ExitCode::Usage;
+            }
+        },
+    };
+    let pseudonymiser = match pseudonymiser(job) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    if job.output.pii == crate::flatten::pii::Pii::Full && (job.output.csv || job.output.parquet) {
+        tracing::warn!(
+            "[output] pii = \"full\": the documents table's pan column (a card number) and every other direct identifier are written in clear; storing card numbers brings this export into PCI DSS scope (pii = \"pseudonymised\" or \"minimal\" avoids it)"
+        );
+    }
     if job.fetch.unmasked_card_images {
         tracing::warn!(
             "unmasked_card_images = true: unmasked card images are cardholder data; storing them brings this export into PCI DSS scope"
@@ -195,6 +248,8 @@ async fn execute_job(
             progress_interval: std::time::Duration::from_secs_f64(flags.progress_interval),
             retry_failed: flags.retry_failed,
             archive_key,
+            commit_signer,
+            pseudonymiser,
             ..RunOptions::default()
         },
     )
@@ -216,13 +271,44 @@ async fn execute_job(
             // Summary speaks in numbers for now; anything undocumented is treated as fatal.
             ExitCode::try_from(summary.exit_code_allowing(&expected)).unwrap_or(ExitCode::Fatal)
         }
-        Err(e @ run::RunError::LegacyLayout { .. }) => {
+        Err(
+            e @ (run::RunError::LegacyLayout { .. }
+            | run::RunError::PiiProfile { .. }
+            | run::RunError::StoreSettings(_)),
+        ) => {
             eprintln!("error: {e}");
             ExitCode::Usage
         }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::Fatal
+        }
+    }
+}
+
+/// The key of `[output] pii = "pseudonymised"`, from the variable `pii_key_env` names.
+fn pseudonymiser(job: &Job) -> Result<Option<crate::flatten::pii::Pseudonymiser>, ExitCode> {
+    use crate::flatten::pii::{Pii, Pseudonymiser};
+    if job.output.pii != Pii::Pseudonymised {
+        return Ok(None);
+    }
+    let var = job.output.pii_key_env.as_deref().unwrap_or_default();
+    match std::env::var_os(var).map(|v| Pseudonymiser::new(v.as_encoded_bytes())) {
+        Some(Some(p)) => Ok(Some(p)),
+        Some(None) => {
+            eprintln!(
+                "error: {}: [output] pii_key_env: {var} is shorter than {} bytes",
+                job.path.display(),
+                Pseudonymiser::MIN_KEY_LEN
+            );
+            Err(ExitCode::Usage)
+        }
+        None => {
+            eprintln!(
+                "error: {}: [output] pii_key_env: {var} is not set (pii = \"pseudonymised\" needs its key)",
+                job.path.display()
+            );
+            Err(ExitCode::Usage)
         }
     }
 }
@@ -253,7 +339,89 @@ fn archive_key(job: &Job) -> Result<Option<ArchiveKey>, ExitCode> {
     }
 }
 
-fn verify(dir: &Path, since: Option<&str>, key_env: &str) -> ExitCode {
+/// `verify s3://…`: the dataset copied into a local scratch directory (commits, parts,
+/// archives; store settings from the environment: `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP` for a
+/// loopback endpoint), then verified there.
+async fn verify_bucket(
+    url: Result<crate::store::BucketUrl, String>,
+    since: Option<&str>,
+    key_env: &str,
+    public_key: Option<std::path::PathBuf>,
+    pii_key_env: Option<String>,
+) -> ExitCode {
+    let url = match url {
+        Ok(u) => u,
+        Err(why) => {
+            eprintln!("error: {why}");
+            return ExitCode::Usage;
+        }
+    };
+    let scratch = match tempfile::Builder::new()
+        .prefix("jumio-export-verify-")
+        .tempdir()
+    {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: creating a scratch directory (under TMPDIR) to verify {url} in: {e}");
+            return ExitCode::Fatal;
+        }
+    };
+    let settings = crate::store::StoreSettings::default();
+    match crate::store::mirror(&url, &settings, scratch.path()).await {
+        Ok(n) => eprintln!(
+            "verify: {url}: {n} objects read into {} (removed after)",
+            scratch.path().display()
+        ),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::Fatal;
+        }
+    }
+    let (dir, since, key_env) = (
+        scratch.path().to_path_buf(),
+        since.map(str::to_string),
+        key_env.to_string(),
+    );
+    tokio::task::spawn_blocking(move || {
+        verify(
+            &dir,
+            since.as_deref(),
+            &key_env,
+            public_key.as_deref(),
+            pii_key_env.as_deref(),
+        )
+    })
+        .await
+        .unwrap_or(ExitCode::Fatal)
+}
+
+fn verify(
+    dir: &Path,
+    since: Option<&str>,
+    key_env: &str,
+    public_key: Option<&Path>,
+    pii_key_env: Option<&str>,
+) -> ExitCode {
+    let pseudonymiser = match pii_key_env {
+        None => None,
+        Some(var) => match std::env::var_os(var)
+            .and_then(|v| crate::flatten::pii::Pseudonymiser::new(v.as_encoded_bytes()))
+        {
+            Some(p) => Some(p),
+            None => {
+                eprintln!("error: --pii-key-env: {var} is not set or shorter than 16 bytes");
+                return ExitCode::Usage;
+            }
+        },
+    };
+    let public_key = match public_key.map(crate::output::signing::CommitPublicKey::read) {
+        None => None,
+        Some(Ok(k)) => Some(k),
+        Some(Err(e)) => {
+            eprintln!("error: --public-key: {e}");
+            return ExitCode::Usage;
+        }
+    };
     // The key is optional here: without it, encrypted entries are reported as unreadable.
     let key = match std::env::var_os(key_env) {
         Some(v) => match ArchiveKey::new(v.as_encoded_bytes()) {
@@ -271,6 +439,8 @@ fn verify(dir: &Path, since: Option<&str>, key_env: &str) -> ExitCode {
     let opts = crate::verify::VerifyOptions {
         key: key.as_ref(),
         since,
+        public_key: public_key.as_ref(),
+        pseudonymiser: pseudonymiser.as_ref(),
     };
     match crate::verify::verify_with(dir, opts) {
         Ok(report) => {
@@ -426,7 +596,7 @@ mod simulated {
             file: job.output.file_mode,
             dir: job.output.dir_mode,
         };
-        if let Err(e) = modes.create_dir_all(out) {
+        if let Err(e) = modes.create_root_dir(out) {
             eprintln!("error: output directory {}: {e}", out.display());
             return ExitCode::Fatal;
         }
@@ -452,7 +622,7 @@ mod simulated {
         let code = execute_job(&job, list, &credentials, &flags).await;
         sim.shutdown().await;
         println!(
-            "demo: outputs in {} (archives/, tables/, commits/, failures.csv, report.json)",
+            "demo: outputs in {} (archives/, tables/, commits/, failures.csv, report.json, report.html)",
             out.display()
         );
         // The demo includes failures on purpose; it succeeded if the run itself finished.

@@ -234,6 +234,23 @@ impl From<&CredentialsRefused> for FetchFailure {
     }
 }
 
+/// The transaction an href must stay in: its API family's origin and its status path.
+struct Scope {
+    family: Family,
+    /// The status path with a trailing `/` (`/api/netverify/v2/scans/{reference}/`).
+    prefix: String,
+}
+
+/// Whether Document Verification data is of a credit card (`document.type` `CC`), the only
+/// document type the guide defines `maskhint=unmasked` for.
+fn is_credit_card(data: &Value) -> bool {
+    let ty = |v: &Value| v.get("type").and_then(Value::as_str).map(str::to_owned);
+    data.get("document")
+        .and_then(ty)
+        .or_else(|| ty(data))
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("CC"))
+}
+
 /// Why polling stopped without a final status.
 enum StatusError {
     /// 401/403 on the status call: stop the run.
@@ -360,8 +377,10 @@ impl Fetcher {
         kind: Kind,
         open: Option<OpenArchive<'_>>,
     ) -> FetchOutcome {
-        self.fetch_with_polls(reference, kind, self.opts.schedule.len(), open)
-            .await
+        // The guide's "maximum of 10 consecutive retrieval attempts" counts the first call: a
+        // schedule of n offsets allows n status calls, the first and n - 1 polls.
+        let polls = self.opts.schedule.len().saturating_sub(1);
+        self.fetch_with_polls(reference, kind, polls, open).await
     }
 
     /// The flow with at most `polls` scheduled status calls after the first: 0 is the guide's
@@ -479,11 +498,20 @@ impl Fetcher {
         status: ApiResponse,
         out: &mut Collect,
     ) -> Flow<Value> {
+        let scope = Scope {
+            family: flow.family,
+            prefix: format!(
+                "{}/",
+                self.client
+                    .url(flow.family, &flow.status_path(reference))
+                    .path()
+            ),
+        };
         let Some(data_step) = flow.step(Role::Data) else {
             // Authentication: the status response is the details, images listed in it.
             let details = object(status.json.clone(), &status, Stage::Status)?;
             out.whole(EntryKind::Authentication, &status)?;
-            self.images_and_liveness(flow, &details, &status.api_path, out)
+            self.images_and_liveness(flow, &scope, &details, &status.api_path, out)
                 .await?;
             return Ok(details);
         };
@@ -495,13 +523,15 @@ impl Fetcher {
         if let Some(step) = flow.wanted(Role::ImageList, &switches) {
             let list = self.get_json(flow, step, reference).await?;
             out.whole(EntryKind::Images, &list)?;
-            self.images_and_liveness(flow, &list.json, &list.api_path, out)
+            self.images_and_liveness(flow, &scope, &list.json, &list.api_path, out)
                 .await?;
         }
         if let Some(step) = flow.wanted(Role::PageList, &switches) {
             let list = self.get_json(flow, step, reference).await?;
             out.whole(EntryKind::Pages, &list)?;
-            self.pages(flow, &list.json, &list.api_path, out).await?;
+            let card = is_credit_card(&data.json);
+            self.pages(flow, &scope, card, &list.json, &list.api_path, out)
+                .await?;
         }
         if let Some(step) = flow.wanted(Role::Original, &switches) {
             let href = data
@@ -510,7 +540,7 @@ impl Fetcher {
                 .and_then(|d| d.get("originalDocument"))
                 .and_then(Value::as_str);
             if let Some(href) = href {
-                let url = self.href(flow.family, href, Stage::Original, &data.api_path)?;
+                let url = self.href(&scope, href, Stage::Original, &data.api_path)?;
                 self.file(
                     flow.family,
                     &step.endpoint,
@@ -581,15 +611,24 @@ impl Fetcher {
         }
     }
 
-    fn href(&self, family: Family, href: &str, stage: Stage, listed_in: &str) -> Step<Url> {
-        origin::check_href(self.client.base(family), href).map_err(|e| FetchFailure {
+    fn href(&self, scope: &Scope, href: &str, stage: Stage, listed_in: &str) -> Step<Url> {
+        let foreign = |message: String| FetchFailure {
             stage,
             http_status: None,
             error: ErrorCode::ForeignUrl,
             attempts: 0,
             next_attempt_after: None,
-            message: format!("{listed_in}: {e}"),
-        })
+            message: format!("{listed_in}: {message}"),
+        };
+        match origin::check_href(self.client.base(scope.family), href) {
+            Err(e) => Err(foreign(e.to_string())),
+            // The origin is ours, but the path must be this transaction's: an href into another
+            // transaction would archive someone else's document under this reference.
+            Ok(url) if !url.path().starts_with(&scope.prefix) => Err(foreign(
+                "the href points outside this transaction's path".to_string(),
+            )),
+            Ok(url) => Ok(url),
+        }
     }
 
     /// `images` (array or single object) and `livenessImages` of a Netverify image list or an
@@ -598,6 +637,7 @@ impl Fetcher {
     async fn images_and_liveness(
         &self,
         flow: &KindFlow,
+        scope: &Scope,
         list: &Value,
         listed_in: &str,
         out: &mut Collect,
@@ -606,11 +646,11 @@ impl Fetcher {
         let image_step = flow.wanted(Role::Image, &switches);
         let liveness_step = flow.wanted(Role::Liveness, &switches);
         let images = match image_step {
-            Some(_) => self.listed_images(flow.family, list, listed_in)?,
+            Some(_) => self.listed_images(scope, list, listed_in)?,
             None => Vec::new(),
         };
         let liveness = match liveness_step {
-            Some(_) => self.listed_liveness(flow.family, list, listed_in)?,
+            Some(_) => self.listed_liveness(scope, list, listed_in)?,
             None => Vec::new(),
         };
         if let Some(step) = image_step {
@@ -656,7 +696,7 @@ impl Fetcher {
     /// streamed into the archive as it arrives.
     fn listed_images(
         &self,
-        family: Family,
+        scope: &Scope,
         list: &Value,
         listed_in: &str,
     ) -> Step<Vec<(String, Url)>> {
@@ -675,7 +715,7 @@ impl Fetcher {
                 let why = "an image has no href";
                 return Err(FetchFailure::bad(Stage::Images, listed_in, why));
             };
-            let url = self.href(family, href, Stage::Image, listed_in)?;
+            let url = self.href(scope, href, Stage::Image, listed_in)?;
             if seen.insert(url.clone()) {
                 images.push((classifier, url));
             }
@@ -688,7 +728,7 @@ impl Fetcher {
     /// order (the API may list them in any order).
     fn listed_liveness(
         &self,
-        family: Family,
+        scope: &Scope,
         list: &Value,
         listed_in: &str,
     ) -> Step<Vec<(u32, Url)>> {
@@ -699,7 +739,7 @@ impl Fetcher {
                 let why = "a liveness image href is not a string";
                 return Err(FetchFailure::bad(Stage::Liveness, listed_in, why));
             };
-            let url = self.href(family, href, Stage::Liveness, listed_in)?;
+            let url = self.href(scope, href, Stage::Liveness, listed_in)?;
             let number = url
                 .path_segments()
                 .and_then(|mut s| s.next_back())
@@ -720,6 +760,8 @@ impl Fetcher {
     async fn pages(
         &self,
         flow: &KindFlow,
+        scope: &Scope,
+        card: bool,
         list: &Value,
         listed_in: &str,
         out: &mut Collect,
@@ -731,11 +773,12 @@ impl Fetcher {
         ) else {
             return Ok(());
         };
-        for (number, url) in self.listed_pages(flow.family, list, listed_in)? {
+        for (number, url) in self.listed_pages(scope, list, listed_in)? {
             let kind = EntryKind::Page { number };
-            let done = match unmasked {
+            // The guide defines `maskhint` for credit cards only: other documents never ask.
+            let done = match unmasked.filter(|_| card) {
                 Some(unmasked) => {
-                    self.unmasked_page(flow.family, unmasked, &url, kind.clone(), out)
+                    self.unmasked_page(scope.family, unmasked, &url, kind.clone(), out)
                         .await
                 }
                 None => None,
@@ -743,7 +786,7 @@ impl Fetcher {
             match done {
                 Some(r) => r?,
                 None => {
-                    self.file(flow.family, &masked.endpoint, &url, kind, out)
+                    self.file(scope.family, &masked.endpoint, &url, kind, out)
                         .await?;
                 }
             }
@@ -776,7 +819,7 @@ impl Fetcher {
     }
 
     /// The pages of a list: number and checked URL, each number once, in number order.
-    fn listed_pages(&self, family: Family, list: &Value, listed_in: &str) -> Step<Vec<(u32, Url)>> {
+    fn listed_pages(&self, scope: &Scope, list: &Value, listed_in: &str) -> Step<Vec<(u32, Url)>> {
         let mut pages = Vec::new();
         let mut numbers = BTreeSet::new();
         for page in self.capped(list, "images", Stage::Pages, listed_in)? {
@@ -796,7 +839,7 @@ impl Fetcher {
                     "a page has no href",
                 ));
             };
-            let url = self.href(family, href, Stage::Page, listed_in)?;
+            let url = self.href(scope, href, Stage::Page, listed_in)?;
             if numbers.insert(number) {
                 pages.push((number, url));
             }
@@ -873,14 +916,15 @@ mod tests {
     use crate::job::{Credentials, Overrides};
     use crate::simulator::{self, Polls, Scenario, SimOptions};
 
-    /// Scheduled polls after the first status call, in the job and in the fetcher.
-    const SCHEDULE: usize = 3;
+    /// Entries of the schedule (status calls of a round, the first included), in the job and in
+    /// the fetcher.
+    const SCHEDULE: usize = 4;
 
     fn job(s: &Switches) -> crate::job::Job {
         let text = format!(
             "[api]\nuser_agent = \"Test Corp Export/1.0\"\n[fetch]\nimages = {}\n\
              liveness_images = {}\noriginal_documents = {}\nunmasked_card_images = {}\n\
-             [polling]\nschedule_seconds = [1, 2, 3]\n",
+             [polling]\nschedule_seconds = [1, 2, 3, 4]\n",
             s.images, s.liveness_images, s.original_documents, s.unmasked_card_images
         );
         crate::job::parse(&text, Path::new("jobs/x.toml"), &Overrides::default()).unwrap()
@@ -931,8 +975,10 @@ mod tests {
         let listed = |role: Role| match role {
             Role::Data | Role::ImageList | Role::PageList => 1,
             Role::Image | Role::Page => sc.classifiers.len() as u64,
-            // The simulator refuses every unmasked page: one masked request more per page.
-            Role::UnmaskedPage => sc.classifiers.len() as u64,
+            // Asked for credit cards only; the simulator refuses every unmasked page: one
+            // masked request more per page.
+            Role::UnmaskedPage if sc.document_type == Some("CC") => sc.classifiers.len() as u64,
+            Role::UnmaskedPage => 0,
             Role::Liveness => sc.liveness.len() as u64,
             Role::Original => u64::from(sc.has_original),
         };

@@ -15,7 +15,7 @@ use std::io::{BufReader, BufWriter, Read as _, Write as _};
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::spill::{self, ExternalSort, PositionedReader};
+use crate::spill::{self, ExternalSort, PositionedReader, RecordFile, RecordFileWriter, Sorted};
 
 use sha2::{Digest, Sha256};
 
@@ -58,20 +58,26 @@ pub struct InputList {
     pub duplicates: usize,
     /// Hex sha256 of the input bytes exactly as read, for `report.json`.
     pub sha256: String,
+    /// The unique keys of the items ([`catalogue_key`] and the item's record number in the
+    /// spool), sorted: the de-duplication's sort, kept so that [`InputList::exclude`] merges
+    /// instead of sorting again.
+    keys: RecordFile,
 }
 
 impl InputList {
     /// Keeps only the references of `shard` (valid and rejected alike, so that N shards together
     /// report every invalid line exactly once).
     pub fn retain_shard(&mut self, shard: &crate::job::Shard) -> std::io::Result<()> {
-        let mut kept = SpoolWriter::new(&self.items.dir)?;
-        for item in self.items.iter() {
-            let item = item?;
-            if shard_of(&item.reference, shard.count) == shard.index {
-                kept.push(&item.reference, item.kind)?;
+        let mut skip = self.items.skip.as_ref().clone();
+        let mut skipped = 0;
+        for numbered in self.items.numbered() {
+            let (record, item) = numbered?;
+            if shard_of(&item.reference, shard.count) != shard.index {
+                skipped += u64::from(set_bit(&mut skip, record));
             }
         }
-        self.items = kept.finish()?;
+        self.items.skip = Arc::new(skip);
+        self.items.len -= skipped;
         self.rejected
             .retain(|r| shard_of(&r.raw, shard.count) == shard.index);
         Ok(())
@@ -90,61 +96,54 @@ pub fn catalogue_key(reference: &str, kind: Kind) -> Vec<u8> {
 
 impl InputList {
     /// Removes every item whose [`catalogue_key`] is in `exported` (sorted ascending, as an
-    /// [`ExternalSort`] gives them) and returns how many were removed. Flat memory: the input's
-    /// keys are sorted on disk and merged with `exported`; one bit per item marks the removed.
-    pub fn exclude(
-        &mut self,
-        exported: impl Iterator<Item = std::io::Result<Vec<u8>>>,
-        budget: usize,
-    ) -> std::io::Result<u64> {
-        let mut keys = ExternalSort::new(&self.items.dir, budget);
-        for (ordinal, item) in self.items.iter().enumerate() {
-            let item = item?;
-            let mut key = catalogue_key(&item.reference, item.kind);
-            key.extend_from_slice(&(ordinal as u64).to_be_bytes());
-            keys.push(&key)?;
-        }
-        let mut drop = vec![0u64; self.items.len.div_ceil(64) as usize];
+    /// [`ExternalSort`] gives them) and returns how many were removed. Flat memory and no sort of
+    /// its own: the input's keys, sorted when it was read, are merged with `exported`, and one
+    /// bit per item marks the removed.
+    pub fn exclude(&mut self, mut exported: Sorted) -> std::io::Result<u64> {
+        let mut skip = self.items.skip.as_ref().clone();
         let mut removed = 0u64;
-        let mut exported = exported.peekable();
-        for key in keys.finish()? {
-            let key = key?;
-            let (prefix, ordinal) = key.split_at(key.len() - 8);
-            let ordinal = u64::from_be_bytes(ordinal.try_into().expect("8 bytes"));
-            while let Some(next) = exported.peek() {
-                match next {
-                    Ok(e) if e.as_slice() < prefix => {
-                        exported.next();
-                    }
-                    Ok(_) => break,
-                    Err(_) => return Err(exported.next().expect("peeked").unwrap_err()),
-                }
+        let (mut key, mut next) = (Vec::new(), Vec::new());
+        let mut more = exported.next_into(&mut next)?;
+        let mut keys = self.keys.reader();
+        while more && keys.next_into(&mut key)? {
+            let (prefix, record) = key.split_at(key.len() - 8);
+            while more && next.as_slice() < prefix {
+                more = exported.next_into(&mut next)?;
             }
-            if matches!(exported.peek(), Some(Ok(e)) if e.as_slice() == prefix) {
-                drop[(ordinal / 64) as usize] |= 1 << (ordinal % 64);
-                removed += 1;
+            if more && next.as_slice() == prefix {
+                let record = u64::from_be_bytes(record.try_into().expect("8 bytes"));
+                removed += u64::from(set_bit(&mut skip, record));
             }
         }
-        if removed > 0 {
-            let mut kept = SpoolWriter::new(&self.items.dir)?;
-            for (ordinal, item) in self.items.iter().enumerate() {
-                let item = item?;
-                if drop[ordinal / 64] & (1 << (ordinal % 64)) == 0 {
-                    kept.push(&item.reference, item.kind)?;
-                }
-            }
-            self.items = kept.finish()?;
-        }
+        self.items.skip = Arc::new(skip);
+        self.items.len -= removed;
         Ok(removed)
     }
+}
+
+/// Sets bit `n`; true when it was clear.
+fn set_bit(bits: &mut [u64], n: u64) -> bool {
+    let (word, bit) = ((n / 64) as usize, 1u64 << (n % 64));
+    let was_clear = bits[word] & bit == 0;
+    bits[word] |= bit;
+    was_clear
+}
+
+fn bit_is_set(bits: &[u64], n: u64) -> bool {
+    bits.get((n / 64) as usize)
+        .is_some_and(|w| w & (1u64 << (n % 64)) != 0)
 }
 
 /// The valid references of an [`InputList`], in input order, in an unnamed temporary file.
 pub struct Items {
     file: Arc<File>,
+    /// Records in the file, skipped ones included.
+    records: u64,
+    /// Items handed out: the records not skipped.
     len: u64,
-    /// Where the file is (for rewrites).
-    dir: std::path::PathBuf,
+    /// One bit per record, set for a record that is not an item (a repeat of an earlier line,
+    /// another shard's, exported by a commit): marked, not rewritten.
+    skip: Arc<Vec<u64>>,
 }
 
 impl std::fmt::Debug for Items {
@@ -171,10 +170,22 @@ impl Items {
                 16 * 1024,
                 PositionedReader::shared(self.file.clone()),
             ),
+            skip: self.skip.clone(),
+            record: 0,
+            records: self.records,
             left: self.len,
             total: self.len,
             read: 0,
         }
+    }
+
+    /// [`Items::iter`] with each item's record number.
+    fn numbered(&self) -> impl Iterator<Item = std::io::Result<(u64, Item)>> + use<> {
+        let mut iter = self.iter();
+        std::iter::from_fn(move || {
+            let item = iter.next()?;
+            Some(item.map(|item| (iter.record - 1, item)))
+        })
     }
 
     /// Every reference in memory: for small lists and tests.
@@ -186,6 +197,10 @@ impl Items {
 /// Reads [`Items`] back, one [`Item`] at a time.
 pub struct ItemIter {
     reader: BufReader<PositionedReader>,
+    skip: Arc<Vec<u64>>,
+    /// The next record's number.
+    record: u64,
+    records: u64,
     left: u64,
     total: u64,
     read: u64,
@@ -209,14 +224,25 @@ impl Iterator for ItemIter {
         self.left -= 1;
         let mut head = [0u8; 2];
         let mut read = || -> std::io::Result<Item> {
-            self.reader.read_exact(&mut head)?;
-            let mut reference = vec![0u8; usize::from(head[1])];
-            self.reader.read_exact(&mut reference)?;
-            let kind = *Kind::ALL
-                .get(usize::from(head[0]))
-                .ok_or_else(|| std::io::Error::other("input spool: bad kind"))?;
-            let reference = String::from_utf8(reference).map_err(std::io::Error::other)?;
-            Ok(Item { reference, kind })
+            loop {
+                if self.record == self.records {
+                    return Err(std::io::Error::other(
+                        "input spool: fewer records than items",
+                    ));
+                }
+                self.reader.read_exact(&mut head)?;
+                let mut reference = vec![0u8; usize::from(head[1])];
+                self.reader.read_exact(&mut reference)?;
+                self.record += 1;
+                if bit_is_set(&self.skip, self.record - 1) {
+                    continue;
+                }
+                let kind = *Kind::ALL
+                    .get(usize::from(head[0]))
+                    .ok_or_else(|| std::io::Error::other("input spool: bad kind"))?;
+                let reference = String::from_utf8(reference).map_err(std::io::Error::other)?;
+                return Ok(Item { reference, kind });
+            }
         };
         let item = read();
         match item {
@@ -236,7 +262,6 @@ impl Iterator for ItemIter {
 struct SpoolWriter {
     w: BufWriter<File>,
     len: u64,
-    dir: std::path::PathBuf,
 }
 
 impl SpoolWriter {
@@ -244,7 +269,6 @@ impl SpoolWriter {
         Ok(SpoolWriter {
             w: BufWriter::with_capacity(64 * 1024, spill::unnamed_file(dir)?),
             len: 0,
-            dir: dir.to_path_buf(),
         })
     }
 
@@ -264,8 +288,9 @@ impl SpoolWriter {
             .map_err(std::io::IntoInnerError::into_error)?;
         Ok(Items {
             file: Arc::new(file),
+            records: self.len,
             len: self.len,
-            dir: self.dir,
+            skip: Arc::new(vec![0; self.len.div_ceil(64) as usize]),
         })
     }
 }
@@ -646,41 +671,34 @@ impl Collector {
     }
 
     fn finish(self, sha256: String) -> std::io::Result<InputList> {
-        let candidates = self.candidates.finish()?;
-        // One bit per candidate: set for a repeat of an earlier (reference, kind).
-        let mut repeat = vec![0u64; candidates.len.div_ceil(64) as usize];
+        let mut items = self.candidates.finish()?;
+        let mut skip = vec![0u64; items.records.div_ceil(64) as usize];
+        let mut keys = RecordFileWriter::new(&self.dir)?;
         let mut duplicates = 0usize;
         let mut previous: Option<Vec<u8>> = None;
-        for key in self.keys.finish()? {
-            let mut key = key?;
-            let ordinal_at = key.len() - 8;
-            let ordinal = u64::from_be_bytes(key[ordinal_at..].try_into().expect("8 bytes"));
-            key.truncate(ordinal_at);
-            // Keys of one (reference, kind) sort by ordinal: the first is the one kept.
-            if previous.as_ref() == Some(&key) {
-                repeat[(ordinal / 64) as usize] |= 1 << (ordinal % 64);
+        let (mut sorted, mut key) = (self.keys.finish()?, Vec::new());
+        while sorted.next_into(&mut key)? {
+            let (prefix, record) = key.split_at(key.len() - 8);
+            // Keys of one (reference, kind) sort by record number: the first is the one kept.
+            if previous.as_deref() == Some(prefix) {
+                let record = u64::from_be_bytes(record.try_into().expect("8 bytes"));
+                set_bit(&mut skip, record);
                 duplicates += 1;
             } else {
-                previous = Some(key);
+                keys.put(&key)?;
+                let previous = previous.get_or_insert_with(Vec::new);
+                previous.clear();
+                previous.extend_from_slice(prefix);
             }
         }
-        let items = if duplicates == 0 {
-            candidates
-        } else {
-            let mut kept = SpoolWriter::new(&self.dir)?;
-            for (ordinal, item) in candidates.iter().enumerate() {
-                let item = item?;
-                if repeat[ordinal / 64] & (1 << (ordinal % 64)) == 0 {
-                    kept.push(&item.reference, item.kind)?;
-                }
-            }
-            kept.finish()?
-        };
+        items.len -= duplicates as u64;
+        items.skip = Arc::new(skip);
         Ok(InputList {
             items,
             rejected: self.rejected,
             duplicates,
             sha256,
+            keys: keys.finish()?,
         })
     }
 }
@@ -694,6 +712,10 @@ pub fn is_valid_reference(s: &str) -> bool {
 fn invalid_reason(s: &str) -> Option<String> {
     if s.is_empty() {
         return Some("empty reference".into());
+    }
+    // The common case in one pass over the bytes; the reasons below only for a bad one.
+    if s.len() <= MAX_REFERENCE_LEN && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return None;
     }
     let chars = s.chars().count();
     if chars > MAX_REFERENCE_LEN {
@@ -754,6 +776,16 @@ pub fn shard_of(reference: &str, count: u32) -> u32 {
 mod tests {
     use super::*;
 
+    /// `keys` as a sort gives them back (a tiny budget: through runs on disk).
+    fn sorted(keys: Vec<Vec<u8>>) -> Sorted {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sort = ExternalSort::new(dir.path(), 64);
+        for k in &keys {
+            sort.push(k).unwrap();
+        }
+        sort.finish().unwrap()
+    }
+
     fn refs(list: &InputList) -> Vec<(String, Kind)> {
         list.items
             .iter()
@@ -777,11 +809,51 @@ mod tests {
         assert_eq!(list.sha256, hex::encode(Sha256::digest(bytes)));
     }
 
+    /// Repeats, another shard's references and exported ones are each removed once: a
+    /// reference that is both a repeat and exported counts once, under what removed it first.
+    #[test]
+    fn exclude_after_duplicates_and_shards_counts_each_item_once() {
+        let refs_in: Vec<String> = (0..400).map(|i| format!("ref-{}", i % 300)).collect();
+        let text = refs_in.join("\n");
+        let dir = tempfile::tempdir().unwrap();
+        let mut list =
+            parse_with_budget(text.as_bytes(), "in.txt", Kind::Netverify, dir.path(), 256).unwrap();
+        assert_eq!((list.items.len(), list.duplicates), (300, 100));
+        let shard = crate::job::Shard { index: 1, count: 3 };
+        list.retain_shard(&shard).unwrap();
+        let in_shard: Vec<String> = (0..300)
+            .map(|i| format!("ref-{i}"))
+            .filter(|r| shard_of(r, 3) == 1)
+            .collect();
+        assert_eq!(list.items.len(), in_shard.len() as u64);
+        // Every even reference was exported, in this shard or not.
+        let mut exported: Vec<Vec<u8>> = (0..300)
+            .filter(|i| i % 2 == 0)
+            .map(|i| catalogue_key(&format!("ref-{i}"), Kind::Netverify))
+            .collect();
+        exported.sort();
+        let removed = list.exclude(sorted(exported)).unwrap();
+        let left: Vec<String> = in_shard
+            .iter()
+            .filter(|r| r.trim_start_matches("ref-").parse::<u32>().unwrap() % 2 == 1)
+            .cloned()
+            .collect();
+        assert_eq!(removed, (in_shard.len() - left.len()) as u64);
+        assert_eq!(list.items.len(), left.len() as u64);
+        let got: Vec<String> = refs(&list).into_iter().map(|(r, _)| r).collect();
+        assert_eq!(got, left, "input order kept");
+        // Excluding again removes nothing more.
+        let again = vec![catalogue_key("ref-0", Kind::Netverify)];
+        assert_eq!(list.exclude(sorted(again)).unwrap(), 0);
+    }
+
     #[test]
     fn exclude_removes_exported_keys_of_the_same_kind_only_and_keeps_order() {
         let csv =
             b"reference,kind\nb,netverify\na,netverify\nc,document\na,document\nd,netverify\n";
-        let mut list = parse_input(csv, "in.csv", Kind::Netverify).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        // A tiny budget sends the input's keys through on-disk runs.
+        let mut list = parse_with_budget(csv, "in.csv", Kind::Netverify, dir.path(), 64).unwrap();
         let mut exported = vec![
             catalogue_key("a", Kind::Netverify),
             catalogue_key("c", Kind::Document),
@@ -789,8 +861,7 @@ mod tests {
             catalogue_key("0", Kind::Document),
         ];
         exported.sort();
-        // A tiny budget forces the input's keys through on-disk runs.
-        let removed = list.exclude(exported.into_iter().map(Ok), 64).unwrap();
+        let removed = list.exclude(sorted(exported)).unwrap();
         assert_eq!(removed, 2);
         assert_eq!(
             refs(&list),
@@ -801,7 +872,7 @@ mod tests {
             ]
         );
         assert_eq!(list.items.len(), 3);
-        let none = list.exclude(std::iter::empty(), 64).unwrap();
+        let none = list.exclude(sorted(Vec::new())).unwrap();
         assert_eq!(none, 0);
     }
 

@@ -177,6 +177,8 @@ pub mod defaults {
     pub const WRITE_TABLES_AND_ARCHIVES: bool = true;
     /// `[output] encrypt_archives`.
     pub const ENCRYPT_ARCHIVES: bool = false;
+    /// `[output] csv_neutralise_formulas`: CSV files are opened in spreadsheets.
+    pub const CSV_NEUTRALISE_FORMULAS: bool = true;
     /// `[output] archive_key_env`, and `verify --key-env`.
     pub const ARCHIVE_KEY_ENV: &str = "JUMIO_EXPORT_ARCHIVE_KEY";
     /// `[output] file_mode`: personal data, readable by the owner only.
@@ -197,6 +199,9 @@ pub mod defaults {
     /// The longest `[limits] timeout_seconds`: a day is far beyond any sensible request
     /// timeout, and keeps `Duration::from_secs_f64` in range.
     pub const MAX_TIMEOUT_SECONDS: f64 = 86_400.0;
+    /// The most `[polling] schedule_seconds` entries: the guide's "maximum of 10 consecutive
+    /// retrieval attempts", each entry one status call.
+    pub const MAX_SCHEDULE_ENTRIES: usize = 10;
     /// The largest `[polling] schedule_seconds` offset: ten years, far beyond the guide's
     /// schedule, and keeps `Duration::from_secs_f64` in range.
     pub const MAX_SCHEDULE_SECONDS: f64 = 315_360_000.0;
@@ -448,6 +453,19 @@ pub struct OutputSettings {
     pub file_mode: u32,
     /// Permissions of every directory created, whatever the umask (default `0700`).
     pub dir_mode: u32,
+    /// Prefix CSV cells a spreadsheet would run as a formula with `'` (default on; Parquet
+    /// always keeps the exact text).
+    pub csv_neutralise_formulas: bool,
+    /// The environment variable holding the OpenSSH Ed25519 private key that signs each
+    /// commit record (`commits/{run}.json.sig`); `None`: commits are not signed.
+    pub signing_key_env: Option<String>,
+    /// The PII profile of the transaction tables (default `full`).
+    pub pii: crate::flatten::pii::Pii,
+    /// The environment variable holding the key of `pii = "pseudonymised"` (required then).
+    pub pii_key_env: Option<String>,
+    /// For a bucket (`s3://…`): endpoint, region, plain HTTP to a loopback endpoint, SSE.
+    /// Credentials are never job keys: they come from the cloud's environment chain.
+    pub store: crate::store::StoreSettings,
 }
 
 /// Where in a job file a problem is.
@@ -1086,6 +1104,21 @@ fn output_settings(
             v => Ok(v.to_string()),
         })?
         .value;
+    let pii = ctx
+        .setting("[output] pii", &o.pii, None, "full".to_string())
+        .check(ctx, |p| p.parse::<crate::flatten::pii::Pii>())?;
+    let pii_key_env = ctx
+        .optional("[output] pii_key_env", &o.pii_key_env, None)
+        .map(|v| v.check(ctx, env_var_name))
+        .transpose()?
+        .map(|s| s.value);
+    if pii.value == crate::flatten::pii::Pii::Pseudonymised && pii_key_env.is_none() {
+        return Err(ctx.blame(
+            &pii.origin,
+            "\"pseudonymised\" needs [output] pii_key_env, the environment variable holding its HMAC key",
+        ));
+    }
+    let pii = pii.value;
     let write = defaults::WRITE_TABLES_AND_ARCHIVES;
     Ok(OutputSettings {
         dir,
@@ -1108,7 +1141,33 @@ fn output_settings(
             defaults::DIR_MODE,
             0o700,
         )?,
+        csv_neutralise_formulas: o
+            .csv_neutralise_formulas
+            .unwrap_or(defaults::CSV_NEUTRALISE_FORMULAS),
+        signing_key_env: ctx
+            .optional("[output] signing_key_env", &o.signing_key_env, None)
+            .map(|v| v.check(ctx, env_var_name))
+            .transpose()?
+            .map(|s| s.value),
+        pii,
+        pii_key_env,
+        store: crate::store::StoreSettings {
+            endpoint: o.endpoint.clone(),
+            region: o.region.clone(),
+            allow_http: o.allow_http.unwrap_or(false),
+            sse: o.sse.clone(),
+            sse_kms_key_id: o.sse_kms_key_id.clone(),
+        },
     })
+}
+
+/// An environment variable's name: letters, digits, `_`.
+fn env_var_name(name: String) -> Result<String, &'static str> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        Err("must be an environment variable name (letters, digits, _)")
+    } else {
+        Ok(name)
+    }
 }
 
 /// `[output] dir` or `--out`.
@@ -1152,6 +1211,10 @@ fn mode(
             .ok()
             .filter(|m| *m <= 0o777);
         match parsed {
+            Some(m) if m & 0o022 != 0 => Err(format!(
+                "{text:?} lets group or others write: whoever could write the export's files \
+                 could replace personal data or plant links (use e.g. \"0640\" or \"0750\")"
+            )),
             Some(m) if m & owner == owner => Ok(m),
             Some(_) => Err(
                 "must keep the owner's permissions (the tool reads back what it wrote)".to_string(),
@@ -1175,6 +1238,18 @@ fn check_schedule(
             format!(
                 "must list at least one offset (the guide recommends {:?})",
                 defaults::SCHEDULE_SECONDS
+            ),
+        ));
+    }
+    if s.get_ref().len() > defaults::MAX_SCHEDULE_ENTRIES {
+        return Err(ctx.invalid(
+            s.span(),
+            KEY,
+            format!(
+                "lists {} offsets: the guide allows at most {} consecutive retrieval attempts \
+                 (one status call per offset, the first included), then one a day",
+                s.get_ref().len(),
+                defaults::MAX_SCHEDULE_ENTRIES
             ),
         ));
     }
@@ -1244,7 +1319,29 @@ fn check_url(text: &str) -> Result<Url, String> {
     if url.fragment().is_some() {
         return Err("must not contain a fragment (`#…`)".into());
     }
+    if url.scheme() == "http" && !is_loopback(&url) {
+        return Err(
+            "plain http sends the API credentials in cleartext: use https \
+             (http is accepted only for a loopback address such as the simulator's 127.0.0.1)"
+                .into(),
+        );
+    }
     Ok(url)
+}
+
+/// Whether `url`'s host is a loopback address (`127.0.0.0/8`, `::1`) or `localhost`: the only
+/// hosts plain HTTP may carry credentials to (the simulator), since the traffic never leaves
+/// the machine.
+fn is_loopback(url: &Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    // The parser has normalised IPv4 forms (`127.1`, `0x7f.1`) and brackets IPv6.
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
 }
 
 // ---- raw file structure -------------------------------------------------------------
@@ -1349,6 +1446,15 @@ raw_table! {
         archive_key_env: Option<Spanned<String>>,
         file_mode: Option<Spanned<String>>,
         dir_mode: Option<Spanned<String>>,
+        csv_neutralise_formulas: Option<bool>,
+        signing_key_env: Option<Spanned<String>>,
+        pii: Option<Spanned<String>>,
+        pii_key_env: Option<Spanned<String>>,
+        endpoint: Option<String>,
+        region: Option<String>,
+        allow_http: Option<bool>,
+        sse: Option<String>,
+        sse_kms_key_id: Option<String>,
     }
 }
 

@@ -35,6 +35,7 @@ pub mod scheduler;
 #[cfg(feature = "simulator")]
 pub mod simulator;
 pub mod spill;
+pub mod store;
 pub mod verify;
 pub mod warehouse;
 

@@ -60,8 +60,9 @@ pub struct Budget {
     pub tenant_seconds_min: f64,
     /// `total_max` likewise.
     pub tenant_seconds_max: f64,
-    /// The last polling offset: a reference still pending is polled for this long after
-    /// its first status call before the run gives it up, whatever the rate.
+    /// The offset of the last status call of a round (the schedule's next-to-last entry: n
+    /// entries are the first call and n - 1 polls): a reference still pending is polled for
+    /// this long after its first status call before the run gives it up, whatever the rate.
     pub polling_window_seconds: f64,
     /// Retries allowed per request (not included in the numbers).
     pub max_retries: u32,
@@ -69,6 +70,9 @@ pub struct Budget {
     pub shard: Option<Shard>,
     /// How each kind's numbers are made up, one line per kind, for the printed table.
     pub assumptions: Vec<String>,
+    /// The output location when it is a bucket (`s3://…`): the plan adds what it costs in
+    /// store requests.
+    pub bucket: Option<String>,
 }
 
 /// The budget of one kind.
@@ -185,10 +189,16 @@ pub fn budget(job: &Job, input: &InputList) -> std::io::Result<Budget> {
         tenant_requests_per_second: tenant,
         tenant_seconds_min: total_min as f64 / tenant_share,
         tenant_seconds_max: total_max as f64 / tenant_share,
-        polling_window_seconds: job.polling.schedule.last().map_or(0.0, |d| d.as_secs_f64()),
+        // n entries are n status calls: the first at once, then one per offset but the last.
+        polling_window_seconds: (job.polling.schedule.len().checked_sub(2))
+            .and_then(|i| job.polling.schedule.get(i))
+            .map_or(0.0, |d| d.as_secs_f64()),
         max_retries: job.limits.max_retries,
         shard: job.shard,
         assumptions,
+        bucket: crate::store::BucketUrl::parse(&job.output.dir)
+            .and_then(Result::ok)
+            .map(|u| u.to_string()),
     })
 }
 
@@ -276,6 +286,36 @@ impl Budget {
             f,
             "  retries (429, 5xx, network errors; up to {} per request) are not included",
             self.max_retries
+        )?;
+        if let Some(bucket) = &self.bucket {
+            writeln!(f)?;
+            self.fmt_bucket(f, bucket)?;
+        }
+        Ok(())
+    }
+
+    /// What a bucket costs in store requests (README "Object storage").
+    fn fmt_bucket(&self, f: &mut fmt::Formatter<'_>, bucket: &str) -> fmt::Result {
+        let mib = crate::store::PART_SIZE / (1024 * 1024);
+        writeln!(f)?;
+        writeln!(f, "store requests into {bucket}:")?;
+        writeln!(
+            f,
+            "  per exported transaction: 1 PUT (its archive, create-if-absent) up to {mib} MiB; \
+             a larger archive: 1 multipart upload (2 + one PUT per {mib} MiB part), 1 multipart \
+             copy (3 requests) and 1 DELETE"
+        )?;
+        writeln!(
+            f,
+            "  per run: 1 PUT per table part (at least one CSV and one Parquet part per table \
+             that gets rows), 1 commit PUT, 2 PUTs (failures.csv, report.json), 1 heartbeat PUT \
+             every {} s, and at its start 3 LISTs plus 1 GET per commit and per Parquet part \
+             it has not read",
+            crate::store::stale_after().as_secs() / 5
+        )?;
+        write!(
+            f,
+            "  an archive already in the bucket that no commit lists: 1 HEAD, 1 GET, 1 claim PUT"
         )
     }
 }

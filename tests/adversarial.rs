@@ -78,11 +78,14 @@
 //! | 62 | `images` or `livenessImages` longer than `[limits] max_list_items` | BAD_RESPONSE at stage `images` / `liveness`, no file of the list requested | pass |
 //! | 63 | an image reset after 1 MiB of its body, whole on the retry (issue 15: bodies stream into the archive) | exported, the image stored once and whole, the partial entry gone | pass |
 //! | 64 | `kill -9` while an 8 MiB image is half received (the binary) | the body was on disk as it arrived, under a hidden temporary name only; no archive under a final name; the next run removes the temporary, exports, `verify` exit 0 | pass |
+//! | 65 | a Document Verification `pages` list longer than `[limits] max_list_items` | BAD_RESPONSE at stage `pages`, no page requested; a list at the cap exports | pass |
 //! | 61 | `archives/bad-n1.zip` that no commit lists and that does not check out: not a zip, another reference's archive, a flipped byte | never replaced: BAD_RESPONSE at stage `archive`, nothing fetched for it, the file kept byte for byte | pass |
 //!
 //! Every binary run also asserts that neither canary credential appears on stdout or stderr.
 
 mod hostile;
+// Issue 14: no cleartext credentials, no formula in CSV, the guide's limits, no symlink followed.
+mod hardening;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -1668,6 +1671,75 @@ async fn a_list_longer_than_max_list_items_is_bad_response_before_any_file_is_fe
             .filter(|r| r.target.starts_with(&format!("{}/images/", scan(BAD))))
             .count();
         assert_eq!(files, 0, "{key}: a file of the refused list was requested");
+    }
+}
+
+/// Serves a Document Verification flow for `reference` whose `/pages` lists `pages` pages.
+fn document_flow(s: &Server, reference: &str, pages: u32) {
+    let base = s.base();
+    let p = format!("/api/netverify/v2/documents/{reference}");
+    let ts = "2024-01-02T03:04:05.678Z";
+    s.set(
+        &p,
+        json(&j!({"timestamp": ts, "scanReference": reference, "status": "DONE"})),
+    );
+    s.set(
+        &format!("{p}/data"),
+        json(&j!({
+            "timestamp": ts,
+            "scanReference": reference,
+            "document": {"status": "UPLOADED", "type": "CC", "country": "USA"},
+            "transaction": {"status": "DONE", "source": "DOC_API"}
+        })),
+    );
+    let images: Vec<serde_json::Value> = (1..=pages)
+        .map(|n| j!({"classifier": n, "href": format!("{base}{p}/pages/{n}")}))
+        .collect();
+    s.set(
+        &format!("{p}/pages"),
+        json(&j!({"timestamp": ts, "scanReference": reference, "images": images})),
+    );
+    for n in 1..=pages {
+        s.set(
+            &format!("{p}/pages/{n}"),
+            Reply::Raw(ok("image/jpeg", JPEG)),
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pages_list_longer_than_max_list_items_is_bad_response_before_any_page_is_fetched() {
+    // Document Verification's `pages` list is capped like `images` and `livenessImages`: at the
+    // cap a document exports, one page over it is BAD_RESPONSE at stage `pages`.
+    const AT_CAP: &str = "doc-at-cap";
+    const OVER: &str = "doc-over-cap";
+    let s = origin().await;
+    document_flow(&s, AT_CAP, 3);
+    document_flow(&s, OVER, 4);
+    let limits = Limits {
+        max_list_items: 3,
+        ..Limits::default()
+    };
+    let input = format!("reference,kind\n{OK},netverify\n{AT_CAP},document\n{OVER},document\n");
+    let o = run_with(&s.base(), input.as_bytes(), &limits).await;
+    let row = failed(&o, OVER, "BAD_RESPONSE", "pages");
+    assert_eq!(row["http_status"], "200", "{row:?}");
+    let over_pages = format!("/api/netverify/v2/documents/{OVER}/pages/");
+    let fetched = s
+        .requests()
+        .iter()
+        .filter(|r| r.target.starts_with(&over_pages))
+        .count();
+    assert_eq!(fetched, 0, "a page of the refused list was requested");
+    let rows = rows_for(&o.out, "documents", AT_CAP);
+    assert_eq!(rows.len(), 1, "{AT_CAP}: {rows:?}");
+    let entries = zip_entries(&o.out.join(format!("archives/{AT_CAP}.zip")));
+    for n in 1..=3 {
+        assert!(
+            entries.contains_key(&format!("pages/{n}.jpg")),
+            "{AT_CAP}: page {n} missing from {:?}",
+            entries.keys().collect::<Vec<_>>()
+        );
     }
 }
 

@@ -710,9 +710,9 @@ fn small_input() -> InputList {
 #[test]
 fn budget_for_a_small_known_input() {
     let job = parse(HEAD).unwrap(); // defaults: 10/s, 10-offset schedule, every switch but unmasked
-    assert_eq!(requests_per_reference(Kind::Netverify, &job), (4, 23));
+    assert_eq!(requests_per_reference(Kind::Netverify, &job), (4, 22));
     assert_eq!(requests_per_reference(Kind::Document, &job), (4, 6));
-    assert_eq!(requests_per_reference(Kind::Authentication, &job), (2, 19));
+    assert_eq!(requests_per_reference(Kind::Authentication, &job), (2, 18));
 
     let b = budget(&job, &small_input()).unwrap();
     let rows: Vec<(Kind, u64, u64, u64)> = b
@@ -723,28 +723,29 @@ fn budget_for_a_small_known_input() {
     assert_eq!(
         rows,
         [
-            (Kind::Netverify, 3, 12, 69),
+            (Kind::Netverify, 3, 12, 66),
             (Kind::Document, 2, 8, 12),
-            (Kind::Authentication, 1, 2, 19)
+            (Kind::Authentication, 1, 2, 18)
         ]
     );
-    assert_eq!((b.total_min, b.total_max), (22, 100));
+    assert_eq!((b.total_min, b.total_max), (22, 96));
     assert!((b.seconds_min - 2.2).abs() < 1e-9);
-    assert!((b.seconds_max - 10.0).abs() < 1e-9);
+    assert!((b.seconds_max - 9.6).abs() < 1e-9);
     assert_eq!((b.rejected, b.duplicates), (1, 1));
-    assert_eq!(b.polling_window_seconds, 940.0);
+    // Ten entries, ten status calls: the last one waits the ninth offset.
+    assert_eq!(b.polling_window_seconds, 760.0);
 
     let shown = b.to_string();
     for needle in [
         "nothing was sent",
-        "netverify                   3               12               69",
-        "total                       6               22              100",
+        "netverify                   3               12               66",
+        "total                       6               22               96",
         "invalid references in the input (never sent, listed in failures.csv): 1",
         "duplicate lines (exported once): 1",
-        "time at 10 requests/s: 2.2 s (fewest) to 10.0 s (most)",
-        "15m 40s after its first status call",
+        "time at 10 requests/s: 2.2 s (fewest) to 9.6 s (most)",
+        "12m 40s after its first status call",
         "netverify: fewest 4 = 1 status calls + 1 data + 1 images list + 1 images (front, back, face); \
-         most 23 = 11 status calls + 1 data + 1 images list + 3 images (front, back, face) + 7 liveness images",
+         most 22 = 10 status calls + 1 data + 1 images list + 3 images (front, back, face) + 7 liveness images",
         "retries (429, 5xx, network errors; up to 6 per request) are not included",
     ] {
         assert!(shown.contains(needle), "missing {needle:?} in\n{shown}");
@@ -758,9 +759,9 @@ fn budget_follows_the_fetch_switches() {
          [polling]\nschedule_seconds = [5, 10]\n"
     );
     let job = parse(&text).unwrap();
-    assert_eq!(requests_per_reference(Kind::Netverify, &job), (2, 4));
+    assert_eq!(requests_per_reference(Kind::Netverify, &job), (2, 3));
     assert_eq!(requests_per_reference(Kind::Document, &job), (2, 2));
-    assert_eq!(requests_per_reference(Kind::Authentication, &job), (1, 3));
+    assert_eq!(requests_per_reference(Kind::Authentication, &job), (1, 2));
 
     // Unmasked pages may each be refused (403) and fetched again masked.
     let job = parse(&format!("{HEAD}[fetch]\nunmasked_card_images = true\n")).unwrap();

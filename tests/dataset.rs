@@ -26,7 +26,7 @@ fn seed() -> u64 {
     SimOptions::default().seed
 }
 
-/// Status calls per reference and round: the first one and one per schedule entry.
+/// Status calls per reference and round: one per schedule entry, the first included.
 const STATUS_CALLS: u32 = 3;
 
 /// A job file with a short polling schedule (`STATUS_CALLS` status calls), so a PENDING
@@ -46,7 +46,7 @@ max_retries = 2
 timeout_seconds = 10
 
 [polling]
-schedule_seconds = [0.05, 0.1]
+schedule_seconds = [0.05, 0.1, 0.15]
 {extra}
 "#
     )

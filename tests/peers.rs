@@ -1,5 +1,6 @@
 //! Peers: the programs and system capabilities some tests check the export against — `unzip`,
-//! 7-Zip, `sha256sum`, DuckDB, sqlglot and PyYAML (Python modules), a tmpfs mount for the disk-full tests,
+//! 7-Zip, `sha256sum`, DuckDB, sqlglot and PyYAML (Python modules), headless Chromium for
+//! `report.html`, a tmpfs mount for the disk-full tests,
 //! and throw-away PostgreSQL clusters for the warehouse tests ([`PgServer`]).
 //!
 //! On a developer machine a missing peer skips that check, with a line on stderr saying so.
@@ -55,6 +56,35 @@ pub fn require(name: &str) -> Option<PathBuf> {
     match on_path(name) {
         Some(p) => Some(p),
         None => unavailable(&format!("`{name}`"), "it is not on PATH"),
+    }
+}
+
+/// The variable naming a Chromium (or Chrome) binary for the report tests; else `chromium`,
+/// `chromium-browser` or `google-chrome` on `PATH` (`.ci/run` installs Debian's `chromium`).
+pub const CHROMIUM_VAR: &str = "JUMIO_TEST_CHROMIUM";
+
+/// A headless-capable Chromium: [`CHROMIUM_VAR`] when set (and then it must exist), else the
+/// first of `chromium`, `chromium-browser`, `google-chrome` on `PATH`. `None` (skip) when none
+/// is, a panic under CI.
+pub fn require_chromium() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(CHROMIUM_VAR) {
+        let p = PathBuf::from(p);
+        assert!(
+            is_executable(&p),
+            "{CHROMIUM_VAR}={} is not an executable",
+            p.display()
+        );
+        return Some(p);
+    }
+    match ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .find_map(|name| on_path(name))
+    {
+        Some(p) => Some(p),
+        None => unavailable(
+            "Chromium",
+            &format!("{CHROMIUM_VAR} is not set and no chromium is on PATH"),
+        ),
     }
 }
 
@@ -411,5 +441,230 @@ impl Drop for PgServer {
             .arg(&self.data)
             .args(["-m", "immediate", "-w", "stop"])
             .output();
+    }
+}
+
+/// The variables naming the S3 servers' programs (`.ci/run` sets them to its virtual
+/// environment's `moto_server` and `weed`); else they are looked up there, then on `PATH`.
+pub const MOTO_VAR: &str = "JUMIO_TEST_MOTO_SERVER";
+/// See [`MOTO_VAR`].
+pub const WEED_VAR: &str = "JUMIO_TEST_WEED";
+
+/// Which S3 implementation an [`S3Server`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum S3Kind {
+    /// moto in server mode (in memory: a restart starts empty).
+    Moto,
+    /// SeaweedFS (`weed server -s3`, data in a temporary directory that outlives a restart).
+    Seaweed,
+}
+
+/// A throw-away S3 server on 127.0.0.1 free ports: moto (`moto_server -H 127.0.0.1 -p PORT`) or
+/// SeaweedFS (`weed server -s3 -ip=127.0.0.1` with every port given), started by the test,
+/// killed and removed when dropped. No authentication: any access key signs.
+pub struct S3Server {
+    kind: S3Kind,
+    program: PathBuf,
+    ports: Vec<u16>,
+    child: Option<std::process::Child>,
+    env: Vec<(String, String)>,
+    dir: tempfile::TempDir,
+}
+
+impl S3Server {
+    /// The access key and secret the tests sign with (the servers accept any).
+    pub const ACCESS_KEY: &'static str = "AKIAJUMIOEXPORTTEST1";
+    /// See [`S3Server::ACCESS_KEY`]; the secrets canary of `tests/secrets.rs` uses its own.
+    pub const SECRET_KEY: &'static str = "s3-test-secret-5b2c9d";
+
+    fn program(kind: S3Kind) -> Option<PathBuf> {
+        let (var, name) = match kind {
+            S3Kind::Moto => (MOTO_VAR, "moto_server"),
+            S3Kind::Seaweed => (WEED_VAR, "weed"),
+        };
+        if let Some(p) = std::env::var_os(var) {
+            return Some(PathBuf::from(p));
+        }
+        let venv = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(".ci/venv/bin")
+            .join(name);
+        if venv.exists() {
+            return Some(venv);
+        }
+        match on_path(name) {
+            Some(p) => Some(p),
+            None => unavailable(
+                &format!("`{name}` (S3 server)"),
+                &format!("{var} is not set, and it is neither in .ci/venv/bin nor on PATH"),
+            ),
+        }
+    }
+
+    /// Starts a server of `kind` with an empty bucket `bucket`. `None` (skip) when the program
+    /// is missing or does not come up, a panic under CI.
+    pub fn start(kind: S3Kind, bucket: &str) -> Option<S3Server> {
+        Self::start_with(kind, bucket, &[])
+    }
+
+    /// [`S3Server::start`] with `env` in the server's environment (moto's
+    /// `INITIAL_NO_AUTH_ACTION_COUNT`, to have it check signatures).
+    pub fn start_with(kind: S3Kind, bucket: &str, env: &[(&str, &str)]) -> Option<S3Server> {
+        let program = Self::program(kind)?;
+        let n = match kind {
+            S3Kind::Moto => 1,
+            S3Kind::Seaweed => 8,
+        };
+        // Held together so the ports are distinct, then released for the server.
+        let listeners: Vec<_> = (0..n)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let ports = listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap().port())
+            .collect();
+        drop(listeners);
+        let dir = tempfile::Builder::new()
+            .prefix("jumio-s3")
+            .tempdir()
+            .unwrap();
+        let mut server = S3Server {
+            kind,
+            program,
+            ports,
+            child: None,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            dir,
+        };
+        if let Err(why) = server.spawn() {
+            return unavailable(&format!("{kind:?} S3 server"), &why);
+        }
+        if let Err(why) = server.create_bucket(bucket) {
+            return unavailable(&format!("{kind:?} S3 server"), &why);
+        }
+        Some(server)
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
+        let log = std::fs::File::create(self.dir.path().join("server.log")).unwrap();
+        let mut c = Command::new(&self.program);
+        match self.kind {
+            S3Kind::Moto => {
+                c.args(["-H", "127.0.0.1", "-p", &self.ports[0].to_string()]);
+            }
+            S3Kind::Seaweed => {
+                let p = &self.ports;
+                let data = self.dir.path().join("data");
+                std::fs::create_dir_all(&data).unwrap();
+                c.arg("server")
+                    .arg(format!("-dir={}", data.display()))
+                    .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3"])
+                    .arg(format!("-s3.port={}", p[0]))
+                    .arg(format!("-s3.port.grpc={}", p[1]))
+                    .arg(format!("-master.port={}", p[2]))
+                    .arg(format!("-master.port.grpc={}", p[3]))
+                    .arg(format!("-volume.port={}", p[4]))
+                    .arg(format!("-volume.port.grpc={}", p[5]))
+                    .arg(format!("-filer.port={}", p[6]))
+                    .arg(format!("-filer.port.grpc={}", p[7]))
+                    .arg(format!(
+                        "-filer.localSocket={}",
+                        self.dir.path().join("filer.sock").display()
+                    ))
+                    // Its other listeners (Iceberg, Lance, IAM) have fixed default ports
+                    // that two servers at once would share: off.
+                    .args(["-s3.port.iceberg=0", "-s3.port.lance=0", "-iam=false"])
+                    .args(["-master.volumeSizeLimitMB=64", "-volume.max=8"]);
+            }
+        }
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
+        c.stdout(log.try_clone().unwrap()).stderr(log);
+        let child = c
+            .spawn()
+            .map_err(|e| format!("{} does not start: {e}", self.program.display()))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ports[0])
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Creates `bucket` (an unsigned PUT: the servers run without authentication), retrying
+    /// while the server comes up (up to 60 s).
+    pub fn create_bucket(&self, bucket: &str) -> Result<(), String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut last = String::new();
+        while std::time::Instant::now() < deadline {
+            match self.raw("PUT", &format!("/{bucket}")) {
+                Ok(status) if status == 200 || status == 409 => return Ok(()),
+                Ok(status) => last = format!("PUT /{bucket} answered {status}"),
+                Err(e) => last = e.to_string(),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        Err(format!(
+            "not ready after 60 s ({last}); log:\n{}",
+            self.log()
+        ))
+    }
+
+    /// One HTTP/1.1 request without a body; the status code.
+    fn raw(&self, method: &str, path: &str) -> std::io::Result<u16> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.ports[0]))?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.ports[0]
+        )?;
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head)?;
+        std::str::from_utf8(&head[9..12])
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| std::io::Error::other("not an HTTP answer"))
+    }
+
+    /// Kills the server (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same ports (SeaweedFS: on the same data) and waits until
+    /// `bucket` answers.
+    pub fn restart(&mut self, bucket: &str) {
+        self.kill();
+        self.spawn().unwrap();
+        self.create_bucket(bucket).unwrap();
+    }
+
+    /// The environment a client of this server needs (endpoint, loopback HTTP, test keys).
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_ACCESS_KEY_ID", Self::ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY", Self::SECRET_KEY.into()),
+            ("AWS_REGION", "us-east-1".into()),
+        ]
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.kill();
     }
 }

@@ -38,12 +38,13 @@ max_retries = 3
 timeout_seconds = 10
 
 [polling]
-schedule_seconds = [0.05, 0.1, 0.15]
+schedule_seconds = [0.05, 0.1, 0.15, 0.2]
 "#
     )
 }
 
-/// Status calls a round makes with [`job_text`]'s schedule: the first call and three polls.
+/// Status calls a round makes with [`job_text`]'s schedule: one per entry, the first call and
+/// three polls.
 const STATUS_CALLS: u32 = 4;
 
 struct Dir {
@@ -812,8 +813,16 @@ async fn ctrl_c_exits_130_with_a_complete_commit_and_resumes() {
     let d = dir_with(&job_text(40.0, 4), &refs);
     let base = api.base_url();
     let mut interrupted = 0;
-    for delay in [300u64, 700, 1100] {
+    for delay in [0u64, 400, 800] {
+        let before = api.requests().len();
         let mut child = spawn_job(&d, &base);
+        // The signal handlers are installed before the first request: a signal sent after it
+        // is the program's to handle, however loaded the machine (a fixed delay from spawn
+        // could land first and kill the process outright).
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while api.requests().len() == before && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         std::thread::sleep(Duration::from_millis(delay));
         crate::support::signal(child.id(), libc::SIGINT);
         let code = wait_with_timeout(&mut child, Duration::from_secs(30));

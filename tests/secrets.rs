@@ -19,6 +19,20 @@ const SECRET: &str = "canary-secret-b52d80e4";
 const WRONG_SECRET: &str = "canary-wrong-secret-91c4e7aa";
 /// The archive key, in the environment of every command.
 const KEY: &str = "canary-archive-key-3e8d1f07c6a2";
+/// The HMAC key of `pii = "pseudonymised"` (the encrypted runs), in every command's environment.
+const PII_KEY: &str = "canary-pii-key-0c7b2e95d4";
+/// The commit-signing key (`[output] signing_key_env`), in the environment of every command: a
+/// throw-away key made for this test.
+const SIGNING_KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----
+b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW
+QyNTUxOQAAACAfhhlNFPFRPvVX+GtqZqRqjWjSC28ynkjWvEi1+pQ1sAAAAJjaEGRA2hBk
+QAAAAAtzc2gtZWQyNTUxOQAAACAfhhlNFPFRPvVX+GtqZqRqjWjSC28ynkjWvEi1+pQ1sA
+AAAEByzmvkhn5xwmVJpwjNnDrMzj3ys1nnUzaZGmcGt4mRTh+GGU0U8VE+9Vf4a2pmpGqN
+aNILbzKeSNa8SLX6lDWwAAAAEWNhbmFyeS1jb21taXQta2V5AQIDBA==
+-----END OPENSSH PRIVATE KEY-----";
+/// The bucket's credentials (`AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`) of the bucket runs.
+const AWS_SECRET: &str = "canary-aws-secret-6d0e2b71f9";
+const AWS_TOKEN: &str = "canary-aws-session-token-0c7a5e";
 
 /// Every string that must not appear: each credential, the Basic encoding of every pair actually
 /// sent (the simulator's, the refused one, the pair the demo's own simulator uses), and the key.
@@ -30,9 +44,21 @@ fn needles() -> Vec<(String, Vec<u8>)> {
         ("secret".into(), SECRET.into()),
         ("refused secret".into(), WRONG_SECRET.into()),
         ("archive key".into(), KEY.into()),
+        ("AWS secret access key".into(), AWS_SECRET.into()),
+        ("AWS session token".into(), AWS_TOKEN.into()),
         ("secret in base64".into(), b64(SECRET)),
         ("archive key in base64".into(), b64(KEY)),
+        ("pseudonymisation key".into(), PII_KEY.into()),
+        ("pseudonymisation key in base64".into(), b64(PII_KEY)),
     ];
+    // Every line of the signing key's body (its private half spans the middle ones).
+    for (i, line) in SIGNING_KEY
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .enumerate()
+    {
+        v.push((format!("signing key line {}", i + 1), line.into()));
+    }
     for (user, password) in [
         (TOKEN, SECRET),
         (TOKEN, WRONG_SECRET),
@@ -239,17 +265,21 @@ fn canary_credentials_appear_nowhere_even_at_trace_level() {
     std::fs::write(
         &encrypted_job,
         format!(
-            "{job_text}[output]\nencrypt_archives = true\narchive_key_env = \"TEST_ARCHIVE_KEY\"\n"
+            "{job_text}[output]\nencrypt_archives = true\narchive_key_env = \"TEST_ARCHIVE_KEY\"\n\
+             signing_key_env = \"TEST_COMMIT_KEY\"\npii = \"pseudonymised\"\n\
+             pii_key_env = \"TEST_PII_KEY\"\n"
         ),
     )
     .unwrap();
-    // Every credential and the key in every command's environment, at the most verbose level.
+    // Every credential and key in every command's environment, at the most verbose level.
     let command = |secret: &str| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_jumio-export"));
         c.env("JUMIO_API_TOKEN", TOKEN)
             .env("JUMIO_API_SECRET", secret)
             .env("TEST_ARCHIVE_KEY", KEY)
             .env("JUMIO_EXPORT_ARCHIVE_KEY", KEY)
+            .env("TEST_COMMIT_KEY", SIGNING_KEY)
+            .env("TEST_PII_KEY", PII_KEY)
             .env("RUST_LOG", "trace");
         c
     };
@@ -365,6 +395,22 @@ fn canary_credentials_appear_nowhere_even_at_trace_level() {
             crate::support::commit_runs(out).len(),
             1,
             "{}: one commit, scanned with the rest",
+            out.display()
+        );
+    }
+    // The signing key was used: the encrypted runs' commits are signed; and the HMAC key: their
+    // tables are pseudonymised.
+    for out in [&encrypted, &refused] {
+        let run = &crate::support::commit_runs(out)[0];
+        assert!(
+            out.join(format!("commits/{run}.json.sig")).exists(),
+            "{}",
+            out.display()
+        );
+        assert_eq!(
+            crate::support::commits(out)[0]["output"]["pii"],
+            "pseudonymised",
+            "{}",
             out.display()
         );
     }
@@ -709,4 +755,121 @@ fn the_postgres_password_appears_nowhere_in_load_output() {
             "{what}: the host is not named: {all}"
         );
     }
+}
+
+/// A bucket run with canary AWS credentials at trace level: refused by the store (moto checking
+/// signatures), then accepted (moto without checks) with `verify s3://…` after it; every line
+/// they printed and every object of the bucket is searched for the secret and the session token.
+#[test]
+fn canary_bucket_credentials_appear_nowhere_even_at_trace_level() {
+    use crate::peers::{S3Kind, S3Server};
+    let sim = BlockingSim::start(SimOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let job_text = "[api]\nregion = \"us\"\nuser_agent = \"secrets-test/1\"\n[limits]\nrequests_per_second = 300.0\nmax_retries = 1\ntimeout_seconds = 5\n[polling]\nschedule_seconds = [0.05]\n[output]\nallow_http = true\n";
+    let refs: String = crate::support::exportable(3)
+        .iter()
+        .map(|(r, k)| format!("{r},{k}\n"))
+        .collect();
+    let (job, refs) = job_files(
+        dir.path(),
+        job_text,
+        "refs.csv",
+        &format!("reference,kind\n{refs}"),
+    );
+    let mut searched = Searched::default();
+    let with_canary = |c: &mut Command, server: &S3Server| {
+        c.envs(server.env())
+            .env("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
+            .env("AWS_SESSION_TOKEN", AWS_TOKEN)
+            .env("RUST_LOG", "trace")
+            .env("JUMIO_EXPORT_STORE_RETRIES", "1");
+    };
+    let run = |server: &S3Server, url: &str| {
+        let mut c = crate::support::bin();
+        c.arg("run")
+            .arg(&job)
+            .arg("--input")
+            .arg(&refs)
+            .arg("--out")
+            .arg(url)
+            .args(["--base-url", &sim.api().base_url()]);
+        with_canary(&mut c, server);
+        c.output().unwrap()
+    };
+    // Refused: moto checks signatures after the bucket's creation.
+    let Some(refusing) = S3Server::start_with(
+        S3Kind::Moto,
+        "canary",
+        &[("INITIAL_NO_AUTH_ACTION_COUNT", "1")],
+    ) else {
+        return;
+    };
+    let o = run(&refusing, "s3://canary/refused");
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    scan_output(
+        "run into a bucket that refuses the credentials",
+        &o,
+        &mut searched,
+    );
+    drop(refusing);
+    // Accepted.
+    let Some(server) = S3Server::start(S3Kind::Moto, "canary") else {
+        return;
+    };
+    let o = run(&server, "s3://canary/ok");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    scan_output("run into a bucket", &o, &mut searched);
+    let mut c = crate::support::bin();
+    c.args(["verify", "s3://canary/ok"]);
+    with_canary(&mut c, &server);
+    let o = c.output().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    scan_output("verify of a bucket", &o, &mut searched);
+    // Every object of the bucket, downloaded into a directory.
+    let copy = tempfile::tempdir().unwrap();
+    let s3 = object_store_for(&server, "canary");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use futures::TryStreamExt;
+        use object_store::ObjectStore;
+        let listed: Vec<_> = s3.list(None).try_collect().await.unwrap();
+        for meta in listed {
+            let bytes = s3.get(&meta.location).await.unwrap().bytes().await.unwrap();
+            let local = copy.path().join(meta.location.as_ref());
+            std::fs::create_dir_all(local.parent().unwrap()).unwrap();
+            std::fs::write(local, bytes).unwrap();
+        }
+    });
+    scan_dir(copy.path(), &mut searched);
+    assert!(
+        searched.files >= 10 && searched.log_lines >= 100,
+        "too little searched: {searched:?}"
+    );
+}
+
+/// A client of the test's own for `server`'s `bucket`.
+fn object_store_for(server: &crate::peers::S3Server, bucket: &str) -> object_store::aws::AmazonS3 {
+    object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(server.endpoint())
+        .with_allow_http(true)
+        .with_region("us-east-1")
+        .with_bucket_name(bucket)
+        .with_access_key_id(crate::peers::S3Server::ACCESS_KEY)
+        .with_secret_access_key(crate::peers::S3Server::SECRET_KEY)
+        .build()
+        .unwrap()
 }

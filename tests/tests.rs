@@ -8,6 +8,9 @@ mod bench_smoke;
 mod archive;
 // The binary as users call it: demo, plan, run --shard; Parquet read back by DuckDB.
 mod cli;
+// docs/: columns generated from the schema, the job file reference checked against the parser,
+// links that stay in the repository or go to public sites.
+mod docs;
 // Job files, reference input, sharding and the request budget.
 mod config;
 // JSON → rows, the committed table schemas, CSV and Parquet read back.
@@ -22,6 +25,8 @@ mod schedulers;
 mod pipeline;
 // The location as a dataset: batches, reruns that fetch and read nothing, shards and overlapping runs.
 mod dataset;
+// report.html rendered by headless Chromium (DOM, screenshot, PDF) and checked against report.json.
+mod report_html;
 // Resuming after kill -9 and Ctrl-C, stale temporaries, the once-a-day rule, the directory lock.
 mod resume;
 // The simulator: documented shapes, auth rules, determinism, faults, request log.
@@ -33,6 +38,9 @@ mod peers;
 // Canary credentials searched for in every log line, error, table, report and archive.
 mod secrets;
 mod sim;
+// Object storage: exports into moto and SeaweedFS on loopback, read back from the bucket, and
+// the store's faults (missing bucket, refused credentials, a killed store, a killed exporter).
+mod store;
 // Politeness that converges: the adaptive rate against Jumio-like ceilings (sliding window, refused
 // requests counted, a ceiling that changes, two processes sharing one), 429s and the retry budget.
 // Long: 26–37 s per scenario, one at a time (about 2.5 minutes), judged from the simulator's request log.

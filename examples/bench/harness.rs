@@ -1261,7 +1261,7 @@ pub struct Efficiency {
 
 /// Compares a run's request log with [`minimum_requests`] for its population.
 pub fn efficiency(run: &Run, job: &JobSpec) -> Efficiency {
-    let min = minimum_requests(run.seed, &run.refs, 1 + job.schedule.len() as u32);
+    let min = minimum_requests(run.seed, &run.refs, job.schedule.len() as u32);
     let got = requests_by_category(&run.requests);
     let requests: u64 = got.values().sum();
     let minimum: u64 = min.values().sum();

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
@@ -32,6 +32,7 @@ use super::endpoints::Endpoint;
 use super::limiter::RateLimiter;
 use super::origin::{self, OriginError};
 use super::retry::{RetryPolicy, parse_retry_after};
+use super::timeline::{Latencies, Timeline};
 use crate::outcome::ErrorCode;
 
 /// The two API families, each with its own configured base URL.
@@ -216,8 +217,9 @@ impl ApiError {
     }
 }
 
-/// Request counts for `report.json`: per endpoint label and HTTP status (0 = no response).
-#[derive(Debug, Default)]
+/// Request counts for `report.json`: per endpoint label and HTTP status (0 = no response), and
+/// over time with latency per endpoint ([`super::timeline`], bounded memory).
+#[derive(Debug)]
 pub struct RequestStats {
     by_endpoint: Mutex<BTreeMap<(&'static str, u16), u64>>,
     requests: AtomicU64,
@@ -225,10 +227,29 @@ pub struct RequestStats {
     too_many: AtomicU64,
     throttled_us: AtomicU64,
     bytes: AtomicU64,
+    /// When the statistics began (the client was built, just before the first request).
+    origin: Instant,
+    timeline: Mutex<(Timeline, Latencies)>,
+}
+
+impl Default for RequestStats {
+    fn default() -> Self {
+        RequestStats {
+            by_endpoint: Mutex::default(),
+            requests: AtomicU64::default(),
+            retries: AtomicU64::default(),
+            too_many: AtomicU64::default(),
+            throttled_us: AtomicU64::default(),
+            bytes: AtomicU64::default(),
+            origin: Instant::now(),
+            timeline: Mutex::default(),
+        }
+    }
 }
 
 impl RequestStats {
-    fn record(&self, endpoint: &'static str, status: u16) {
+    /// One attempt answered with `status` (0: no response) `latency` after it was sent.
+    fn record(&self, endpoint: &'static str, status: u16, latency: Duration) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         *self
             .by_endpoint
@@ -236,6 +257,22 @@ impl RequestStats {
             .expect("stats lock")
             .entry((endpoint, status))
             .or_default() += 1;
+        let mut t = self.timeline.lock().expect("stats lock");
+        t.0.request(self.origin.elapsed(), status);
+        t.1.entry(endpoint).or_default().record(latency);
+    }
+    fn retry(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+        let since = self.origin.elapsed();
+        self.timeline.lock().expect("stats lock").0.retry(since);
+    }
+    /// Requests, 429s and retries over time since the client was built.
+    pub fn timeline(&self) -> Timeline {
+        self.timeline.lock().expect("stats lock").0.clone()
+    }
+    /// Latency per endpoint label: from sending a request to its response headers (or failure).
+    pub fn latencies(&self) -> Latencies {
+        self.timeline.lock().expect("stats lock").1.clone()
     }
     /// Requests sent (each attempt counts).
     pub fn requests(&self) -> u64 {
@@ -589,7 +626,7 @@ impl ApiClient {
         loop {
             attempt += 1;
             if attempt > 1 {
-                self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                self.stats.retry();
             }
             // An outage pauses every request here; a request dropped while it is the probe
             // hands the probe to another.
@@ -689,6 +726,7 @@ impl ApiClient {
         target: Target<'_>,
         attempts: u32,
     ) -> Result<ApiResponse, Attempt> {
+        let sent_at = Instant::now();
         let sent = self
             .http
             .get(url.clone())
@@ -698,10 +736,11 @@ impl ApiClient {
             .send()
             .await;
         let resp = sent.map_err(|e| {
-            self.stats.record(endpoint.label, 0);
+            self.stats.record(endpoint.label, 0, sent_at.elapsed());
             Attempt::Failed(Failure::Network(describe(&e)))
         })?;
-        self.stats.record(endpoint.label, resp.status().as_u16());
+        self.stats
+            .record(endpoint.label, resp.status().as_u16(), sent_at.elapsed());
         if resp.status() != StatusCode::OK {
             return Err(Attempt::Failed(self.status_failure(&resp, url)));
         }

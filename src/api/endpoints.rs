@@ -207,10 +207,15 @@ impl KindFlow {
         !self.pending_states.is_empty()
     }
 
-    /// The most status calls of one round: the first and, for a kind that can be pending, one
-    /// per `scheduled` poll.
-    pub fn max_status_calls(&self, scheduled: usize) -> u64 {
-        1 + if self.polls() { scheduled as u64 } else { 0 }
+    /// The most status calls of one round under a schedule of `entries` offsets: one per entry,
+    /// the first call included (the guide's "maximum of 10 consecutive retrieval attempts"), for a
+    /// kind that can be pending; one for the others.
+    pub fn max_status_calls(&self, entries: usize) -> u64 {
+        if self.polls() {
+            entries.max(1) as u64
+        } else {
+            1
+        }
     }
 
     /// The state word of a status response body, empty when absent.
@@ -427,7 +432,7 @@ mod tests {
     fn document_verification_is_never_pending() {
         assert!(!DOCUMENT.polls());
         assert_eq!(DOCUMENT.max_status_calls(10), 1);
-        assert_eq!(NETVERIFY.max_status_calls(10), 11);
+        assert_eq!(NETVERIFY.max_status_calls(10), 10);
         assert_eq!(DOCUMENT.state(&json!({"status": "DONE"})), State::Final);
         assert_eq!(
             DOCUMENT.state(&json!({"status": "PENDING"})),

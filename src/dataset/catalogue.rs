@@ -308,6 +308,9 @@ mod tests {
             run: RunId::parse(run).unwrap(),
             csv: true,
             parquet: !csv_only,
+            csv_neutralise_formulas: true,
+            pii: Default::default(),
+            pseudonymiser: None,
             modes: Modes::default(),
             max_rows: 2,
             max_bytes: PART_BYTES,
@@ -360,6 +363,7 @@ mod tests {
                 root_hash: String::new(),
                 root_hash_method: String::new(),
             },
+            output: Default::default(),
         }
         .write(root, Modes::default())
         .unwrap();

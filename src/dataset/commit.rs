@@ -27,6 +27,34 @@ pub struct Commit {
     pub parts: Vec<PartRecord>,
     /// The archives the run lists (exported or taken over).
     pub archives: ArchivesRecord,
+    /// How the run's output protects personal data (absent from commits of earlier versions,
+    /// which wrote CSV verbatim).
+    #[serde(default)]
+    pub output: OutputRecord,
+}
+
+/// The personal-data settings a commit's files were written with: what `verify` needs to
+/// recompute them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OutputRecord {
+    /// Whether CSV cells a spreadsheet would run as a formula were neutralised.
+    #[serde(default)]
+    pub csv_formulas: CsvFormulas,
+    /// The PII profile of the transaction tables (`full` in commits of earlier versions). A
+    /// dataset holds one profile: a run with another is refused.
+    #[serde(default)]
+    pub pii: crate::flatten::pii::Pii,
+}
+
+/// `[output] csv_neutralise_formulas` as the commit records it.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CsvFormulas {
+    /// The API's text as received (versions before the setting, or the setting off).
+    #[default]
+    Verbatim,
+    /// Formula cells prefixed with `'` ([`crate::output::tables::neutralise_formula`]).
+    Neutralised,
 }
 
 /// One part of a table.
@@ -79,12 +107,18 @@ pub enum CommitError {
 }
 
 impl Commit {
+    /// The bytes of `commits/{run}.json` (what a signature covers).
+    pub fn bytes(&self) -> io::Result<Vec<u8>> {
+        let mut bytes = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
+        bytes.push(b'\n');
+        Ok(bytes)
+    }
+
     /// Writes `commits/{run}.json` under `root` only if it does not exist.
     pub fn write(&self, root: &Path, modes: Modes) -> io::Result<Published> {
         let dir = root.join(COMMITS_DIR);
         modes.create_dir_all(&dir)?;
-        let mut bytes = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
-        bytes.push(b'\n');
+        let bytes = self.bytes()?;
         let tmp = dir.join(format!(".{}.json.tmp", self.run));
         let dest = dir.join(format!("{}.json", self.run));
         write_no_replace(&tmp, &dest, &bytes, modes)
@@ -199,6 +233,7 @@ mod tests {
                 root_hash: "11".repeat(32),
                 root_hash_method: "m".into(),
             },
+            output: OutputRecord::default(),
         }
     }
 

@@ -30,6 +30,8 @@ pub const RUNS_DIR: &str = "runs";
 pub const FAILURES_CSV: &str = "failures.csv";
 /// The latest run's report.
 pub const REPORT_JSON: &str = "report.json";
+/// The latest run's report and the dataset's, for a person.
+pub const REPORT_HTML: &str = "report.html";
 /// The failures table.
 pub const FAILURES_TABLE: &str = "failures";
 /// The files table.

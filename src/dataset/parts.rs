@@ -35,6 +35,13 @@ pub struct PartOptions {
     pub csv: bool,
     /// Write Parquet parts.
     pub parquet: bool,
+    /// Neutralise CSV cells a spreadsheet would run as a formula (`[output]
+    /// csv_neutralise_formulas`; [`crate::output::tables::csv_cell`]).
+    pub csv_neutralise_formulas: bool,
+    /// The PII profile of the transaction tables and, for `pseudonymised`, its key.
+    pub pii: crate::flatten::pii::Pii,
+    /// The keyed HMAC of `pseudonymised`.
+    pub pseudonymiser: Option<crate::flatten::pii::Pseudonymiser>,
     /// Modes of new files and directories.
     pub modes: Modes,
     /// Rows per part at most.
@@ -102,7 +109,8 @@ impl PartWriter {
             self.opts.csv,
             self.opts.parquet,
             self.opts.modes,
-        )?;
+        )?
+        .neutralising_formulas(self.opts.csv_neutralise_formulas);
         self.open = Some(w);
         self.rows_in_part = 0;
         Ok(())
@@ -169,6 +177,9 @@ mod tests {
             run: RunId::parse("20261206T074501Z-7f2a").unwrap(),
             csv: true,
             parquet: true,
+            csv_neutralise_formulas: true,
+            pii: Default::default(),
+            pseudonymiser: None,
             modes: Modes::default(),
             max_rows,
             max_bytes: PART_BYTES,

@@ -11,8 +11,12 @@
 //! `livenessImages` is a list of text. In a [`Cell::List`] an element keeps only its
 //! documented content; undocumented keys of an element, and elements of the wrong JSON type,
 //! go to `unmapped_json` as an array mirroring the list (`null` for elements with nothing
-//! unmapped), so a value is never both in its column and in `unmapped_json`.
+//! unmapped), so a value is never both in its column and in `unmapped_json` — with one
+//! exception: a documented date, timestamp or boolean whose text does not parse as its type is
+//! NULL in the typed Parquet column, so it is also kept, verbatim, in `unmapped_json` under its
+//! path (the CSV column keeps the API's text as well); [`unparsed_columns`] names such cells.
 
+pub mod pii;
 mod schema;
 
 use std::sync::LazyLock;
@@ -500,12 +504,12 @@ fn leaf_cell(ty: Leaf, value: Option<&Value>) -> (Cell, Option<Value>) {
         Leaf::Boolean => match value {
             Value::Bool(b) => (Cell::Bool(*b), None),
             other => match scalar_text(other) {
-                Some(t) => (Cell::Text(t), None),
+                Some(t) => typed_text(column_type(ty), t, other),
                 None => (Cell::Null, Some(other.clone())),
             },
         },
         Leaf::Utf8 | Leaf::Date | Leaf::Timestamp => match scalar_text(value) {
-            Some(t) => (Cell::Text(t), None),
+            Some(t) => typed_text(column_type(ty), t, value),
             None => (Cell::Null, Some(value.clone())),
         },
         Leaf::ListUtf8 | Leaf::ListStruct(_) => {
@@ -528,6 +532,39 @@ fn leaf_cell(ty: Leaf, value: Option<&Value>) -> (Cell, Option<Value>) {
             (Cell::List(kept), rest)
         }
     }
+}
+
+/// The cell of a scalar's text `t` in a column of type `ty`; a text that the typed (Parquet)
+/// column cannot hold is also returned as left over, so `unmapped_json` keeps it verbatim.
+fn typed_text(ty: ColumnType, t: String, value: &Value) -> (Cell, Option<Value>) {
+    let cell = Cell::Text(t);
+    let rest = (!parses_as(&ty, &cell)).then(|| value.clone());
+    (cell, rest)
+}
+
+/// Whether a text cell parses as `ty` the way the Parquet writer parses it (always, for text).
+fn parses_as(ty: &ColumnType, cell: &Cell) -> bool {
+    use crate::output::tables::{parse_date32, parse_timestamp_ms};
+    let Cell::Text(t) = cell else {
+        return true;
+    };
+    match ty {
+        ColumnType::Date32 => parse_date32(t).is_some(),
+        ColumnType::TimestampMs => parse_timestamp_ms(t).is_some(),
+        ColumnType::Boolean => t.eq_ignore_ascii_case("true") || t.eq_ignore_ascii_case("false"),
+        _ => true,
+    }
+}
+
+/// The documented date, timestamp and boolean columns of a `kind` row whose API text does not
+/// parse as their type (NULL in Parquet, kept in `unmapped_json`): what the report counts as
+/// `unparsed_values`.
+pub fn unparsed_columns(kind: Kind, row: &Row) -> impl Iterator<Item = &'static str> + '_ {
+    table_columns(kind)
+        .iter()
+        .zip(&row.0)
+        .filter(|(column, cell)| column.doc_path.is_some() && !parses_as(&column.ty, cell))
+        .map(|(column, _)| column.name.as_str())
 }
 
 /// Splits one list element into its documented content and what is left over.
@@ -643,11 +680,42 @@ mod tests {
         assert_eq!(
             u,
             json!({
-                "document": {"firstName": {"given": "A"}, "address": "flat 3"},
+                // A date that does not parse: its text in the column and, since Parquet's
+                // Date32 column is NULL, the value as received here.
+                "document": {"firstName": {"given": "A"}, "dob": 19900101, "address": "flat 3"},
                 "verification": "weird",
                 "extra": [1, 2]
             })
         );
+        assert_eq!(
+            unparsed_columns(Kind::Netverify, &row).collect::<Vec<_>>(),
+            ["document_dob"]
+        );
+    }
+
+    #[test]
+    fn unparsed_booleans_dates_and_timestamps_are_kept_and_named_parsed_ones_not() {
+        let data = json!({
+            "timestamp": "2019-01-01T15:42:31.858Z",
+            "document": {"extractedData": {"signatureAvailable": "yes"}}
+        });
+        let row = flatten(Kind::Document, "r", &data, &summary());
+        let Cell::Text(u) = cell(Kind::Document, &row, "unmapped_json") else {
+            panic!("unmapped_json is null")
+        };
+        let u: Value = serde_json::from_str(u).unwrap();
+        assert_eq!(
+            u,
+            json!({"document": {"extractedData": {"signatureAvailable": "yes"}}})
+        );
+        assert_eq!(
+            unparsed_columns(Kind::Document, &row).collect::<Vec<_>>(),
+            ["document_extracted_data_signature_available"]
+        );
+        let data = json!({"document": {"extractedData": {"signatureAvailable": "TRUE"}}});
+        let row = flatten(Kind::Document, "r", &data, &summary());
+        assert_eq!(cell(Kind::Document, &row, "unmapped_json"), &Cell::Null);
+        assert_eq!(unparsed_columns(Kind::Document, &row).count(), 0);
     }
 
     #[test]

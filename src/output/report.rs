@@ -8,6 +8,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::api::timeline::{LatencySummary, Timeline};
 use crate::spill::{self, ExternalSort};
 
 /// The whole report, serialised as `report.json` (and as the `report` of the run's commit).
@@ -49,6 +50,16 @@ pub struct Outcomes {
     pub failures_by_error: BTreeMap<String, u64>,
 }
 
+/// Requests to a bucket.
+#[derive(Debug, Default, Serialize)]
+pub struct StoreRequests {
+    /// Every attempt sent, retries included.
+    pub total: u64,
+    /// Attempts that failed transiently (no answer, 5xx, 429): each was retried, or was the
+    /// last of its bounded retries.
+    pub retries: u64,
+}
+
 /// Request statistics.
 #[derive(Debug, Default, Serialize)]
 pub struct Requests {
@@ -68,6 +79,48 @@ pub struct Requests {
     pub outage_paused_seconds: f64,
     /// `{endpoint: {status: count}}`; status 0 = no response (network error).
     pub by_endpoint: BTreeMap<String, BTreeMap<String, u64>>,
+    /// The rate limiter's configured ceiling for this run (after `--rate` and the shard's
+    /// share), in requests per second; `None` when the run sent nothing through a limiter.
+    pub limit_per_second: Option<f64>,
+    /// Requests, 429s, retries and failures per time bucket since the run started.
+    pub timeline: TimelineReport,
+    /// Latency from sending a request to its response headers (or its failure), per endpoint.
+    pub latency_ms: BTreeMap<String, LatencySummary>,
+}
+
+/// [`crate::api::timeline::Timeline`] as the report stores it: one array per series, element
+/// `i` covering seconds `[i × bucket_seconds, (i + 1) × bucket_seconds)` after the start.
+#[derive(Debug, Default, Serialize, PartialEq)]
+pub struct TimelineReport {
+    /// Seconds each element spans (1, doubled whenever a long run needs more than 600).
+    pub bucket_seconds: u64,
+    /// Requests sent (each attempt), by the time they were answered or failed.
+    pub requests: Vec<u64>,
+    /// Of them, answered 429.
+    pub too_many_requests: Vec<u64>,
+    /// Retries decided.
+    pub retries: Vec<u64>,
+    /// Requests without a response (refused, reset, timed out).
+    pub network_errors: Vec<u64>,
+    /// Requests answered 5xx.
+    pub server_errors: Vec<u64>,
+}
+
+impl TimelineReport {
+    /// The series of a timeline.
+    pub fn of(t: &Timeline) -> Self {
+        let series = |f: fn(&crate::api::timeline::Bucket) -> u64| -> Vec<u64> {
+            t.buckets().iter().map(f).collect()
+        };
+        TimelineReport {
+            bucket_seconds: t.bucket_seconds(),
+            requests: series(|b| b.requests),
+            too_many_requests: series(|b| b.too_many_requests),
+            retries: series(|b| b.retries),
+            network_errors: series(|b| b.network_errors),
+            server_errors: series(|b| b.server_errors),
+        }
+    }
 }
 
 impl Requests {
@@ -89,6 +142,13 @@ impl Requests {
             outage_pauses: 0,
             outage_paused_seconds: 0.0,
             by_endpoint,
+            limit_per_second: None,
+            timeline: TimelineReport::of(&stats.timeline()),
+            latency_ms: stats
+                .latencies()
+                .iter()
+                .map(|(endpoint, h)| (endpoint.to_string(), LatencySummary::of(h)))
+                .collect(),
         }
     }
 }
@@ -110,6 +170,10 @@ pub struct RunFacts {
     pub outcomes: Outcomes,
     /// Requests sent, per endpoint and status.
     pub requests: Requests,
+    /// Requests to the bucket (a bucket location only), apart from the API's: up to the
+    /// report (the commit's own uploads follow it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_requests: Option<StoreRequests>,
     /// Bytes of archives fetched and parts written by this run.
     pub bytes_written: u64,
     /// Archives this run's commit lists.
@@ -117,6 +181,10 @@ pub struct RunFacts {
     /// sha256 over `"<reference>  <archive sha256>\n"` lines of those archives, sorted by
     /// reference.
     pub root_hash: String,
+    /// Documented dates, timestamps and booleans whose text did not parse as their type, per
+    /// `{table}.{column}`: NULL in the typed Parquet column, kept verbatim in `unmapped_json`
+    /// (and in the CSV column).
+    pub unparsed_values: BTreeMap<String, u64>,
 }
 
 impl Report {
@@ -206,23 +274,34 @@ pub fn timestamp(t: DateTime<Utc>) -> String {
 pub const ROOT_HASH_METHOD: &str =
     "sha256 over one line per archive, \"<reference>  <archive sha256>\\n\", sorted by reference";
 
-/// Writes `value` as `dir/report.json` atomically: a temporary name of this process (shards
-/// writing one location at once never share one), fsync, rename, directory fsync.
+/// Writes `value` as `dir/report.json` atomically (see [`write_atomic`]).
 pub fn write_json(
     dir: &Path,
     modes: super::fsmode::Modes,
     value: &impl Serialize,
 ) -> std::io::Result<()> {
-    let tmp = dir.join(format!(".report.json.{}.tmp", std::process::id()));
     let mut text = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
     text.push(b'\n');
+    write_atomic(dir, modes, "report.json", &text)
+}
+
+/// Writes `bytes` as `dir/{name}` atomically: a temporary name of this process
+/// (`.{name}.{pid}.tmp`, so shards writing one location at once never share one), fsync,
+/// rename, directory fsync.
+pub fn write_atomic(
+    dir: &Path,
+    modes: super::fsmode::Modes,
+    name: &str,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     {
         use std::io::Write;
         let mut f = modes.create_file(&tmp)?;
-        f.write_all(&text)?;
+        f.write_all(bytes)?;
         f.sync_all()?;
     }
-    std::fs::rename(&tmp, dir.join("report.json"))?;
+    std::fs::rename(&tmp, dir.join(name))?;
     super::fsmode::sync_dir(dir)?;
     Ok(())
 }

@@ -183,6 +183,9 @@ pub struct TableWriter {
     parquet: Option<ParquetPart>,
     pending: Vec<Row>,
     rows: u64,
+    /// Whether CSV cells a spreadsheet would run as a formula are neutralised
+    /// ([`csv_cell`]); Parquet is always exact.
+    neutralise_formulas: bool,
 }
 
 impl TableWriter {
@@ -252,7 +255,14 @@ impl TableWriter {
             parquet,
             pending: Vec::new(),
             rows: 0,
+            neutralise_formulas: false,
         })
+    }
+
+    /// Neutralises (or not) CSV cells a spreadsheet would run as a formula; see [`csv_cell`].
+    pub fn neutralising_formulas(mut self, on: bool) -> Self {
+        self.neutralise_formulas = on;
+        self
     }
 
     /// Bytes of Parquet already flushed to the file (row groups closed so far): how a part
@@ -273,8 +283,12 @@ impl TableWriter {
             });
         }
         if let Some(part) = &mut self.csv {
+            let on = self.neutralise_formulas;
             part.writer
-                .write_record(row.0.iter().map(csv_text))
+                .write_record(
+                    (self.columns.iter().zip(&row.0))
+                        .map(|(column, cell)| csv_cell(cell, column, on)),
+                )
                 .map_err(|source| TableError::Csv {
                     path: part.tmp.clone(),
                     source,
@@ -424,6 +438,65 @@ pub fn csv_text(cell: &Cell) -> String {
         Cell::Int(i) => i.to_string(),
         Cell::List(values) => serde_json::to_string(values).unwrap_or_default(),
     }
+}
+
+/// The CSV text of a cell of `column` as the writer writes it: [`csv_text`], and with
+/// `neutralise` on, a text cell that a spreadsheet would run as a formula is prefixed with `'`
+/// ([`neutralise_formula`]). The `reference` column is exempt: references are `[A-Za-z0-9-]`
+/// (no function call can be written with those) and are the key other runs read back.
+pub fn csv_cell(cell: &Cell, column: &Column, neutralise: bool) -> String {
+    match cell {
+        Cell::Text(s) if neutralise && column.name != "reference" => {
+            neutralise_formula(s).into_owned()
+        }
+        other => csv_text(other),
+    }
+}
+
+/// A text that a spreadsheet would evaluate, made inert: one that starts with `=`, `+`, `-`,
+/// `@`, a tab or a carriage return and is not a plain number (`-12`, `+4.5e3`) gets a leading
+/// `'` (the OWASP rule for CSV injection); every other text is returned as it is.
+pub fn neutralise_formula(text: &str) -> std::borrow::Cow<'_, str> {
+    let risky = matches!(
+        text.as_bytes().first(),
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r')
+    );
+    if risky && !is_plain_number(text) {
+        std::borrow::Cow::Owned(format!("'{text}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
+/// `[+-]?(digits[.digits]|.digits)([eE][+-]?digits)?`: a number a spreadsheet reads as a number.
+fn is_plain_number(text: &str) -> bool {
+    let b = text.as_bytes();
+    let mut i = usize::from(matches!(b.first(), Some(b'+' | b'-')));
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while b.get(*i).is_some_and(u8::is_ascii_digit) {
+            *i += 1;
+        }
+        *i - start
+    };
+    let mut mantissa = digits(&mut i);
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        mantissa += digits(&mut i);
+    }
+    if mantissa == 0 {
+        return false;
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    i == b.len()
 }
 
 fn cell_text(cell: &Cell) -> Option<String> {
@@ -589,6 +662,40 @@ pub fn record_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn formula_cells_are_neutralised_and_numbers_and_plain_text_are_not() {
+        for (text, expected) in [
+            (
+                "=HYPERLINK(\"http://x\",\"y\")",
+                "'=HYPERLINK(\"http://x\",\"y\")",
+            ),
+            ("+1-2", "'+1-2"),
+            ("-2+3+cmd|' /C calc'!A0", "'-2+3+cmd|' /C calc'!A0"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\t=1", "'\t=1"),
+            ("\r=1", "'\r=1"),
+            ("+49 30 123", "'+49 30 123"),
+            ("-", "'-"),
+            ("1e", "1e"),
+            ("-12", "-12"),
+            ("+4.5e3", "+4.5e3"),
+            ("-.5", "-.5"),
+            ("-1.", "-1."),
+            ("MUSTERMANN", "MUSTERMANN"),
+            ("a=b", "a=b"),
+            ("", ""),
+        ] {
+            assert_eq!(neutralise_formula(text), expected, "{text:?}");
+        }
+        let text = crate::flatten::Cell::Text("=1+1".into());
+        let reference = &crate::flatten::files_columns()[0];
+        assert_eq!(reference.name, "reference");
+        let entry = &crate::flatten::files_columns()[2];
+        assert_eq!(csv_cell(&text, entry, true), "'=1+1");
+        assert_eq!(csv_cell(&text, entry, false), "=1+1");
+        assert_eq!(csv_cell(&text, reference, true), "=1+1");
+    }
 
     #[test]
     fn row_groups_close_at_the_memory_budget_and_every_row_reads_back() {

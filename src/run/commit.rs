@@ -1,7 +1,7 @@
 //! The run's last stage: the commit record (the publish step: parts the commit does not list are
 //! not part of the dataset), then the dataset's `failures.csv` (the open follow-ups of the
 //! run's start, updated by the commits published since), and
-//! `report.json` for the latest run.
+//! `report.json` and `report.html` for the latest run (the page also sums up every commit).
 
 use std::sync::Arc;
 
@@ -10,16 +10,21 @@ use super::location::OutputLocation;
 use super::resume::AtStart;
 use super::sink::Written;
 use crate::dataset::catalogue::Catalogue;
-use crate::dataset::commit::{ArchivesRecord, COMMIT_FORMAT, Commit};
+use crate::dataset::commit::{
+    self as commit_record, ArchivesRecord, COMMIT_FORMAT, Commit, CsvFormulas, OutputRecord,
+};
 use crate::output::report::{ROOT_HASH_METHOD, Report};
+use crate::output::report_html::{self, CommitSummary};
+use crate::output::signing::{self, CommitSigner};
 
-/// Publishes the run: commit, then `failures.csv`, then `report.json` (blocking work off the
-/// async threads).
+/// Publishes the run: commit, then `failures.csv`, then `report.json` and `report.html`
+/// (blocking work off the async threads).
 pub async fn publish(
     location: &Arc<OutputLocation>,
     report: &Report,
     written: &Written,
     start: AtStart,
+    signer: Option<Arc<CommitSigner>>,
 ) -> Result<(), RunError> {
     let commit = Commit {
         format: COMMIT_FORMAT.to_string(),
@@ -34,10 +39,27 @@ pub async fn publish(
             root_hash: written.root_hash.clone(),
             root_hash_method: ROOT_HASH_METHOD.to_string(),
         },
+        output: OutputRecord {
+            csv_formulas: if written.csv_neutralise_formulas {
+                CsvFormulas::Neutralised
+            } else {
+                CsvFormulas::Verbatim
+            },
+            pii: written.pii,
+        },
     };
     let location = location.clone();
     let report_json = report_value(report)?;
     tokio::task::spawn_blocking(move || {
+        if let Some(signer) = signer {
+            let output = |e: std::io::Error| RunError::Output {
+                what: format!("commits/{}.json.sig", commit.run),
+                message: e.to_string(),
+            };
+            let signature = signer.sign(&commit.bytes().map_err(output)?);
+            signing::write_signature(location.root(), &commit.run, &signature, location.modes())
+                .map_err(output)?;
+        }
         location.write_commit(&commit)?;
         // The open follow-ups at the start, updated by the commits published since: this one
         // and any a concurrent shard published meanwhile (the dataset is not read again).
@@ -47,7 +69,9 @@ pub async fn publish(
             .open_failures_after(start.open)
             .map_err(|e| RunError::Dataset(e.to_string()))?;
         location.write_failures(&follow_ups)?;
-        location.write_report_value(&report_json)
+        location.write_report_value(&report_json)?;
+        let commits = commit_summaries(location.root())?;
+        location.write_report_html(&report_html::render(&report_json, &commits, &follow_ups))
     })
     .await
     .map_err(|e| RunError::Output {
@@ -61,4 +85,19 @@ fn report_value(report: &Report) -> Result<serde_json::Value, RunError> {
         what: "report.json".into(),
         message: e.to_string(),
     })
+}
+
+/// A few numbers of every commit of the dataset, in run order, for `report.html` (each commit is
+/// read and dropped: memory holds the summaries only).
+fn commit_summaries(root: &std::path::Path) -> Result<Vec<CommitSummary>, RunError> {
+    let dataset = |e: crate::dataset::commit::CommitError| RunError::Dataset(e.to_string());
+    commit_record::list(root)
+        .map_err(dataset)?
+        .iter()
+        .map(|run| {
+            Commit::read(&commit_record::path(root, run))
+                .map(|c| CommitSummary::of(&c))
+                .map_err(dataset)
+        })
+        .collect()
 }

@@ -24,6 +24,7 @@ use crate::output::archive::{
 use crate::output::failures::FailuresWriter;
 use crate::output::fsmode::Modes;
 use crate::output::report::RootHash;
+use crate::store::{self, BucketUrl, Heartbeat, Remote, StoreSettings};
 
 /// The owner recorded for archives written before datasets (their provenance names no run).
 pub const LEGACY_OWNER: &str = "legacy";
@@ -31,10 +32,23 @@ pub const LEGACY_OWNER: &str = "legacy";
 /// A writable dataset location, held by one live run. Dropping it releases the run's lock.
 #[derive(Debug)]
 pub struct OutputLocation {
+    /// The dataset's directory; for a bucket, the local scratch directory every file is
+    /// written to before it is uploaded.
     root: PathBuf,
     modes: Modes,
     run: RunId,
     _lock: RunLock,
+    /// The bucket, when the location is one (dropped after the local lock: the heartbeat
+    /// object goes, then the scratch directory).
+    bucket: Option<Bucket>,
+}
+
+/// A dataset in a bucket: the store, this run's heartbeat, the local scratch directory.
+#[derive(Debug)]
+struct Bucket {
+    remote: Remote,
+    heartbeat: Heartbeat,
+    _scratch: tempfile::TempDir,
 }
 
 /// What an archive already under its final name means for this run.
@@ -61,11 +75,39 @@ impl OutputLocation {
         started: DateTime<Utc>,
         shard: Option<&Shard>,
     ) -> Result<Arc<Self>, RunError> {
+        Self::open_with(root, modes, started, shard, &StoreSettings::default())
+    }
+
+    /// [`OutputLocation::open`], with the store settings a bucket location (`s3://…`,
+    /// `gs://…`, `az://…`) is opened with. A bucket is checked (listed, and this run's heartbeat
+    /// written) before anything else happens, and its commits and their parts are read into a
+    /// local scratch directory. Blocking; must run on a thread of the run's tokio runtime
+    /// (`spawn_blocking`).
+    pub fn open_with(
+        root: &Path,
+        modes: Modes,
+        started: DateTime<Utc>,
+        shard: Option<&Shard>,
+        settings: &StoreSettings,
+    ) -> Result<Arc<Self>, RunError> {
+        match BucketUrl::parse(root) {
+            None => Self::open_local(root, modes, started, shard),
+            Some(Err(why)) => Err(RunError::StoreSettings(why)),
+            Some(Ok(url)) => Self::open_bucket(&url, modes, started, shard, settings),
+        }
+    }
+
+    fn open_local(
+        root: &Path,
+        modes: Modes,
+        started: DateTime<Utc>,
+        shard: Option<&Shard>,
+    ) -> Result<Arc<Self>, RunError> {
         let err = |source| RunError::OutputDir {
             path: root.to_path_buf(),
             source,
         };
-        modes.create_dir_all(root).map_err(err)?;
+        modes.create_root_dir(root).map_err(err)?;
         if dataset::has_legacy_tables(root) {
             return Err(RunError::LegacyLayout {
                 path: root.to_path_buf(),
@@ -80,7 +122,7 @@ impl OutputLocation {
             modes.create_dir_all(&root.join(dir)).map_err(err)?;
         }
         let probe = root.join(format!(".write-probe-{}.tmp", std::process::id()));
-        std::fs::write(&probe, b"").map_err(err)?;
+        drop(modes.create_file(&probe).map_err(err)?);
         std::fs::remove_file(&probe).map_err(err)?;
         let (run, lock) = RunLock::take(root, modes, started, shard).map_err(err)?;
         // After the lock: a sweeping run takes the directory of an unlocked run for a dead one.
@@ -92,14 +134,104 @@ impl OutputLocation {
             modes,
             run,
             _lock: lock,
+            bucket: None,
         };
         location.remove_dead_temporaries().map_err(err)?;
         Ok(Arc::new(location))
     }
 
-    /// The directory.
+    /// The modes of the files and directories it creates.
+    pub fn modes(&self) -> Modes {
+        self.modes
+    }
+
+    fn open_bucket(
+        url: &BucketUrl,
+        modes: Modes,
+        started: DateTime<Utc>,
+        shard: Option<&Shard>,
+        settings: &StoreSettings,
+    ) -> Result<Arc<Self>, RunError> {
+        let remote = Remote::connect(url, settings).map_err(RunError::StoreSettings)?;
+        let err = |source: io::Error| RunError::OutputDir {
+            path: PathBuf::from(url.to_string()),
+            source,
+        };
+        let r = remote.share();
+        remote
+            .block_on(async move { r.check_access().await })
+            .map_err(|e| err(e.into()))?;
+        let (run, heartbeat) = loop {
+            let run = RunId::new(started, shard);
+            let (r, key) = (remote.share(), lock_relative(run.as_str()));
+            let content = bytes::Bytes::from(run.to_string());
+            let started = remote
+                .block_on(async move { Heartbeat::start(&r, key, content).await })
+                .map_err(|e| err(e.into()))?;
+            if let Some(h) = started {
+                break (run, h);
+            }
+        };
+        let scratch = tempfile::Builder::new()
+            .prefix("jumio-export-scratch-")
+            .tempdir()
+            .map_err(|e| {
+                err(io::Error::other(format!(
+                    "creating the local scratch directory (under TMPDIR): {e}"
+                )))
+            })?;
+        let root = scratch.path().to_path_buf();
+        for dir in [
+            archive::ARCHIVES_DIR,
+            dataset::TABLES_DIR,
+            dataset::COMMITS_DIR,
+            dataset::RUNS_DIR,
+        ] {
+            modes.create_dir_all(&root.join(dir)).map_err(err)?;
+        }
+        let lock = RunLock::take_id(&root, modes, &run).map_err(err)?;
+        modes
+            .create_dir_all(&archive::layout::run_scratch_dir(&root, run.as_str()))
+            .map_err(err)?;
+        let location = OutputLocation {
+            root,
+            modes,
+            run,
+            _lock: lock,
+            bucket: Some(Bucket {
+                remote,
+                heartbeat,
+                _scratch: scratch,
+            }),
+        };
+        location.sweep_bucket().map_err(err)?;
+        location.read_commits().map_err(err)?;
+        Ok(Arc::new(location))
+    }
+
+    /// The directory (for a bucket: the local scratch directory files are written to first).
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The location as the user named it: the directory, or `s3://bucket/prefix`.
+    pub fn name(&self) -> PathBuf {
+        match &self.bucket {
+            Some(b) => PathBuf::from(b.remote.url().to_string()),
+            None => self.root.clone(),
+        }
+    }
+
+    /// The store's request counters, for a bucket: (requests, transient failures retried).
+    pub fn store_requests(&self) -> Option<(u64, u64)> {
+        use std::sync::atomic::Ordering;
+        self.bucket.as_ref().map(|b| {
+            let s = b.remote.stats();
+            (
+                s.requests.load(Ordering::Relaxed),
+                s.retried.load(Ordering::Relaxed),
+            )
+        })
     }
 
     /// This run's id.
@@ -115,12 +247,35 @@ impl OutputLocation {
     /// Whether `run` is live: its lock file exists and is locked (by any process, this one
     /// included).
     pub fn is_live(&self, run: &str) -> bool {
-        RunLock::is_held(&self.root, run)
+        let Some(b) = &self.bucket else {
+            return RunLock::is_held(&self.root, run);
+        };
+        if run == self.run.as_str() {
+            return true;
+        }
+        let (r, key) = (b.remote.share(), lock_relative(run));
+        match b.remote.block_on(async move { r.head(&key).await }) {
+            Ok(Some(beat)) => store::heartbeat_live(beat.last_modified),
+            Ok(None) => false,
+            // Cannot tell: assume live, so nothing of it is taken over or removed.
+            Err(_) => true,
+        }
     }
 
     /// Whether `run` has committed.
     pub fn has_commit(&self, run: &str) -> bool {
-        dataset::commit::path(&self.root, run).exists()
+        if dataset::commit::path(&self.root, run).exists() {
+            return true;
+        }
+        let Some(b) = &self.bucket else {
+            return false;
+        };
+        let (r, key) = (b.remote.share(), dataset::commit_relative(run));
+        // Cannot tell: assume committed, so nothing of it is taken over or removed.
+        !matches!(
+            b.remote.block_on(async move { r.head(&key).await }),
+            Ok(None)
+        )
     }
 
     /// Every commit, read and checked against its parts' sizes (blocking).
@@ -168,13 +323,24 @@ impl OutputLocation {
         kind: Kind,
         key: Option<&ArchiveKey>,
     ) -> Existing {
-        let path = self.archive_path(reference);
-        if !path.exists() {
-            return Existing::Absent;
-        }
-        let checked = match archive::check(&path, reference, Some(kind), key) {
+        let checked = match &self.bucket {
+            None => {
+                let path = self.archive_path(reference);
+                if !path.exists() {
+                    return Existing::Absent;
+                }
+                archive::check(&path, reference, Some(kind), key)
+                    .map_err(|rejected| rejected.to_string())
+            }
+            Some(b) => match self.check_remote_archive(b, reference, kind, key) {
+                Ok(None) => return Existing::Absent,
+                Ok(Some(checked)) => checked,
+                Err(e) => Err(e),
+            },
+        };
+        let checked = match checked {
             Ok(checked) => checked,
-            Err(rejected) => return Existing::Damaged(rejected.to_string()),
+            Err(findings) => return Existing::Damaged(findings),
         };
         let mut owner = checked
             .run
@@ -200,11 +366,33 @@ impl OutputLocation {
     /// Creates `archives/.claims/{reference}/{owner}` naming this run. `Ok(None)`: claimed;
     /// `Ok(Some(run))`: another run claimed it first.
     fn claim(&self, reference: &str, owner: &str) -> io::Result<Option<String>> {
-        let dir = self
-            .root
-            .join(archive::ARCHIVES_DIR)
-            .join(".claims")
-            .join(reference);
+        if let Some(b) = &self.bucket {
+            let relative = format!("{}/.claims/{reference}/{owner}", archive::ARCHIVES_DIR);
+            let (r, content) = (b.remote.share(), bytes::Bytes::from(self.run.to_string()));
+            let claimed = b.remote.block_on(async move {
+                match r.put_bytes(&relative, content, true).await {
+                    Ok(()) => Ok(None),
+                    Err(e) if e.already_exists() => r.get_bytes(&relative).await.map(Some),
+                    Err(e) => Err(e),
+                }
+            })?;
+            let Some(next) = claimed else {
+                return Ok(None);
+            };
+            let next = String::from_utf8_lossy(&next).trim().to_string();
+            if RunId::parse(&next).is_none() {
+                return Err(io::Error::other(format!(
+                    "{}/archives/.claims/{reference}/{owner} names no run",
+                    b.remote.url()
+                )));
+            }
+            return Ok(Some(next));
+        }
+        let claims = self.root.join(archive::ARCHIVES_DIR).join(".claims");
+        // One level at a time: `.claims` itself must not be a link (archives/ was checked when
+        // the location was opened).
+        self.modes.create_dir_all(&claims)?;
+        let dir = claims.join(reference);
         self.modes.create_dir_all(&dir)?;
         let dest = dir.join(owner);
         let tmp = dir.join(format!(".{owner}.{}.tmp", self.run));
@@ -233,6 +421,9 @@ impl OutputLocation {
             run: self.run.clone(),
             csv,
             parquet,
+            csv_neutralise_formulas: true,
+            pii: Default::default(),
+            pseudonymiser: None,
             modes: self.modes,
             max_rows: PART_ROWS,
             max_bytes: PART_BYTES,
@@ -251,10 +442,130 @@ impl OutputLocation {
             what: dataset::commit_relative(&commit.run),
             message,
         };
+        if let Some(b) = &self.bucket {
+            self.upload_parts(b, commit).map_err(output)?;
+        }
         match commit.write(&self.root, self.modes) {
-            Ok(Published::Created) => Ok(()),
-            Ok(Published::AlreadyThere) => Err(output("already exists".into())),
-            Err(e) => Err(output(e.to_string())),
+            Ok(Published::Created) => {}
+            Ok(Published::AlreadyThere) => return Err(output("already exists".into())),
+            Err(e) => return Err(output(e.to_string())),
+        }
+        let Some(b) = &self.bucket else {
+            return Ok(());
+        };
+        // The publish step. A run whose heartbeat went stale may have been taken for dead and
+        // its archives listed by another run meanwhile: it does not commit.
+        if !b.heartbeat.is_fresh() {
+            return Err(output(format!(
+                "this run could not refresh its heartbeat {}/{} for too long: other runs may have taken it for dead, so it does not commit; run again",
+                b.remote.url(),
+                lock_relative(self.run.as_str())
+            )));
+        }
+        let relative = dataset::commit_relative(&commit.run);
+        let bytes = std::fs::read(self.root.join(&relative)).map_err(|e| output(e.to_string()))?;
+        let r = b.remote.share();
+        b.remote
+            .block_on(async move { r.put_bytes(&relative, bytes.into(), true).await })
+            .map_err(|e| {
+                output(if e.already_exists() {
+                    "already exists".into()
+                } else {
+                    e.to_string()
+                })
+            })?;
+        // Commits other runs published meanwhile, for the dataset's failures.csv.
+        self.read_commits().map_err(|e| output(e.to_string()))
+    }
+
+    /// Uploads every part `commit` lists from the scratch directory (before the commit).
+    fn upload_parts(&self, b: &Bucket, commit: &Commit) -> Result<(), String> {
+        use futures::StreamExt;
+        let uploads: Vec<_> = commit
+            .parts
+            .iter()
+            .map(|p| {
+                let (r, local, relative) =
+                    (b.remote.share(), self.root.join(&p.path), p.path.clone());
+                async move { r.upload_unique(&local, &relative).await }
+            })
+            .collect();
+        let results = b.remote.block_on(async move {
+            futures::stream::iter(uploads)
+                .buffer_unordered(store::UPLOADS_IN_FLIGHT)
+                .collect::<Vec<_>>()
+                .await
+        });
+        results
+            .into_iter()
+            .collect::<Result<Vec<()>, _>>()
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Puts a finished archive in its place: for a local directory it is there already; for a
+    /// bucket it is uploaded create-if-absent ([`archive::ArchiveError::AlreadyExists`] when
+    /// another run's is there) and its scratch copy removed.
+    pub async fn publish_archive(
+        &self,
+        written: archive::WrittenArchive,
+    ) -> Result<archive::WrittenArchive, archive::ArchiveError> {
+        let Some(b) = &self.bucket else {
+            return Ok(written);
+        };
+        let staging = format!(
+            "{}/{}/{}.upload",
+            dataset::RUNS_DIR,
+            self.run,
+            written.relative.trim_start_matches("archives/")
+        );
+        let uploaded = b
+            .remote
+            .upload_create(&written.path, &written.relative, &staging)
+            .await;
+        let _ = tokio::fs::remove_file(&written.path).await;
+        match uploaded {
+            Ok(()) => Ok(written),
+            Err(e) if e.already_exists() => Err(archive::ArchiveError::AlreadyExists {
+                path: PathBuf::from(e.location),
+            }),
+            Err(e) => Err(archive::ArchiveError::Io {
+                action: "uploading",
+                path: PathBuf::from(format!("{}/{}", b.remote.url(), written.relative)),
+                source: io::Error::other(e.message),
+            }),
+        }
+    }
+
+    /// The archive of `reference` in the bucket, downloaded to the scratch directory and
+    /// checked (then removed): `Ok(None)` when there is none.
+    #[allow(clippy::type_complexity)]
+    fn check_remote_archive(
+        &self,
+        b: &Bucket,
+        reference: &str,
+        kind: Kind,
+        key: Option<&ArchiveKey>,
+    ) -> Result<Option<Result<CheckedArchive, String>>, String> {
+        let relative = archive::layout::relative_path(reference);
+        let local = archive::layout::run_scratch_dir(&self.root, self.run.as_str())
+            .join(format!("{reference}.zip.check"));
+        let (r, rel, dest) = (b.remote.share(), relative.clone(), local.clone());
+        let found = b.remote.block_on(async move {
+            match r.head(&rel).await? {
+                None => Ok(false),
+                Some(_) => r.download(&rel, &dest).await.map(|_| true),
+            }
+        });
+        match found {
+            Ok(false) => Ok(None),
+            Ok(true) => {
+                let checked = archive::check(&local, reference, Some(kind), key)
+                    .map_err(|rejected| rejected.to_string());
+                let _ = std::fs::remove_file(&local);
+                Ok(Some(checked))
+            }
+            Err(e) => Err(format!("reading it back failed: {e}")),
         }
     }
 
@@ -269,16 +580,42 @@ impl OutputLocation {
             w.write(&r.row, &r.run).map_err(output)?;
         }
         w.finish().map_err(output)?;
-        Ok(())
+        self.upload_overwrite(dataset::FAILURES_CSV).map_err(output)
+    }
+
+    /// For a bucket: uploads the scratch directory's `relative` over the bucket's.
+    fn upload_overwrite(&self, relative: &str) -> io::Result<()> {
+        let Some(b) = &self.bucket else {
+            return Ok(());
+        };
+        let bytes = std::fs::read(self.root.join(relative))?;
+        let (r, relative) = (b.remote.share(), relative.to_string());
+        b.remote
+            .block_on(async move { r.put_bytes(&relative, bytes.into(), false).await })
+            .map_err(io::Error::from)
     }
 
     /// Writes `report.json` (temporary name, fsync, rename).
     pub fn write_report_value(&self, report: &serde_json::Value) -> Result<(), RunError> {
-        crate::output::report::write_json(&self.root, self.modes, report).map_err(|e| {
-            RunError::Output {
+        crate::output::report::write_json(&self.root, self.modes, report)
+            .and_then(|()| self.upload_overwrite(dataset::REPORT_JSON))
+            .map_err(|e| RunError::Output {
                 what: dataset::REPORT_JSON.into(),
                 message: e.to_string(),
-            }
+            })
+    }
+
+    /// Writes `report.html` (temporary name, fsync, rename), like `report.json`.
+    pub fn write_report_html(&self, html: &str) -> Result<(), RunError> {
+        crate::output::report::write_atomic(
+            &self.root,
+            self.modes,
+            dataset::REPORT_HTML,
+            html.as_bytes(),
+        )
+        .map_err(|e| RunError::Output {
+            what: dataset::REPORT_HTML.into(),
+            message: e.to_string(),
         })
     }
 
@@ -305,6 +642,138 @@ impl OutputLocation {
 }
 
 impl OutputLocation {
+    /// For a bucket: removes what dead runs left that no commit lists — their heartbeats and
+    /// staged uploads (`runs/{run}.lock`, `runs/{run}/…`) and the parts of a run that died
+    /// before its commit. Lists `runs/` and `tables/`, never `archives/`.
+    fn sweep_bucket(&self) -> io::Result<()> {
+        let Some(b) = &self.bucket else {
+            return Ok(());
+        };
+        let r = b.remote.share();
+        let (runs, tables, commits) = b.remote.block_on(async move {
+            Ok::<_, store::StoreError>((
+                r.list(dataset::RUNS_DIR).await?,
+                r.list(dataset::TABLES_DIR).await?,
+                r.list(dataset::COMMITS_DIR).await?,
+            ))
+        })?;
+        let committed: std::collections::HashSet<&str> = commits
+            .iter()
+            .filter_map(|c| c.path.strip_prefix("commits/")?.strip_suffix(".json"))
+            .collect();
+        let mut dead = Vec::new();
+        let beats: std::collections::HashMap<&str, &store::Listed> = runs
+            .iter()
+            .filter_map(|o| {
+                let name = o.path.strip_prefix("runs/")?.strip_suffix(".lock")?;
+                RunId::parse(name).map(|_| (name, o))
+            })
+            .collect();
+        for o in &runs {
+            let Some(rest) = o.path.strip_prefix("runs/") else {
+                continue;
+            };
+            let run = rest
+                .strip_suffix(".lock")
+                .filter(|r| !r.contains('/'))
+                .or_else(|| rest.split_once('/').map(|(r, _)| r));
+            let Some(run) = run.filter(|r| RunId::parse(r).is_some()) else {
+                continue;
+            };
+            let live = run == self.run.as_str()
+                || beats
+                    .get(run)
+                    .is_some_and(|beat| store::heartbeat_live(beat.last_modified));
+            if !live {
+                dead.push(o.path.clone());
+            }
+        }
+        for o in &tables {
+            let Some(name) = o.path.rsplit('/').next() else {
+                continue;
+            };
+            // Parts reach a bucket finished (uploaded whole), or not at all.
+            if part_run(name).is_some_and(|(run, _)| {
+                !committed.contains(run) && !self.has_commit(run) && !self.is_live(run)
+            }) {
+                dead.push(o.path.clone());
+            }
+        }
+        let r = b.remote.share();
+        b.remote.block_on(async move {
+            for path in dead {
+                r.delete(&path).await?;
+            }
+            Ok::<_, store::StoreError>(())
+        })?;
+        Ok(())
+    }
+
+    /// For a bucket: reads every commit the scratch directory does not have yet, with the
+    /// parts they list, into it, so the catalogue reads them as it reads a local dataset. A
+    /// part is checked against the bucket's listing (a missing or short one stays missing, and
+    /// the catalogue refuses the commit as it does locally); only the parts the catalogue reads
+    /// are downloaded (Parquet, or CSV where a commit has no Parquet of that table), the others
+    /// stand in as empty files of the listed size.
+    fn read_commits(&self) -> io::Result<()> {
+        let Some(b) = &self.bucket else {
+            return Ok(());
+        };
+        let r = b.remote.share();
+        let root = self.root.clone();
+        b.remote
+            .block_on(async move {
+                let commits = r.list(dataset::COMMITS_DIR).await?;
+                let new: Vec<_> = commits
+                    .into_iter()
+                    .filter(|c| c.path.ends_with(".json") && !root.join(&c.path).exists())
+                    .collect();
+                if new.is_empty() {
+                    return Ok(());
+                }
+                let parts: std::collections::HashMap<String, u64> = r
+                    .list(dataset::TABLES_DIR)
+                    .await?
+                    .into_iter()
+                    .map(|o| (o.path, o.size))
+                    .collect();
+                for c in new {
+                    let bytes = r.get_bytes(&c.path).await?;
+                    let local_err = |e: io::Error| store::StoreError {
+                        location: c.path.clone(),
+                        message: e.to_string(),
+                        kind: store::StoreErrorKind::Other,
+                    };
+                    if let Ok(commit) = serde_json::from_slice::<Commit>(&bytes) {
+                        for p in &commit.parts {
+                            let Some(&size) = parts.get(&p.path) else {
+                                continue;
+                            };
+                            let dest = root.join(&p.path);
+                            let has_parquet = commit.parts.iter().any(|q| {
+                                q.table == p.table && q.format == dataset::Format::Parquet
+                            });
+                            let read = p.format == dataset::Format::Parquet || !has_parquet;
+                            if read && size == p.bytes {
+                                r.download(&p.path, &dest).await?;
+                            } else {
+                                std::fs::create_dir_all(dest.parent().unwrap_or(&root))
+                                    .map_err(local_err)?;
+                                std::fs::File::create(&dest)
+                                    .and_then(|f| f.set_len(size))
+                                    .map_err(local_err)?;
+                            }
+                        }
+                    }
+                    // The record itself last: it is what says the commit was read.
+                    let dest = root.join(&c.path);
+                    std::fs::write(&dest, &bytes).map_err(local_err)?;
+                }
+                Ok::<_, store::StoreError>(())
+            })
+            .map_err(io::Error::from)
+    }
+
     /// Removes the scratch directories (`runs/{run}/`: archive temporaries) of runs that are not
     /// live. Lists `runs/` — the live and dead runs' locks and directories — never `archives/`,
     /// so the sweep costs the same at any number of archives.
@@ -323,6 +792,11 @@ impl OutputLocation {
         }
         Ok(())
     }
+}
+
+/// The dataset path of a run's heartbeat (bucket) or lock file (directory).
+fn lock_relative(run: &str) -> String {
+    format!("{}/{run}.lock", dataset::RUNS_DIR)
 }
 
 /// The run a part file belongs to, and whether the part is finished: `{run}-{n}.{ext}`
@@ -399,6 +873,22 @@ impl RunLock {
             file.lock()?;
             return Ok((run, RunLock { file, path }));
         }
+    }
+
+    /// [`RunLock::take`] with a run id already taken (a bucket's heartbeat chose it).
+    fn take_id(root: &Path, modes: Modes, run: &RunId) -> io::Result<RunLock> {
+        let path = Self::path(root, run.as_str());
+        let mut o = std::fs::OpenOptions::new();
+        o.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            o.mode(modes.file);
+        }
+        let file = o.open(&path)?;
+        modes.restrict(&file)?;
+        file.lock()?;
+        Ok(RunLock { file, path })
     }
 
     /// True when `runs/{run}.lock` exists and some open file holds its lock.

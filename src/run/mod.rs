@@ -72,6 +72,10 @@ pub struct RunOptions {
     pub clock: Clock,
     /// Encrypts archive entries (and opens them on resume) when set.
     pub archive_key: Option<ArchiveKey>,
+    /// Signs the commit record (`[output] signing_key_env`) when set.
+    pub commit_signer: Option<Arc<crate::output::signing::CommitSigner>>,
+    /// The keyed HMAC of `[output] pii = "pseudonymised"` (required for that profile).
+    pub pseudonymiser: Option<crate::flatten::pii::Pseudonymiser>,
 }
 
 impl Default for RunOptions {
@@ -84,6 +88,8 @@ impl Default for RunOptions {
             grace: Duration::from_secs(5),
             clock: Arc::new(Utc::now),
             archive_key: None,
+            commit_signer: None,
+            pseudonymiser: None,
         }
     }
 }
@@ -223,6 +229,24 @@ pub enum RunError {
     /// The dataset's commits cannot be read or one is damaged: no run builds on it.
     #[error("{0}")]
     Dataset(String),
+    /// The job's PII profile is not the dataset's (exit 2).
+    #[error(
+        "{}: [output] pii = \"{wanted}\", but the dataset was written with pii = \"{found}\" (commit {run}): a dataset holds one profile; export into another location, or use \"{found}\"",
+        job.display()
+    )]
+    PiiProfile {
+        /// The job file.
+        job: PathBuf,
+        /// The job's profile.
+        wanted: crate::flatten::pii::Pii,
+        /// A commit of another profile.
+        run: String,
+        /// Its profile.
+        found: crate::flatten::pii::Pii,
+    },
+    /// A bucket location or its store settings cannot make a client (exit 2: a usage matter).
+    #[error("{0}")]
+    StoreSettings(String),
     /// The directory holds tables of the layout before datasets (exit 2: a usage matter).
     #[error(
         "{path} holds tables written by an earlier jumio-export (netverify.csv and others at its top level), not a dataset (tables/, commits/). Upgrade it in place with `jumio-export upgrade {path}` (lists its archives in a first commit, nothing is fetched), or export into a new directory"
@@ -248,6 +272,7 @@ pub async fn run(
         dir: job.output.dir_mode,
     };
     let location = open_location(job, modes, started_at).await?;
+    same_pii_profile(job, &location)?;
     let (input, start) = resume::from_catalogue(&location, input).await?;
     let shutdown = Shutdown::new();
     let signals = shutdown.on_signals(opts.grace);
@@ -261,6 +286,8 @@ pub async fn run(
         location.clone(),
         job.output.csv,
         job.output.parquet,
+        job.output.csv_neutralise_formulas,
+        (job.output.pii, opts.pseudonymiser.clone()),
         start.tables_with_parts.clone(),
         shutdown.clone(),
     );
@@ -295,7 +322,14 @@ pub async fn run(
         job, &input, &location, &shutdown, &client, &written, already,
     );
     let report = Report::assemble(started_at, (opts.clock)(), facts);
-    commit::publish(&location, &report, &written, start).await?;
+    commit::publish(
+        &location,
+        &report,
+        &written,
+        start,
+        opts.commit_signer.clone(),
+    )
+    .await?;
     summary(
         &location,
         written,
@@ -304,6 +338,27 @@ pub async fn run(
         &shutdown,
         started.elapsed(),
     )
+}
+
+/// A dataset holds one PII profile: a run whose `[output] pii` differs from a commit's is
+/// refused before anything is fetched (exit 2).
+fn same_pii_profile(job: &Job, location: &OutputLocation) -> Result<(), RunError> {
+    use crate::dataset::commit::{self, Commit};
+    let root = location.root();
+    let runs = commit::list(root).map_err(|e| RunError::Dataset(e.to_string()))?;
+    for run in runs {
+        let c = Commit::read(&commit::path(root, &run))
+            .map_err(|e| RunError::Dataset(e.to_string()))?;
+        if c.output.pii != job.output.pii {
+            return Err(RunError::PiiProfile {
+                job: job.path.clone(),
+                wanted: job.output.pii,
+                run,
+                found: c.output.pii,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// What the run did, for its report and commit.
@@ -327,13 +382,18 @@ fn run_facts(
         interrupted: shutdown.reason().is_some(),
         outcomes: outcomes(written, already, input.duplicates as u64),
         requests: Requests {
+            limit_per_second: Some(client.limiter().configured_rate()),
             outage_pauses: client.breaker().pauses(),
             outage_paused_seconds: client.breaker().paused().as_secs_f64(),
             ..Requests::from_stats(client.stats())
         },
+        store_requests: location
+            .store_requests()
+            .map(|(total, retries)| crate::output::report::StoreRequests { total, retries }),
         bytes_written: written.bytes_written,
         archives: written.archives,
         root_hash: written.root_hash.clone(),
+        unparsed_values: written.unparsed_values.clone(),
     }
 }
 
@@ -344,9 +404,9 @@ async fn open_location(
     modes: Modes,
     started_at: DateTime<Utc>,
 ) -> Result<Arc<OutputLocation>, RunError> {
-    let (dir, shard) = (job.output.dir.clone(), job.shard);
+    let (dir, shard, store) = (job.output.dir.clone(), job.shard, job.output.store.clone());
     tokio::task::spawn_blocking(move || {
-        OutputLocation::open(&dir, modes, started_at, shard.as_ref())
+        OutputLocation::open_with(&dir, modes, started_at, shard.as_ref(), &store)
     })
     .await
     .map_err(|e| RunError::OutputDir {
@@ -482,7 +542,7 @@ fn summary(
         });
     }
     Ok(Summary {
-        out_dir: location.root().to_path_buf(),
+        out_dir: location.name(),
         exported: written.exported,
         already_exported: written.already + already,
         failed: written.failed,

@@ -52,7 +52,7 @@ pub async fn from_catalogue(
             .map_err(|e| RunError::Dataset(e.to_string()))?;
         let spool = |e: std::io::Error| RunError::Input(e);
         let already = input
-            .exclude(exported.finish().map_err(spool)?, spill::START_BUDGET)
+            .exclude(exported.finish().map_err(spool)?)
             .map_err(spool)?;
         let start = AtStart {
             runs: catalogue.commits().iter().map(|c| c.run.clone()).collect(),

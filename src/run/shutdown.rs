@@ -76,25 +76,38 @@ impl Shutdown {
         self.cancel.cancel();
     }
 
-    /// Listens for Ctrl-C and SIGTERM (the same to this program) until aborted.
+    /// Listens for Ctrl-C and SIGTERM (the same to this program) until aborted. On Unix the
+    /// handlers are installed before this returns, so a signal that arrives after it (say, right
+    /// after the first request) is always the program's to handle.
     pub fn on_signals(&self, grace: Duration) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
+        #[cfg(unix)]
+        let (interrupt, terminate) = {
+            use tokio::signal::unix::{SignalKind, signal};
+            (
+                signal(SignalKind::interrupt()).ok(),
+                signal(SignalKind::terminate()).ok(),
+            )
+        };
         tokio::spawn(async move {
             #[cfg(unix)]
-            let terminate = async {
-                use tokio::signal::unix::{SignalKind, signal};
-                match signal(SignalKind::terminate()) {
-                    Ok(mut s) => {
-                        s.recv().await;
+            {
+                let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                    match s {
+                        Some(mut s) => {
+                            s.recv().await;
+                        }
+                        None => std::future::pending::<()>().await,
                     }
-                    Err(_) => std::future::pending::<()>().await,
+                };
+                tokio::select! {
+                    () = wait(interrupt) => {}
+                    () = wait(terminate) => {}
                 }
-            };
+            }
             #[cfg(not(unix))]
-            let terminate = std::future::pending::<()>();
-            tokio::select! {
-                r = tokio::signal::ctrl_c() => if r.is_err() { return },
-                () = terminate => {}
+            if tokio::signal::ctrl_c().await.is_err() {
+                return;
             }
             this.interrupt(grace).await;
         })

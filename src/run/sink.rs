@@ -44,6 +44,13 @@ pub struct Written {
     pub bytes_written: u64,
     /// Every part written, in order.
     pub parts: Vec<PartRecord>,
+    /// Whether the CSV parts neutralise formula cells (recorded in the commit for `verify`).
+    pub csv_neutralise_formulas: bool,
+    /// Documented dates, timestamps and booleans that did not parse as their type, per
+    /// `{table}.{column}` (NULL in Parquet, kept in `unmapped_json`).
+    pub unparsed_values: BTreeMap<String, u64>,
+    /// The PII profile of the transaction tables (recorded in the commit).
+    pub pii: flatten::pii::Pii,
 }
 
 /// The open writers: one part writer per table.
@@ -54,6 +61,8 @@ pub struct Sink {
     failures: PartWriter,
     root: RootHash,
     written: Written,
+    pii: flatten::pii::Pii,
+    pseudonymiser: Option<flatten::pii::Pseudonymiser>,
 }
 
 fn output_err(what: &str, e: &dyn std::fmt::Display) -> RunError {
@@ -71,7 +80,7 @@ impl Sink {
             .map(|kind| {
                 let w = PartWriter::new(
                     kind.table_name(),
-                    flatten::table_columns(kind),
+                    flatten::pii::table_columns_for(kind, opts.pii),
                     opts.clone(),
                 );
                 (kind, w)
@@ -81,9 +90,15 @@ impl Sink {
             run: location.run().to_string(),
             tables,
             files: PartWriter::new(FILES_TABLE, flatten::files_columns(), opts.clone()),
-            failures: PartWriter::new(FAILURES_TABLE, flatten::failures_columns(), opts),
+            failures: PartWriter::new(FAILURES_TABLE, flatten::failures_columns(), opts.clone()),
             root: location.root_hash(),
-            written: Written::default(),
+            written: Written {
+                csv_neutralise_formulas: opts.csv_neutralise_formulas,
+                pii: opts.pii,
+                ..Written::default()
+            },
+            pii: opts.pii,
+            pseudonymiser: opts.pseudonymiser.clone(),
         }
     }
 
@@ -92,6 +107,8 @@ impl Sink {
         location: Arc<OutputLocation>,
         csv: bool,
         parquet: bool,
+        csv_neutralise_formulas: bool,
+        pii: (flatten::pii::Pii, Option<flatten::pii::Pseudonymiser>),
         has_parts: BTreeSet<String>,
         shutdown: Shutdown,
     ) -> (
@@ -102,6 +119,9 @@ impl Sink {
         let handle = std::thread::spawn(move || {
             let opts = PartOptions {
                 skip_empty: has_parts,
+                csv_neutralise_formulas,
+                pii: pii.0,
+                pseudonymiser: pii.1,
                 ..location.part_options(csv, parquet)
             };
             let mut sink = Sink::open(&location, opts);
@@ -177,6 +197,14 @@ impl Sink {
             run: self.run.clone(),
         };
         let row = flatten::flatten(kind, reference, data, &summary);
+        for column in flatten::unparsed_columns(kind, &row) {
+            *self
+                .written
+                .unparsed_values
+                .entry(format!("{}.{column}", kind.table_name()))
+                .or_default() += 1;
+        }
+        let row = flatten::pii::apply(kind, self.pii, self.pseudonymiser.as_ref(), row);
         self.tables
             .get_mut(&kind)
             .expect("a writer per kind")
@@ -386,7 +414,15 @@ mod tests {
         // A file where the failures table's directory must go: creating its part fails.
         std::fs::write(tmp.path().join("tables/failures"), b"").unwrap();
         let shutdown = Shutdown::new();
-        let (handle, tx) = Sink::spawn(location, true, false, BTreeSet::new(), shutdown.clone());
+        let (handle, tx) = Sink::spawn(
+            location,
+            true,
+            false,
+            true,
+            Default::default(),
+            BTreeSet::new(),
+            shutdown.clone(),
+        );
         drop(tx);
         assert!(handle.join().unwrap().is_err());
         assert!(matches!(shutdown.reason(), Some(StopReason::Fatal(_))));

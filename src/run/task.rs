@@ -147,7 +147,10 @@ async fn existing(ctx: &Arc<TaskContext>, item: &Item) -> Option<Done> {
         }
         Existing::Damaged(findings) => {
             // Never overwritten or deleted: it may be all there is of the transaction.
-            let path = ctx.location.archive_path(&item.reference);
+            let path = ctx
+                .location
+                .name()
+                .join(archive::layout::relative_path(&item.reference));
             tracing::warn!(reference = %item.reference, "{} exists but does not check out ({findings}); it is never replaced: move it aside and run again", path.display());
             let failure = FetchFailure {
                 stage: Stage::Archive,
@@ -191,6 +194,12 @@ async fn archive_fetched(ctx: &Arc<TaskContext>, f: Fetched) -> Done {
     let written = tokio::task::spawn_blocking(move || archive.finish()).await;
     drop(slot);
     match written {
+        Ok(Ok(w)) => {
+            // In a bucket: uploaded now (bounded uploads in flight), while other references
+            // are fetched.
+            let published = ctx.location.publish_archive(w).await;
+            archived(ctx, reference, kind, data, published).await
+        }
         Ok(result) => archived(ctx, reference, kind, data, result).await,
         Err(_) => Done::NotStarted,
     }

@@ -228,12 +228,14 @@ pub async fn upgrade(
             failures_by_error: written.by_error.clone(),
         },
         requests: Requests::default(),
+        store_requests: None,
         bytes_written: written.bytes_written,
         archives: written.archives,
         root_hash: written.root_hash.clone(),
+        unparsed_values: written.unparsed_values.clone(),
     };
     let report = Report::assemble(started, Utc::now(), facts);
-    commit::publish(&location, &report, &written, AtStart::default()).await?;
+    commit::publish(&location, &report, &written, AtStart::default(), None).await?;
     upgraded.run = location.run().to_string();
     upgraded.root_hash = written.root_hash;
     Ok(Upgrade::Upgraded(upgraded))
@@ -361,7 +363,7 @@ impl Locks {
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
-            o.mode(modes.file);
+            o.mode(modes.file).custom_flags(libc::O_NOFOLLOW);
         }
         let legacy = o.open(&legacy_path).map_err(io_at(&legacy_path))?;
         match legacy.try_lock() {

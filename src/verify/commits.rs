@@ -56,7 +56,8 @@ pub(super) fn list(root: &Path, report: &mut VerifyReport) -> Vec<String> {
     let mut runs = Vec::new();
     for item in &listing {
         let name = item.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".tmp") {
+        // Temporaries are named above; signatures are checked with `--public-key`.
+        if name.ends_with(".tmp") || (name.ends_with(".json.sig") && !name.starts_with('.')) {
             continue;
         }
         match name.strip_suffix(".json") {

@@ -2,7 +2,7 @@
 //! archive's data entry (the documented fields and `unmapped_json`; the bookkeeping columns
 //! `reference`, `image_count`, `archive`, `archive_sha256` are checked on their own) must equal
 //! what [`flatten`] makes of that entry — in CSV as the CSV writer writes it
-//! ([`tables::csv_text`]), in Parquet as the typed value the Parquet writer writes
+//! ([`tables::csv_cell`], formula cells neutralised when the part's commit says so), in Parquet as the typed value the Parquet writer writes
 //! ([`tables::record_batch`]). The writers' own functions give the expected cells, so verify
 //! cannot drift from them.
 //!
@@ -22,6 +22,7 @@ use super::scan::{self, ArrowCells, Cells, Header, encode_text};
 use super::{Loc, Verifier, VerifyReport};
 use crate::Kind;
 use crate::dataset::Format;
+use crate::flatten::pii::{self, Pii, Pseudonymiser};
 use crate::flatten::{self, ArchiveSummary, Column, Row};
 use crate::output::archive::{self, CheckedArchive, layout, relative_path};
 use crate::output::tables;
@@ -52,6 +53,12 @@ pub(super) struct TableFile {
     cell_of: Vec<Option<usize>>,
     /// Schema indices of the columns whose cells are compared with the archive.
     compared: Vec<usize>,
+    /// A CSV part whose commit records formula cells as neutralised.
+    neutralised: bool,
+    /// The PII profile its commit records, its key (pseudonymised), and the profile's columns.
+    pii: Pii,
+    pseudonymiser: Option<Pseudonymiser>,
+    columns: &'static [Column],
 }
 
 impl TableFile {
@@ -64,12 +71,18 @@ impl TableFile {
         root: &Path,
         name: &Arc<str>,
         format: Format,
+        neutralised: bool,
+        pii: (Pii, Option<&Pseudonymiser>),
         report: &mut VerifyReport,
     ) -> Option<TableFile> {
         let path = root.join(&**name);
         let header = scan::header(&path, name, report)?;
-        let schema = flatten::table_columns(kind);
-        let (request, cell_of, compared) = line_up(schema, &header, name, report);
+        let schema = pii::table_columns_for(kind, pii.0);
+        let (request, cell_of, mut compared) = line_up(schema, &header, name, report);
+        if pii.0 == Pii::Pseudonymised && pii.1.is_none() {
+            // Without the key the tokens cannot be recomputed: those columns are not compared.
+            compared.retain(|&c| !pii::is_direct_identifier(&schema[c]));
+        }
         for key in KEY_COLUMNS {
             let at = header.position(key)?;
             if let Some(ty) = &header.columns[at].1
@@ -86,12 +99,17 @@ impl TableFile {
             request,
             cell_of,
             compared,
+            neutralised,
+            pii: pii.0,
+            pseudonymiser: pii.1.cloned(),
+            columns: schema,
         })
     }
 
     /// Cell index of the key column `name` in a scanned row.
     pub fn key_cell(&self, name: &str) -> usize {
-        let at = flatten::table_columns(self.kind)
+        let at = self
+            .columns
             .iter()
             .position(|c| c.name == name)
             .expect("a key column of the schema");
@@ -105,14 +123,31 @@ impl TableFile {
         })
     }
 
+    /// A `full` row as the run writes it under this part's PII profile.
+    fn profiled(&self, row: &Row) -> Row {
+        pii::apply(
+            self.kind,
+            self.pii,
+            self.pseudonymiser.as_ref(),
+            row.clone(),
+        )
+    }
+
+    /// Cell `c` of `row` as the CSV writer wrote it under this part's commit.
+    fn csv_cell(&self, row: &Row, c: usize) -> String {
+        let column = &self.columns[c];
+        tables::csv_cell(&row.0[c], column, self.neutralised)
+    }
+
     /// Digest of the row the writer of this file's format writes for `row`.
     fn expected_digest(&self, row: &Row) -> RowDigest {
+        let row = &self.profiled(row);
         match self.format {
             Format::Csv => digest(&self.compared, |c, out| {
-                encode_text(Some(&tables::csv_text(&row.0[c])), out)
+                encode_text(Some(&self.csv_cell(row, c)), out)
             }),
             Format::Parquet => {
-                let arrays = expected_arrays(self.kind, row);
+                let arrays = expected_arrays(self.columns, row);
                 let cells = ArrowCells {
                     arrays: &arrays,
                     row: 0,
@@ -124,8 +159,9 @@ impl TableFile {
 
     /// The compared columns whose cell in `cells` differs from the writer's for `row`.
     fn differing_columns(&self, cells: &dyn Cells, row: &Row) -> Vec<&'static str> {
-        let schema = flatten::table_columns(self.kind);
-        let arrays = (self.format == Format::Parquet).then(|| expected_arrays(self.kind, row));
+        let row = &self.profiled(row);
+        let schema = self.columns;
+        let arrays = (self.format == Format::Parquet).then(|| expected_arrays(self.columns, row));
         let (mut found, mut expected) = (Vec::new(), Vec::new());
         let mut differ = Vec::new();
         for &c in &self.compared {
@@ -136,7 +172,7 @@ impl TableFile {
                 &mut found,
             );
             match &arrays {
-                None => encode_text(Some(&tables::csv_text(&row.0[c])), &mut expected),
+                None => encode_text(Some(&self.csv_cell(row, c)), &mut expected),
                 Some(arrays) => ArrowCells { arrays, row: 0 }.encode(c, &mut expected),
             }
             if found != expected {
@@ -229,8 +265,7 @@ fn digest(columns: &[usize], mut encode: impl FnMut(usize, &mut Vec<u8>)) -> Row
 }
 
 /// The arrays of the one-row batch the Parquet writer writes for `row`.
-fn expected_arrays(kind: Kind, row: &Row) -> Vec<arrow_array::ArrayRef> {
-    let columns = flatten::table_columns(kind);
+fn expected_arrays(columns: &[Column], row: &Row) -> Vec<arrow_array::ArrayRef> {
     let schema = tables::arrow_schema(columns);
     match tables::record_batch(&schema, columns, std::slice::from_ref(row)) {
         Ok(batch) => batch.columns().to_vec(),

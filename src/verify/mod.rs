@@ -68,9 +68,36 @@ pub struct Finding {
 }
 
 impl fmt::Display for Finding {
+    /// Subject and problem carry values read from the files checked (references, entry names,
+    /// file names): control characters are escaped, so a hostile value cannot move the cursor,
+    /// retitle the terminal or forge a line of the report.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.subject, self.problem)
+        write!(
+            f,
+            "{}: {}",
+            escape_controls(&self.subject),
+            escape_controls(&self.problem)
+        )
     }
+}
+
+/// `text` with every control character (C0, DEL, C1: newlines and escape sequences included)
+/// and every bidirectional override written as `\u{…}`; anything else as it is.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char =
+        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// What `verify` found in a dataset.
@@ -206,6 +233,10 @@ pub struct VerifyOptions<'a> {
     pub key: Option<&'a archive::ArchiveKey>,
     /// Check only the commits whose run id sorts after this one.
     pub since: Option<&'a str>,
+    /// Check every commit's signature (`commits/{run}.json.sig`) against this key.
+    pub public_key: Option<&'a crate::output::signing::CommitPublicKey>,
+    /// The key of a `pii = "pseudonymised"` dataset: without it, its tokens are not compared.
+    pub pseudonymiser: Option<&'a crate::flatten::pii::Pseudonymiser>,
 }
 
 /// Verifies the whole dataset in `dir`; see the module documentation for every check. Blocking.
@@ -239,9 +270,18 @@ pub fn verify_with(dir: &Path, opts: VerifyOptions<'_>) -> Result<VerifyReport, 
     scratch_temps(dir, &mut report);
     let runs = commits::list(dir, &mut report);
     let first_in_scope = first_in_scope(dir, &runs, opts.since)?;
+    if let Some(key) = opts.public_key {
+        check_signatures(
+            dir,
+            &runs[first_in_scope.min(runs.len())..],
+            key,
+            &mut report,
+        );
+    }
     let mut v = Verifier {
         dir,
         key: opts.key,
+        pseudonymiser: opts.pseudonymiser,
         commits: Vec::new(),
         first_in_scope,
         rows: HashMap::new(),
@@ -270,6 +310,45 @@ pub fn verify_with(dir: &Path, opts: VerifyOptions<'_>) -> Result<VerifyReport, 
     v.check_report_json(&mut report);
     v.check_failures_csv(&mut report);
     Ok(report)
+}
+
+/// With `--public-key`: every commit in scope has `commits/{run}.json.sig`, an SSHSIG signature
+/// of the commit's bytes as they are on disk by that key. A commit rewritten with its hashes
+/// recomputed checks out everywhere else; only this catches it.
+fn check_signatures(
+    dir: &Path,
+    runs: &[String],
+    key: &crate::output::signing::CommitPublicKey,
+    report: &mut VerifyReport,
+) {
+    use crate::output::signing::signature_path;
+    for run in runs {
+        let subject = format!("{}/{run}.json", crate::dataset::COMMITS_DIR);
+        let commit = match std::fs::read(dir.join(&subject)) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                report.finding(
+                    &subject,
+                    format!("cannot be read to check its signature: {e}"),
+                );
+                continue;
+            }
+        };
+        match std::fs::read_to_string(signature_path(dir, run)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                report.finding(
+                    &subject,
+                    "not signed: commits/{run}.json.sig is missing".replace("{run}", run),
+                );
+            }
+            Err(e) => report.finding(&subject, format!("its signature cannot be read: {e}")),
+            Ok(signature) => {
+                if let Err(e) = key.verify(&commit, &signature) {
+                    report.finding(&subject, format!("signature: {e}"));
+                }
+            }
+        }
+    }
 }
 
 /// The listing of `dir`, when it is a readable directory that holds no tables of the layout
@@ -426,6 +505,8 @@ struct KindPair {
 struct Verifier<'a> {
     dir: &'a Path,
     key: Option<&'a archive::ArchiveKey>,
+    /// The key of pseudonymised tables.
+    pseudonymiser: Option<&'a crate::flatten::pii::Pseudonymiser>,
     /// Every commit, in run order.
     commits: Vec<CommitInfo>,
     /// Commits before this index are earlier than `--since`.

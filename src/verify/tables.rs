@@ -14,7 +14,7 @@ use super::files::FileSetSum;
 use super::scan::{self, Cells};
 use super::{KindPair, Loc, RowInfo, Verifier, VerifyReport, parse_sha256};
 use crate::Kind;
-use crate::dataset::commit::PartRecord;
+use crate::dataset::commit::{CsvFormulas, PartRecord};
 use crate::dataset::{FAILURES_TABLE, Format};
 use crate::flatten::{self, Column};
 use crate::output::archive::relative_path;
@@ -222,7 +222,16 @@ impl Verifier<'_> {
         kind_rows: &mut u64,
         report: &mut VerifyReport,
     ) -> bool {
-        let Some(((primary_rec, primary), twin)) = self.open_kind_pair(kind, slot, report) else {
+        let output = self.commits[commit as usize]
+            .commit
+            .as_ref()
+            .map(|c| c.output.clone())
+            .unwrap_or_default();
+        let neutralised = output.csv_formulas == CsvFormulas::Neutralised;
+        let pii = output.pii;
+        let Some(((primary_rec, primary), twin)) =
+            self.open_kind_pair(kind, slot, (neutralised, pii), report)
+        else {
             return false;
         };
         let pair = self.pairs.len() as u32;
@@ -278,14 +287,19 @@ impl Verifier<'_> {
         &self,
         kind: Kind,
         slot: &'s Slot,
+        (neutralised, pii): (bool, crate::flatten::pii::Pii),
         report: &mut VerifyReport,
     ) -> Option<(OpenPart<'s>, Option<OpenPart<'s>>)> {
         let (primary_rec, twin_rec) = slot.primary_and_twin()?;
         let name: Arc<str> = primary_rec.path.as_str().into();
-        let primary = TableFile::open(kind, self.dir, &name, primary_rec.format, report)?;
+        let open = |name: &Arc<str>, format, report: &mut VerifyReport| {
+            let profile = (pii, self.pseudonymiser);
+            TableFile::open(kind, self.dir, name, format, neutralised, profile, report)
+        };
+        let primary = open(&name, primary_rec.format, report)?;
         let twin = twin_rec.and_then(|t| {
             let name: Arc<str> = t.path.as_str().into();
-            Some((t, TableFile::open(kind, self.dir, &name, t.format, report)?))
+            Some((t, open(&name, t.format, report)?))
         });
         Some(((primary_rec, primary), twin))
     }

@@ -59,9 +59,14 @@ pub const OPEN_FAILURES_VIEW: &str = "failures_open";
 
 /// Every table, in the order of [`crate::dataset::TABLES`].
 pub fn tables() -> [Table; 5] {
+    tables_for(flatten::pii::Pii::Full)
+}
+
+/// Every table under PII profile `pii` (the transaction tables' columns follow it).
+pub fn tables_for(pii: flatten::pii::Pii) -> [Table; 5] {
     let kind = |k: Kind| Table {
         name: k.table_name(),
-        columns: flatten::table_columns(k),
+        columns: flatten::pii::table_columns_for(k, pii),
         kind: Some(k),
         key: &["reference"],
     };
@@ -322,9 +327,19 @@ pub fn open_failures_view(dialect: Dialect, schema: Option<&str>) -> String {
 /// The whole script `schema` prints: every table (or only `only`), then the view of open
 /// follow-ups when the `failures` table is printed.
 pub fn script(dialect: Dialect, schema: Option<&str>, only: Option<&Table>) -> String {
+    script_for(dialect, schema, only, flatten::pii::Pii::Full)
+}
+
+/// [`script`] for the tables of PII profile `pii`.
+pub fn script_for(
+    dialect: Dialect,
+    schema: Option<&str>,
+    only: Option<&Table>,
+    pii: flatten::pii::Pii,
+) -> String {
     let chosen: Vec<Table> = match only {
         Some(t) => vec![*t],
-        None => tables().to_vec(),
+        None => tables_for(pii).to_vec(),
     };
     let mut out = String::new();
     for table in &chosen {

@@ -492,6 +492,14 @@ async fn load_with(
     for run in runs.iter().skip(first).filter(|r| !loaded.contains(*r)) {
         let path = commit::path(root, run);
         let commit = Commit::read(&path).map_err(|e| LoadError::Dataset(e.to_string()))?;
+        if commit.output.pii != crate::flatten::pii::Pii::Full {
+            return Err(LoadError::Usage(format!(
+                "commit {run} has pii = \"{}\": load creates the full profile's tables; create \
+                 the tables with `schema --pii {}` and load the Parquet parts with the database's \
+                 own tools",
+                commit.output.pii, commit.output.pii
+            )));
+        }
         let bytes = std::fs::read(&path).map_err(|e| LoadError::Dataset(e.to_string()))?;
         for table in TABLES {
             let parts: Vec<_> = commit.parts_of(table).collect();
@@ -531,6 +539,7 @@ async fn check_with_verify(
             crate::verify::VerifyOptions {
                 key: key.as_ref(),
                 since: since.as_deref(),
+                ..Default::default()
             },
         )
     })

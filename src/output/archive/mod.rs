@@ -24,6 +24,7 @@
 mod check;
 pub mod layout;
 mod read;
+mod spool;
 mod write;
 
 use std::io;

@@ -4,12 +4,15 @@
 //! run left.
 //!
 //! [`ArchiveWriter`] takes each body chunk by chunk: it hashes the chunk (sha256 here, the ZIP
-//! CRC-32 in the zip writer) and writes it to the temporary archive in the same pass, so no
-//! body is ever held whole in memory. [`write_archive`] feeds it entries already in memory.
+//! CRC-32 in the zip writer) and passes it on to the temporary archive in the same pass, so no
+//! body is ever held whole in memory beyond [`spool::HOLD_BYTES`](super::spool). The archive's
+//! own sha256 is computed by the [`Spool`] as its bytes become final, without reading the file
+//! back. [`write_archive`] feeds the writer entries already in memory.
 
-use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Seek, Write};
+use std::fs;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use sha2::{Digest, Sha256};
@@ -21,6 +24,7 @@ use super::super::fsmode::Modes;
 use crate::dataset::publish::{Published, publish_no_replace};
 
 use super::layout::{self, ARCHIVES_DIR, MANIFEST_ENTRY, Namer, PROVENANCE_ENTRY};
+use super::spool::{Marks, Spool};
 use super::{
     ArchiveEntry, ArchiveError, ArchiveKey, ArchivedFile, EntryKind, MANIFEST_CONTENT_TYPE,
     PROVENANCE_CONTENT_TYPE, Provenance, ProvenanceEntry, ProvenanceMeta, TOOL_NAME,
@@ -32,9 +36,6 @@ const ENTRY_MODE: u32 = 0o600;
 
 /// Bytes of a body's start that decide its file extension (the longest magic, PNG's).
 const MAGIC_LEN: usize = 8;
-
-/// The write buffer of an archive being written.
-const WRITE_BUFFER: usize = 32 * 1024;
 
 /// Writes `archives/{reference}.zip` under `out_dir` from `entries`.
 ///
@@ -90,10 +91,11 @@ pub struct ArchiveWriter {
     final_path: PathBuf,
     /// The temporary archive; removed on drop unless published.
     guard: TempGuard,
-    /// Buffered so that the zip writer's small writes (headers, the CRC and sizes patched after
-    /// each body) are not a system call each; a chunk larger than the buffer goes straight
-    /// through.
-    zip: ZipWriter<BufWriter<File>>,
+    /// Spooled: the zip writer's small writes (headers, the CRC and sizes patched after each
+    /// body) land in memory, and the archive's sha256 is taken as the bytes become final.
+    zip: ZipWriter<Spool>,
+    /// Tells the spool where each entry starts (bytes before it are final).
+    marks: Arc<Marks>,
     key: Option<ArchiveKey>,
     meta: ProvenanceMeta,
     namer: Namer,
@@ -157,6 +159,7 @@ impl ArchiveWriter {
         let file = modes
             .create_file(&tmp_path)
             .map_err(io_err("creating", &tmp_path))?;
+        let (spool, marks) = Spool::new(file);
         Ok(ArchiveWriter {
             reference: reference.to_owned(),
             final_path: layout::archive_path(out_dir, reference),
@@ -164,7 +167,8 @@ impl ArchiveWriter {
                 path: tmp_path,
                 armed: true,
             },
-            zip: ZipWriter::new(BufWriter::with_capacity(WRITE_BUFFER, file)),
+            zip: ZipWriter::new(spool),
+            marks,
             key,
             meta: meta.clone(),
             namer: Namer::default(),
@@ -280,7 +284,9 @@ impl ArchiveWriter {
             }) => {
                 self.namer.undo(&kind, &name);
                 self.last = last;
-                self.zip.abort_file().map_err(|e| self.zip_err(e))
+                self.zip.abort_file().map_err(|e| self.zip_err(e))?;
+                self.marks.drop_held_entry();
+                Ok(())
             }
             _ => Ok(()),
         }
@@ -315,6 +321,9 @@ impl ArchiveWriter {
             // responses are a few KB, where a deflate state per entry cost more CPU than it
             // saved.
             .compression_method(CompressionMethod::Stored);
+        // The new entry's local header starts where the archive ends now; the previous entry's
+        // header is patched inside `start_file`, so its bytes are final only after it.
+        let header = self.marks.end();
         let started = match &self.key {
             Some(k) => self.zip.start_file(
                 name,
@@ -322,7 +331,9 @@ impl ArchiveWriter {
             ),
             None => self.zip.start_file(name, base),
         };
-        started.map_err(|e| self.zip_err(e))
+        started.map_err(|e| self.zip_err(e))?;
+        self.marks.hold_from(header);
+        Ok(())
     }
 
     fn put(&mut self, bytes: &[u8]) -> Result<(), ArchiveError> {
@@ -385,19 +396,11 @@ impl ArchiveWriter {
             ..
         } = self;
         let tmp_path = guard.path.clone();
-        let file = zip.finish().map_err(|source| ArchiveError::Write {
+        let spool = zip.finish().map_err(|source| ArchiveError::Write {
             path: tmp_path.clone(),
             source,
         })?;
-        let mut file = file
-            .into_inner()
-            .map_err(|e| io_err("writing", &tmp_path)(e.into_error()))?;
-        // An entry abandoned near the end may have left bytes past the central directory.
-        let bytes = file
-            .stream_position()
-            .map_err(io_err("writing", &tmp_path))?;
-        file.set_len(bytes).map_err(io_err("writing", &tmp_path))?;
-        let sha256 = file_sha256(&mut file).map_err(io_err("reading back", &tmp_path))?;
+        let (file, bytes, sha256) = spool.finish().map_err(io_err("writing", &tmp_path))?;
         // A failed fsync is never retried: the temporary file is removed (by the guard) and the
         // reference is fetched again by a later run.
         file.sync_all().map_err(io_err("syncing", &tmp_path))?;
@@ -421,24 +424,6 @@ impl ArchiveWriter {
             files,
         })
     }
-}
-
-/// sha256 of a whole file, read from its start through one stack buffer: the archive's own
-/// hash needs its final bytes, and the zip writer patches each local header (CRC-32, sizes)
-/// after that entry's body, so it is read back once from the page cache.
-fn file_sha256(file: &mut File) -> io::Result<String> {
-    file.seek(io::SeekFrom::Start(0))?;
-    let mut hasher = Sha256::new();
-    let mut buf = [0u8; 64 * 1024];
-    loop {
-        match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => hasher.update(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(hex::encode(hasher.finalize()))
 }
 
 /// Removes the temporary archive unless disarmed, so no error path leaves a `.tmp` behind.

@@ -1,0 +1,397 @@
+//! The temporary archive's bytes on their way to the file, hashed as they go.
+//!
+//! The zip writer writes each entry's local header before its body and patches the header's
+//! CRC-32 and sizes once the body is complete, so a byte of the archive is final only when the
+//! next entry starts. [`Spool`] holds the bytes of the entry being written in a buffer (the
+//! patch then lands in memory, with no seek and no write of its own) and hands the bytes before
+//! that entry, which are final, to the archive's sha256 and to the file in one pass: the
+//! archive's own hash needs no read-back of the finished file, and a small archive reaches the
+//! file in one write.
+//!
+//! An entry longer than the buffer (a large image) is written through as it arrives instead of
+//! being held whole, and the archive's bytes from that entry on are read back once, for the
+//! archive's hash, when the archive is finished (on the blocking pool; the async tasks that
+//! receive the bodies never read): the read starts at the first such entry, and an archive of
+//! entries that all fit the buffer is never read.
+//!
+//! Buffers come from a small pool and go back to it when the archive is finished, so their pages
+//! are faulted in once per process rather than once per archive (an archive dropped on an error
+//! path frees its buffer instead).
+
+use std::fs::File;
+use std::io::{self, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt as _;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use sha2::{Digest, Sha256};
+
+/// The most bytes of one entry held in memory; a longer entry is written through.
+pub(super) const HOLD_BYTES: usize = 512 * 1024;
+
+/// Once an entry is being written through, its bytes go to the file whenever this many wait:
+/// what a kill leaves on disk trails what was received by no more than this.
+const WRITE_THROUGH: usize = 64 * 1024;
+
+/// Room above [`HOLD_BYTES`] for the chunk that crosses it, so the buffer never reallocates.
+const SLACK: usize = 64 * 1024;
+
+/// Buffers kept for reuse (more archives than this in flight allocate their own).
+const POOL_SIZE: usize = 64;
+
+/// Idle buffers, each of capacity `HOLD_BYTES + SLACK`.
+static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+fn take_buffer() -> Vec<u8> {
+    POOL.lock()
+        .ok()
+        .and_then(|mut p| p.pop())
+        .unwrap_or_else(|| Vec::with_capacity(HOLD_BYTES + SLACK))
+}
+
+fn give_back(mut buf: Vec<u8>) {
+    if buf.capacity() < HOLD_BYTES + SLACK {
+        return;
+    }
+    buf.clear();
+    if let Ok(mut p) = POOL.lock()
+        && p.len() < POOL_SIZE
+    {
+        p.push(buf);
+    }
+}
+
+/// Where the archive writer and the spool meet: the start of the entry the zip writer is
+/// writing (every byte before it is final) and the spool's end.
+#[derive(Debug, Default)]
+pub(super) struct Marks {
+    /// Bytes before this offset will never be patched.
+    hold: AtomicU64,
+    /// The spool's length.
+    end: AtomicU64,
+    /// The zip writer dropped the entry being written (the one starting at `hold`): the archive
+    /// ends at `hold` again (applied to the spool before its next operation).
+    truncate: AtomicBool,
+}
+
+impl Marks {
+    /// The spool's length: where the next entry's local header will start.
+    pub(super) fn end(&self) -> u64 {
+        self.end.load(Ordering::Relaxed)
+    }
+
+    /// Every byte before `offset` is final (the zip writer starts an entry there).
+    pub(super) fn hold_from(&self, offset: u64) {
+        self.hold.store(offset, Ordering::Relaxed);
+    }
+
+    /// The zip writer dropped the entry being written (`abort_file`): the archive ends where
+    /// that entry started, at the last [`Marks::hold_from`].
+    pub(super) fn drop_held_entry(&self) {
+        self.end
+            .store(self.hold.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.truncate.store(true, Ordering::Relaxed);
+    }
+}
+
+/// See the module documentation. `Write + Seek` for the zip writer; seeks move a cursor and
+/// never reach the file.
+pub(super) struct Spool {
+    file: File,
+    marks: Arc<Marks>,
+    /// sha256 of the archive's bytes `[0, hashed)`.
+    hasher: Sha256,
+    hashed: u64,
+    /// Bytes `[0, written)` were handed to the file.
+    written: u64,
+    /// Bytes `[written, written + buf.len())`: the archive's tail, not yet in the file.
+    buf: Vec<u8>,
+    /// The zip writer's cursor.
+    pos: u64,
+    /// The file's length, which an abandoned entry may leave above the archive's.
+    file_len: u64,
+}
+
+impl Spool {
+    pub(super) fn new(file: File) -> (Self, Arc<Marks>) {
+        let marks = Arc::new(Marks::default());
+        let spool = Spool {
+            file,
+            marks: Arc::clone(&marks),
+            hasher: Sha256::new(),
+            hashed: 0,
+            written: 0,
+            buf: take_buffer(),
+            pos: 0,
+            file_len: 0,
+        };
+        (spool, marks)
+    }
+
+    fn end(&self) -> u64 {
+        self.written + self.buf.len() as u64
+    }
+
+    fn hold(&self) -> u64 {
+        self.marks.hold.load(Ordering::Relaxed)
+    }
+
+    /// The most bytes the buffer keeps: the held entry whole, unless it is being written through.
+    fn limit(&self) -> usize {
+        if self.written > self.hold() {
+            WRITE_THROUGH
+        } else {
+            HOLD_BYTES
+        }
+    }
+
+    fn write_at(&mut self, bytes: &[u8], offset: u64) -> io::Result<()> {
+        self.file.write_all_at(bytes, offset)?;
+        self.file_len = self.file_len.max(offset + bytes.len() as u64);
+        Ok(())
+    }
+
+    /// Reads back and hashes the bytes `[hashed, upto)` already in the file: from the first
+    /// written-through entry on, once every header is final (in [`Spool::finish`], on the
+    /// blocking pool).
+    fn catch_up(&mut self, upto: u64) -> io::Result<()> {
+        let mut scratch = [0u8; 64 * 1024];
+        while self.hashed < upto {
+            let n = ((upto - self.hashed) as usize).min(scratch.len());
+            self.file.read_exact_at(&mut scratch[..n], self.hashed)?;
+            self.hasher.update(&scratch[..n]);
+            self.hashed += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Makes room in the buffer: the final bytes before the held entry go to the file, and to
+    /// the hash unless an entry before them was written through (then [`Spool::finish`] reads
+    /// them back); if the held entry alone is longer than the buffer, it is written through.
+    /// Never reads: this runs on the task that receives the body.
+    fn drain(&mut self) -> io::Result<()> {
+        let hold = self.hold();
+        if hold > self.written {
+            let n = ((hold - self.written) as usize).min(self.buf.len());
+            if self.hashed == self.written {
+                self.hasher.update(&self.buf[..n]);
+                self.hashed += n as u64;
+            }
+            let buf = std::mem::take(&mut self.buf);
+            let result = self.write_at(&buf[..n], self.written);
+            self.buf = buf;
+            result?;
+            self.buf.drain(..n);
+            self.written += n as u64;
+        }
+        if self.buf.len() > self.limit() {
+            let buf = std::mem::take(&mut self.buf);
+            let result = self.write_at(&buf, self.written);
+            self.buf = buf;
+            result?;
+            self.written += self.buf.len() as u64;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Applies a [`Marks::drop_held_entry`]: the archive ends where the dropped entry started
+    /// (where the zip writer moved its cursor back to), and so does the cursor.
+    fn settle(&mut self) -> io::Result<()> {
+        if !self.marks.truncate.swap(false, Ordering::Relaxed) {
+            return Ok(());
+        }
+        let pos = self.hold();
+        if pos > self.end() {
+            return Err(io::Error::other(
+                "the archive writer dropped an entry past the archive's end",
+            ));
+        }
+        self.pos = pos;
+        if pos < self.hashed {
+            return Err(io::Error::other(
+                "the archive writer dropped bytes already hashed",
+            ));
+        }
+        if pos >= self.written {
+            self.buf.truncate((pos - self.written) as usize);
+        } else {
+            self.written = pos;
+            self.buf.clear();
+        }
+        self.marks.end.store(self.end(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Writes the rest to the file and trims it to the archive's length. Returns the file, its
+    /// length and its sha256 (hex); the buffer goes back to the pool.
+    pub(super) fn finish(mut self) -> io::Result<(File, u64, String)> {
+        self.settle()?;
+        let end = self.end();
+        self.catch_up(self.written)?;
+        let buf = std::mem::take(&mut self.buf);
+        self.hasher.update(&buf);
+        let result = self.write_at(&buf, self.written);
+        give_back(buf);
+        result?;
+        if self.file_len > end {
+            self.file.set_len(end)?;
+        }
+        let sha256 = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        Ok((self.file, end, sha256))
+    }
+}
+
+impl Write for Spool {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.settle()?;
+        let mut bytes = bytes;
+        let n = bytes.len();
+        if self.pos < self.written {
+            // A patch of a written-through entry's header: straight to the file.
+            if self.pos < self.hashed {
+                return Err(io::Error::other(
+                    "the archive writer patched a byte already hashed",
+                ));
+            }
+            let here = ((self.written - self.pos) as usize).min(bytes.len());
+            self.write_at(&bytes[..here], self.pos)?;
+            self.pos += here as u64;
+            bytes = &bytes[here..];
+        }
+        if !bytes.is_empty() {
+            let at = (self.pos - self.written) as usize;
+            let overlap = (self.buf.len() - at).min(bytes.len());
+            self.buf[at..at + overlap].copy_from_slice(&bytes[..overlap]);
+            self.buf.extend_from_slice(&bytes[overlap..]);
+            self.pos += bytes.len() as u64;
+            if self.buf.len() > self.limit() {
+                self.drain()?;
+            }
+        }
+        self.marks.end.store(self.end(), Ordering::Relaxed);
+        Ok(n)
+    }
+
+    /// Nothing: the bytes reach the file when they are final, and all of them in
+    /// [`Spool::finish`].
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Seek for Spool {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        self.settle()?;
+        let end = self.end();
+        let target = match to {
+            SeekFrom::Start(n) => Some(n),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+            SeekFrom::End(d) => end.checked_add_signed(d),
+        };
+        match target {
+            Some(n) if n <= end => {
+                self.pos = n;
+                Ok(n)
+            }
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek outside the archive",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spool() -> (Spool, Arc<Marks>, tempfile::NamedTempFile) {
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        let file = tmp.reopen().unwrap();
+        let (s, marks) = Spool::new(file);
+        (s, marks, tmp)
+    }
+
+    /// Writes a "header" of 8 bytes, a body of `len` bytes, then patches the header as the zip
+    /// writer does; returns the bytes the archive must end up holding.
+    fn entry(s: &mut Spool, marks: &Marks, len: usize, fill: u8, expect: &mut Vec<u8>) {
+        let start = marks.end();
+        s.write_all(&[0u8; 8]).unwrap();
+        marks.hold_from(start);
+        let body = vec![fill; len];
+        for chunk in body.chunks(16 * 1024 + 3) {
+            s.write_all(chunk).unwrap();
+        }
+        let end = s.stream_position().unwrap();
+        s.seek(SeekFrom::Start(start + 2)).unwrap();
+        s.write_all(&(len as u32).to_le_bytes()).unwrap();
+        s.seek(SeekFrom::Start(end)).unwrap();
+        let mut header = [0u8; 8];
+        header[2..6].copy_from_slice(&(len as u32).to_le_bytes());
+        expect.extend_from_slice(&header);
+        expect.extend_from_slice(&body);
+    }
+
+    #[test]
+    fn the_hash_and_the_file_hold_the_patched_bytes_whatever_the_entry_sizes() {
+        for sizes in [
+            vec![10, 20, 30],
+            vec![HOLD_BYTES + 1, 5, 3 * HOLD_BYTES],
+            vec![100, 2 * HOLD_BYTES + 17, HOLD_BYTES - 8, HOLD_BYTES, 1],
+        ] {
+            let (mut s, marks, tmp) = spool();
+            let mut expect = Vec::new();
+            for (i, len) in sizes.iter().enumerate() {
+                entry(&mut s, &marks, *len, i as u8 + 1, &mut expect);
+            }
+            let (_, len, sha256) = s.finish().unwrap();
+            let on_disk = std::fs::read(tmp.path()).unwrap();
+            assert_eq!(len, expect.len() as u64, "{sizes:?}");
+            assert!(on_disk == expect, "{sizes:?}: the file differs");
+            assert_eq!(sha256, hex::encode(Sha256::digest(&expect)), "{sizes:?}");
+        }
+    }
+
+    #[test]
+    fn an_entry_longer_than_the_buffer_reaches_the_file_as_it_arrives() {
+        let (mut s, marks, tmp) = spool();
+        s.write_all(&[0u8; 8]).unwrap();
+        marks.hold_from(0);
+        let chunk = vec![7u8; 16 * 1024];
+        let mut sent = 8;
+        while sent < 4 * HOLD_BYTES {
+            s.write_all(&chunk).unwrap();
+            sent += chunk.len();
+            let on_disk = std::fs::metadata(tmp.path()).unwrap().len() as usize;
+            if sent > HOLD_BYTES + chunk.len() {
+                assert!(
+                    on_disk + WRITE_THROUGH + chunk.len() >= sent,
+                    "{on_disk} of {sent} bytes on disk"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_entry_dropped_midway_leaves_no_byte_in_the_file_or_the_hash() {
+        for dropped in [100, 3 * HOLD_BYTES] {
+            let (mut s, marks, tmp) = spool();
+            let mut expect = Vec::new();
+            entry(&mut s, &marks, 50, 1, &mut expect);
+            let start = marks.end();
+            s.write_all(&[0u8; 8]).unwrap();
+            marks.hold_from(start);
+            s.write_all(&vec![9u8; dropped]).unwrap();
+            s.seek(SeekFrom::Start(start)).unwrap();
+            marks.drop_held_entry();
+            entry(&mut s, &marks, 70, 2, &mut expect);
+            let (_, len, sha256) = s.finish().unwrap();
+            let on_disk = std::fs::read(tmp.path()).unwrap();
+            assert_eq!(len, expect.len() as u64, "{dropped}");
+            assert!(on_disk == expect, "{dropped}: the file differs");
+            assert_eq!(sha256, hex::encode(Sha256::digest(&expect)), "{dropped}");
+        }
+    }
+}
