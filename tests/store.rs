@@ -606,3 +606,242 @@ fn plan_prints_the_store_requests_per_transaction_of_a_bucket() {
     let local = plan(dir.path().join("out").to_str().unwrap());
     assert!(!local.contains("store requests"), "{local}");
 }
+
+/// A fault-injecting proxy in front of an S3 server (`tests/fixtures/s3_fault_proxy.py`, on a
+/// free 127.0.0.1 port): forwards every request verbatim, or answers 500 / waits as its control
+/// file says; killed when dropped.
+struct FaultProxy {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl FaultProxy {
+    fn start(python: &Path, upstream: &S3Server) -> FaultProxy {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/s3_fault_proxy.py");
+        let upstream_port = upstream.endpoint().rsplit(':').next().unwrap().to_string();
+        let mut child = Command::new(python)
+            .arg(script)
+            .arg(upstream_port)
+            .arg(dir.path().join("control"))
+            .arg(dir.path().join("proxy.log"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("the proxy prints its port, not {line:?}"));
+        FaultProxy { child, port, dir }
+    }
+
+    /// Its faults from now on: `key=value` lines (`every`, `delay_ms`, `fail_all`).
+    fn set(&self, control: &str) {
+        let tmp = self.dir.path().join("control.tmp");
+        std::fs::write(&tmp, control).unwrap();
+        std::fs::rename(tmp, self.dir.path().join("control")).unwrap();
+    }
+
+    /// Requests it answered with a 500 of its own.
+    fn injected(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join("proxy.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.ends_with(" injected"))
+            .count()
+    }
+
+    /// Requests it forwarded.
+    fn forwarded(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join("proxy.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.ends_with(" injected"))
+            .count()
+    }
+
+    /// `server`'s client environment with the proxy as the endpoint.
+    fn env(&self, server: &S3Server) -> Vec<(&'static str, String)> {
+        let mut env = server.env();
+        for (k, v) in &mut env {
+            if *k == "AWS_ENDPOINT_URL" {
+                *v = format!("http://127.0.0.1:{}", self.port);
+            }
+        }
+        env
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every part a commit lists is in the bucket, and at least as many archives as it counts (a
+/// commit never lists what is not there; `verify` checks the archives themselves).
+fn nothing_committed_half(server: &S3Server, url: &str) {
+    let present: BTreeSet<String> = keys(server, url).into_iter().collect();
+    let got = download(server, url);
+    for c in commits(got.path()) {
+        for p in c["parts"].as_array().unwrap() {
+            let path = p["path"].as_str().unwrap();
+            assert!(present.contains(path), "a commit lists {path}, absent: {c}");
+        }
+        let archives = present
+            .iter()
+            .filter(|k| k.starts_with("archives/"))
+            .count() as u64;
+        let listed = c["archives"]["count"].as_u64().unwrap();
+        assert!(
+            listed <= archives,
+            "a commit lists {listed} archives, {archives} are there"
+        );
+    }
+}
+
+fn store_retries(dir: &Path) -> u64 {
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
+    report["facts"]["store_requests"]["retries"]
+        .as_u64()
+        .or_else(|| report["store_requests"]["retries"].as_u64())
+        .unwrap_or_else(|| panic!("the report counts the store's retries: {report}"))
+}
+
+/// Sporadic 500s (every 5th store request) and slow answers (300 ms each): bounded retries
+/// absorb them, the export completes and verifies, every reference once; the retries are
+/// counted in the report.
+#[test]
+fn sporadic_500s_and_slow_answers_from_the_store_are_retried_and_the_export_completes() {
+    let Some(python) = crate::peers::require_python_duckdb() else {
+        return;
+    };
+    let Some(server) = S3Server::start(S3Kind::Moto, BUCKET) else {
+        return;
+    };
+    let proxy = FaultProxy::start(&python, &server);
+    let sim = BlockingSim::start(SimOptions::default());
+    let refs = exportable(6);
+    let dir = tempfile::tempdir().unwrap();
+    let (job, list) = job_files(dir.path(), &job_toml(), "refs.csv", &refs_csv(&refs));
+    for (name, control) in [("flaky", "every=5\n"), ("slow", "delay_ms=300\n")] {
+        proxy.set(control);
+        let injected_before = proxy.injected();
+        let url = format!("s3://{BUCKET}/{name}");
+        let started = Instant::now();
+        let o = run_command(&job, &list, &url, &sim, None, &[])
+            .envs(proxy.env(&server))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{name}: {}", text(&o));
+        let got = download(&server, &url);
+        assert_exactly_once(&python, got.path(), &refs);
+        nothing_committed_half(&server, &url);
+        if name == "flaky" {
+            assert!(
+                proxy.injected() > injected_before,
+                "the proxy answered 500s"
+            );
+            assert!(
+                store_retries(got.path()) > 0,
+                "the report counts the store's retries"
+            );
+        } else {
+            assert_eq!(proxy.injected(), injected_before);
+            // Every forwarded request waited 300 ms: the run took at least a few of them.
+            assert!(started.elapsed() >= Duration::from_millis(900));
+        }
+        proxy.set("");
+        let v = bin()
+            .arg("verify")
+            .arg(&url)
+            .envs(proxy.env(&server))
+            .output()
+            .unwrap();
+        assert_eq!(v.status.code(), Some(0), "{name}: verify: {}", text(&v));
+    }
+}
+
+/// The store answering 500 to everything once some archives are up: bounded retries, exit 3 in
+/// bounded time, no commit that lists what is not there; with the store healthy again the next
+/// run completes and verifies, every reference once.
+#[test]
+fn a_store_failing_for_good_mid_run_exits_3_and_the_next_run_completes() {
+    let Some(python) = crate::peers::require_python_duckdb() else {
+        return;
+    };
+    let Some(server) = S3Server::start(S3Kind::Moto, BUCKET) else {
+        return;
+    };
+    let proxy = FaultProxy::start(&python, &server);
+    let sim = BlockingSim::start(SimOptions {
+        faults: simulator::Faults {
+            latency_ms: 40,
+            ..simulator::Faults::default()
+        },
+        ..SimOptions::default()
+    });
+    let refs = exportable(16);
+    let dir = tempfile::tempdir().unwrap();
+    let (job, list) = job_files(dir.path(), &job_toml(), "refs.csv", &refs_csv(&refs));
+    let url = format!("s3://{BUCKET}/failing");
+    let knobs = [("JUMIO_EXPORT_STORE_STALE_SECS", "2")];
+    let started = Instant::now();
+    let child = spawn(
+        run_command(&job, &list, &url, &sim, None, &[])
+            .envs(proxy.env(&server))
+            .envs(knobs),
+    );
+    wait_until(60, "a first archive uploaded", || {
+        keys(&server, &url)
+            .iter()
+            .any(|k| k.starts_with("archives/"))
+    });
+    proxy.set("fail_all=1\n");
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "retries are bounded"
+    );
+    assert!(text(&o).contains(&url), "{}", text(&o));
+    assert!(
+        !text(&o).contains(S3Server::SECRET_KEY),
+        "the secret appears: {}",
+        text(&o)
+    );
+    assert!(proxy.injected() > 0);
+    nothing_committed_half(&server, &url);
+    let got = download(&server, &url);
+    assert!(
+        zips(got.path()).len() < refs.len(),
+        "the store failed before the export was done"
+    );
+    proxy.set("");
+    std::thread::sleep(Duration::from_secs(3));
+    let forwarded = proxy.forwarded();
+    let o = run_command(&job, &list, &url, &sim, None, &[])
+        .envs(proxy.env(&server))
+        .envs(knobs)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "the next run: {}", text(&o));
+    assert!(
+        proxy.forwarded() > forwarded,
+        "the next run went through the proxy"
+    );
+    nothing_committed_half(&server, &url);
+    let got = download(&server, &url);
+    assert_exactly_once(&python, got.path(), &refs);
+    let v = verify_bucket(&server, &url);
+    assert_eq!(v.status.code(), Some(0), "verify: {}", text(&v));
+}
