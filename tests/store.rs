@@ -807,12 +807,29 @@ fn a_store_failing_for_good_mid_run_exits_3_and_the_next_run_completes() {
             .any(|k| k.starts_with("archives/"))
     });
     proxy.set("fail_all=1\n");
+    let failing = Instant::now();
+    // Bounded: killed (and the test failed) if it still runs 30 s after the store went bad.
+    let mut child = child;
+    while child.try_wait().unwrap().is_none() && failing.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let bounded = child.try_wait().unwrap().is_some();
+    if !bounded {
+        let _ = child.kill();
+    }
     let o = child.wait_with_output().unwrap();
-    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert!(
-        started.elapsed() < Duration::from_secs(60),
-        "retries are bounded"
+        bounded,
+        "retries are bounded: still running 30 s after the store failed: {}",
+        text(&o)
     );
+    eprintln!(
+        "exit {:?} {:?} after the store failed, {:?} after the start",
+        o.status.code(),
+        failing.elapsed(),
+        started.elapsed()
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert!(text(&o).contains(&url), "{}", text(&o));
     assert!(
         !text(&o).contains(S3Server::SECRET_KEY),
