@@ -761,6 +761,18 @@ fn sporadic_500s_from_the_store_are_retried_and_the_export_completes() {
     assert!(retries > 0, "the report counts the store's retries");
 }
 
+/// Every 4th store request carried out but its answer lost (a 500 instead; its retry answered
+/// as usual): a retried create-if-absent write meets its own object (412), which is this run's
+/// write, not another's; the export completes and verifies.
+#[test]
+fn lost_answers_from_the_store_are_retried_and_the_export_completes() {
+    let Some((proxy, retries)) = export_through_faults("lost", "lose_every=4\n") else {
+        return;
+    };
+    assert!(proxy.injected() > 0, "the proxy lost answers");
+    assert!(retries > 0, "the report counts the store's retries");
+}
+
 /// Every store answer 300 ms late: waited for, never given up on nor retried; the export
 /// completes and verifies.
 #[test]
