@@ -658,7 +658,7 @@ impl FaultProxy {
             .count()
     }
 
-    /// Requests it forwarded.
+    /// Requests it answered with the upstream's answer.
     fn forwarded(&self) -> usize {
         std::fs::read_to_string(self.dir.path().join("proxy.log"))
             .unwrap_or_default()
@@ -750,7 +750,7 @@ fn export_through_faults(name: &str, control: &str) -> Option<(FaultProxy, u64)>
     Some((proxy, retries))
 }
 
-/// Every 5th store request answered 500: bounded retries absorb them, the export completes
+/// Every 5th store request answered 500 (its retry gets through): bounded retries absorb them, the export completes
 /// and verifies, and the report counts the retries.
 #[test]
 fn sporadic_500s_from_the_store_are_retried_and_the_export_completes() {
