@@ -3,7 +3,8 @@
 //! judged from the bucket: its objects downloaded, the tables read back by DuckDB and compared
 //! with a local export of the same references, `verify s3://…`, and the faults of the issue
 //! (a missing bucket, refused credentials, a store killed mid-run, the exporter killed during
-//! multipart uploads, two shards at once).
+//! multipart uploads, two shards at once, and through a fault-injecting proxy
+//! ([`FaultProxy`]): sporadic 500s, lost answers, slow answers, a store failing for good).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
