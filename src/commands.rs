@@ -38,14 +38,7 @@ pub async fn execute(command: Command) -> ExitCode {
                 pii_key_env.as_deref(),
             ),
             Some(url) => {
-                verify_bucket(
-                    url,
-                    since.as_deref(),
-                    &key_env,
-                    public_key,
-                    pii_key_env,
-                )
-                .await
+                verify_bucket(url, since.as_deref(), &key_env, public_key, pii_key_env).await
             }
         },
         Command::Upgrade { location, key_env } => upgrade(&location, &key_env).await,
@@ -391,8 +384,8 @@ async fn verify_bucket(
             pii_key_env.as_deref(),
         )
     })
-        .await
-        .unwrap_or(ExitCode::Fatal)
+    .await
+    .unwrap_or(ExitCode::Fatal)
 }
 
 fn verify(

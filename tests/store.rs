@@ -3,7 +3,8 @@
 //! judged from the bucket: its objects downloaded, the tables read back by DuckDB and compared
 //! with a local export of the same references, `verify s3://…`, and the faults of the issue
 //! (a missing bucket, refused credentials, a store killed mid-run, the exporter killed during
-//! multipart uploads, two shards at once).
+//! multipart uploads, two shards at once, and through a fault-injecting proxy
+//! ([`FaultProxy`]): sporadic 500s, lost answers, slow answers, a store failing for good).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -620,4 +621,274 @@ fn plan_prints_the_store_requests_per_transaction_of_a_bucket() {
     );
     let local = plan(dir.path().join("out").to_str().unwrap());
     assert!(!local.contains("store requests"), "{local}");
+}
+
+/// A fault-injecting proxy in front of an S3 server (`tests/fixtures/s3_fault_proxy.py`, on a
+/// free 127.0.0.1 port): forwards every request verbatim, or answers 500 / waits as its control
+/// file says; killed when dropped.
+struct FaultProxy {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl FaultProxy {
+    fn start(python: &Path, upstream: &S3Server) -> FaultProxy {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/s3_fault_proxy.py");
+        let upstream_port = upstream.endpoint().rsplit(':').next().unwrap().to_string();
+        let mut child = Command::new(python)
+            .arg(script)
+            .arg(upstream_port)
+            .arg(dir.path().join("control"))
+            .arg(dir.path().join("proxy.log"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("the proxy prints its port, not {line:?}"));
+        FaultProxy { child, port, dir }
+    }
+
+    /// Its faults from now on: `key=value` lines (`every`, `delay_ms`, `fail_all`).
+    fn set(&self, control: &str) {
+        let tmp = self.dir.path().join("control.tmp");
+        std::fs::write(&tmp, control).unwrap();
+        std::fs::rename(tmp, self.dir.path().join("control")).unwrap();
+    }
+
+    /// Requests it answered with a 500 of its own.
+    fn injected(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join("proxy.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.ends_with(" injected"))
+            .count()
+    }
+
+    /// Requests it answered with the upstream's answer.
+    fn forwarded(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join("proxy.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.ends_with(" injected"))
+            .count()
+    }
+
+    /// `server`'s client environment with the proxy as the endpoint.
+    fn env(&self, server: &S3Server) -> Vec<(&'static str, String)> {
+        let mut env = server.env();
+        for (k, v) in &mut env {
+            if *k == "AWS_ENDPOINT_URL" {
+                *v = format!("http://127.0.0.1:{}", self.port);
+            }
+        }
+        env
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every part a commit lists is in the bucket, and at least as many archives as it counts (a
+/// commit never lists what is not there; `verify` checks the archives themselves).
+fn nothing_committed_half(server: &S3Server, url: &str) {
+    let present: BTreeSet<String> = keys(server, url).into_iter().collect();
+    let got = download(server, url);
+    for c in commits(got.path()) {
+        for p in c["parts"].as_array().unwrap() {
+            let path = p["path"].as_str().unwrap();
+            assert!(present.contains(path), "a commit lists {path}, absent: {c}");
+        }
+        let archives = present
+            .iter()
+            .filter(|k| k.starts_with("archives/"))
+            .count() as u64;
+        let listed = c["archives"]["count"].as_u64().unwrap();
+        assert!(
+            listed <= archives,
+            "a commit lists {listed} archives, {archives} are there"
+        );
+    }
+}
+
+fn store_retries(dir: &Path) -> u64 {
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
+    report["facts"]["store_requests"]["retries"]
+        .as_u64()
+        .or_else(|| report["store_requests"]["retries"].as_u64())
+        .unwrap_or_else(|| panic!("the report counts the store's retries: {report}"))
+}
+
+/// An export of 6 references into `s3://jumio-test/{name}` through a [`FaultProxy`] set to
+/// `control`: it completes (exit 0), every reference once, no commit listing what is not there,
+/// and `verify` through the proxy (faults still on) passes. Returns the proxy (for its log) and
+/// the store retries the report counts.
+fn export_through_faults(name: &str, control: &str) -> Option<(FaultProxy, u64)> {
+    let python = crate::peers::require_python_duckdb()?;
+    let server = S3Server::start(S3Kind::Moto, BUCKET)?;
+    let proxy = FaultProxy::start(&python, &server);
+    let sim = BlockingSim::start(SimOptions::default());
+    let refs = exportable(6);
+    let dir = tempfile::tempdir().unwrap();
+    let (job, list) = job_files(dir.path(), &job_toml(), "refs.csv", &refs_csv(&refs));
+    proxy.set(control);
+    let url = format!("s3://{BUCKET}/{name}");
+    let o = run_command(&job, &list, &url, &sim, None, &[])
+        .envs(proxy.env(&server))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{name}: {}", text(&o));
+    let got = download(&server, &url);
+    assert_exactly_once(&python, got.path(), &refs);
+    nothing_committed_half(&server, &url);
+    let v = bin()
+        .arg("verify")
+        .arg(&url)
+        .envs(proxy.env(&server))
+        .output()
+        .unwrap();
+    assert_eq!(v.status.code(), Some(0), "{name}: verify: {}", text(&v));
+    let retries = store_retries(got.path());
+    Some((proxy, retries))
+}
+
+/// Every 5th store request answered 500 (its retry gets through): bounded retries absorb them, the export completes
+/// and verifies, and the report counts the retries.
+#[test]
+fn sporadic_500s_from_the_store_are_retried_and_the_export_completes() {
+    let Some((proxy, retries)) = export_through_faults("flaky", "every=5\n") else {
+        return;
+    };
+    assert!(proxy.injected() > 0, "the proxy answered 500s");
+    assert!(retries > 0, "the report counts the store's retries");
+}
+
+/// Every 4th store request carried out but its answer lost (a 500 instead; its retry answered
+/// as usual): a retried create-if-absent write meets its own object (412), which is this run's
+/// write, not another's; the export completes and verifies.
+#[test]
+fn lost_answers_from_the_store_are_retried_and_the_export_completes() {
+    let Some((proxy, retries)) = export_through_faults("lost", "lose_every=4\n") else {
+        return;
+    };
+    assert!(proxy.injected() > 0, "the proxy lost answers");
+    assert!(retries > 0, "the report counts the store's retries");
+}
+
+/// Every store answer 300 ms late: waited for, never given up on nor retried; the export
+/// completes and verifies.
+#[test]
+fn slow_answers_from_the_store_are_waited_for_and_the_export_completes() {
+    let Some((proxy, retries)) = export_through_faults("slow", "delay_ms=300\n") else {
+        return;
+    };
+    assert_eq!(proxy.injected(), 0);
+    assert!(proxy.forwarded() > 6, "the export went through the proxy");
+    assert_eq!(retries, 0, "a slow answer is not retried");
+}
+
+/// The store answering 500 to everything once some archives are up: bounded retries, exit 3 in
+/// bounded time, no commit that lists what is not there; with the store healthy again the next
+/// run completes and verifies, every reference once.
+#[test]
+fn a_store_failing_for_good_mid_run_exits_3_and_the_next_run_completes() {
+    let Some(python) = crate::peers::require_python_duckdb() else {
+        return;
+    };
+    let Some(server) = S3Server::start(S3Kind::Moto, BUCKET) else {
+        return;
+    };
+    let proxy = FaultProxy::start(&python, &server);
+    let sim = BlockingSim::start(SimOptions {
+        faults: simulator::Faults {
+            latency_ms: 40,
+            ..simulator::Faults::default()
+        },
+        ..SimOptions::default()
+    });
+    let refs = exportable(16);
+    let dir = tempfile::tempdir().unwrap();
+    let (job, list) = job_files(dir.path(), &job_toml(), "refs.csv", &refs_csv(&refs));
+    let url = format!("s3://{BUCKET}/failing");
+    let knobs = [("JUMIO_EXPORT_STORE_STALE_SECS", "2")];
+    let started = Instant::now();
+    let child = spawn(
+        run_command(&job, &list, &url, &sim, None, &[])
+            .envs(proxy.env(&server))
+            .envs(knobs),
+    );
+    wait_until(60, "a first archive uploaded", || {
+        keys(&server, &url)
+            .iter()
+            .any(|k| k.starts_with("archives/"))
+    });
+    proxy.set("fail_all=1\n");
+    let failing = Instant::now();
+    // Bounded: killed (and the test failed) if it still runs 30 s after the store went bad.
+    let mut child = child;
+    while child.try_wait().unwrap().is_none() && failing.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let bounded = child.try_wait().unwrap().is_some();
+    if !bounded {
+        let _ = child.kill();
+    }
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        bounded,
+        "retries are bounded: still running 30 s after the store failed: {}",
+        text(&o)
+    );
+    eprintln!(
+        "exit {:?} {:?} after the store failed, {:?} after the start",
+        o.status.code(),
+        failing.elapsed(),
+        started.elapsed()
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains(&url), "{}", text(&o));
+    assert!(
+        !text(&o).contains(S3Server::SECRET_KEY),
+        "the secret appears: {}",
+        text(&o)
+    );
+    assert!(proxy.injected() > 0);
+    nothing_committed_half(&server, &url);
+    let got = download(&server, &url);
+    assert!(
+        zips(got.path()).len() < refs.len(),
+        "the store failed before the export was done"
+    );
+    proxy.set("");
+    std::thread::sleep(Duration::from_secs(3));
+    let forwarded = proxy.forwarded();
+    let o = run_command(&job, &list, &url, &sim, None, &[])
+        .envs(proxy.env(&server))
+        .envs(knobs)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "the next run: {}", text(&o));
+    assert!(
+        proxy.forwarded() > forwarded,
+        "the next run went through the proxy"
+    );
+    nothing_committed_half(&server, &url);
+    let got = download(&server, &url);
+    assert_exactly_once(&python, got.path(), &refs);
+    let v = verify_bucket(&server, &url);
+    assert_eq!(v.status.code(), Some(0), "verify: {}", text(&v));
 }

@@ -466,7 +466,7 @@ impl OutputLocation {
         let bytes = std::fs::read(self.root.join(&relative)).map_err(|e| output(e.to_string()))?;
         let r = b.remote.share();
         b.remote
-            .block_on(async move { r.put_bytes(&relative, bytes.into(), true).await })
+            .block_on(async move { r.put_own(&relative, bytes.into()).await })
             .map_err(|e| {
                 output(if e.already_exists() {
                     "already exists".into()

@@ -364,6 +364,20 @@ impl Remote {
             .map_err(|e| self.err(relative, e))
     }
 
+    /// Writes `bytes` create-if-absent under `relative`, a key only this run writes (table
+    /// parts, its commit record): a taken key holding exactly `bytes` is this run's own write
+    /// whose answer was lost and retried (the retry met a 412), and succeeds; any other content
+    /// is [`StoreErrorKind::AlreadyExists`].
+    pub async fn put_own(&self, relative: &str, bytes: Bytes) -> Result<(), StoreError> {
+        match self.put_bytes(relative, bytes.clone(), true).await {
+            Err(e) if e.already_exists() => match self.get_bytes(relative).await {
+                Ok(there) if there == bytes => Ok(()),
+                _ => Err(e),
+            },
+            other => other,
+        }
+    }
+
     /// Uploads the file `local` to `relative`, create-if-absent (archives): one conditional PUT
     /// when it is small, else parts under `staging` (a key of the run's own) and a
     /// create-if-absent copy to `relative`. At most [`UPLOADS_IN_FLIGHT`] at once.
@@ -396,7 +410,7 @@ impl Remote {
         let _permit = self.uploads.acquire().await.expect("never closed");
         if file_size(local)? <= single_put_max() {
             let bytes = read_file(local).await?;
-            return self.put_bytes(relative, bytes, true).await;
+            return self.put_own(relative, bytes).await;
         }
         self.multipart(local, relative).await
     }
