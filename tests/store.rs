@@ -873,6 +873,39 @@ fn a_store_failing_for_good_mid_run_exits_3_and_the_next_run_completes() {
         zips(got.path()).len() < refs.len(),
         "the store failed before the export was done"
     );
+    // Then a store that lists and writes but cannot serve the archives back: the archives the
+    // failed run left are not damaged, only unreadable now. Their references fail as NETWORK (a
+    // later try checks them again), each archive stays as it is, and nothing advises moving
+    // them aside.
+    let left = zips(got.path());
+    assert!(!left.is_empty(), "the failed run left archives");
+    proxy.set("fail_archive_reads=1\n");
+    std::thread::sleep(Duration::from_secs(3));
+    let o = run_command(&job, &list, &url, &sim, None, &[])
+        .envs(proxy.env(&server))
+        .envs(knobs)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(!text(&o).contains("move it aside"), "{}", text(&o));
+    let after = download(&server, &url);
+    let failures = std::fs::read_to_string(after.path().join("failures.csv")).unwrap();
+    for name in &left {
+        let reference = name.trim_end_matches(".zip");
+        let row = failures
+            .lines()
+            .find(|l| l.starts_with(&format!("{reference},")))
+            .unwrap_or_else(|| panic!("no follow-up for {reference}: {failures}"));
+        assert!(
+            row.contains(",archive,") && row.contains(",NETWORK,"),
+            "{row}"
+        );
+        assert_eq!(
+            std::fs::read(after.path().join("archives").join(name)).unwrap(),
+            std::fs::read(got.path().join("archives").join(name)).unwrap(),
+            "{name} is left as it was"
+        );
+    }
     proxy.set("");
     std::thread::sleep(Duration::from_secs(3));
     let forwarded = proxy.forwarded();

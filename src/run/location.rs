@@ -62,6 +62,9 @@ pub enum Existing {
     OtherRun(String),
     /// It does not check out; it is never overwritten. The findings, one line.
     Damaged(String),
+    /// It could not be read back from the bucket (the store failed, after its retries): nothing
+    /// is known of it, and it is left as it is for a later try to check. The error, one line.
+    Unreadable(String),
 }
 
 impl OutputLocation {
@@ -335,7 +338,7 @@ impl OutputLocation {
             Some(b) => match self.check_remote_archive(b, reference, kind, key) {
                 Ok(None) => return Existing::Absent,
                 Ok(Some(checked)) => checked,
-                Err(e) => Err(e),
+                Err(e) => return Existing::Unreadable(e),
             },
         };
         let checked = match checked {

@@ -145,6 +145,29 @@ async fn existing(ctx: &Arc<TaskContext>, item: &Item) -> Option<Done> {
             tracing::info!(reference = %item.reference, owner = %owner, "its archive belongs to another run; left to it");
             Some(Done::OtherRun)
         }
+        Existing::Unreadable(error) => {
+            // Not a finding about the archive: a transient failure of the store.
+            // The reference fails as NETWORK, retried later in this run and by the next one; the
+            // archive is left as it is.
+            let path = ctx
+                .location
+                .name()
+                .join(archive::layout::relative_path(&item.reference));
+            tracing::warn!(reference = %item.reference, "{} could not be read back to be checked ({error}); it is left as it is and checked again by a later try", path.display());
+            let failure = FetchFailure {
+                stage: Stage::Archive,
+                http_status: None,
+                error: ErrorCode::Network,
+                attempts: 0,
+                next_attempt_after: None,
+                message: error,
+            };
+            Some(Done::Failed(failure_row(
+                &item.reference,
+                item.kind,
+                &failure,
+            )))
+        }
         Existing::Damaged(findings) => {
             // Never overwritten or deleted: it may be all there is of the transaction.
             let path = ctx
