@@ -214,8 +214,19 @@ fn card(h: &mut String, id: &str, value: &str, label: &str) {
 }
 
 fn run_section(h: &mut String, r: &Value) {
+    run_header(h, r);
+    let secs = duration_seconds(r);
+    run_cards(h, r, secs);
+    outcome_tables(h, r);
+    charts(h, r, secs);
+    latency_table(h, r);
+    endpoint_table(h, r);
+    identity_table(h, r);
+}
+
+/// The title, the run id and its time span, and the status badge.
+fn run_header(h: &mut String, r: &Value) {
     let o = |k: &str| num(r, &["outcomes", k]);
-    let q = |k: &str| num(r, &["requests", k]);
     let interrupted = r.get("interrupted").and_then(Value::as_bool) == Some(true);
     let (class, status) = if interrupted {
         (
@@ -246,7 +257,12 @@ fn run_section(h: &mut String, r: &Value) {
         escape(str_at(r, &["finished_at"])),
         escape(&status)
     );
-    let secs = duration_seconds(r);
+}
+
+/// The number cards of the run.
+fn run_cards(h: &mut String, r: &Value, secs: Option<f64>) {
+    let o = |k: &str| num(r, &["outcomes", k]);
+    let q = |k: &str| num(r, &["requests", k]);
     h.push_str("<h2>This run</h2><div class=\"cards\">");
     card(h, "run-exported", &grouped(o("exported")), "exported");
     card(
@@ -277,8 +293,11 @@ fn run_section(h: &mut String, r: &Value) {
         "duration",
     );
     h.push_str("</div>\n");
+}
 
-    // Outcomes, failures by reason.
+/// Outcomes, and failures by reason.
+fn outcome_tables(h: &mut String, r: &Value) {
+    let o = |k: &str| num(r, &["outcomes", k]);
     h.push_str("<h3>Outcomes</h3><table><tr><th>outcome</th><th>references</th></tr>");
     for (k, label) in [
         ("references", "in the input (after duplicates and sharding)"),
@@ -311,12 +330,10 @@ fn run_section(h: &mut String, r: &Value) {
         }
         h.push_str("</table><p class=\"note\">The references are listed below under “Open follow-ups”, and all of them in <code>failures.csv</code>.</p>\n");
     }
+}
 
-    charts(h, r, secs);
-    latency_table(h, r);
-    endpoint_table(h, r);
-
-    // Identity of the run.
+/// The identity of the run: tool, commit, hashes, bytes.
+fn identity_table(h: &mut String, r: &Value) {
     h.push_str("<h3>Run identity</h3><table>");
     let rows: [(&str, &str, String); 9] = [
         (
