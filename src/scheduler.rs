@@ -39,79 +39,25 @@ pub fn detect(
     env: &dyn Fn(&str) -> Option<String>,
     count: Option<u32>,
 ) -> Result<Detected, String> {
-    let set: Vec<(&str, &str)> = INDEX_VARS
-        .iter()
-        .copied()
-        .filter(|(_, var)| env(var).is_some())
-        .collect();
-    let (scheduler, _) = match set.as_slice() {
-        [one] => *one,
-        [] => {
-            return Err(format!(
-                "--shard auto: no array-job index found: none of {} is set (Kubernetes Indexed \
-                 Job, AWS Batch array job, Slurm job array, Cloud Run job); outside a scheduler \
-                 give --shard K/N",
-                INDEX_VARS.map(|(_, v)| v).join(", ")
-            ));
-        }
-        many => {
-            return Err(format!(
-                "--shard auto: ambiguous: {} are all set; the index must come from one scheduler: \
-                 unset the others or give --shard K/N",
-                many.iter()
-                    .map(|(_, v)| *v)
-                    .collect::<Vec<_>>()
-                    .join(" and ")
-            ));
-        }
-    };
-    let number =
-        |var: &str| -> Result<Option<u32>, String> {
-            match env(var) {
-                None => Ok(None),
-                Some(v) => v.trim().parse::<u32>().map(Some).map_err(|_| {
-                    format!("--shard auto: {var}={v:?} is not a non-negative integer")
-                }),
-            }
-        };
-    let required = |var: &str| -> Result<u32, String> {
-        number(var)?.ok_or_else(|| format!("--shard auto: {var} is not set"))
-    };
+    let scheduler = which_scheduler(env)?;
     let (index, from_env, count_names) = match scheduler {
-        "kubernetes" => (required("JOB_COMPLETION_INDEX")?, None, "--shard-count"),
+        "kubernetes" => (
+            required(env, "JOB_COMPLETION_INDEX")?,
+            None,
+            "--shard-count",
+        ),
         "aws-batch" => (
-            required("AWS_BATCH_JOB_ARRAY_INDEX")?,
-            number("AWS_BATCH_JOB_ARRAY_SIZE")?.map(|n| ("AWS_BATCH_JOB_ARRAY_SIZE", n)),
+            required(env, "AWS_BATCH_JOB_ARRAY_INDEX")?,
+            number(env, "AWS_BATCH_JOB_ARRAY_SIZE")?.map(|n| ("AWS_BATCH_JOB_ARRAY_SIZE", n)),
             "AWS_BATCH_JOB_ARRAY_SIZE or --shard-count",
         ),
-        "slurm" => {
-            let id = required("SLURM_ARRAY_TASK_ID")?;
-            let min = required("SLURM_ARRAY_TASK_MIN")?;
-            let task_count = required("SLURM_ARRAY_TASK_COUNT")?;
-            if let Some(step) = number("SLURM_ARRAY_TASK_STEP")?
-                && step != 1
-            {
-                return Err(format!(
-                    "--shard auto: SLURM_ARRAY_TASK_STEP={step}: the array must be contiguous \
-                     (--array=0-{}), so that SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN numbers \
-                     the shards 0 to N-1",
-                    task_count.saturating_sub(1)
-                ));
-            }
-            let index = id.checked_sub(min).ok_or_else(|| {
-                format!(
-                    "--shard auto: SLURM_ARRAY_TASK_ID={id} is below SLURM_ARRAY_TASK_MIN={min}"
-                )
-            })?;
-            (
-                index,
-                Some(("SLURM_ARRAY_TASK_COUNT", task_count)),
-                "SLURM_ARRAY_TASK_COUNT",
-            )
-        }
+        "slurm" => slurm(env)?,
         _ => (
-            required("CLOUD_RUN_TASK_INDEX")?,
-            Some(("CLOUD_RUN_TASK_COUNT", required("CLOUD_RUN_TASK_COUNT")?)),
+            required(env, "CLOUD_RUN_TASK_INDEX")?,
+            Some((
+                "CLOUD_RUN_TASK_COUNT",
+                required(env, "CLOUD_RUN_TASK_COUNT")?,
+            )),
             "CLOUD_RUN_TASK_COUNT",
         ),
     };
@@ -144,6 +90,78 @@ pub fn detect(
         shard: Shard { index, count },
         scheduler,
     })
+}
+
+/// The one scheduler whose index variable is set.
+fn which_scheduler(env: &dyn Fn(&str) -> Option<String>) -> Result<&'static str, String> {
+    let set: Vec<(&str, &str)> = INDEX_VARS
+        .iter()
+        .copied()
+        .filter(|(_, var)| env(var).is_some())
+        .collect();
+    match set.as_slice() {
+        [one] => Ok(one.0),
+        [] => Err(format!(
+            "--shard auto: no array-job index found: none of {} is set (Kubernetes Indexed \
+                 Job, AWS Batch array job, Slurm job array, Cloud Run job); outside a scheduler \
+                 give --shard K/N",
+            INDEX_VARS.map(|(_, v)| v).join(", ")
+        )),
+        many => Err(format!(
+            "--shard auto: ambiguous: {} are all set; the index must come from one scheduler: \
+                 unset the others or give --shard K/N",
+            many.iter()
+                .map(|(_, v)| *v)
+                .collect::<Vec<_>>()
+                .join(" and ")
+        )),
+    }
+}
+
+/// A scheduler's index, its count variable and value if it sets one, and what gives the count.
+type FromEnv = (u32, Option<(&'static str, u32)>, &'static str);
+
+/// Slurm's shard: `SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN` of `SLURM_ARRAY_TASK_COUNT`, for a
+/// contiguous array only.
+fn slurm(env: &dyn Fn(&str) -> Option<String>) -> Result<FromEnv, String> {
+    let id = required(env, "SLURM_ARRAY_TASK_ID")?;
+    let min = required(env, "SLURM_ARRAY_TASK_MIN")?;
+    let task_count = required(env, "SLURM_ARRAY_TASK_COUNT")?;
+    if let Some(step) = number(env, "SLURM_ARRAY_TASK_STEP")?
+        && step != 1
+    {
+        return Err(format!(
+            "--shard auto: SLURM_ARRAY_TASK_STEP={step}: the array must be contiguous \
+                     (--array=0-{}), so that SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN numbers \
+                     the shards 0 to N-1",
+            task_count.saturating_sub(1)
+        ));
+    }
+    let index = id.checked_sub(min).ok_or_else(|| {
+        format!("--shard auto: SLURM_ARRAY_TASK_ID={id} is below SLURM_ARRAY_TASK_MIN={min}")
+    })?;
+    Ok((
+        index,
+        Some(("SLURM_ARRAY_TASK_COUNT", task_count)),
+        "SLURM_ARRAY_TASK_COUNT",
+    ))
+}
+
+/// The value of `var` as a number; `None` when unset.
+fn number(env: &dyn Fn(&str) -> Option<String>, var: &str) -> Result<Option<u32>, String> {
+    match env(var) {
+        None => Ok(None),
+        Some(v) => v
+            .trim()
+            .parse::<u32>()
+            .map(Some)
+            .map_err(|_| format!("--shard auto: {var}={v:?} is not a non-negative integer")),
+    }
+}
+
+/// The value of `var`, which must be set.
+fn required(env: &dyn Fn(&str) -> Option<String>, var: &str) -> Result<u32, String> {
+    number(env, var)?.ok_or_else(|| format!("--shard auto: {var} is not set"))
 }
 
 #[cfg(test)]
