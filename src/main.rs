@@ -2,6 +2,10 @@
 
 use clap::Parser;
 
+/// How often free heap pages are handed back to the kernel.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const TRIM_EVERY_SECONDS: u64 = 5;
+
 fn main() {
     // Bodies stream through hyper's read buffers (up to ~400 KiB each, one or two per
     // connection); nothing the size of an archive is allocated any more. Below 512 KiB blocks come
@@ -17,6 +21,22 @@ fn main() {
         libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 10);
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
+    // The trim threshold gives back only the top of a heap: pages freed between live blocks stay
+    // resident, and over a long run they add up (a 1M-reference run held 31 MiB of anonymous
+    // memory for a live heap of 14). Every few seconds, free pages go back to the kernel.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    let _ = std::thread::Builder::new()
+        .name("malloc-trim".into())
+        .spawn(|| {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(TRIM_EVERY_SECONDS));
+                // SAFETY: malloc_trim only returns free memory to the kernel; it takes the
+                // allocator's own locks.
+                unsafe {
+                    libc::malloc_trim(0);
+                }
+            }
+        });
     let cli = jumio_export::cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

@@ -15,6 +15,8 @@ use crate::Kind;
 use crate::outcome::{ErrorCode, Stage};
 use crate::output::failures::FailureRow;
 
+mod follow_ups;
+
 /// Why the dataset cannot be built on.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogueError {
@@ -34,6 +36,10 @@ pub enum CatalogueError {
         /// Missing, or the sizes.
         problem: String,
     },
+    /// The sorts that rebuild the open follow-ups failed (their unnamed files in the
+    /// dataset's file system), or so did what the rows were handed to.
+    #[error("rebuilding the open follow-ups: {0}")]
+    Spool(io::Error),
     /// Reading a part failed.
     #[error("reading {path}: {source}")]
     Read {
@@ -170,52 +176,6 @@ impl Catalogue {
             .collect())
     }
 
-    /// The open follow-ups after these commits, given `open`, the open follow-ups of the
-    /// commits read before them ([`Catalogue::open_failures`] of an earlier catalogue): the same
-    /// rows as reading every commit again, at the cost of reading only these. Per (reference,
-    /// kind) the row of the latest run wins; whatever these commits exported is closed.
-    pub fn open_failures_after(
-        &self,
-        open: Vec<Recorded>,
-    ) -> Result<Vec<Recorded>, CatalogueError> {
-        let mut rows = open;
-        let mut at: HashMap<(String, Kind), usize> = rows
-            .iter()
-            .enumerate()
-            .map(|(i, r)| ((r.row.reference.clone(), r.row.kind), i))
-            .collect();
-        for r in self.latest_failures()? {
-            let key = (r.row.reference.clone(), r.row.kind);
-            match at.get(&key) {
-                Some(&i) if rows[i].run <= r.run => rows[i] = r,
-                Some(_) => {}
-                None => {
-                    at.insert(key, rows.len());
-                    rows.push(r);
-                }
-            }
-        }
-        drop(at);
-        // By reference, so an exported row is looked up without allocating a key.
-        let mut by_reference: HashMap<&str, Vec<usize>> = HashMap::new();
-        for (i, r) in rows.iter().enumerate() {
-            by_reference.entry(&r.row.reference).or_default().push(i);
-        }
-        let mut closed = vec![false; rows.len()];
-        self.for_each_exported(|reference, kind| {
-            for &i in by_reference.get(reference).into_iter().flatten() {
-                closed[i] |= rows[i].row.kind == kind;
-            }
-            Ok(())
-        })?;
-        drop(by_reference);
-        Ok(rows
-            .into_iter()
-            .zip(closed)
-            .filter_map(|(r, closed)| (!closed).then_some(r))
-            .collect())
-    }
-
     /// The tables of which these commits list at least one part.
     pub fn tables_with_parts(&self) -> BTreeSet<String> {
         self.commits
@@ -300,6 +260,7 @@ mod tests {
     use crate::dataset::{FAILURES_TABLE, RunId};
     use crate::flatten::{self, ArchiveSummary, FailureRecord};
     use crate::output::fsmode::Modes;
+    use crate::spill;
 
     /// Commits one run with `exported` netverify rows and `failed` (reference, error) rows.
     fn commit(root: &Path, run: &str, exported: &[&str], failed: &[(&str, &str)], csv_only: bool) {
@@ -473,7 +434,18 @@ mod tests {
         );
         let since = Catalogue::read_except(root, &runs).unwrap();
         assert_eq!(since.commits().len(), 1);
-        let incremental = rows_of(since.open_failures_after(open).unwrap());
+        let mut incremental = Vec::new();
+        let handed = since
+            .for_each_open_failure_after(open, root, |row, run| {
+                incremental.push(Recorded {
+                    row: row.clone(),
+                    run: run.to_string(),
+                });
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(handed, 3);
+        let incremental = rows_of(incremental);
         let full = rows_of(Catalogue::read(root).unwrap().open_failures().unwrap());
         assert_eq!(incremental, full);
         assert_eq!(
@@ -489,6 +461,59 @@ mod tests {
                 ("z".into(), Kind::Netverify, "PENDING".into(), middle.into()),
             ]
         );
+    }
+
+    #[test]
+    fn open_follow_ups_rebuilt_through_spilled_sorts_equal_reading_every_commit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let runs = [
+            "20261201T000000Z-0001",
+            "20261202T000000Z-0002",
+            "20261203T000000Z-0003",
+        ];
+        let errors = ["PENDING", "NOT_FOUND", "NETWORK"];
+        let names: Vec<String> = (0..240)
+            .map(|i| format!("ref-{:03}", (i * 7) % 240))
+            .collect();
+        // Run k exports the references i ≡ k + 1 (mod 5) and fails those i ≡ k (mod 2) that no
+        // run up to it exported (a run never fails what the commits it started from exported):
+        // rows that later runs replace, close, or leave open, in no sorted order.
+        for (k, run) in runs.iter().enumerate() {
+            let exported: Vec<&str> = (0..240)
+                .filter(|i| i % 5 == k + 1)
+                .map(|i| names[i].as_str())
+                .collect();
+            let failed: Vec<(&str, &str)> = (0..240)
+                .filter(|i| (1..=k + 1).all(|j| i % 5 != j) && i % 2 == k % 2)
+                .map(|i| (names[i].as_str(), errors[(i + k) % 3]))
+                .collect();
+            commit(root, run, &exported, &failed, k == 1);
+        }
+        let all = Catalogue::read(root).unwrap();
+        let start_runs: BTreeSet<String> = [runs[0].to_string()].into();
+        let later: BTreeSet<String> = runs[1..].iter().map(|r| r.to_string()).collect();
+        let start = Catalogue::read_except(root, &later).unwrap();
+        assert_eq!(start.commits().len(), 1);
+        let open = start.open_failures().unwrap();
+        let since = Catalogue::read_except(root, &start_runs).unwrap();
+        for budget in [256, spill::DEFAULT_BUDGET] {
+            let mut rebuilt = Vec::new();
+            since
+                .open_failures_after_within(open.clone(), root, budget, |row, run| {
+                    rebuilt.push(Recorded {
+                        row: row.clone(),
+                        run: run.to_string(),
+                    });
+                    Ok(())
+                })
+                .unwrap();
+            let references: Vec<&str> = rebuilt.iter().map(|r| r.row.reference.as_str()).collect();
+            assert!(references.is_sorted(), "in reference order");
+            let full = rows_of(all.open_failures().unwrap());
+            assert!(full.len() > 50, "{} open", full.len());
+            assert_eq!(rows_of(rebuilt), full, "budget {budget}");
+        }
     }
 
     #[test]

@@ -15,11 +15,39 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use crate::dataset::catalogue::Recorded;
 use crate::dataset::commit::Commit;
+use crate::output::failures::FailureRow;
 
 /// References listed per error among the open follow-ups; the rest are in `failures.csv`.
 pub const FIRST_REFERENCES: usize = 20;
+
+/// What the page says of the open follow-ups (the rows of `failures.csv`): how many there are
+/// per error and the first references of each, gathered as the rows are written.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct FollowUps {
+    by_error: BTreeMap<String, (u64, Vec<String>)>,
+}
+
+impl FollowUps {
+    /// Counts one open follow-up.
+    pub fn add(&mut self, row: &FailureRow) {
+        let error = row.error.as_str();
+        if !self.by_error.contains_key(error) {
+            self.by_error.insert(error.to_string(), (0, Vec::new()));
+        }
+        if let Some((count, first)) = self.by_error.get_mut(error) {
+            *count += 1;
+            if first.len() < FIRST_REFERENCES {
+                first.push(row.reference.clone());
+            }
+        }
+    }
+
+    /// How many were counted.
+    pub fn total(&self) -> u64 {
+        self.by_error.values().map(|(count, _)| count).sum()
+    }
+}
 
 /// Commit rows shown, the latest ones; the totals cover all.
 pub const MAX_COMMIT_ROWS: usize = 500;
@@ -177,9 +205,9 @@ table,svg,.cards,section.chart{break-inside:avoid}a{color:inherit;text-decoratio
 ";
 
 /// The whole page. `report` is the run's report (the object of `report.json`); `commits` are
-/// every commit of the dataset in run order; `follow_ups` the dataset's open follow-ups (the
-/// rows of `failures.csv`).
-pub fn render(report: &Value, commits: &[CommitSummary], follow_ups: &[Recorded]) -> String {
+/// every commit of the dataset in run order; `follow_ups` what the rows of `failures.csv` (the
+/// dataset's open follow-ups) come to.
+pub fn render(report: &Value, commits: &[CommitSummary], follow_ups: &FollowUps) -> String {
     let mut h = String::with_capacity(64 * 1024);
     let run = str_at(report, &["run"]);
     h.push_str("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">");
@@ -636,7 +664,7 @@ fn endpoint_table(h: &mut String, r: &Value) {
     h.push_str("</table>\n");
 }
 
-fn dataset_section(h: &mut String, commits: &[CommitSummary], follow_ups: &[Recorded]) {
+fn dataset_section(h: &mut String, commits: &[CommitSummary], follow_ups: &FollowUps) {
     let sum = |f: fn(&CommitSummary) -> u64| commits.iter().map(f).sum::<u64>();
     h.push_str("<h2>The dataset</h2><p>Every commit of this output location (<code>commits/*.json</code>); what no commit lists is not part of the dataset.</p><div class=\"cards\">");
     card(
@@ -660,7 +688,7 @@ fn dataset_section(h: &mut String, commits: &[CommitSummary], follow_ups: &[Reco
     card(
         h,
         "dataset-open",
-        &grouped(follow_ups.len() as u64),
+        &grouped(follow_ups.total()),
         "open follow-ups",
     );
     card(
@@ -718,15 +746,11 @@ fn dataset_section(h: &mut String, commits: &[CommitSummary], follow_ups: &[Reco
     h.push_str("</table>\n");
 
     h.push_str("<h3>Open follow-ups</h3>");
-    if follow_ups.is_empty() {
+    if follow_ups.total() == 0 {
         h.push_str(
             "<p id=\"follow-ups-none\">None: every reference some run tried was exported.</p>\n",
         );
         return;
-    }
-    let mut by_error: BTreeMap<&str, Vec<&Recorded>> = BTreeMap::new();
-    for r in follow_ups {
-        by_error.entry(r.row.error.as_str()).or_default().push(r);
     }
     let _ = write!(
         h,
@@ -737,21 +761,20 @@ fn dataset_section(h: &mut String, commits: &[CommitSummary], follow_ups: &[Reco
          <code>next_attempt_after</code>).</p>"
     );
     h.push_str("<table><tr><th>error</th><th>references</th><th>first references</th></tr>");
-    for (error, rows) in &by_error {
+    for (error, (count, first)) in &follow_ups.by_error {
         let e = escape(error);
-        let first: Vec<String> = rows
+        let first: Vec<String> = first
             .iter()
-            .take(FIRST_REFERENCES)
-            .map(|r| format!("<code>{}</code>", escape(&r.row.reference)))
+            .map(|reference| format!("<code>{}</code>", escape(reference)))
             .collect();
-        let more = rows.len().saturating_sub(FIRST_REFERENCES);
+        let more = count.saturating_sub(first.len() as u64);
         let _ = write!(
             h,
             "<tr><td><code>{e}</code></td><td class=\"n\" id=\"open-{e}\">{}</td><td>{}{}</td></tr>",
-            grouped(rows.len() as u64),
+            grouped(*count),
             first.join(" "),
             if more > 0 {
-                format!(" … and {} more in failures.csv", grouped(more as u64))
+                format!(" … and {} more in failures.csv", grouped(more))
             } else {
                 String::new()
             }
@@ -765,21 +788,21 @@ mod tests {
     use super::*;
     use crate::kind::Kind;
     use crate::outcome::{ErrorCode, Stage};
-    use crate::output::failures::FailureRow;
 
-    fn follow_up(reference: &str, error: ErrorCode) -> Recorded {
-        Recorded {
-            row: FailureRow {
-                reference: reference.into(),
+    fn follow_ups(rows: impl IntoIterator<Item = (String, ErrorCode)>) -> FollowUps {
+        let mut follow_ups = FollowUps::default();
+        for (reference, error) in rows {
+            follow_ups.add(&FailureRow {
+                reference,
                 kind: Kind::Netverify,
                 stage: Stage::Status,
                 http_status: None,
                 error,
                 attempts: 1,
                 next_attempt_after: None,
-            },
-            run: "r1".into(),
+            });
         }
+        follow_ups
     }
 
     #[test]
@@ -799,7 +822,8 @@ mod tests {
             root_hash: "'h'".into(),
             ..Default::default()
         }];
-        let html = render(&report, &commits, &[follow_up("ref-1", ErrorCode::Pending)]);
+        let open = follow_ups([("ref-1".to_string(), ErrorCode::Pending)]);
+        let html = render(&report, &commits, &open);
         for raw in [
             "<script", "<b>", "<v>", "<hash>", "st<atus", "c<1>", "a&b", "'h'",
         ] {
@@ -821,10 +845,8 @@ mod tests {
 
     #[test]
     fn follow_ups_name_the_first_references_and_point_at_failures_csv() {
-        let rows: Vec<Recorded> = (0..FIRST_REFERENCES + 5)
-            .map(|i| follow_up(&format!("ref-{i:03}"), ErrorCode::NotFound))
-            .collect();
-        let html = render(&serde_json::json!({}), &[], &rows);
+        let rows = (0..FIRST_REFERENCES + 5).map(|i| (format!("ref-{i:03}"), ErrorCode::NotFound));
+        let html = render(&serde_json::json!({}), &[], &follow_ups(rows));
         assert!(html.contains(&format!("ref-{:03}", FIRST_REFERENCES - 1)));
         assert!(!html.contains(&format!("ref-{:03}", FIRST_REFERENCES)));
         assert!(html.contains("and 5 more in failures.csv"));

@@ -14,7 +14,7 @@ use crate::dataset::commit::{
     self as commit_record, ArchivesRecord, COMMIT_FORMAT, Commit, CsvFormulas, OutputRecord,
 };
 use crate::output::report::{ROOT_HASH_METHOD, Report};
-use crate::output::report_html::{self, CommitSummary};
+use crate::output::report_html::{self, CommitSummary, FollowUps};
 use crate::output::signing::{self, CommitSigner};
 
 /// Publishes the run: commit, then `failures.csv`, then `report.json` and `report.html`
@@ -65,10 +65,16 @@ pub async fn publish(
         // and any a concurrent shard published meanwhile (the dataset is not read again).
         let since = Catalogue::read_except(location.root(), &start.runs)
             .map_err(|e| RunError::Dataset(e.to_string()))?;
-        let follow_ups = since
-            .open_failures_after(start.open)
-            .map_err(|e| RunError::Dataset(e.to_string()))?;
-        location.write_failures(&follow_ups)?;
+        let mut follow_ups = FollowUps::default();
+        location.write_failures(|w| {
+            since
+                .for_each_open_failure_after(start.open, location.root(), |row, run| {
+                    follow_ups.add(row);
+                    w.write(row, run)
+                })
+                .map(drop)
+                .map_err(|e| RunError::Dataset(e.to_string()))
+        })?;
         location.write_report_value(&report_json)?;
         let commits = commit_summaries(location.root())?;
         location.write_report_html(&report_html::render(&report_json, &commits, &follow_ups))

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 
 use super::RunError;
 use crate::Kind;
-use crate::dataset::catalogue::{Catalogue, Recorded};
+use crate::dataset::catalogue::Catalogue;
 use crate::dataset::commit::Commit;
 use crate::dataset::parts::{PART_BYTES, PART_ROWS, PartOptions};
 use crate::dataset::publish::Published;
@@ -572,16 +572,18 @@ impl OutputLocation {
         }
     }
 
-    /// Rewrites `failures.csv` (temporary name, rename) with the dataset's open follow-ups.
-    pub fn write_failures(&self, rows: &[Recorded]) -> Result<(), RunError> {
+    /// Rewrites `failures.csv` (temporary name, rename) with the dataset's open follow-ups, which
+    /// `fill` hands to the writer it is given.
+    pub fn write_failures(
+        &self,
+        fill: impl FnOnce(&mut FailuresWriter) -> Result<(), RunError>,
+    ) -> Result<(), RunError> {
         let output = |e: io::Error| RunError::Output {
             what: dataset::FAILURES_CSV.into(),
             message: e.to_string(),
         };
         let mut w = FailuresWriter::create(&self.root, self.modes).map_err(output)?;
-        for r in rows {
-            w.write(&r.row, &r.run).map_err(output)?;
-        }
+        fill(&mut w)?;
         w.finish().map_err(output)?;
         self.upload_overwrite(dataset::FAILURES_CSV).map_err(output)
     }
