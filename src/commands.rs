@@ -267,6 +267,7 @@ async fn execute_job(
         Err(
             e @ (run::RunError::LegacyLayout { .. }
             | run::RunError::PiiProfile { .. }
+            | run::RunError::ArchiveMode(_)
             | run::RunError::StoreSettings(_)),
         ) => {
             eprintln!("error: {e}");
