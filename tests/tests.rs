@@ -2,6 +2,9 @@
 
 // Hostile responses, hrefs, redirects, names, input and job files: a numbered catalogue.
 mod adversarial;
+// Archives encrypted to public keys with age: opened by the Debian age tool, verified without
+// an identity, taken over after kill -9 without a request, and a mode mismatch stopping a run.
+mod age;
 // The benchmark harness's core on a tiny population (nothing timed is asserted).
 mod bench_smoke;
 // ZIP archives: names, determinism, manifest, tamper detection, the system unzip.
