@@ -35,7 +35,7 @@ mod resume;
 // The simulator: documented shapes, auth rules, determinism, faults, request log.
 // Shared helpers: the binary with credentials, exportable simulator references.
 mod support;
-// Peers (unzip, 7-Zip, sha256sum, DuckDB, sqlglot, PostgreSQL, a tmpfs mount): found on PATH; a missing one skips with
+// Peers (unzip, 7-Zip, sha256sum, age, DuckDB, sqlglot, PostgreSQL, a tmpfs mount): found on PATH; a missing one skips with
 // a message on a developer machine and fails the test when CI is set.
 mod peers;
 // Canary credentials searched for in every log line, error, table, report and archive.
