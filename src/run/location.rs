@@ -1556,6 +1556,65 @@ mod tests {
     }
 
     #[test]
+    fn takeover_records_outlive_a_run_without_a_commit_until_a_commit_lists_the_archive() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let record = |run: &str, reference: &str| TakeoverRecord {
+            format: takeover::TAKEOVER_FORMAT.into(),
+            run: run.into(),
+            reference: reference.into(),
+            kind: "netverify".into(),
+            pii: Pii::Full,
+            archive: archive::layout::age_relative_path(reference),
+            sha256: "ab".repeat(32),
+            bytes: 1,
+            files: vec![],
+            row: vec![],
+        };
+        let writer = open(root);
+        let dead = writer.run().to_string();
+        for r in ["r1", "r2"] {
+            writer.write_takeover_record(&record(&dead, r)).unwrap();
+        }
+        let scratch = root.join(format!("runs/{dead}"));
+        std::fs::write(scratch.join("r3.zip.tmp"), b"plain").unwrap();
+        // Ends without a commit: its records stay, its temporaries go.
+        drop(writer);
+        let records = scratch.join(takeover::TAKEOVER_DIR);
+        assert!(records.join("r1.json").exists() && records.join("r2.json").exists());
+        assert!(!scratch.join("r3.zip.tmp").exists());
+        // A later run: nothing lists the archives yet, so the sweep keeps the records.
+        drop(open(root));
+        assert!(records.join("r1.json").exists() && records.join("r2.json").exists());
+        // r1 was taken over by a run that committed: its record goes, r2's stays.
+        let taker = "20200101T000000Z-7a7a";
+        std::fs::create_dir_all(root.join("archives/.claims/r1")).unwrap();
+        std::fs::write(root.join(format!("archives/.claims/r1/{dead}")), taker).unwrap();
+        std::fs::write(root.join(format!("commits/{taker}.json")), b"{}").unwrap();
+        drop(open(root));
+        assert!(!records.join("r1.json").exists() && records.join("r2.json").exists());
+        // A run whose commit lists its archives keeps no record when it ends.
+        let committer = open(root);
+        let run = committer.run().to_string();
+        committer.write_takeover_record(&record(&run, "r4")).unwrap();
+        let commit = Commit {
+            format: dataset::commit::COMMIT_FORMAT.into(),
+            run: run.clone(),
+            report: serde_json::json!({}),
+            parts: vec![],
+            archives: dataset::commit::ArchivesRecord {
+                count: 1,
+                root_hash: String::new(),
+                root_hash_method: String::new(),
+            },
+            output: Default::default(),
+        };
+        committer.write_commit(&commit).unwrap();
+        drop(committer);
+        assert!(!root.join(format!("runs/{run}")).exists());
+    }
+
+    #[test]
     fn a_missing_archive_is_absent() {
         let tmp = tempfile::tempdir().unwrap();
         let loc = open(tmp.path());
