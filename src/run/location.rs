@@ -1596,7 +1596,9 @@ mod tests {
         // A run whose commit lists its archives keeps no record when it ends.
         let committer = open(root);
         let run = committer.run().to_string();
-        committer.write_takeover_record(&record(&run, "r4")).unwrap();
+        committer
+            .write_takeover_record(&record(&run, "r4"))
+            .unwrap();
         let commit = Commit {
             format: dataset::commit::COMMIT_FORMAT.into(),
             run: run.clone(),
