@@ -288,6 +288,27 @@ fn archives_encrypted_to_an_age_and_an_ssh_key_open_with_the_age_tool_and_verify
         &["--age-identity-env", "AUDITOR_AGE_IDENTITY"],
     );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // An identity that is not a recipient: verify tried to open every archive, and says so.
+    let stranger = keys.dir.path().join("stranger.txt");
+    let o = Command::new(crate::peers::require("age-keygen").unwrap())
+        .arg("-o")
+        .arg(&stranger)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let stranger = std::fs::read_to_string(&stranger).unwrap();
+    let o = verify(
+        &d.out,
+        &[("AUDITOR_AGE_IDENTITY", stranger.as_str())],
+        &["--age-identity-env", "AUDITOR_AGE_IDENTITY"],
+    );
+    let report = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{report}");
+    assert_eq!(
+        report.matches("does not decrypt with the identity given").count(),
+        refs.len(),
+        "{report}"
+    );
     // A changed ciphertext is caught without an identity.
     let (first, _) = &refs[0];
     let path = d.out.join(format!("archives/{first}.zip.age"));
