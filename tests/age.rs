@@ -305,7 +305,9 @@ fn archives_encrypted_to_an_age_and_an_ssh_key_open_with_the_age_tool_and_verify
     let report = text(&o);
     assert_eq!(o.status.code(), Some(1), "{report}");
     assert_eq!(
-        report.matches("does not decrypt with the identity given").count(),
+        report
+            .matches("does not decrypt with the identity given")
+            .count(),
         refs.len(),
         "{report}"
     );

@@ -393,25 +393,23 @@ fn same_archive_mode(
     Err(RunError::ArchiveMode(mode_mismatch(
         &job.path,
         wanted,
-        found,
-        &format!("commit {run} lists"),
+        wanted.setting_between(found),
+        &format!("commit {run} lists {}", found.describe()),
     )))
 }
 
-/// The exit-2 message of a run of mode `wanted` meeting archives of mode `found` (`where_`:
-/// "commit R lists", "archives/X.zip is"): names the setting that differs.
+/// The exit-2 message of a run of mode `wanted` meeting archives that `setting` tells apart
+/// (`found`: "commit R lists …", "archives/X.zip is …").
 pub fn mode_mismatch(
     job: &std::path::Path,
     wanted: crate::output::archive::ArchiveMode,
-    found: crate::output::archive::ArchiveMode,
-    where_: &str,
+    setting: &str,
+    found: &str,
 ) -> String {
-    let setting = wanted.setting_between(found);
     format!(
-        "{}: {setting} differs from the dataset: this run writes {}, but {where_} {}. A dataset holds one archive mode and no archive is ever replaced: set {setting} as the dataset was written, or export into another location",
+        "{}: {setting} differs from the dataset: this run writes {}, but {found}. A dataset holds one archive mode and no archive is ever replaced: set {setting} as the dataset was written, or export into another location",
         job.display(),
         wanted.describe(),
-        found.describe()
     )
 }
 

@@ -178,11 +178,7 @@ async fn existing(ctx: &Arc<TaskContext>, item: &Item) -> Option<Done> {
         Existing::Mismatch { setting, found } => {
             // Never fetched again and replaced: the run stops (exit 2) and says which setting
             // differs.
-            let message = format!(
-                "{}: {setting} differs from the dataset: this run writes {}, but {found}. A dataset holds one archive mode and no archive is ever replaced: set {setting} as the dataset was written, or export into another location",
-                ctx.job_path.display(),
-                ctx.archive_mode.describe(),
-            );
+            let message = super::mode_mismatch(&ctx.job_path, ctx.archive_mode, setting, &found);
             if ctx.shutdown.abort(StopReason::Mismatch(message.clone())) {
                 tracing::error!("stopping: {message}");
             }
