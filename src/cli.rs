@@ -65,6 +65,12 @@ pub enum Command {
         /// without it the pseudonymised columns are not compared with the archives.
         #[arg(long, value_name = "VAR")]
         pii_key_env: Option<String>,
+        /// Environment variable holding an age identity (`AGE-SECRET-KEY-1…` lines, or an
+        /// unencrypted OpenSSH private key) that opens the dataset's age archives, to check
+        /// their manifests, rows and files rows too; without it they are checked by their
+        /// ciphertext's sha256.
+        #[arg(long, value_name = "VAR")]
+        age_identity_env: Option<String>,
     },
     /// Upgrade a directory written before datasets (top-level netverify.csv …) in place:
     /// old files into legacy/, its archives listed in a first commit; fetches nothing.

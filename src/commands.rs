@@ -7,7 +7,7 @@ use crate::cli::{Command, RunFlags};
 use crate::exit::ExitCode;
 use crate::input;
 use crate::job::{self, Credentials, Job, Overrides};
-use crate::output::archive::ArchiveKey;
+use crate::output::archive::{AgeIdentities as ArchiveIdentities, ArchiveKey};
 use crate::run::{self, RunOptions};
 
 /// Runs a parsed command line and returns the process exit code.
@@ -29,16 +29,24 @@ pub async fn execute(command: Command) -> ExitCode {
             key_env,
             public_key,
             pii_key_env,
+            age_identity_env,
         } => match crate::store::BucketUrl::parse(&dir) {
             None => verify(
                 &dir,
                 since.as_deref(),
                 &key_env,
                 public_key.as_deref(),
-                pii_key_env.as_deref(),
+                (pii_key_env.as_deref(), age_identity_env.as_deref()),
             ),
             Some(url) => {
-                verify_bucket(url, since.as_deref(), &key_env, public_key, pii_key_env).await
+                verify_bucket(
+                    url,
+                    since.as_deref(),
+                    &key_env,
+                    public_key,
+                    (pii_key_env, age_identity_env),
+                )
+                .await
             }
         },
         Command::Upgrade { location, key_env } => upgrade(&location, &key_env).await,
@@ -267,6 +275,7 @@ async fn execute_job(
         Err(
             e @ (run::RunError::LegacyLayout { .. }
             | run::RunError::PiiProfile { .. }
+            | run::RunError::ArchiveMode(_)
             | run::RunError::StoreSettings(_)),
         ) => {
             eprintln!("error: {e}");
@@ -340,7 +349,7 @@ async fn verify_bucket(
     since: Option<&str>,
     key_env: &str,
     public_key: Option<std::path::PathBuf>,
-    pii_key_env: Option<String>,
+    (pii_key_env, age_identity_env): (Option<String>, Option<String>),
 ) -> ExitCode {
     let url = match url {
         Ok(u) => u,
@@ -381,7 +390,7 @@ async fn verify_bucket(
             since.as_deref(),
             &key_env,
             public_key.as_deref(),
-            pii_key_env.as_deref(),
+            (pii_key_env.as_deref(), age_identity_env.as_deref()),
         )
     })
     .await
@@ -393,8 +402,23 @@ fn verify(
     since: Option<&str>,
     key_env: &str,
     public_key: Option<&Path>,
-    pii_key_env: Option<&str>,
+    (pii_key_env, age_identity_env): (Option<&str>, Option<&str>),
 ) -> ExitCode {
+    let age_identities = match age_identity_env {
+        None => None,
+        Some(var) => match std::env::var(var).map(|text| ArchiveIdentities::parse(&text)) {
+            Ok(Ok(ids)) => Some(ids),
+            // The reason names what is wrong, never the variable's content.
+            Ok(Err(why)) => {
+                eprintln!("error: --age-identity-env: {var} holds {why}");
+                return ExitCode::Usage;
+            }
+            Err(_) => {
+                eprintln!("error: --age-identity-env: {var} is not set (or not UTF-8)");
+                return ExitCode::Usage;
+            }
+        },
+    };
     let pseudonymiser = match pii_key_env {
         None => None,
         Some(var) => match std::env::var_os(var)
@@ -434,6 +458,7 @@ fn verify(
         since,
         public_key: public_key.as_ref(),
         pseudonymiser: pseudonymiser.as_ref(),
+        age_identities: age_identities.as_ref(),
     };
     match crate::verify::verify_with(dir, opts) {
         Ok(report) => {

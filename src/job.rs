@@ -449,6 +449,9 @@ pub struct OutputSettings {
     pub encrypt_archives: bool,
     /// The environment variable holding the archive key (default `JUMIO_EXPORT_ARCHIVE_KEY`).
     pub archive_key_env: String,
+    /// Public keys (age X25519 `age1…`, SSH `ssh-ed25519 …`) every archive is encrypted to with
+    /// age (`archives/{reference}.zip.age`); empty: no age encryption. Each one parses.
+    pub age_recipients: Vec<String>,
     /// Permissions of every file written, whatever the umask (default `0600`).
     pub file_mode: u32,
     /// Permissions of every directory created, whatever the umask (default `0700`).
@@ -466,6 +469,21 @@ pub struct OutputSettings {
     /// For a bucket (`s3://…`): endpoint, region, plain HTTP to a loopback endpoint, SSE.
     /// Credentials are never job keys: they come from the cloud's environment chain.
     pub store: crate::store::StoreSettings,
+}
+
+impl OutputSettings {
+    /// How the archives are protected: age when `age_recipients` are given, ZIP AES with
+    /// `encrypt_archives`, else plain ZIP.
+    pub fn archive_mode(&self) -> crate::output::archive::ArchiveMode {
+        use crate::output::archive::ArchiveMode;
+        if !self.age_recipients.is_empty() {
+            ArchiveMode::Age
+        } else if self.encrypt_archives {
+            ArchiveMode::ZipAes
+        } else {
+            ArchiveMode::Zip
+        }
+    }
 }
 
 /// Where in a job file a problem is.
@@ -1119,14 +1137,17 @@ fn output_settings(
         ));
     }
     let pii = pii.value;
+    let encrypt_archives = o.encrypt_archives.unwrap_or(defaults::ENCRYPT_ARCHIVES);
+    let age_recipients = age_recipients(ctx, &o.age_recipients, encrypt_archives)?;
     let write = defaults::WRITE_TABLES_AND_ARCHIVES;
     Ok(OutputSettings {
         dir,
         csv: o.csv.unwrap_or(write),
         parquet: o.parquet.unwrap_or(write),
         archives: o.archives.unwrap_or(write),
-        encrypt_archives: o.encrypt_archives.unwrap_or(defaults::ENCRYPT_ARCHIVES),
+        encrypt_archives,
         archive_key_env,
+        age_recipients,
         file_mode: mode(
             ctx,
             "[output] file_mode",
@@ -1159,6 +1180,47 @@ fn output_settings(
             sse_kms_key_id: o.sse_kms_key_id.clone(),
         },
     })
+}
+
+/// `[output] age_recipients`: every entry an age or SSH public key (an error names the index,
+/// never the text); not together with `encrypt_archives` (one archive mode per dataset).
+fn age_recipients(
+    ctx: &Ctx<'_>,
+    file: &Option<Spanned<Vec<Spanned<String>>>>,
+    encrypt_archives: bool,
+) -> Result<Vec<String>, JobError> {
+    const KEY: &str = "[output] age_recipients";
+    let Some(list) = file else {
+        return Ok(Vec::new());
+    };
+    if list.get_ref().is_empty() {
+        return Err(ctx.invalid(
+            list.span(),
+            KEY,
+            "is empty: give at least one age (age1…) or SSH (ssh-ed25519 …) public key, or leave the key out",
+        ));
+    }
+    if encrypt_archives {
+        return Err(ctx.invalid(
+            list.span(),
+            KEY,
+            "cannot be combined with [output] encrypt_archives = true: a dataset's archives are either encrypted with age or ZIP AES; choose one",
+        ));
+    }
+    for (index, entry) in list.get_ref().iter().enumerate() {
+        if let Err(reason) = crate::output::archive::age::parse_recipient(entry.get_ref()) {
+            return Err(ctx.invalid(
+                entry.span(),
+                KEY,
+                format!("entry {index} (counting from 0) is {reason}"),
+            ));
+        }
+    }
+    Ok(list
+        .get_ref()
+        .iter()
+        .map(|e| e.get_ref().trim().to_string())
+        .collect())
 }
 
 /// An environment variable's name: letters, digits, `_`.
@@ -1444,6 +1506,7 @@ raw_table! {
         archives: Option<bool>,
         encrypt_archives: Option<bool>,
         archive_key_env: Option<Spanned<String>>,
+        age_recipients: Option<Spanned<Vec<Spanned<String>>>>,
         file_mode: Option<Spanned<String>>,
         dir_mode: Option<Spanned<String>>,
         csv_neutralise_formulas: Option<bool>,

@@ -303,7 +303,9 @@ impl Budget {
             f,
             "  per exported transaction: 1 PUT (its archive, create-if-absent) up to {mib} MiB; \
              a larger archive: 1 multipart upload (2 + one PUT per {mib} MiB part), 1 multipart \
-             copy (3 requests) and 1 DELETE"
+             copy (3 requests) and 1 DELETE; before it, 2 HEADs (is an archive of the reference \
+             there, in either archive mode); with [output] age_recipients 1 PUT more (its \
+             takeover record)"
         )?;
         writeln!(
             f,

@@ -1,5 +1,6 @@
 //! Peers: the programs and system capabilities some tests check the export against — `unzip`,
-//! 7-Zip, `sha256sum`, DuckDB, sqlglot and PyYAML (Python modules), headless Chromium for
+//! 7-Zip, `sha256sum`, `age` and `age-keygen` (Debian's `age`: archives encrypted to public
+//! keys), `ssh-keygen`, DuckDB, sqlglot and PyYAML (Python modules), headless Chromium for
 //! `report.html`, a tmpfs mount for the disk-full tests,
 //! and throw-away PostgreSQL clusters for the warehouse tests ([`PgServer`]).
 //!

@@ -347,6 +347,10 @@ fn failures_csv(out: &Path) -> BTreeMap<String, String> {
 }
 
 async fn run_in_process(d: &Dir, base: &str, opts: RunOptions) -> Summary {
+    run_result(d, base, opts).await.unwrap()
+}
+
+async fn run_result(d: &Dir, base: &str, opts: RunOptions) -> Result<Summary, run::RunError> {
     let o = Overrides {
         input: Some(d.refs.display().to_string()),
         out: Some(d.out.clone()),
@@ -363,7 +367,6 @@ async fn run_in_process(d: &Dir, base: &str, opts: RunOptions) -> Summary {
         opts,
     )
     .await
-    .unwrap()
 }
 
 fn quiet() -> RunOptions {
@@ -985,10 +988,12 @@ async fn an_archive_of_another_kind_is_never_replaced_and_fails_the_reference() 
 }
 
 /// Another key (`[output] encrypt_archives`, the key changed between runs): an archive encrypted
-/// under the first key that no commit lists is kept and fails the reference under the second
-/// key; under the first key the next run takes it over without a request.
+/// under the first key that no commit lists is kept, and the run under the second key stops
+/// with exit 2 naming `[output] archive_key_env` (issue 14 point 5: a key mismatch is a setting
+/// that differs, never a refetch); under the first key the next run takes it over without a
+/// request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_archive_under_another_key_is_never_replaced_and_fails_the_reference() {
+async fn an_archive_under_another_key_is_never_replaced_and_stops_the_run() {
     let api = sim().await;
     let refs = vec![("ok-d1".to_string(), Kind::Document)];
     let key1 = archive::ArchiveKey::new(b"first key, sixteen bytes or more").unwrap();
@@ -1011,7 +1016,17 @@ async fn an_archive_under_another_key_is_never_replaced_and_fails_the_reference(
         c.manifest_ok && c.reference.as_deref() == Some("ok-d1")
     };
     assert!(opens_with(&key1) && !opens_with(&key2));
-    assert_kept_and_failed(&api, &d, "ok-d1", Kind::Document, with_key(&key2)).await;
+    let old = std::fs::read(&path).unwrap();
+    let log_start = api.requests().len();
+    let e = run_result(&d, &api.base_url(), with_key(&key2))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, run::RunError::ArchiveMode(m) if m.contains("[output] archive_key_env differs")),
+        "{e}"
+    );
+    assert_eq!(api.requests().len(), log_start, "nothing fetched");
+    assert!(std::fs::read(&path).unwrap() == old, "the archive changed");
     assert!(opens_with(&key1));
 
     let log_start = api.requests().len();

@@ -30,6 +30,11 @@ QAAAAAtzc2gtZWQyNTUxOQAAACAfhhlNFPFRPvVX+GtqZqRqjWjSC28ynkjWvEi1+pQ1sA
 AAAEByzmvkhn5xwmVJpwjNnDrMzj3ys1nnUzaZGmcGt4mRTh+GGU0U8VE+9Vf4a2pmpGqN
 aNILbzKeSNa8SLX6lDWwAAAAEWNhbmFyeS1jb21taXQta2V5AQIDBA==
 -----END OPENSSH PRIVATE KEY-----";
+/// An age identity (`verify --age-identity-env`), in the environment of every command, and the
+/// recipient the age run encrypts to: a throw-away key made by `age-keygen` for this test.
+const AGE_IDENTITY: &str =
+    "AGE-SECRET-KEY-1CXXQR2SNVC9FRA0EF0ZVJ65HWXTK32DWWAJW7NVG4HMYZYRXX2MQRDM4P0";
+const AGE_RECIPIENT: &str = "age1z5r7rratpyxwh5pcc35magvp3q35zas99c3snxh20c67glwzpgnsgvj2ax";
 /// The bucket's credentials (`AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`) of the bucket runs.
 const AWS_SECRET: &str = "canary-aws-secret-6d0e2b71f9";
 const AWS_TOKEN: &str = "canary-aws-session-token-0c7a5e";
@@ -50,6 +55,15 @@ fn needles() -> Vec<(String, Vec<u8>)> {
         ("archive key in base64".into(), b64(KEY)),
         ("pseudonymisation key".into(), PII_KEY.into()),
         ("pseudonymisation key in base64".into(), b64(PII_KEY)),
+        ("age identity".into(), AGE_IDENTITY.into()),
+        (
+            "age identity, lowercase".into(),
+            AGE_IDENTITY.to_lowercase(),
+        ),
+        (
+            "age identity's key part".into(),
+            AGE_IDENTITY["AGE-SECRET-KEY-1".len()..].into(),
+        ),
     ];
     // Every line of the signing key's body (its private half spans the middle ones).
     for (i, line) in SIGNING_KEY
@@ -87,6 +101,8 @@ struct Searched {
     files: usize,
     archives: usize,
     encrypted_entries: usize,
+    /// Age archives opened with the identity and searched.
+    age_archives: usize,
     plain_entries: usize,
     parquet_files: usize,
     parquet_text_cells: usize,
@@ -222,6 +238,19 @@ fn scan_dir(dir: &Path, searched: &mut Searched) {
         searched.files += 1;
         match path.extension().and_then(|e| e.to_str()) {
             Some("zip") => scan_zip(&path, searched),
+            Some("age") => {
+                // Opened with the identity, then searched like any archive.
+                let ids =
+                    jumio_export::output::archive::AgeIdentities::parse(AGE_IDENTITY).unwrap();
+                let plain = tempfile::tempdir().unwrap();
+                let zip = plain.path().join("opened.zip");
+                ids.decrypt_file(&path, &zip, Default::default())
+                    .unwrap_or_else(|e| {
+                        panic!("{} does not open with the identity: {e}", path.display())
+                    });
+                scan_zip(&zip, searched);
+                searched.age_archives += 1;
+            }
             Some("parquet") => scan_parquet(&path, searched),
             Some("csv") => scan_csv(&path, searched),
             _ => {}
@@ -261,6 +290,12 @@ fn canary_credentials_appear_nowhere_even_at_trace_level() {
         "refs.csv",
         "reference,kind\nok-n1,netverify\nok-d1,document\nok-a1,authentication\nnf-n1,netverify\npf-n1,netverify\nfh-n1,netverify\nfail-n1,netverify\nbad/ref,netverify\n",
     );
+    let age_job = dir.path().join("age.toml");
+    std::fs::write(
+        &age_job,
+        format!("{job_text}[output]\nage_recipients = [\"{AGE_RECIPIENT}\"]\n"),
+    )
+    .unwrap();
     let encrypted_job = dir.path().join("encrypted.toml");
     std::fs::write(
         &encrypted_job,
@@ -280,6 +315,7 @@ fn canary_credentials_appear_nowhere_even_at_trace_level() {
             .env("JUMIO_EXPORT_ARCHIVE_KEY", KEY)
             .env("TEST_COMMIT_KEY", SIGNING_KEY)
             .env("TEST_PII_KEY", PII_KEY)
+            .env("TEST_AGE_IDENTITY", AGE_IDENTITY)
             .env("RUST_LOG", "trace");
         c
     };
@@ -299,6 +335,7 @@ fn canary_credentials_appear_nowhere_even_at_trace_level() {
     let plain = dir.path().join("out-plain");
     let encrypted = dir.path().join("out-encrypted");
     let refused = dir.path().join("out-refused");
+    let sealed = dir.path().join("out-age");
     let demo = dir.path().join("out-demo");
     // (what, output, expected exit code)
     let mut commands: Vec<(String, Output, i32)> = vec![
@@ -306,6 +343,11 @@ fn canary_credentials_appear_nowhere_even_at_trace_level() {
         (
             "run with encrypted archives".into(),
             run(&encrypted_job, &encrypted, SECRET),
+            1,
+        ),
+        (
+            "run with age archives".into(),
+            run(&age_job, &sealed, SECRET),
             1,
         ),
     ];
@@ -333,6 +375,24 @@ fn canary_credentials_appear_nowhere_even_at_trace_level() {
         .output()
         .unwrap();
     commands.push(("verify without the key".into(), o, 1));
+    let o = command(SECRET)
+        .arg("verify")
+        .arg(&sealed)
+        .args(["--age-identity-env", "TEST_AGE_IDENTITY"])
+        .output()
+        .unwrap();
+    commands.push(("verify with the age identity".into(), o, 0));
+    let o = command(SECRET)
+        .arg("verify")
+        .arg(&sealed)
+        .args(["--age-identity-env", "TEST_PII_KEY"])
+        .output()
+        .unwrap();
+    commands.push((
+        "verify with a variable that is no age identity".into(),
+        o,
+        2,
+    ));
     let o = command(SECRET)
         .arg("plan")
         .arg(&encrypted_job)
@@ -381,6 +441,7 @@ fn canary_credentials_appear_nowhere_even_at_trace_level() {
     assert!(s.files > 40, "{s:?}");
     assert!(s.archives >= 10, "{s:?}");
     assert!(s.encrypted_entries > 10 && s.plain_entries > 10, "{s:?}");
+    assert!(s.age_archives >= 3, "{s:?}");
     // Four datasets (plain, encrypted, refused, demo), each of one commit with a part of every
     // table in both formats, and a failures.csv.
     assert!(
@@ -389,7 +450,7 @@ fn canary_credentials_appear_nowhere_even_at_trace_level() {
     );
     assert!(s.csv_files >= 4 * (5 + 1) && s.csv_cells > 100, "{s:?}");
     assert!(s.log_lines > 500, "{s:?}");
-    for out in [&plain, &encrypted, &refused, &demo] {
+    for out in [&plain, &encrypted, &refused, &demo, &sealed] {
         assert!(out.join("report.json").exists(), "{}", out.display());
         assert_eq!(
             crate::support::commit_runs(out).len(),

@@ -925,3 +925,102 @@ fn a_store_failing_for_good_mid_run_exits_3_and_the_next_run_completes() {
     let v = verify_bucket(&server, &url);
     assert_eq!(v.status.code(), Some(0), "verify: {}", text(&v));
 }
+
+/// Age archives in a bucket (`[output] age_recipients`): a run killed (-9) after uploading some
+/// `archives/*.zip.age` and their takeover records (`runs/{run}/takeover/…`) and before its
+/// commit; once its heartbeat is stale the next run lists each of them from its record without a
+/// request for its reference, and the bucket verifies without any identity.
+#[test]
+fn age_archives_in_a_bucket_are_taken_over_after_kill_9_without_a_request() {
+    let Some(age_keygen) = crate::peers::require("age-keygen") else {
+        return;
+    };
+    let Some(server) = S3Server::start(S3Kind::Moto, BUCKET) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let identity = dir.path().join("age-key.txt");
+    let o = Command::new(age_keygen)
+        .arg("-o")
+        .arg(&identity)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let recipient = std::fs::read_to_string(&identity)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: ").map(str::to_string))
+        .unwrap();
+    let sim = BlockingSim::start(SimOptions {
+        faults: simulator::Faults {
+            latency_ms: 40,
+            ..simulator::Faults::default()
+        },
+        ..SimOptions::default()
+    });
+    let refs = exportable(16);
+    let job_text = format!(
+        "{}age_recipients = [\"{recipient}\"]\n",
+        job_toml().replace("concurrency = 4", "concurrency = 2")
+    );
+    let (job, list) = job_files(dir.path(), &job_text, "refs.csv", &refs_csv(&refs));
+    let url = format!("s3://{BUCKET}/age");
+    let mut child = spawn(
+        run_command(&job, &list, &url, &sim, Some(&server), &[])
+            .env("JUMIO_EXPORT_STORE_STALE_SECS", "2"),
+    );
+    let sealed = |keys: &[String]| -> Vec<String> {
+        keys.iter()
+            .filter_map(|k| k.strip_prefix("archives/")?.strip_suffix(".zip.age"))
+            .map(str::to_string)
+            .collect()
+    };
+    wait_until(60, "three age archives uploaded", || {
+        sealed(&keys(&server, &url)).len() >= 3
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let listed = keys(&server, &url);
+    assert!(
+        !listed.iter().any(|k| k.starts_with("commits/")),
+        "committed"
+    );
+    let left = sealed(&listed);
+    for r in &left {
+        assert!(
+            listed
+                .iter()
+                .any(|k| k.starts_with("runs/") && k.ends_with(&format!("/takeover/{r}.json"))),
+            "{r}: no takeover record in the bucket: {listed:?}"
+        );
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let log_start = sim.api().requests().len();
+    let o = run_command(&job, &list, &url, &sim, Some(&server), &[])
+        .env("JUMIO_EXPORT_STORE_STALE_SECS", "2")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "the next run: {}", text(&o));
+    let log = sim.api().requests()[log_start..].to_vec();
+    for r in &left {
+        assert!(
+            !log.iter().any(|q| q.path.contains(&format!("/{r}"))),
+            "{r}: fetched although its age archive was in the bucket"
+        );
+    }
+    let got = download(&server, &url);
+    let c = commits(got.path());
+    assert_eq!(c.len(), 1);
+    assert_eq!(
+        c[0]["report"]["outcomes"]["already_exported"],
+        left.len() as u64,
+        "{}",
+        c[0]
+    );
+    assert!(
+        zips(got.path()).is_empty(),
+        "a plaintext archive in the bucket"
+    );
+    let v = verify_bucket(&server, &url);
+    assert_eq!(v.status.code(), Some(0), "verify: {}", text(&v));
+}

@@ -2,6 +2,9 @@
 
 // Hostile responses, hrefs, redirects, names, input and job files: a numbered catalogue.
 mod adversarial;
+// Archives encrypted to public keys with age: opened by the Debian age tool, verified without
+// an identity, taken over after kill -9 without a request, and a mode mismatch stopping a run.
+mod age;
 // The benchmark harness's core on a tiny population (nothing timed is asserted).
 mod bench_smoke;
 // ZIP archives: names, determinism, manifest, tamper detection, the system unzip.
@@ -32,7 +35,7 @@ mod resume;
 // The simulator: documented shapes, auth rules, determinism, faults, request log.
 // Shared helpers: the binary with credentials, exportable simulator references.
 mod support;
-// Peers (unzip, 7-Zip, sha256sum, DuckDB, sqlglot, PostgreSQL, a tmpfs mount): found on PATH; a missing one skips with
+// Peers (unzip, 7-Zip, sha256sum, age, DuckDB, sqlglot, PostgreSQL, a tmpfs mount): found on PATH; a missing one skips with
 // a message on a developer machine and fails the test when CI is set.
 mod peers;
 // Canary credentials searched for in every log line, error, table, report and archive.

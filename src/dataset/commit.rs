@@ -44,6 +44,11 @@ pub struct OutputRecord {
     /// dataset holds one profile: a run with another is refused.
     #[serde(default)]
     pub pii: crate::flatten::pii::Pii,
+    /// How the run's archives are protected (`zip`, `zip-aes`, `age`); absent from commits
+    /// of earlier versions (ZIP archives, plain or AES: their archives tell). A dataset holds
+    /// one mode: a run with another is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_mode: Option<crate::output::archive::ArchiveMode>,
 }
 
 /// `[output] csv_neutralise_formulas` as the commit records it.

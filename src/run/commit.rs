@@ -46,6 +46,7 @@ pub async fn publish(
                 CsvFormulas::Verbatim
             },
             pii: written.pii,
+            archive_mode: Some(written.archive_mode),
         },
     };
     let location = location.clone();

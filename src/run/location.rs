@@ -11,20 +11,23 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::RunError;
+use super::takeover::{self, TakeoverRecord};
 use crate::Kind;
 use crate::dataset::catalogue::Catalogue;
 use crate::dataset::commit::Commit;
 use crate::dataset::parts::{PART_BYTES, PART_ROWS, PartOptions};
 use crate::dataset::publish::Published;
 use crate::dataset::{self, RunId};
+use crate::flatten::pii::Pii;
 use crate::job::Shard;
 use crate::output::archive::{
-    self, ArchiveEntry, ArchiveKey, CheckedArchive, ProvenanceMeta, WrittenArchive,
+    self, ArchiveEntry, ArchiveKey, ArchiveMode, CheckedArchive, ProvenanceMeta, WrittenArchive,
 };
 use crate::output::failures::FailuresWriter;
 use crate::output::fsmode::Modes;
 use crate::output::report::RootHash;
 use crate::store::{self, BucketUrl, Heartbeat, Remote, StoreSettings};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The owner recorded for archives written before datasets (their provenance names no run).
 pub const LEGACY_OWNER: &str = "legacy";
@@ -37,7 +40,7 @@ pub struct OutputLocation {
     root: PathBuf,
     modes: Modes,
     run: RunId,
-    _lock: RunLock,
+    lock: RunLock,
     /// The bucket, when the location is one (dropped after the local lock: the heartbeat
     /// object goes, then the scratch directory).
     bucket: Option<Bucket>,
@@ -62,6 +65,18 @@ pub enum Existing {
     OtherRun(String),
     /// It does not check out; it is never overwritten. The findings, one line.
     Damaged(String),
+    /// An age archive this run lists (its creator is dead and never committed it): the archive
+    /// as its takeover record describes it, the ciphertext's hash checked, and the table row
+    /// the record holds (profiled, without the bookkeeping columns).
+    OursSealed(Box<(WrittenArchive, Vec<crate::flatten::Cell>)>),
+    /// It is of another archive mode than the run's (or the setting named differs): the run
+    /// stops (exit 2), the archive is never fetched again and replaced.
+    Mismatch {
+        /// The job-file setting that differs (`[output] age_recipients`, …).
+        setting: &'static str,
+        /// The archive and what it is, in words (`archives/X.zip is ZIP archives encrypted …`).
+        found: String,
+    },
     /// It could not be read back from the bucket (the store failed, after its retries): nothing
     /// is known of it, and it is left as it is for a later try to check. The error, one line.
     Unreadable(String),
@@ -136,7 +151,7 @@ impl OutputLocation {
             root: root.to_path_buf(),
             modes,
             run,
-            _lock: lock,
+            lock,
             bucket: None,
         };
         location.remove_dead_temporaries().map_err(err)?;
@@ -200,7 +215,7 @@ impl OutputLocation {
             root,
             modes,
             run,
-            _lock: lock,
+            lock,
             bucket: Some(Bucket {
                 remote,
                 heartbeat,
@@ -326,14 +341,62 @@ impl OutputLocation {
         kind: Kind,
         key: Option<&ArchiveKey>,
     ) -> Existing {
+        let mode = if key.is_some() {
+            ArchiveMode::ZipAes
+        } else {
+            ArchiveMode::Zip
+        };
+        self.existing_archive_in(reference, kind, key, mode, Pii::Full)
+    }
+
+    /// [`OutputLocation::existing_archive`] for a run whose archives are of `mode` (and whose
+    /// tables are of profile `pii`): an archive of the reference in another mode is
+    /// [`Existing::Mismatch`]; an age archive is taken over through its takeover record, without
+    /// being opened.
+    pub fn existing_archive_in(
+        &self,
+        reference: &str,
+        kind: Kind,
+        key: Option<&ArchiveKey>,
+        mode: ArchiveMode,
+        pii: Pii,
+    ) -> Existing {
+        let zip_relative = archive::layout::relative_path(reference);
+        let age_relative = archive::layout::age_relative_path(reference);
+        let there = |relative: &str| self.exists(relative);
+        let (zip_there, age_there) = match (there(&zip_relative), there(&age_relative)) {
+            (Ok(z), Ok(a)) => (z, a),
+            (Err(e), _) | (_, Err(e)) => {
+                return Existing::Unreadable(format!("reading it back failed: {e}"));
+            }
+        };
+        if mode == ArchiveMode::Age {
+            if zip_there {
+                return Existing::Mismatch {
+                    setting: mode.setting_between(ArchiveMode::Zip),
+                    found: format!(
+                        "{zip_relative} is a ZIP archive (plain or encrypted with [output] encrypt_archives)"
+                    ),
+                };
+            }
+            if !age_there {
+                return Existing::Absent;
+            }
+            return self.existing_age_archive(reference, kind, pii);
+        }
+        if age_there {
+            return Existing::Mismatch {
+                setting: mode.setting_between(ArchiveMode::Age),
+                found: format!("{age_relative} is {}", ArchiveMode::Age.describe()),
+            };
+        }
+        if !zip_there {
+            return Existing::Absent;
+        }
         let checked = match &self.bucket {
             None => {
                 let path = self.archive_path(reference);
-                if !path.exists() {
-                    return Existing::Absent;
-                }
-                archive::check(&path, reference, Some(kind), key)
-                    .map_err(|rejected| rejected.to_string())
+                judge_zip(&path, reference, kind, key)
             }
             Some(b) => match self.check_remote_archive(b, reference, kind, key) {
                 Ok(None) => return Existing::Absent,
@@ -341,29 +404,266 @@ impl OutputLocation {
                 Err(e) => return Existing::Unreadable(e),
             },
         };
-        let checked = match checked {
+        let (checked, encrypted) = match checked {
             Ok(checked) => checked,
-            Err(findings) => return Existing::Damaged(findings),
+            Err(Rejected::Findings(findings)) => return Existing::Damaged(findings),
+            Err(Rejected::WrongKey) => {
+                return Existing::Mismatch {
+                    setting: if key.is_some() {
+                        "[output] archive_key_env"
+                    } else {
+                        "[output] encrypt_archives"
+                    },
+                    found: if key.is_some() {
+                        format!(
+                            "{zip_relative} is encrypted under another key than the one in the job's archive_key_env"
+                        )
+                    } else {
+                        format!("{zip_relative} is {}", ArchiveMode::ZipAes.describe())
+                    },
+                };
+            }
         };
-        let mut owner = checked
+        if mode == ArchiveMode::ZipAes && !encrypted {
+            return Existing::Mismatch {
+                setting: mode.setting_between(ArchiveMode::Zip),
+                found: format!("{zip_relative} is {}", ArchiveMode::Zip.describe()),
+            };
+        }
+        let owner = checked
             .run
             .clone()
             .unwrap_or_else(|| LEGACY_OWNER.to_string());
+        match self.take_over(reference, owner) {
+            None => Existing::Ours(Box::new(checked)),
+            Some(other) => other,
+        }
+    }
+
+    /// Takes the archive of `reference` over from `owner`, following the claims: `None` when
+    /// this run lists it now, else what it is ([`Existing::OtherRun`], or damaged claims).
+    fn take_over(&self, reference: &str, mut owner: String) -> Option<Existing> {
         // Each claim names the next owner; a chain longer than this is not one runs made.
         for _ in 0..64 {
             if owner == self.run.as_str() {
-                return Existing::Ours(Box::new(checked));
+                return None;
             }
             if self.has_commit(&owner) || self.is_live(&owner) {
-                return Existing::OtherRun(owner);
+                return Some(Existing::OtherRun(owner));
             }
             match self.claim(reference, &owner) {
-                Ok(None) => return Existing::Ours(Box::new(checked)),
+                Ok(None) => return None,
                 Ok(Some(next)) => owner = next,
-                Err(e) => return Existing::Damaged(format!("claiming it failed: {e}")),
+                Err(e) => return Some(Existing::Damaged(format!("claiming it failed: {e}"))),
             }
         }
-        Existing::Damaged("its claims form no chain a run could have made".into())
+        Some(Existing::Damaged(
+            "its claims form no chain a run could have made".into(),
+        ))
+    }
+
+    /// An age archive no commit lists: its ciphertext is hashed (never opened: this machine has
+    /// no identity) and matched with a takeover record of the run that wrote it; then the
+    /// claims decide as for any archive. No record, or none whose hash matches: damaged.
+    fn existing_age_archive(&self, reference: &str, kind: Kind, pii: Pii) -> Existing {
+        let relative = archive::layout::age_relative_path(reference);
+        let (sha256, bytes) = match self.hash_archive(&relative, reference) {
+            Ok(h) => h,
+            Err(e) => return Existing::Unreadable(format!("reading it back failed: {e}")),
+        };
+        let records = match self.takeover_records(reference) {
+            Ok(records) => records,
+            Err(e) => {
+                return Existing::Unreadable(format!("reading its takeover records failed: {e}"));
+            }
+        };
+        let Some(record) = records
+            .into_iter()
+            .find(|r| r.reference == reference && r.sha256 == sha256 && r.bytes == bytes)
+        else {
+            return Existing::Damaged(format!(
+                "an age archive (sha256 {sha256}) that no takeover record (runs/*/takeover/{reference}.json) describes: this machine cannot open it to check it"
+            ));
+        };
+        if record.kind() != Some(kind) {
+            return Existing::Damaged(format!(
+                "its takeover record says it is a {} transaction, not a {kind} transaction",
+                record.kind
+            ));
+        }
+        if record.pii != pii {
+            return Existing::Mismatch {
+                setting: "[output] pii",
+                found: format!(
+                    "{relative} was written with pii = \"{}\" (its takeover record, run {})",
+                    record.pii, record.run
+                ),
+            };
+        }
+        let Some(cells) = record.cells(kind, pii) else {
+            return Existing::Damaged(
+                "its takeover record's row does not fit the table's columns".into(),
+            );
+        };
+        let archive = WrittenArchive {
+            path: self.root.join(&relative),
+            relative,
+            sha256,
+            bytes,
+            files: record.archived_files(),
+        };
+        match self.take_over(reference, record.run) {
+            None => Existing::OursSealed(Box::new((archive, cells))),
+            Some(other) => other,
+        }
+    }
+
+    /// Whether a file of the dataset exists (a bucket: HEAD).
+    fn exists(&self, relative: &str) -> Result<bool, String> {
+        let Some(b) = &self.bucket else {
+            return Ok(std::fs::symlink_metadata(self.root.join(relative)).is_ok());
+        };
+        let (r, rel) = (b.remote.share(), relative.to_string());
+        b.remote
+            .block_on(async move { r.head(&rel).await })
+            .map(|o| o.is_some())
+            .map_err(|e| e.to_string())
+    }
+
+    /// sha256 and size of an archive (a bucket's is downloaded to the scratch directory, hashed
+    /// and removed).
+    fn hash_archive(&self, relative: &str, reference: &str) -> io::Result<(String, u64)> {
+        let Some(b) = &self.bucket else {
+            return archive::age::hash_file(&self.root.join(relative));
+        };
+        let local = archive::layout::run_scratch_dir(&self.root, self.run.as_str())
+            .join(format!("{reference}.zip.age.check"));
+        let (r, rel, dest) = (b.remote.share(), relative.to_string(), local.clone());
+        b.remote
+            .block_on(async move { r.download(&rel, &dest).await })
+            .map_err(io::Error::from)?;
+        let hashed = archive::age::hash_file(&local);
+        let _ = std::fs::remove_file(&local);
+        hashed
+    }
+
+    /// Every run's takeover record of `reference` (`runs/*/takeover/{reference}.json`) that
+    /// parses.
+    fn takeover_records(&self, reference: &str) -> io::Result<Vec<TakeoverRecord>> {
+        let mut found = Vec::new();
+        let Some(b) = &self.bucket else {
+            let dir = self.root.join(dataset::RUNS_DIR);
+            for entry in std::fs::read_dir(&dir)? {
+                let entry = entry?;
+                let name = entry.file_name();
+                let Some(run) = name.to_str().filter(|n| RunId::parse(n).is_some()) else {
+                    continue;
+                };
+                let path = self.root.join(takeover::relative(run, reference));
+                match std::fs::symlink_metadata(&path) {
+                    Ok(m) if m.is_file() => {}
+                    _ => continue,
+                }
+                if let Some(record) = TakeoverRecord::parse(&std::fs::read(&path)?) {
+                    found.push(record);
+                }
+            }
+            return Ok(found);
+        };
+        let r = b.remote.share();
+        let suffix = format!("/{}/{reference}.json", takeover::TAKEOVER_DIR);
+        let bodies = b
+            .remote
+            .block_on(async move {
+                let listed = r.list(dataset::RUNS_DIR).await?;
+                let mut bodies = Vec::new();
+                for o in listed.iter().filter(|o| o.path.ends_with(&suffix)) {
+                    bodies.push(r.get_bytes(&o.path).await?);
+                }
+                Ok::<_, store::StoreError>(bodies)
+            })
+            .map_err(io::Error::from)?;
+        found.extend(bodies.iter().filter_map(|b| TakeoverRecord::parse(b)));
+        Ok(found)
+    }
+
+    /// Writes this run's takeover record of an age archive about to be published
+    /// (`runs/{run}/takeover/{reference}.json`; in a bucket too, before the archive). From now
+    /// on the run's staging area keeps its records when the run ends without a commit.
+    pub fn write_takeover_record(&self, record: &TakeoverRecord) -> io::Result<()> {
+        let relative = takeover::relative(self.run.as_str(), &record.reference);
+        let dest = self.root.join(&relative);
+        let dir = dest.parent().expect("runs/{run}/takeover");
+        self.modes.create_dir_all(dir)?;
+        self.lock.keep_records.store(true, Ordering::Relaxed);
+        let tmp = dir.join(format!(".{}.json.tmp", record.reference));
+        let bytes = record.to_bytes();
+        if dataset::publish::write_no_replace(&tmp, &dest, &bytes, self.modes)?
+            != Published::Created
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{relative} exists already"),
+            ));
+        }
+        let Some(b) = &self.bucket else {
+            return Ok(());
+        };
+        let r = b.remote.share();
+        b.remote
+            .block_on(async move { r.put_bytes(&relative, bytes.into(), true).await })
+            .map_err(io::Error::from)
+    }
+
+    /// Removes this run's takeover record of `reference` (its archive was not published:
+    /// another run's was there). Best effort.
+    pub fn remove_takeover_record(&self, reference: &str) {
+        let relative = takeover::relative(self.run.as_str(), reference);
+        let _ = std::fs::remove_file(self.root.join(&relative));
+        if let Some(b) = &self.bucket {
+            let r = b.remote.share();
+            let _ = b.remote.block_on(async move { r.delete(&relative).await });
+        }
+    }
+
+    /// Whether the takeover record of `reference` left by the dead run `owner` is no longer
+    /// needed: `owner` committed (its commit lists the archive), or the run its claims lead to
+    /// did.
+    fn record_settled(&self, reference: &str, owner: &str) -> bool {
+        let mut owner = owner.to_string();
+        for _ in 0..64 {
+            if self.has_commit(&owner) {
+                return true;
+            }
+            match self.read_claim(reference, &owner) {
+                Some(next) => owner = next,
+                None => return false,
+            }
+        }
+        false
+    }
+
+    /// The run named by `archives/.claims/{reference}/{owner}`, when it exists and names one.
+    fn read_claim(&self, reference: &str, owner: &str) -> Option<String> {
+        let relative = format!("{}/.claims/{reference}/{owner}", archive::ARCHIVES_DIR);
+        let text = match &self.bucket {
+            None => std::fs::read_to_string(self.root.join(&relative)).ok()?,
+            Some(b) => {
+                let r = b.remote.share();
+                let bytes = b
+                    .remote
+                    .block_on(async move {
+                        match r.head(&relative).await? {
+                            None => Ok(None),
+                            Some(_) => r.get_bytes(&relative).await.map(Some),
+                        }
+                    })
+                    .ok()??;
+                String::from_utf8_lossy(&bytes).into_owned()
+            }
+        };
+        let next = text.trim();
+        RunId::parse(next).map(|_| next.to_string())
     }
 
     /// Creates `archives/.claims/{reference}/{owner}` naming this run. `Ok(None)`: claimed;
@@ -449,7 +749,12 @@ impl OutputLocation {
             self.upload_parts(b, commit).map_err(output)?;
         }
         match commit.write(&self.root, self.modes) {
-            Ok(Published::Created) => {}
+            Ok(Published::Created) => {
+                if self.bucket.is_none() {
+                    // Its commit lists every archive its records describe.
+                    self.lock.keep_records.store(false, Ordering::Relaxed);
+                }
+            }
             Ok(Published::AlreadyThere) => return Err(output("already exists".into())),
             Err(e) => return Err(output(e.to_string())),
         }
@@ -477,6 +782,7 @@ impl OutputLocation {
                     e.to_string()
                 })
             })?;
+        self.lock.keep_records.store(false, Ordering::Relaxed);
         // Commits other runs published meanwhile, for the dataset's failures.csv.
         self.read_commits().map_err(|e| output(e.to_string()))
     }
@@ -549,7 +855,7 @@ impl OutputLocation {
         reference: &str,
         kind: Kind,
         key: Option<&ArchiveKey>,
-    ) -> Result<Option<Result<CheckedArchive, String>>, String> {
+    ) -> Result<Option<Result<(CheckedArchive, bool), Rejected>>, String> {
         let relative = archive::layout::relative_path(reference);
         let local = archive::layout::run_scratch_dir(&self.root, self.run.as_str())
             .join(format!("{reference}.zip.check"));
@@ -563,8 +869,7 @@ impl OutputLocation {
         match found {
             Ok(false) => Ok(None),
             Ok(true) => {
-                let checked = archive::check(&local, reference, Some(kind), key)
-                    .map_err(|rejected| rejected.to_string());
+                let checked = judge_zip(&local, reference, kind, key);
                 let _ = std::fs::remove_file(&local);
                 Ok(Some(checked))
             }
@@ -689,6 +994,17 @@ impl OutputLocation {
                 || beats
                     .get(run)
                     .is_some_and(|beat| store::heartbeat_live(beat.last_modified));
+            // A takeover record of a dead run stays until a commit lists its archive.
+            let record = rest
+                .strip_prefix(run)
+                .and_then(|r| r.strip_prefix(&format!("/{}/", takeover::TAKEOVER_DIR)))
+                .and_then(|r| r.strip_suffix(".json"));
+            if let Some(reference) = record
+                && !live
+                && !self.record_settled(reference, run)
+            {
+                continue;
+            }
             if !live {
                 dead.push(o.path.clone());
             }
@@ -779,6 +1095,34 @@ impl OutputLocation {
             .map_err(io::Error::from)
     }
 
+    /// Removes the staging area `dir` of the dead run `run`, but its takeover records of age
+    /// archives that no commit lists yet (their run did not commit, and no run that took them
+    /// over has).
+    fn remove_dead_staging(&self, run: &str, dir: &Path) -> io::Result<()> {
+        let records = dir.join(takeover::TAKEOVER_DIR);
+        if !std::fs::symlink_metadata(&records).is_ok_and(|m| m.is_dir()) {
+            return std::fs::remove_dir_all(dir);
+        }
+        remove_all_but_records(dir)?;
+        let mut kept = 0;
+        for entry in std::fs::read_dir(&records)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let reference = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".json"))
+                .filter(|r| archive::layout::valid_reference(r));
+            match reference {
+                Some(reference) if !self.record_settled(reference, run) => kept += 1,
+                _ => std::fs::remove_file(entry.path())?,
+            }
+        }
+        if kept == 0 {
+            std::fs::remove_dir_all(dir)?;
+        }
+        Ok(())
+    }
+
     /// Removes the scratch directories (`runs/{run}/`: archive temporaries) of runs that are not
     /// live. Lists `runs/` — the live and dead runs' locks and directories — never `archives/`,
     /// so the sweep costs the same at any number of archives.
@@ -792,11 +1136,71 @@ impl OutputLocation {
             };
             // `file_type` does not follow a link: a link named like a run is left alone.
             if entry.file_type()?.is_dir() && !self.is_live(run) {
-                std::fs::remove_dir_all(entry.path())?;
+                self.remove_dead_staging(run, &entry.path())?;
             }
         }
         Ok(())
     }
+}
+
+/// Why a ZIP archive found under its final name is not taken over.
+#[derive(Debug)]
+enum Rejected {
+    /// Every entry is encrypted and the run has no key or another key: a setting differs.
+    WrongKey,
+    /// It does not check out: the findings, one line.
+    Findings(String),
+}
+
+/// [`archive::check`] of a ZIP archive, and whether its entries are encrypted. An archive whose
+/// every finding is an entry that the key (or no key) does not open is [`Rejected::WrongKey`].
+fn judge_zip(
+    path: &Path,
+    reference: &str,
+    kind: Kind,
+    key: Option<&ArchiveKey>,
+) -> Result<(CheckedArchive, bool), Rejected> {
+    match archive::check(path, reference, Some(kind), key) {
+        Ok(checked) => {
+            let encrypted = archive::is_encrypted(path).unwrap_or(false);
+            Ok((checked, encrypted))
+        }
+        Err(rejected)
+            if !rejected.findings.is_empty()
+                && rejected.findings.iter().all(|f| {
+                    matches!(f, archive::ArchiveFinding::WrongKey { .. })
+                        || matches!(
+                            f,
+                            archive::ArchiveFinding::ManifestMissing
+                                | archive::ArchiveFinding::ProvenanceMissing
+                        )
+                })
+                && rejected
+                    .findings
+                    .iter()
+                    .any(|f| matches!(f, archive::ArchiveFinding::WrongKey { .. })) =>
+        {
+            Err(Rejected::WrongKey)
+        }
+        Err(rejected) => Err(Rejected::Findings(rejected.to_string())),
+    }
+}
+
+/// Removes everything in a run's staging area `dir` but its takeover records (`takeover/`).
+fn remove_all_but_records(dir: &Path) -> io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if entry.file_name() == takeover::TAKEOVER_DIR && kind.is_dir() {
+            continue;
+        }
+        if kind.is_dir() {
+            std::fs::remove_dir_all(entry.path())?;
+        } else {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// The dataset path of a run's heartbeat (bucket) or lock file (directory).
@@ -846,6 +1250,9 @@ fn remove_files_in(dir: &Path, dead: impl Fn(&str) -> bool) -> io::Result<()> {
 struct RunLock {
     file: std::fs::File,
     path: PathBuf,
+    /// The run wrote takeover records and has not committed: its staging area keeps
+    /// `takeover/` when it ends (a later run takes its age archives over with them).
+    keep_records: AtomicBool,
 }
 
 impl RunLock {
@@ -876,7 +1283,14 @@ impl RunLock {
             };
             modes.restrict(&file)?;
             file.lock()?;
-            return Ok((run, RunLock { file, path }));
+            return Ok((
+                run,
+                RunLock {
+                    file,
+                    path,
+                    keep_records: AtomicBool::new(false),
+                },
+            ));
         }
     }
 
@@ -893,7 +1307,11 @@ impl RunLock {
         let file = o.open(&path)?;
         modes.restrict(&file)?;
         file.lock()?;
-        Ok(RunLock { file, path })
+        Ok(RunLock {
+            file,
+            path,
+            keep_records: AtomicBool::new(false),
+        })
     }
 
     /// True when `runs/{run}.lock` exists and some open file holds its lock.
@@ -925,7 +1343,11 @@ impl Drop for RunLock {
             .and_then(|p| p.strip_suffix(".lock"))
             .map(PathBuf::from)
         {
-            let _ = std::fs::remove_dir_all(dir);
+            if self.keep_records.load(Ordering::Relaxed) {
+                let _ = remove_all_but_records(&dir);
+            } else {
+                let _ = std::fs::remove_dir_all(dir);
+            }
         }
         let _ = std::fs::remove_file(&self.path);
         let _ = self.file.unlock();
@@ -1133,6 +1555,67 @@ mod tests {
             loc.existing_archive("r2", Kind::Authentication, None),
             Existing::Damaged(_)
         ));
+    }
+
+    #[test]
+    fn takeover_records_outlive_a_run_without_a_commit_until_a_commit_lists_the_archive() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let record = |run: &str, reference: &str| TakeoverRecord {
+            format: takeover::TAKEOVER_FORMAT.into(),
+            run: run.into(),
+            reference: reference.into(),
+            kind: "netverify".into(),
+            pii: Pii::Full,
+            archive: archive::layout::age_relative_path(reference),
+            sha256: "ab".repeat(32),
+            bytes: 1,
+            files: vec![],
+            row: vec![],
+        };
+        let writer = open(root);
+        let dead = writer.run().to_string();
+        for r in ["r1", "r2"] {
+            writer.write_takeover_record(&record(&dead, r)).unwrap();
+        }
+        let scratch = root.join(format!("runs/{dead}"));
+        std::fs::write(scratch.join("r3.zip.tmp"), b"plain").unwrap();
+        // Ends without a commit: its records stay, its temporaries go.
+        drop(writer);
+        let records = scratch.join(takeover::TAKEOVER_DIR);
+        assert!(records.join("r1.json").exists() && records.join("r2.json").exists());
+        assert!(!scratch.join("r3.zip.tmp").exists());
+        // A later run: nothing lists the archives yet, so the sweep keeps the records.
+        drop(open(root));
+        assert!(records.join("r1.json").exists() && records.join("r2.json").exists());
+        // r1 was taken over by a run that committed: its record goes, r2's stays.
+        let taker = "20200101T000000Z-7a7a";
+        std::fs::create_dir_all(root.join("archives/.claims/r1")).unwrap();
+        std::fs::write(root.join(format!("archives/.claims/r1/{dead}")), taker).unwrap();
+        std::fs::write(root.join(format!("commits/{taker}.json")), b"{}").unwrap();
+        drop(open(root));
+        assert!(!records.join("r1.json").exists() && records.join("r2.json").exists());
+        // A run whose commit lists its archives keeps no record when it ends.
+        let committer = open(root);
+        let run = committer.run().to_string();
+        committer
+            .write_takeover_record(&record(&run, "r4"))
+            .unwrap();
+        let commit = Commit {
+            format: dataset::commit::COMMIT_FORMAT.into(),
+            run: run.clone(),
+            report: serde_json::json!({}),
+            parts: vec![],
+            archives: dataset::commit::ArchivesRecord {
+                count: 1,
+                root_hash: String::new(),
+                root_hash_method: String::new(),
+            },
+            output: Default::default(),
+        };
+        committer.write_commit(&commit).unwrap();
+        drop(committer);
+        assert!(!root.join(format!("runs/{run}")).exists());
     }
 
     #[test]

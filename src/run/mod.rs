@@ -22,6 +22,7 @@ pub mod resume;
 pub mod schedule;
 pub mod shutdown;
 pub mod sink;
+pub mod takeover;
 pub mod task;
 pub mod upgrade;
 
@@ -244,6 +245,10 @@ pub enum RunError {
         /// Its profile.
         found: crate::flatten::pii::Pii,
     },
+    /// The job's archive mode (plain ZIP, `encrypt_archives`, `age_recipients`) is not the
+    /// dataset's, or not that of an archive the run found (exit 2): nothing of it is replaced.
+    #[error("{0}")]
+    ArchiveMode(String),
     /// A bucket location or its store settings cannot make a client (exit 2: a usage matter).
     #[error("{0}")]
     StoreSettings(String),
@@ -317,6 +322,7 @@ pub async fn run(
         message: "the writer thread panicked".into(),
     })??;
     written.not_started += unread;
+    written.archive_mode = job.output.archive_mode();
     let already = start.already;
     let facts = run_facts(
         job, &input, &location, &shutdown, &client, &written, already,
@@ -357,8 +363,54 @@ fn same_pii_profile(job: &Job, location: &OutputLocation) -> Result<(), RunError
                 found: c.output.pii,
             });
         }
+        same_archive_mode(job, &run, &c)?;
     }
     Ok(())
+}
+
+/// A dataset holds one archive mode: a run whose mode differs from one a commit that lists
+/// archives records is refused before anything is fetched (exit 2). Commits of earlier versions
+/// record none: their archives are ZIP (plain or AES), which an age run does not match; between
+/// plain and AES the archives themselves tell ([`location::Existing::Mismatch`]).
+fn same_archive_mode(
+    job: &Job,
+    run: &str,
+    c: &crate::dataset::commit::Commit,
+) -> Result<(), RunError> {
+    use crate::output::archive::ArchiveMode;
+    let wanted = job.output.archive_mode();
+    if c.archives.count == 0 {
+        return Ok(());
+    }
+    let found = match c.output.archive_mode {
+        Some(found) => found,
+        None if wanted == ArchiveMode::Age => ArchiveMode::Zip,
+        None => return Ok(()),
+    };
+    if found == wanted {
+        return Ok(());
+    }
+    Err(RunError::ArchiveMode(mode_mismatch(
+        &job.path,
+        wanted,
+        wanted.setting_between(found),
+        &format!("commit {run} lists {}", found.describe()),
+    )))
+}
+
+/// The exit-2 message of a run of mode `wanted` meeting archives that `setting` tells apart
+/// (`found`: "commit R lists …", "archives/X.zip is …").
+pub fn mode_mismatch(
+    job: &std::path::Path,
+    wanted: crate::output::archive::ArchiveMode,
+    setting: &str,
+    found: &str,
+) -> String {
+    format!(
+        "{}: {setting} differs from the dataset: this run writes {}, but {found}. A dataset holds one archive mode and no archive is ever replaced: set {setting} as the dataset was written, or export into another location",
+        job.display(),
+        wanted.describe(),
+    )
 }
 
 /// What the run did, for its report and commit.
@@ -484,6 +536,12 @@ fn task_context(
             run: Some(location.run().to_string()),
         },
         write_archives: job.output.archives,
+        age: (!job.output.age_recipients.is_empty())
+            .then(|| crate::output::archive::AgeRecipients::parse(&job.output.age_recipients).ok())
+            .flatten(),
+        archive_mode: job.output.archive_mode(),
+        pii: (job.output.pii, opts.pseudonymiser.clone()),
+        job_path: job.path.clone(),
         daily_retry: job.polling.daily_retry,
         shutdown: shutdown.clone(),
         clock: opts.clock.clone(),
@@ -535,6 +593,9 @@ fn summary(
     shutdown: &Shutdown,
     elapsed: Duration,
 ) -> Result<Summary, RunError> {
+    if let Some(StopReason::Mismatch(message)) = shutdown.reason() {
+        return Err(RunError::ArchiveMode(message.clone()));
+    }
     if let Some(StopReason::Fatal(message)) = shutdown.reason() {
         return Err(RunError::Output {
             what: "archives".into(),

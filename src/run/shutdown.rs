@@ -18,6 +18,9 @@ pub enum StopReason {
     CredentialsRefused,
     /// The output cannot be written (disk full, failed fsync, unreadable input spool): exit 3.
     Fatal(String),
+    /// An archive the run found is of another archive mode than the job's (exit 2): it is
+    /// never fetched again and replaced. The message names the setting that differs.
+    Mismatch(String),
 }
 
 /// The run's shutdown state, cloned into every stage.

@@ -51,6 +51,8 @@ pub struct Written {
     pub unparsed_values: BTreeMap<String, u64>,
     /// The PII profile of the transaction tables (recorded in the commit).
     pub pii: flatten::pii::Pii,
+    /// How the archives are protected (recorded in the commit).
+    pub archive_mode: archive::ArchiveMode,
 }
 
 /// The open writers: one part writer per table.
@@ -148,10 +150,11 @@ impl Sink {
                 reference,
                 kind,
                 data,
+                row,
                 archive,
                 files,
                 fresh,
-            } => self.exported(&reference, kind, &data, archive, &files, fresh),
+            } => self.exported(&reference, kind, (&data, row), archive, &files, fresh),
             Done::Failed(row) => self.failed(&row),
             Done::Carried(row) => {
                 // Counted as not exported by this run; its row stays the commit's that recorded
@@ -179,7 +182,7 @@ impl Sink {
         &mut self,
         reference: &str,
         kind: Kind,
-        data: &serde_json::Value,
+        (data, profiled): (&serde_json::Value, Option<Vec<flatten::Cell>>),
         archive: Option<WrittenArchive>,
         archived: &[ArchivedFile],
         fresh: bool,
@@ -196,15 +199,30 @@ impl Sink {
                 .unwrap_or_default(),
             run: self.run.clone(),
         };
-        let row = flatten::flatten(kind, reference, data, &summary);
-        for column in flatten::unparsed_columns(kind, &row) {
-            *self
-                .written
-                .unparsed_values
-                .entry(format!("{}.{column}", kind.table_name()))
-                .or_default() += 1;
-        }
-        let row = flatten::pii::apply(kind, self.pii, self.pseudonymiser.as_ref(), row);
+        let row = match profiled {
+            // An age archive taken over: its row as the run that wrote it profiled it (the
+            // takeover record), completed with this run's bookkeeping columns.
+            Some(mut cells) => {
+                cells.extend([
+                    flatten::Cell::Int(summary.image_count),
+                    flatten::Cell::Text(summary.archive.clone()),
+                    flatten::Cell::Text(summary.archive_sha256.clone()),
+                    flatten::Cell::Text(summary.run.clone()),
+                ]);
+                flatten::Row(cells)
+            }
+            None => {
+                let row = flatten::flatten(kind, reference, data, &summary);
+                for column in flatten::unparsed_columns(kind, &row) {
+                    *self
+                        .written
+                        .unparsed_values
+                        .entry(format!("{}.{column}", kind.table_name()))
+                        .or_default() += 1;
+                }
+                flatten::pii::apply(kind, self.pii, self.pseudonymiser.as_ref(), row)
+            }
+        };
         self.tables
             .get_mut(&kind)
             .expect("a writer per kind")
@@ -304,6 +322,7 @@ mod tests {
             reference: reference.into(),
             kind: Kind::Netverify,
             data: serde_json::json!({"document": {"firstName": "ANA"}}),
+            row: None,
             archive: Some(WrittenArchive {
                 path: format!("/x/{reference}.zip").into(),
                 relative: format!("archives/{reference}.zip"),

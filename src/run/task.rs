@@ -7,14 +7,18 @@ use std::sync::Arc;
 
 use crate::Kind;
 use crate::fetch::{FetchFailure, FetchOutcome, Fetched, Fetcher, OpenArchive};
+use crate::flatten::pii::{Pii, Pseudonymiser};
 use crate::input::Item;
 use crate::outcome::{ErrorCode, Stage};
-use crate::output::archive::{self, ArchiveKey, ArchivedFile, ProvenanceMeta, WrittenArchive};
+use crate::output::archive::{
+    self, AgeRecipients, ArchiveKey, ArchiveMode, ArchivedFile, ProvenanceMeta, WrittenArchive,
+};
 use crate::output::failures::FailureRow;
 
 use super::Clock;
 use super::location::{Existing, OutputLocation};
 use super::shutdown::{Shutdown, StopReason};
+use super::takeover::TakeoverRecord;
 
 /// What the fetch side hands to the sink.
 #[derive(Debug)]
@@ -27,6 +31,9 @@ pub enum Done {
         kind: Kind,
         /// Its `/data` (Authentication: details) response, for the table row.
         data: serde_json::Value,
+        /// The table row already profiled, without its bookkeeping columns: an age archive taken
+        /// over from its takeover record (`data` is then `Null`).
+        row: Option<Vec<crate::flatten::Cell>>,
         /// Its archive; `None` when the job writes no archives.
         archive: Option<WrittenArchive>,
         /// The files in the archive.
@@ -62,6 +69,14 @@ pub struct TaskContext {
     pub clock: Clock,
     /// Encrypts archive entries (and opens them on resume) when set.
     pub archive_key: Option<ArchiveKey>,
+    /// Encrypts every finished archive to these recipients with age when set.
+    pub age: Option<AgeRecipients>,
+    /// The job's archive mode: an archive of another mode stops the run (exit 2).
+    pub archive_mode: ArchiveMode,
+    /// The tables' PII profile and its key: an age archive's takeover record holds its row so.
+    pub pii: (Pii, Option<Pseudonymiser>),
+    /// The job file, for the message of a mode mismatch.
+    pub job_path: std::path::PathBuf,
 }
 
 /// One reference: take over its archive if a dead run left it, else fetch and archive it.
@@ -78,7 +93,9 @@ pub async fn one_reference(ctx: &Arc<TaskContext>, item: Item, poll_once: bool) 
     // `finish` puts under the final name.
     let open = || {
         let key = ctx.archive_key.clone();
-        ctx.location.open_archive(&reference, &ctx.meta, key)
+        ctx.location
+            .open_archive(&reference, &ctx.meta, key)
+            .map(|w| w.with_age(ctx.age.clone()))
     };
     let open: Option<OpenArchive<'_>> = ctx.write_archives.then_some(&open);
     let outcome = if poll_once {
@@ -122,9 +139,13 @@ async fn existing(ctx: &Arc<TaskContext>, item: &Item) -> Option<Done> {
     let it = item.clone();
     let found = tokio::task::spawn_blocking(move || {
         let key = task_ctx.archive_key.as_ref();
-        task_ctx
-            .location
-            .existing_archive(&it.reference, it.kind, key)
+        task_ctx.location.existing_archive_in(
+            &it.reference,
+            it.kind,
+            key,
+            task_ctx.archive_mode,
+            task_ctx.pii.0,
+        )
     })
     .await
     .ok()?;
@@ -136,10 +157,32 @@ async fn existing(ctx: &Arc<TaskContext>, item: &Item) -> Option<Done> {
                 reference: item.reference.clone(),
                 kind: item.kind,
                 data: checked.data,
+                row: None,
                 files: checked.archive.files.clone(),
                 archive: Some(checked.archive),
                 fresh: false,
             })
+        }
+        Existing::OursSealed(taken) => {
+            let (archive, cells) = *taken;
+            Some(Done::Exported {
+                reference: item.reference.clone(),
+                kind: item.kind,
+                data: serde_json::Value::Null,
+                row: Some(cells),
+                files: archive.files.clone(),
+                archive: Some(archive),
+                fresh: false,
+            })
+        }
+        Existing::Mismatch { setting, found } => {
+            // Never fetched again and replaced: the run stops (exit 2) and says which setting
+            // differs.
+            let message = super::mode_mismatch(&ctx.job_path, ctx.archive_mode, setting, &found);
+            if ctx.shutdown.abort(StopReason::Mismatch(message.clone())) {
+                tracing::error!("stopping: {message}");
+            }
+            Some(Done::NotStarted)
         }
         Existing::OtherRun(owner) => {
             tracing::info!(reference = %item.reference, owner = %owner, "its archive belongs to another run; left to it");
@@ -209,12 +252,41 @@ async fn archive_fetched(ctx: &Arc<TaskContext>, f: Fetched) -> Done {
             reference,
             kind,
             data,
+            row: None,
             archive: None,
             files: Vec::new(),
             fresh: true,
         };
     };
-    let written = tokio::task::spawn_blocking(move || archive.finish()).await;
+    let written = if ctx.age.is_some() {
+        // An age archive: its takeover record (the facts a later run needs to list it without
+        // opening it) is in the run's staging area before the archive has its final name.
+        let (task_ctx, reference, data) = (ctx.clone(), reference.clone(), data.clone());
+        tokio::task::spawn_blocking(move || {
+            let sealed = archive.seal()?;
+            let record = TakeoverRecord::new(
+                task_ctx.location.run().as_str(),
+                &reference,
+                kind,
+                &data,
+                &sealed.written(),
+                (task_ctx.pii.0, task_ctx.pii.1.as_ref()),
+            );
+            let relative = super::takeover::relative(task_ctx.location.run().as_str(), &reference);
+            task_ctx
+                .location
+                .write_takeover_record(&record)
+                .map_err(|source| archive::ArchiveError::Io {
+                    action: "writing the takeover record",
+                    path: relative.into(),
+                    source,
+                })?;
+            sealed.publish()
+        })
+        .await
+    } else {
+        tokio::task::spawn_blocking(move || archive.finish()).await
+    };
     drop(slot);
     match written {
         Ok(Ok(w)) => {
@@ -241,12 +313,20 @@ async fn archived(
             reference,
             kind,
             data,
+            row: None,
             files: w.files.clone(),
             archive: Some(w),
             fresh: true,
         },
         Err(archive::ArchiveError::AlreadyExists { .. }) => {
             // Another run published this reference's archive while this one fetched it.
+            if ctx.age.is_some() {
+                let (task_ctx, r) = (ctx.clone(), reference.clone());
+                let _ = tokio::task::spawn_blocking(move || {
+                    task_ctx.location.remove_takeover_record(&r)
+                })
+                .await;
+            }
             existing(ctx, &Item { reference, kind })
                 .await
                 .unwrap_or(Done::NotStarted)

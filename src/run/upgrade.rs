@@ -193,6 +193,13 @@ pub async fn upgrade(
     started: DateTime<Utc>,
 ) -> Result<Upgrade, UpgradeError> {
     let dir = root.to_path_buf();
+    // An upgrade given a key lists ZIP AES archives (the common case for it); without one,
+    // plain ones (an encrypted archive stops it).
+    let mode = if key.is_some() {
+        archive::ArchiveMode::ZipAes
+    } else {
+        archive::ArchiveMode::Zip
+    };
     let prepared = tokio::task::spawn_blocking(move || prepare(&dir, key, started))
         .await
         .map_err(|e| UpgradeError::Io {
@@ -208,9 +215,10 @@ pub async fn upgrade(
         } => (location, listing, locks),
     };
     let Listing {
-        written,
+        mut written,
         mut upgraded,
     } = listing;
+    written.archive_mode = mode;
     let facts = RunFacts {
         job_sha256: String::new(),
         input_sha256: String::new(),
@@ -540,6 +548,7 @@ fn exported(reference: &str, kind: Kind, checked: CheckedArchive) -> Done {
         reference: reference.to_string(),
         kind,
         data: checked.data,
+        row: None,
         files: checked.archive.files.clone(),
         archive: Some(checked.archive),
         fresh: false,

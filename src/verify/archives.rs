@@ -40,11 +40,17 @@ impl Verifier<'_> {
     ) {
         let (reference, kind) = (&key.0, key.1);
         let row = &self.rows[key];
-        let (commit, pair, digest, twin_digest) =
-            (row.commit, row.pair, row.digest, row.twin_digest);
-        let (recorded_sha, recorded_images, loc) = (row.sha256, row.image_count, row.loc.clone());
+        let (commit, recorded_sha, loc) = (row.commit, row.sha256, row.loc.clone());
         let mut commits = vec![commit];
         commits.extend(self.dup_commits.get(reference).into_iter().flatten());
+        if row.mode == archive::ArchiveMode::Age {
+            let Some(checked) = self.check_age_archive(reference, kind, recorded_sha, &loc, report)
+            else {
+                self.forget_files(&commits, reference);
+                return;
+            };
+            return self.check_opened(key, &commits, checked, detail, report);
+        }
         let subject = relative_path(reference);
         let path = layout::archive_path(self.dir, reference);
         let checked = if is_regular_file(&path, &subject, &loc, reference, report) {
@@ -66,6 +72,24 @@ impl Verifier<'_> {
             self.forget_files(&commits, reference);
             return;
         };
+        self.check_opened(key, &commits, checked, detail, report);
+    }
+
+    /// An archive that checked out (an age archive: decrypted) against its row's image count
+    /// and cells and the files rows of `commits`.
+    fn check_opened(
+        &mut self,
+        key: &(String, Kind),
+        commits: &[u32],
+        checked: CheckedArchive,
+        detail: &mut FilesDetail,
+        report: &mut VerifyReport,
+    ) {
+        let (reference, kind) = (&key.0, key.1);
+        let row = &self.rows[key];
+        let (pair, digest, twin_digest) = (row.pair, row.digest, row.twin_digest);
+        let (recorded_images, loc) = (row.image_count, row.loc.clone());
+        let subject = checked.archive.relative.clone();
         if let Some(expected) = recorded_images {
             let found = checked.image_count();
             if found != expected {
@@ -79,9 +103,75 @@ impl Verifier<'_> {
         }
         self.compare_content(kind, pair, digest, twin_digest, &checked);
         let expected = FileSetSum::of_archive(kind, checked.files());
-        for c in self.take_files_rows(&commits, reference, &expected, report) {
+        for c in self.take_files_rows(commits, reference, &expected, report) {
             detail.insert((c, reference.clone()), (kind, checked.files().to_vec()));
         }
+    }
+
+    /// The age archive of a row: a regular file whose ciphertext has the row's hash. With
+    /// identities it is decrypted into a private temporary directory and checked like a ZIP
+    /// (`None` without them, or when it does not check out: findings say why).
+    fn check_age_archive(
+        &self,
+        reference: &str,
+        kind: Kind,
+        recorded_sha: Option<[u8; 32]>,
+        loc: &Loc,
+        report: &mut VerifyReport,
+    ) -> Option<CheckedArchive> {
+        let subject = layout::age_relative_path(reference);
+        let path = layout::age_archive_path(self.dir, reference);
+        if !is_regular_file(&path, &subject, loc, reference, report) {
+            return None;
+        }
+        report.archives += 1;
+        match archive::age::hash_file(&path) {
+            Ok((sha256, _)) => {
+                if let Some(recorded) = recorded_sha.map(hex::encode)
+                    && recorded != sha256
+                {
+                    report.finding(
+                        &subject,
+                        format!(
+                            "sha256 {sha256} does not match archive_sha256 {recorded} at {loc}"
+                        ),
+                    );
+                }
+            }
+            Err(e) => {
+                report.finding(&subject, format!("cannot be read: {e}"));
+                return None;
+            }
+        }
+        let identities = self.age_identities?;
+        let scratch = match tempfile::Builder::new()
+            .prefix("jumio-export-verify-")
+            .tempdir()
+        {
+            Ok(dir) => dir,
+            Err(e) => {
+                report.finding(
+                    &subject,
+                    format!("no temporary directory to open it in: {e}"),
+                );
+                return None;
+            }
+        };
+        let plain = scratch.path().join(format!("{reference}.zip"));
+        let modes = crate::output::fsmode::Modes::default();
+        if let Err(e) = identities.decrypt_file(&path, &plain, modes) {
+            report.finding(
+                &subject,
+                format!("does not decrypt with the identity given: {e}"),
+            );
+            return None;
+        }
+        let (_, checked) = checked_archive(&plain, reference, kind, self.key, report);
+        checked.map(|mut c| {
+            c.archive.relative = subject;
+            c.archive.path = path;
+            c
+        })
     }
 
     /// Takes the files rows of `reference` of each of `commits` (a finding for a commit that
@@ -168,7 +258,7 @@ impl Verifier<'_> {
         names.sort();
         for name in names {
             let subject = format!("{ARCHIVES_DIR}/{name}");
-            match layout::reference_of(&name) {
+            match layout::reference_of(&name).or_else(|| layout::age_reference_of(&name)) {
                 Some(reference) => {
                     if Kind::ALL
                         .iter()

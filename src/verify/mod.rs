@@ -5,7 +5,9 @@
 //!   file of the recorded size, sha256 and row count, named `{run}-{n}.{ext}`, with the columns
 //!   and types of its table's schema; the CSV and Parquet parts of one `{run}-{n}` hold the
 //!   same rows; every row's `run` is the commit that lists its part;
-//! - every kind-table row points at `archives/{reference}.zip`, which passes
+//! - every kind-table row points at `archives/{reference}.zip` (`.zip.age` in a commit of
+//!   archive mode `age`: its ciphertext has the row's `archive_sha256`, and with
+//!   `--age-identity-env` the decrypted ZIP is checked as below), which passes
 //!   [`archive::check`] (manifest, provenance, reference, family, data), has the row's
 //!   `archive_sha256` and `image_count`, and whose data re-flattened by `flatten` gives every
 //!   documented cell of the row (CSV as the CSV writer writes it, Parquet as typed values);
@@ -237,6 +239,9 @@ pub struct VerifyOptions<'a> {
     pub public_key: Option<&'a crate::output::signing::CommitPublicKey>,
     /// The key of a `pii = "pseudonymised"` dataset: without it, its tokens are not compared.
     pub pseudonymiser: Option<&'a crate::flatten::pii::Pseudonymiser>,
+    /// `--age-identity-env`: opens age archives to check their manifest, rows and files rows;
+    /// without it they are checked by their ciphertext's sha256 (rows, root hash).
+    pub age_identities: Option<&'a archive::AgeIdentities>,
 }
 
 /// Verifies the whole dataset in `dir`; see the module documentation for every check. Blocking.
@@ -281,6 +286,7 @@ pub fn verify_with(dir: &Path, opts: VerifyOptions<'_>) -> Result<VerifyReport, 
     let mut v = Verifier {
         dir,
         key: opts.key,
+        age_identities: opts.age_identities,
         pseudonymiser: opts.pseudonymiser,
         commits: Vec::new(),
         first_in_scope,
@@ -493,6 +499,8 @@ struct RowInfo {
     twin_digest: Option<RowDigest>,
     /// Rows of the other format's part seen for this reference.
     twin_rows: u32,
+    /// The archive mode its commit records: an age row's archive is `archives/{reference}.zip.age`.
+    mode: archive::ArchiveMode,
 }
 
 /// The parts `{run}-{n}` of one kind table in one commit: the one rows are read from (CSV
@@ -505,6 +513,9 @@ struct KindPair {
 struct Verifier<'a> {
     dir: &'a Path,
     key: Option<&'a archive::ArchiveKey>,
+    /// The identities that open age archives; without them an age archive is checked by its
+    /// ciphertext's hash only.
+    age_identities: Option<&'a archive::AgeIdentities>,
     /// The key of pseudonymised tables.
     pseudonymiser: Option<&'a crate::flatten::pii::Pseudonymiser>,
     /// Every commit, in run order.

@@ -17,7 +17,8 @@ use crate::Kind;
 use crate::dataset::commit::{CsvFormulas, PartRecord};
 use crate::dataset::{FAILURES_TABLE, Format};
 use crate::flatten::{self, Column};
-use crate::output::archive::relative_path;
+use crate::output::archive::ArchiveMode;
+use crate::output::archive::layout::relative_path_in;
 use crate::output::report::RootHash;
 
 /// The bookkeeping cells of a kind-table row, as text (empty when null).
@@ -41,9 +42,9 @@ impl KeyCells {
         }
     }
 
-    /// The `archive` column must be `archives/{reference}.zip`.
-    fn check_archive(&self, loc: &Loc, report: &mut VerifyReport) {
-        let expected = relative_path(&self.reference);
+    /// The `archive` column must be `archives/{reference}.zip` (`.zip.age` in an age commit).
+    fn check_archive(&self, mode: ArchiveMode, loc: &Loc, report: &mut VerifyReport) {
+        let expected = relative_path_in(&self.reference, mode);
         if self.archive != expected {
             report.finding(
                 loc.to_string(),
@@ -57,9 +58,14 @@ impl KeyCells {
 
     /// A primary row's archive column, hash and image count: a finding for each that is wrong;
     /// the hash and the count when they parse.
-    fn check(&self, loc: &Loc, report: &mut VerifyReport) -> (Option<[u8; 32]>, Option<i64>) {
+    fn check(
+        &self,
+        mode: ArchiveMode,
+        loc: &Loc,
+        report: &mut VerifyReport,
+    ) -> (Option<[u8; 32]>, Option<i64>) {
         let reference = &self.reference;
-        self.check_archive(loc, report);
+        self.check_archive(mode, loc, report);
         let sha256 = parse_sha256(&self.sha256);
         if sha256.is_none() {
             report.finding(
@@ -104,7 +110,7 @@ impl KeyCells {
                 ),
             );
         }
-        self.check_archive(loc, report);
+        self.check_archive(row.mode, loc, report);
     }
 }
 
@@ -229,6 +235,7 @@ impl Verifier<'_> {
             .unwrap_or_default();
         let neutralised = output.csv_formulas == CsvFormulas::Neutralised;
         let pii = output.pii;
+        let mode = output.archive_mode.unwrap_or_default();
         let Some(((primary_rec, primary), twin)) =
             self.open_kind_pair(kind, slot, (neutralised, pii), report)
         else {
@@ -250,7 +257,7 @@ impl Verifier<'_> {
                 if !self.first_export(commit, pair, kind, &key.reference, loc, report) {
                     return;
                 }
-                let (sha256, image_count) = key.check(loc, report);
+                let (sha256, image_count) = key.check(mode, loc, report);
                 stored += 1;
                 let row = RowInfo {
                     commit,
@@ -261,6 +268,7 @@ impl Verifier<'_> {
                     digest: primary.digest(cells),
                     twin_digest: None,
                     twin_rows: 0,
+                    mode,
                 };
                 self.rows.insert((key.reference, kind), row);
             },

@@ -48,6 +48,48 @@ pub fn archive_path(out_dir: &Path, reference: &str) -> PathBuf {
     out_dir.join(relative_path(reference))
 }
 
+/// `archives/{reference}.zip.age`: the archive of an age dataset ([`relative_path`] and
+/// [`super::age::AGE_SUFFIX`]), what its tables' `archive` column says.
+pub fn age_relative_path(reference: &str) -> String {
+    format!("{}{}", relative_path(reference), super::age::AGE_SUFFIX)
+}
+
+/// The archive of `reference` in `mode` ([`relative_path`], or [`age_relative_path`]).
+pub fn relative_path_in(reference: &str, mode: super::ArchiveMode) -> String {
+    match mode {
+        super::ArchiveMode::Age => age_relative_path(reference),
+        _ => relative_path(reference),
+    }
+}
+
+/// `archives/{reference}.zip.age` under `out_dir`.
+pub fn age_archive_path(out_dir: &Path, reference: &str) -> PathBuf {
+    out_dir.join(age_relative_path(reference))
+}
+
+/// The age archive beside a ZIP's final path: `{path}.age`.
+pub fn age_archive_path_of(zip_path: &Path) -> PathBuf {
+    let mut p = zip_path.as_os_str().to_owned();
+    p.push(super::age::AGE_SUFFIX);
+    PathBuf::from(p)
+}
+
+/// The temporary of an age archive beside the ZIP's temporary: `{reference}.zip.age.tmp`.
+pub fn age_temp_path_of(zip_temp: &Path) -> PathBuf {
+    let name = zip_temp
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(".tmp"))
+        .unwrap_or("archive.zip");
+    zip_temp.with_file_name(format!("{name}{}.tmp", super::age::AGE_SUFFIX))
+}
+
+/// The reference of an age archive's file name (`X.zip.age` → `X`); `None` for anything else.
+pub fn age_reference_of(name: &str) -> Option<&str> {
+    name.strip_suffix(super::age::AGE_SUFFIX)
+        .and_then(reference_of)
+}
+
 /// Where the writer assembles an archive before publishing it at [`archive_path`]: in a
 /// dataset run, `runs/{run}/{reference}.zip.tmp` (the run's own scratch directory: a run
 /// sweeps dead runs' temporaries by listing `runs/`, never the archives); outside one,

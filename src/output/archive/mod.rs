@@ -21,6 +21,7 @@
 //! (a write to the page cache, no fsync, no read); its `finish` is blocking like the rest. It
 //! does no network I/O and logs nothing (archives hold personal data).
 
+pub mod age;
 mod check;
 pub mod layout;
 mod read;
@@ -36,14 +37,16 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zip::result::ZipError;
 
+pub use age::{AgeIdentities, AgeRecipients};
 pub use check::{ArchiveFinding, CheckedArchive, Rejected, check};
 pub use layout::{
     ARCHIVES_DIR, MANIFEST_ENTRY, PROVENANCE_ENTRY, allowed_entry_name, archive_path, entry_names,
     file_extension, image_count, kinds_of, relative_path,
 };
-pub use read::{read_archive, read_archive_with_key};
+pub use read::{is_encrypted, read_archive, read_archive_with_key};
 pub use write::{
-    ArchiveWriter, remove_dead_temps, remove_stale_temps, write_archive, write_archive_with_key,
+    ArchiveWriter, Sealed, remove_dead_temps, remove_stale_temps, write_archive,
+    write_archive_with_key,
 };
 
 /// The `tool` value recorded in `provenance.json`.
@@ -125,6 +128,60 @@ impl ArchiveKey {
 impl std::fmt::Debug for ArchiveKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ArchiveKey(<redacted>)")
+    }
+}
+
+/// How a dataset's archives are protected: what the commit records (`output.archives`) and
+/// what a run must match (a run of another mode stops with exit 2, never replaces an archive).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ArchiveMode {
+    /// Plain ZIP archives (`archives/{reference}.zip`).
+    #[default]
+    #[serde(rename = "zip")]
+    Zip,
+    /// ZIP archives whose entries are AES-256 encrypted (`[output] encrypt_archives`).
+    #[serde(rename = "zip-aes")]
+    ZipAes,
+    /// ZIP archives encrypted to public keys with age (`[output] age_recipients`),
+    /// `archives/{reference}.zip.age`.
+    #[serde(rename = "age")]
+    Age,
+}
+
+impl ArchiveMode {
+    /// The name the commit records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArchiveMode::Zip => "zip",
+            ArchiveMode::ZipAes => "zip-aes",
+            ArchiveMode::Age => "age",
+        }
+    }
+
+    /// The mode in words, for a message.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ArchiveMode::Zip => {
+                "plain ZIP archives (neither [output] encrypt_archives nor [output] age_recipients)"
+            }
+            ArchiveMode::ZipAes => "ZIP archives encrypted with [output] encrypt_archives",
+            ArchiveMode::Age => "archives encrypted with age to [output] age_recipients",
+        }
+    }
+
+    /// The job-file setting that tells `self` from `other`.
+    pub fn setting_between(self, other: ArchiveMode) -> &'static str {
+        if self == ArchiveMode::Age || other == ArchiveMode::Age {
+            "[output] age_recipients"
+        } else {
+            "[output] encrypt_archives"
+        }
+    }
+}
+
+impl std::fmt::Display for ArchiveMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -57,6 +57,27 @@ pub fn read_archive_with_key(
     })
 }
 
+/// Whether the ZIP archive at `path` has encrypted entries (its first entry is; the writer
+/// encrypts all or none). Blocking.
+pub fn is_encrypted(path: &Path) -> Result<bool, ArchiveError> {
+    let file = File::open(path).map_err(io_err("opening", path))?;
+    let mut zip =
+        ZipArchive::new(io::BufReader::new(file)).map_err(|source| ArchiveError::Corrupt {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if zip.is_empty() {
+        return Ok(false);
+    }
+    let entry = zip
+        .by_index_raw(0)
+        .map_err(|source| ArchiveError::Corrupt {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(entry.encrypted())
+}
+
 /// An archive file opened and hashed whole.
 pub(super) struct Opened {
     file: File,

@@ -23,6 +23,7 @@ use zip::{CompressionMethod, System, ZipWriter};
 use super::super::fsmode::Modes;
 use crate::dataset::publish::{Published, publish_no_replace};
 
+use super::age::AgeRecipients;
 use super::layout::{self, ARCHIVES_DIR, MANIFEST_ENTRY, Namer, PROVENANCE_ENTRY};
 use super::spool::{Marks, Spool};
 use super::{
@@ -97,6 +98,9 @@ pub struct ArchiveWriter {
     /// Tells the spool where each entry starts (bytes before it are final).
     marks: Arc<Marks>,
     key: Option<ArchiveKey>,
+    /// Encrypts the finished ZIP to these recipients (`archives/{reference}.zip.age`).
+    age: Option<AgeRecipients>,
+    modes: Modes,
     meta: ProvenanceMeta,
     namer: Namer,
     /// Order key of the last entry, to keep the archive order.
@@ -170,6 +174,8 @@ impl ArchiveWriter {
             zip: ZipWriter::new(spool),
             marks,
             key,
+            age: None,
+            modes,
             meta: meta.clone(),
             namer: Namer::default(),
             last: None,
@@ -177,6 +183,16 @@ impl ArchiveWriter {
             files: Vec::with_capacity(16),
             provenance: Vec::with_capacity(16),
         })
+    }
+
+    /// Encrypts the finished archive to `recipients` with age: it is published as
+    /// `archives/{reference}.zip.age`, and its sha256 is the ciphertext's.
+    pub fn with_age(mut self, recipients: Option<AgeRecipients>) -> Self {
+        if recipients.is_some() {
+            self.final_path = layout::age_archive_path_of(&self.final_path);
+        }
+        self.age = recipients;
+        self
     }
 
     /// The temporary file, as errors name it.
@@ -364,9 +380,16 @@ impl ArchiveWriter {
     }
 
     /// Adds `provenance.json` and the manifest, closes the zip, fsyncs it and publishes it at
-    /// `archives/{reference}.zip` only if nothing is there. Blocking. An entry still open is
-    /// abandoned (it was not received whole).
-    pub fn finish(mut self) -> Result<WrittenArchive, ArchiveError> {
+    /// `archives/{reference}.zip` (with age: `.zip.age`) only if nothing is there. Blocking. An
+    /// entry still open is abandoned (it was not received whole).
+    pub fn finish(self) -> Result<WrittenArchive, ArchiveError> {
+        self.seal()?.publish()
+    }
+
+    /// [`ArchiveWriter::finish`] up to the publication: the archive is complete (and encrypted,
+    /// with age) under its temporary name, its hash known; [`Sealed::publish`] gives it its
+    /// final name. Blocking.
+    pub fn seal(mut self) -> Result<Sealed, ArchiveError> {
         self.abandon()?;
         let provenance = Provenance {
             tool: TOOL_NAME.to_owned(),
@@ -390,9 +413,11 @@ impl ArchiveWriter {
         let ArchiveWriter {
             reference,
             final_path,
-            mut guard,
+            guard,
             zip,
             files,
+            age,
+            modes,
             ..
         } = self;
         let tmp_path = guard.path.clone();
@@ -405,6 +430,72 @@ impl ArchiveWriter {
         // reference is fetched again by a later run.
         file.sync_all().map_err(io_err("syncing", &tmp_path))?;
         drop(file);
+        let Some(recipients) = age else {
+            return Ok(Sealed {
+                guard,
+                final_path,
+                written: WrittenArchive {
+                    path: PathBuf::new(),
+                    relative: layout::relative_path(&reference),
+                    sha256,
+                    bytes,
+                    files,
+                },
+            });
+        };
+        // The plaintext temporary goes when `guard` drops, whatever happens here.
+        let plain = guard;
+        let sealed_path = layout::age_temp_path_of(&plain.path);
+        let sealed = TempGuard {
+            path: sealed_path.clone(),
+            armed: true,
+        };
+        let (sha256, bytes) = recipients
+            .encrypt_file(&plain.path, &sealed_path, modes)
+            .map_err(io_err("encrypting with age", &sealed_path))?;
+        drop(plain);
+        Ok(Sealed {
+            guard: sealed,
+            final_path,
+            written: WrittenArchive {
+                path: PathBuf::new(),
+                relative: layout::age_relative_path(&reference),
+                sha256,
+                bytes,
+                files,
+            },
+        })
+    }
+}
+
+/// A complete archive under its temporary name ([`ArchiveWriter::seal`]); dropped unpublished,
+/// it removes the temporary.
+#[derive(Debug)]
+pub struct Sealed {
+    guard: TempGuard,
+    final_path: PathBuf,
+    written: WrittenArchive,
+}
+
+impl Sealed {
+    /// What the archive will be once published (`path` is the final path).
+    pub fn written(&self) -> WrittenArchive {
+        WrittenArchive {
+            path: self.final_path.clone(),
+            ..self.written.clone()
+        }
+    }
+
+    /// Moves the archive to its final name only if nothing is there (create-if-absent: an
+    /// existing archive is never replaced, [`ArchiveError::AlreadyExists`]), and fsyncs the
+    /// directory. Blocking.
+    pub fn publish(self) -> Result<WrittenArchive, ArchiveError> {
+        let Sealed {
+            mut guard,
+            final_path,
+            written,
+        } = self;
+        let tmp_path = guard.path.clone();
         guard.armed = false;
         match publish_no_replace(&tmp_path, &final_path) {
             Ok(Published::Created) => {}
@@ -418,15 +509,13 @@ impl ArchiveWriter {
         }
         Ok(WrittenArchive {
             path: final_path,
-            relative: layout::relative_path(&reference),
-            sha256,
-            bytes,
-            files,
+            ..written
         })
     }
 }
 
 /// Removes the temporary archive unless disarmed, so no error path leaves a `.tmp` behind.
+#[derive(Debug)]
 struct TempGuard {
     path: PathBuf,
     armed: bool,
