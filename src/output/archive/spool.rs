@@ -12,7 +12,12 @@
 //! being held whole, and the archive's bytes from that entry on are read back once, for the
 //! archive's hash, when the archive is finished (on the blocking pool; the async tasks that
 //! receive the bodies never read): the read starts at the first such entry, and an archive of
-//! entries that all fit the buffer is never read.
+//! entries that all fit the buffer is never read. (Hashing such an entry as it goes out would
+//! need its CRC-32 and sizes in a data descriptor after the body; streaming readers such as
+//! Java's `ZipInputStream` and commons-compress refuse a STORED entry with one, so the format
+//! keeps them in the local header and pays this read instead: BENCHMARKS.md, session 6.)
+//! A chunk of such an entry goes to the file from the caller's slice, and the buffer never
+//! grows past its capacity.
 //!
 //! Buffers come from a small pool and go back to it when the archive is finished, so their pages
 //! are faulted in once per process rather than once per archive (an archive dropped on an error
