@@ -699,3 +699,97 @@ fn stale_temps_are_removed_and_nothing_else() {
     assert!(dir.join("notes.tmp").exists());
     assert!(written.path.exists());
 }
+
+/// A body of `len` bytes that starts like a JPEG and never repeats within an entry, so a byte
+/// out of place changes every hash.
+fn big_jpeg(len: usize, seed: u32) -> Vec<u8> {
+    let mut body = vec![0xFF, 0xD8, 0xFF, 0xE0];
+    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
+    body.extend((4..len).map(|_| {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        x as u8
+    }));
+    body
+}
+
+/// The archive's recorded sha256 (the tables' `archive_sha256`) is computed as the archive is
+/// written, without trusting a read of the finished file: it must still be the sha256 of the
+/// file's bytes when entries that stay in the writer's buffer (JSON, small images) and entries
+/// too long for it (written through to the file as they arrive, their headers patched
+/// afterwards) alternate, and when a long transfer is abandoned halfway and received again.
+#[test]
+fn the_recorded_sha256_is_the_files_when_held_and_written_through_entries_mix() {
+    use jumio_export::output::archive::ArchiveWriter;
+    use jumio_export::output::fsmode::Modes;
+    let out = tempfile::tempdir().unwrap();
+    // 2 MiB and 700 KiB: longer than the 512 KiB the writer holds; the rest fit it.
+    let front = big_jpeg(2 << 20, 1);
+    let back = big_jpeg(700 << 10, 2);
+    let face = jpeg("face");
+    let mut w = ArchiveWriter::create(out.path(), REF, &meta(), None, Modes::default()).unwrap();
+    // Bodies arrive in chunks of 48 KiB (copied into the writer's buffer) or of 300 KiB, as a
+    // connection's reads of a large body are (written through from the chunk itself).
+    let add = |w: &mut ArchiveWriter, kind: EntryKind, ctype: &str, body: &[u8], cut: usize| {
+        w.begin(kind, ctype).unwrap();
+        let step = if body.len() > 1 << 20 {
+            300 << 10
+        } else {
+            48 << 10
+        };
+        for chunk in body[..cut].chunks(step + 7) {
+            w.write(chunk).unwrap();
+        }
+    };
+    let json_entries = [
+        (EntryKind::Status, json(r#"{"status":"DONE"}"#), "status"),
+        (
+            EntryKind::Data,
+            json(r#"{"document":{"type":"PASSPORT"}}"#),
+            "data",
+        ),
+        (EntryKind::Images, json(r#"{"images":[]}"#), "images"),
+    ];
+    for (kind, body, path) in &json_entries {
+        add(&mut w, kind.clone(), "application/json", body, body.len());
+        w.end(path, 200, at(1_700_000_000)).unwrap();
+    }
+    let image = |classifier: &str| EntryKind::Image {
+        classifier: classifier.to_owned(),
+    };
+    // Half of the long front image, then the transfer fails: the entry is dropped.
+    add(&mut w, image("front"), "image/jpeg", &front, 1 << 20);
+    w.abandon().unwrap();
+    for (classifier, body) in [("front", &front), ("back", &back), ("face", &face)] {
+        add(&mut w, image(classifier), "image/jpeg", body, body.len());
+        w.end(&format!("/images/{classifier}"), 200, at(1_700_000_001))
+            .unwrap();
+    }
+    let written = w.finish().unwrap();
+
+    let bytes = fs::read(&written.path).unwrap();
+    assert_eq!(written.bytes, bytes.len() as u64);
+    assert!(
+        written.sha256 == hex::encode(sha2::Sha256::digest(&bytes)),
+        "the recorded sha256 is not the file's"
+    );
+    // And the file is the archive of what was received whole.
+    let read = read_archive(&written.path).unwrap();
+    assert!(read.manifest_ok, "{:?}", read.problems);
+    let mut zip = zip::ZipArchive::new(fs::File::open(&written.path).unwrap()).unwrap();
+    for (name, body) in [
+        ("images/front.jpg", &front),
+        ("images/back.jpg", &back),
+        ("images/face.jpg", &face),
+    ] {
+        let mut content = Vec::new();
+        zip.by_name(name)
+            .unwrap()
+            .read_to_end(&mut content)
+            .unwrap();
+        assert!(&content == body, "{name} differs from what was received");
+    }
+    assert_eq!(entry_list(&written.path).len(), 8);
+    assert!(no_temps(out.path()));
+}

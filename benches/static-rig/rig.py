@@ -24,7 +24,9 @@ benchmark can show; nginx serving files does not. Public tools only: nginx (Debi
     rig.py run     --dir DIR --bin NEW [--vs OLD] [-n RUNS] [--concurrency C] [--max-file-bytes B]
         Exports DIR/refs.csv into a fresh output with NEW (and OLD in turn: new, old, new, old
         ...), each run under `perf stat` and `/usr/bin/time -v`, and prints one row per run and
-        the medians.
+        the medians. Each row also gives nginx's own CPU per 1,000 transactions (from
+        /proc/PID/stat of its processes: the two programs share the machine's cores) and the
+        1-minute load average after the run.
 """
 
 import argparse
@@ -343,6 +345,28 @@ def perf_value(text, event):
     return float("nan")
 
 
+def nginx_cpu_s(d):
+    """User + system seconds nginx's processes (master and workers) have used so far."""
+    try:
+        master = int(open(os.path.join(d, "nginx.pid")).read().strip())
+    except (OSError, ValueError):
+        return float("nan")
+    pids = [master]
+    try:
+        with open(f"/proc/{master}/task/{master}/children") as f:
+            pids += [int(p) for p in f.read().split()]
+    except OSError:
+        pass
+    total = 0
+    for pid in pids:
+        try:
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def one_run(args, binary, label, i):
     d = os.path.abspath(args.dir)
     out = os.path.join(d, f"out-{label}")
@@ -355,9 +379,13 @@ def one_run(args, binary, label, i):
     cmd = ["/usr/bin/time", "-v", "-o", timef,
            "perf", "stat", "-x,", "-o", stat, "-e", "page-faults,user_time,system_time",
            binary, "run", job, "--input", os.path.join(d, "refs.csv"), "--out", out, "--quiet"]
+    nginx0 = nginx_cpu_s(d)
     t0 = time.monotonic()
     rc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
     wall = time.monotonic() - t0
+    nginx = nginx_cpu_s(d) - nginx0
+    with open("/proc/loadavg") as f:
+        load = float(f.read().split()[0])
     ptext = open(stat).read()
     ttext = open(timef).read()
     rss_kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", ttext).group(1))
@@ -375,6 +403,7 @@ def one_run(args, binary, label, i):
         "tx_per_s": exported / wall, "user_s": user, "sys_s": system,
         "cpu_s_per_1000_tx": (user + system) / tx * 1000, "faults_per_tx": faults / tx,
         "faults": faults, "peak_rss_mib": rss_kib / 1024,
+        "nginx_cpu_s_per_1000_tx": nginx / tx * 1000, "load_1min": load,
     }
     cmdline = " ".join(cmd)
     print(f"$ {cmdline}", flush=True)
@@ -392,7 +421,7 @@ def run(args):
         for label, binary in bins:
             rows[label].append(one_run(args, binary, label, i))
     keys = ["tx_per_s", "wall_s", "user_s", "sys_s", "cpu_s_per_1000_tx", "faults_per_tx",
-            "peak_rss_mib"]
+            "peak_rss_mib", "nginx_cpu_s_per_1000_tx", "load_1min"]
     print("\n| figure | " + " | ".join(f"{label}: min / median / max" for label, _ in bins)
           + (" | new ÷ old, pairwise median (min–max) |" if args.vs else " |"))
     print("|---" * (len(bins) + 1 + (1 if args.vs else 0)) + "|")

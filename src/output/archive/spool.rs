@@ -12,7 +12,12 @@
 //! being held whole, and the archive's bytes from that entry on are read back once, for the
 //! archive's hash, when the archive is finished (on the blocking pool; the async tasks that
 //! receive the bodies never read): the read starts at the first such entry, and an archive of
-//! entries that all fit the buffer is never read.
+//! entries that all fit the buffer is never read. (Hashing such an entry as it goes out would
+//! need its CRC-32 and sizes in a data descriptor after the body; streaming readers such as
+//! Java's `ZipInputStream` and commons-compress refuse a STORED entry with one, so the format
+//! keeps them in the local header and pays this read instead: BENCHMARKS.md, session 6.)
+//! A chunk of such an entry goes to the file from the caller's slice, and the buffer never
+//! grows past its capacity.
 //!
 //! Buffers come from a small pool and go back to it when the archive is finished, so their pages
 //! are faulted in once per process rather than once per archive (an archive dropped on an error
@@ -31,10 +36,18 @@ use sha2::{Digest, Sha256};
 pub(super) const HOLD_BYTES: usize = 512 * 1024;
 
 /// Once an entry is being written through, its bytes go to the file whenever this many wait:
-/// what a kill leaves on disk trails what was received by no more than this.
+/// what a kill leaves on disk trails what was received by no more than this. (The connection's
+/// chunks are mostly larger than this already: a 200 MiB image reaches the file in about 550
+/// writes of ~370 KiB, one per chunk, so a larger step would not save calls.)
 const WRITE_THROUGH: usize = 64 * 1024;
 
-/// Room above [`HOLD_BYTES`] for the chunk that crosses it, so the buffer never reallocates.
+/// The read-back of written-through entries (for the archive's hash) reads this much at a
+/// time, into a pooled buffer: a 200 MiB image is read back in 400 calls rather than the
+/// 3,200 of a 64 KiB buffer on the stack.
+const READ_BACK: usize = HOLD_BYTES;
+
+/// Room above [`HOLD_BYTES`] for the chunk that crosses it; a larger chunk makes room first
+/// (see [`Spool::append`]), so the buffer never reallocates.
 const SLACK: usize = 64 * 1024;
 
 /// Buffers kept for reuse (more archives than this in flight allocate their own).
@@ -156,14 +169,23 @@ impl Spool {
     /// written-through entry on, once every header is final (in [`Spool::finish`], on the
     /// blocking pool).
     fn catch_up(&mut self, upto: u64) -> io::Result<()> {
-        let mut scratch = [0u8; 64 * 1024];
+        if self.hashed >= upto {
+            return Ok(());
+        }
+        let mut scratch = take_buffer();
+        scratch.resize(READ_BACK, 0);
+        let mut result = Ok(());
         while self.hashed < upto {
-            let n = ((upto - self.hashed) as usize).min(scratch.len());
-            self.file.read_exact_at(&mut scratch[..n], self.hashed)?;
+            let n = ((upto - self.hashed) as usize).min(READ_BACK);
+            if let Err(e) = self.file.read_exact_at(&mut scratch[..n], self.hashed) {
+                result = Err(e);
+                break;
+            }
             self.hasher.update(&scratch[..n]);
             self.hashed += n as u64;
         }
-        Ok(())
+        give_back(scratch);
+        result
     }
 
     /// Makes room in the buffer: the final bytes before the held entry go to the file, and to
@@ -171,6 +193,16 @@ impl Spool {
     /// them back); if the held entry alone is longer than the buffer, it is written through.
     /// Never reads: this runs on the task that receives the body.
     fn drain(&mut self) -> io::Result<()> {
+        self.drain_final()?;
+        if self.buf.len() > self.limit() {
+            self.flush_all()?;
+        }
+        Ok(())
+    }
+
+    /// The final bytes before the held entry: to the hash (unless an entry before them was
+    /// written through) and to the file; the buffer keeps the held entry.
+    fn drain_final(&mut self) -> io::Result<()> {
         let hold = self.hold();
         if hold > self.written {
             let n = ((hold - self.written) as usize).min(self.buf.len());
@@ -185,13 +217,43 @@ impl Spool {
             self.buf.drain(..n);
             self.written += n as u64;
         }
+        Ok(())
+    }
+
+    /// The whole buffer to the file (the held entry is then written through).
+    fn flush_all(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let buf = std::mem::take(&mut self.buf);
+        let result = self.write_at(&buf, self.written);
+        self.buf = buf;
+        result?;
+        self.written += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Adds `bytes` at the archive's end without ever growing the buffer past its capacity:
+    /// the final bytes leave first when room is short, a held entry that would outgrow the
+    /// buffer is written through from here on, and a chunk of an entry being written through
+    /// goes to the file straight from the caller's slice (no copy into the buffer).
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.written <= self.hold() && self.buf.len() + bytes.len() > HOLD_BYTES + SLACK {
+            self.drain_final()?;
+            if self.buf.len() + bytes.len() > HOLD_BYTES {
+                self.flush_all()?;
+            }
+        }
+        if self.written > self.hold() && bytes.len() >= WRITE_THROUGH {
+            self.flush_all()?;
+            self.write_at(bytes, self.written)?;
+            self.written += bytes.len() as u64;
+            return Ok(());
+        }
+        self.buf.extend_from_slice(bytes);
         if self.buf.len() > self.limit() {
-            let buf = std::mem::take(&mut self.buf);
-            let result = self.write_at(&buf, self.written);
-            self.buf = buf;
-            result?;
-            self.written += self.buf.len() as u64;
-            self.buf.clear();
+            self.drain()?;
         }
         Ok(())
     }
@@ -264,11 +326,10 @@ impl Write for Spool {
             let at = (self.pos - self.written) as usize;
             let overlap = (self.buf.len() - at).min(bytes.len());
             self.buf[at..at + overlap].copy_from_slice(&bytes[..overlap]);
-            self.buf.extend_from_slice(&bytes[overlap..]);
-            self.pos += bytes.len() as u64;
-            if self.buf.len() > self.limit() {
-                self.drain()?;
+            if overlap < bytes.len() {
+                self.append(&bytes[overlap..])?;
             }
+            self.pos += bytes.len() as u64;
         }
         self.marks.end.store(self.end(), Ordering::Relaxed);
         Ok(n)
@@ -317,11 +378,23 @@ mod tests {
     /// Writes a "header" of 8 bytes, a body of `len` bytes, then patches the header as the zip
     /// writer does; returns the bytes the archive must end up holding.
     fn entry(s: &mut Spool, marks: &Marks, len: usize, fill: u8, expect: &mut Vec<u8>) {
+        entry_in(s, marks, len, fill, 16 * 1024 + 3, expect);
+    }
+
+    /// [`entry`] with the body arriving in chunks of `chunk` bytes.
+    fn entry_in(
+        s: &mut Spool,
+        marks: &Marks,
+        len: usize,
+        fill: u8,
+        chunk: usize,
+        expect: &mut Vec<u8>,
+    ) {
         let start = marks.end();
         s.write_all(&[0u8; 8]).unwrap();
         marks.hold_from(start);
-        let body = vec![fill; len];
-        for chunk in body.chunks(16 * 1024 + 3) {
+        let body: Vec<u8> = (0..len).map(|i| fill ^ (i % 251) as u8).collect();
+        for chunk in body.chunks(chunk) {
             s.write_all(chunk).unwrap();
         }
         let end = s.stream_position().unwrap();
@@ -336,21 +409,39 @@ mod tests {
 
     #[test]
     fn the_hash_and_the_file_hold_the_patched_bytes_whatever_the_entry_sizes() {
-        for sizes in [
-            vec![10, 20, 30],
-            vec![HOLD_BYTES + 1, 5, 3 * HOLD_BYTES],
-            vec![100, 2 * HOLD_BYTES + 17, HOLD_BYTES - 8, HOLD_BYTES, 1],
-        ] {
-            let (mut s, marks, tmp) = spool();
-            let mut expect = Vec::new();
-            for (i, len) in sizes.iter().enumerate() {
-                entry(&mut s, &marks, *len, i as u8 + 1, &mut expect);
+        // Chunks smaller than the slack, and chunks larger than it (a connection's reads of a
+        // large body are a few hundred KiB), which make room before they are added.
+        for chunk in [16 * 1024 + 3, 300 * 1024 + 5, 3 * HOLD_BYTES] {
+            for sizes in [
+                vec![10, 20, 30],
+                vec![HOLD_BYTES + 1, 5, 3 * HOLD_BYTES],
+                vec![100, 2 * HOLD_BYTES + 17, HOLD_BYTES - 8, HOLD_BYTES, 1],
+                vec![300 * 1024, 300 * 1024, 200 * 1024, 400 * 1024, 10],
+            ] {
+                let (mut s, marks, tmp) = spool();
+                let capacity = s.buf.capacity();
+                let mut expect = Vec::new();
+                for (i, len) in sizes.iter().enumerate() {
+                    entry_in(&mut s, &marks, *len, i as u8 + 1, chunk, &mut expect);
+                    assert_eq!(
+                        s.buf.capacity(),
+                        capacity,
+                        "{sizes:?} in chunks of {chunk}: the buffer grew"
+                    );
+                }
+                let (_, len, sha256) = s.finish().unwrap();
+                let on_disk = std::fs::read(tmp.path()).unwrap();
+                assert_eq!(len, expect.len() as u64, "{sizes:?} in chunks of {chunk}");
+                assert!(
+                    on_disk == expect,
+                    "{sizes:?} in chunks of {chunk}: the file differs"
+                );
+                assert_eq!(
+                    sha256,
+                    hex::encode(Sha256::digest(&expect)),
+                    "{sizes:?} in chunks of {chunk}"
+                );
             }
-            let (_, len, sha256) = s.finish().unwrap();
-            let on_disk = std::fs::read(tmp.path()).unwrap();
-            assert_eq!(len, expect.len() as u64, "{sizes:?}");
-            assert!(on_disk == expect, "{sizes:?}: the file differs");
-            assert_eq!(sha256, hex::encode(Sha256::digest(&expect)), "{sizes:?}");
         }
     }
 
