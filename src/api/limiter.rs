@@ -235,7 +235,13 @@ impl RateLimiter {
     /// Waits until one more request may be sent, and returns the instant it was let through:
     /// hand it to [`RateLimiter::on_429`] if the request is refused.
     pub async fn acquire(&self) -> Instant {
-        let _turn = self.turn.lock().await;
+        // Until the first 429 the governor alone paces, without the queue (as before the
+        // adaptive layer existed): rate fidelity is governor's.
+        let capped = self.state.lock().expect("limiter lock").cap.is_some();
+        let _turn = match capped {
+            true => Some(self.turn.lock().await),
+            false => None,
+        };
         loop {
             // Adaptive layer first: it only ever slows things down. A 429 or a Retry-After
             // while this request slept moves the instant on; it is asked again after waking.
@@ -524,19 +530,26 @@ mod tests {
     async fn a_ceiling_that_drops_and_rises_again_is_followed_within_seconds() {
         let l = RateLimiter::new(30.0, 10_000);
         let start = Instant::now();
-        let ceiling = |t: f64| if (20.0..30.0).contains(&t) { 8 } else { 15 };
-        let log = serve(&l, start, Duration::from_secs(40), ceiling).await;
+        let ceiling = |t: f64| if (20.0..32.0).contains(&t) { 8 } else { 15 };
+        let log = serve(&l, start, Duration::from_secs(42), ceiling).await;
         // The drop: a deep cut, then the ramp finds 8.
-        let (served, refused) = judge(&log, start, 20.0, 30.0);
-        assert!(served >= 70, "{served} served at 8 per second");
-        assert!(refused <= 6, "{refused} refused at 8 per second");
+        let (served, refused) = judge(&log, start, 20.0, 32.0);
+        assert!(served >= 85, "{served} served at 8 per second");
+        assert!(refused <= 7, "{refused} refused at 8 per second");
         // The rise: found by the next probe, which comes sooner below a cap that held.
-        let (served, refused) = judge(&log, start, 30.0, 40.0);
+        let (served, refused) = judge(&log, start, 32.0, 42.0);
         assert!(
             served >= 125,
             "{served} served at 15 per second after the rise"
         );
         assert!(refused <= 3, "{refused} refused after the rise");
+        // Found within the probe gap below a cap that held, and the ramp's second.
+        let found = 32.0 + RETURN_GAP.as_secs_f64() + 1.0;
+        let (served, _) = judge(&log, start, found, 42.0);
+        assert!(
+            served as f64 >= 0.95 * 15.0 * (42.0 - found),
+            "{served} served from {found} s"
+        );
         assert_eq!(l.estimated_ceiling(), Some(15.0));
     }
 
