@@ -8,11 +8,12 @@
 //!
 //! Long tests: each throttled scenario runs 26–36 s (a rate needs a window of seconds to be
 //! measured at all), one at a time ([`serial`]: two at once would measure each other's load), in
-//! the normal suite; about two and a half minutes in all. The targets (under 2 % 429s, at
-//! least 0.92 of the ceiling) are the benchmark's (`examples/bench.rs adaptive`, BENCHMARKS.md,
-//! release build); the margins here are wider, for a debug build on a loaded 2-core machine. What
-//! the job did before fails the changing and the shared ceiling by far (26 % 429s and 0.57 of the
-//! ceiling; 0.62), and a job that does not slow down on 429s fails all four.
+//! the normal suite; about two and a half minutes in all. The thresholds are the targets
+//! (under 2 % 429s, at least 0.92 of the ceiling), a little wider for a debug build on a loaded
+//! 2-core machine; the benchmark (`examples/bench.rs adaptive`, BENCHMARKS.md, release build)
+//! measures the targets themselves. The limiter of session 4 fails the changing and the shared
+//! ceiling here (about 0.80 and 0.86 of the ceiling), and a job that does not slow down on 429s
+//! fails all four.
 
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -35,11 +36,13 @@ const JITTER: usize = 5;
 const SKIP: f64 = 10.0;
 
 /// Most 429s, as a share of the requests after [`SKIP`] (the target is 2 %).
-const MAX_429_SHARE: f64 = 0.04;
+const MAX_429_SHARE: f64 = 0.03;
+/// The same when the ceiling changes twice within the window (each change costs a few 429s).
+const MAX_429_SHARE_CHANGING: f64 = 0.035;
 /// Fewest served requests, as a share of what the ceiling allowed after [`SKIP`] (target 0.92).
-const MIN_SERVED: f64 = 0.82;
-/// The same when the ceiling changes twice within the window (each change costs seconds).
-const MIN_SERVED_CHANGING: f64 = 0.75;
+const MIN_SERVED: f64 = 0.90;
+/// The same when the ceiling changes twice within the window (each change costs a second or so).
+const MIN_SERVED_CHANGING: f64 = 0.86;
 /// Length of the judged window of the steady scenarios.
 const SECONDS: f64 = 16.0;
 
@@ -220,9 +223,9 @@ fn throttled_run(faults: Faults, seconds: f64, ceiling: impl Fn(f64) -> f64) -> 
     f
 }
 
-fn assert_converged(f: &Figures, what: &str, min_served: f64) {
+fn assert_converged(f: &Figures, what: &str, max_429_share: f64, min_served: f64) {
     assert!(
-        f.share_429() < MAX_429_SHARE,
+        f.share_429() < max_429_share,
         "{what}: {:.2} % of requests after {SKIP} s answered 429: {f:?}",
         100.0 * f.share_429()
     );
@@ -237,7 +240,7 @@ fn assert_converged(f: &Figures, what: &str, min_served: f64) {
 fn a_sliding_window_ceiling_is_found_and_held() {
     let _one = serial();
     let f = throttled_run(window(false), SECONDS, |_| CEILING);
-    assert_converged(&f, "sliding window", MIN_SERVED);
+    assert_converged(&f, "sliding window", MAX_429_SHARE, MIN_SERVED);
     // The server's own rule holds in the log. One over: the log stamps a request when its
     // handler starts and the window admits it a moment later, and on a loaded machine (CI ran
     // it at 16) that gap puts one more served request into some one-second span of the log.
@@ -248,7 +251,12 @@ fn a_sliding_window_ceiling_is_found_and_held() {
 fn a_window_that_counts_refused_requests_is_found_and_held() {
     let _one = serial();
     let f = throttled_run(window(true), SECONDS, |_| CEILING);
-    assert_converged(&f, "sliding window, refused requests counted", MIN_SERVED);
+    assert_converged(
+        &f,
+        "sliding window, refused requests counted",
+        MAX_429_SHARE,
+        MIN_SERVED,
+    );
 }
 
 /// 15 → 8 → 15: 9 s at each after the first 10 s.
@@ -268,7 +276,12 @@ fn a_ceiling_that_drops_and_rises_again_is_followed() {
         ..window(true)
     };
     let f = throttled_run(faults, 27.0, ceiling);
-    assert_converged(&f, "15 → 8 → 15", MIN_SERVED_CHANGING);
+    assert_converged(
+        &f,
+        "15 → 8 → 15",
+        MAX_429_SHARE_CHANGING,
+        MIN_SERVED_CHANGING,
+    );
 }
 
 /// Two shards of one job, two processes, one tenant ceiling: each backs off on its own 429s,
@@ -290,7 +303,7 @@ fn two_processes_sharing_one_ceiling_converge_on_it_together() {
     }
     let f = figures(&sim.api().requests(), seconds, |_| CEILING);
     eprintln!("{f:?}");
-    assert_converged(&f, "two processes", MIN_SERVED);
+    assert_converged(&f, "two processes", MAX_429_SHARE, MIN_SERVED);
 }
 
 /// Without a server ceiling the adaptive layer stays out of the way: the configured rate is

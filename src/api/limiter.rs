@@ -3,30 +3,35 @@
 //! Two layers:
 //! 1. a governor GCRA limiter at the configured rate and burst: the hard ceiling, so the API never
 //!    sees more than `rate + burst` requests in any one-second window;
-//! 2. an adaptive pacer that finds and holds the server's own ceiling. Jumio answers 429 without
+//! 2. an adaptive window that finds and holds the server's own ceiling. Jumio answers 429 without
 //!    `Retry-After` and counts requests in a sliding one-second window, in which refused requests
-//!    may count too: overshooting is punished twice, since every refused request keeps the window
-//!    full. So on a 429 the pacer
-//!    - estimates the server's ceiling for this job as the requests it sent in the second before
-//!      the refused one, less those refused (the server let exactly that many through);
-//!    - lowers the rate to [`CUT`] of that estimate (by at least 5 %, to no less than a quarter);
-//!      a 429 soon after another means the last cut was not enough (the ceiling fell, or another
-//!      process shares it), and the rate comes down by a fraction ([`REPEAT_CUT`]) instead;
-//!    - pauses every request until enough of the last second's requests have aged out of the
-//!      server's window for the next one to fit (at most one second);
-//!    - counts every later 429 of a request sent before that decision as part of the same
-//!      episode: one overshoot lowers the rate once, however many requests were in flight.
+//!    may count too. So after the first 429 the job keeps a *cap*: at most that many requests in
+//!    any window of one second and [`MARGIN`] (every request it sent, refused ones included), the
+//!    server's own rule mirrored with a margin for the requests' travel. The cap is what the
+//!    server let through: on a 429 it is set to the requests sent in the second before the
+//!    refused one, less those refused. Waiting for room under the cap is the pause after a 429,
+//!    sized to the server's window by construction.
 //!
-//!    Then the rate climbs back to the estimate along a concave curve (fast at first, flat near the
-//!    estimate), reaching it after [`PROBE_REQUESTS`] requests' worth of time; past that it probes
-//!    upwards, slowly at first and doubling its step every [`PROBE_DOUBLING`], so an unchanged
-//!    ceiling costs about one 429 per probe and a ceiling that rose is found within seconds. Each
-//!    process sharing a ceiling (shards of one tenant) backs off on its own 429s; their sum
-//!    converges because each one's estimate is the share the server let through.
+//!    Then it probes: once in a while (every [`PROBE_REQUESTS`] requests' worth of time) one
+//!    request more than the cap goes out, and the cap rises by one with it; the next ones may
+//!    rise further, at the speed requests go, until a probe is refused and the cap stays where the
+//!    server's window was full. An unchanged ceiling costs one 429 per probe; a ceiling that rose
+//!    is found the moment a probe goes through. A refused request that was *not* a probe means
+//!    the server's ceiling is below the cap: one alone (a request that travelled slowly, or a
+//!    neighbour's probe) changes nothing; a second within [`MILD_SPAN`] lowers the cap by one; a
+//!    second within one window means the ceiling fell under the job (another process took a
+//!    share, or the server lowered it) and the cap is cut to [`DEEP_CUT`] of what was let
+//!    through, after which it climbs at once until refused. A cap that held for [`STABLE`] before
+//!    such a fall is remembered for [`MEMORY`], and until the cap is back there it is probed
+//!    every [`RETURN_GAP`]: a ceiling that fell usually comes back. Every 429 of a request sent
+//!    before the last decision belongs to it: one overshoot moves the cap once. Processes sharing
+//!    a ceiling (shards of one tenant) each hold their own cap; their sum converges because each
+//!    cap is what the server let that process through.
 //!
 //!    A `Retry-After` on any response holds *every* request until its deadline.
 //!
-//! Holds no per-request state; cheap to share behind an `Arc`.
+//! Requests pass the adaptive layer one at a time (a fair queue), so no two are given the same
+//! room. Holds no per-request state; cheap to share behind an `Arc`.
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
@@ -40,33 +45,38 @@ use tokio::time::Instant;
 
 use crate::job::defaults;
 
-/// After a 429 the rate drops to this share of the estimated server ceiling.
-const CUT: f64 = 0.93;
-/// A 429 that follows another within the server's window means the last cut was not enough
-/// (the ceiling fell, or another process shares it): the rate comes down to this share of itself.
-const REPEAT_CUT: f64 = 0.75;
-/// A 429 lowers the rate by at least this share of it…
-const LEAST_CUT: f64 = 0.05;
-/// …and never below this share of it: one 429 seen after a quiet spell (few recent requests to
-/// estimate from) must not all but stop the job; repeated 429s lower it further.
-const MOST_CUT: f64 = 0.25;
-/// The climb back to the estimate takes as long as this many requests at the estimated rate
-/// (clamped to [`MIN_CLIMB`]..[`MAX_CLIMB`]): probing costs about one 429 per probe, so spacing
-/// probes by requests rather than seconds keeps the share of 429s the same at any ceiling.
-const PROBE_REQUESTS: f64 = 75.0;
-/// Shortest climb back to the estimate.
-const MIN_CLIMB: Duration = Duration::from_secs(2);
-/// Longest climb back to the estimate.
-const MAX_CLIMB: Duration = Duration::from_secs(6);
-/// First step of the probe above the estimate, as a share of it.
-const PROBE_STEP: f64 = 0.02;
-/// The probe's step doubles this often.
-const PROBE_DOUBLING: Duration = Duration::from_millis(500);
-/// The longest pause after a 429: the server's window is one second.
-const MAX_PAUSE: Duration = Duration::from_secs(1);
 /// The server's window: requests older than this no longer count against the job.
 const WINDOW: Duration = Duration::from_secs(1);
-/// The rate never drops below this share of the configured rate.
+/// The cap counts requests over the server's window and this much more: the server sees each
+/// request a little after it left, and not quite as evenly.
+const MARGIN: Duration = Duration::from_millis(30);
+/// A probe above a confirmed cap every this many requests at the cap (clamped to
+/// [`MIN_GAP`]..[`MAX_GAP`]): one 429 per probe, so spacing probes by requests rather than
+/// seconds keeps the share of 429s about the same at any ceiling.
+const PROBE_REQUESTS: f64 = 120.0;
+/// Shortest time between probes.
+const MIN_GAP: Duration = Duration::from_secs(2);
+/// Longest time between probes: a ceiling that rose is found within this.
+const MAX_GAP: Duration = Duration::from_secs(10);
+/// While probing, what a window may hold doubles this often: a ceiling that rose is found
+/// within a second or so, and an unchanged one refuses the probe within a few hundred
+/// milliseconds (one 429).
+const RAMP_DOUBLING: Duration = Duration::from_millis(500);
+/// While probing, a waiting request asks again this often (what it may send grows meanwhile).
+const RAMP_TICK: Duration = Duration::from_millis(5);
+/// Time between probes while the cap is below one that held before the ceiling fell.
+const RETURN_GAP: Duration = Duration::from_secs(3);
+/// How long a cap that held is remembered after the ceiling fell under it.
+const MEMORY: Duration = Duration::from_secs(30);
+/// A cap unchanged for this long before the ceiling fell is worth returning to.
+const STABLE: Duration = Duration::from_secs(3);
+/// A refused request that was not a probe, within this of the last such one, lowers the cap by
+/// one: the two are no coincidence.
+const MILD_SPAN: Duration = Duration::from_secs(3);
+/// Two refused non-probes within one window: the ceiling fell under the job, by an unknown
+/// amount; the cap drops to this share of what the server let through, then climbs.
+const DEEP_CUT: f64 = 0.55;
+/// The cap never drops below this share of the configured rate's requests per window.
 const FLOOR: f64 = 0.05;
 
 /// See the module documentation.
@@ -75,52 +85,109 @@ pub struct RateLimiter {
     /// used, which cost every run about 50 ms of CPU before its first request.
     ceiling: Gcra<NotKeyed, InMemoryState, MonotonicClock>,
     configured: f64,
+    /// The most the cap may climb to: the configured rate's requests in a window, and the burst.
+    max_cap: u32,
+    /// The least it may drop to.
+    min_cap: u32,
+    /// One request at a time through the adaptive layer.
+    turn: tokio::sync::Mutex<()>,
     state: Mutex<Adaptive>,
 }
 
 struct Adaptive {
     /// `None` until the first 429: the configured rate, paced by the ceiling alone.
-    episode: Option<Episode>,
-    /// When the pacer next lets a request through (only used while below the configured rate).
-    next_slot: Instant,
-    /// Requests wait until this instant (from `Retry-After`, or the pause after a 429).
+    cap: Option<u32>,
+    /// From when a request beyond the cap may go out (a probe); in the past while climbing.
+    probe_from: Instant,
+    /// The last request's slot in the pacing, and when it was actually let through.
+    last_slot: Option<(Instant, Instant)>,
+    /// Requests wait until this instant (from `Retry-After`).
     hold_until: Instant,
-    /// Bumped whenever the schedule changes (a 429, a `Retry-After`): requests that were given a
-    /// slot under the old schedule ask again.
-    generation: u64,
-    /// When each request of the last two windows was let through, oldest first.
-    sent: VecDeque<Instant>,
+    /// Each request of the last two windows, oldest first.
+    sent: VecDeque<Sent>,
     /// When each of those answered 429 was let through.
     refused: VecDeque<Instant>,
+    /// When a 429 last moved the cap (or confirmed it): 429s of requests sent before this belong
+    /// to that decision.
+    decided_at: Option<Instant>,
+    /// When the last refused non-probe was decided on.
+    last_miss: Option<Instant>,
+    /// When the cap was last lowered.
+    lowered_at: Option<Instant>,
+    /// A cap that held before the ceiling fell under it, and when it fell.
+    remembered: Option<(u32, Instant)>,
     decreases: u64,
 }
 
-/// What the last 429 that lowered the rate decided.
 #[derive(Debug, Clone, Copy)]
-struct Episode {
-    /// When the rate was lowered: 429s of requests let through before this belong to it.
+struct Sent {
     at: Instant,
-    /// The rate right after the cut.
-    from: f64,
-    /// The estimated server ceiling the rate climbs back to.
-    estimate: f64,
-    /// How long the climb back to `estimate` takes.
-    climb: Duration,
+    /// Sent beyond the cap.
+    probe: bool,
 }
 
-impl Episode {
-    /// The rate `elapsed` after the cut: a cubic from `from` flattening at `estimate` after
-    /// `climb`, then a probe whose step doubles every [`PROBE_DOUBLING`].
-    fn rate(&self, elapsed: Duration) -> f64 {
-        let climb = self.climb.as_secs_f64();
-        let t = elapsed.as_secs_f64();
-        if t < climb {
-            let left = 1.0 - t / climb;
-            self.estimate - (self.estimate - self.from) * left * left * left
-        } else {
-            let doublings = ((t - climb) / PROBE_DOUBLING.as_secs_f64()).min(60.0);
-            self.estimate * (1.0 + PROBE_STEP * (doublings.exp2() - 1.0))
+impl Adaptive {
+    /// The earliest instant from `t` on at which fewer than `k` requests were sent in the
+    /// window of one second and the margin before it.
+    fn room_at(&self, k: u32, t: Instant) -> Instant {
+        let k = k.max(1) as usize;
+        match self.sent.len().checked_sub(k) {
+            Some(i) => t.max(self.sent[i].at + WINDOW + MARGIN),
+            None => t,
         }
+    }
+
+    /// How many requests a window (and the margin) may hold at `t`: the cap, or while probing
+    /// the cap doubling every [`RAMP_DOUBLING`] since the probe began.
+    fn allowed(&self, cap: u32, t: Instant, max_cap: u32) -> f64 {
+        let cap = f64::from(cap);
+        match t.checked_duration_since(self.probe_from) {
+            None => cap,
+            Some(d) => {
+                let doublings = (d.as_secs_f64() / RAMP_DOUBLING.as_secs_f64()).min(30.0);
+                (cap * doublings.exp2()).min(f64::from(max_cap))
+            }
+        }
+    }
+
+    /// When the next request may go out, from `now` on: paced evenly at what a window may
+    /// hold, and never more than that in any window and margin.
+    fn next_at(&self, now: Instant, max_cap: u32) -> Instant {
+        let at = now.max(self.hold_until);
+        let Some(cap) = self.cap else {
+            return at;
+        };
+        let k = self.allowed(cap, at, max_cap);
+        let next = self.room_at(k.floor() as u32, at.max(self.slot(k)));
+        if at >= self.probe_from {
+            // Ramping: what a window may hold grows while this waits, so it asks again soon.
+            next.min(at + RAMP_TICK)
+        } else {
+            // A probe due before the room would come sooner.
+            next.min(self.probe_from.max(at))
+        }
+    }
+
+    /// The pacing's next slot at `per_window` requests per window and margin: one interval after
+    /// the last request's slot (so that timer and scheduling delays are made up, by one interval
+    /// at most).
+    fn slot(&self, per_window: f64) -> Instant {
+        let interval = (WINDOW + MARGIN).div_f64(per_window.max(1.0));
+        match self.last_slot {
+            Some((slot, sent)) => slot.max(sent.checked_sub(interval).unwrap_or(sent)) + interval,
+            None => self.hold_until,
+        }
+    }
+
+    /// Time to the next probe at `cap`.
+    fn gap(&self, cap: u32, now: Instant) -> Duration {
+        if self
+            .remembered
+            .is_some_and(|(held, at)| cap < held && now.duration_since(at) < MEMORY)
+        {
+            return RETURN_GAP;
+        }
+        Duration::from_secs_f64(PROBE_REQUESTS / f64::from(cap.max(1))).clamp(MIN_GAP, MAX_GAP)
     }
 }
 
@@ -141,17 +208,25 @@ impl RateLimiter {
         let quota = Quota::with_period(period)
             .expect("period is non-zero")
             .allow_burst(burst);
+        let per_window = rate * (WINDOW + MARGIN).as_secs_f64();
         let now = Instant::now();
         RateLimiter {
             ceiling: Gcra::direct_with_clock(quota, MonotonicClock),
             configured: rate,
+            max_cap: (per_window.ceil() as u32).saturating_add(burst.get()),
+            min_cap: ((per_window * FLOOR).floor() as u32).max(1),
+            turn: tokio::sync::Mutex::new(()),
             state: Mutex::new(Adaptive {
-                episode: None,
-                next_slot: now,
+                cap: None,
+                probe_from: now,
+                last_slot: None,
                 hold_until: now,
-                generation: 0,
                 sent: VecDeque::new(),
                 refused: VecDeque::new(),
+                decided_at: None,
+                last_miss: None,
+                lowered_at: None,
+                remembered: None,
                 decreases: 0,
             }),
         }
@@ -160,116 +235,122 @@ impl RateLimiter {
     /// Waits until one more request may be sent, and returns the instant it was let through:
     /// hand it to [`RateLimiter::on_429`] if the request is refused.
     pub async fn acquire(&self) -> Instant {
+        // Until the first 429 the governor alone paces, without the queue (as before the
+        // adaptive layer existed): rate fidelity is governor's.
+        let capped = self.state.lock().expect("limiter lock").cap.is_some();
+        let _turn = match capped {
+            true => Some(self.turn.lock().await),
+            false => None,
+        };
         loop {
-            // Adaptive layer first: it only ever slows things down.
-            let (wait_until, generation) = {
-                let mut s = self.state.lock().expect("limiter lock");
+            // Adaptive layer first: it only ever slows things down. A 429 or a Retry-After
+            // while this request slept moves the instant on; it is asked again after waking.
+            loop {
                 let now = Instant::now();
-                let rate = self.rate_at(&s, now);
-                let mut at = now.max(s.hold_until);
-                let interval = Duration::from_secs_f64(1.0 / rate);
-                if rate < self.configured {
-                    at = at.max(s.next_slot);
-                    s.next_slot = at + interval;
-                } else {
-                    s.next_slot = at;
+                let at = self
+                    .state
+                    .lock()
+                    .expect("limiter lock")
+                    .next_at(now, self.max_cap);
+                if at <= now {
+                    break;
                 }
-                (at, s.generation)
-            };
-            if wait_until > Instant::now() {
-                tokio::time::sleep_until(wait_until).await;
-                // A 429 or a Retry-After while this request slept: it asks again.
-                if self.state.lock().expect("limiter lock").generation != generation {
-                    continue;
-                }
+                tokio::time::sleep_until(at).await;
             }
             self.ceiling.until_ready().await;
             let mut s = self.state.lock().expect("limiter lock");
             let now = Instant::now();
-            // A Retry-After or a 429 may have arrived while this request waited for the ceiling.
-            if s.hold_until > now {
+            if s.next_at(now, self.max_cap) > now {
                 continue;
             }
-            s.sent.push_back(now);
-            prune(&mut s.sent, now);
+            if let Some(cap) = s.cap {
+                let slot = s.slot(s.allowed(cap, now, self.max_cap)).min(now);
+                s.last_slot = Some((slot, now));
+            }
+            let probe = s.cap.is_some() && now >= s.probe_from;
+            s.sent.push_back(Sent { at: now, probe });
+            prune(&mut s.sent, |x| x.at, now);
             return now;
         }
     }
 
     /// The request let through at `sent` (as [`RateLimiter::acquire`] returned) was answered 429:
-    /// slow the whole job down, unless that request left before the last slow-down (then this
-    /// 429 is part of the overshoot already answered).
+    /// move the cap, unless that request left before the last decision (then this 429 is part of
+    /// the overshoot already answered).
     pub fn on_429(&self, sent: Instant) {
         let mut s = self.state.lock().expect("limiter lock");
         let now = Instant::now();
         s.refused.push_back(sent);
-        prune(&mut s.refused, now);
-        if s.episode.is_some_and(|e| sent < e.at) {
+        prune(&mut s.refused, |t| *t, now);
+        if s.decided_at.is_some_and(|at| sent < at) {
             return;
         }
-        let rate = self.rate_at(&s, now).min(self.configured);
-        // The second up to and including the refused request: both counts include it.
+        // What the server let through in the second before the refused request: requests sent
+        // then, less those refused (those still unanswered count as let through).
         let since = sent.checked_sub(WINDOW).unwrap_or(sent);
-        let in_window =
-            |q: &VecDeque<Instant>| q.iter().filter(|t| (since..=sent).contains(*t)).count();
-        let let_through = in_window(&s.sent).saturating_sub(in_window(&s.refused)) as f64;
-        // The server's window held exactly `let_through` when it refused the first request after
-        // a calm second. A refusal before this one in that second means the last cut was not
-        // enough (the ceiling fell, or another process takes part of it), and `let_through` is
-        // only a lower bound, refused requests having taken places in the window: then the rate
-        // comes down by a fraction (and climbs back to just under where it was), and the pause
-        // below lasts a whole window, so that the server has forgotten every earlier request
-        // and the next 429, if any, measures its ceiling.
-        let repeated = in_window(&s.refused) > 1;
-        let (from, estimate) = if repeated {
-            let from = (REPEAT_CUT * rate).max(self.configured * FLOOR);
-            (from, (CUT * rate).max(from))
-        } else {
-            let estimate = let_through.max(1.0);
-            let from = (CUT * estimate)
-                .min(rate * (1.0 - LEAST_CUT))
-                .max(rate * MOST_CUT)
-                .max(self.configured * FLOOR);
-            (from, estimate.max(from))
-        };
-        let climb = Duration::from_secs_f64(PROBE_REQUESTS / estimate).clamp(MIN_CLIMB, MAX_CLIMB);
-        s.episode = Some(Episode {
-            at: now,
-            from,
-            estimate,
-            climb,
-        });
-        // The pause: the server's window holds what was sent in the last second (refused requests
-        // included, where it counts them); the next request fits once all but `estimate - 1` of
-        // them have aged out. Afterwards the rate is below what filled the window, so it keeps
-        // emptying faster than it fills.
-        let window_start = now.checked_sub(WINDOW).unwrap_or(now);
-        let recent: Vec<Instant> = s
-            .sent
-            .iter()
-            .copied()
-            .filter(|t| *t > window_start)
-            .collect();
-        // One interval more than that: the server sees the requests a little later, and not
-        // quite as evenly, as they left.
-        let room = (estimate.floor() as usize).saturating_sub(1);
-        let margin = Duration::from_secs_f64(1.0 / estimate);
-        let resume = match recent.len().checked_sub(room) {
-            _ if repeated => now + WINDOW,
-            Some(excess) if excess > 0 => {
-                (recent[excess - 1] + WINDOW + margin).min(now + MAX_PAUSE)
+        let before = |t: &Instant| (since..sent).contains(t);
+        let let_through = (s.sent.iter().filter(|x| before(&x.at)).count())
+            .saturating_sub(s.refused.iter().filter(|t| before(t)).count());
+        let let_through = u32::try_from(let_through)
+            .unwrap_or(u32::MAX)
+            .clamp(self.min_cap, self.max_cap);
+        let probe = s.sent.iter().any(|x| x.at == sent && x.probe);
+        let old = s.cap;
+        let (cap, probe_in) = match s.cap {
+            // The first 429: the server's window was full with what it let through.
+            None => {
+                s.last_miss = Some(now);
+                (let_through, None)
             }
-            _ => now,
+            // Refused while probing: the server's window was full with what it let through,
+            // more than the cap if the ceiling rose.
+            Some(_) if probe => (let_through, None),
+            Some(cap) => {
+                // The request sent just before this one refused too: not a request that
+                // travelled slowly, but a server's window that no longer has room at the cap.
+                let previous = s.sent.iter().rev().map(|x| x.at).find(|t| *t < sent);
+                let deep = previous.is_some_and(|p| {
+                    sent.duration_since(p) < WINDOW && s.refused.iter().any(|t| *t == p)
+                });
+                let mild = s
+                    .last_miss
+                    .is_some_and(|t| now.duration_since(t) < MILD_SPAN);
+                s.last_miss = Some(now);
+                if deep {
+                    // The ceiling fell under the job by an unknown amount: well below what got
+                    // through, then probe upwards as soon as the window has room for that.
+                    if s.lowered_at.is_none_or(|t| now.duration_since(t) >= STABLE) {
+                        s.remembered = Some((cap, now));
+                    }
+                    let cut = ((f64::from(let_through) * DEEP_CUT).floor() as u32)
+                        .clamp(self.min_cap, cap);
+                    let room = s.room_at(cut, now);
+                    (cut, Some(room.duration_since(now)))
+                } else if mild {
+                    (
+                        let_through.min(cap.saturating_sub(1)).max(self.min_cap),
+                        None,
+                    )
+                } else {
+                    // Alone: a request that travelled slowly, or a neighbour's probe. Nothing
+                    // is decided; the next refused request says which.
+                    return;
+                }
+            }
         };
-        s.hold_until = s.hold_until.max(resume);
-        s.next_slot = resume;
-        s.generation += 1;
-        s.decreases += 1;
+        if old.is_none_or(|c| cap < c) {
+            s.lowered_at = Some(now);
+            s.decreases += 1;
+        }
+        let gap = probe_in.unwrap_or_else(|| s.gap(cap, now));
+        s.cap = Some(cap);
+        s.probe_from = now + gap;
+        s.decided_at = Some(now);
         tracing::debug!(
-            rate = from,
-            estimate,
-            pause_ms = resume.duration_since(now).as_millis() as u64,
-            "429 received: lowering the job-wide rate"
+            cap,
+            probe,
+            probe_in_ms = gap.as_millis() as u64,
+            "429 received: the job-wide cap per window"
         );
     }
 
@@ -279,14 +360,16 @@ impl RateLimiter {
         let until = Instant::now() + delay;
         if until > s.hold_until {
             s.hold_until = until;
-            s.generation += 1;
         }
     }
 
-    /// The rate the pacer currently allows, in requests per second.
+    /// The rate the adaptive layer currently allows, in requests per second.
     pub fn current_rate(&self) -> f64 {
         let s = self.state.lock().expect("limiter lock");
-        self.rate_at(&s, Instant::now())
+        match s.cap {
+            None => self.configured,
+            Some(cap) => (f64::from(cap) / (WINDOW + MARGIN).as_secs_f64()).min(self.configured),
+        }
     }
 
     /// The configured ceiling, in requests per second.
@@ -294,36 +377,23 @@ impl RateLimiter {
         self.configured
     }
 
-    /// How many times a 429 lowered the rate.
+    /// How many times a 429 lowered the cap.
     pub fn decreases(&self) -> u64 {
         self.state.lock().expect("limiter lock").decreases
     }
 
-    /// The server ceiling the last slow-down estimated, if a 429 ever lowered the rate.
+    /// The server ceiling the job holds to (requests per window), once a 429 set one.
     pub fn estimated_ceiling(&self) -> Option<f64> {
-        self.state
-            .lock()
-            .expect("limiter lock")
-            .episode
-            .map(|e| e.estimate)
-    }
-
-    fn rate_at(&self, s: &Adaptive, now: Instant) -> f64 {
-        match s.episode {
-            None => self.configured,
-            Some(e) => e
-                .rate(now.saturating_duration_since(e.at))
-                .min(self.configured),
-        }
+        self.state.lock().expect("limiter lock").cap.map(f64::from)
     }
 }
 
-/// Drops instants older than two windows (the estimate looks one window back from a request
+/// Drops entries older than two windows (the estimate looks one window back from a request
 /// that may have been sent up to a window ago).
-fn prune(q: &mut VecDeque<Instant>, now: Instant) {
+fn prune<T>(q: &mut VecDeque<T>, at: impl Fn(&T) -> Instant, now: Instant) {
     while q
         .front()
-        .is_some_and(|t| now.duration_since(*t) > 2 * WINDOW)
+        .is_some_and(|t| now.duration_since(at(t)) > 2 * WINDOW)
     {
         q.pop_front();
     }
@@ -347,86 +417,159 @@ mod tests {
 
     const AT_30: Duration = Duration::from_nanos(1_000_000_000 / 30);
 
+    /// A server with a sliding one-second window in which refused requests count too (Jumio's
+    /// rule), at `ceiling(t)` requests per second `t` after `start`. The job sends as fast as `l`
+    /// and 30 per second allow, until `until`; every request refused is reported to `l`.
+    /// Returns each request's instant and whether it was refused.
+    async fn serve(
+        l: &RateLimiter,
+        start: Instant,
+        until: Duration,
+        ceiling: impl Fn(f64) -> usize,
+    ) -> Vec<(Instant, bool)> {
+        let mut log: Vec<(Instant, bool)> = Vec::new();
+        let mut next = start;
+        while Instant::now() < start + until {
+            tokio::time::sleep_until(next).await;
+            let t = l.acquire().await;
+            next = t + AT_30;
+            let since = t.checked_sub(WINDOW).unwrap_or(t);
+            let in_window = log.iter().filter(|(s, _)| *s > since).count();
+            let refused = in_window >= ceiling((t - start).as_secs_f64());
+            if refused {
+                l.on_429(t);
+            }
+            log.push((t, refused));
+        }
+        log
+    }
+
+    /// Served and refused requests of `log` from `from` to `to` seconds after `start`.
+    fn judge(log: &[(Instant, bool)], start: Instant, from: f64, to: f64) -> (usize, usize) {
+        let inside = log.iter().filter(|(t, _)| {
+            let s = (*t - start).as_secs_f64();
+            (from..to).contains(&s)
+        });
+        inside.fold(
+            (0, 0),
+            |(ok, no), (_, refused)| {
+                if *refused { (ok, no + 1) } else { (ok + 1, no) }
+            },
+        )
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn the_estimate_is_what_the_server_let_through_in_the_last_second() {
+    async fn the_cap_is_what_the_server_let_through_in_the_last_second() {
         let l = RateLimiter::new(30.0, 10_000);
         let sent = send(&l, 20, AT_30).await;
-        // A server allowing 15 per second refuses the 16th and the rest: one slow-down.
+        // A server allowing 15 per second refuses the 16th and the rest: one decision.
         for t in &sent[15..] {
             l.on_429(*t);
         }
         assert_eq!(l.decreases(), 1);
         assert_eq!(l.estimated_ceiling(), Some(15.0));
-        assert!(
-            (l.current_rate() - CUT * 15.0).abs() < 1e-9,
-            "{}",
-            l.current_rate()
-        );
-        // A request let through after that decision and refused again is a new overshoot.
-        let later = l.acquire().await;
-        tokio::time::advance(AT_30).await;
-        l.on_429(later);
-        assert_eq!(l.decreases(), 2);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn after_a_429_nothing_is_sent_until_the_servers_window_has_room() {
+    async fn after_a_429_nothing_is_sent_until_the_window_has_room() {
         let l = RateLimiter::new(30.0, 10_000);
         let sent = send(&l, 20, AT_30).await;
         l.on_429(sent[15]);
-        // 20 sent in the last second, room for 14 besides the next one: the 6 oldest must age
-        // out of the server's window first, and one interval at the estimated 15/s more.
+        // 20 sent in the last window, the cap 15: the 6 oldest must age out of the window and
+        // the margin first.
         let next = l.acquire().await;
-        let margin = Duration::from_secs_f64(1.0 / 15.0);
-        assert!(next >= sent[5] + WINDOW + margin, "{:?}", next - sent[5]);
-        assert!(
-            next <= sent[5] + WINDOW + margin + Duration::from_millis(5),
-            "{:?}",
-            next - sent[5]
-        );
+        let room = sent[5] + WINDOW + MARGIN;
+        assert!(next >= room, "{:?}", room - next);
+        assert!(next <= room + Duration::from_millis(1), "{:?}", next - room);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_rate_climbs_back_to_the_estimate_then_probes_above_it() {
+    async fn the_cap_holds_in_every_window_evenly_until_a_probe_is_due() {
         let l = RateLimiter::new(30.0, 10_000);
         let sent = send(&l, 16, AT_30).await;
         l.on_429(sent[15]);
-        let climb = Duration::from_secs_f64(PROBE_REQUESTS / 15.0);
-        let start = Instant::now();
-        let at = |d: Duration| {
-            let l = &l;
-            async move {
-                tokio::time::sleep_until(start + d).await;
-                l.current_rate()
-            }
-        };
-        // Concave: most of the way back in the first half, flat near the estimate.
-        let half = at(climb / 2).await;
-        assert!((14.7..15.0).contains(&half), "{half}");
-        let top = at(climb).await;
-        assert!((top - 15.0).abs() < 0.01, "{top}");
-        let probe = at(climb + PROBE_DOUBLING).await;
-        assert!((probe - 15.0 * (1.0 + PROBE_STEP)).abs() < 0.01, "{probe}");
-        // The probe's step doubles: a ceiling that rose is found within seconds; never above
-        // the configured rate.
-        let later = at(climb + 3 * Duration::from_secs(1)).await;
-        assert_eq!(later, 30.0);
+        let decided = Instant::now();
+        // As fast as the limiter allows, for less than the time to the first probe.
+        let mut paced = Vec::new();
+        while Instant::now() < decided + MIN_GAP {
+            paced.push(l.acquire().await);
+        }
+        let all: Vec<Instant> = sent.iter().chain(&paced).copied().collect();
+        for (i, t) in paced.iter().enumerate() {
+            let since = *t - (WINDOW + MARGIN);
+            let n = all.iter().filter(|s| **s > since && *s <= t).count();
+            assert!(n <= 15, "{n} in the window ending at request {i}");
+        }
+        // Evenly: no quarter of a second holds much more than a quarter of the cap.
+        for t in &paced {
+            let n = paced
+                .iter()
+                .filter(|s| **s >= *t && **s < *t + WINDOW / 4)
+                .count();
+            assert!(n <= 6, "{n} in a quarter of a second");
+        }
+        // Nearly the cap's rate: 15 per window and margin.
+        let rate = (paced.len() - 1) as f64 / (paced[paced.len() - 1] - paced[0]).as_secs_f64();
+        assert!((14.4..=15.5).contains(&rate), "{rate}");
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_slowed_rate_paces_requests_evenly() {
-        let l = RateLimiter::new(100.0, 10_000);
-        let sent = send(&l, 100, Duration::from_millis(10)).await;
-        l.on_429(sent[99]);
-        let rate = l.current_rate();
-        assert!(rate <= 95.0, "{rate}");
-        let paced = send(&l, 11, Duration::ZERO).await;
-        // Ten intervals at no more than the lowered rate (it climbs a little meanwhile).
-        let took = (paced[10] - paced[0]).as_secs_f64();
+    async fn a_steady_ceiling_is_held_with_one_429_a_probe() {
+        let l = RateLimiter::new(30.0, 10_000);
+        let start = Instant::now();
+        let log = serve(&l, start, Duration::from_secs(40), |_| 15).await;
+        let (served, refused) = judge(&log, start, 10.0, 40.0);
+        // One probe every PROBE_REQUESTS requests' worth of time at most, each refused once.
+        let probes = (30.0 * 15.0 / PROBE_REQUESTS).ceil() as usize + 1;
+        assert!(refused <= probes, "{refused} refused");
+        assert!(served as f64 >= 0.95 * 15.0 * 30.0, "{served} served");
+        assert_eq!(l.estimated_ceiling(), Some(15.0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ceiling_that_drops_and_rises_again_is_followed_within_seconds() {
+        let l = RateLimiter::new(30.0, 10_000);
+        let start = Instant::now();
+        let ceiling = |t: f64| if (20.0..32.0).contains(&t) { 8 } else { 15 };
+        let log = serve(&l, start, Duration::from_secs(42), ceiling).await;
+        // The drop: a deep cut, then the ramp finds 8.
+        let (served, refused) = judge(&log, start, 20.0, 32.0);
+        assert!(served >= 85, "{served} served at 8 per second");
+        assert!(refused <= 7, "{refused} refused at 8 per second");
+        // The rise: found by the next probe, which comes sooner below a cap that held.
+        let (served, refused) = judge(&log, start, 32.0, 42.0);
         assert!(
-            took >= 10.0 / 100.0 && took >= 10.0 / (rate * 1.05),
-            "{took}"
+            served >= 125,
+            "{served} served at 15 per second after the rise"
         );
+        assert!(refused <= 3, "{refused} refused after the rise");
+        // Found within the probe gap below a cap that held, and the ramp's second.
+        let found = 32.0 + RETURN_GAP.as_secs_f64() + 1.0;
+        let (served, _) = judge(&log, start, found, 42.0);
+        assert!(
+            served as f64 >= 0.95 * 15.0 * (42.0 - found),
+            "{served} served from {found} s"
+        );
+        assert_eq!(l.estimated_ceiling(), Some(15.0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_refused_request_alone_changes_nothing_two_in_a_row_cut_deep() {
+        let l = RateLimiter::new(30.0, 10_000);
+        let sent = send(&l, 16, AT_30).await;
+        l.on_429(sent[15]);
+        tokio::time::advance(Duration::from_secs(4)).await;
+        let sent = send(&l, 5, Duration::ZERO).await;
+        // A request that travelled slowly: refused alone, the cap stays.
+        l.on_429(sent[4]);
+        assert_eq!(l.estimated_ceiling(), Some(15.0));
+        let more = send(&l, 3, Duration::ZERO).await;
+        assert_eq!(l.estimated_ceiling(), Some(15.0));
+        // The next one refused too: the window has no room at the cap any more.
+        l.on_429(more[0]);
+        // Let through in the second before it: the 5, less the one refused.
+        assert_eq!(l.estimated_ceiling(), Some((4.0 * DEEP_CUT).floor()));
+        assert_eq!(l.decreases(), 2);
     }
 
     #[test]
