@@ -192,47 +192,36 @@ async fn existing(ctx: &Arc<TaskContext>, item: &Item) -> Option<Done> {
             // Not a finding about the archive: a transient failure of the store.
             // The reference fails as NETWORK, retried later in this run and by the next one; the
             // archive is left as it is.
-            let path = ctx
-                .location
-                .name()
-                .join(archive::layout::relative_path(&item.reference));
-            tracing::warn!(reference = %item.reference, "{} could not be read back to be checked ({error}); it is left as it is and checked again by a later try", path.display());
-            let failure = FetchFailure {
-                stage: Stage::Archive,
-                http_status: None,
-                error: ErrorCode::Network,
-                attempts: 0,
-                next_attempt_after: None,
-                message: error,
-            };
-            Some(Done::Failed(failure_row(
-                &item.reference,
-                item.kind,
-                &failure,
-            )))
+            tracing::warn!(reference = %item.reference, "{} could not be read back to be checked ({error}); it is left as it is and checked again by a later try", archive_name(ctx, item).display());
+            Some(archive_failed(item, ErrorCode::Network, error))
         }
         Existing::Damaged(findings) => {
             // Never overwritten or deleted: it may be all there is of the transaction.
-            let path = ctx
-                .location
-                .name()
-                .join(archive::layout::relative_path(&item.reference));
-            tracing::warn!(reference = %item.reference, "{} exists but does not check out ({findings}); it is never replaced: move it aside and run again", path.display());
-            let failure = FetchFailure {
-                stage: Stage::Archive,
-                http_status: None,
-                error: ErrorCode::BadResponse,
-                attempts: 0,
-                next_attempt_after: None,
-                message: findings,
-            };
-            Some(Done::Failed(failure_row(
-                &item.reference,
-                item.kind,
-                &failure,
-            )))
+            tracing::warn!(reference = %item.reference, "{} exists but does not check out ({findings}); it is never replaced: move it aside and run again", archive_name(ctx, item).display());
+            Some(archive_failed(item, ErrorCode::BadResponse, findings))
         }
     }
+}
+
+/// Where the archive of `item` is, as the location names it (for messages).
+fn archive_name(ctx: &TaskContext, item: &Item) -> std::path::PathBuf {
+    ctx.location.name().join(archive::layout::relative_path_in(
+        &item.reference,
+        ctx.archive_mode,
+    ))
+}
+
+/// `item` fails at the archive stage with `error`, its archive left as it is.
+fn archive_failed(item: &Item, error: ErrorCode, message: String) -> Done {
+    let failure = FetchFailure {
+        stage: Stage::Archive,
+        http_status: None,
+        error,
+        attempts: 0,
+        next_attempt_after: None,
+        message,
+    };
+    Done::Failed(failure_row(&item.reference, item.kind, &failure))
 }
 
 /// Finishes the archive of a fetched transaction (its responses are in it already):
