@@ -667,50 +667,44 @@ fn endpoint_table(h: &mut String, r: &Value) {
 fn dataset_section(h: &mut String, commits: &[CommitSummary], follow_ups: &FollowUps) {
     let sum = |f: fn(&CommitSummary) -> u64| commits.iter().map(f).sum::<u64>();
     h.push_str("<h2>The dataset</h2><p>Every commit of this output location (<code>commits/*.json</code>); what no commit lists is not part of the dataset.</p><div class=\"cards\">");
-    card(
-        h,
-        "dataset-commits",
-        &grouped(commits.len() as u64),
-        "commits",
-    );
-    card(
-        h,
-        "dataset-archives",
-        &grouped(sum(|c| c.archives)),
-        "archives listed",
-    );
-    card(
-        h,
-        "dataset-exported",
-        &grouped(sum(|c| c.exported)),
-        "exported by runs",
-    );
-    card(
-        h,
-        "dataset-open",
-        &grouped(follow_ups.total()),
-        "open follow-ups",
-    );
-    card(
-        h,
-        "dataset-requests",
-        &grouped(sum(|c| c.requests)),
-        "requests",
-    );
-    card(
-        h,
-        "dataset-429",
-        &grouped(sum(|c| c.too_many_requests)),
-        "answered 429",
-    );
-    card(
-        h,
-        "dataset-bytes-received",
-        &human_bytes(sum(|c| c.bytes_received)),
-        "received",
-    );
+    for (id, value, label) in [
+        ("dataset-commits", grouped(commits.len() as u64), "commits"),
+        (
+            "dataset-archives",
+            grouped(sum(|c| c.archives)),
+            "archives listed",
+        ),
+        (
+            "dataset-exported",
+            grouped(sum(|c| c.exported)),
+            "exported by runs",
+        ),
+        (
+            "dataset-open",
+            grouped(follow_ups.total()),
+            "open follow-ups",
+        ),
+        ("dataset-requests", grouped(sum(|c| c.requests)), "requests"),
+        (
+            "dataset-429",
+            grouped(sum(|c| c.too_many_requests)),
+            "answered 429",
+        ),
+        (
+            "dataset-bytes-received",
+            human_bytes(sum(|c| c.bytes_received)),
+            "received",
+        ),
+    ] {
+        card(h, id, &value, label);
+    }
     h.push_str("</div>\n");
+    commits_table(h, commits);
+    follow_ups_table(h, follow_ups);
+}
 
+/// The latest [`MAX_COMMIT_ROWS`] commits, one row each.
+fn commits_table(h: &mut String, commits: &[CommitSummary]) {
     let shown = &commits[commits.len().saturating_sub(MAX_COMMIT_ROWS)..];
     if shown.len() < commits.len() {
         let _ = write!(
@@ -744,7 +738,10 @@ fn dataset_section(h: &mut String, commits: &[CommitSummary], follow_ups: &Follo
         );
     }
     h.push_str("</table>\n");
+}
 
+/// The open follow-ups per error, naming the first references of each.
+fn follow_ups_table(h: &mut String, follow_ups: &FollowUps) {
     h.push_str("<h3>Open follow-ups</h3>");
     if follow_ups.total() == 0 {
         h.push_str(

@@ -131,14 +131,7 @@ impl OutputLocation {
                 path: root.to_path_buf(),
             });
         }
-        for dir in [
-            archive::ARCHIVES_DIR,
-            dataset::TABLES_DIR,
-            dataset::COMMITS_DIR,
-            dataset::RUNS_DIR,
-        ] {
-            modes.create_dir_all(&root.join(dir)).map_err(err)?;
-        }
+        create_dataset_dirs(root, modes).map_err(err)?;
         let probe = root.join(format!(".write-probe-{}.tmp", std::process::id()));
         drop(modes.create_file(&probe).map_err(err)?);
         std::fs::remove_file(&probe).map_err(err)?;
@@ -199,14 +192,7 @@ impl OutputLocation {
                 )))
             })?;
         let root = scratch.path().to_path_buf();
-        for dir in [
-            archive::ARCHIVES_DIR,
-            dataset::TABLES_DIR,
-            dataset::COMMITS_DIR,
-            dataset::RUNS_DIR,
-        ] {
-            modes.create_dir_all(&root.join(dir)).map_err(err)?;
-        }
+        create_dataset_dirs(&root, modes).map_err(err)?;
         let lock = RunLock::take_id(&root, modes, &run).map_err(err)?;
         modes
             .create_dir_all(&archive::layout::run_scratch_dir(&root, run.as_str()))
@@ -1352,6 +1338,19 @@ impl Drop for RunLock {
         let _ = std::fs::remove_file(&self.path);
         let _ = self.file.unlock();
     }
+}
+
+/// The dataset's directories under `root` (archives, tables, commits, runs), created if absent.
+fn create_dataset_dirs(root: &Path, modes: Modes) -> io::Result<()> {
+    for dir in [
+        archive::ARCHIVES_DIR,
+        dataset::TABLES_DIR,
+        dataset::COMMITS_DIR,
+        dataset::RUNS_DIR,
+    ] {
+        modes.create_dir_all(&root.join(dir))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
