@@ -136,12 +136,16 @@ fn interrupted_load() -> ExitCode {
 }
 
 fn load(path: &Path, overrides: &Overrides) -> Result<(Job, input::InputList), ExitCode> {
-    let job = job::load(path, overrides).map_err(|e| {
-        eprintln!("error: {e}");
-        ExitCode::Usage
-    })?;
+    let job = load_job(path, overrides)?;
     let list = read_job_input(&job)?;
     Ok((job, list))
+}
+
+fn load_job(path: &Path, overrides: &Overrides) -> Result<Job, ExitCode> {
+    job::load(path, overrides).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::Usage
+    })
 }
 
 fn read_job_input(job: &Job) -> Result<input::InputList, ExitCode> {
@@ -188,8 +192,14 @@ fn spool_dir(out: &Path) -> std::path::PathBuf {
 }
 
 async fn run_job(path: &Path, overrides: &Overrides, flags: &RunFlags) -> ExitCode {
-    let (job, list) = match load(path, overrides) {
-        Ok(x) => x,
+    let job = match load_job(path, overrides) {
+        Ok(job) => job,
+        Err(code) => return code,
+    };
+    // The commits are read while the input is: a rerun of a large input is mostly these two.
+    let commits = run::resume::Prefetch::start(&job.output.dir);
+    let list = match read_job_input(&job) {
+        Ok(list) => list,
         Err(code) => return code,
     };
     let credentials = match Credentials::from_env(&job.api) {
@@ -199,7 +209,7 @@ async fn run_job(path: &Path, overrides: &Overrides, flags: &RunFlags) -> ExitCo
             return ExitCode::Usage;
         }
     };
-    execute_job(&job, list, &credentials, flags).await
+    execute_job(&job, list, &credentials, flags, commits).await
 }
 
 async fn execute_job(
@@ -207,6 +217,7 @@ async fn execute_job(
     list: input::InputList,
     credentials: &Credentials,
     flags: &RunFlags,
+    commits: Option<run::resume::Prefetch>,
 ) -> ExitCode {
     let archive_key = match archive_key(job) {
         Ok(k) => k,
@@ -251,6 +262,7 @@ async fn execute_job(
             archive_key,
             commit_signer,
             pseudonymiser,
+            commits,
             ..RunOptions::default()
         },
     )
@@ -637,7 +649,7 @@ mod simulated {
             progress_interval: 10.0,
             ..Default::default()
         };
-        let code = execute_job(&job, list, &credentials, &flags).await;
+        let code = execute_job(&job, list, &credentials, &flags, None).await;
         sim.shutdown().await;
         println!(
             "demo: outputs in {} (archives/, tables/, commits/, failures.csv, report.json, report.html)",

@@ -231,12 +231,16 @@ impl Iterator for ItemIter {
                     ));
                 }
                 self.reader.read_exact(&mut head)?;
-                let mut reference = vec![0u8; usize::from(head[1])];
-                self.reader.read_exact(&mut reference)?;
                 self.record += 1;
                 if bit_is_set(&self.skip, self.record - 1) {
+                    // Skipped without an allocation: a rerun skips most of its input.
+                    let mut skipped = [0u8; 255];
+                    self.reader
+                        .read_exact(&mut skipped[..usize::from(head[1])])?;
                     continue;
                 }
+                let mut reference = vec![0u8; usize::from(head[1])];
+                self.reader.read_exact(&mut reference)?;
                 let kind = *Kind::ALL
                     .get(usize::from(head[0]))
                     .ok_or_else(|| std::io::Error::other("input spool: bad kind"))?;
@@ -401,7 +405,7 @@ pub fn read_input_in(
     default_kind: Kind,
     spool_dir: &Path,
 ) -> Result<InputList, InputError> {
-    let budget = spill::DEFAULT_BUDGET;
+    let budget = spill::INPUT_BUDGET;
     if source == "-" {
         let stdin = std::io::stdin().lock();
         parse_stream(stdin, "<stdin>", default_kind, spool_dir, budget)
@@ -424,7 +428,7 @@ pub fn parse_input(bytes: &[u8], name: &str, default_kind: Kind) -> Result<Input
         name,
         default_kind,
         &std::env::temp_dir(),
-        spill::DEFAULT_BUDGET,
+        spill::INPUT_BUDGET,
     )
 }
 
@@ -714,7 +718,7 @@ fn invalid_reason(s: &str) -> Option<String> {
         return Some("empty reference".into());
     }
     // The common case in one pass over the bytes; the reasons below only for a bad one.
-    if s.len() <= MAX_REFERENCE_LEN && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+    if s.len() <= MAX_REFERENCE_LEN && s.bytes().all(reference_byte) {
         return None;
     }
     let chars = s.chars().count();
@@ -723,10 +727,26 @@ fn invalid_reason(s: &str) -> Option<String> {
             "{chars} characters: a reference has at most {MAX_REFERENCE_LEN}"
         ));
     }
-    if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+    if !s.bytes().all(reference_byte) {
         return Some("characters other than A-Z, a-z, 0-9 and -".into());
     }
     None
+}
+
+/// The bytes a reference may hold, `[A-Za-z0-9-]`, looked up rather than compared: the
+/// comparisons mispredict on the random mix of digits and letters of a UUID.
+const REFERENCE_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric() || b == b'-' as usize;
+        b += 1;
+    }
+    table
+};
+
+fn reference_byte(b: u8) -> bool {
+    REFERENCE_BYTES[usize::from(b)]
 }
 
 /// Escapes control characters and cuts to [`MAX_RAW_CHARS`] characters, never in the

@@ -53,11 +53,16 @@ pub struct UnknownKind(pub String);
 impl FromStr for Kind {
     type Err = UnknownKind;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "netverify" | "scan" | "scans" => Ok(Kind::Netverify),
-            "document" | "documents" | "dv" => Ok(Kind::Document),
-            "authentication" | "authentications" => Ok(Kind::Authentication),
-            _ => Err(UnknownKind(s.to_string())),
+        let word = s.trim();
+        let is = |names: &[&str]| names.iter().any(|n| n.eq_ignore_ascii_case(word));
+        if is(&["netverify", "scan", "scans"]) {
+            Ok(Kind::Netverify)
+        } else if is(&["document", "documents", "dv"]) {
+            Ok(Kind::Document)
+        } else if is(&["authentication", "authentications"]) {
+            Ok(Kind::Authentication)
+        } else {
+            Err(UnknownKind(s.to_string()))
         }
     }
 }

@@ -253,7 +253,7 @@ fn failure_row(cells: &[Option<String>]) -> Option<FailureRow> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::dataset::commit::{ArchivesRecord, COMMIT_FORMAT};
     use crate::dataset::parts::{PART_BYTES, PartOptions, PartWriter};
@@ -263,7 +263,13 @@ mod tests {
     use crate::spill;
 
     /// Commits one run with `exported` netverify rows and `failed` (reference, error) rows.
-    fn commit(root: &Path, run: &str, exported: &[&str], failed: &[(&str, &str)], csv_only: bool) {
+    pub(crate) fn commit(
+        root: &Path,
+        run: &str,
+        exported: &[&str],
+        failed: &[(&str, &str)],
+        csv_only: bool,
+    ) {
         let opts = PartOptions {
             root: root.to_path_buf(),
             run: RunId::parse(run).unwrap(),

@@ -77,6 +77,9 @@ pub struct RunOptions {
     pub commit_signer: Option<Arc<crate::output::signing::CommitSigner>>,
     /// The keyed HMAC of `[output] pii = "pseudonymised"` (required for that profile).
     pub pseudonymiser: Option<crate::flatten::pii::Pseudonymiser>,
+    /// The dataset's commits, being read since before the input was
+    /// ([`resume::Prefetch::start`]); `None`: the run reads them when it has opened the location.
+    pub commits: Option<resume::Prefetch>,
 }
 
 impl Default for RunOptions {
@@ -91,6 +94,7 @@ impl Default for RunOptions {
             archive_key: None,
             commit_signer: None,
             pseudonymiser: None,
+            commits: None,
         }
     }
 }
@@ -268,7 +272,7 @@ pub async fn run(
     job: &Job,
     input: InputList,
     credentials: &Credentials,
-    opts: RunOptions,
+    mut opts: RunOptions,
 ) -> Result<Summary, RunError> {
     let input = shard(job, input).await?;
     let (started, started_at) = (Instant::now(), (opts.clock)());
@@ -278,7 +282,7 @@ pub async fn run(
     };
     let location = open_location(job, modes, started_at).await?;
     same_pii_profile(job, &location)?;
-    let (input, start) = resume::from_catalogue(&location, input).await?;
+    let (input, start) = resume::from_catalogue(&location, input, opts.commits.take()).await?;
     let shutdown = Shutdown::new();
     let signals = shutdown.on_signals(opts.grace);
     let client = api_client(job, credentials)?;

@@ -224,7 +224,8 @@ impl Progress {
     pub fn record(&self, done: &Done) {
         match done {
             Done::Exported { .. } => self.exported(),
-            Done::Failed(_) | Done::Carried(_) => self.failed(),
+            Done::Failed(_) => self.failed(),
+            Done::Carried(rows) => rows.iter().for_each(|_| self.failed()),
             Done::NotStarted | Done::OtherRun => {}
         }
     }

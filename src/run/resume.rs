@@ -8,6 +8,7 @@
 //! question, asked by the task when it starts a reference.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use super::RunError;
 use super::location::OutputLocation;
 use crate::Kind;
-use crate::dataset::catalogue::Recorded;
+use crate::dataset::catalogue::{Catalogue, CatalogueError, Recorded};
 use crate::input::{InputList, Item, catalogue_key};
 use crate::outcome::ErrorCode;
 use crate::output::failures::FailureRow;
@@ -38,32 +39,129 @@ pub struct AtStart {
 }
 
 /// Reads the dataset's commits: removes from `input` every (reference, kind) some commit
-/// exported and returns the input and what the commits held.
+/// exported and returns the input and what the commits held. A [`Prefetch`] of the same
+/// directory is used when the commits it read are still all there are.
 pub async fn from_catalogue(
     location: &Arc<OutputLocation>,
     mut input: InputList,
+    prefetch: Option<Prefetch>,
 ) -> Result<(InputList, AtStart), RunError> {
     let location = location.clone();
     tokio::task::spawn_blocking(move || {
-        let catalogue = location.catalogue()?;
-        let mut exported = ExternalSort::new(location.root(), spill::START_BUDGET);
-        let open = catalogue
-            .open_failures_seeing(|reference, kind| exported.push(&catalogue_key(reference, kind)))
-            .map_err(|e| RunError::Dataset(e.to_string()))?;
+        let root = location.root();
+        // A bucket's location reads from a scratch directory, never the prefetched path.
+        let prefetched = prefetch.filter(|p| p.root == root).and_then(Prefetch::join);
+        let commits = match prefetched {
+            Some(read) if read.runs == current_runs(root)? => read,
+            _ => Commits::read(root)?,
+        };
         let spool = |e: std::io::Error| RunError::Input(e);
-        let already = input
-            .exclude(exported.finish().map_err(spool)?)
-            .map_err(spool)?;
+        let already = input.exclude(commits.exported).map_err(spool)?;
         let start = AtStart {
-            runs: catalogue.commits().iter().map(|c| c.run.clone()).collect(),
-            tables_with_parts: catalogue.tables_with_parts(),
-            open,
+            runs: commits.runs,
+            tables_with_parts: commits.tables_with_parts,
+            open: commits.open,
             already,
         };
         Ok((input, start))
     })
     .await
     .map_err(|e| RunError::Input(std::io::Error::other(e)))?
+}
+
+/// What a run needs of the commits before it starts: the runs read, their tables, the open
+/// follow-ups and every exported key, sorted.
+struct Commits {
+    runs: BTreeSet<String>,
+    tables_with_parts: BTreeSet<String>,
+    open: Vec<Recorded>,
+    exported: spill::Sorted,
+}
+
+impl Commits {
+    /// Reads every commit under `root` (blocking).
+    fn read(root: &Path) -> Result<Self, RunError> {
+        let dataset = |e: CatalogueError| RunError::Dataset(e.to_string());
+        let catalogue = Catalogue::read(root).map_err(dataset)?;
+        let mut exported = ExternalSort::new(root, spill::START_BUDGET);
+        let open = catalogue
+            .open_failures_seeing(|reference, kind| exported.push(&catalogue_key(reference, kind)))
+            .map_err(dataset)?;
+        Ok(Commits {
+            runs: catalogue.commits().iter().map(|c| c.run.clone()).collect(),
+            tables_with_parts: catalogue.tables_with_parts(),
+            open,
+            exported: exported
+                .finish()
+                .map_err(RunError::Input)?
+                .into_sequential(),
+        })
+    }
+}
+
+/// The runs of the commits under `root` now.
+fn current_runs(root: &Path) -> Result<BTreeSet<String>, RunError> {
+    let runs = crate::dataset::commit::list(root).map_err(|e| RunError::Dataset(e.to_string()))?;
+    Ok(runs.into_iter().collect())
+}
+
+/// The commits of a local dataset read on a thread of their own while the run reads its input
+/// (the two take about as long, and a rerun of a large input is mostly these two).
+///
+/// Reading is all it does: nothing is created, and the location's checks (links, modes, the
+/// previous layout) come after, when the run opens it. The result is used only when the commits
+/// are still the ones read; a commit published in between (another shard's, an upgrade's) means
+/// they are read again. Any error means the same: the run's own read reports it.
+#[derive(Clone)]
+pub struct Prefetch {
+    root: PathBuf,
+    /// Taken by the first [`Prefetch::join`] (run options are cloned; one run uses it).
+    handle: Arc<std::sync::Mutex<Option<Reading>>>,
+}
+
+type Reading = std::thread::JoinHandle<Result<Commits, RunError>>;
+
+impl std::fmt::Debug for Prefetch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Prefetch({})", self.root.display())
+    }
+}
+
+impl Prefetch {
+    /// Starts reading the commits of the dataset `dir`, when it is a local directory that holds
+    /// commits (not through a link: the run refuses those); `None` otherwise.
+    pub fn start(dir: &Path) -> Option<Prefetch> {
+        if crate::store::BucketUrl::parse(dir).is_some() {
+            return None;
+        }
+        let is_dir = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
+        if !is_dir(dir) || !is_dir(&dir.join(crate::dataset::COMMITS_DIR)) {
+            return None;
+        }
+        let root = dir.to_path_buf();
+        let reading = root.clone();
+        let handle = std::thread::Builder::new()
+            .name("read-commits".into())
+            .spawn(move || Commits::read(&reading))
+            .ok()?;
+        Some(Prefetch {
+            root,
+            handle: Arc::new(std::sync::Mutex::new(Some(handle))),
+        })
+    }
+
+    /// True once the reading has ended.
+    #[cfg(test)]
+    fn is_finished(&self) -> bool {
+        let handle = self.handle.lock().unwrap();
+        handle.as_ref().is_none_or(|h| h.is_finished())
+    }
+
+    /// What was read; `None` when reading failed.
+    fn join(self) -> Option<Commits> {
+        let handle = self.handle.lock().ok()?.take()?;
+        handle.join().ok()?.ok()
+    }
 }
 
 /// What to do with one reference of the input.
@@ -199,6 +297,84 @@ mod tests {
         for r in ["net", "http", "bad", "foreign", "new"] {
             assert_eq!(plan.step(&item(r, Kind::Netverify)), Step::Fetch, "{r}");
         }
+    }
+
+    /// The references left of `input` after [`from_catalogue`] of a dataset opened at `root`,
+    /// and the runs it read.
+    async fn left_after(
+        root: &Path,
+        input: &[u8],
+        prefetch: Option<Prefetch>,
+    ) -> (Vec<String>, BTreeSet<String>) {
+        let location = OutputLocation::open_with(
+            root,
+            crate::output::fsmode::Modes::default(),
+            Utc::now(),
+            None,
+            &Default::default(),
+        )
+        .unwrap();
+        let input = crate::input::parse_input(input, "input", Kind::Netverify).unwrap();
+        let (input, start) = from_catalogue(&location, input, prefetch).await.unwrap();
+        let left = input.items.read_all().unwrap();
+        (left.into_iter().map(|i| i.reference).collect(), start.runs)
+    }
+
+    /// A commit published between the prefetch and the location's opening (another shard's) is
+    /// read too: the prefetch is only used while the commits are those it read.
+    #[tokio::test]
+    async fn a_prefetch_older_than_the_commits_is_not_used() {
+        use crate::dataset::catalogue::tests::commit;
+        let dir = tempfile::tempdir().unwrap();
+        let (first, second) = ("20261201T000000000Z-aaaa", "20261201T000001000Z-bbbb");
+        commit(dir.path(), first, &["a", "b"], &[("c", "NOT_FOUND")], false);
+        let prefetch = Prefetch::start(dir.path()).expect("a local dataset with commits");
+        while !prefetch.is_finished() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        commit(dir.path(), second, &["d"], &[], false);
+        let (left, runs) = left_after(dir.path(), b"a\nb\nc\nd\ne\n", Some(prefetch)).await;
+        assert_eq!(left, ["c", "e"], "d was exported by the later commit");
+        assert_eq!(runs, BTreeSet::from([first.into(), second.into()]));
+        // Without a prefetch, the same.
+        let (left, _) = left_after(dir.path(), b"a\nb\nc\nd\ne\n", None).await;
+        assert_eq!(left, ["c", "e"]);
+    }
+
+    /// A prefetch of the commits that are still all there are gives what reading them gives.
+    #[tokio::test]
+    async fn a_current_prefetch_excludes_what_the_commits_exported() {
+        use crate::dataset::catalogue::tests::commit;
+        let dir = tempfile::tempdir().unwrap();
+        commit(
+            dir.path(),
+            "20261201T000000000Z-aaaa",
+            &["a", "b"],
+            &[],
+            false,
+        );
+        commit(dir.path(), "20261201T000001000Z-bbbb", &["d"], &[], true);
+        let prefetch = Prefetch::start(dir.path()).expect("a local dataset with commits");
+        let (left, runs) = left_after(dir.path(), b"e\nd\nb\nf\na\n", Some(prefetch)).await;
+        assert_eq!(left, ["e", "f"]);
+        assert_eq!(runs.len(), 2);
+    }
+
+    #[test]
+    fn no_prefetch_without_commits_or_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(
+            Prefetch::start(dir.path()).is_none(),
+            "no commits directory"
+        );
+        assert!(Prefetch::start(&dir.path().join("missing")).is_none());
+        std::fs::create_dir(dir.path().join("real")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("real"), dir.path().join("commits")).unwrap();
+        assert!(
+            Prefetch::start(dir.path()).is_none(),
+            "a linked commits directory"
+        );
+        assert!(Prefetch::start(Path::new("s3://bucket/prefix")).is_none());
     }
 
     #[test]

@@ -23,6 +23,8 @@ use crate::output::failures::FailureRow;
 pub const LIVE_PER_SLOT: usize = 8;
 /// The floor of references in flight.
 pub const MIN_LIVE: usize = 256;
+/// Carried rows handed to the sink at once.
+const CARRIED_BATCH: usize = 512;
 
 /// The bound on references in flight for `concurrency` slots.
 pub fn max_live(concurrency: usize) -> usize {
@@ -51,6 +53,7 @@ pub async fn drive(
     // Transient failures of the first round, with their rows; tried again once the input is done.
     let mut held: Vec<(Item, bool, FailureRow)> = Vec::new();
     let mut again: Option<std::vec::IntoIter<(Item, bool, FailureRow)>> = None;
+    let mut carried = Vec::new();
     loop {
         while tasks.len() < max_live {
             let (item, poll_once, first_try) = if let Some(again) = again.as_mut() {
@@ -81,7 +84,10 @@ pub async fn drive(
                 let poll_once = match plan.step(&item) {
                     Step::Carry(row) => {
                         progress.failed();
-                        let _ = tx.send(Done::Carried(row)).await;
+                        carried.push(row);
+                        if carried.len() == CARRIED_BATCH {
+                            let _ = tx.send(Done::Carried(std::mem::take(&mut carried))).await;
+                        }
                         continue;
                     }
                     Step::PollOnce => true,
@@ -126,6 +132,9 @@ pub async fn drive(
             }
             None => break,
         }
+    }
+    if !carried.is_empty() {
+        let _ = tx.send(Done::Carried(carried)).await;
     }
     // Stopped before their second try: the first try's rows stand.
     let unsent = held

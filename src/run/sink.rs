@@ -156,15 +156,17 @@ impl Sink {
                 fresh,
             } => self.exported(&reference, kind, (&data, row), archive, &files, fresh),
             Done::Failed(row) => self.failed(&row),
-            Done::Carried(row) => {
-                // Counted as not exported by this run; its row stays the commit's that recorded
+            Done::Carried(rows) => {
+                // Counted as not exported by this run; each row stays the commit's that recorded
                 // it, so failures.csv keeps naming the run that last tried.
-                *self
-                    .written
-                    .by_error
-                    .entry(row.error.to_string())
-                    .or_default() += 1;
-                self.written.failed += 1;
+                for row in rows {
+                    *self
+                        .written
+                        .by_error
+                        .entry(row.error.to_string())
+                        .or_default() += 1;
+                    self.written.failed += 1;
+                }
                 Ok(())
             }
             Done::NotStarted => {

@@ -43,8 +43,10 @@ pub enum Done {
     },
     /// Not exported: its `failures.csv` row.
     Failed(FailureRow),
-    /// Not attempted: an earlier commit's failure that is not due (its row stays that commit's).
-    Carried(FailureRow),
+    /// Not attempted: earlier commits' failures that are not due (each row stays its commit's),
+    /// handed over in batches (a rerun carries thousands; one hand-over each would wake the
+    /// writer thread as often).
+    Carried(Vec<FailureRow>),
     /// Not reached before the run stopped.
     NotStarted,
     /// Its archive belongs to another run (live, or committed meanwhile): not this run's.
