@@ -63,7 +63,8 @@ enum Scenario {
     Dataset,
     /// Reads the commits of `--dataset` as a resuming run does (the catalogue: commit records
     /// and the parts' reference column) and prints how many references they exported; the
-    /// resume scenario times it as the floor of a rerun's cost.
+    /// resume scenario times it as the floor of a rerun's cost. With `--input`, then also reads
+    /// that list as a run does.
     ReadCommits,
 }
 
@@ -146,6 +147,10 @@ struct Args {
     /// The dataset `read-commits` reads.
     #[arg(long)]
     dataset: Option<PathBuf>,
+    /// `read-commits` also reads this reference list as a run does (parsed, checked and
+    /// de-duplicated, kept beside the dataset): what any resume of that input must read.
+    #[arg(long)]
+    input: Option<String>,
     /// Seed of the simulated population.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -380,6 +385,12 @@ fn read_commits(args: &Args) -> Result<()> {
         "{} commits, {exported} exported references, {open} latest failures",
         catalogue.commits().len()
     );
+    if let Some(input) = &args.input {
+        let list =
+            jumio_export::input::read_input_in(input, jumio_export::Kind::Netverify, dataset)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        println!("{} references in {input}", list.items.len());
+    }
     Ok(())
 }
 
