@@ -17,7 +17,7 @@ use crate::output::report::{ROOT_HASH_METHOD, Report};
 use crate::output::report_html::{self, CommitSummary, FollowUps};
 use crate::output::signing::{self, CommitSigner};
 
-/// Publishes the run: commit, then `failures.csv`, then `report.json` and `report.html`
+/// Publishes the run: commit, then `failures.csv` and `report.json`, then `report.html`
 /// (blocking work off the async threads).
 pub async fn publish(
     location: &Arc<OutputLocation>,
@@ -62,29 +62,43 @@ pub async fn publish(
                 .map_err(output)?;
         }
         location.write_commit(&commit)?;
-        // The open follow-ups at the start, updated by the commits published since: this one
-        // and any a concurrent shard published meanwhile (the dataset is not read again).
-        let since = Catalogue::read_except(location.root(), &start.runs)
-            .map_err(|e| RunError::Dataset(e.to_string()))?;
-        let mut follow_ups = FollowUps::default();
-        location.write_failures(|w| {
-            since
-                .for_each_open_failure_after(start.open, location.root(), |row, run| {
-                    follow_ups.add(row);
-                    w.write(row, run)
-                })
-                .map(drop)
-                .map_err(|e| RunError::Dataset(e.to_string()))
-        })?;
-        location.write_report_value(&report_json)?;
-        let commits = commit_summaries(location.root())?;
-        location.write_report_html(&report_html::render(&report_json, &commits, &follow_ups))
+        // What follows is derived from the commits, each file replaced whole: report.json is
+        // written beside the rebuild of failures.csv (their fsyncs overlap).
+        std::thread::scope(|scope| {
+            let report = scope.spawn(|| location.write_report_value(&report_json));
+            let follow_ups = write_failures(&location, start);
+            let report = report
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            let (follow_ups, ()) = (follow_ups?, report?);
+            let commits = commit_summaries(location.root())?;
+            location.write_report_html(&report_html::render(&report_json, &commits, &follow_ups))
+        })
     })
     .await
     .map_err(|e| RunError::Output {
         what: "the commit".into(),
         message: e.to_string(),
     })?
+}
+
+/// Rebuilds `failures.csv`: the open follow-ups at the start, updated by the commits published
+/// since (this one and any a concurrent shard published meanwhile; the dataset is not read
+/// again). Returns the page's summary of them.
+fn write_failures(location: &OutputLocation, start: AtStart) -> Result<FollowUps, RunError> {
+    let since = Catalogue::read_except(location.root(), &start.runs)
+        .map_err(|e| RunError::Dataset(e.to_string()))?;
+    let mut follow_ups = FollowUps::default();
+    location.write_failures(|w| {
+        since
+            .for_each_open_failure_after(start.open, location.root(), |row, run| {
+                follow_ups.add(row);
+                w.write(row, run)
+            })
+            .map(drop)
+            .map_err(|e| RunError::Dataset(e.to_string()))
+    })?;
+    Ok(follow_ups)
 }
 
 fn report_value(report: &Report) -> Result<serde_json::Value, RunError> {
