@@ -1305,8 +1305,35 @@ fn resume(env: &Env, args: &Args, tag: &str) -> Result<Outcome> {
                 read.io.unwrap_or_default().rchar as f64 / 1e6,
             );
             o.figure("rerun ÷ read the commits, wall", rerun.wall_s / read.wall_s);
+            // What any rerun of this input must read: the commits and the list itself.
+            let both = harness::run_measured(
+                env,
+                &measured(&format!("read-commits-input-{r}"), &empty),
+                &me,
+                vec![
+                    "read-commits".into(),
+                    "--dataset".into(),
+                    out.display().to_string(),
+                    "--input".into(),
+                    sim.refs_path.display().to_string(),
+                ],
+            )?;
+            let mut both_row = both.clone();
+            both_row.report = None;
+            job_row(
+                &mut t,
+                &format!("read the commits and the input {r}"),
+                n,
+                &both_row,
+            );
+            o.figure("read the commits and the input: wall s", both.wall_s);
+            o.figure(
+                "rerun ÷ read the commits and the input, wall",
+                rerun.wall_s / both.wall_s,
+            );
             if r == 1 {
                 cmds.push(read.command.clone());
+                cmds.push(both.command.clone());
             }
         }
     }
