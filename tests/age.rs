@@ -326,6 +326,42 @@ fn archives_encrypted_to_an_age_and_an_ssh_key_open_with_the_age_tool_and_verify
             && report.contains("does not match archive_sha256"),
         "{report}"
     );
+    // A ZIP damaged before it was sealed: what the identity finds inside is named by the
+    // dataset's file, `.zip.age`, never by the plaintext's name.
+    let (second, _) = &refs[1];
+    let path = d.out.join(format!("archives/{second}.zip.age"));
+    let plain = keys.dir.path().join(format!("{second}.zip"));
+    let _ = std::fs::remove_file(&plain);
+    age_decrypt(&age, &keys.age_identity, &path, &plain);
+    let mut zip = std::fs::read(&plain).unwrap();
+    let middle = zip.len() / 2;
+    zip[middle] ^= 0xff;
+    std::fs::write(&plain, &zip).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let o = Command::new(&age)
+        .args(["-r", &keys.age_public, "-o"])
+        .arg(&path)
+        .arg(&plain)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let o = verify(
+        &d.out,
+        &[("AUDITOR_AGE_IDENTITY", identity.as_str())],
+        &["--age-identity-env", "AUDITOR_AGE_IDENTITY"],
+    );
+    let report = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{report}");
+    let inside = report
+        .lines()
+        .filter(|l| l.contains(&format!("archives/{second}.zip.age: ")))
+        .filter(|l| !l.contains("archive_sha256"))
+        .count();
+    assert!(inside > 0, "a finding inside the archive: {report}");
+    assert!(
+        !report.contains(&format!("archives/{second}.zip: ")),
+        "named by the plaintext: {report}"
+    );
 }
 
 /// Waits until `done()` holds or the child exits, at most `limit`.

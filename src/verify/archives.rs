@@ -55,7 +55,8 @@ impl Verifier<'_> {
         let path = layout::archive_path(self.dir, reference);
         let checked = if is_regular_file(&path, &subject, &loc, reference, report) {
             report.archives += 1;
-            let (sha256, checked) = checked_archive(&path, reference, kind, self.key, report);
+            let (sha256, checked) =
+                checked_archive(&path, (reference, &subject), kind, self.key, report);
             if let Some(recorded) = recorded_sha.map(hex::encode)
                 && recorded != sha256
             {
@@ -166,7 +167,7 @@ impl Verifier<'_> {
             );
             return None;
         }
-        let (_, checked) = checked_archive(&plain, reference, kind, self.key, report);
+        let (_, checked) = checked_archive(&plain, (reference, &subject), kind, self.key, report);
         checked.map(|mut c| {
             c.archive.relative = subject;
             c.archive.path = path;
@@ -313,7 +314,7 @@ fn is_regular_file(
 /// checked archive, or a finding for each reason it is rejected.
 fn checked_archive(
     path: &Path,
-    reference: &str,
+    (reference, subject): (&str, &str),
     kind: Kind,
     key: Option<&ArchiveKey>,
     report: &mut VerifyReport,
@@ -321,8 +322,9 @@ fn checked_archive(
     match archive::check(path, reference, Some(kind), key) {
         Ok(checked) => (checked.archive.sha256.clone(), Some(checked)),
         Err(rejected) => {
+            // Named as the dataset holds it (`.zip.age` for an age archive opened elsewhere).
             for finding in &rejected.findings {
-                report.finding(relative_path(reference), finding.to_string());
+                report.finding(subject, finding.to_string());
             }
             (rejected.sha256.unwrap_or_default(), None)
         }
