@@ -91,10 +91,7 @@ impl Commits {
             runs: catalogue.commits().iter().map(|c| c.run.clone()).collect(),
             tables_with_parts: catalogue.tables_with_parts(),
             open,
-            exported: exported
-                .finish()
-                .map_err(RunError::Input)?
-                .into_sequential(),
+            exported: exported.finish_on_disk().map_err(RunError::Input)?,
         })
     }
 }
