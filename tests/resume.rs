@@ -1263,8 +1263,10 @@ async fn sigterm_stops_like_ctrl_c_after_the_grace_losing_at_most_concurrency() 
         took >= Duration::from_millis(4500),
         "exited {took:?} after SIGTERM: transfers in flight did not get their 5 s"
     );
+    // The margin covers the publish (commit, failures.csv, reports, each fsync'd) on a loaded
+    // machine: 8 s was once exceeded by 0.2 s at load 20.
     assert!(
-        took <= Duration::from_secs(8),
+        took <= Duration::from_secs(10),
         "exited {took:?} after SIGTERM: more than the 5 s grace and a margin"
     );
     assert_eq!(commits(&d.out).len(), 1, "the interrupted run committed");
