@@ -14,7 +14,7 @@ use super::progress::Progress;
 use super::resume::{ResumePlan, Step};
 use super::shutdown::StopReason;
 use super::task::{Done, TaskContext, one_reference};
-use crate::input::{Item, Items};
+use crate::input::{Item, ItemIter, Items};
 use crate::outcome::ErrorCode;
 use crate::output::failures::FailureRow;
 
@@ -47,106 +47,148 @@ pub async fn drive(
     progress: &Progress,
     max_live: usize,
 ) -> u64 {
-    let mut iter = items.iter();
-    let mut exhausted = false;
+    let mut feed = Feed {
+        iter: items.iter(),
+        exhausted: false,
+        again: None,
+        carried: Vec::new(),
+        plan,
+    };
     let mut tasks = JoinSet::new();
     // Transient failures of the first round, with their rows; tried again once the input is done.
-    let mut held: Vec<(Item, bool, FailureRow)> = Vec::new();
-    let mut again: Option<std::vec::IntoIter<(Item, bool, FailureRow)>> = None;
-    let mut carried = Vec::new();
+    let mut held: Vec<Held> = Vec::new();
     loop {
         while tasks.len() < max_live {
-            let (item, poll_once, first_try) = if let Some(again) = again.as_mut() {
-                if ctx.shutdown.is_stopping() {
-                    break;
-                }
-                match again.next() {
-                    Some((item, poll_once, row)) => (item, poll_once, Some(row)),
-                    None => break,
-                }
-            } else if exhausted {
+            let Some(next) = feed.next(&ctx, tx, progress).await else {
                 break;
-            } else {
-                let item = match iter.next() {
-                    None => {
-                        exhausted = true;
-                        break;
-                    }
-                    Some(Ok(item)) => item,
-                    Some(Err(e)) => {
-                        // The spool cannot be read back: stop like a full disk, reading no further.
-                        ctx.shutdown
-                            .abort(StopReason::Fatal(RunError::Input(e).to_string()));
-                        exhausted = true;
-                        break;
-                    }
-                };
-                let poll_once = match plan.step(&item) {
-                    Step::Carry(row) => {
-                        progress.failed();
-                        carried.push(row);
-                        if carried.len() == CARRIED_BATCH {
-                            let _ = tx.send(Done::Carried(std::mem::take(&mut carried))).await;
-                        }
-                        continue;
-                    }
-                    Step::PollOnce => true,
-                    Step::Fetch => false,
-                };
-                (item, poll_once, None)
             };
-            let (ctx, tx, progress) = (ctx.clone(), tx.clone(), progress.clone());
-            progress.started();
-            // Each task hands its result to the sink itself, as it finishes (nothing waits in
-            // the task set); only a first try's transient failure comes back here, to be held.
-            tasks.spawn(async move {
-                let done = one_reference(&ctx, item.clone(), poll_once).await;
-                progress.settled();
-                let done = match (done, first_try) {
-                    (Done::Failed(row), None)
-                        if is_transient(&row) && !ctx.shutdown.is_stopping() =>
-                    {
-                        return Some((item, poll_once, row));
-                    }
-                    // The run stopped before the second try got anywhere: the first try's row
-                    // stands.
-                    (Done::NotStarted, Some(row)) => Done::Failed(row),
-                    (done, _) => done,
-                };
-                progress.record(&done);
-                let _ = tx.send(done).await;
-                None
-            });
+            start(&mut tasks, &ctx, next, tx, progress);
         }
         match tasks.join_next().await {
             Some(Ok(Some(first_try))) => held.push(first_try),
             Some(Ok(None)) => {}
             Some(Err(_)) => {}
-            None if again.is_none() && !held.is_empty() && !ctx.shutdown.is_stopping() => {
+            None if feed.again.is_none() && !held.is_empty() && !ctx.shutdown.is_stopping() => {
                 tracing::info!(
                     references = held.len(),
                     "trying again the references that failed for a transient reason (network \
                      failures, 5xx)"
                 );
-                again = Some(std::mem::take(&mut held).into_iter());
+                feed.again = Some(std::mem::take(&mut held).into_iter());
             }
             None => break,
         }
     }
-    if !carried.is_empty() {
-        let _ = tx.send(Done::Carried(carried)).await;
+    if !feed.carried.is_empty() {
+        let _ = tx
+            .send(Done::Carried(std::mem::take(&mut feed.carried)))
+            .await;
     }
     // Stopped before their second try: the first try's rows stand.
     let unsent = held
         .into_iter()
-        .chain(again.into_iter().flatten())
+        .chain(feed.again.take().into_iter().flatten())
         .map(|(_, _, row)| row);
     for row in unsent {
         let done = Done::Failed(row);
         progress.record(&done);
         let _ = tx.send(done).await;
     }
-    iter.unread()
+    feed.iter.unread()
+}
+
+/// A transient failure of the first round: the item, whether it was a single poll, its row.
+type Held = (Item, bool, FailureRow);
+
+/// A reference to start: the item, whether it is a single poll, and the first try's row when
+/// this is the second.
+type Next = (Item, bool, Option<FailureRow>);
+
+/// Where the loop's next reference comes from: the input in order (what the plan carries is
+/// handed to the sink on the way, in batches), then, once, the transient failures held back.
+struct Feed<'a> {
+    iter: ItemIter,
+    exhausted: bool,
+    again: Option<std::vec::IntoIter<Held>>,
+    carried: Vec<FailureRow>,
+    plan: &'a ResumePlan,
+}
+
+impl Feed<'_> {
+    /// The next reference to start; `None` when there is none for now (the input is done, the
+    /// held ones are not due yet or are done, or the run is stopping before their second try).
+    async fn next(
+        &mut self,
+        ctx: &TaskContext,
+        tx: &mpsc::Sender<Done>,
+        progress: &Progress,
+    ) -> Option<Next> {
+        if let Some(again) = self.again.as_mut() {
+            if ctx.shutdown.is_stopping() {
+                return None;
+            }
+            return again
+                .next()
+                .map(|(item, poll_once, row)| (item, poll_once, Some(row)));
+        }
+        while !self.exhausted {
+            let item = match self.iter.next() {
+                None => {
+                    self.exhausted = true;
+                    return None;
+                }
+                Some(Ok(item)) => item,
+                Some(Err(e)) => {
+                    // The spool cannot be read back: stop like a full disk, reading no further.
+                    ctx.shutdown
+                        .abort(StopReason::Fatal(RunError::Input(e).to_string()));
+                    self.exhausted = true;
+                    return None;
+                }
+            };
+            match self.plan.step(&item) {
+                Step::Carry(row) => {
+                    progress.failed();
+                    self.carried.push(row);
+                    if self.carried.len() == CARRIED_BATCH {
+                        let batch = std::mem::take(&mut self.carried);
+                        let _ = tx.send(Done::Carried(batch)).await;
+                    }
+                }
+                Step::PollOnce => return Some((item, true, None)),
+                Step::Fetch => return Some((item, false, None)),
+            }
+        }
+        None
+    }
+}
+
+/// Starts one reference's task. Each task hands its result to the sink itself, as it finishes
+/// (nothing waits in the task set); only a first try's transient failure comes back, to be held.
+fn start(
+    tasks: &mut JoinSet<Option<Held>>,
+    ctx: &Arc<TaskContext>,
+    (item, poll_once, first_try): Next,
+    tx: &mpsc::Sender<Done>,
+    progress: &Progress,
+) {
+    let (ctx, tx, progress) = (ctx.clone(), tx.clone(), progress.clone());
+    progress.started();
+    tasks.spawn(async move {
+        let done = one_reference(&ctx, item.clone(), poll_once).await;
+        progress.settled();
+        let done = match (done, first_try) {
+            (Done::Failed(row), None) if is_transient(&row) && !ctx.shutdown.is_stopping() => {
+                return Some((item, poll_once, row));
+            }
+            // The run stopped before the second try got anywhere: the first try's row stands.
+            (Done::NotStarted, Some(row)) => Done::Failed(row),
+            (done, _) => done,
+        };
+        progress.record(&done);
+        let _ = tx.send(done).await;
+        None
+    });
 }
 
 /// A failure that says more about the API at that moment than about the reference: a network
