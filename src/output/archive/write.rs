@@ -21,7 +21,7 @@ use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, System, ZipWriter};
 
 use super::super::fsmode::Modes;
-use crate::dataset::publish::{Published, publish_no_replace};
+use crate::dataset::publish::{Published, publish_no_replace, rename_into_place};
 
 use super::age::AgeRecipients;
 use super::layout::{self, ARCHIVES_DIR, MANIFEST_ENTRY, Namer, PROVENANCE_ENTRY};
@@ -386,6 +386,12 @@ impl ArchiveWriter {
         self.seal()?.publish()
     }
 
+    /// [`ArchiveWriter::finish`] without the directory's fsync ([`Sealed::publish_unsynced`]):
+    /// for a run, whose commit fsyncs `archives/` once before it lists any archive.
+    pub fn finish_unsynced(self) -> Result<WrittenArchive, ArchiveError> {
+        self.seal()?.publish_unsynced()
+    }
+
     /// [`ArchiveWriter::finish`] up to the publication: the archive is complete (and encrypted,
     /// with age) under its temporary name, its hash known; [`Sealed::publish`] gives it its
     /// final name. Blocking.
@@ -490,6 +496,24 @@ impl Sealed {
     /// existing archive is never replaced, [`ArchiveError::AlreadyExists`]), and fsyncs the
     /// directory. Blocking.
     pub fn publish(self) -> Result<WrittenArchive, ArchiveError> {
+        self.publish_with(publish_no_replace)
+    }
+
+    /// [`Sealed::publish`] without the directory's fsync: the archive's data and inode are
+    /// durable (fsynced under the temporary name), its final name may not survive a power loss
+    /// until `archives/` is fsynced. The caller does that before anything durable lists the
+    /// archive: a run, before its commit ([`crate::run::location::OutputLocation::write_commit`]),
+    /// one fsync for all its archives instead of one each. A name lost to a power loss costs a
+    /// fetch again (the temporary, if its name survived, is a dead run's and removed); it never
+    /// leaves a listed archive missing, nor a final name on a partial file. Blocking.
+    pub fn publish_unsynced(self) -> Result<WrittenArchive, ArchiveError> {
+        self.publish_with(rename_into_place)
+    }
+
+    fn publish_with(
+        self,
+        rename: fn(&Path, &Path) -> io::Result<Published>,
+    ) -> Result<WrittenArchive, ArchiveError> {
         let Sealed {
             mut guard,
             final_path,
@@ -497,7 +521,7 @@ impl Sealed {
         } = self;
         let tmp_path = guard.path.clone();
         guard.armed = false;
-        match publish_no_replace(&tmp_path, &final_path) {
+        match rename(&tmp_path, &final_path) {
             Ok(Published::Created) => {}
             Ok(Published::AlreadyThere) => {
                 return Err(ArchiveError::AlreadyExists { path: final_path });
