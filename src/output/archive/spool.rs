@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use sha2::{Digest, Sha256};
+use super::sha256x2::{Lane, update_pair};
 
 /// The most bytes of one entry held in memory; a longer entry is written through.
 pub(super) const HOLD_BYTES: usize = 512 * 1024;
@@ -86,6 +86,10 @@ pub(super) struct Marks {
     /// The zip writer dropped the entry being written (the one starting at `hold`): the archive
     /// ends at `hold` again (applied to the spool before its next operation).
     truncate: AtomicBool,
+    /// The sha256 of the body being received, when the spool takes it ([`Marks::begin_body`]):
+    /// each byte appended from then on is hashed on it as it arrives, side by side with as many
+    /// final bytes of the archive ([`super::sha256x2`]).
+    body: Mutex<Option<Lane>>,
 }
 
 impl Marks {
@@ -99,9 +103,22 @@ impl Marks {
         self.hold.store(offset, Ordering::Relaxed);
     }
 
+    /// The spool hashes every byte appended from now on (an entry's body, stored as received:
+    /// not for an encrypted entry) until [`Marks::end_body`].
+    pub(super) fn begin_body(&self) {
+        *self.body.lock().unwrap_or_else(|e| e.into_inner()) = Some(Lane::default());
+    }
+
+    /// The sha256 (hex) of the bytes appended since [`Marks::begin_body`]; `None` without one.
+    pub(super) fn end_body(&self) -> Option<String> {
+        let lane = self.body.lock().unwrap_or_else(|e| e.into_inner()).take();
+        lane.map(Lane::finalize_hex)
+    }
+
     /// The zip writer dropped the entry being written (`abort_file`): the archive ends where
     /// that entry started, at the last [`Marks::hold_from`].
     pub(super) fn drop_held_entry(&self) {
+        self.body.lock().unwrap_or_else(|e| e.into_inner()).take();
         self.end
             .store(self.hold.load(Ordering::Relaxed), Ordering::Relaxed);
         self.truncate.store(true, Ordering::Relaxed);
@@ -113,8 +130,10 @@ impl Marks {
 pub(super) struct Spool {
     file: File,
     marks: Arc<Marks>,
-    /// sha256 of the archive's bytes `[0, hashed)`.
-    hasher: Sha256,
+    /// sha256 of the archive's bytes `[0, hashed)`. `hashed` may run ahead of `written` (final
+    /// bytes hashed beside a body as it arrives) unless an entry was written through; then it
+    /// trails, and [`Spool::finish`] reads the gap back.
+    hasher: Lane,
     hashed: u64,
     /// Bytes `[0, written)` were handed to the file.
     written: u64,
@@ -132,7 +151,7 @@ impl Spool {
         let spool = Spool {
             file,
             marks: Arc::clone(&marks),
-            hasher: Sha256::new(),
+            hasher: Lane::default(),
             hashed: 0,
             written: 0,
             buf: take_buffer(),
@@ -206,9 +225,10 @@ impl Spool {
         let hold = self.hold();
         if hold > self.written {
             let n = ((hold - self.written) as usize).min(self.buf.len());
-            if self.hashed == self.written {
-                self.hasher.update(&self.buf[..n]);
-                self.hashed += n as u64;
+            if self.hashed >= self.written && self.hashed < self.written + n as u64 {
+                let from = (self.hashed - self.written) as usize;
+                self.hasher.update(&self.buf[from..n]);
+                self.hashed = self.written + n as u64;
             }
             let buf = std::mem::take(&mut self.buf);
             let result = self.write_at(&buf[..n], self.written);
@@ -258,6 +278,26 @@ impl Spool {
         Ok(())
     }
 
+    /// Hashes `appended` (the next bytes of the body being received) on the body's sha256 when
+    /// the spool takes it, side by side with as many of the archive's final bytes not hashed
+    /// yet (those still in the buffer: none once an entry was written through, whose bytes
+    /// [`Spool::finish`] reads back).
+    fn hash_body(&mut self, appended: &[u8]) {
+        let mut body = self.marks.body.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(lane) = body.as_mut() else {
+            return;
+        };
+        let hold = self.hold().min(self.end());
+        if self.hashed < self.written || self.hashed >= hold {
+            lane.update(appended);
+            return;
+        }
+        let from = (self.hashed - self.written) as usize;
+        let n = ((hold - self.hashed) as usize).min(appended.len());
+        update_pair(&mut self.hasher, &self.buf[from..from + n], lane, appended);
+        self.hashed += n as u64;
+    }
+
     /// Applies a [`Marks::drop_held_entry`]: the archive ends where the dropped entry started
     /// (where the zip writer moved its cursor back to), and so does the cursor.
     fn settle(&mut self) -> io::Result<()> {
@@ -293,14 +333,15 @@ impl Spool {
         let end = self.end();
         self.catch_up(self.written)?;
         let buf = std::mem::take(&mut self.buf);
-        self.hasher.update(&buf);
+        let from = (self.hashed - self.written) as usize;
+        self.hasher.update(&buf[from..]);
         let result = self.write_at(&buf, self.written);
         give_back(buf);
         result?;
         if self.file_len > end {
             self.file.set_len(end)?;
         }
-        let sha256 = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        let sha256 = std::mem::take(&mut self.hasher).finalize_hex();
         Ok((self.file, end, sha256))
     }
 }
@@ -327,6 +368,7 @@ impl Write for Spool {
             let overlap = (self.buf.len() - at).min(bytes.len());
             self.buf[at..at + overlap].copy_from_slice(&bytes[..overlap]);
             if overlap < bytes.len() {
+                self.hash_body(&bytes[overlap..]);
                 self.append(&bytes[overlap..])?;
             }
             self.pos += bytes.len() as u64;
@@ -367,6 +409,7 @@ impl Seek for Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     fn spool() -> (Spool, Arc<Marks>, tempfile::NamedTempFile) {
         let tmp = tempfile::NamedTempFile::new().unwrap();

@@ -120,7 +120,9 @@ struct OpenEntry {
     head: Vec<u8>,
     /// The entry's name, once it was started in the zip.
     name: Option<String>,
-    sha256: Sha256,
+    /// The body's sha256, taken here for an encrypted entry; for a stored one the spool takes
+    /// it from the bytes it receives ([`Marks::begin_body`]), beside the archive's own.
+    sha256: Option<Sha256>,
     bytes: u64,
     /// The writer's order key before this entry (restored when it is abandoned).
     last: Option<(u8, u64)>,
@@ -216,7 +218,7 @@ impl ArchiveWriter {
             content_type: content_type.to_owned(),
             head: Vec::new(),
             name: None,
-            sha256: Sha256::new(),
+            sha256: self.key.is_some().then(Sha256::new),
             bytes: 0,
             last: self.last,
         });
@@ -228,7 +230,9 @@ impl ArchiveWriter {
         let Some(open) = self.open.as_mut() else {
             return Err(self.no_entry());
         };
-        open.sha256.update(chunk);
+        if let Some(sha256) = open.sha256.as_mut() {
+            sha256.update(chunk);
+        }
         open.bytes += chunk.len() as u64;
         if open.name.is_some() {
             return self.put(chunk);
@@ -264,6 +268,14 @@ impl ArchiveWriter {
             self.put(&head)?;
         }
         let open = self.open.take().expect("checked above");
+        let sha256 = match open.sha256 {
+            Some(sha256) => hex::encode(sha256.finalize()),
+            None => self.marks.end_body().ok_or_else(|| ArchiveError::Io {
+                action: "hashing an entry never begun in",
+                path: self.guard.path.clone(),
+                source: io::Error::other("no body hash"),
+            })?,
+        };
         let file = ArchivedFile {
             entry: open.name.expect("started above"),
             classifier: match open.kind {
@@ -272,7 +284,7 @@ impl ArchiveWriter {
             },
             content_type: open.content_type,
             bytes: open.bytes,
-            sha256: hex::encode(open.sha256.finalize()),
+            sha256,
         };
         self.provenance.push(ProvenanceEntry {
             entry: file.entry.clone(),
@@ -325,7 +337,13 @@ impl ArchiveWriter {
         self.namer.add(&self.reference, &open.kind, &name)?;
         self.last = Some(order);
         open.name = Some(name.clone());
-        self.start_file(&name)
+        let spool_hashes = open.sha256.is_none();
+        self.start_file(&name)?;
+        if spool_hashes {
+            // Every byte the spool receives from here to `end` is the body, stored as is.
+            self.marks.begin_body();
+        }
+        Ok(())
     }
 
     fn start_file(&mut self, name: &str) -> Result<(), ArchiveError> {
