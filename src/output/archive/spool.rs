@@ -86,10 +86,32 @@ pub(super) struct Marks {
     /// The zip writer dropped the entry being written (the one starting at `hold`): the archive
     /// ends at `hold` again (applied to the spool before its next operation).
     truncate: AtomicBool,
-    /// The sha256 of the body being received, when the spool takes it ([`Marks::begin_body`]):
-    /// each byte appended from then on is hashed on it as it arrives, side by side with as many
-    /// final bytes of the archive ([`super::sha256x2`]).
-    body: Mutex<Option<Lane>>,
+    /// The sha256s of the bodies the spool takes ([`Marks::begin_body`]).
+    bodies: Mutex<Bodies>,
+}
+
+/// Entry bodies hashed by the spool. A body's bytes stay in the buffer after it is received
+/// whole; its sha256 is taken once its entry's bytes are final too (when the next entry
+/// starts), side by side with the archive's sha256 over those same bytes ([`super::sha256x2`]),
+/// or on its own when its bytes must leave the buffer first (written through, or drained).
+#[derive(Debug, Default)]
+struct Bodies {
+    /// The body being received.
+    open: Option<Body>,
+    /// Bodies received whole whose hash is not complete, in archive order.
+    done: std::collections::VecDeque<Body>,
+    /// Every body's sha256 (hex) once complete, by its index.
+    digests: Vec<Option<String>>,
+}
+
+#[derive(Debug)]
+struct Body {
+    index: usize,
+    lane: Lane,
+    /// The archive offset of the next byte to hash.
+    next: u64,
+    /// Where the body ends (`u64::MAX` while it is being received).
+    end: u64,
 }
 
 impl Marks {
@@ -103,22 +125,51 @@ impl Marks {
         self.hold.store(offset, Ordering::Relaxed);
     }
 
+    fn bodies(&self) -> std::sync::MutexGuard<'_, Bodies> {
+        self.bodies.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The spool hashes every byte appended from now on (an entry's body, stored as received:
     /// not for an encrypted entry) until [`Marks::end_body`].
     pub(super) fn begin_body(&self) {
-        *self.body.lock().unwrap_or_else(|e| e.into_inner()) = Some(Lane::default());
+        let next = self.end();
+        let mut bodies = self.bodies();
+        let index = bodies.digests.len();
+        bodies.digests.push(None);
+        bodies.open = Some(Body {
+            index,
+            lane: Lane::default(),
+            next,
+            end: u64::MAX,
+        });
     }
 
-    /// The sha256 (hex) of the bytes appended since [`Marks::begin_body`]; `None` without one.
-    pub(super) fn end_body(&self) -> Option<String> {
-        let lane = self.body.lock().unwrap_or_else(|e| e.into_inner()).take();
-        lane.map(Lane::finalize_hex)
+    /// The body begun last is received whole: its index for [`Marks::take_digests`] (`None`
+    /// without one). Its sha256 is complete once the spool is flushed.
+    pub(super) fn end_body(&self) -> Option<usize> {
+        let end = self.end();
+        let mut bodies = self.bodies();
+        let mut body = bodies.open.take()?;
+        body.end = end;
+        let index = body.index;
+        if body.next >= body.end {
+            bodies.digests[index] = Some(body.lane.finalize_hex());
+        } else {
+            bodies.done.push_back(body);
+        }
+        Some(index)
+    }
+
+    /// Every body's sha256 (hex) by index; `None` for one not complete (the spool was not
+    /// flushed since it ended) or dropped.
+    pub(super) fn take_digests(&self) -> Vec<Option<String>> {
+        std::mem::take(&mut self.bodies().digests)
     }
 
     /// The zip writer dropped the entry being written (`abort_file`): the archive ends where
     /// that entry started, at the last [`Marks::hold_from`].
     pub(super) fn drop_held_entry(&self) {
-        self.body.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.bodies().open = None;
         self.end
             .store(self.hold.load(Ordering::Relaxed), Ordering::Relaxed);
         self.truncate.store(true, Ordering::Relaxed);
@@ -224,6 +275,8 @@ impl Spool {
     fn drain_final(&mut self) -> io::Result<()> {
         let hold = self.hold();
         if hold > self.written {
+            self.pair_bodies();
+            self.hash_bodies_before(hold);
             let n = ((hold - self.written) as usize).min(self.buf.len());
             if self.hashed >= self.written && self.hashed < self.written + n as u64 {
                 let from = (self.hashed - self.written) as usize;
@@ -245,6 +298,8 @@ impl Spool {
         if self.buf.is_empty() {
             return Ok(());
         }
+        self.pair_bodies();
+        self.hash_bodies_before(self.end());
         let buf = std::mem::take(&mut self.buf);
         let result = self.write_at(&buf, self.written);
         self.buf = buf;
@@ -267,6 +322,13 @@ impl Spool {
         }
         if self.written > self.hold() && bytes.len() >= WRITE_THROUGH {
             self.flush_all()?;
+            // Never in the buffer: the body's hash takes it now, on its own.
+            if let Some(body) = self.marks.bodies().open.as_mut()
+                && body.next == self.written
+            {
+                body.lane.update(bytes);
+                body.next += bytes.len() as u64;
+            }
             self.write_at(bytes, self.written)?;
             self.written += bytes.len() as u64;
             return Ok(());
@@ -278,24 +340,75 @@ impl Spool {
         Ok(())
     }
 
-    /// Hashes `appended` (the next bytes of the body being received) on the body's sha256 when
-    /// the spool takes it, side by side with as many of the archive's final bytes not hashed
-    /// yet (those still in the buffer: none once an entry was written through, whose bytes
-    /// [`Spool::finish`] reads back).
-    fn hash_body(&mut self, appended: &[u8]) {
-        let mut body = self.marks.body.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(lane) = body.as_mut() else {
-            return;
-        };
-        let hold = self.hold().min(self.end());
-        if self.hashed < self.written || self.hashed >= hold {
-            lane.update(appended);
-            return;
+    /// Hashes what can be hashed side by side: the archive's final bytes not hashed yet with
+    /// the bodies' bytes not hashed yet, both in the buffer, in archive order. Mostly a body
+    /// meets its own bytes in the archive, once the next entry's start made them final.
+    fn pair_bodies(&mut self) {
+        let marks = Arc::clone(&self.marks);
+        let mut bodies = marks.bodies();
+        let end = self.end();
+        loop {
+            let hold = self.hold().min(end);
+            if self.hashed < self.written || self.hashed >= hold {
+                return;
+            }
+            let body = match bodies.done.front_mut() {
+                Some(body) => body,
+                None => match bodies.open.as_mut() {
+                    Some(body) if body.next < end => body,
+                    _ => return,
+                },
+            };
+            let body_to = body.end.min(end);
+            let n = (hold - self.hashed).min(body_to - body.next) as usize;
+            let archive_from = (self.hashed - self.written) as usize;
+            let body_from = (body.next - self.written) as usize;
+            update_pair(
+                &mut self.hasher,
+                &self.buf[archive_from..archive_from + n],
+                &mut body.lane,
+                &self.buf[body_from..body_from + n],
+            );
+            self.hashed += n as u64;
+            body.next += n as u64;
+            if body.next == body.end {
+                let body = bodies.done.pop_front().expect("a done body is complete");
+                bodies.digests[body.index] = Some(body.lane.finalize_hex());
+            }
         }
-        let from = (self.hashed - self.written) as usize;
-        let n = ((hold - self.hashed) as usize).min(appended.len());
-        update_pair(&mut self.hasher, &self.buf[from..from + n], lane, appended);
-        self.hashed += n as u64;
+    }
+
+    /// Hashes the bodies' bytes before `upto` not hashed yet, on their own: they are about to
+    /// leave the buffer. A body complete then gets its digest.
+    fn hash_bodies_before(&mut self, upto: u64) {
+        let marks = Arc::clone(&self.marks);
+        let mut bodies = marks.bodies();
+        let upto = upto.min(self.end());
+        while let Some(body) = bodies.done.front_mut() {
+            if body.next >= upto {
+                break;
+            }
+            let to = body.end.min(upto);
+            debug_assert!(body.next >= self.written, "a body's bytes left unhashed");
+            body.lane.update(
+                &self.buf[(body.next - self.written) as usize..(to - self.written) as usize],
+            );
+            body.next = to;
+            if body.next < body.end {
+                break;
+            }
+            let body = bodies.done.pop_front().expect("checked above");
+            bodies.digests[body.index] = Some(body.lane.finalize_hex());
+        }
+        if let Some(body) = bodies.open.as_mut()
+            && body.next < upto
+            && body.next >= self.written
+        {
+            body.lane.update(
+                &self.buf[(body.next - self.written) as usize..(upto - self.written) as usize],
+            );
+            body.next = upto;
+        }
     }
 
     /// Applies a [`Marks::drop_held_entry`]: the archive ends where the dropped entry started
@@ -331,6 +444,8 @@ impl Spool {
     pub(super) fn finish(mut self) -> io::Result<(File, u64, String)> {
         self.settle()?;
         let end = self.end();
+        self.pair_bodies();
+        self.hash_bodies_before(end);
         self.catch_up(self.written)?;
         let buf = std::mem::take(&mut self.buf);
         let from = (self.hashed - self.written) as usize;
@@ -368,18 +483,22 @@ impl Write for Spool {
             let overlap = (self.buf.len() - at).min(bytes.len());
             self.buf[at..at + overlap].copy_from_slice(&bytes[..overlap]);
             if overlap < bytes.len() {
-                self.hash_body(&bytes[overlap..]);
                 self.append(&bytes[overlap..])?;
             }
             self.pos += bytes.len() as u64;
         }
         self.marks.end.store(self.end(), Ordering::Relaxed);
+        self.pair_bodies();
         Ok(n)
     }
 
-    /// Nothing: the bytes reach the file when they are final, and all of them in
-    /// [`Spool::finish`].
+    /// Completes the sha256 of every body received whole ([`Marks::take_digests`]); the bytes
+    /// reach the file when they are final, and all of them in [`Spool::finish`].
     fn flush(&mut self) -> io::Result<()> {
+        self.settle()?;
+        self.pair_bodies();
+        let end = self.end();
+        self.hash_bodies_before(end);
         Ok(())
     }
 }

@@ -110,6 +110,9 @@ pub struct ArchiveWriter {
     /// Every entry so far, in archive order, with its provenance.
     files: Vec<ArchivedFile>,
     provenance: Vec<ProvenanceEntry>,
+    /// Entries whose sha256 the spool takes: (index in `files` and `provenance`, the spool's
+    /// index of the body), filled in by `seal`.
+    spool_hashed: Vec<(usize, usize)>,
 }
 
 /// An entry whose body is arriving.
@@ -184,6 +187,7 @@ impl ArchiveWriter {
             open: None,
             files: Vec::with_capacity(16),
             provenance: Vec::with_capacity(16),
+            spool_hashed: Vec::with_capacity(16),
         })
     }
 
@@ -258,7 +262,7 @@ impl ArchiveWriter {
         api_path: &str,
         http_status: u16,
         retrieved_at: DateTime<Utc>,
-    ) -> Result<ArchivedFile, ArchiveError> {
+    ) -> Result<(), ArchiveError> {
         let Some(open) = self.open.as_mut() else {
             return Err(self.no_entry());
         };
@@ -270,11 +274,16 @@ impl ArchiveWriter {
         let open = self.open.take().expect("checked above");
         let sha256 = match open.sha256 {
             Some(sha256) => hex::encode(sha256.finalize()),
-            None => self.marks.end_body().ok_or_else(|| ArchiveError::Io {
-                action: "hashing an entry never begun in",
-                path: self.guard.path.clone(),
-                source: io::Error::other("no body hash"),
-            })?,
+            None => {
+                // Taken by the spool, complete once it is flushed (`seal`).
+                let index = self.marks.end_body().ok_or_else(|| ArchiveError::Io {
+                    action: "hashing an entry never begun in",
+                    path: self.guard.path.clone(),
+                    source: io::Error::other("no body hash"),
+                })?;
+                self.spool_hashed.push((self.files.len(), index));
+                String::new()
+            }
         };
         let file = ArchivedFile {
             entry: open.name.expect("started above"),
@@ -296,8 +305,8 @@ impl ArchiveWriter {
             sha256: file.sha256.clone(),
             classifier: file.classifier.clone(),
         });
-        self.files.push(file.clone());
-        Ok(file)
+        self.files.push(file);
+        Ok(())
     }
 
     /// Drops the open entry and whatever of its body was written (a transfer that failed and
@@ -383,6 +392,29 @@ impl ArchiveWriter {
         }
     }
 
+    /// Fills in the sha256 of the entries the spool hashed (all complete once it is flushed).
+    fn spool_digests(&mut self) -> Result<(), ArchiveError> {
+        if self.spool_hashed.is_empty() {
+            return Ok(());
+        }
+        let tmp = self.guard.path.clone();
+        self.zip.flush().map_err(io_err("hashing", &tmp))?;
+        let mut digests = self.marks.take_digests();
+        for (file, body) in std::mem::take(&mut self.spool_hashed) {
+            let sha256 = digests
+                .get_mut(body)
+                .and_then(Option::take)
+                .ok_or_else(|| ArchiveError::Io {
+                    action: "hashing",
+                    path: tmp.clone(),
+                    source: io::Error::other("an entry's body hash is incomplete"),
+                })?;
+            self.provenance[file].sha256.clone_from(&sha256);
+            self.files[file].sha256 = sha256;
+        }
+        Ok(())
+    }
+
     /// Stores one of the program's own entries (`provenance.json`, the manifest).
     fn put_own(&mut self, name: &str, content_type: &str, body: &[u8]) -> Result<(), ArchiveError> {
         self.start_file(name)?;
@@ -415,6 +447,7 @@ impl ArchiveWriter {
     /// final name. Blocking.
     pub fn seal(mut self) -> Result<Sealed, ArchiveError> {
         self.abandon()?;
+        self.spool_digests()?;
         let provenance = Provenance {
             tool: TOOL_NAME.to_owned(),
             tool_version: self.meta.tool_version.clone(),
