@@ -19,10 +19,10 @@ pub enum Published {
 /// gone afterwards either way.
 pub fn publish_no_replace(tmp: &Path, dest: &Path) -> io::Result<Published> {
     let outcome = rename_into_place(tmp, dest)?;
-    if outcome == Published::Created {
-        if let Some(dir) = dest.parent() {
-            crate::output::fsmode::sync_dir(dir)?;
-        }
+    if outcome == Published::Created
+        && let Some(dir) = dest.parent()
+    {
+        crate::output::fsmode::sync_dir(dir)?;
     }
     Ok(outcome)
 }

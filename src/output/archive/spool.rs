@@ -19,6 +19,13 @@
 //! A chunk of such an entry goes to the file from the caller's slice, and the buffer never
 //! grows past its capacity.
 //!
+//! Each stored entry's own sha256 (the manifest, the `files` table) is taken here too
+//! ([`Marks::begin_body`]): its body waits in the buffer until the next entry's start makes the
+//! entry final, and then the body's hash and the archive's hash over those same bytes run side
+//! by side, interleaved on the CPU's SHA unit ([`super::sha256x2`]). A body whose bytes must
+//! leave the buffer before that (written through, or drained to make room) is hashed on its own
+//! first; so is the last entry's (`seal` needs every digest before `provenance.json`).
+//!
 //! Buffers come from a small pool and go back to it when the archive is finished, so their pages
 //! are faulted in once per process rather than once per archive (an archive dropped on an error
 //! path frees its buffer instead).

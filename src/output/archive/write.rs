@@ -229,7 +229,8 @@ impl ArchiveWriter {
         Ok(())
     }
 
-    /// The next bytes of the open entry's body: hashed and written in one pass.
+    /// The next bytes of the open entry's body, into the archive (the spool takes the body's
+    /// sha256 beside the archive's; an encrypted entry's plaintext is hashed here).
     pub fn write(&mut self, chunk: &[u8]) -> Result<(), ArchiveError> {
         let Some(open) = self.open.as_mut() else {
             return Err(self.no_entry());
@@ -256,7 +257,7 @@ impl ArchiveWriter {
     }
 
     /// Closes the open entry: its body was received whole, from `api_path` with
-    /// `http_status` at `retrieved_at`.
+    /// `http_status` at `retrieved_at`. Its sha256 is recorded by `seal`.
     pub fn end(
         &mut self,
         api_path: &str,
