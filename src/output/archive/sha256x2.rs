@@ -5,8 +5,9 @@
 //! (BENCHMARKS.md, sessions 6 and 7). The two hashes are separate streams and cannot be merged,
 //! but the SHA-NI round instruction is bound by its latency: one stream leaves the unit idle
 //! half the time. [`update_pair`] feeds the blocks of two streams through it interleaved, which
-//! runs about 1.3–1.6 × faster here than the two one after the other. Without SHA-NI (or off
-//! x86-64) it hashes them one after the other with the `sha2` crate's compression function.
+//! costs less CPU than the two one after the other (BENCHMARKS.md, session 7). Without SHA-NI
+//! (or off x86-64) it hashes them one after the other with the `sha2` crate's compression
+//! function.
 //! The output is plain SHA-256: nothing about the archive or its manifest changes.
 //!
 //! Pure computation: no I/O.
