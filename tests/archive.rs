@@ -793,3 +793,79 @@ fn the_recorded_sha256_is_the_files_when_held_and_written_through_entries_mix() 
     assert_eq!(entry_list(&written.path).len(), 8);
     assert!(no_temps(out.path()));
 }
+
+/// Each entry's sha256 (the manifest, the `files` table) is taken as its body arrives, side by
+/// side with the archive's final bytes before it (two SHA-256 streams interleaved): both must
+/// stay plain SHA-256 whatever the bodies' sizes and chunks, and whether the archive has final
+/// bytes waiting or not (an entry after one written through has none).
+#[test]
+fn entry_and_archive_sha256_hold_when_bodies_are_hashed_beside_the_archive() {
+    use jumio_export::output::archive::ArchiveWriter;
+    use jumio_export::output::fsmode::Modes;
+    let out = tempfile::tempdir().unwrap();
+    // Sizes around block and buffer boundaries; one longer than the 512 KiB the writer holds.
+    let sizes = [
+        300 << 10,
+        17,
+        200 << 10,
+        450 << 10,
+        63,
+        64,
+        65,
+        (600 << 10) + 3,
+        100 << 10,
+        5,
+        (512 << 10) - 1,
+        250_001,
+    ];
+    let bodies: Vec<Vec<u8>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| big_jpeg(n.max(4), i as u32 + 10))
+        .collect();
+    let mut w = ArchiveWriter::create(out.path(), REF, &meta(), None, Modes::default()).unwrap();
+    for (kind, body, path) in [
+        (EntryKind::Status, json(r#"{"status":"DONE"}"#), "status"),
+        (EntryKind::Data, json(r#"{"document":{}}"#), "data"),
+        (EntryKind::Images, json(r#"{"images":[]}"#), "images"),
+    ] {
+        w.begin(kind, "application/json").unwrap();
+        w.write(&body).unwrap();
+        w.end(path, 200, at(1_700_000_000)).unwrap();
+    }
+    for (i, body) in bodies.iter().enumerate() {
+        w.begin(
+            EntryKind::Image {
+                classifier: format!("extra-{i:02}"),
+            },
+            "image/jpeg",
+        )
+        .unwrap();
+        // Chunks of odd sizes: a few bytes, a connection's 16 KiB reads, large reads.
+        let step = [3, (16 << 10) + 5, (300 << 10) + 1][i % 3];
+        for chunk in body.chunks(step) {
+            w.write(chunk).unwrap();
+        }
+        w.end(&format!("/images/{i}"), 200, at(1_700_000_001))
+            .unwrap();
+    }
+    let written = w.finish().unwrap();
+    let bytes = fs::read(&written.path).unwrap();
+    assert!(
+        written.sha256 == hex::encode(sha2::Sha256::digest(&bytes)),
+        "the recorded sha256 is not the file's"
+    );
+    // The images follow the three JSON entries, in the order they were received.
+    assert_eq!(written.files.len(), 3 + bodies.len() + 2);
+    for (file, body) in written.files[3..].iter().zip(&bodies) {
+        assert_eq!(file.bytes, body.len() as u64, "{}", file.entry);
+        assert!(
+            file.sha256 == hex::encode(sha2::Sha256::digest(body)),
+            "{}: the recorded sha256 is not its body's",
+            file.entry
+        );
+    }
+    let read = read_archive(&written.path).unwrap();
+    assert!(read.manifest_ok, "{:?}", read.problems);
+    assert!(no_temps(out.path()));
+}

@@ -26,7 +26,11 @@ benchmark can show; nginx serving files does not. Public tools only: nginx (Debi
         ...), each run under `perf stat` and `/usr/bin/time -v`, and prints one row per run and
         the medians. Each row also gives nginx's own CPU per 1,000 transactions (from
         /proc/PID/stat of its processes: the two programs share the machine's cores) and the
-        1-minute load average after the run.
+        1-minute load average after the run. Each run writes a fresh DIR/runs/LABEL-I-NS; after
+        the run (outside its timed window) every file of it is emptied, not deleted: deleting
+        the previous run's archives right before a run made ext4 (without a journal) scan the
+        freed inodes on every file creation of the next run.
+    rig.py clean   --dir DIR          removes DIR/runs (after the measurements)
 """
 
 import argparse
@@ -369,8 +373,13 @@ def nginx_cpu_s(d):
 
 def one_run(args, binary, label, i):
     d = os.path.abspath(args.dir)
-    out = os.path.join(d, f"out-{label}")
-    shutil.rmtree(out, ignore_errors=True)
+    # A fresh directory per run, and nothing deleted before or between runs: ext4 without a
+    # journal (this VM's) skips the inodes freed in the last 5-10 minutes when it allocates
+    # one, with a buffer lookup each, so deleting the previous run's 2,000 archives right
+    # before a run made each of its file creations scan them (7-9 % of the job's CPU in a
+    # profile). Both binaries are run alike; see `spend` and `clean`.
+    out = os.path.join(d, "runs", f"{label}-{i}-{time.time_ns()}")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
     job = os.path.join(d, "job.toml")
     write_job(job, ORIGIN, args.concurrency, args.max_file_bytes)
     stat = os.path.join(d, f"perf-{label}.txt")
@@ -410,8 +419,27 @@ def one_run(args, binary, label, i):
     print("  " + "  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
                            for k, v in row.items()), flush=True)
     if not args.keep:
-        shutil.rmtree(out, ignore_errors=True)
+        spend(out)
     return row
+
+
+def spend(out):
+    """Empties every file of a finished run's output (after its timed window): the disk space
+    is freed, but the inodes stay allocated until `clean`, so the next run's file creations do
+    not meet recently freed inodes."""
+    for root, _dirs, files in os.walk(out):
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.truncate(path, 0)
+
+
+def clean(args):
+    """Removes every run's output (DIR/runs). Run it after the measurements: the inodes it
+    frees are skipped (and scanned) by every file creation on the same disk for 5-10 minutes."""
+    runs = os.path.join(os.path.abspath(args.dir), "runs")
+    shutil.rmtree(runs, ignore_errors=True)
+    print(f"removed {runs}")
 
 
 def run(args):
@@ -456,7 +484,7 @@ def main():
     a = sub.add_parser("big")
     a.add_argument("--dir", required=True)
     a.add_argument("--from", required=True)
-    for name in ("serve", "stop"):
+    for name in ("serve", "stop", "clean"):
         a = sub.add_parser(name)
         a.add_argument("--dir", required=True)
     a = sub.add_parser("run")
@@ -466,9 +494,11 @@ def main():
     a.add_argument("-n", type=int, default=3)
     a.add_argument("--concurrency", type=int, default=16)
     a.add_argument("--max-file-bytes", type=int, default=52428800)
-    a.add_argument("--keep", action="store_true", help="keep the last output of each binary")
+    a.add_argument("--keep", action="store_true",
+                   help="keep every run's output whole (DIR/runs; by default its files are emptied after the run)")
     args = p.parse_args()
-    {"layout": layout, "replicate": replicate, "big": big, "serve": serve, "stop": stop, "run": run}[args.cmd](args)
+    {"layout": layout, "replicate": replicate, "big": big, "serve": serve, "stop": stop, "run": run,
+     "clean": clean}[args.cmd](args)
 
 
 if __name__ == "__main__":

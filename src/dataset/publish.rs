@@ -18,18 +18,28 @@ pub enum Published {
 /// Moves `tmp` to `dest` unless `dest` exists, then fsyncs the directory. The temporary file is
 /// gone afterwards either way.
 pub fn publish_no_replace(tmp: &Path, dest: &Path) -> io::Result<Published> {
-    let outcome = match rename_no_replace(tmp, dest) {
-        Ok(()) => Published::Created,
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            std::fs::remove_file(tmp)?;
-            return Ok(Published::AlreadyThere);
-        }
-        Err(e) => return Err(e),
-    };
-    if let Some(dir) = dest.parent() {
+    let outcome = rename_into_place(tmp, dest)?;
+    if outcome == Published::Created
+        && let Some(dir) = dest.parent()
+    {
         crate::output::fsmode::sync_dir(dir)?;
     }
     Ok(outcome)
+}
+
+/// [`publish_no_replace`] without the directory's fsync: the new name may not survive a power
+/// loss until the caller fsyncs the directory, which it must do before anything durable refers
+/// to the file (a run's archives: before its commit). `tmp` must be fsynced already, so that
+/// whatever name survives holds the whole file.
+pub fn rename_into_place(tmp: &Path, dest: &Path) -> io::Result<Published> {
+    match rename_no_replace(tmp, dest) {
+        Ok(()) => Ok(Published::Created),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(tmp)?;
+            Ok(Published::AlreadyThere)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(target_os = "linux")]

@@ -24,7 +24,7 @@ use crate::output::archive::{
     self, ArchiveEntry, ArchiveKey, ArchiveMode, CheckedArchive, ProvenanceMeta, WrittenArchive,
 };
 use crate::output::failures::FailuresWriter;
-use crate::output::fsmode::Modes;
+use crate::output::fsmode::{self, Modes};
 use crate::output::report::RootHash;
 use crate::store::{self, BucketUrl, Heartbeat, Remote, StoreSettings};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -731,8 +731,17 @@ impl OutputLocation {
             what: dataset::commit_relative(&commit.run),
             message,
         };
-        if let Some(b) = &self.bucket {
-            self.upload_parts(b, commit).map_err(output)?;
+        match &self.bucket {
+            Some(b) => self.upload_parts(b, commit).map_err(output)?,
+            // The run's archives were renamed into `archives/` without a directory fsync each
+            // (`Sealed::publish_unsynced`); this one makes every name there durable before the
+            // commit that lists them is written. Power loss before it: the commit is absent, and
+            // an archive whose name was lost is fetched again by the next run. After it, every
+            // archive the commit lists has its data (fsynced before the rename) and its name.
+            // It also covers an archive this run took over from a dead run that never synced
+            // it: its name is in the directory this fsync writes.
+            None => fsmode::sync_dir(&self.root.join(archive::layout::ARCHIVES_DIR))
+                .map_err(|e| output(format!("syncing archives/: {e}")))?,
         }
         match commit.write(&self.root, self.modes) {
             Ok(Published::Created) => {
@@ -1453,6 +1462,50 @@ mod tests {
             committed.exists() && foreign.exists(),
             "committed parts and other files stay"
         );
+    }
+
+    #[test]
+    fn the_commit_is_written_only_once_the_archives_directory_is_synced() {
+        use crate::dataset::commit::{ArchivesRecord, COMMIT_FORMAT, OutputRecord};
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let run = open(root);
+        let meta = ProvenanceMeta {
+            tool_version: "test".into(),
+            job_sha256: "0".repeat(64),
+            run: None,
+        };
+        // Renamed into place without a directory fsync: the commit's fsync makes it durable.
+        let written = run
+            .open_archive("r1", &meta, None)
+            .unwrap()
+            .finish_unsynced()
+            .unwrap();
+        assert!(root.join(&written.relative).is_file());
+        let commit = Commit {
+            format: COMMIT_FORMAT.into(),
+            run: run.run().to_string(),
+            report: serde_json::json!({"outcomes": {"exported": 1}}),
+            parts: Vec::new(),
+            archives: ArchivesRecord {
+                count: 1,
+                root_hash: "11".repeat(32),
+                root_hash_method: "m".into(),
+            },
+            output: OutputRecord::default(),
+        };
+        let commit_path = crate::dataset::commit::path(root, run.run().as_str());
+        // `archives/` cannot be synced (it is gone): no commit may list its archives.
+        std::fs::rename(root.join("archives"), root.join("archives-aside")).unwrap();
+        let e = run.write_commit(&commit).unwrap_err();
+        assert!(e.to_string().contains("syncing archives/"), "{e}");
+        assert!(
+            !commit_path.exists(),
+            "a commit written before archives/ was synced"
+        );
+        std::fs::rename(root.join("archives-aside"), root.join("archives")).unwrap();
+        run.write_commit(&commit).unwrap();
+        assert!(commit_path.is_file());
     }
 
     #[test]

@@ -227,8 +227,9 @@ fn archive_failed(item: &Item, error: ErrorCode, message: String) -> Done {
 }
 
 /// Finishes the archive of a fetched transaction (its responses are in it already):
-/// `provenance.json`, the manifest, fsync, final name. The concurrency slot is held until the
-/// archive is on disk, so at most `concurrency` archives are being finished at once.
+/// `provenance.json`, the manifest, fsync, final name (the name made durable by the commit's
+/// fsync of `archives/`, [`OutputLocation::write_commit`]). The concurrency slot is held until
+/// the archive is on disk, so at most `concurrency` archives are being finished at once.
 async fn archive_fetched(ctx: &Arc<TaskContext>, f: Fetched) -> Done {
     let Fetched {
         reference,
@@ -272,11 +273,11 @@ async fn archive_fetched(ctx: &Arc<TaskContext>, f: Fetched) -> Done {
                     path: relative.into(),
                     source,
                 })?;
-            sealed.publish()
+            sealed.publish_unsynced()
         })
         .await
     } else {
-        tokio::task::spawn_blocking(move || archive.finish()).await
+        tokio::task::spawn_blocking(move || archive.finish_unsynced()).await
     };
     drop(slot);
     match written {

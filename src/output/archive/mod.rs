@@ -25,6 +25,7 @@ pub mod age;
 mod check;
 pub mod layout;
 mod read;
+mod sha256x2;
 mod spool;
 mod write;
 

@@ -19,6 +19,13 @@
 //! A chunk of such an entry goes to the file from the caller's slice, and the buffer never
 //! grows past its capacity.
 //!
+//! Each stored entry's own sha256 (the manifest, the `files` table) is taken here too
+//! ([`Marks::begin_body`]): its body waits in the buffer until the next entry's start makes the
+//! entry final, and then the body's hash and the archive's hash over those same bytes run side
+//! by side, interleaved on the CPU's SHA unit ([`super::sha256x2`]). A body whose bytes must
+//! leave the buffer before that (written through, or drained to make room) is hashed on its own
+//! first; so is the last entry's (`seal` needs every digest before `provenance.json`).
+//!
 //! Buffers come from a small pool and go back to it when the archive is finished, so their pages
 //! are faulted in once per process rather than once per archive (an archive dropped on an error
 //! path frees its buffer instead).
@@ -30,7 +37,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use sha2::{Digest, Sha256};
+use super::sha256x2::{Lane, update_pair};
 
 /// The most bytes of one entry held in memory; a longer entry is written through.
 pub(super) const HOLD_BYTES: usize = 512 * 1024;
@@ -86,6 +93,32 @@ pub(super) struct Marks {
     /// The zip writer dropped the entry being written (the one starting at `hold`): the archive
     /// ends at `hold` again (applied to the spool before its next operation).
     truncate: AtomicBool,
+    /// The sha256s of the bodies the spool takes ([`Marks::begin_body`]).
+    bodies: Mutex<Bodies>,
+}
+
+/// Entry bodies hashed by the spool. A body's bytes stay in the buffer after it is received
+/// whole; its sha256 is taken once its entry's bytes are final too (when the next entry
+/// starts), side by side with the archive's sha256 over those same bytes ([`super::sha256x2`]),
+/// or on its own when its bytes must leave the buffer first (written through, or drained).
+#[derive(Debug, Default)]
+struct Bodies {
+    /// The body being received.
+    open: Option<Body>,
+    /// Bodies received whole whose hash is not complete, in archive order.
+    done: std::collections::VecDeque<Body>,
+    /// Every body's sha256 (hex) once complete, by its index.
+    digests: Vec<Option<String>>,
+}
+
+#[derive(Debug)]
+struct Body {
+    index: usize,
+    lane: Lane,
+    /// The archive offset of the next byte to hash.
+    next: u64,
+    /// Where the body ends (`u64::MAX` while it is being received).
+    end: u64,
 }
 
 impl Marks {
@@ -99,9 +132,51 @@ impl Marks {
         self.hold.store(offset, Ordering::Relaxed);
     }
 
+    fn bodies(&self) -> std::sync::MutexGuard<'_, Bodies> {
+        self.bodies.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The spool hashes every byte appended from now on (an entry's body, stored as received:
+    /// not for an encrypted entry) until [`Marks::end_body`].
+    pub(super) fn begin_body(&self) {
+        let next = self.end();
+        let mut bodies = self.bodies();
+        let index = bodies.digests.len();
+        bodies.digests.push(None);
+        bodies.open = Some(Body {
+            index,
+            lane: Lane::default(),
+            next,
+            end: u64::MAX,
+        });
+    }
+
+    /// The body begun last is received whole: its index for [`Marks::take_digests`] (`None`
+    /// without one). Its sha256 is complete once the spool is flushed.
+    pub(super) fn end_body(&self) -> Option<usize> {
+        let end = self.end();
+        let mut bodies = self.bodies();
+        let mut body = bodies.open.take()?;
+        body.end = end;
+        let index = body.index;
+        if body.next >= body.end {
+            bodies.digests[index] = Some(body.lane.finalize_hex());
+        } else {
+            bodies.done.push_back(body);
+        }
+        Some(index)
+    }
+
+    /// Every body's sha256 (hex) by index; `None` for one not complete (the spool was not
+    /// flushed since it ended) or dropped.
+    pub(super) fn take_digests(&self) -> Vec<Option<String>> {
+        std::mem::take(&mut self.bodies().digests)
+    }
+
     /// The zip writer dropped the entry being written (`abort_file`): the archive ends where
     /// that entry started, at the last [`Marks::hold_from`].
     pub(super) fn drop_held_entry(&self) {
+        self.bodies().open = None;
         self.end
             .store(self.hold.load(Ordering::Relaxed), Ordering::Relaxed);
         self.truncate.store(true, Ordering::Relaxed);
@@ -113,8 +188,10 @@ impl Marks {
 pub(super) struct Spool {
     file: File,
     marks: Arc<Marks>,
-    /// sha256 of the archive's bytes `[0, hashed)`.
-    hasher: Sha256,
+    /// sha256 of the archive's bytes `[0, hashed)`. `hashed` may run ahead of `written` (final
+    /// bytes hashed beside a body as it arrives) unless an entry was written through; then it
+    /// trails, and [`Spool::finish`] reads the gap back.
+    hasher: Lane,
     hashed: u64,
     /// Bytes `[0, written)` were handed to the file.
     written: u64,
@@ -132,7 +209,7 @@ impl Spool {
         let spool = Spool {
             file,
             marks: Arc::clone(&marks),
-            hasher: Sha256::new(),
+            hasher: Lane::default(),
             hashed: 0,
             written: 0,
             buf: take_buffer(),
@@ -205,10 +282,13 @@ impl Spool {
     fn drain_final(&mut self) -> io::Result<()> {
         let hold = self.hold();
         if hold > self.written {
+            self.pair_bodies();
+            self.hash_bodies_before(hold);
             let n = ((hold - self.written) as usize).min(self.buf.len());
-            if self.hashed == self.written {
-                self.hasher.update(&self.buf[..n]);
-                self.hashed += n as u64;
+            if self.hashed >= self.written && self.hashed < self.written + n as u64 {
+                let from = (self.hashed - self.written) as usize;
+                self.hasher.update(&self.buf[from..n]);
+                self.hashed = self.written + n as u64;
             }
             let buf = std::mem::take(&mut self.buf);
             let result = self.write_at(&buf[..n], self.written);
@@ -225,6 +305,8 @@ impl Spool {
         if self.buf.is_empty() {
             return Ok(());
         }
+        self.pair_bodies();
+        self.hash_bodies_before(self.end());
         let buf = std::mem::take(&mut self.buf);
         let result = self.write_at(&buf, self.written);
         self.buf = buf;
@@ -247,6 +329,13 @@ impl Spool {
         }
         if self.written > self.hold() && bytes.len() >= WRITE_THROUGH {
             self.flush_all()?;
+            // Never in the buffer: the body's hash takes it now, on its own.
+            if let Some(body) = self.marks.bodies().open.as_mut()
+                && body.next == self.written
+            {
+                body.lane.update(bytes);
+                body.next += bytes.len() as u64;
+            }
             self.write_at(bytes, self.written)?;
             self.written += bytes.len() as u64;
             return Ok(());
@@ -256,6 +345,77 @@ impl Spool {
             self.drain()?;
         }
         Ok(())
+    }
+
+    /// Hashes what can be hashed side by side: the archive's final bytes not hashed yet with
+    /// the bodies' bytes not hashed yet, both in the buffer, in archive order. Mostly a body
+    /// meets its own bytes in the archive, once the next entry's start made them final.
+    fn pair_bodies(&mut self) {
+        let marks = Arc::clone(&self.marks);
+        let mut bodies = marks.bodies();
+        let end = self.end();
+        loop {
+            let hold = self.hold().min(end);
+            if self.hashed < self.written || self.hashed >= hold {
+                return;
+            }
+            let body = match bodies.done.front_mut() {
+                Some(body) => body,
+                None => match bodies.open.as_mut() {
+                    Some(body) if body.next < end => body,
+                    _ => return,
+                },
+            };
+            let body_to = body.end.min(end);
+            let n = (hold - self.hashed).min(body_to - body.next) as usize;
+            let archive_from = (self.hashed - self.written) as usize;
+            let body_from = (body.next - self.written) as usize;
+            update_pair(
+                &mut self.hasher,
+                &self.buf[archive_from..archive_from + n],
+                &mut body.lane,
+                &self.buf[body_from..body_from + n],
+            );
+            self.hashed += n as u64;
+            body.next += n as u64;
+            if body.next == body.end {
+                let body = bodies.done.pop_front().expect("a done body is complete");
+                bodies.digests[body.index] = Some(body.lane.finalize_hex());
+            }
+        }
+    }
+
+    /// Hashes the bodies' bytes before `upto` not hashed yet, on their own: they are about to
+    /// leave the buffer. A body complete then gets its digest.
+    fn hash_bodies_before(&mut self, upto: u64) {
+        let marks = Arc::clone(&self.marks);
+        let mut bodies = marks.bodies();
+        let upto = upto.min(self.end());
+        while let Some(body) = bodies.done.front_mut() {
+            if body.next >= upto {
+                break;
+            }
+            let to = body.end.min(upto);
+            debug_assert!(body.next >= self.written, "a body's bytes left unhashed");
+            body.lane.update(
+                &self.buf[(body.next - self.written) as usize..(to - self.written) as usize],
+            );
+            body.next = to;
+            if body.next < body.end {
+                break;
+            }
+            let body = bodies.done.pop_front().expect("checked above");
+            bodies.digests[body.index] = Some(body.lane.finalize_hex());
+        }
+        if let Some(body) = bodies.open.as_mut()
+            && body.next < upto
+            && body.next >= self.written
+        {
+            body.lane.update(
+                &self.buf[(body.next - self.written) as usize..(upto - self.written) as usize],
+            );
+            body.next = upto;
+        }
     }
 
     /// Applies a [`Marks::drop_held_entry`]: the archive ends where the dropped entry started
@@ -291,16 +451,19 @@ impl Spool {
     pub(super) fn finish(mut self) -> io::Result<(File, u64, String)> {
         self.settle()?;
         let end = self.end();
+        self.pair_bodies();
+        self.hash_bodies_before(end);
         self.catch_up(self.written)?;
         let buf = std::mem::take(&mut self.buf);
-        self.hasher.update(&buf);
+        let from = (self.hashed - self.written) as usize;
+        self.hasher.update(&buf[from..]);
         let result = self.write_at(&buf, self.written);
         give_back(buf);
         result?;
         if self.file_len > end {
             self.file.set_len(end)?;
         }
-        let sha256 = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        let sha256 = std::mem::take(&mut self.hasher).finalize_hex();
         Ok((self.file, end, sha256))
     }
 }
@@ -332,12 +495,17 @@ impl Write for Spool {
             self.pos += bytes.len() as u64;
         }
         self.marks.end.store(self.end(), Ordering::Relaxed);
+        self.pair_bodies();
         Ok(n)
     }
 
-    /// Nothing: the bytes reach the file when they are final, and all of them in
-    /// [`Spool::finish`].
+    /// Completes the sha256 of every body received whole ([`Marks::take_digests`]); the bytes
+    /// reach the file when they are final, and all of them in [`Spool::finish`].
     fn flush(&mut self) -> io::Result<()> {
+        self.settle()?;
+        self.pair_bodies();
+        let end = self.end();
+        self.hash_bodies_before(end);
         Ok(())
     }
 }
@@ -367,6 +535,7 @@ impl Seek for Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     fn spool() -> (Spool, Arc<Marks>, tempfile::NamedTempFile) {
         let tmp = tempfile::NamedTempFile::new().unwrap();

@@ -21,7 +21,7 @@ use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, System, ZipWriter};
 
 use super::super::fsmode::Modes;
-use crate::dataset::publish::{Published, publish_no_replace};
+use crate::dataset::publish::{Published, publish_no_replace, rename_into_place};
 
 use super::age::AgeRecipients;
 use super::layout::{self, ARCHIVES_DIR, MANIFEST_ENTRY, Namer, PROVENANCE_ENTRY};
@@ -110,6 +110,9 @@ pub struct ArchiveWriter {
     /// Every entry so far, in archive order, with its provenance.
     files: Vec<ArchivedFile>,
     provenance: Vec<ProvenanceEntry>,
+    /// Entries whose sha256 the spool takes: (index in `files` and `provenance`, the spool's
+    /// index of the body), filled in by `seal`.
+    spool_hashed: Vec<(usize, usize)>,
 }
 
 /// An entry whose body is arriving.
@@ -120,7 +123,9 @@ struct OpenEntry {
     head: Vec<u8>,
     /// The entry's name, once it was started in the zip.
     name: Option<String>,
-    sha256: Sha256,
+    /// The body's sha256, taken here for an encrypted entry; for a stored one the spool takes
+    /// it from the bytes it receives ([`Marks::begin_body`]), beside the archive's own.
+    sha256: Option<Sha256>,
     bytes: u64,
     /// The writer's order key before this entry (restored when it is abandoned).
     last: Option<(u8, u64)>,
@@ -182,6 +187,7 @@ impl ArchiveWriter {
             open: None,
             files: Vec::with_capacity(16),
             provenance: Vec::with_capacity(16),
+            spool_hashed: Vec::with_capacity(16),
         })
     }
 
@@ -216,19 +222,22 @@ impl ArchiveWriter {
             content_type: content_type.to_owned(),
             head: Vec::new(),
             name: None,
-            sha256: Sha256::new(),
+            sha256: self.key.is_some().then(Sha256::new),
             bytes: 0,
             last: self.last,
         });
         Ok(())
     }
 
-    /// The next bytes of the open entry's body: hashed and written in one pass.
+    /// The next bytes of the open entry's body, into the archive (the spool takes the body's
+    /// sha256 beside the archive's; an encrypted entry's plaintext is hashed here).
     pub fn write(&mut self, chunk: &[u8]) -> Result<(), ArchiveError> {
         let Some(open) = self.open.as_mut() else {
             return Err(self.no_entry());
         };
-        open.sha256.update(chunk);
+        if let Some(sha256) = open.sha256.as_mut() {
+            sha256.update(chunk);
+        }
         open.bytes += chunk.len() as u64;
         if open.name.is_some() {
             return self.put(chunk);
@@ -248,13 +257,13 @@ impl ArchiveWriter {
     }
 
     /// Closes the open entry: its body was received whole, from `api_path` with
-    /// `http_status` at `retrieved_at`.
+    /// `http_status` at `retrieved_at`. Its sha256 is recorded by `seal`.
     pub fn end(
         &mut self,
         api_path: &str,
         http_status: u16,
         retrieved_at: DateTime<Utc>,
-    ) -> Result<ArchivedFile, ArchiveError> {
+    ) -> Result<(), ArchiveError> {
         let Some(open) = self.open.as_mut() else {
             return Err(self.no_entry());
         };
@@ -264,6 +273,19 @@ impl ArchiveWriter {
             self.put(&head)?;
         }
         let open = self.open.take().expect("checked above");
+        let sha256 = match open.sha256 {
+            Some(sha256) => hex::encode(sha256.finalize()),
+            None => {
+                // Taken by the spool, complete once it is flushed (`seal`).
+                let index = self.marks.end_body().ok_or_else(|| ArchiveError::Io {
+                    action: "hashing an entry never begun in",
+                    path: self.guard.path.clone(),
+                    source: io::Error::other("no body hash"),
+                })?;
+                self.spool_hashed.push((self.files.len(), index));
+                String::new()
+            }
+        };
         let file = ArchivedFile {
             entry: open.name.expect("started above"),
             classifier: match open.kind {
@@ -272,7 +294,7 @@ impl ArchiveWriter {
             },
             content_type: open.content_type,
             bytes: open.bytes,
-            sha256: hex::encode(open.sha256.finalize()),
+            sha256,
         };
         self.provenance.push(ProvenanceEntry {
             entry: file.entry.clone(),
@@ -284,8 +306,8 @@ impl ArchiveWriter {
             sha256: file.sha256.clone(),
             classifier: file.classifier.clone(),
         });
-        self.files.push(file.clone());
-        Ok(file)
+        self.files.push(file);
+        Ok(())
     }
 
     /// Drops the open entry and whatever of its body was written (a transfer that failed and
@@ -325,7 +347,13 @@ impl ArchiveWriter {
         self.namer.add(&self.reference, &open.kind, &name)?;
         self.last = Some(order);
         open.name = Some(name.clone());
-        self.start_file(&name)
+        let spool_hashes = open.sha256.is_none();
+        self.start_file(&name)?;
+        if spool_hashes {
+            // Every byte the spool receives from here to `end` is the body, stored as is.
+            self.marks.begin_body();
+        }
+        Ok(())
     }
 
     fn start_file(&mut self, name: &str) -> Result<(), ArchiveError> {
@@ -365,6 +393,29 @@ impl ArchiveWriter {
         }
     }
 
+    /// Fills in the sha256 of the entries the spool hashed (all complete once it is flushed).
+    fn spool_digests(&mut self) -> Result<(), ArchiveError> {
+        if self.spool_hashed.is_empty() {
+            return Ok(());
+        }
+        let tmp = self.guard.path.clone();
+        self.zip.flush().map_err(io_err("hashing", &tmp))?;
+        let mut digests = self.marks.take_digests();
+        for (file, body) in std::mem::take(&mut self.spool_hashed) {
+            let sha256 = digests
+                .get_mut(body)
+                .and_then(Option::take)
+                .ok_or_else(|| ArchiveError::Io {
+                    action: "hashing",
+                    path: tmp.clone(),
+                    source: io::Error::other("an entry's body hash is incomplete"),
+                })?;
+            self.provenance[file].sha256.clone_from(&sha256);
+            self.files[file].sha256 = sha256;
+        }
+        Ok(())
+    }
+
     /// Stores one of the program's own entries (`provenance.json`, the manifest).
     fn put_own(&mut self, name: &str, content_type: &str, body: &[u8]) -> Result<(), ArchiveError> {
         self.start_file(name)?;
@@ -386,11 +437,18 @@ impl ArchiveWriter {
         self.seal()?.publish()
     }
 
+    /// [`ArchiveWriter::finish`] without the directory's fsync ([`Sealed::publish_unsynced`]):
+    /// for a run, whose commit fsyncs `archives/` once before it lists any archive.
+    pub fn finish_unsynced(self) -> Result<WrittenArchive, ArchiveError> {
+        self.seal()?.publish_unsynced()
+    }
+
     /// [`ArchiveWriter::finish`] up to the publication: the archive is complete (and encrypted,
     /// with age) under its temporary name, its hash known; [`Sealed::publish`] gives it its
     /// final name. Blocking.
     pub fn seal(mut self) -> Result<Sealed, ArchiveError> {
         self.abandon()?;
+        self.spool_digests()?;
         let provenance = Provenance {
             tool: TOOL_NAME.to_owned(),
             tool_version: self.meta.tool_version.clone(),
@@ -490,6 +548,24 @@ impl Sealed {
     /// existing archive is never replaced, [`ArchiveError::AlreadyExists`]), and fsyncs the
     /// directory. Blocking.
     pub fn publish(self) -> Result<WrittenArchive, ArchiveError> {
+        self.publish_with(publish_no_replace)
+    }
+
+    /// [`Sealed::publish`] without the directory's fsync: the archive's data and inode are
+    /// durable (fsynced under the temporary name), its final name may not survive a power loss
+    /// until `archives/` is fsynced. The caller does that before anything durable lists the
+    /// archive: a run, before its commit ([`crate::run::location::OutputLocation::write_commit`]),
+    /// one fsync for all its archives instead of one each. A name lost to a power loss costs a
+    /// fetch again (the temporary, if its name survived, is a dead run's and removed); it never
+    /// leaves a listed archive missing, nor a final name on a partial file. Blocking.
+    pub fn publish_unsynced(self) -> Result<WrittenArchive, ArchiveError> {
+        self.publish_with(rename_into_place)
+    }
+
+    fn publish_with(
+        self,
+        rename: fn(&Path, &Path) -> io::Result<Published>,
+    ) -> Result<WrittenArchive, ArchiveError> {
         let Sealed {
             mut guard,
             final_path,
@@ -497,7 +573,7 @@ impl Sealed {
         } = self;
         let tmp_path = guard.path.clone();
         guard.armed = false;
-        match publish_no_replace(&tmp_path, &final_path) {
+        match rename(&tmp_path, &final_path) {
             Ok(Published::Created) => {}
             Ok(Published::AlreadyThere) => {
                 return Err(ArchiveError::AlreadyExists { path: final_path });
