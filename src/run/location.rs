@@ -739,9 +739,13 @@ impl OutputLocation {
             // an archive whose name was lost is fetched again by the next run. After it, every
             // archive the commit lists has its data (fsynced before the rename) and its name.
             // It also covers an archive this run took over from a dead run that never synced
-            // it: its name is in the directory this fsync writes.
-            None => fsmode::sync_dir(&self.root.join(archive::layout::ARCHIVES_DIR))
-                .map_err(|e| output(format!("syncing archives/: {e}")))?,
+            // it: its name is in the directory this fsync writes. A commit that lists no archive
+            // (a rerun with nothing to fetch) has none to make durable.
+            None if commit.archives.count > 0 => {
+                fsmode::sync_dir(&self.root.join(archive::layout::ARCHIVES_DIR))
+                    .map_err(|e| output(format!("syncing archives/: {e}")))?
+            }
+            None => {}
         }
         match commit.write(&self.root, self.modes) {
             Ok(Published::Created) => {
