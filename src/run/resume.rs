@@ -1,8 +1,9 @@
 //! What a run does with each reference, given what the dataset's commits hold.
 //!
-//! [`from_catalogue`] reads the commits (blocking, off the async threads): references some
-//! commit exported leave the input at once — neither fetched nor their archives read — and the
-//! open follow-ups (the latest failure of each reference no commit exported) come back.
+//! [`from_catalogue`] reads the commits (blocking, off the async threads), or takes what a
+//! [`Prefetch`] read of them while the input was being read: references some commit exported
+//! leave the input at once — neither fetched nor their archives read — and the open follow-ups
+//! (the latest failure of each reference no commit exported) come back.
 //! [`ResumePlan`] is pure: no I/O, no clock of its own (the caller passes `now`), so every rule
 //! is unit-tested here. Whether an archive no commit lists can be taken over is the location's
 //! question, asked by the task when it starts a reference.
