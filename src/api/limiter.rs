@@ -572,6 +572,161 @@ mod tests {
         assert_eq!(l.decreases(), 2);
     }
 
+    /// The server of [`shared`]: Jumio's sliding window (refused requests counted or not), or
+    /// a token bucket holding one second's worth.
+    #[derive(Clone, Copy)]
+    enum Server {
+        Sliding { count_refused: bool },
+        Bucket,
+    }
+
+    /// A server's ceiling `t` seconds after the start, in requests per second.
+    type Ceiling = dyn Fn(f64) -> f64;
+
+    /// A scenario of [`shared`].
+    struct Scenario<'a> {
+        server: Server,
+        /// Processes, each with its own limiter at `rate`, sending as fast as it and `rate` allow.
+        jobs: usize,
+        rate: f64,
+        /// The server's ceiling `t` seconds after the start, in requests per second.
+        ceiling: &'a Ceiling,
+        /// Each answer reaches its job this long after the request arrived.
+        answer_after: Duration,
+    }
+
+    /// Runs `sc` for `until` seconds; returns (served, refused) from `from` on and what the
+    /// ceiling allowed then.
+    async fn shared(sc: &Scenario<'_>, from: f64, until: f64) -> (usize, usize, f64) {
+        let start = Instant::now();
+        let end = start + Duration::from_secs_f64(until);
+        let log: Mutex<Vec<(Instant, bool)>> = Mutex::new(Vec::new());
+        let bucket = Mutex::new(((sc.ceiling)(0.0), start));
+        let (log_ref, bucket_ref) = (&log, &bucket);
+        let job = |_: usize| async move {
+            let l = RateLimiter::new(sc.rate, 10_000);
+            let l = &l;
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, bool)>();
+            let send = async move {
+                let spacing = Duration::from_secs_f64(1.0 / sc.rate);
+                let mut next = start;
+                while Instant::now() < end {
+                    tokio::time::sleep_until(next).await;
+                    let t = l.acquire().await;
+                    next = t + spacing;
+                    let c = (sc.ceiling)((t - start).as_secs_f64());
+                    let mut log = log_ref.lock().unwrap();
+                    let refused = match sc.server {
+                        Server::Sliding { count_refused } => {
+                            let since = t.checked_sub(WINDOW).unwrap_or(t);
+                            let n = log
+                                .iter()
+                                .filter(|(s, r)| *s > since && (count_refused || !r))
+                                .count();
+                            n as f64 + 1.0 > c
+                        }
+                        Server::Bucket => {
+                            let mut b = bucket_ref.lock().unwrap();
+                            b.0 = (b.0 + (t - b.1).as_secs_f64() * c).min(c);
+                            b.1 = t;
+                            let ok = b.0 >= 1.0;
+                            if ok {
+                                b.0 -= 1.0;
+                            }
+                            !ok
+                        }
+                    };
+                    log.push((t, refused));
+                    drop(log);
+                    tx.send((t, refused)).unwrap();
+                }
+            };
+            let answer = async move {
+                while let Some((t, refused)) = rx.recv().await {
+                    tokio::time::sleep_until(t + sc.answer_after).await;
+                    if refused {
+                        l.on_429(t);
+                    }
+                }
+            };
+            tokio::join!(send, answer);
+        };
+        match sc.jobs {
+            1 => job(0).await,
+            _ => {
+                tokio::join!(job(0), job(1));
+            }
+        }
+        let log = log.into_inner().unwrap();
+        let (served, refused) = judge(&log, start, from, until);
+        let ms = ((until - from) * 1000.0) as u64;
+        let allowed = (0..ms)
+            .map(|m| (sc.ceiling)(from + (m as f64 + 0.5) / 1000.0) / 1000.0)
+            .sum();
+        (served, refused, allowed)
+    }
+
+    /// The issue's scenarios (the job at 30 per second, the server at 15; `examples/bench.rs
+    /// adaptive`), judged from 10 s to 35 s: (name, 429 share, served ÷ allowed).
+    async fn scenarios(answer_after: Duration) -> Vec<(&'static str, f64, f64)> {
+        let refused = Server::Sliding {
+            count_refused: true,
+        };
+        let steady = |_: f64| 15.0;
+        let changing = |t: f64| {
+            if (10.0 + 25.0 / 3.0..10.0 + 50.0 / 3.0).contains(&t) {
+                8.0
+            } else {
+                15.0
+            }
+        };
+        let plain = Server::Sliding {
+            count_refused: false,
+        };
+        let all: [(&str, Server, usize, &Ceiling); 5] = [
+            ("sliding", plain, 1, &steady),
+            ("refused", refused, 1, &steady),
+            ("bucket", Server::Bucket, 1, &steady),
+            ("change", refused, 1, &changing),
+            ("two", refused, 2, &steady),
+        ];
+        let mut figures = Vec::new();
+        for (name, server, jobs, ceiling) in all {
+            let sc = Scenario {
+                server,
+                jobs,
+                rate: 30.0 / jobs as f64,
+                ceiling,
+                answer_after,
+            };
+            let (served, refused, allowed) = shared(&sc, 10.0, 35.0).await;
+            let share = refused as f64 / (served + refused) as f64;
+            figures.push((name, share, served as f64 / allowed));
+        }
+        figures
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_issue_scenarios_hold_at_the_figures_of_the_benchmark() {
+        // Answers within a few milliseconds: a quiet machine, where this simulation gives the
+        // figures `examples/bench.rs adaptive` measures (BENCHMARKS.md, sessions 6 and 7) to
+        // within a request or two. A guard on today's figures, deterministic: the sliding
+        // windows and two processes meet the issue's targets (< 2 % 429s, ≥ 0.92 of the
+        // ceiling), the token bucket and the changing ceiling (15 → 8 → 15) do not yet.
+        for (name, share, served) in scenarios(Duration::from_millis(3)).await {
+            eprintln!(
+                "{name}: {:.2} % 429s, {served:.3} of the ceiling",
+                100.0 * share
+            );
+            let (most, least) = match name {
+                "bucket" => (0.03, 0.98),
+                "change" => (0.025, 0.88),
+                _ => (0.02, 0.94),
+            };
+            assert!(share < most && served >= least, "{name}: {share} {served}");
+        }
+    }
+
     #[test]
     fn absurd_rates_and_bursts_are_clamped_not_panics() {
         for (rate, burst) in [
