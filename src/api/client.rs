@@ -612,7 +612,6 @@ impl ApiClient {
                 attempts: 0,
             });
         }
-        let limit = self.opts.max_file_bytes;
         let mut tries = Tries {
             counted: 0,
             max_attempts: self.opts.retry.max_retries + 1,
@@ -628,21 +627,7 @@ impl ApiClient {
             if attempt > 1 {
                 self.stats.retry();
             }
-            // An outage pauses every request here; a request dropped while it is the probe
-            // hands the probe to another.
-            let admission = self.breaker.admit().await;
-            let probe = ProbeGuard {
-                breaker: &self.breaker,
-                armed: admission == Admission::Probe,
-            };
-            let sent = self.limiter.acquire().await;
-            if let Some(at) = refused_at.take() {
-                let waited = sent.saturating_duration_since(at);
-                tries.throttled += waited;
-                self.stats
-                    .throttled_us
-                    .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
-            }
+            let (probe, sent) = self.admit(&mut refused_at, &mut tries).await;
             let failure = match self
                 .attempt(endpoint, url, &api_path, target.reborrow(), attempt)
                 .await
@@ -660,60 +645,106 @@ impl ApiClient {
                     });
                 }
             };
-            let outcome = if failure.is_outage_like() {
-                Outcome::Failed {
-                    path: path_hash(&api_path),
-                }
-            } else {
-                Outcome::Answered
-            };
-            // A failure during an outage is the job's, not the request's: it does not use up
-            // the request's retries.
-            let counts = probe.settle(outcome);
-            let throttled = matches!(failure, Failure::Status { code: 429, .. });
-            if throttled {
-                self.limiter.on_429(sent);
-            } else if counts {
-                tries.counted += 1;
-            }
-            let after = match decide(&failure, endpoint.is_status_call(), &tries) {
-                Decision::Retry { after } => after,
-                Decision::Throttled => {
-                    return Err(ApiError::Throttled {
-                        path: api_path,
-                        waited_s: tries.throttled.as_secs_f64(),
-                        attempts: attempt,
-                    });
-                }
-                Decision::GiveUp(code) => {
-                    let error = failure.into_error(false, &api_path, attempt, limit);
-                    debug_assert_eq!(error.code(), code);
-                    return Err(error);
-                }
-                Decision::Denied => {
-                    return Err(failure.into_error(true, &api_path, attempt, limit));
-                }
-            };
-            // After a 429 the shared limiter paces the retry with every other request (and holds
-            // them all for a Retry-After); other failures back off on their own.
-            let wait = if throttled || !counts || tries.counted == 0 {
-                Duration::ZERO
-            } else {
-                let backoff = self.opts.retry.backoff(tries.counted - 1);
-                after.map_or(backoff, |ra| ra.max(backoff))
-            };
-            tracing::debug!(
-                endpoint = endpoint.label,
-                attempt,
-                wait_ms = wait.as_millis() as u64,
-                "retrying: {}",
-                failure.into_error(false, &api_path, attempt, limit)
-            );
+            let (wait, throttled) = self.after_failure(
+                failure,
+                endpoint,
+                (probe, sent),
+                &mut tries,
+                (&api_path, attempt),
+            )?;
             if throttled {
                 refused_at = Some(tokio::time::Instant::now());
             }
             tokio::time::sleep(wait).await;
         }
+    }
+
+    /// Lets one attempt through: the breaker (an outage pauses every request here; a request
+    /// dropped while it is the probe hands the probe to another), then the shared limiter. The
+    /// wait since a 429 (`refused_at`) counts as throttled time. Returns the probe's guard and
+    /// when the attempt was let through.
+    async fn admit(
+        &self,
+        refused_at: &mut Option<tokio::time::Instant>,
+        tries: &mut Tries,
+    ) -> (ProbeGuard<'_>, tokio::time::Instant) {
+        let admission = self.breaker.admit().await;
+        let probe = ProbeGuard {
+            breaker: &self.breaker,
+            armed: admission == Admission::Probe,
+        };
+        let sent = self.limiter.acquire().await;
+        if let Some(at) = refused_at.take() {
+            let waited = sent.saturating_duration_since(at);
+            tries.throttled += waited;
+            self.stats
+                .throttled_us
+                .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+        }
+        (probe, sent)
+    }
+
+    /// What follows a failed attempt: the error to return, or how long to wait before the next
+    /// attempt and whether this one was refused with 429. A failure during an outage is the
+    /// job's, not the request's: it does not use up the request's retries; nor does a 429, which
+    /// the shared limiter hears of instead.
+    fn after_failure(
+        &self,
+        failure: Failure,
+        endpoint: &Endpoint,
+        (probe, sent): (ProbeGuard<'_>, tokio::time::Instant),
+        tries: &mut Tries,
+        (api_path, attempt): (&str, u32),
+    ) -> Result<(Duration, bool), ApiError> {
+        let limit = self.opts.max_file_bytes;
+        let outcome = if failure.is_outage_like() {
+            Outcome::Failed {
+                path: path_hash(api_path),
+            }
+        } else {
+            Outcome::Answered
+        };
+        let counts = probe.settle(outcome);
+        let throttled = matches!(failure, Failure::Status { code: 429, .. });
+        if throttled {
+            self.limiter.on_429(sent);
+        } else if counts {
+            tries.counted += 1;
+        }
+        let after = match decide(&failure, endpoint.is_status_call(), tries) {
+            Decision::Retry { after } => after,
+            Decision::Throttled => {
+                return Err(ApiError::Throttled {
+                    path: api_path.to_string(),
+                    waited_s: tries.throttled.as_secs_f64(),
+                    attempts: attempt,
+                });
+            }
+            Decision::GiveUp(code) => {
+                let error = failure.into_error(false, api_path, attempt, limit);
+                debug_assert_eq!(error.code(), code);
+                return Err(error);
+            }
+            Decision::Denied => {
+                return Err(failure.into_error(true, api_path, attempt, limit));
+            }
+        };
+        // After a 429 the shared limiter paces the retry with every other request (and holds
+        // them all for a Retry-After); other failures back off on their own.
+        let wait = if throttled || !counts || tries.counted == 0 {
+            Duration::ZERO
+        } else {
+            let backoff = self.opts.retry.backoff(tries.counted - 1);
+            after.map_or(backoff, |ra| ra.max(backoff))
+        };
+        tracing::debug!(
+            endpoint = endpoint.label,
+            attempt,
+            wait_ms = wait.as_millis() as u64,
+            "retrying: {}",
+            failure.into_error(false, api_path, attempt, limit)
+        );
+        Ok((wait, throttled))
     }
 
     /// One request: sent, its status classified, its body read within the cap and parsed, or
