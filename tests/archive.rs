@@ -794,6 +794,77 @@ fn the_recorded_sha256_is_the_files_when_held_and_written_through_entries_mix() 
     assert!(no_temps(out.path()));
 }
 
+/// An encrypted archive whose transfer of a later file fails partway and is received again: the
+/// entry before it keeps its AES authentication code (written when the zip writer finishes that
+/// entry, as the next one starts), so the archive checks out under its key and every file is
+/// what was received. Regression: the dropped entry was cut from where the previous entry's data
+/// ended, before its authentication code, and the next header overwrote those 10 bytes.
+#[test]
+fn an_abandoned_entry_of_an_encrypted_archive_leaves_the_entry_before_it_whole() {
+    use jumio_export::output::archive::{ArchiveKey, ArchiveWriter, check};
+    use jumio_export::output::fsmode::Modes;
+    let out = tempfile::tempdir().unwrap();
+    let secret = [7u8; 32];
+    let key = ArchiveKey::new(&secret).unwrap();
+    let front = big_jpeg(300 << 10, 3);
+    let back = big_jpeg(40 << 10, 4);
+    let mut w = ArchiveWriter::create(
+        out.path(),
+        REF,
+        &meta(),
+        Some(key.clone()),
+        Modes::default(),
+    )
+    .unwrap();
+    let status = json(r#"{"status":"DONE"}"#);
+    w.begin(EntryKind::Status, "application/json").unwrap();
+    w.write(&status).unwrap();
+    w.end("status", 200, at(1_700_000_000)).unwrap();
+    let data = json(r#"{"document":{"type":"PASSPORT"}}"#);
+    w.begin(EntryKind::Data, "application/json").unwrap();
+    w.write(&data).unwrap();
+    w.end("data", 200, at(1_700_000_000)).unwrap();
+    let images = json(r#"{"images":[]}"#);
+    w.begin(EntryKind::Images, "application/json").unwrap();
+    w.write(&images).unwrap();
+    w.end("images", 200, at(1_700_000_000)).unwrap();
+    let image = |classifier: &str| EntryKind::Image {
+        classifier: classifier.to_owned(),
+    };
+    // The front image fails a third of the way in: the entry is dropped, then received whole.
+    w.begin(image("front"), "image/jpeg").unwrap();
+    for chunk in front[..100 << 10].chunks(16 << 10) {
+        w.write(chunk).unwrap();
+    }
+    w.abandon().unwrap();
+    for (classifier, body) in [("front", &front), ("back", &back)] {
+        w.begin(image(classifier), "image/jpeg").unwrap();
+        for chunk in body.chunks(16 << 10) {
+            w.write(chunk).unwrap();
+        }
+        w.end(&format!("/images/{classifier}"), 200, at(1_700_000_001))
+            .unwrap();
+    }
+    let written = w.finish().unwrap();
+    let bytes = fs::read(&written.path).unwrap();
+    assert_eq!(written.sha256, hex::encode(sha2::Sha256::digest(&bytes)));
+    let checked = check(&written.path, REF, None, Some(&key));
+    assert!(checked.is_ok(), "{:?}", checked.err().map(|r| r.findings));
+    let mut zip = zip::ZipArchive::new(fs::File::open(&written.path).unwrap()).unwrap();
+    for (name, body) in [
+        ("images.json", &images),
+        ("images/front.jpg", &front),
+        ("images/back.jpg", &back),
+    ] {
+        let mut content = Vec::new();
+        zip.by_name_decrypt(name, &secret)
+            .unwrap()
+            .read_to_end(&mut content)
+            .unwrap();
+        assert!(&content == body, "{name} differs from what was received");
+    }
+}
+
 /// Each entry's sha256 (the manifest, the `files` table) is taken as its body arrives, side by
 /// side with the archive's final bytes before it (two SHA-256 streams interleaved): both must
 /// stay plain SHA-256 whatever the bodies' sizes and chunks, and whether the archive has final

@@ -113,7 +113,13 @@ pub struct ArchiveWriter {
     /// Entries whose sha256 the spool takes: (index in `files` and `provenance`, the spool's
     /// index of the body), filled in by `seal`.
     spool_hashed: Vec<(usize, usize)>,
+    /// The zip writer has an entry it has not finished (it finishes it when the next starts).
+    zip_entry_open: bool,
 }
+
+/// The bytes an encrypted entry ends with, written when the zip writer finishes it: the
+/// authentication code of WinZip's AES format.
+const AES_AUTH_CODE_LEN: u64 = 10;
 
 /// An entry whose body is arriving.
 struct OpenEntry {
@@ -188,6 +194,7 @@ impl ArchiveWriter {
             files: Vec::with_capacity(16),
             provenance: Vec::with_capacity(16),
             spool_hashed: Vec::with_capacity(16),
+            zip_entry_open: false,
         })
     }
 
@@ -323,6 +330,7 @@ impl ArchiveWriter {
                 self.namer.undo(&kind, &name);
                 self.last = last;
                 self.zip.abort_file().map_err(|e| self.zip_err(e))?;
+                self.zip_entry_open = false;
                 self.marks.drop_held_entry();
                 Ok(())
             }
@@ -365,9 +373,16 @@ impl ArchiveWriter {
             // responses are a few KB, where a deflate state per entry cost more CPU than it
             // saved.
             .compression_method(CompressionMethod::Stored);
-        // The new entry's local header starts where the archive ends now; the previous entry's
-        // header is patched inside `start_file`, so its bytes are final only after it.
-        let header = self.marks.end();
+        // The new entry's local header starts where the archive ends now, after what finishing
+        // the previous entry appends first: an encrypted entry's authentication code. (Its
+        // header is patched inside `start_file` too, so its bytes are final only after it.) An
+        // abandoned entry is cut back to this header, never into the entry before it.
+        let finishing = if self.key.is_some() && self.zip_entry_open {
+            AES_AUTH_CODE_LEN
+        } else {
+            0
+        };
+        let header = self.marks.end() + finishing;
         let started = match &self.key {
             Some(k) => self.zip.start_file(
                 name,
@@ -376,6 +391,7 @@ impl ArchiveWriter {
             None => self.zip.start_file(name, base),
         };
         started.map_err(|e| self.zip_err(e))?;
+        self.zip_entry_open = true;
         self.marks.hold_from(header);
         Ok(())
     }
