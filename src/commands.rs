@@ -219,55 +219,11 @@ async fn execute_job(
     flags: &RunFlags,
     commits: Option<run::resume::Prefetch>,
 ) -> ExitCode {
-    let archive_key = match archive_key(job) {
-        Ok(k) => k,
+    let opts = match run_options(job, flags, commits) {
+        Ok(opts) => opts,
         Err(code) => return code,
     };
-    let commit_signer = match &job.output.signing_key_env {
-        None => None,
-        Some(var) => match crate::output::signing::CommitSigner::from_env(var) {
-            Ok(s) => Some(std::sync::Arc::new(s)),
-            Err(e) => {
-                eprintln!(
-                    "error: {}: [output] signing_key_env: {e}",
-                    job.path.display()
-                );
-                return ExitCode::Usage;
-            }
-        },
-    };
-    let pseudonymiser = match pseudonymiser(job) {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
-    if job.output.pii == crate::flatten::pii::Pii::Full && (job.output.csv || job.output.parquet) {
-        tracing::warn!(
-            "[output] pii = \"full\": the documents table's pan column (a card number) and every other direct identifier are written in clear; storing card numbers brings this export into PCI DSS scope (pii = \"pseudonymised\" or \"minimal\" avoids it)"
-        );
-    }
-    if job.fetch.unmasked_card_images {
-        tracing::warn!(
-            "unmasked_card_images = true: unmasked card images are cardholder data; storing them brings this export into PCI DSS scope"
-        );
-    }
-    match run::run(
-        job,
-        list,
-        credentials,
-        RunOptions {
-            quiet: flags.quiet,
-            progress: flags.progress,
-            progress_interval: std::time::Duration::from_secs_f64(flags.progress_interval),
-            retry_failed: flags.retry_failed,
-            archive_key,
-            commit_signer,
-            pseudonymiser,
-            commits,
-            ..RunOptions::default()
-        },
-    )
-    .await
-    {
+    match run::run(job, list, credentials, opts).await {
         Ok(summary) => {
             print!("{}", summary.table());
             if summary.denied {
@@ -298,6 +254,52 @@ async fn execute_job(
             ExitCode::Fatal
         }
     }
+}
+
+/// The run's options from the job and the flags: the archive key, the commit signer and the
+/// pseudonymiser from their variables (exit 2 naming the key when one is unusable), and the
+/// PCI DSS warnings the job's settings call for.
+fn run_options(
+    job: &Job,
+    flags: &RunFlags,
+    commits: Option<run::resume::Prefetch>,
+) -> Result<RunOptions, ExitCode> {
+    let archive_key = archive_key(job)?;
+    let commit_signer = match &job.output.signing_key_env {
+        None => None,
+        Some(var) => match crate::output::signing::CommitSigner::from_env(var) {
+            Ok(s) => Some(std::sync::Arc::new(s)),
+            Err(e) => {
+                eprintln!(
+                    "error: {}: [output] signing_key_env: {e}",
+                    job.path.display()
+                );
+                return Err(ExitCode::Usage);
+            }
+        },
+    };
+    let pseudonymiser = pseudonymiser(job)?;
+    if job.output.pii == crate::flatten::pii::Pii::Full && (job.output.csv || job.output.parquet) {
+        tracing::warn!(
+            "[output] pii = \"full\": the documents table's pan column (a card number) and every other direct identifier are written in clear; storing card numbers brings this export into PCI DSS scope (pii = \"pseudonymised\" or \"minimal\" avoids it)"
+        );
+    }
+    if job.fetch.unmasked_card_images {
+        tracing::warn!(
+            "unmasked_card_images = true: unmasked card images are cardholder data; storing them brings this export into PCI DSS scope"
+        );
+    }
+    Ok(RunOptions {
+        quiet: flags.quiet,
+        progress: flags.progress,
+        progress_interval: std::time::Duration::from_secs_f64(flags.progress_interval),
+        retry_failed: flags.retry_failed,
+        archive_key,
+        commit_signer,
+        pseudonymiser,
+        commits,
+        ..RunOptions::default()
+    })
 }
 
 /// The key of `[output] pii = "pseudonymised"`, from the variable `pii_key_env` names.

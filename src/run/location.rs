@@ -538,22 +538,17 @@ impl OutputLocation {
     fn takeover_records(&self, reference: &str) -> io::Result<Vec<TakeoverRecord>> {
         let mut found = Vec::new();
         let Some(b) = &self.bucket else {
-            let dir = self.root.join(dataset::RUNS_DIR);
-            for entry in std::fs::read_dir(&dir)? {
-                let entry = entry?;
-                let name = entry.file_name();
-                let Some(run) = name.to_str().filter(|n| RunId::parse(n).is_some()) else {
-                    continue;
-                };
+            self.for_each_run_entry(|run, _| {
                 let path = self.root.join(takeover::relative(run, reference));
                 match std::fs::symlink_metadata(&path) {
                     Ok(m) if m.is_file() => {}
-                    _ => continue,
+                    _ => return Ok(()),
                 }
                 if let Some(record) = TakeoverRecord::parse(&std::fs::read(&path)?) {
                     found.push(record);
                 }
-            }
+                Ok(())
+            })?;
             return Ok(found);
         };
         let r = b.remote.share();
@@ -1126,16 +1121,26 @@ impl OutputLocation {
     /// live. Lists `runs/` — the live and dead runs' locks and directories — never `archives/`,
     /// so the sweep costs the same at any number of archives.
     fn remove_dead_scratch_dirs(&self) -> io::Result<()> {
-        let dir = self.root.join(dataset::RUNS_DIR);
-        for entry in std::fs::read_dir(&dir)? {
-            let entry = entry?;
-            let name = entry.file_name();
-            let Some(run) = name.to_str().filter(|n| RunId::parse(n).is_some()) else {
-                continue;
-            };
+        self.for_each_run_entry(|run, entry| {
             // `file_type` does not follow a link: a link named like a run is left alone.
             if entry.file_type()?.is_dir() && !self.is_live(run) {
                 self.remove_dead_staging(run, &entry.path())?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Calls `f` with each entry of the local `runs/` named like a run (its directory, or
+    /// whatever stands under that name), and the run.
+    fn for_each_run_entry(
+        &self,
+        mut f: impl FnMut(&str, &std::fs::DirEntry) -> io::Result<()>,
+    ) -> io::Result<()> {
+        for entry in std::fs::read_dir(self.root.join(dataset::RUNS_DIR))? {
+            let entry = entry?;
+            let name = entry.file_name();
+            if let Some(run) = name.to_str().filter(|n| RunId::parse(n).is_some()) {
+                f(run, &entry)?;
             }
         }
         Ok(())
