@@ -6,27 +6,36 @@
 //! 2. an adaptive window that finds and holds the server's own ceiling. Jumio answers 429 without
 //!    `Retry-After` and counts requests in a sliding one-second window, in which refused requests
 //!    may count too. So after the first 429 the job keeps a *cap*: at most that many requests in
-//!    any window of one second and [`MARGIN`] (every request it sent, refused ones included), the
+//!    any window of one second and a margin (every request it sent, refused ones included), the
 //!    server's own rule mirrored with a margin for the requests' travel. The cap is what the
-//!    server let through: on a 429 it is set to the requests sent in the second before the
-//!    refused one, less those refused. Waiting for room under the cap is the pause after a 429,
+//!    server let through: on a 429 it is set to the requests sent in the window and margin before
+//!    the refused one, less those refused. Waiting for room under the cap is the pause after a 429,
 //!    sized to the server's window by construction.
 //!
 //!    Then it probes: once in a while (every [`PROBE_REQUESTS`] requests' worth of time) one
 //!    request more than the cap goes out, and the cap rises by one with it; the next ones may
 //!    rise further, at the speed requests go, until a probe is refused and the cap stays where the
-//!    server's window was full. An unchanged ceiling costs one 429 per probe; a ceiling that rose
-//!    is found the moment a probe goes through. A refused request that was *not* a probe means
-//!    the server's ceiling is below the cap: one alone (a request that travelled slowly, or a
-//!    neighbour's probe) changes nothing; a second within [`MILD_SPAN`] lowers the cap by one; a
-//!    second within one window means the ceiling fell under the job (another process took a
-//!    share, or the server lowered it) and the cap is cut to [`DEEP_CUT`] of what was let
-//!    through, after which it climbs at once until refused. A cap that held for [`STABLE`] before
-//!    such a fall is remembered for [`MEMORY`], and until the cap is back there it is probed
-//!    every [`RETURN_GAP`]: a ceiling that fell usually comes back. Every 429 of a request sent
-//!    before the last decision belongs to it: one overshoot moves the cap once. Processes sharing
-//!    a ceiling (shards of one tenant) each hold their own cap; their sum converges because each
-//!    cap is what the server let that process through.
+//!    server's window was full. An unchanged ceiling costs one 429 per probe, and each probe it
+//!    refuses doubles the time to the next ([`BACKOFF`], up to [`MAX_GAP`]): a ceiling that has
+//!    not moved for minutes is rarely probed. A ceiling that rose is found the moment a probe
+//!    goes through.
+//!
+//!    A refused request that was *not* a probe means the server's ceiling is below the cap, or
+//!    the requests reached the server less evenly than the margin allows for. One alone (a
+//!    request that travelled slowly, or a neighbour's probe) doubles the margin, whose excess
+//!    halves every [`MARGIN_HALF_LIFE`] after: on a quiet machine the cap is paced over
+//!    [`WINDOW`] and [`MARGIN`] (1 %), on a loaded one over as much more as its requests need.
+//!    Another within [`MILD_SPAN`] with the margin past [`MARGIN_BEFORE_CUT`] lowers the cap by
+//!    one; a second within one window means the ceiling fell under the job (another process took
+//!    a share, or the server lowered it) and the cap is cut to [`DEEP_CUT`] of what was let
+//!    through, after which it climbs at once until refused. A cap that held for [`STABLE`]
+//!    before such a fall is remembered for [`MEMORY`], and until the cap is back there it is
+//!    probed every [`RETURN_GAP`]: a ceiling that fell usually comes back, and a climb stops at
+//!    the remembered cap, which is taken back once a window has passed there without a refusal
+//!    (the ceiling's return costs no 429). Every 429 of a request sent before the last decision
+//!    belongs to it: one overshoot moves the cap once. Processes sharing a ceiling (shards of
+//!    one tenant) each hold their own cap; their sum converges because each cap is what the
+//!    server let that process through.
 //!
 //!    A `Retry-After` on any response holds *every* request until its deadline.
 //!
@@ -49,7 +58,13 @@ use crate::job::defaults;
 const WINDOW: Duration = Duration::from_secs(1);
 /// The cap counts requests over the server's window and this much more: the server sees each
 /// request a little after it left, and not quite as evenly.
-const MARGIN: Duration = Duration::from_millis(30);
+const MARGIN: Duration = Duration::from_millis(10);
+/// The most the margin grows to.
+const MARGIN_MAX: Duration = Duration::from_millis(120);
+/// The margin's excess over [`MARGIN`] halves this often without a stray refusal.
+const MARGIN_HALF_LIFE: Duration = Duration::from_secs(30);
+/// Stray refusals in a row widen the margin up to this; past it the next one lowers the cap.
+const MARGIN_BEFORE_CUT: Duration = Duration::from_millis(40);
 /// A probe above a confirmed cap every this many requests at the cap (clamped to
 /// [`MIN_GAP`]..[`MAX_GAP`]): one 429 per probe, so spacing probes by requests rather than
 /// seconds keeps the share of 429s about the same at any ceiling.
@@ -57,7 +72,9 @@ const PROBE_REQUESTS: f64 = 120.0;
 /// Shortest time between probes.
 const MIN_GAP: Duration = Duration::from_secs(2);
 /// Longest time between probes: a ceiling that rose is found within this.
-const MAX_GAP: Duration = Duration::from_secs(10);
+const MAX_GAP: Duration = Duration::from_secs(30);
+/// Each probe refused at an unchanged cap doubles the time to the next, this many times at most.
+const BACKOFF: u32 = 2;
 /// While probing, what a window may hold doubles this often: a ceiling that rose is found
 /// within a second or so, and an unchanged one refuses the probe within a few hundred
 /// milliseconds (one 429).
@@ -116,6 +133,10 @@ struct Adaptive {
     lowered_at: Option<Instant>,
     /// A cap that held before the ceiling fell under it, and when it fell.
     remembered: Option<(u32, Instant)>,
+    /// The margin for the requests' travel, as last raised by a stray refusal, and when.
+    margin: (Duration, Instant),
+    /// Probes refused in a row at an unchanged cap: each one spaces the next probe further.
+    confirmed: u32,
     decreases: u64,
 }
 
@@ -132,7 +153,7 @@ impl Adaptive {
     fn room_at(&self, k: u32, t: Instant) -> Instant {
         let k = k.max(1) as usize;
         match self.sent.len().checked_sub(k) {
-            Some(i) => t.max(self.sent[i].at + WINDOW + MARGIN),
+            Some(i) => t.max(self.sent[i].at + self.span(t)),
             None => t,
         }
     }
@@ -140,14 +161,31 @@ impl Adaptive {
     /// How many requests a window (and the margin) may hold at `t`: the cap, or while probing
     /// the cap doubling every [`RAMP_DOUBLING`] since the probe began.
     fn allowed(&self, cap: u32, t: Instant, max_cap: u32) -> f64 {
+        let top = f64::from(self.returning(cap, t).unwrap_or(max_cap));
         let cap = f64::from(cap);
         match t.checked_duration_since(self.probe_from) {
             None => cap,
             Some(d) => {
                 let doublings = (d.as_secs_f64() / RAMP_DOUBLING.as_secs_f64()).min(30.0);
-                (cap * doublings.exp2()).min(f64::from(max_cap))
+                (cap * doublings.exp2()).min(top)
             }
         }
+    }
+
+    /// A cap that held before the ceiling fell, above `cap` and recent at `t`: a climb stops
+    /// there.
+    fn returning(&self, cap: u32, t: Instant) -> Option<u32> {
+        self.remembered
+            .filter(|(held, at)| cap < *held && t.duration_since(*at) < MEMORY)
+            .map(|(held, _)| held)
+    }
+
+    /// When a climb from `cap` that began at `probe_from` reached `held` and a whole window and
+    /// margin passed at it without a refusal: then the ceiling is back.
+    fn returned_at(&self, cap: u32, held: u32) -> Instant {
+        let doublings = (f64::from(held) / f64::from(cap.max(1))).log2().max(0.0);
+        let reached = self.probe_from + RAMP_DOUBLING.mul_f64(doublings);
+        reached + self.span(reached)
     }
 
     /// When the next request may go out, from `now` on: paced evenly at what a window may
@@ -172,11 +210,27 @@ impl Adaptive {
     /// the last request's slot (so that timer and scheduling delays are made up, by one interval
     /// at most).
     fn slot(&self, per_window: f64) -> Instant {
-        let interval = (WINDOW + MARGIN).div_f64(per_window.max(1.0));
+        let at = self.last_slot.map_or(self.hold_until, |(_, sent)| sent);
+        let interval = self.span(at).div_f64(per_window.max(1.0));
         match self.last_slot {
             Some((slot, sent)) => slot.max(sent.checked_sub(interval).unwrap_or(sent)) + interval,
             None => self.hold_until,
         }
+    }
+
+    /// The window the cap counts over at `t`: the server's, and the margin for travel.
+    fn span(&self, t: Instant) -> Duration {
+        let (raised, at) = self.margin;
+        let halvings =
+            t.saturating_duration_since(at).as_secs_f64() / MARGIN_HALF_LIFE.as_secs_f64();
+        WINDOW + MARGIN + raised.saturating_sub(MARGIN).div_f64(halvings.exp2())
+    }
+
+    /// A refused request the cap did not explain: the requests travel less evenly than the
+    /// margin allows for; it doubles.
+    fn widen(&mut self, now: Instant) {
+        let current = self.span(now) - WINDOW;
+        self.margin = ((current * 2).min(MARGIN_MAX), now);
     }
 
     /// Time to the next probe at `cap`.
@@ -187,7 +241,9 @@ impl Adaptive {
         {
             return RETURN_GAP;
         }
-        Duration::from_secs_f64(PROBE_REQUESTS / f64::from(cap.max(1))).clamp(MIN_GAP, MAX_GAP)
+        let base = PROBE_REQUESTS / f64::from(cap.max(1));
+        Duration::from_secs_f64(base * f64::from(self.confirmed.min(BACKOFF)).exp2())
+            .clamp(MIN_GAP, MAX_GAP)
     }
 }
 
@@ -227,6 +283,8 @@ impl RateLimiter {
                 last_miss: None,
                 lowered_at: None,
                 remembered: None,
+                confirmed: 0,
+                margin: (MARGIN, now),
                 decreases: 0,
             }),
         }
@@ -266,6 +324,18 @@ impl RateLimiter {
             if let Some(cap) = s.cap {
                 let slot = s.slot(s.allowed(cap, now, self.max_cap)).min(now);
                 s.last_slot = Some((slot, now));
+                if let Some(held) = s.returning(cap, now)
+                    && now >= s.probe_from
+                    && now >= s.returned_at(cap, held)
+                {
+                    // Climbed back to the cap that held, and a window went by there without a
+                    // refusal: the ceiling is back where it was.
+                    s.cap = Some(held);
+                    s.remembered = None;
+                    s.confirmed = 0;
+                    s.probe_from = now + s.gap(held, now);
+                    tracing::debug!(cap = held, "the cap that held before the fall is back");
+                }
             }
             let probe = s.cap.is_some() && now >= s.probe_from;
             s.sent.push_back(Sent { at: now, probe });
@@ -287,7 +357,7 @@ impl RateLimiter {
         }
         // What the server let through in the second before the refused request: requests sent
         // then, less those refused (those still unanswered count as let through).
-        let since = sent.checked_sub(WINDOW).unwrap_or(sent);
+        let since = sent.checked_sub(s.span(sent)).unwrap_or(sent);
         let before = |t: &Instant| (since..sent).contains(t);
         let let_through = (s.sent.iter().filter(|x| before(&x.at)).count())
             .saturating_sub(s.refused.iter().filter(|t| before(t)).count());
@@ -326,14 +396,19 @@ impl RateLimiter {
                         .clamp(self.min_cap, cap);
                     let room = s.room_at(cut, now);
                     (cut, Some(room.duration_since(now)))
-                } else if mild {
+                } else if mild && s.span(now) - WINDOW >= MARGIN_BEFORE_CUT {
                     (
                         let_through.min(cap.saturating_sub(1)).max(self.min_cap),
                         None,
                     )
                 } else {
-                    // Alone: a request that travelled slowly, or a neighbour's probe. Nothing
-                    // is decided; the next refused request says which.
+                    // Alone: a request that travelled slowly, or a neighbour's probe. The
+                    // margin widens; the next refused request says whether it was more.
+                    s.widen(now);
+                    tracing::debug!(
+                        margin_ms = (s.span(now) - WINDOW).as_millis() as u64,
+                        "429 of a request under the cap: the margin widens"
+                    );
                     return;
                 }
             }
@@ -341,6 +416,10 @@ impl RateLimiter {
         if old.is_none_or(|c| cap < c) {
             s.lowered_at = Some(now);
             s.decreases += 1;
+        }
+        match old == Some(cap) && probe {
+            true => s.confirmed += 1,
+            false => s.confirmed = 0,
         }
         let gap = probe_in.unwrap_or_else(|| s.gap(cap, now));
         s.cap = Some(cap);
@@ -368,7 +447,10 @@ impl RateLimiter {
         let s = self.state.lock().expect("limiter lock");
         match s.cap {
             None => self.configured,
-            Some(cap) => (f64::from(cap) / (WINDOW + MARGIN).as_secs_f64()).min(self.configured),
+            Some(cap) => {
+                let span = s.span(Instant::now()).as_secs_f64();
+                (f64::from(cap) / span).min(self.configured)
+            }
         }
     }
 
@@ -514,15 +596,24 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_steady_ceiling_is_held_with_one_429_a_probe() {
+    async fn a_steady_ceiling_is_probed_less_and_less_often() {
         let l = RateLimiter::new(30.0, 10_000);
         let start = Instant::now();
-        let log = serve(&l, start, Duration::from_secs(40), |_| 15).await;
-        let (served, refused) = judge(&log, start, 10.0, 40.0);
-        // One probe every PROBE_REQUESTS requests' worth of time at most, each refused once.
-        let probes = (30.0 * 15.0 / PROBE_REQUESTS).ceil() as usize + 1;
-        assert!(refused <= probes, "{refused} refused");
-        assert!(served as f64 >= 0.95 * 15.0 * 30.0, "{served} served");
+        let log = serve(&l, start, Duration::from_secs(90), |_| 15).await;
+        let refused: Vec<f64> = log
+            .iter()
+            .filter(|(_, r)| *r)
+            .map(|(t, _)| (*t - start).as_secs_f64())
+            .collect();
+        // The first 429, then one per probe, each probe refused at the same cap doubling the
+        // time to the next (PROBE_REQUESTS ÷ 15 = 8 s, 16 s, then MAX_GAP).
+        let gaps: Vec<f64> = refused.windows(2).map(|w| w[1] - w[0]).collect();
+        assert_eq!(gaps.len(), 4, "refused at {refused:?}");
+        for (gap, want) in gaps.iter().zip([8.0, 16.0, 30.0, 30.0]) {
+            assert!((want..want + 0.5).contains(gap), "gaps {gaps:?}");
+        }
+        let (served, _) = judge(&log, start, 10.0, 90.0);
+        assert!(served as f64 >= 0.98 * 15.0 * 80.0, "{served} served");
         assert_eq!(l.estimated_ceiling(), Some(15.0));
     }
 
@@ -536,13 +627,14 @@ mod tests {
         let (served, refused) = judge(&log, start, 20.0, 32.0);
         assert!(served >= 85, "{served} served at 8 per second");
         assert!(refused <= 7, "{refused} refused at 8 per second");
-        // The rise: found by the next probe, which comes sooner below a cap that held.
+        // The rise: found by the next probe, which comes sooner below a cap that held; the
+        // climb stops at that cap, so the ceiling's return costs no 429.
         let (served, refused) = judge(&log, start, 32.0, 42.0);
         assert!(
             served >= 125,
             "{served} served at 15 per second after the rise"
         );
-        assert!(refused <= 3, "{refused} refused after the rise");
+        assert_eq!(refused, 0, "refused after the rise");
         // Found within the probe gap below a cap that held, and the ramp's second.
         let found = 32.0 + RETURN_GAP.as_secs_f64() + 1.0;
         let (served, _) = judge(&log, start, found, 42.0);
@@ -572,6 +664,42 @@ mod tests {
         assert_eq!(l.decreases(), 2);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_stray_refusal_widens_the_margin_for_a_while() {
+        let l = RateLimiter::new(30.0, 10_000);
+        let sent = send(&l, 16, AT_30).await;
+        l.on_429(sent[15]);
+        let at = |margin_ms: f64| 15.0 / (1.0 + margin_ms / 1000.0);
+        let close = |a: f64, b: f64| (a - b).abs() < 0.01;
+        assert!(close(l.current_rate(), at(10.0)), "{}", l.current_rate());
+        // A refused request the cap does not explain: the margin doubles, the cap stays.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let more = send(&l, 5, AT_30).await;
+        l.on_429(more[4]);
+        assert_eq!(l.estimated_ceiling(), Some(15.0));
+        assert!(close(l.current_rate(), at(20.0)), "{}", l.current_rate());
+        // Another within MILD_SPAN: it doubles again.
+        let more = send(&l, 5, AT_30).await;
+        l.on_429(more[4]);
+        assert_eq!(l.estimated_ceiling(), Some(15.0));
+        assert!(close(l.current_rate(), at(40.0)), "{}", l.current_rate());
+        // Its excess over MARGIN halves every MARGIN_HALF_LIFE without another.
+        tokio::time::advance(2 * MARGIN_HALF_LIFE).await;
+        assert!(
+            close(l.current_rate(), at(10.0 + 30.0 / 4.0)),
+            "{}",
+            l.current_rate()
+        );
+        // A third while the margin is four times MARGIN: the cap itself is one too many.
+        let more = send(&l, 5, AT_30).await;
+        l.on_429(more[4]);
+        let more = send(&l, 5, AT_30).await;
+        l.on_429(more[4]);
+        let more = send(&l, 5, AT_30).await;
+        l.on_429(more[4]);
+        assert!(l.estimated_ceiling().is_some_and(|c| c < 15.0));
+    }
+
     /// The server of [`shared`]: Jumio's sliding window (refused requests counted or not), or
     /// a token bucket holding one second's worth.
     #[derive(Clone, Copy)]
@@ -591,73 +719,125 @@ mod tests {
         rate: f64,
         /// The server's ceiling `t` seconds after the start, in requests per second.
         ceiling: &'a Ceiling,
+        /// Each request arrives at the server between no time and this long after the limiter
+        /// let it through (pseudo-random, so arrivals may come out of order), as the real job's
+        /// requests do: a connection pool and 32 tasks on two cores.
+        jitter: Duration,
         /// Each answer reaches its job this long after the request arrived.
         answer_after: Duration,
     }
 
+    /// A deterministic spread in `0..=1` for the `i`-th request of job `j`.
+    fn spread(j: usize, i: u64) -> f64 {
+        let mut x = (i ^ ((j as u64) << 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        x ^= x >> 29;
+        x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x ^= x >> 32;
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+
     /// Runs `sc` for `until` seconds; returns (served, refused) from `from` on and what the
-    /// ceiling allowed then.
+    /// ceiling allowed then, judged by arrival at the server.
     async fn shared(sc: &Scenario<'_>, from: f64, until: f64) -> (usize, usize, f64) {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        type Answer = tokio::sync::mpsc::UnboundedSender<(Instant, bool, Instant)>;
         let start = Instant::now();
         let end = start + Duration::from_secs_f64(until);
-        let log: Mutex<Vec<(Instant, bool)>> = Mutex::new(Vec::new());
-        let bucket = Mutex::new(((sc.ceiling)(0.0), start));
-        let (log_ref, bucket_ref) = (&log, &bucket);
-        let job = |_: usize| async move {
-            let l = RateLimiter::new(sc.rate, 10_000);
-            let l = &l;
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, bool)>();
-            let send = async move {
+        let limiters: Vec<RateLimiter> = (0..sc.jobs)
+            .map(|_| RateLimiter::new(sc.rate, 10_000))
+            .collect();
+        // Requests on their way: (arrival, sequence, job, let through at).
+        let (to_server, mut arrivals) =
+            tokio::sync::mpsc::unbounded_channel::<(Instant, u64, usize, Instant)>();
+        let mut answers: Vec<Answer> = Vec::new();
+        let mut inboxes = Vec::new();
+        for _ in 0..sc.jobs {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            answers.push(tx);
+            inboxes.push(rx);
+        }
+        let send = |j: usize| {
+            let (l, to_server) = (&limiters[j], to_server.clone());
+            async move {
                 let spacing = Duration::from_secs_f64(1.0 / sc.rate);
                 let mut next = start;
+                let mut i = 0u64;
                 while Instant::now() < end {
                     tokio::time::sleep_until(next).await;
                     let t = l.acquire().await;
                     next = t + spacing;
-                    let c = (sc.ceiling)((t - start).as_secs_f64());
-                    let mut log = log_ref.lock().unwrap();
-                    let refused = match sc.server {
-                        Server::Sliding { count_refused } => {
-                            let since = t.checked_sub(WINDOW).unwrap_or(t);
-                            let n = log
-                                .iter()
-                                .filter(|(s, r)| *s > since && (count_refused || !r))
-                                .count();
-                            n as f64 + 1.0 > c
-                        }
-                        Server::Bucket => {
-                            let mut b = bucket_ref.lock().unwrap();
-                            b.0 = (b.0 + (t - b.1).as_secs_f64() * c).min(c);
-                            b.1 = t;
-                            let ok = b.0 >= 1.0;
-                            if ok {
-                                b.0 -= 1.0;
-                            }
-                            !ok
-                        }
-                    };
-                    log.push((t, refused));
-                    drop(log);
-                    tx.send((t, refused)).unwrap();
+                    let arrival = t + sc.jitter.mul_f64(spread(j, i));
+                    to_server.send((arrival, i, j, t)).unwrap();
+                    i += 1;
                 }
-            };
-            let answer = async move {
-                while let Some((t, refused)) = rx.recv().await {
-                    tokio::time::sleep_until(t + sc.answer_after).await;
+            }
+        };
+        let answer = |j: usize, mut inbox: tokio::sync::mpsc::UnboundedReceiver<_>| {
+            let l = &limiters[j];
+            async move {
+                while let Some((t, refused, at)) = inbox.recv().await {
+                    tokio::time::sleep_until(at).await;
                     if refused {
                         l.on_429(t);
                     }
                 }
-            };
-            tokio::join!(send, answer);
-        };
-        match sc.jobs {
-            1 => job(0).await,
-            _ => {
-                tokio::join!(job(0), job(1));
             }
-        }
-        let log = log.into_inner().unwrap();
+        };
+        let server = async move {
+            let mut log: Vec<(Instant, bool)> = Vec::new();
+            let mut bucket = ((sc.ceiling)(0.0), start);
+            let mut pending = BinaryHeap::new();
+            let mut open = true;
+            while open || !pending.is_empty() {
+                let due = pending
+                    .peek()
+                    .map(|Reverse(x): &Reverse<(Instant, u64, usize, Instant)>| x.0);
+                tokio::select! {
+                    biased;
+                    _ = tokio::time::sleep_until(due.unwrap_or(end)), if due.is_some() => {
+                        let Reverse((arrival, _, j, t)) = pending.pop().unwrap();
+                        let c = (sc.ceiling)((arrival - start).as_secs_f64());
+                        let refused = match sc.server {
+                            Server::Sliding { count_refused } => {
+                                let since = arrival.checked_sub(WINDOW).unwrap_or(arrival);
+                                let n = log
+                                    .iter()
+                                    .filter(|(s, r)| *s > since && (count_refused || !r))
+                                    .count();
+                                n as f64 + 1.0 > c
+                            }
+                            Server::Bucket => {
+                                bucket.0 =
+                                    (bucket.0 + (arrival - bucket.1).as_secs_f64() * c).min(c);
+                                bucket.1 = arrival;
+                                let ok = bucket.0 >= 1.0;
+                                if ok {
+                                    bucket.0 -= 1.0;
+                                }
+                                !ok
+                            }
+                        };
+                        log.push((arrival, refused));
+                        let _ = answers[j].send((t, refused, arrival + sc.answer_after));
+                    }
+                    m = arrivals.recv(), if open => match m {
+                        Some((arrival, i, j, t)) => pending.push(Reverse((arrival, i, j, t))),
+                        None => open = false,
+                    },
+                }
+            }
+            log
+        };
+        let senders = futures::future::join_all((0..sc.jobs).map(send));
+        drop(to_server);
+        let answerers = futures::future::join_all(
+            inboxes
+                .into_iter()
+                .enumerate()
+                .map(|(j, inbox)| answer(j, inbox)),
+        );
+        let (_, log, _) = tokio::join!(senders, server, answerers);
         let (served, refused) = judge(&log, start, from, until);
         let ms = ((until - from) * 1000.0) as u64;
         let allowed = (0..ms)
@@ -668,7 +848,7 @@ mod tests {
 
     /// The issue's scenarios (the job at 30 per second, the server at 15; `examples/bench.rs
     /// adaptive`), judged from 10 s to 35 s: (name, 429 share, served ÷ allowed).
-    async fn scenarios(answer_after: Duration) -> Vec<(&'static str, f64, f64)> {
+    async fn scenarios(jitter: Duration, answer_after: Duration) -> Vec<(&'static str, f64, f64)> {
         let refused = Server::Sliding {
             count_refused: true,
         };
@@ -697,6 +877,7 @@ mod tests {
                 jobs,
                 rate: 30.0 / jobs as f64,
                 ceiling,
+                jitter,
                 answer_after,
             };
             let (served, refused, allowed) = shared(&sc, 10.0, 35.0).await;
@@ -708,23 +889,80 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_issue_scenarios_hold_at_the_figures_of_the_benchmark() {
-        // Answers within a few milliseconds: a quiet machine, where this simulation gives the
-        // figures `examples/bench.rs adaptive` measures (BENCHMARKS.md, sessions 6 and 7) to
-        // within a request or two. A guard on today's figures, deterministic: the sliding
-        // windows and two processes meet the issue's targets (< 2 % 429s, ≥ 0.92 of the
-        // ceiling), the token bucket and the changing ceiling (15 → 8 → 15) do not yet.
-        for (name, share, served) in scenarios(Duration::from_millis(3)).await {
+        // Answers within a few milliseconds and requests arriving as they leave: a quiet
+        // machine, where this simulation gives the figures `examples/bench.rs adaptive`
+        // measures (BENCHMARKS.md, sessions 6 to 8) to within a request or two. Every ceiling
+        // of the issue meets its targets (< 2 % 429s, ≥ 0.92 of the ceiling); the token bucket,
+        // not one of them, stays under 3 %.
+        for (name, share, served) in scenarios(Duration::ZERO, Duration::from_millis(3)).await {
             eprintln!(
                 "{name}: {:.2} % 429s, {served:.3} of the ceiling",
                 100.0 * share
             );
             let (most, least) = match name {
                 "bucket" => (0.03, 0.98),
-                "change" => (0.025, 0.88),
+                "change" => (0.02, 0.9),
+                _ => (0.01, 0.97),
+            };
+            assert!(share < most && served >= least, "{name}: {share} {served}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_that_arrive_unevenly_widen_the_margin_instead_of_cutting_the_cap() {
+        // Each request arrives up to 20 ms after it was let through, out of order (a loaded
+        // machine): the steady ceilings and two processes still meet the issue's targets.
+        let scenarios = scenarios(Duration::from_millis(20), Duration::from_millis(5)).await;
+        for (name, share, served) in scenarios {
+            eprintln!(
+                "{name}: {:.2} % 429s, {served:.3} of the ceiling",
+                100.0 * share
+            );
+            let (most, least) = match name {
+                "bucket" => (0.03, 0.98),
+                "change" => (0.025, 0.85),
                 _ => (0.02, 0.94),
             };
             assert!(share < most && served >= least, "{name}: {share} {served}");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ceiling_that_falls_for_a_while_is_followed_whenever_it_returns() {
+        // 15 → 8 → 15 with the low stretch from 18.3 s lasting 5.3 s to 10.8 s: the rise is
+        // found by the next probe, so what is served depends on where it falls between two;
+        // on average the targets hold.
+        let (mut shares, mut served) = (Vec::new(), Vec::new());
+        for k in 0..12 {
+            let (fall, lasts) = (10.0 + 25.0 / 3.0, 25.0 / 3.0 - 3.0 + 0.5 * f64::from(k));
+            let ceiling = move |t: f64| match (fall..fall + lasts).contains(&t) {
+                true => 8.0,
+                false => 15.0,
+            };
+            let sc = Scenario {
+                server: Server::Sliding {
+                    count_refused: true,
+                },
+                jobs: 1,
+                rate: 30.0,
+                ceiling: &ceiling,
+                jitter: Duration::ZERO,
+                answer_after: Duration::from_millis(3),
+            };
+            let (ok, no, allowed) = shared(&sc, 10.0, 35.0).await;
+            shares.push(no as f64 / (ok + no) as f64);
+            served.push(ok as f64 / allowed);
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let met = (shares.iter().zip(&served))
+            .filter(|(share, served)| **share < 0.02 && **served >= 0.92)
+            .count();
+        eprintln!("429s {shares:.4?}\nserved {served:.3?}");
+        assert!(
+            mean(&shares) < 0.02 && mean(&served) >= 0.925,
+            "{shares:?} {served:?}"
+        );
+        assert!(met >= 9, "{met} of 12 meet the targets");
     }
 
     #[test]
