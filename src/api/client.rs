@@ -379,7 +379,7 @@ pub enum Failure {
     Network(String),
     /// A body over `max_file_bytes`, by its `Content-Length` or as it arrived.
     TooLarge,
-    /// A 200 whose body the request's [`Validate`] refused.
+    /// A 200 whose body is not the JSON object the endpoint answers.
     BadBody(String),
 }
 

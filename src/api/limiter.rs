@@ -12,25 +12,25 @@
 //!    the refused one, less those refused. Waiting for room under the cap is the pause after a 429,
 //!    sized to the server's window by construction.
 //!
-//!    Then it probes: once in a while (every [`PROBE_REQUESTS`] requests' worth of time) one
+//!    Then it probes: once in a while (every `PROBE_REQUESTS` requests' worth of time) one
 //!    request more than the cap goes out, and the cap rises by one with it; the next ones may
 //!    rise further, at the speed requests go, until a probe is refused and the cap stays where the
 //!    server's window was full. An unchanged ceiling costs one 429 per probe, and each probe it
-//!    refuses doubles the time to the next ([`BACKOFF`], up to [`MAX_GAP`]): a ceiling that has
+//!    refuses doubles the time to the next (`BACKOFF`, up to `MAX_GAP`): a ceiling that has
 //!    not moved for minutes is rarely probed. A ceiling that rose is found the moment a probe
 //!    goes through.
 //!
 //!    A refused request that was *not* a probe means the server's ceiling is below the cap, or
 //!    the requests reached the server less evenly than the margin allows for. One alone (a
 //!    request that travelled slowly, or a neighbour's probe) doubles the margin, whose excess
-//!    halves every [`MARGIN_HALF_LIFE`] after: on a quiet machine the cap is paced over
-//!    [`WINDOW`] and [`MARGIN`] (1 %), on a loaded one over as much more as its requests need.
-//!    Another within [`MILD_SPAN`] with the margin past [`MARGIN_BEFORE_CUT`] lowers the cap by
+//!    halves every `MARGIN_HALF_LIFE` after: on a quiet machine the cap is paced over
+//!    `WINDOW` and `MARGIN` (1 %), on a loaded one over as much more as its requests need.
+//!    Another within `MILD_SPAN` with the margin past `MARGIN_BEFORE_CUT` lowers the cap by
 //!    one; a second within one window means the ceiling fell under the job (another process took
-//!    a share, or the server lowered it) and the cap is cut to [`DEEP_CUT`] of what was let
-//!    through, after which it climbs at once until refused. A cap that held for [`STABLE`]
-//!    before such a fall is remembered for [`MEMORY`], and until the cap is back there it is
-//!    probed every [`RETURN_GAP`]: a ceiling that fell usually comes back, and a climb stops at
+//!    a share, or the server lowered it) and the cap is cut to `DEEP_CUT` of what was let
+//!    through, after which it climbs at once until refused. A cap that held for `STABLE`
+//!    before such a fall is remembered for `MEMORY`, and until the cap is back there it is
+//!    probed every `RETURN_GAP`: a ceiling that fell usually comes back, and a climb stops at
 //!    the remembered cap, which is taken back once a window has passed there without a refusal
 //!    (the ceiling's return costs no 429). Every 429 of a request sent before the last decision
 //!    belongs to it: one overshoot moves the cap once. Processes sharing a ceiling (shards of
