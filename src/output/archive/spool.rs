@@ -33,7 +33,6 @@
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt as _;
-use std::os::unix::io::AsRawFd as _;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -61,100 +60,18 @@ const SLACK: usize = 64 * 1024;
 /// Buffers kept for reuse (more archives than this in flight allocate their own).
 const POOL_SIZE: usize = 64;
 
-/// Whole blocks of the buffer go to the file with `O_DIRECT`, from a buffer whose bytes start at
-/// an address aligned to this: the page cache's copy of each byte (`copy_folio_from_iter`,
-/// 12.6 % of a full-size run's CPU) and its writeback at `fsync` are skipped. 4 KiB covers
-/// every logical block size up to a page (ext4 and xfs require the device's, 512 B or 4 KiB).
-const BLOCK: usize = 4096;
+/// Idle buffers, each of capacity `HOLD_BYTES + SLACK`.
+static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
-/// [`Spool::finish`] writes the aligned part of what is left with `O_DIRECT` only from this
-/// many bytes on: below it the copy is cheaper than the extra system call (a small archive
-/// reaches the file in one buffered write, as before).
-const DIRECT_MIN: usize = 64 * 1024;
-
-/// The buffer's capacity.
-const CAPACITY: usize = HOLD_BYTES + SLACK;
-
-/// A fixed-capacity buffer whose first byte is [`BLOCK`]-aligned (allocated once with a block's
-/// room to spare), so its leading whole blocks can be written with `O_DIRECT`. It never
-/// reallocates; what is dropped from its front moves the rest back to the aligned start.
-#[derive(Default)]
-struct Buf {
-    mem: Box<[u8]>,
-    /// Where the aligned part of `mem` starts.
-    off: usize,
-    len: usize,
-}
-
-impl Buf {
-    fn new() -> Self {
-        let mem = vec![0u8; CAPACITY + BLOCK].into_boxed_slice();
-        let off = mem.as_ptr().align_offset(BLOCK);
-        Buf { mem, off, len: 0 }
-    }
-
-    #[cfg(test)]
-    fn capacity(&self) -> usize {
-        self.mem.len().saturating_sub(BLOCK)
-    }
-
-    fn clear(&mut self) {
-        self.len = 0;
-    }
-
-    fn truncate(&mut self, len: usize) {
-        self.len = self.len.min(len);
-    }
-
-    /// The length set to `len` (at most the capacity); new bytes are whatever was there.
-    fn set_len(&mut self, len: usize) {
-        assert!(len <= CAPACITY, "the spool's buffer never grows");
-        self.len = len;
-    }
-
-    fn extend_from_slice(&mut self, bytes: &[u8]) {
-        let at = self.off + self.len;
-        assert!(
-            self.len + bytes.len() <= CAPACITY,
-            "the spool's buffer never grows"
-        );
-        self.mem[at..at + bytes.len()].copy_from_slice(bytes);
-        self.len += bytes.len();
-    }
-
-    /// Drops the first `n` bytes; the rest moves to the aligned start.
-    fn drain_front(&mut self, n: usize) {
-        self.mem
-            .copy_within(self.off + n..self.off + self.len, self.off);
-        self.len -= n;
-    }
-}
-
-impl std::ops::Deref for Buf {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        &self.mem[self.off..self.off + self.len]
-    }
-}
-
-impl std::ops::DerefMut for Buf {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        &mut self.mem[self.off..self.off + self.len]
-    }
-}
-
-/// Idle buffers.
-static POOL: Mutex<Vec<Buf>> = Mutex::new(Vec::new());
-
-fn take_buffer() -> Buf {
+fn take_buffer() -> Vec<u8> {
     POOL.lock()
         .ok()
         .and_then(|mut p| p.pop())
-        .unwrap_or_else(Buf::new)
+        .unwrap_or_else(|| Vec::with_capacity(HOLD_BYTES + SLACK))
 }
 
-fn give_back(mut buf: Buf) {
-    if buf.mem.len() < CAPACITY + BLOCK {
+fn give_back(mut buf: Vec<u8>) {
+    if buf.capacity() < HOLD_BYTES + SLACK {
         return;
     }
     buf.clear();
@@ -163,59 +80,6 @@ fn give_back(mut buf: Buf) {
     {
         p.push(buf);
     }
-}
-
-/// The archive's second descriptor, for `O_DIRECT` writes.
-enum Direct {
-    /// Not opened yet: the path that reopens the temporary file (an archive that never has a
-    /// run of whole blocks to write never opens it).
-    Untried(String),
-    Open(File),
-    /// Refused by the file system (tmpfs before Linux 6.6, for one), or no longer usable: the
-    /// archive's `written` is past an unaligned buffered write, or an entry is written through.
-    Off,
-}
-
-/// Reopens the temporary file for `O_DIRECT` writes; `Off` where the file system refuses.
-fn open_direct(path: &str) -> Direct {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(path)
-        {
-            Ok(file) => Direct::Open(file),
-            Err(_) => Direct::Off,
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = path;
-        Direct::Off
-    }
-}
-
-/// Runs `f`, which waits for the device (an `O_DIRECT` write of 512 KiB takes about half a
-/// millisecond here), with the tasks of the calling tokio worker moved to another thread
-/// meanwhile; on a blocking-pool thread or outside a multi-thread runtime it just runs.
-fn off_the_worker<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
-        }
-        _ => f(),
-    }
-}
-
-/// A direct write the file system refused for its alignment or for `O_DIRECT` itself: the
-/// bytes go through the page cache instead.
-fn refused(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)
-    )
 }
 
 /// Where the archive writer and the spool meet: the start of the entry the zip writer is
@@ -231,8 +95,6 @@ pub(super) struct Marks {
     truncate: AtomicBool,
     /// The sha256s of the bodies the spool takes ([`Marks::begin_body`]).
     bodies: Mutex<Bodies>,
-    /// Bytes the spool wrote with `O_DIRECT` (seen by the tests).
-    direct_bytes: AtomicU64,
 }
 
 /// Entry bodies hashed by the spool. A body's bytes stay in the buffer after it is received
@@ -334,10 +196,7 @@ pub(super) struct Spool {
     /// Bytes `[0, written)` were handed to the file.
     written: u64,
     /// Bytes `[written, written + buf.len())`: the archive's tail, not yet in the file.
-    buf: Buf,
-    /// Whole blocks at the buffer's front go to the file through this descriptor while
-    /// `written` is a multiple of [`BLOCK`] and no entry is written through.
-    direct: Direct,
+    buf: Vec<u8>,
     /// The zip writer's cursor.
     pos: u64,
     /// The file's length, which an abandoned entry may leave above the archive's.
@@ -347,14 +206,12 @@ pub(super) struct Spool {
 impl Spool {
     pub(super) fn new(file: File) -> (Self, Arc<Marks>) {
         let marks = Arc::new(Marks::default());
-        let direct = Direct::Untried(format!("/proc/self/fd/{}", file.as_raw_fd()));
         let spool = Spool {
             file,
             marks: Arc::clone(&marks),
             hasher: Lane::default(),
             hashed: 0,
             written: 0,
-            direct,
             buf: take_buffer(),
             pos: 0,
             file_len: 0,
@@ -393,7 +250,7 @@ impl Spool {
             return Ok(());
         }
         let mut scratch = take_buffer();
-        scratch.set_len(READ_BACK);
+        scratch.resize(READ_BACK, 0);
         let mut result = Ok(());
         while self.hashed < upto {
             let n = ((upto - self.hashed) as usize).min(READ_BACK);
@@ -433,57 +290,13 @@ impl Spool {
                 self.hasher.update(&self.buf[from..n]);
                 self.hashed = self.written + n as u64;
             }
-            // Whole blocks leave with `O_DIRECT`; the last partial block stays at the buffer's
-            // front (hashed already) until more final bytes complete it.
-            self.write_blocks(n, BLOCK)?;
-            if self.direct_on() {
-                return Ok(());
-            }
             let buf = std::mem::take(&mut self.buf);
             let result = self.write_at(&buf[..n], self.written);
             self.buf = buf;
             result?;
-            self.buf.drain_front(n);
+            self.buf.drain(..n);
             self.written += n as u64;
         }
-        Ok(())
-    }
-
-    /// `O_DIRECT` writes are still possible: the file's bytes so far end on a block boundary.
-    fn direct_on(&self) -> bool {
-        !matches!(self.direct, Direct::Off) && self.written.is_multiple_of(BLOCK as u64)
-    }
-
-    /// Writes the whole blocks among the buffer's first `n` bytes with `O_DIRECT` (none unless
-    /// they make at least `min` bytes) and drops them from the buffer. Where the file system
-    /// refuses, the spool writes through the page cache from then on (the caller writes them).
-    fn write_blocks(&mut self, n: usize, min: usize) -> io::Result<()> {
-        let blocks = n / BLOCK * BLOCK;
-        if blocks == 0 || blocks < min || !self.direct_on() {
-            return Ok(());
-        }
-        if let Direct::Untried(path) = &self.direct {
-            self.direct = open_direct(path);
-        }
-        let Direct::Open(file) = &self.direct else {
-            return Ok(());
-        };
-        let (bytes, at) = (&self.buf[..blocks], self.written);
-        match off_the_worker(|| file.write_all_at(bytes, at)) {
-            Ok(()) => {}
-            Err(e) if refused(&e) => {
-                // Whatever part of it reached the file is written again, the same bytes.
-                self.direct = Direct::Off;
-                return Ok(());
-            }
-            Err(e) => return Err(e),
-        }
-        self.file_len = self.file_len.max(self.written + blocks as u64);
-        self.marks
-            .direct_bytes
-            .fetch_add(blocks as u64, Ordering::Relaxed);
-        self.buf.drain_front(blocks);
-        self.written += blocks as u64;
         Ok(())
     }
 
@@ -494,8 +307,6 @@ impl Spool {
         }
         self.pair_bodies();
         self.hash_bodies_before(self.end());
-        // The held entry is written through from here on, in pieces of any length.
-        self.direct = Direct::Off;
         let buf = std::mem::take(&mut self.buf);
         let result = self.write_at(&buf, self.written);
         self.buf = buf;
@@ -643,12 +454,9 @@ impl Spool {
         self.pair_bodies();
         self.hash_bodies_before(end);
         self.catch_up(self.written)?;
-        let from = (self.hashed - self.written) as usize;
-        self.hasher.update(&self.buf[from..]);
-        self.hashed = end;
-        // The aligned part of a long rest with `O_DIRECT`, the tail through the page cache.
-        self.write_blocks(self.buf.len(), DIRECT_MIN)?;
         let buf = std::mem::take(&mut self.buf);
+        let from = (self.hashed - self.written) as usize;
+        self.hasher.update(&buf[from..]);
         let result = self.write_at(&buf, self.written);
         give_back(buf);
         result?;
@@ -804,66 +612,6 @@ mod tests {
                 );
             }
         }
-    }
-
-    /// Entries of a full-size transaction's sizes (the archive outgrows the buffer), and the
-    /// bytes the archive must hold.
-    fn full_size(s: &mut Spool, marks: &Marks) -> Vec<u8> {
-        let mut expect = Vec::new();
-        for (i, len) in [
-            900,
-            300 * 1024,
-            2_000,
-            250 * 1024,
-            120 * 1024,
-            400 * 1024,
-            77,
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            entry_in(s, marks, len, i as u8 + 1, 96 * 1024 + 5, &mut expect);
-        }
-        expect
-    }
-
-    #[test]
-    fn whole_blocks_reach_the_file_with_o_direct_and_the_archive_is_the_same() {
-        // In the source tree's file system (ext4 or xfs here and in CI), not /tmp, which may be
-        // a tmpfs that refuses O_DIRECT.
-        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
-        let path = dir.path().join("a.zip");
-        let (mut s, marks) = Spool::new(std::fs::File::create_new(&path).unwrap());
-        let expect = full_size(&mut s, &marks);
-        let (_, len, sha256) = s.finish().unwrap();
-        let direct = marks.direct_bytes.load(Ordering::Relaxed);
-        assert!(
-            direct >= (expect.len() - DIRECT_MIN) as u64,
-            "{direct} of {} bytes written with O_DIRECT",
-            expect.len()
-        );
-        assert_eq!(direct % BLOCK as u64, 0);
-        assert_eq!(len, expect.len() as u64);
-        assert!(std::fs::read(&path).unwrap() == expect, "the file differs");
-        assert_eq!(sha256, hex::encode(Sha256::digest(&expect)));
-    }
-
-    #[test]
-    fn where_the_file_system_refuses_o_direct_the_bytes_go_through_the_page_cache() {
-        let (mut s, marks, tmp) = spool();
-        // A descriptor that cannot be opened for O_DIRECT writes (a directory), as tmpfs
-        // before Linux 6.6 refuses one.
-        s.direct = Direct::Untried("/".into());
-        let expect = full_size(&mut s, &marks);
-        assert!(matches!(s.direct, Direct::Off), "the refusal was not seen");
-        let (_, len, sha256) = s.finish().unwrap();
-        assert_eq!(marks.direct_bytes.load(Ordering::Relaxed), 0);
-        assert_eq!(len, expect.len() as u64);
-        assert!(
-            std::fs::read(tmp.path()).unwrap() == expect,
-            "the file differs"
-        );
-        assert_eq!(sha256, hex::encode(Sha256::digest(&expect)));
     }
 
     #[test]
