@@ -703,25 +703,3 @@ fn references_can_come_from_standard_input() {
         "each reference once, the comment skipped"
     );
 }
-
-/// mimalloc's options that keep peak RSS under 64 MiB (a purge delay of 2 ms, arenas committed
-/// as used) are set before the Rust runtime's first allocation creates its first arena: set in
-/// `main`, the arena option came too late and a full-size run peaked at 102 MiB. mimalloc
-/// prints its options at start-up when `MIMALLOC_VERBOSE=1`.
-#[cfg(target_os = "linux")]
-#[test]
-fn the_allocator_options_hold_from_the_first_arena_on() {
-    let o = bin()
-        .arg("--version")
-        .env("MIMALLOC_VERBOSE", "1")
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    for option in ["option 'arena_eager_commit': 0", "option 'purge_delay': 2"] {
-        assert!(
-            stderr.lines().any(|l| l.trim_end() == option),
-            "{option:?} not in mimalloc's start-up report:\n{stderr}"
-        );
-    }
-}
