@@ -244,6 +244,61 @@ impl Adaptive {
         self.margin = ((current * 2).min(MARGIN_MAX), now);
     }
 
+    /// What the server let through in the window and margin before the request sent at `sent`:
+    /// requests sent then, less those refused (those still unanswered count as let through).
+    fn let_through(&self, sent: Instant) -> usize {
+        let since = sent.checked_sub(self.span(sent)).unwrap_or(sent);
+        let before = |t: &Instant| (since..sent).contains(t);
+        (self.sent.iter().filter(|x| before(&x.at)).count())
+            .saturating_sub(self.refused.iter().filter(|t| before(t)).count())
+    }
+
+    /// A request sent at `sent` under `cap`, not a probe, was refused: the new cap (`min_cap`
+    /// at least) and when to probe next, or `None` when nothing is decided yet (the margin
+    /// widened).
+    fn under_cap(
+        &mut self,
+        cap: u32,
+        let_through: u32,
+        sent: Instant,
+        now: Instant,
+        min_cap: u32,
+    ) -> Option<(u32, Option<Duration>)> {
+        // The request sent just before this one refused too: not a request that travelled
+        // slowly, but a server's window that no longer has room at the cap.
+        let previous = self.sent.iter().rev().map(|x| x.at).find(|t| *t < sent);
+        let deep =
+            previous.is_some_and(|p| sent.duration_since(p) < WINDOW && self.refused.contains(&p));
+        let mild = (self.last_miss).is_some_and(|t| now.duration_since(t) < MILD_SPAN);
+        self.last_miss = Some(now);
+        if deep {
+            // The ceiling fell under the job by an unknown amount: well below what got through,
+            // then probe upwards as soon as the window has room for that.
+            if self
+                .changed_at
+                .is_none_or(|t| now.duration_since(t) >= STABLE)
+                && self.returning(cap, now).is_none()
+            {
+                // (A higher cap still remembered from an earlier fall is kept.)
+                self.remembered = Some((cap, now));
+            }
+            let cut = ((f64::from(let_through) * DEEP_CUT).floor() as u32).clamp(min_cap, cap);
+            let room = self.room_at(cut, now);
+            Some((cut, Some(room.duration_since(now))))
+        } else if mild && self.span(now) - WINDOW >= MARGIN_BEFORE_CUT {
+            Some((let_through.min(cap.saturating_sub(1)).max(min_cap), None))
+        } else {
+            // Alone: a request that travelled slowly, or a neighbour's probe. The margin
+            // widens; the next refused request says whether it was more.
+            self.widen(now);
+            tracing::debug!(
+                margin_ms = (self.span(now) - WINDOW).as_millis() as u64,
+                "429 of a request under the cap: the margin widens"
+            );
+            None
+        }
+    }
+
     /// Time to the next probe at `cap`.
     fn gap(&self, cap: u32, now: Instant) -> Duration {
         if self
@@ -369,13 +424,7 @@ impl RateLimiter {
         if s.decided_at.is_some_and(|at| sent < at) {
             return;
         }
-        // What the server let through in the second before the refused request: requests sent
-        // then, less those refused (those still unanswered count as let through).
-        let since = sent.checked_sub(s.span(sent)).unwrap_or(sent);
-        let before = |t: &Instant| (since..sent).contains(t);
-        let let_through = (s.sent.iter().filter(|x| before(&x.at)).count())
-            .saturating_sub(s.refused.iter().filter(|t| before(t)).count());
-        let let_through = u32::try_from(let_through)
+        let let_through = u32::try_from(s.let_through(sent))
             .unwrap_or(u32::MAX)
             .clamp(self.min_cap, self.max_cap);
         let probe = s.sent.iter().any(|x| x.at == sent && x.probe);
@@ -389,47 +438,10 @@ impl RateLimiter {
             // Refused while probing: the server's window was full with what it let through,
             // more than the cap if the ceiling rose.
             Some(_) if probe => (let_through, None),
-            Some(cap) => {
-                // The request sent just before this one refused too: not a request that
-                // travelled slowly, but a server's window that no longer has room at the cap.
-                let previous = s.sent.iter().rev().map(|x| x.at).find(|t| *t < sent);
-                let deep = previous.is_some_and(|p| {
-                    sent.duration_since(p) < WINDOW && s.refused.iter().any(|t| *t == p)
-                });
-                let mild = s
-                    .last_miss
-                    .is_some_and(|t| now.duration_since(t) < MILD_SPAN);
-                s.last_miss = Some(now);
-                if deep {
-                    // The ceiling fell under the job by an unknown amount: well below what got
-                    // through, then probe upwards as soon as the window has room for that.
-                    if s.changed_at.is_none_or(|t| now.duration_since(t) >= STABLE) {
-                        // A higher cap still remembered from an earlier fall is kept.
-                        s.remembered = match s.returning(cap, now) {
-                            Some(_) => s.remembered,
-                            None => Some((cap, now)),
-                        };
-                    }
-                    let cut = ((f64::from(let_through) * DEEP_CUT).floor() as u32)
-                        .clamp(self.min_cap, cap);
-                    let room = s.room_at(cut, now);
-                    (cut, Some(room.duration_since(now)))
-                } else if mild && s.span(now) - WINDOW >= MARGIN_BEFORE_CUT {
-                    (
-                        let_through.min(cap.saturating_sub(1)).max(self.min_cap),
-                        None,
-                    )
-                } else {
-                    // Alone: a request that travelled slowly, or a neighbour's probe. The
-                    // margin widens; the next refused request says whether it was more.
-                    s.widen(now);
-                    tracing::debug!(
-                        margin_ms = (s.span(now) - WINDOW).as_millis() as u64,
-                        "429 of a request under the cap: the margin widens"
-                    );
-                    return;
-                }
-            }
+            Some(cap) => match s.under_cap(cap, let_through, sent, now, self.min_cap) {
+                Some(decided) => decided,
+                None => return,
+            },
         };
         if old.is_none_or(|c| cap < c) {
             s.decreases += 1;
