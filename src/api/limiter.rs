@@ -213,12 +213,11 @@ impl Adaptive {
     /// the last request's slot (so that timer and scheduling delays are made up, by one interval
     /// at most).
     fn slot(&self, per_window: f64) -> Instant {
-        let at = self.last_slot.map_or(self.hold_until, |(_, sent)| sent);
-        let interval = self.span(at).div_f64(per_window.max(1.0));
-        match self.last_slot {
-            Some((slot, sent)) => slot.max(sent.checked_sub(interval).unwrap_or(sent)) + interval,
-            None => self.hold_until,
-        }
+        let Some((slot, sent)) = self.last_slot else {
+            return self.hold_until;
+        };
+        let interval = self.span(sent).div_f64(per_window.max(1.0));
+        slot.max(sent.checked_sub(interval).unwrap_or(sent)) + interval
     }
 
     /// Requests sent since the climb began, within the window and margin before `now`.
@@ -231,17 +230,22 @@ impl Adaptive {
 
     /// The window the cap counts over at `t`: the server's, and the margin for travel.
     fn span(&self, t: Instant) -> Duration {
+        WINDOW + self.margin_at(t)
+    }
+
+    /// The margin for travel at `t`: as last raised, its excess over [`MARGIN`] halving every
+    /// [`MARGIN_HALF_LIFE`] since.
+    fn margin_at(&self, t: Instant) -> Duration {
         let (raised, at) = self.margin;
         let halvings =
             t.saturating_duration_since(at).as_secs_f64() / MARGIN_HALF_LIFE.as_secs_f64();
-        WINDOW + MARGIN + raised.saturating_sub(MARGIN).div_f64(halvings.exp2())
+        MARGIN + raised.saturating_sub(MARGIN).div_f64(halvings.exp2())
     }
 
     /// A refused request the cap did not explain: the requests travel less evenly than the
     /// margin allows for; it doubles.
     fn widen(&mut self, now: Instant) {
-        let current = self.span(now) - WINDOW;
-        self.margin = ((current * 2).min(MARGIN_MAX), now);
+        self.margin = ((self.margin_at(now) * 2).min(MARGIN_MAX), now);
     }
 
     /// What the server let through in the window and margin before the request sent at `sent`:
@@ -285,14 +289,14 @@ impl Adaptive {
             let cut = ((f64::from(let_through) * DEEP_CUT).floor() as u32).clamp(min_cap, cap);
             let room = self.room_at(cut, now);
             Some((cut, Some(room.duration_since(now))))
-        } else if mild && self.span(now) - WINDOW >= MARGIN_BEFORE_CUT {
+        } else if mild && self.margin_at(now) >= MARGIN_BEFORE_CUT {
             Some((let_through.min(cap.saturating_sub(1)).max(min_cap), None))
         } else {
             // Alone: a request that travelled slowly, or a neighbour's probe. The margin
             // widens; the next refused request says whether it was more.
             self.widen(now);
             tracing::debug!(
-                margin_ms = (self.span(now) - WINDOW).as_millis() as u64,
+                margin_ms = self.margin_at(now).as_millis() as u64,
                 "429 of a request under the cap: the margin widens"
             );
             None
@@ -301,10 +305,7 @@ impl Adaptive {
 
     /// Time to the next probe at `cap`.
     fn gap(&self, cap: u32, now: Instant) -> Duration {
-        if self
-            .remembered
-            .is_some_and(|(held, at)| cap < held && now.duration_since(at) < MEMORY)
-        {
+        if self.returning(cap, now).is_some() {
             return RETURN_GAP;
         }
         let base = PROBE_REQUESTS / f64::from(cap.max(1));
@@ -911,7 +912,7 @@ mod tests {
                 .map(|l| l.decreases().saturating_sub(1))
                 .sum(),
             widest: (limiters.iter())
-                .map(|l| l.state.lock().unwrap().span(now) - WINDOW)
+                .map(|l| l.state.lock().unwrap().margin_at(now))
                 .max()
                 .unwrap_or_default(),
         }
