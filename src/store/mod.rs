@@ -603,23 +603,7 @@ fn build(
         .clone()
         .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
         .filter(|e| !e.trim().is_empty());
-    let env_http = std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
-    let allow_http = match endpoint.as_deref() {
-        Some(e) if e.starts_with("http://") => {
-            if !is_loopback(e) {
-                return Err(format!(
-                    "the endpoint {e} is plain http and not on this machine: only a loopback endpoint (127.0.0.1, ::1, localhost) may be plain http"
-                ));
-            }
-            if !(settings.allow_http || env_http) {
-                return Err(format!(
-                    "the endpoint {e} is plain http: set [output] allow_http = true (honoured for a loopback endpoint only)"
-                ));
-            }
-            true
-        }
-        _ => false,
-    };
+    let allow_http = plain_http(endpoint.as_deref(), settings)?;
     let connector = Counting { stats, allow_http };
     let options = ClientOptions::new().with_allow_http(allow_http);
     let built: object_store::Result<Arc<dyn ObjectStore>> = match url.scheme {
@@ -637,24 +621,9 @@ fn build(
             if let Some(r) = &settings.region {
                 b = b.with_region(r);
             }
-            match (settings.sse.as_deref(), &settings.sse_kms_key_id) {
-                (None, None) => {}
-                (Some("aws:kms"), Some(key)) => b = b.with_sse_kms_encryption(key),
-                (Some("aws:kms"), None) => {
-                    let key = "aws_server_side_encryption"
-                        .parse()
-                        .map_err(|e: object_store::Error| e.to_string())?;
-                    b = b.with_config(key, "aws:kms");
-                }
-                (Some("AES256"), None) => {}
-                (sse, key) => {
-                    return Err(format!(
-                        "[output] sse = {sse:?} with sse_kms_key_id {}: sse is \"aws:kms\" (optionally with sse_kms_key_id) or \"AES256\"",
-                        if key.is_some() { "set" } else { "unset" }
-                    ));
-                }
-            }
-            b.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
+            s3_encryption(b, settings)?
+                .build()
+                .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
         }
         Scheme::Gcs => {
             if settings.sse.is_some() || settings.endpoint.is_some() {
@@ -682,6 +651,49 @@ fn build(
         }
     };
     built.map_err(|e| e.to_string())
+}
+
+/// Whether the client may speak plain http: only to a loopback `endpoint`, and only when
+/// `[output] allow_http` or `AWS_ALLOW_HTTP=true` says so.
+fn plain_http(endpoint: Option<&str>, settings: &StoreSettings) -> Result<bool, String> {
+    let Some(e) = endpoint.filter(|e| e.starts_with("http://")) else {
+        return Ok(false);
+    };
+    if !is_loopback(e) {
+        return Err(format!(
+            "the endpoint {e} is plain http and not on this machine: only a loopback endpoint (127.0.0.1, ::1, localhost) may be plain http"
+        ));
+    }
+    let env_http = std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+    if !(settings.allow_http || env_http) {
+        return Err(format!(
+            "the endpoint {e} is plain http: set [output] allow_http = true (honoured for a loopback endpoint only)"
+        ));
+    }
+    Ok(true)
+}
+
+/// `[output] sse` and `sse_kms_key_id` on the S3 builder `b`.
+fn s3_encryption(
+    b: object_store::aws::AmazonS3Builder,
+    settings: &StoreSettings,
+) -> Result<object_store::aws::AmazonS3Builder, String> {
+    Ok(match (settings.sse.as_deref(), &settings.sse_kms_key_id) {
+        (None, None) | (Some("AES256"), None) => b,
+        (Some("aws:kms"), Some(key)) => b.with_sse_kms_encryption(key),
+        (Some("aws:kms"), None) => {
+            let key = "aws_server_side_encryption"
+                .parse()
+                .map_err(|e: object_store::Error| e.to_string())?;
+            b.with_config(key, "aws:kms")
+        }
+        (sse, key) => {
+            return Err(format!(
+                "[output] sse = {sse:?} with sse_kms_key_id {}: sse is \"aws:kms\" (optionally with sse_kms_key_id) or \"AES256\"",
+                if key.is_some() { "set" } else { "unset" }
+            ));
+        }
+    })
 }
 
 fn is_loopback(endpoint: &str) -> bool {
