@@ -379,6 +379,19 @@ impl OutputLocation {
         if !zip_there {
             return Existing::Absent;
         }
+        self.existing_zip_archive(reference, kind, key, mode, &zip_relative)
+    }
+
+    /// [`OutputLocation::existing_archive_in`] for the ZIP archive of `reference`, which is
+    /// there (at `zip_relative`), in a run whose archives are of `mode` (plain or AES ZIP).
+    fn existing_zip_archive(
+        &self,
+        reference: &str,
+        kind: Kind,
+        key: Option<&ArchiveKey>,
+        mode: ArchiveMode,
+        zip_relative: &str,
+    ) -> Existing {
         let checked = match &self.bucket {
             None => {
                 let path = self.archive_path(reference);
@@ -393,22 +406,7 @@ impl OutputLocation {
         let (checked, encrypted) = match checked {
             Ok(checked) => checked,
             Err(Rejected::Findings(findings)) => return Existing::Damaged(findings),
-            Err(Rejected::WrongKey) => {
-                return Existing::Mismatch {
-                    setting: if key.is_some() {
-                        "[output] archive_key_env"
-                    } else {
-                        "[output] encrypt_archives"
-                    },
-                    found: if key.is_some() {
-                        format!(
-                            "{zip_relative} is encrypted under another key than the one in the job's archive_key_env"
-                        )
-                    } else {
-                        format!("{zip_relative} is {}", ArchiveMode::ZipAes.describe())
-                    },
-                };
-            }
+            Err(Rejected::WrongKey) => return wrong_key(key, zip_relative),
         };
         if mode == ArchiveMode::ZipAes && !encrypted {
             return Existing::Mismatch {
@@ -1369,6 +1367,22 @@ fn create_dataset_dirs(root: &Path, modes: Modes) -> io::Result<()> {
         modes.create_dir_all(&root.join(dir))?;
     }
     Ok(())
+}
+
+/// An AES archive that `key` (or, without one, the job) cannot open.
+fn wrong_key(key: Option<&ArchiveKey>, zip_relative: &str) -> Existing {
+    match key {
+        Some(_) => Existing::Mismatch {
+            setting: "[output] archive_key_env",
+            found: format!(
+                "{zip_relative} is encrypted under another key than the one in the job's archive_key_env"
+            ),
+        },
+        None => Existing::Mismatch {
+            setting: "[output] encrypt_archives",
+            found: format!("{zip_relative} is {}", ArchiveMode::ZipAes.describe()),
+        },
+    }
 }
 
 #[cfg(test)]
