@@ -509,12 +509,7 @@ fn line_chart(
     series: &[(&Vec<f64>, &str)],
     reference: Option<(f64, &str)>,
 ) -> String {
-    const W: f64 = 720.0;
-    const H: f64 = 220.0;
-    const L: f64 = 48.0; // left margin for the y labels
-    const B: f64 = 28.0; // bottom margin for the x labels
-    const T: f64 = 10.0;
-    const R: f64 = 12.0;
+    let (w, h, l, r) = (Plot::W, Plot::H, Plot::L, Plot::R);
     let n = series
         .iter()
         .map(|(s, _)| s.len())
@@ -527,58 +522,29 @@ fn line_chart(
         .chain(reference.map(|(v, _)| v))
         .fold(0.0, f64::max);
     // At least 4, so small counts get whole-number ticks.
-    let y_max = nice_ceiling(top.max(4.0));
-    let x = |i: f64| L + (W - L - R) * if n > 1 { i / (n - 1) as f64 } else { 0.5 };
-    let y = |v: f64| T + (H - T - B) * (1.0 - v / y_max);
+    let plot = Plot {
+        n,
+        y_max: nice_ceiling(top.max(4.0)),
+    };
     let mut s = String::new();
     let _ = write!(
         s,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {W} {H}\" width=\"{W}\" height=\"{H}\" role=\"img\" aria-label=\"{t}\"><title>{t}</title>",
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {w} {h}\" width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"{t}\"><title>{t}</title>",
         t = escape(title)
     );
-    // Grid and y labels: 0, ¼ … the top.
-    for k in 0..=4 {
-        let v = y_max * k as f64 / 4.0;
-        let yy = y(v);
-        let _ = write!(
-            s,
-            "<line x1=\"{L}\" x2=\"{:.1}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\" stroke=\"#d0d7de\" stroke-width=\"1\"/>\
-             <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\" fill=\"#57606a\">{}</text>",
-            W - R,
-            L - 6.0,
-            yy + 4.0,
-            short_number(v)
-        );
-    }
-    // x labels: start, middle, end, as time since the start.
-    let span = n as u64 * bucket_s;
-    for k in 0..=2 {
-        let i = (n - 1) as f64 * k as f64 / 2.0;
-        let anchor = ["start", "middle", "end"][k];
-        let _ = write!(
-            s,
-            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"{anchor}\" fill=\"#57606a\">{}</text>",
-            x(i),
-            H - 8.0,
-            if k == 0 {
-                "start".to_string()
-            } else {
-                format!("+{}", human_seconds(span * k as u64 / 2))
-            }
-        );
-    }
+    plot.axes(&mut s, bucket_s);
     if let Some((v, colour)) = reference {
-        let yy = y(v);
+        let yy = plot.y(v);
         let _ = write!(
             s,
-            "<line x1=\"{L}\" x2=\"{:.1}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\" stroke=\"{colour}\" stroke-width=\"1.5\" stroke-dasharray=\"6 4\"/>",
-            W - R
+            "<line x1=\"{l}\" x2=\"{:.1}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\" stroke=\"{colour}\" stroke-width=\"1.5\" stroke-dasharray=\"6 4\"/>",
+            w - r
         );
     }
     for (values, colour) in series {
         let mut points = String::new();
         for (i, v) in values.iter().enumerate() {
-            let _ = write!(points, "{:.1},{:.1} ", x(i as f64), y(*v));
+            let _ = write!(points, "{:.1},{:.1} ", plot.x(i as f64), plot.y(*v));
         }
         let _ = write!(
             s,
@@ -588,6 +554,71 @@ fn line_chart(
     }
     s.push_str("</svg>");
     s
+}
+
+/// The frame of a [`line_chart`]: `n` buckets across, 0 to `y_max` up.
+struct Plot {
+    n: usize,
+    y_max: f64,
+}
+
+impl Plot {
+    const W: f64 = 720.0;
+    const H: f64 = 220.0;
+    /// Left margin, for the y labels.
+    const L: f64 = 48.0;
+    /// Bottom margin, for the x labels.
+    const B: f64 = 28.0;
+    const T: f64 = 10.0;
+    const R: f64 = 12.0;
+
+    fn x(&self, i: f64) -> f64 {
+        let along = if self.n > 1 {
+            i / (self.n - 1) as f64
+        } else {
+            0.5
+        };
+        Self::L + (Self::W - Self::L - Self::R) * along
+    }
+
+    fn y(&self, v: f64) -> f64 {
+        Self::T + (Self::H - Self::T - Self::B) * (1.0 - v / self.y_max)
+    }
+
+    /// The grid with its y labels (0, ¼ … the top), and the x labels (start, middle, end, as
+    /// time since the start of buckets of `bucket_s` seconds).
+    fn axes(&self, s: &mut String, bucket_s: u64) {
+        let (w, h, l, r) = (Self::W, Self::H, Self::L, Self::R);
+        for k in 0..=4 {
+            let v = self.y_max * k as f64 / 4.0;
+            let yy = self.y(v);
+            let _ = write!(
+                s,
+                "<line x1=\"{l}\" x2=\"{:.1}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\" stroke=\"#d0d7de\" stroke-width=\"1\"/>\
+                 <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\" fill=\"#57606a\">{}</text>",
+                w - r,
+                l - 6.0,
+                yy + 4.0,
+                short_number(v)
+            );
+        }
+        let span = self.n as u64 * bucket_s;
+        for k in 0..=2 {
+            let i = (self.n - 1) as f64 * k as f64 / 2.0;
+            let anchor = ["start", "middle", "end"][k];
+            let _ = write!(
+                s,
+                "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"{anchor}\" fill=\"#57606a\">{}</text>",
+                self.x(i),
+                h - 8.0,
+                if k == 0 {
+                    "start".to_string()
+                } else {
+                    format!("+{}", human_seconds(span * k as u64 / 2))
+                }
+            );
+        }
+    }
 }
 
 /// The smallest 1, 2, 4 or 8 × 10^k at or above `v` (a quarter of it, the grid step, stays short).
