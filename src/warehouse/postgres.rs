@@ -290,7 +290,64 @@ fn target(url: &str) -> Result<Target, LoadError> {
                 .to_string(),
         )
     })?;
-    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    fill_from_env(&mut config)?;
+    let user = config.get_user().unwrap_or_default().to_string();
+    let database = config.get_dbname().unwrap_or(&user).to_string();
+    let host = config.get_hosts()[0].clone();
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let name = host_text(&host);
+    let label = match &host {
+        Host::Tcp(_) => format!("{name}:{port} database {database} as user {user}"),
+        Host::Unix(_) => format!("{name} (port {port}) database {database} as user {user}"),
+    };
+    if config.get_password().is_none() {
+        let password = env("PGPASSWORD").or_else(|| {
+            pgpass::default_path()
+                .and_then(|path| pgpass::lookup(&path, &name, port, &database, &user))
+        });
+        if let Some(p) = password {
+            config.password(p);
+        }
+    }
+    let password = config
+        .get_password()
+        .map(|p| String::from_utf8_lossy(p).into_owned());
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(10));
+    }
+    if config.get_ssl_mode() != SslMode::Disable
+        && let Some(remote) = config.get_hosts().iter().find(|h| !is_loopback(h))
+    {
+        return Err(LoadError::Usage(format!(
+            "--postgres: {} is not a loopback address, and this build connects to PostgreSQL \
+             without TLS; connect through a local TLS tunnel, or add sslmode=disable to the URL \
+             only on a network you trust",
+            host_text(remote)
+        )));
+    }
+    Ok(Target {
+        config,
+        label,
+        password,
+    })
+}
+
+/// A libpq environment variable, when set and not empty.
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// A host as libpq names it: the name or address, or the socket directory.
+fn host_text(host: &Host) -> String {
+    match host {
+        Host::Tcp(h) => h.clone(),
+        Host::Unix(p) => p.display().to_string(),
+    }
+}
+
+/// Host, port, user and database that `config` leaves out, from `PGHOST`, `PGPORT`, `PGUSER`
+/// (or `USER`) and `PGDATABASE`, as libpq does; no user at all is an error.
+fn fill_from_env(config: &mut Config) -> Result<(), LoadError> {
     if config.get_hosts().is_empty() {
         config.host(env("PGHOST").as_deref().unwrap_or("localhost"));
     }
@@ -312,56 +369,12 @@ fn target(url: &str) -> Result<Target, LoadError> {
             }
         }
     }
-    let user = config.get_user().unwrap_or_default().to_string();
     if config.get_dbname().is_none()
         && let Some(db) = env("PGDATABASE")
     {
         config.dbname(&db);
     }
-    let database = config.get_dbname().unwrap_or(&user).to_string();
-    let host = config.get_hosts()[0].clone();
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    let host_text = match &host {
-        Host::Tcp(h) => h.clone(),
-        Host::Unix(p) => p.display().to_string(),
-    };
-    let label = match &host {
-        Host::Tcp(_) => format!("{host_text}:{port} database {database} as user {user}"),
-        Host::Unix(_) => format!("{host_text} (port {port}) database {database} as user {user}"),
-    };
-    if config.get_password().is_none() {
-        let password = env("PGPASSWORD").or_else(|| {
-            pgpass::default_path()
-                .and_then(|path| pgpass::lookup(&path, &host_text, port, &database, &user))
-        });
-        if let Some(p) = password {
-            config.password(p);
-        }
-    }
-    let password = config
-        .get_password()
-        .map(|p| String::from_utf8_lossy(p).into_owned());
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(Duration::from_secs(10));
-    }
-    if config.get_ssl_mode() != SslMode::Disable
-        && let Some(remote) = config.get_hosts().iter().find(|h| !is_loopback(h))
-    {
-        let name = match remote {
-            Host::Tcp(h) => h.clone(),
-            Host::Unix(p) => p.display().to_string(),
-        };
-        return Err(LoadError::Usage(format!(
-            "--postgres: {name} is not a loopback address, and this build connects to PostgreSQL \
-             without TLS; connect through a local TLS tunnel, or add sslmode=disable to the URL \
-             only on a network you trust"
-        )));
-    }
-    Ok(Target {
-        config,
-        label,
-        password,
-    })
+    Ok(())
 }
 
 /// A schema name: what `--schema` accepts (it is quoted in SQL all the same).
