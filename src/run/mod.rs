@@ -301,20 +301,7 @@ pub async fn run(
         shutdown.clone(),
     );
     let ctx = Arc::new(task_context(job, &client, &location, &shutdown, &opts));
-    let mode = match (opts.quiet, opts.progress) {
-        (true, _) => progress::ProgressMode::None,
-        (false, Some(mode)) => mode,
-        (false, None) => progress::ProgressMode::default_for_stderr(),
-    };
-    let progress = Progress::new(
-        input.items.len() + input.rejected.len() as u64,
-        mode,
-        opts.progress_interval,
-        progress::Sources {
-            client: client.clone(),
-            fetcher: ctx.fetcher.clone(),
-        },
-    );
+    let progress = progress_of(&opts, &input, &client, &ctx);
     reject_invalid(&input, &tx, &progress).await;
     let max_live = schedule::max_live(job.limits.concurrency);
     let unread = schedule::drive(ctx, &input.items, &plan, &tx, &progress, max_live).await;
@@ -347,6 +334,30 @@ pub async fn run(
         &report,
         &shutdown,
         started.elapsed(),
+    )
+}
+
+/// The run's progress display over `input`: none when quiet, else as asked or as standard
+/// error suits.
+fn progress_of(
+    opts: &RunOptions,
+    input: &InputList,
+    client: &ApiClient,
+    ctx: &TaskContext,
+) -> Progress {
+    let mode = match (opts.quiet, opts.progress) {
+        (true, _) => progress::ProgressMode::None,
+        (false, Some(mode)) => mode,
+        (false, None) => progress::ProgressMode::default_for_stderr(),
+    };
+    Progress::new(
+        input.items.len() + input.rejected.len() as u64,
+        mode,
+        opts.progress_interval,
+        progress::Sources {
+            client: client.clone(),
+            fetcher: ctx.fetcher.clone(),
+        },
     )
 }
 
